@@ -1,0 +1,666 @@
+//! App files: one `NAME.toml` per app in a config directory. Parsing (serde + toml, unknown keys
+//! refused), validation with `file:line:col` errors that name the key, loading a directory, and the
+//! diff used by `reread` / `update`.
+
+pub mod units;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+use units::{Dur, Sig, Size};
+
+/// Where an app's process runs. Only `none` exists in this build; the other levels are named so
+/// that a file asking for them gets a precise error rather than a generic "unknown variant".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    #[default]
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    Always,
+    #[default]
+    OnFailure,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StdoutMode {
+    #[default]
+    File,
+    Inherit,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RestartSpec {
+    pub policy: RestartPolicy,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub stable_after: Duration,
+    pub max_failures: u32,
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        RestartSpec {
+            policy: RestartPolicy::OnFailure,
+            backoff_initial: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            stable_after: Duration::from_secs(10),
+            max_failures: 5,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LogSpec {
+    pub max_size: u64,
+    pub keep: u32,
+    pub stdout: StdoutMode,
+    /// stderr goes into the same file as stdout (`NAME.out`).
+    pub combine: bool,
+}
+
+impl Default for LogSpec {
+    fn default() -> Self {
+        LogSpec { max_size: 10 << 20, keep: 5, stdout: StdoutMode::File, combine: false }
+    }
+}
+
+/// The identity an app runs as, resolved when the file is loaded.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Identity {
+    pub user: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub home: Option<PathBuf>,
+}
+
+/// A validated app, ready to run.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AppSpec {
+    pub name: String,
+    pub file: PathBuf,
+    pub command: Vec<String>,
+    /// The executable `command[0]` resolved to (through PATH when it has no slash).
+    pub program: PathBuf,
+    pub workdir: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub identity: Option<Identity>,
+    pub autostart: bool,
+    pub stop_signal: i32,
+    pub stop_timeout: Duration,
+    pub isolation: Isolation,
+    pub restart: RestartSpec,
+    pub logs: LogSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    command: Option<Spanned<Vec<String>>>,
+    workdir: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    user: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    autostart: Option<bool>,
+    stop_signal: Option<Sig>,
+    stop_timeout: Option<Dur>,
+    isolation: Option<Spanned<String>>,
+    restart: Option<RawRestart>,
+    logs: Option<RawLogs>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRestart {
+    policy: Option<RestartPolicy>,
+    backoff_initial: Option<Dur>,
+    backoff_max: Option<Spanned<Dur>>,
+    stable_after: Option<Dur>,
+    max_failures: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    max_size: Option<Spanned<Size>>,
+    keep: Option<Spanned<u32>>,
+    stdout: Option<StdoutMode>,
+    combine: Option<bool>,
+}
+
+/// One problem in one app file, with its position.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.message)
+        } else {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Line and column (1-based) of a byte offset.
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = &src.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let col = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+    (line, col)
+}
+
+/// The dotted key written on the line holding `offset` ("restart.policy"), from the line's
+/// `key =` and the nearest `[table]` header above it.
+fn key_at(src: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(src.len());
+    let start = src[..offset].rfind('\n').map_or(0, |p| p + 1);
+    let line = src[start..].lines().next().unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string())?;
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = src[..start].lines().rev().find_map(|l| {
+        let l = l.trim();
+        (l.starts_with('[') && !l.starts_with("[[")).then(|| l.trim_matches(['[', ']', ' ']).to_string())
+    });
+    Some(match table {
+        Some(t) if !t.is_empty() => format!("{t}.{key}"),
+        _ => key,
+    })
+}
+
+struct FileCtx<'a> {
+    file: &'a Path,
+    src: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl FileCtx<'_> {
+    fn err_at(&mut self, span: Option<std::ops::Range<usize>>, key: &str, msg: impl Into<String>) {
+        let (line, col) = span.map_or((0, 0), |s| line_col(self.src, s.start));
+        let key = if key.is_empty() { String::new() } else { format!("key `{key}`: ") };
+        self.errors.push(ConfigError { file: self.file.to_path_buf(), line, col, message: format!("{key}{}", msg.into()) });
+    }
+}
+
+/// App names become file names, metric labels and URL path segments: keep them plain.
+pub fn valid_app_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("an app name must be 1 to 64 characters long".into());
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')) || name.starts_with('.') {
+        return Err(format!("app name \"{name}\" may only use letters, digits, '-', '_', '.', '@' and may not start with '.'"));
+    }
+    if name == "all" {
+        return Err("\"all\" is reserved (it means every app on the command line); rename the file".into());
+    }
+    Ok(())
+}
+
+/// Finds an executable the way execvp would, but at load time so a typo is a config error.
+pub fn resolve_program(prog: &str, env_path: Option<&str>, workdir: Option<&Path>) -> Result<PathBuf, String> {
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    };
+    if prog.contains('/') {
+        let p = match workdir {
+            Some(w) if !prog.starts_with('/') => w.join(prog),
+            _ => PathBuf::from(prog),
+        };
+        return match std::fs::metadata(&p) {
+            Err(e) => Err(format!("{}: {}", p.display(), crate::util::io_reason(&e))),
+            Ok(m) if !m.is_file() => Err(format!("{} is not a regular file", p.display())),
+            Ok(_) if !is_exec(&p) => Err(format!("{} is not executable (chmod +x it)", p.display())),
+            Ok(_) => Ok(p),
+        };
+    }
+    let path = env_path.map(str::to_string).or_else(|| std::env::var("PATH").ok()).unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(prog);
+        if is_exec(&p) {
+            return Ok(p);
+        }
+    }
+    Err(format!("\"{prog}\" was not found in PATH ({path}); give an absolute path"))
+}
+
+fn resolve_identity(cx: &mut FileCtx, user: Option<&Spanned<String>>, group: Option<&Spanned<String>>) -> Option<Identity> {
+    if user.is_none() && group.is_none() {
+        return None;
+    }
+    let mut id = Identity { user: None, uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw(), groups: vec![], home: None };
+    if let Some(u) = user {
+        let lookup = match u.get_ref().parse::<u32>() {
+            Ok(n) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n)),
+            Err(_) => nix::unistd::User::from_name(u.get_ref()),
+        };
+        match lookup {
+            Ok(Some(pw)) => {
+                id.uid = pw.uid.as_raw();
+                id.gid = pw.gid.as_raw();
+                id.home = Some(pw.dir.clone());
+                id.user = Some(pw.name.clone());
+                if let Ok(cname) = CString::new(pw.name.as_str()) {
+                    if let Ok(gs) = nix::unistd::getgrouplist(&cname, pw.gid) {
+                        id.groups = gs.iter().map(|g| g.as_raw()).collect();
+                    }
+                }
+            }
+            Ok(None) => {
+                cx.err_at(Some(u.span()), "user", format!("no such user \"{}\" on this host (see /etc/passwd)", u.get_ref()));
+                return None;
+            }
+            Err(e) => {
+                cx.err_at(Some(u.span()), "user", format!("cannot look up user \"{}\": {e}", u.get_ref()));
+                return None;
+            }
+        }
+    }
+    if let Some(g) = group {
+        let lookup = match g.get_ref().parse::<u32>() {
+            Ok(n) => nix::unistd::Group::from_gid(nix::unistd::Gid::from_raw(n)),
+            Err(_) => nix::unistd::Group::from_name(g.get_ref()),
+        };
+        match lookup {
+            Ok(Some(gr)) => {
+                id.gid = gr.gid.as_raw();
+                if user.is_none() {
+                    id.groups = vec![id.gid];
+                } else if !id.groups.contains(&id.gid) {
+                    id.groups.insert(0, id.gid);
+                }
+            }
+            Ok(None) => {
+                cx.err_at(Some(g.span()), "group", format!("no such group \"{}\" on this host (see /etc/group)", g.get_ref()));
+                return None;
+            }
+            Err(e) => {
+                cx.err_at(Some(g.span()), "group", format!("cannot look up group \"{}\": {e}", g.get_ref()));
+                return None;
+            }
+        }
+    }
+    Some(id)
+}
+
+/// Parses and validates one app file's text. `name` is the app name (the file stem).
+pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<ConfigError>> {
+    let mut cx = FileCtx { file, src, errors: vec![] };
+    if let Err(e) = valid_app_name(name) {
+        cx.err_at(None, "", e);
+        return Err(cx.errors);
+    }
+    let raw: RawApp = match toml::from_str(src) {
+        Ok(r) => r,
+        Err(e) => {
+            let key = e.span().and_then(|s| key_at(src, s.start)).unwrap_or_default();
+            let mut msg = e.message().trim().to_string();
+            if msg.starts_with("unknown field") {
+                msg.push_str("; check the spelling, or see the config reference in README.md");
+            }
+            cx.err_at(e.span(), &key, msg);
+            return Err(cx.errors);
+        }
+    };
+
+    let isolation = match &raw.isolation {
+        None => Isolation::None,
+        Some(s) if s.get_ref() == "none" => Isolation::None,
+        Some(s) if ["bundle", "sandbox", "wasm"].contains(&s.get_ref().as_str()) => {
+            cx.err_at(Some(s.span()), "isolation", format!("level \"{}\" is not available in this build of paddock yet; use \"none\"", s.get_ref()));
+            Isolation::None
+        }
+        Some(s) => {
+            cx.err_at(Some(s.span()), "isolation", format!("unknown level \"{}\"; expected one of \"none\", \"bundle\", \"sandbox\", \"wasm\"", s.get_ref()));
+            Isolation::None
+        }
+    };
+
+    let workdir = raw.workdir.as_ref().and_then(|w| {
+        let p = PathBuf::from(w.get_ref());
+        if !p.is_absolute() {
+            cx.err_at(Some(w.span()), "workdir", format!("\"{}\" must be an absolute path", w.get_ref()));
+            return None;
+        }
+        match std::fs::metadata(&p) {
+            Ok(m) if m.is_dir() => Some(p),
+            Ok(_) => {
+                cx.err_at(Some(w.span()), "workdir", format!("{} is not a directory", p.display()));
+                None
+            }
+            Err(e) => {
+                cx.err_at(Some(w.span()), "workdir", format!("{}: {}", p.display(), crate::util::io_reason(&e)));
+                None
+            }
+        }
+    });
+
+    for k in raw.env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            cx.err_at(None, "env", format!("invalid variable name \"{k}\""));
+        }
+    }
+    if raw.env.values().any(|v| v.contains('\0')) {
+        cx.err_at(None, "env", "values may not contain NUL bytes");
+    }
+
+    let (command, program) = match &raw.command {
+        None => {
+            cx.err_at(Some(0..0), "command", "missing: every app needs one, e.g. command = [\"/bin/sleep\", \"100\"]");
+            (vec![], PathBuf::new())
+        }
+        Some(c) if c.get_ref().is_empty() || c.get_ref()[0].is_empty() => {
+            cx.err_at(Some(c.span()), "command", "is empty: give the program and its arguments, e.g. [\"/bin/sleep\", \"100\"]");
+            (vec![], PathBuf::new())
+        }
+        Some(c) if c.get_ref().iter().any(|a| a.contains('\0')) => {
+            cx.err_at(Some(c.span()), "command", "arguments may not contain NUL bytes");
+            (vec![], PathBuf::new())
+        }
+        Some(c) => {
+            let prog = match resolve_program(&c.get_ref()[0], raw.env.get("PATH").map(String::as_str), workdir.as_deref()) {
+                Ok(p) => p,
+                Err(e) => {
+                    cx.err_at(Some(c.span()), "command", e);
+                    PathBuf::new()
+                }
+            };
+            (c.get_ref().clone(), prog)
+        }
+    };
+
+    let identity = resolve_identity(&mut cx, raw.user.as_ref(), raw.group.as_ref());
+
+    let mut restart = RestartSpec::default();
+    if let Some(r) = &raw.restart {
+        if let Some(p) = r.policy {
+            restart.policy = p;
+        }
+        if let Some(d) = r.backoff_initial {
+            restart.backoff_initial = d.0;
+        }
+        if let Some(d) = &r.backoff_max {
+            restart.backoff_max = d.get_ref().0;
+            if restart.backoff_max < restart.backoff_initial {
+                cx.err_at(Some(d.span()), "restart.backoff_max", "must not be smaller than restart.backoff_initial");
+            }
+        }
+        if let Some(d) = r.stable_after {
+            restart.stable_after = d.0;
+        }
+        if let Some(n) = r.max_failures {
+            restart.max_failures = n;
+        }
+    }
+    if restart.backoff_max < restart.backoff_initial {
+        restart.backoff_max = restart.backoff_initial;
+    }
+
+    let mut logs = LogSpec::default();
+    if let Some(l) = &raw.logs {
+        if let Some(s) = &l.max_size {
+            logs.max_size = s.get_ref().0;
+            if logs.max_size < 1024 {
+                cx.err_at(Some(s.span()), "logs.max_size", "must be at least 1KiB");
+            }
+        }
+        if let Some(k) = &l.keep {
+            logs.keep = *k.get_ref();
+            if logs.keep > 1000 {
+                cx.err_at(Some(k.span()), "logs.keep", "at most 1000 rotated files can be kept");
+            }
+        }
+        if let Some(s) = l.stdout {
+            logs.stdout = s;
+        }
+        if let Some(c) = l.combine {
+            logs.combine = c;
+        }
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(cx.errors);
+    }
+    Ok(AppSpec {
+        name: name.to_string(),
+        file: file.to_path_buf(),
+        command,
+        program,
+        workdir,
+        env: raw.env,
+        identity,
+        autostart: raw.autostart.unwrap_or(true),
+        stop_signal: raw.stop_signal.map_or(libc::SIGTERM, |s| s.0),
+        stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
+        isolation,
+        restart,
+        logs,
+    })
+}
+
+/// Reads one app file.
+pub fn load_file(path: &Path) -> Result<AppSpec, Vec<ConfigError>> {
+    let err = |m: String| vec![ConfigError { file: path.to_path_buf(), line: 0, col: 0, message: m }];
+    let name = path.file_stem().and_then(|s| s.to_str()).ok_or_else(|| err("file name is not valid UTF-8".into()))?;
+    let meta = std::fs::metadata(path).map_err(|e| err(crate::util::io_reason(&e)))?;
+    if meta.len() > 1 << 20 {
+        return Err(err("file is larger than 1 MiB; an app file should be a few lines".into()));
+    }
+    let src = std::fs::read_to_string(path).map_err(|e| err(crate::util::io_reason(&e)))?;
+    parse_app(name, path, &src)
+}
+
+/// All apps of a set of config directories, or every error found in them (all files are read,
+/// so one run of `paddock check` reports every problem).
+pub fn load_dirs(dirs: &[PathBuf]) -> Result<BTreeMap<String, AppSpec>, Vec<ConfigError>> {
+    let mut apps: BTreeMap<String, AppSpec> = BTreeMap::new();
+    let mut errors = vec![];
+    for dir in dirs {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) => {
+                errors.push(ConfigError { file: dir.clone(), line: 0, col: 0, message: format!("cannot read config directory: {}", crate::util::io_reason(&e)) });
+                continue;
+            }
+        };
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+            .collect();
+        files.sort();
+        for f in files {
+            match load_file(&f) {
+                Ok(spec) => {
+                    if let Some(prev) = apps.get(&spec.name) {
+                        errors.push(ConfigError {
+                            file: f.clone(),
+                            line: 0,
+                            col: 0,
+                            message: format!("duplicate app name \"{}\": already defined by {}; app names must be unique across config directories", spec.name, prev.file.display()),
+                        });
+                    } else {
+                        apps.insert(spec.name.clone(), spec);
+                    }
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+    }
+    if errors.is_empty() { Ok(apps) } else { Err(errors) }
+}
+
+/// What `reread` reports and `update` applies.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Diff {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+}
+
+pub fn diff(old: &BTreeMap<String, &AppSpec>, new: &BTreeMap<String, AppSpec>) -> Diff {
+    let mut d = Diff::default();
+    for (name, spec) in new {
+        match old.get(name) {
+            None => d.added.push(name.clone()),
+            Some(o) if *o != spec => d.changed.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    d.removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<AppSpec, Vec<ConfigError>> {
+        parse_app("web", Path::new("/etc/paddock/apps/web.toml"), src)
+    }
+
+    fn first_err(src: &str) -> String {
+        parse(src).unwrap_err()[0].to_string()
+    }
+
+    #[test]
+    fn one_line_app() {
+        let a = parse(r#"command = ["/bin/sleep", "100007"]"#).unwrap();
+        assert_eq!(a.command, vec!["/bin/sleep", "100007"]);
+        assert!(a.autostart);
+        assert_eq!(a.stop_signal, libc::SIGTERM);
+        assert_eq!(a.stop_timeout, Duration::from_secs(10));
+        assert_eq!(a.restart, RestartSpec::default());
+        assert_eq!(a.logs, LogSpec::default());
+    }
+
+    #[test]
+    fn path_lookup() {
+        let a = parse(r#"command = ["sleep", "1"]"#).unwrap();
+        assert!(a.program.ends_with("sleep"));
+        assert!(first_err(r#"command = ["no-such-prog-xyz"]"#).contains("not found in PATH"));
+    }
+
+    #[test]
+    fn full_file() {
+        let a = parse(
+            r#"
+command = ["/bin/sh", "-c", "echo hi"]
+workdir = "/tmp"
+env = { A = "1" }
+autostart = false
+stop_signal = "INT"
+stop_timeout = "2s"
+isolation = "none"
+[restart]
+policy = "always"
+backoff_initial = "0s"
+backoff_max = "1m"
+stable_after = "500ms"
+max_failures = 0
+[logs]
+max_size = "64KiB"
+keep = 2
+stdout = "inherit"
+combine = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(a.stop_signal, libc::SIGINT);
+        assert_eq!(a.restart.policy, RestartPolicy::Always);
+        assert_eq!(a.restart.backoff_initial, Duration::ZERO);
+        assert_eq!(a.restart.backoff_max, Duration::from_secs(60));
+        assert_eq!(a.logs.max_size, 65536);
+        assert_eq!(a.logs.stdout, StdoutMode::Inherit);
+        assert!(a.logs.combine && !a.autostart);
+        assert_eq!(a.env["A"], "1");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = first_err("command = [\"/bin/true\"]\n[restart]\npolcy = \"always\"\n");
+        assert!(e.starts_with("/etc/paddock/apps/web.toml:3:1: key `restart.polcy`: unknown field `polcy`"), "{e}");
+        assert!(e.contains("policy"), "{e}");
+        let e = first_err("command = [\"/bin/true\"]\nstop_timeout = \"10x\"\n");
+        assert!(e.contains(":2:") && e.contains("key `stop_timeout`") && e.contains("unknown unit"), "{e}");
+        let e = first_err("command = [\"/bin/true\"]\nstop_timeout = 10\n");
+        assert!(e.contains("key `stop_timeout`") && e.contains("\"10s\""), "{e}");
+        let e = first_err("command = [\"/bin/true\"]\n[restart]\npolicy = \"sometimes\"\n");
+        assert!(e.contains(":3:") && e.contains("restart.policy") && e.contains("always"), "{e}");
+        let e = first_err("command = []\n");
+        assert!(e.contains(":1:11: key `command`: is empty"), "{e}");
+        let e = first_err("workdir = \"/\"\n");
+        assert!(e.contains("key `command`: missing"), "{e}");
+        let e = first_err("command = [\"/nonexistent/bin/x\"]\n");
+        assert!(e.contains("No such file or directory") || e.contains("does not exist"), "{e}");
+        let e = first_err("command = [\"/etc/passwd\"]\n");
+        assert!(e.contains("not executable"), "{e}");
+        let e = first_err("command = [\"/bin/true\"]\nisolation = \"vm\"\n");
+        assert!(e.contains("key `isolation`: unknown level \"vm\""), "{e}");
+        let e = first_err("command = [\"/bin/true\"]\nuser = \"no-such-user-xyz\"\n");
+        assert!(e.contains("key `user`: no such user"), "{e}");
+        let e = first_err("command = [\"/bin/true\"]\nstop_signal = \"FOO\"\n");
+        assert!(e.contains("key `stop_signal`: unknown signal"), "{e}");
+        let e = first_err("command = [\"/bin/true\"\n");
+        assert!(e.contains("web.toml:"), "{e}");
+        let e = first_err("command = [\"/bin/true\"]\n[restart]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n");
+        assert!(e.contains("restart.backoff_max"), "{e}");
+        let e = first_err("command = [\"/bin/true\"]\n[logs]\nmax_size = \"12XB\"\n");
+        assert!(e.contains("logs.max_size") && e.contains("unknown unit"), "{e}");
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_app_name("web-1_a.b@x").is_ok());
+        assert!(valid_app_name("all").is_err());
+        assert!(valid_app_name("a b").is_err());
+        assert!(valid_app_name(".hidden").is_err());
+        assert!(valid_app_name("").is_err());
+    }
+
+    #[test]
+    fn diffing() {
+        let a = parse(r#"command = ["/bin/sleep", "1"]"#).unwrap();
+        let mut b = a.clone();
+        b.command[1] = "2".into();
+        let mut c = a.clone();
+        c.name = "other".into();
+        let old: BTreeMap<String, &AppSpec> = [("web".to_string(), &a)].into();
+        let new: BTreeMap<String, AppSpec> = [("web".to_string(), b), ("other".to_string(), c)].into();
+        let d = diff(&old, &new);
+        assert_eq!(d.added, vec!["other"]);
+        assert_eq!(d.changed, vec!["web"]);
+        assert!(d.removed.is_empty());
+        let d = diff(&old, &BTreeMap::new());
+        assert_eq!(d.removed, vec!["web"]);
+    }
+}

@@ -1,0 +1,293 @@
+//! The state machine driven with a fake clock: scenarios, then long random event sequences that
+//! check the invariants (never two live children, backoff within bounds, FATAL only after
+//! `max_failures` consecutive failed starts).
+
+use super::*;
+use crate::config::RestartSpec;
+use std::collections::BTreeMap;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn policy(p: RestartPolicy, max_failures: u32) -> Policy {
+    Policy {
+        restart: RestartSpec { policy: p, backoff_initial: ms(100), backoff_max: ms(1600), stable_after: ms(10_000), max_failures },
+        stop_signal: libc::SIGTERM,
+        stop_timeout: ms(2000),
+    }
+}
+
+/// A fake world: a clock, armed timers, and at most one process that the machine believes in.
+struct World {
+    m: Machine,
+    now: Time,
+    timers: BTreeMap<TimerKind, Time>,
+    live: bool,
+    spawn_fails: bool,
+    signals: Vec<i32>,
+    kills: u32,
+    spawns: u32,
+}
+
+impl World {
+    fn new(p: Policy) -> Self {
+        World { m: Machine::new(p, 42), now: Time::ZERO, timers: BTreeMap::new(), live: false, spawn_fails: false, signals: vec![], kills: 0, spawns: 0 }
+    }
+
+    fn feed(&mut self, ev: Event) {
+        let mut queue = vec![ev];
+        while let Some(ev) = queue.pop() {
+            let before_failures = self.m.failures();
+            let before_state = self.m.state();
+            let mut acts = vec![];
+            self.m.handle(ev.clone(), self.now, &mut acts);
+            if self.m.state() == State::Fatal && before_state != State::Fatal {
+                let max = self.m.policy.restart.max_failures;
+                let never = self.m.policy.restart.policy == RestartPolicy::Never;
+                assert!(never || (max > 0 && self.m.failures() >= max), "FATAL with {} failures (max {max}) after {ev:?}", self.m.failures());
+                let _ = before_failures;
+            }
+            for a in acts {
+                match a {
+                    Action::Spawn => {
+                        assert!(!self.live, "two live children");
+                        assert!(!self.m.alive());
+                        self.spawns += 1;
+                        if self.spawn_fails {
+                            queue.push(Event::SpawnFailed("ENOENT".into()));
+                        } else {
+                            self.live = true;
+                            queue.push(Event::Spawned);
+                        }
+                    }
+                    Action::Signal(s) => self.signals.push(s),
+                    Action::KillGroup => self.kills += 1,
+                    Action::Arm(k, d) => {
+                        if k == TimerKind::Backoff {
+                            let r = &self.m.policy.restart;
+                            assert!(d <= r.backoff_max.max(MIN_SPAWN_RETRY), "backoff {d:?} above max");
+                            let exp = self.m.failures().saturating_sub(1).min(31);
+                            let base = r.backoff_initial.saturating_mul(1 << exp).min(r.backoff_max);
+                            let floor = if matches!(self.m.last_exit(), Some(Exit::SpawnFailed(_))) { MIN_SPAWN_RETRY.min(r.backoff_max.max(MIN_SPAWN_RETRY)) } else { Duration::ZERO };
+                            let base = base.max(floor);
+                            assert!(d >= base.mul_f64(0.75) && d <= base, "backoff {d:?} outside [0.75, 1] x {base:?}");
+                        }
+                        self.timers.insert(k, self.now + d);
+                    }
+                    Action::Cancel(k) => {
+                        self.timers.remove(&k);
+                    }
+                }
+            }
+        }
+        assert_eq!(self.live, self.m.alive(), "machine and world disagree on liveness");
+    }
+
+    /// The process exits by itself.
+    fn exit(&mut self, e: Exit) {
+        if self.live {
+            self.live = false;
+            self.feed(Event::Exited(e));
+        }
+    }
+
+    /// Advances the clock, firing due timers in order.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        while let Some((&k, &t)) = self.timers.iter().min_by_key(|(_, t)| **t) {
+            if t > end {
+                break;
+            }
+            self.timers.remove(&k);
+            self.now = t;
+            self.feed(Event::Timer(k));
+        }
+        self.now = end;
+    }
+}
+
+#[test]
+fn crash_loop_backs_off_then_fatal() {
+    let mut w = World::new(policy(RestartPolicy::OnFailure, 5));
+    w.feed(Event::Start);
+    assert_eq!(w.m.state(), State::Running);
+    let mut delays = vec![];
+    for _ in 0..5 {
+        w.advance(ms(10));
+        w.exit(Exit::Code(1));
+        if w.m.state() == State::Fatal {
+            break;
+        }
+        assert_eq!(w.m.state(), State::Backoff);
+        let d = w.timers[&TimerKind::Backoff] - w.now;
+        delays.push(d);
+        w.advance(d);
+        assert_eq!(w.m.state(), State::Running);
+    }
+    assert_eq!(w.m.state(), State::Fatal);
+    assert_eq!(w.spawns, 5, "five failed starts, then FATAL");
+    assert_eq!(delays.len(), 4);
+    for (i, d) in delays.iter().enumerate() {
+        let base = ms(100 << i);
+        assert!(*d <= base && *d >= base.mul_f64(0.75), "{i}: {d:?}");
+    }
+    // A start from FATAL resets the failure count.
+    w.feed(Event::Start);
+    assert_eq!(w.m.state(), State::Running);
+    assert_eq!(w.m.failures(), 0);
+}
+
+#[test]
+fn policies() {
+    let mut w = World::new(policy(RestartPolicy::OnFailure, 5));
+    w.feed(Event::Start);
+    w.exit(Exit::Code(0));
+    assert_eq!(w.m.state(), State::Exited, "on-failure: a clean exit is not restarted");
+
+    let mut w = World::new(policy(RestartPolicy::OnFailure, 5));
+    w.feed(Event::Start);
+    w.exit(Exit::Signal(libc::SIGSEGV));
+    assert_eq!(w.m.state(), State::Backoff, "on-failure: a signal death is a failure");
+
+    let mut w = World::new(policy(RestartPolicy::Always, 5));
+    w.feed(Event::Start);
+    w.exit(Exit::Code(0));
+    assert_eq!(w.m.state(), State::Backoff, "always: even a clean exit restarts");
+
+    let mut w = World::new(policy(RestartPolicy::Never, 5));
+    w.feed(Event::Start);
+    w.exit(Exit::Code(3));
+    assert_eq!(w.m.state(), State::Exited, "never: no restart");
+    assert_eq!(w.m.last_exit(), Some(&Exit::Code(3)));
+}
+
+#[test]
+fn stable_uptime_resets_failures() {
+    let mut w = World::new(policy(RestartPolicy::Always, 3));
+    w.feed(Event::Start);
+    for _ in 0..2 {
+        w.exit(Exit::Code(1));
+        w.advance(ms(2000));
+    }
+    assert_eq!(w.m.failures(), 2);
+    w.advance(ms(10_000)); // stable_after passes
+    assert_eq!(w.m.failures(), 0);
+    w.exit(Exit::Code(1));
+    assert_eq!(w.m.state(), State::Backoff);
+    let d = w.timers[&TimerKind::Backoff] - w.now;
+    assert!(d <= ms(100), "backoff reset to the initial delay, got {d:?}");
+}
+
+#[test]
+fn zero_backoff_restarts_at_once() {
+    let mut p = policy(RestartPolicy::Always, 0);
+    p.restart.backoff_initial = Duration::ZERO;
+    p.restart.backoff_max = Duration::ZERO;
+    let mut w = World::new(p);
+    w.feed(Event::Start);
+    for _ in 0..10_000 {
+        w.exit(Exit::Code(1));
+        assert_eq!(w.m.state(), State::Running, "restarted in the same step");
+    }
+    assert_eq!(w.m.restarts(), 10_000);
+}
+
+#[test]
+fn stop_escalates_to_kill() {
+    let mut w = World::new(policy(RestartPolicy::Always, 5));
+    w.feed(Event::Start);
+    w.feed(Event::Stop);
+    assert_eq!(w.m.state(), State::Stopping);
+    assert_eq!(w.signals, vec![libc::SIGTERM]);
+    let kills = w.kills;
+    w.advance(ms(2000));
+    assert_eq!(w.kills, kills + 1, "SIGKILL after stop_timeout");
+    w.exit(Exit::Signal(libc::SIGKILL));
+    assert_eq!(w.m.state(), State::Stopped);
+    assert!(w.timers.is_empty());
+}
+
+#[test]
+fn restart_waits_for_the_old_process() {
+    let mut w = World::new(policy(RestartPolicy::OnFailure, 5));
+    w.feed(Event::Start);
+    w.feed(Event::Restart);
+    assert_eq!(w.m.state(), State::Stopping);
+    assert_eq!(w.spawns, 1);
+    w.exit(Exit::Signal(libc::SIGTERM));
+    assert_eq!(w.m.state(), State::Running);
+    assert_eq!(w.spawns, 2);
+    assert_eq!(w.m.restarts(), 0, "an operator restart is not an automatic one");
+}
+
+#[test]
+fn stop_during_backoff_and_spawn_failure() {
+    let mut w = World::new(policy(RestartPolicy::OnFailure, 3));
+    w.spawn_fails = true;
+    w.feed(Event::Start);
+    assert_eq!(w.m.state(), State::Backoff);
+    assert!(matches!(w.m.last_exit(), Some(Exit::SpawnFailed(_))));
+    w.feed(Event::Stop);
+    assert_eq!(w.m.state(), State::Stopped);
+    assert!(w.timers.is_empty());
+    w.feed(Event::Start);
+    w.advance(ms(10_000));
+    assert_eq!(w.m.state(), State::Fatal);
+    assert_eq!(w.spawns, 4);
+}
+
+#[test]
+fn stale_events_are_ignored() {
+    let mut w = World::new(policy(RestartPolicy::OnFailure, 3));
+    w.feed(Event::Exited(Exit::Code(1)));
+    w.feed(Event::Timer(TimerKind::Backoff));
+    w.feed(Event::Timer(TimerKind::StopTimeout));
+    w.feed(Event::Spawned);
+    assert_eq!(w.m.state(), State::Stopped);
+    assert_eq!(w.spawns, 0);
+}
+
+/// Thousands of random sequences; the invariants are asserted inside `World::feed`.
+#[test]
+fn random_sequences_keep_invariants() {
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rnd = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let policies = [RestartPolicy::Always, RestartPolicy::OnFailure, RestartPolicy::Never];
+    let mut fatal_seen = 0;
+    for run in 0..2000 {
+        let mut p = policy(policies[run % 3], (rnd() % 6) as u32);
+        p.restart.backoff_initial = ms(rnd() % 300);
+        p.restart.backoff_max = p.restart.backoff_initial + ms(rnd() % 5000);
+        p.restart.stable_after = ms(rnd() % 3000);
+        let mut w = World::new(p);
+        for _ in 0..200 {
+            w.spawn_fails = rnd() % 10 == 0;
+            match rnd() % 8 {
+                0 => w.feed(Event::Start),
+                1 => w.feed(Event::Stop),
+                2 => w.feed(Event::Restart),
+                3 => w.exit(Exit::Code((rnd() % 3) as i32)),
+                4 => w.exit(Exit::Signal(libc::SIGKILL)),
+                _ => w.advance(ms(rnd() % 4000)),
+            }
+            let s = w.m.state();
+            assert_eq!(w.timers.contains_key(&TimerKind::Backoff), s == State::Backoff, "backoff timer iff BACKOFF ({s:?})");
+            if s == State::Stopping {
+                assert!(w.m.alive());
+            }
+            if s.is_down() {
+                assert!(!w.m.alive() && !w.live, "{s:?} with a live process");
+            }
+            if s == State::Fatal {
+                fatal_seen += 1;
+            }
+        }
+    }
+    assert!(fatal_seen > 0, "the random walk should reach FATAL sometimes");
+}

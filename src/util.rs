@@ -1,0 +1,79 @@
+//! Small helpers shared by several modules.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// An I/O error as a sentence without Rust's "(os error N)" suffix.
+pub fn io_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// Formats a wall-clock time as RFC 3339 UTC with milliseconds: `2026-11-25T10:10:10.123Z`.
+pub fn rfc3339(t: SystemTime, out: &mut Vec<u8>) {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    );
+}
+
+pub fn rfc3339_string(t: SystemTime) -> String {
+    let mut v = Vec::with_capacity(24);
+    rfc3339(t, &mut v);
+    String::from_utf8(v).unwrap_or_default()
+}
+
+/// "1d 2h", "3h 04m", "5m 06s", "7.2s": compact uptime for tables.
+pub fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 86_400 {
+        format!("{}d {}h", s / 86_400, s % 86_400 / 3600)
+    } else if s >= 3600 {
+        format!("{}h {:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m {:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339_string(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_601_410_123);
+        assert_eq!(rfc3339_string(t), "2026-11-25T10:10:10.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339_string(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn human() {
+        assert_eq!(human_duration(Duration::from_secs(3)), "3.0s");
+        assert_eq!(human_duration(Duration::from_secs(65)), "1m 05s");
+        assert_eq!(human_duration(Duration::from_secs(3700)), "1h 01m");
+        assert_eq!(human_duration(Duration::from_secs(90_000)), "1d 1h");
+    }
+}

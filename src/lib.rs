@@ -1,5 +1,16 @@
 //! paddock: a process supervisor for Linux with per-app isolation levels.
+//!
+//! - `config`: app files (TOML), validation, diffing;
+//! - `supervise`: the pure restart/stop state machine;
+//! - `driver`: starting processes;
+//! - `logs`: output pipes to rotated files, tail and follow;
+//! - `control`: the HTTP/JSON API on a Unix socket, and its client;
+//! - `daemon`: the event loop that ties them together (`paddock serve`).
 
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod driver;
+pub mod logs;
 pub mod supervise;
 pub mod util;

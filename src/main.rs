@@ -1,1 +1,382 @@
-fn main() {}
+//! The `paddock` command: `serve` runs the supervisor; every other verb is a thin client of its
+//! control socket.
+
+use clap::{Parser, Subcommand};
+use paddock::control::api::*;
+use paddock::control::client::Client;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const DEFAULT_SOCKET: &str = "/run/paddock/paddock.sock";
+const DEFAULT_CONFIG: &str = "/etc/paddock/apps";
+const DEFAULT_STATE: &str = "/var/lib/paddock";
+
+#[derive(Parser)]
+#[command(
+    name = "paddock",
+    version,
+    about = "A process supervisor with per-app isolation levels",
+    propagate_version = true
+)]
+struct Cli {
+    /// The control socket of the paddock to talk to (or serve on).
+    #[arg(long, global = true, env = "PADDOCK_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the supervisor in the foreground.
+    Serve {
+        /// A directory of app files (NAME.toml); may be given more than once.
+        #[arg(long = "config", default_value = DEFAULT_CONFIG)]
+        config: Vec<PathBuf>,
+        /// Where logs (and later bundles and caches) live.
+        #[arg(long, default_value = DEFAULT_STATE)]
+        state_dir: PathBuf,
+    },
+    /// Validate app files without running anything; exits non-zero on any error.
+    Check {
+        #[arg(default_value = DEFAULT_CONFIG)]
+        dirs: Vec<PathBuf>,
+    },
+    /// Show apps: state, pid, uptime, restarts, last exit.
+    Status {
+        apps: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start apps (or `all`) and wait until they run.
+    Start {
+        #[arg(required = true)]
+        apps: Vec<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop apps (or `all`) and wait until they have exited.
+    Stop {
+        #[arg(required = true)]
+        apps: Vec<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Stop then start apps (or `all`).
+    Restart {
+        #[arg(required = true)]
+        apps: Vec<String>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Send a signal (HUP, USR1, TERM, 9, …) to apps' main processes.
+    Signal {
+        signal: String,
+        #[arg(required = true)]
+        apps: Vec<String>,
+    },
+    /// Print an app's pid, or paddock's own without an app.
+    Pid { app: Option<String> },
+    /// Print the end of an app's log, and with -f keep following it.
+    Tail {
+        app: String,
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[arg(short = 'n', long = "lines", default_value_t = 10)]
+        lines: usize,
+        #[arg(long)]
+        stderr: bool,
+    },
+    /// Show which apps were added, changed or removed on disk, without acting.
+    Reread,
+    /// Apply the app files on disk: add new apps, remove deleted ones, restart changed ones.
+    Update,
+    /// Stop every app, then exit paddock.
+    Shutdown {
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Log file management.
+    Logs {
+        #[command(subcommand)]
+        cmd: LogsCmd,
+    },
+    /// Print the versions of this CLI and of the running paddock.
+    Version,
+}
+
+#[derive(Subcommand)]
+enum LogsCmd {
+    /// Reopen every log file (after an external rotator moved them).
+    Reopen,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("paddock: {msg}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = Client::new(&cli.socket);
+    match cli.cmd {
+        Cmd::Serve { config, state_dir } => {
+            match paddock::daemon::serve(paddock::daemon::Options {
+                config_dirs: config,
+                socket: cli.socket.clone(),
+                state_dir,
+            }) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Check { dirs } => match paddock::config::load_dirs(&dirs) {
+            Ok(apps) => {
+                println!("ok: {} apps", apps.len());
+                ExitCode::SUCCESS
+            }
+            Err(errs) => {
+                for e in &errs {
+                    eprintln!("{e}");
+                }
+                eprintln!(
+                    "{} error{} found",
+                    errs.len(),
+                    if errs.len() == 1 { "" } else { "s" }
+                );
+                ExitCode::from(1)
+            }
+        },
+        Cmd::Status { apps, json } => status(&client, &apps, json),
+        Cmd::Start { apps, no_wait } => action(&client, "start", &apps, !no_wait),
+        Cmd::Stop { apps, no_wait } => action(&client, "stop", &apps, !no_wait),
+        Cmd::Restart { apps, no_wait } => action(&client, "restart", &apps, !no_wait),
+        Cmd::Signal { signal, apps } => {
+            if let Err(e) = paddock::config::units::parse_signal(&signal) {
+                return fail(e);
+            }
+            let path = format!("/v1/apps/{}/signal?signal={}", apps.join(","), signal);
+            report_actions(client.json::<ActionResponse>("POST", &path))
+        }
+        Cmd::Pid { app } => match app {
+            None => match client.json::<VersionInfo>("GET", "/v1/version") {
+                Ok((_, v)) => {
+                    println!("{}", v.pid);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            },
+            Some(a) => match client.json::<StatusList>("GET", &format!("/v1/apps/{a}")) {
+                Ok((_, l)) => match l.apps.first().and_then(|s| s.pid) {
+                    Some(p) => {
+                        println!("{p}");
+                        ExitCode::SUCCESS
+                    }
+                    None => {
+                        eprintln!("paddock: {a} is not running");
+                        ExitCode::from(1)
+                    }
+                },
+                Err(e) => fail(e),
+            },
+        },
+        Cmd::Tail {
+            app,
+            follow,
+            lines,
+            stderr,
+        } => {
+            let path = format!(
+                "/v1/apps/{app}/logs?stream={}&lines={lines}&follow={}",
+                if stderr { "stderr" } else { "stdout" },
+                follow
+            );
+            match client.open("GET", &path, None) {
+                Ok((200, mut body)) => {
+                    let mut out = std::io::stdout().lock();
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        match std::io::Read::read(&mut body, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok((_, mut body)) => {
+                    let mut s = String::new();
+                    let _ = std::io::Read::read_to_string(&mut body, &mut s);
+                    fail(
+                        serde_json::from_str::<ErrorBody>(&s)
+                            .map(|e| e.error)
+                            .unwrap_or(s),
+                    )
+                }
+                Err(e) => fail(e),
+            }
+        }
+        Cmd::Reread => diff(&client, "GET", "/v1/reread"),
+        Cmd::Update => diff(&client, "POST", "/v1/update"),
+        Cmd::Shutdown { no_wait } => match client.request("POST", "/v1/shutdown", None) {
+            Ok(r) if r.status == 202 => {
+                if !no_wait {
+                    // paddock removes its socket once every app has stopped.
+                    while client.request("GET", "/v1/version", None).is_ok() {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                }
+                println!("shut down");
+                ExitCode::SUCCESS
+            }
+            Ok(r) => fail(r.body.trim()),
+            Err(e) => fail(e),
+        },
+        Cmd::Logs {
+            cmd: LogsCmd::Reopen,
+        } => match client.request("POST", "/v1/logs/reopen", None) {
+            Ok(r) if r.status == 200 => {
+                println!("log files reopened");
+                ExitCode::SUCCESS
+            }
+            Ok(r) => fail(r.body.trim()),
+            Err(e) => fail(e),
+        },
+        Cmd::Version => {
+            println!("paddock {} (cli)", env!("CARGO_PKG_VERSION"));
+            match client.json::<VersionInfo>("GET", "/v1/version") {
+                Ok((_, v)) => println!(
+                    "paddock {} (server, pid {}, {} apps)",
+                    v.version, v.pid, v.apps
+                ),
+                Err(e) => println!("server: {e}"),
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
+    let path = if apps.is_empty() {
+        "/v1/apps".to_string()
+    } else {
+        format!("/v1/apps/{}", apps.join(","))
+    };
+    let list = match client.json::<StatusList>("GET", &path) {
+        Ok((_, l)) => l,
+        Err(e) => return fail(e),
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let w = list
+        .apps
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        out,
+        "{:w$}  {:9} {:>8}  {:>9}  {:>8}  LAST EXIT / INFO",
+        "NAME", "STATE", "PID", "UPTIME", "RESTARTS"
+    );
+    for a in &list.apps {
+        let pid = a.pid.map_or("-".into(), |p| p.to_string());
+        let up = a.uptime_secs.map_or("-".into(), |s| {
+            paddock::util::human_duration(std::time::Duration::from_secs_f64(s))
+        });
+        let info = if !a.message.is_empty() {
+            a.message.clone()
+        } else {
+            a.last_exit
+                .as_ref()
+                .map(|e| format!("last: {}", e.description))
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            out,
+            "{:w$}  {:9} {:>8}  {:>9}  {:>8}  {}",
+            a.name, a.state, pid, up, a.restarts, info
+        );
+    }
+    // Like supervisorctl: non-zero when any listed app is not running.
+    if list.apps.iter().all(|a| a.state == "RUNNING") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
+fn report_actions(r: Result<(u16, ActionResponse), String>) -> ExitCode {
+    match r {
+        Ok((_, resp)) => {
+            for x in &resp.results {
+                if x.ok {
+                    println!("{}: {}", x.app, x.message);
+                } else {
+                    eprintln!("{}: ERROR ({}): {}", x.app, x.state, x.message);
+                }
+            }
+            if resp.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn action(client: &Client, verb: &str, apps: &[String], wait: bool) -> ExitCode {
+    let path = format!("/v1/apps/{}/{verb}?wait={wait}", apps.join(","));
+    report_actions(client.json::<ActionResponse>("POST", &path))
+}
+
+fn diff(client: &Client, method: &str, path: &str) -> ExitCode {
+    match client.json::<UpdateResponse>(method, path) {
+        Ok((_, r)) => {
+            for e in &r.errors {
+                eprintln!("{e}");
+            }
+            if !r.ok {
+                eprintln!("paddock: the app files have errors; nothing was changed");
+                return ExitCode::from(1);
+            }
+            let verb = |done: &str, todo: &str| {
+                if r.applied {
+                    done.to_string()
+                } else {
+                    todo.to_string()
+                }
+            };
+            for a in &r.added {
+                println!("{a}: {}", verb("added", "available"));
+            }
+            for a in &r.changed {
+                println!(
+                    "{a}: {}",
+                    verb("changed, restarted if it was running", "changed")
+                );
+            }
+            for a in &r.removed {
+                println!("{a}: {}", verb("removed", "disappeared"));
+            }
+            if r.added.is_empty() && r.changed.is_empty() && r.removed.is_empty() {
+                println!("no changes");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}

@@ -72,7 +72,12 @@ pub struct LogSpec {
 
 impl Default for LogSpec {
     fn default() -> Self {
-        LogSpec { max_size: 10 << 20, keep: 5, stdout: StdoutMode::File, combine: false }
+        LogSpec {
+            max_size: 10 << 20,
+            keep: 5,
+            stdout: StdoutMode::File,
+            combine: false,
+        }
     }
 }
 
@@ -153,7 +158,14 @@ pub struct ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                self.col,
+                self.message
+            )
         } else {
             write!(f, "{}: {}", self.file.display(), self.message)
         }
@@ -167,7 +179,12 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());
     let before = &src.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = offset - before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1) + 1;
+    let col = offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1)
+        + 1;
     (line, col)
 }
 
@@ -177,13 +194,16 @@ fn key_at(src: &str, offset: usize) -> Option<String> {
     let offset = offset.min(src.len());
     let start = src[..offset].rfind('\n').map_or(0, |p| p + 1);
     let line = src[start..].lines().next().unwrap_or("");
-    let key = line.split_once('=').map(|(k, _)| k.trim().trim_matches('"').to_string())?;
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_string())?;
     if key.is_empty() || key.starts_with('[') {
         return None;
     }
     let table = src[..start].lines().rev().find_map(|l| {
         let l = l.trim();
-        (l.starts_with('[') && !l.starts_with("[[")).then(|| l.trim_matches(['[', ']', ' ']).to_string())
+        (l.starts_with('[') && !l.starts_with("[["))
+            .then(|| l.trim_matches(['[', ']', ' ']).to_string())
     });
     Some(match table {
         Some(t) if !t.is_empty() => format!("{t}.{key}"),
@@ -200,8 +220,17 @@ struct FileCtx<'a> {
 impl FileCtx<'_> {
     fn err_at(&mut self, span: Option<std::ops::Range<usize>>, key: &str, msg: impl Into<String>) {
         let (line, col) = span.map_or((0, 0), |s| line_col(self.src, s.start));
-        let key = if key.is_empty() { String::new() } else { format!("key `{key}`: ") };
-        self.errors.push(ConfigError { file: self.file.to_path_buf(), line, col, message: format!("{key}{}", msg.into()) });
+        let key = if key.is_empty() {
+            String::new()
+        } else {
+            format!("key `{key}`: ")
+        };
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            col,
+            message: format!("{key}{}", msg.into()),
+        });
     }
 }
 
@@ -210,19 +239,33 @@ pub fn valid_app_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err("an app name must be 1 to 64 characters long".into());
     }
-    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@')) || name.starts_with('.') {
-        return Err(format!("app name \"{name}\" may only use letters, digits, '-', '_', '.', '@' and may not start with '.'"));
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
+        || name.starts_with('.')
+    {
+        return Err(format!(
+            "app name \"{name}\" may only use letters, digits, '-', '_', '.', '@' and may not start with '.'"
+        ));
     }
     if name == "all" {
-        return Err("\"all\" is reserved (it means every app on the command line); rename the file".into());
+        return Err(
+            "\"all\" is reserved (it means every app on the command line); rename the file".into(),
+        );
     }
     Ok(())
 }
 
 /// Finds an executable the way execvp would, but at load time so a typo is a config error.
-pub fn resolve_program(prog: &str, env_path: Option<&str>, workdir: Option<&Path>) -> Result<PathBuf, String> {
+pub fn resolve_program(
+    prog: &str,
+    env_path: Option<&str>,
+    workdir: Option<&Path>,
+) -> Result<PathBuf, String> {
     let is_exec = |p: &Path| {
-        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
     };
     if prog.contains('/') {
         let p = match workdir {
@@ -232,25 +275,42 @@ pub fn resolve_program(prog: &str, env_path: Option<&str>, workdir: Option<&Path
         return match std::fs::metadata(&p) {
             Err(e) => Err(format!("{}: {}", p.display(), crate::util::io_reason(&e))),
             Ok(m) if !m.is_file() => Err(format!("{} is not a regular file", p.display())),
-            Ok(_) if !is_exec(&p) => Err(format!("{} is not executable (chmod +x it)", p.display())),
+            Ok(_) if !is_exec(&p) => {
+                Err(format!("{} is not executable (chmod +x it)", p.display()))
+            }
             Ok(_) => Ok(p),
         };
     }
-    let path = env_path.map(str::to_string).or_else(|| std::env::var("PATH").ok()).unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let path = env_path
+        .map(str::to_string)
+        .or_else(|| std::env::var("PATH").ok())
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let p = Path::new(dir).join(prog);
         if is_exec(&p) {
             return Ok(p);
         }
     }
-    Err(format!("\"{prog}\" was not found in PATH ({path}); give an absolute path"))
+    Err(format!(
+        "\"{prog}\" was not found in PATH ({path}); give an absolute path"
+    ))
 }
 
-fn resolve_identity(cx: &mut FileCtx, user: Option<&Spanned<String>>, group: Option<&Spanned<String>>) -> Option<Identity> {
+fn resolve_identity(
+    cx: &mut FileCtx,
+    user: Option<&Spanned<String>>,
+    group: Option<&Spanned<String>>,
+) -> Option<Identity> {
     if user.is_none() && group.is_none() {
         return None;
     }
-    let mut id = Identity { user: None, uid: nix::unistd::geteuid().as_raw(), gid: nix::unistd::getegid().as_raw(), groups: vec![], home: None };
+    let mut id = Identity {
+        user: None,
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+        groups: vec![],
+        home: None,
+    };
     if let Some(u) = user {
         let lookup = match u.get_ref().parse::<u32>() {
             Ok(n) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(n)),
@@ -269,11 +329,22 @@ fn resolve_identity(cx: &mut FileCtx, user: Option<&Spanned<String>>, group: Opt
                 }
             }
             Ok(None) => {
-                cx.err_at(Some(u.span()), "user", format!("no such user \"{}\" on this host (see /etc/passwd)", u.get_ref()));
+                cx.err_at(
+                    Some(u.span()),
+                    "user",
+                    format!(
+                        "no such user \"{}\" on this host (see /etc/passwd)",
+                        u.get_ref()
+                    ),
+                );
                 return None;
             }
             Err(e) => {
-                cx.err_at(Some(u.span()), "user", format!("cannot look up user \"{}\": {e}", u.get_ref()));
+                cx.err_at(
+                    Some(u.span()),
+                    "user",
+                    format!("cannot look up user \"{}\": {e}", u.get_ref()),
+                );
                 return None;
             }
         }
@@ -293,11 +364,22 @@ fn resolve_identity(cx: &mut FileCtx, user: Option<&Spanned<String>>, group: Opt
                 }
             }
             Ok(None) => {
-                cx.err_at(Some(g.span()), "group", format!("no such group \"{}\" on this host (see /etc/group)", g.get_ref()));
+                cx.err_at(
+                    Some(g.span()),
+                    "group",
+                    format!(
+                        "no such group \"{}\" on this host (see /etc/group)",
+                        g.get_ref()
+                    ),
+                );
                 return None;
             }
             Err(e) => {
-                cx.err_at(Some(g.span()), "group", format!("cannot look up group \"{}\": {e}", g.get_ref()));
+                cx.err_at(
+                    Some(g.span()),
+                    "group",
+                    format!("cannot look up group \"{}\": {e}", g.get_ref()),
+                );
                 return None;
             }
         }
@@ -307,7 +389,11 @@ fn resolve_identity(cx: &mut FileCtx, user: Option<&Spanned<String>>, group: Opt
 
 /// Parses and validates one app file's text. `name` is the app name (the file stem).
 pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<ConfigError>> {
-    let mut cx = FileCtx { file, src, errors: vec![] };
+    let mut cx = FileCtx {
+        file,
+        src,
+        errors: vec![],
+    };
     if let Err(e) = valid_app_name(name) {
         cx.err_at(None, "", e);
         return Err(cx.errors);
@@ -315,7 +401,10 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     let raw: RawApp = match toml::from_str(src) {
         Ok(r) => r,
         Err(e) => {
-            let key = e.span().and_then(|s| key_at(src, s.start)).unwrap_or_default();
+            let key = e
+                .span()
+                .and_then(|s| key_at(src, s.start))
+                .unwrap_or_default();
             let mut msg = e.message().trim().to_string();
             if msg.starts_with("unknown field") {
                 msg.push_str("; check the spelling, or see the config reference in README.md");
@@ -329,7 +418,14 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         None => Isolation::None,
         Some(s) if s.get_ref() == "none" => Isolation::None,
         Some(s) if ["bundle", "sandbox", "wasm"].contains(&s.get_ref().as_str()) => {
-            cx.err_at(Some(s.span()), "isolation", format!("level \"{}\" is not available in this build of paddock yet; use \"none\"", s.get_ref()));
+            cx.err_at(
+                Some(s.span()),
+                "isolation",
+                format!(
+                    "level \"{}\" is not available in this build of paddock yet; use \"none\"",
+                    s.get_ref()
+                ),
+            );
             Isolation::None
         }
         Some(s) => {
@@ -341,17 +437,29 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     let workdir = raw.workdir.as_ref().and_then(|w| {
         let p = PathBuf::from(w.get_ref());
         if !p.is_absolute() {
-            cx.err_at(Some(w.span()), "workdir", format!("\"{}\" must be an absolute path", w.get_ref()));
+            cx.err_at(
+                Some(w.span()),
+                "workdir",
+                format!("\"{}\" must be an absolute path", w.get_ref()),
+            );
             return None;
         }
         match std::fs::metadata(&p) {
             Ok(m) if m.is_dir() => Some(p),
             Ok(_) => {
-                cx.err_at(Some(w.span()), "workdir", format!("{} is not a directory", p.display()));
+                cx.err_at(
+                    Some(w.span()),
+                    "workdir",
+                    format!("{} is not a directory", p.display()),
+                );
                 None
             }
             Err(e) => {
-                cx.err_at(Some(w.span()), "workdir", format!("{}: {}", p.display(), crate::util::io_reason(&e)));
+                cx.err_at(
+                    Some(w.span()),
+                    "workdir",
+                    format!("{}: {}", p.display(), crate::util::io_reason(&e)),
+                );
                 None
             }
         }
@@ -368,19 +476,35 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
 
     let (command, program) = match &raw.command {
         None => {
-            cx.err_at(Some(0..0), "command", "missing: every app needs one, e.g. command = [\"/bin/sleep\", \"100\"]");
+            cx.err_at(
+                Some(0..0),
+                "command",
+                "missing: every app needs one, e.g. command = [\"/bin/sleep\", \"100\"]",
+            );
             (vec![], PathBuf::new())
         }
         Some(c) if c.get_ref().is_empty() || c.get_ref()[0].is_empty() => {
-            cx.err_at(Some(c.span()), "command", "is empty: give the program and its arguments, e.g. [\"/bin/sleep\", \"100\"]");
+            cx.err_at(
+                Some(c.span()),
+                "command",
+                "is empty: give the program and its arguments, e.g. [\"/bin/sleep\", \"100\"]",
+            );
             (vec![], PathBuf::new())
         }
         Some(c) if c.get_ref().iter().any(|a| a.contains('\0')) => {
-            cx.err_at(Some(c.span()), "command", "arguments may not contain NUL bytes");
+            cx.err_at(
+                Some(c.span()),
+                "command",
+                "arguments may not contain NUL bytes",
+            );
             (vec![], PathBuf::new())
         }
         Some(c) => {
-            let prog = match resolve_program(&c.get_ref()[0], raw.env.get("PATH").map(String::as_str), workdir.as_deref()) {
+            let prog = match resolve_program(
+                &c.get_ref()[0],
+                raw.env.get("PATH").map(String::as_str),
+                workdir.as_deref(),
+            ) {
                 Ok(p) => p,
                 Err(e) => {
                     cx.err_at(Some(c.span()), "command", e);
@@ -404,7 +528,11 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         if let Some(d) = &r.backoff_max {
             restart.backoff_max = d.get_ref().0;
             if restart.backoff_max < restart.backoff_initial {
-                cx.err_at(Some(d.span()), "restart.backoff_max", "must not be smaller than restart.backoff_initial");
+                cx.err_at(
+                    Some(d.span()),
+                    "restart.backoff_max",
+                    "must not be smaller than restart.backoff_initial",
+                );
             }
         }
         if let Some(d) = r.stable_after {
@@ -429,7 +557,11 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         if let Some(k) = &l.keep {
             logs.keep = *k.get_ref();
             if logs.keep > 1000 {
-                cx.err_at(Some(k.span()), "logs.keep", "at most 1000 rotated files can be kept");
+                cx.err_at(
+                    Some(k.span()),
+                    "logs.keep",
+                    "at most 1000 rotated files can be kept",
+                );
             }
         }
         if let Some(s) = l.stdout {
@@ -462,11 +594,23 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
 
 /// Reads one app file.
 pub fn load_file(path: &Path) -> Result<AppSpec, Vec<ConfigError>> {
-    let err = |m: String| vec![ConfigError { file: path.to_path_buf(), line: 0, col: 0, message: m }];
-    let name = path.file_stem().and_then(|s| s.to_str()).ok_or_else(|| err("file name is not valid UTF-8".into()))?;
+    let err = |m: String| {
+        vec![ConfigError {
+            file: path.to_path_buf(),
+            line: 0,
+            col: 0,
+            message: m,
+        }]
+    };
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| err("file name is not valid UTF-8".into()))?;
     let meta = std::fs::metadata(path).map_err(|e| err(crate::util::io_reason(&e)))?;
     if meta.len() > 1 << 20 {
-        return Err(err("file is larger than 1 MiB; an app file should be a few lines".into()));
+        return Err(err(
+            "file is larger than 1 MiB; an app file should be a few lines".into(),
+        ));
     }
     let src = std::fs::read_to_string(path).map_err(|e| err(crate::util::io_reason(&e)))?;
     parse_app(name, path, &src)
@@ -481,7 +625,15 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<BTreeMap<String, AppSpec>, Vec<Conf
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) => {
-                errors.push(ConfigError { file: dir.clone(), line: 0, col: 0, message: format!("cannot read config directory: {}", crate::util::io_reason(&e)) });
+                errors.push(ConfigError {
+                    file: dir.clone(),
+                    line: 0,
+                    col: 0,
+                    message: format!(
+                        "cannot read config directory: {}",
+                        crate::util::io_reason(&e)
+                    ),
+                });
                 continue;
             }
         };
@@ -489,7 +641,11 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<BTreeMap<String, AppSpec>, Vec<Conf
             .filter_map(|e| e.ok())
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+            .filter(|p| {
+                !p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'))
+            })
             .collect();
         files.sort();
         for f in files {
@@ -510,7 +666,11 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<BTreeMap<String, AppSpec>, Vec<Conf
             }
         }
     }
-    if errors.is_empty() { Ok(apps) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(apps)
+    } else {
+        Err(errors)
+    }
 }
 
 /// What `reread` reports and `update` applies.
@@ -536,7 +696,11 @@ pub fn diff(old: &BTreeMap<String, &AppSpec>, new: &BTreeMap<String, AppSpec>) -
             Some(_) => {}
         }
     }
-    d.removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+    d.removed = old
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .cloned()
+        .collect();
     d
 }
 
@@ -608,20 +772,37 @@ combine = true
     #[test]
     fn errors_name_file_line_and_key() {
         let e = first_err("command = [\"/bin/true\"]\n[restart]\npolcy = \"always\"\n");
-        assert!(e.starts_with("/etc/paddock/apps/web.toml:3:1: key `restart.polcy`: unknown field `polcy`"), "{e}");
+        assert!(
+            e.starts_with(
+                "/etc/paddock/apps/web.toml:3:1: key `restart.polcy`: unknown field `polcy`"
+            ),
+            "{e}"
+        );
         assert!(e.contains("policy"), "{e}");
         let e = first_err("command = [\"/bin/true\"]\nstop_timeout = \"10x\"\n");
-        assert!(e.contains(":2:") && e.contains("key `stop_timeout`") && e.contains("unknown unit"), "{e}");
+        assert!(
+            e.contains(":2:") && e.contains("key `stop_timeout`") && e.contains("unknown unit"),
+            "{e}"
+        );
         let e = first_err("command = [\"/bin/true\"]\nstop_timeout = 10\n");
-        assert!(e.contains("key `stop_timeout`") && e.contains("\"10s\""), "{e}");
+        assert!(
+            e.contains("key `stop_timeout`") && e.contains("\"10s\""),
+            "{e}"
+        );
         let e = first_err("command = [\"/bin/true\"]\n[restart]\npolicy = \"sometimes\"\n");
-        assert!(e.contains(":3:") && e.contains("restart.policy") && e.contains("always"), "{e}");
+        assert!(
+            e.contains(":3:") && e.contains("restart.policy") && e.contains("always"),
+            "{e}"
+        );
         let e = first_err("command = []\n");
         assert!(e.contains(":1:11: key `command`: is empty"), "{e}");
         let e = first_err("workdir = \"/\"\n");
         assert!(e.contains("key `command`: missing"), "{e}");
         let e = first_err("command = [\"/nonexistent/bin/x\"]\n");
-        assert!(e.contains("No such file or directory") || e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains("No such file or directory") || e.contains("does not exist"),
+            "{e}"
+        );
         let e = first_err("command = [\"/etc/passwd\"]\n");
         assert!(e.contains("not executable"), "{e}");
         let e = first_err("command = [\"/bin/true\"]\nisolation = \"vm\"\n");
@@ -632,10 +813,15 @@ combine = true
         assert!(e.contains("key `stop_signal`: unknown signal"), "{e}");
         let e = first_err("command = [\"/bin/true\"\n");
         assert!(e.contains("web.toml:"), "{e}");
-        let e = first_err("command = [\"/bin/true\"]\n[restart]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n");
+        let e = first_err(
+            "command = [\"/bin/true\"]\n[restart]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n",
+        );
         assert!(e.contains("restart.backoff_max"), "{e}");
         let e = first_err("command = [\"/bin/true\"]\n[logs]\nmax_size = \"12XB\"\n");
-        assert!(e.contains("logs.max_size") && e.contains("unknown unit"), "{e}");
+        assert!(
+            e.contains("logs.max_size") && e.contains("unknown unit"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -655,7 +841,8 @@ combine = true
         let mut c = a.clone();
         c.name = "other".into();
         let old: BTreeMap<String, &AppSpec> = [("web".to_string(), &a)].into();
-        let new: BTreeMap<String, AppSpec> = [("web".to_string(), b), ("other".to_string(), c)].into();
+        let new: BTreeMap<String, AppSpec> =
+            [("web".to_string(), b), ("other".to_string(), c)].into();
         let d = diff(&old, &new);
         assert_eq!(d.added, vec!["other"]);
         assert_eq!(d.changed, vec!["web"]);

@@ -40,7 +40,11 @@ pub fn format_duration(d: Duration) -> String {
     if ms == 0 && !d.is_zero() {
         format!("{}us", d.as_micros())
     } else if ms % 1000 != 0 || ms == 0 {
-        if ms == 0 { "0s".into() } else { format!("{ms}ms") }
+        if ms == 0 {
+            "0s".into()
+        } else {
+            format!("{ms}ms")
+        }
     } else if ms % 60_000 != 0 {
         format!("{}s", ms / 1000)
     } else {
@@ -60,10 +64,14 @@ impl<'de> Deserialize<'de> for Dur {
                 parse_duration(v).map(Dur).map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
-                Err(E::custom(format!("a bare number is ambiguous: write \"{v}s\" or \"{v}ms\"")))
+                Err(E::custom(format!(
+                    "a bare number is ambiguous: write \"{v}s\" or \"{v}ms\""
+                )))
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dur, E> {
-                Err(E::custom(format!("a bare number is ambiguous: write \"{v}s\" or \"{v}ms\"")))
+                Err(E::custom(format!(
+                    "a bare number is ambiguous: write \"{v}s\" or \"{v}ms\""
+                )))
             }
         }
         d.deserialize_any(V)
@@ -82,7 +90,9 @@ pub struct Size(pub u64);
 
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .parse()
@@ -93,7 +103,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "M" | "MB" | "MiB" => 1 << 20,
         "G" | "GB" | "GiB" => 1 << 30,
         "T" | "TB" | "TiB" => 1 << 40,
-        u => return Err(format!("invalid size \"{s}\": unknown unit \"{u}\"; use B, KiB, MiB or GiB")),
+        u => {
+            return Err(format!(
+                "invalid size \"{s}\": unknown unit \"{u}\"; use B, KiB, MiB or GiB"
+            ));
+        }
     };
     let v = n * mult as f64;
     if !v.is_finite() || v > u64::MAX as f64 / 2.0 {
@@ -103,7 +117,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 pub fn format_size(n: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
+    const UNITS: [(&str, u64); 4] = [
+        ("GiB", 1 << 30),
+        ("MiB", 1 << 20),
+        ("KiB", 1 << 10),
+        ("B", 1),
+    ];
     for (u, m) in UNITS {
         if n >= m && n % m == 0 {
             return format!("{}{u}", n / m);

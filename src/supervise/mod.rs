@@ -185,10 +185,18 @@ impl Machine {
         self.state_since
     }
     pub fn uptime(&self, now: Time) -> Option<Duration> {
-        if self.alive { self.started_at.map(|s| now.saturating_sub(s)) } else { None }
+        if self.alive {
+            self.started_at.map(|s| now.saturating_sub(s))
+        } else {
+            None
+        }
     }
     pub fn backoff_until(&self) -> Option<Time> {
-        if self.state == State::Backoff { self.backoff_until } else { None }
+        if self.state == State::Backoff {
+            self.backoff_until
+        } else {
+            None
+        }
     }
 
     fn set(&mut self, s: State, now: Time) {
@@ -213,7 +221,10 @@ impl Machine {
     pub fn backoff_delay(&mut self) -> Duration {
         let r = &self.policy.restart;
         let exp = self.failures.saturating_sub(1).min(40);
-        let base = r.backoff_initial.saturating_mul(1u32 << exp.min(31)).min(r.backoff_max);
+        let base = r
+            .backoff_initial
+            .saturating_mul(1u32 << exp.min(31))
+            .min(r.backoff_max);
         if base.is_zero() {
             return base;
         }
@@ -230,12 +241,17 @@ impl Machine {
         self.set(State::Stopping, now);
         out.push(Action::Cancel(TimerKind::Stable));
         out.push(Action::Signal(self.policy.stop_signal));
-        out.push(Action::Arm(TimerKind::StopTimeout, self.policy.stop_timeout));
+        out.push(Action::Arm(
+            TimerKind::StopTimeout,
+            self.policy.stop_timeout,
+        ));
     }
 
     /// Decides what follows an exit (or a failed spawn) that nobody asked for.
     fn after_exit(&mut self, exit: Exit, now: Time, out: &mut Vec<Action>) {
-        let uptime = self.started_at.map_or(Duration::ZERO, |s| now.saturating_sub(s));
+        let uptime = self
+            .started_at
+            .map_or(Duration::ZERO, |s| now.saturating_sub(s));
         let spawn_failed = matches!(exit, Exit::SpawnFailed(_));
         let wants_restart = match self.policy.restart.policy {
             RestartPolicy::Always => true,
@@ -244,7 +260,11 @@ impl Machine {
         };
         self.last_exit = Some(exit);
         if !wants_restart {
-            let s = if spawn_failed { State::Fatal } else { State::Exited };
+            let s = if spawn_failed {
+                State::Fatal
+            } else {
+                State::Exited
+            };
             self.set(s, now);
             return;
         }
@@ -321,7 +341,10 @@ impl Machine {
                 self.started_at = Some(now);
                 self.set(Running, now);
                 if !self.policy.restart.stable_after.is_zero() {
-                    out.push(Action::Arm(TimerKind::Stable, self.policy.restart.stable_after));
+                    out.push(Action::Arm(
+                        TimerKind::Stable,
+                        self.policy.restart.stable_after,
+                    ));
                 } else {
                     self.failures = 0;
                 }

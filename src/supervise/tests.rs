@@ -12,7 +12,13 @@ fn ms(n: u64) -> Duration {
 
 fn policy(p: RestartPolicy, max_failures: u32) -> Policy {
     Policy {
-        restart: RestartSpec { policy: p, backoff_initial: ms(100), backoff_max: ms(1600), stable_after: ms(10_000), max_failures },
+        restart: RestartSpec {
+            policy: p,
+            backoff_initial: ms(100),
+            backoff_max: ms(1600),
+            stable_after: ms(10_000),
+            max_failures,
+        },
         stop_signal: libc::SIGTERM,
         stop_timeout: ms(2000),
     }
@@ -32,7 +38,16 @@ struct World {
 
 impl World {
     fn new(p: Policy) -> Self {
-        World { m: Machine::new(p, 42), now: Time::ZERO, timers: BTreeMap::new(), live: false, spawn_fails: false, signals: vec![], kills: 0, spawns: 0 }
+        World {
+            m: Machine::new(p, 42),
+            now: Time::ZERO,
+            timers: BTreeMap::new(),
+            live: false,
+            spawn_fails: false,
+            signals: vec![],
+            kills: 0,
+            spawns: 0,
+        }
     }
 
     fn feed(&mut self, ev: Event) {
@@ -45,7 +60,11 @@ impl World {
             if self.m.state() == State::Fatal && before_state != State::Fatal {
                 let max = self.m.policy.restart.max_failures;
                 let never = self.m.policy.restart.policy == RestartPolicy::Never;
-                assert!(never || (max > 0 && self.m.failures() >= max), "FATAL with {} failures (max {max}) after {ev:?}", self.m.failures());
+                assert!(
+                    never || (max > 0 && self.m.failures() >= max),
+                    "FATAL with {} failures (max {max}) after {ev:?}",
+                    self.m.failures()
+                );
                 let _ = before_failures;
             }
             for a in acts {
@@ -66,12 +85,26 @@ impl World {
                     Action::Arm(k, d) => {
                         if k == TimerKind::Backoff {
                             let r = &self.m.policy.restart;
-                            assert!(d <= r.backoff_max.max(MIN_SPAWN_RETRY), "backoff {d:?} above max");
+                            assert!(
+                                d <= r.backoff_max.max(MIN_SPAWN_RETRY),
+                                "backoff {d:?} above max"
+                            );
                             let exp = self.m.failures().saturating_sub(1).min(31);
-                            let base = r.backoff_initial.saturating_mul(1 << exp).min(r.backoff_max);
-                            let floor = if matches!(self.m.last_exit(), Some(Exit::SpawnFailed(_))) { MIN_SPAWN_RETRY.min(r.backoff_max.max(MIN_SPAWN_RETRY)) } else { Duration::ZERO };
+                            let base = r
+                                .backoff_initial
+                                .saturating_mul(1 << exp)
+                                .min(r.backoff_max);
+                            let floor = if matches!(self.m.last_exit(), Some(Exit::SpawnFailed(_)))
+                            {
+                                MIN_SPAWN_RETRY.min(r.backoff_max.max(MIN_SPAWN_RETRY))
+                            } else {
+                                Duration::ZERO
+                            };
                             let base = base.max(floor);
-                            assert!(d >= base.mul_f64(0.75) && d <= base, "backoff {d:?} outside [0.75, 1] x {base:?}");
+                            assert!(
+                                d >= base.mul_f64(0.75) && d <= base,
+                                "backoff {d:?} outside [0.75, 1] x {base:?}"
+                            );
                         }
                         self.timers.insert(k, self.now + d);
                     }
@@ -81,7 +114,11 @@ impl World {
                 }
             }
         }
-        assert_eq!(self.live, self.m.alive(), "machine and world disagree on liveness");
+        assert_eq!(
+            self.live,
+            self.m.alive(),
+            "machine and world disagree on liveness"
+        );
     }
 
     /// The process exits by itself.
@@ -143,17 +180,29 @@ fn policies() {
     let mut w = World::new(policy(RestartPolicy::OnFailure, 5));
     w.feed(Event::Start);
     w.exit(Exit::Code(0));
-    assert_eq!(w.m.state(), State::Exited, "on-failure: a clean exit is not restarted");
+    assert_eq!(
+        w.m.state(),
+        State::Exited,
+        "on-failure: a clean exit is not restarted"
+    );
 
     let mut w = World::new(policy(RestartPolicy::OnFailure, 5));
     w.feed(Event::Start);
     w.exit(Exit::Signal(libc::SIGSEGV));
-    assert_eq!(w.m.state(), State::Backoff, "on-failure: a signal death is a failure");
+    assert_eq!(
+        w.m.state(),
+        State::Backoff,
+        "on-failure: a signal death is a failure"
+    );
 
     let mut w = World::new(policy(RestartPolicy::Always, 5));
     w.feed(Event::Start);
     w.exit(Exit::Code(0));
-    assert_eq!(w.m.state(), State::Backoff, "always: even a clean exit restarts");
+    assert_eq!(
+        w.m.state(),
+        State::Backoff,
+        "always: even a clean exit restarts"
+    );
 
     let mut w = World::new(policy(RestartPolicy::Never, 5));
     w.feed(Event::Start);
@@ -176,7 +225,10 @@ fn stable_uptime_resets_failures() {
     w.exit(Exit::Code(1));
     assert_eq!(w.m.state(), State::Backoff);
     let d = w.timers[&TimerKind::Backoff] - w.now;
-    assert!(d <= ms(100), "backoff reset to the initial delay, got {d:?}");
+    assert!(
+        d <= ms(100),
+        "backoff reset to the initial delay, got {d:?}"
+    );
 }
 
 #[test]
@@ -218,7 +270,11 @@ fn restart_waits_for_the_old_process() {
     w.exit(Exit::Signal(libc::SIGTERM));
     assert_eq!(w.m.state(), State::Running);
     assert_eq!(w.spawns, 2);
-    assert_eq!(w.m.restarts(), 0, "an operator restart is not an automatic one");
+    assert_eq!(
+        w.m.restarts(),
+        0,
+        "an operator restart is not an automatic one"
+    );
 }
 
 #[test]
@@ -258,7 +314,11 @@ fn random_sequences_keep_invariants() {
         seed ^= seed << 17;
         seed
     };
-    let policies = [RestartPolicy::Always, RestartPolicy::OnFailure, RestartPolicy::Never];
+    let policies = [
+        RestartPolicy::Always,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Never,
+    ];
     let mut fatal_seen = 0;
     for run in 0..2000 {
         let mut p = policy(policies[run % 3], (rnd() % 6) as u32);
@@ -277,7 +337,11 @@ fn random_sequences_keep_invariants() {
                 _ => w.advance(ms(rnd() % 4000)),
             }
             let s = w.m.state();
-            assert_eq!(w.timers.contains_key(&TimerKind::Backoff), s == State::Backoff, "backoff timer iff BACKOFF ({s:?})");
+            assert_eq!(
+                w.timers.contains_key(&TimerKind::Backoff),
+                s == State::Backoff,
+                "backoff timer iff BACKOFF ({s:?})"
+            );
             if s == State::Stopping {
                 assert!(w.m.alive());
             }
@@ -289,5 +353,8 @@ fn random_sequences_keep_invariants() {
             }
         }
     }
-    assert!(fatal_seen > 0, "the random walk should reach FATAL sometimes");
+    assert!(
+        fatal_seen > 0,
+        "the random walk should reach FATAL sometimes"
+    );
 }

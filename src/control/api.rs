@@ -1,0 +1,70 @@
+//! The JSON shapes of the control API, shared by the server and the CLI.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub description: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub state: String,
+    pub pid: Option<i32>,
+    pub uptime_secs: Option<f64>,
+    /// Seconds in the current state.
+    pub since_secs: f64,
+    pub restarts: u64,
+    pub failures: u32,
+    pub last_exit: Option<ExitInfo>,
+    /// Why the app is in its state ("retrying in 400ms", "spawn failed: …").
+    pub message: String,
+    pub isolation: String,
+    pub autostart: bool,
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StatusList {
+    pub apps: Vec<AppStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub app: String,
+    pub ok: bool,
+    pub state: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActionResponse {
+    pub ok: bool,
+    pub results: Vec<ActionResult>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UpdateResponse {
+    pub ok: bool,
+    /// `false` for reread (nothing was changed).
+    pub applied: bool,
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: String,
+    pub pid: i32,
+    pub apps: usize,
+}

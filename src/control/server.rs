@@ -1,0 +1,300 @@
+//! The control socket: accepts connections, checks the caller's uid (SO_PEERCRED), parses one
+//! request, routes it to the supervisor task and writes the answer. Bad input gets an HTTP error
+//! and never reaches the supervisor; a slow client is cut off; concurrency is bounded.
+
+use super::http::{self, HttpError, HttpRequest};
+use crate::daemon::{Msg, Reply, Request, Verb};
+use crate::logs::{Ctl, Logs, Stream};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long a client may take to send its request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Connections served at once; more get 503.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Creates the socket (mode 0600). A live paddock on the same path is an error; a stale socket
+/// file left by a crash is replaced.
+pub fn bind(path: &Path) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "cannot create {}: {}",
+                dir.display(),
+                crate::util::io_reason(&e)
+            )
+        })?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!(
+                "another paddock is already serving on {} (stop it, or use --socket)",
+                path.display()
+            ));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let old = unsafe { libc::umask(0o177) };
+    let l = UnixListener::bind(path);
+    unsafe { libc::umask(old) };
+    let l = l.map_err(|e| {
+        format!(
+            "cannot listen on {}: {}",
+            path.display(),
+            crate::util::io_reason(&e)
+        )
+    })?;
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    Ok(l)
+}
+
+pub async fn serve(listener: UnixListener, sup: mpsc::UnboundedSender<Msg>, logs: Logs) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await; // EMFILE and friends: back off
+            continue;
+        };
+        let sup = sup.clone();
+        let logs = logs.clone();
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    connection(stream, sup, logs).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    let mut s = stream;
+                    let _ =
+                        write_reply(&mut s, Reply::error(503, "too many connections; try again"))
+                            .await;
+                });
+            }
+        }
+    }
+}
+
+async fn write_reply(s: &mut UnixStream, r: Reply) -> std::io::Result<()> {
+    let head = http::response_head(r.status, r.content_type, Some(r.body.len()));
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(r.body.as_bytes()).await?;
+    s.shutdown().await
+}
+
+fn allowed(s: &UnixStream) -> bool {
+    let me = unsafe { libc::geteuid() };
+    match s.peer_cred() {
+        Ok(c) => c.uid() == 0 || c.uid() == me,
+        Err(_) => false,
+    }
+}
+
+async fn connection(mut s: UnixStream, sup: mpsc::UnboundedSender<Msg>, logs: Logs) {
+    if !allowed(&s) {
+        let uid = s.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
+        let _ = write_reply(
+            &mut s,
+            Reply::error(
+                403,
+                format!("uid {uid} may not control this paddock (only root and its owner)"),
+            ),
+        )
+        .await;
+        return;
+    }
+    let req = match tokio::time::timeout(REQUEST_DEADLINE, http::read_request(&mut s)).await {
+        Err(_) => {
+            let _ = write_reply(&mut s, Reply::error(408, "request not received in time")).await;
+            return;
+        }
+        Ok(Err(HttpError(status, msg))) => {
+            let _ = write_reply(&mut s, Reply::error(status, msg)).await;
+            return;
+        }
+        Ok(Ok(r)) => r,
+    };
+    if let Some((name, stream, lines, follow)) = log_route(&req) {
+        return tail(s, sup, logs, name, stream, lines, follow).await;
+    }
+    let reply = match route(&req) {
+        Ok(request) => ask(&sup, request).await,
+        Err(r) => r,
+    };
+    let _ = write_reply(&mut s, reply).await;
+}
+
+async fn ask(sup: &mpsc::UnboundedSender<Msg>, r: Request) -> Reply {
+    let (tx, rx) = oneshot::channel();
+    if sup.send(Msg::Request(r, tx)).is_err() {
+        return Reply::error(503, "paddock is exiting");
+    }
+    rx.await
+        .unwrap_or_else(|_| Reply::error(503, "paddock is exiting"))
+}
+
+fn names(seg: &str) -> Vec<String> {
+    seg.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn body_json(req: &HttpRequest) -> Result<serde_json::Value, Reply> {
+    if req.body.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&req.body)
+        .map_err(|e| Reply::error(400, format!("request body is not valid JSON: {e}")))
+}
+
+/// Maps a request to a supervisor request (or an HTTP error).
+fn route(req: &HttpRequest) -> Result<Request, Reply> {
+    let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    let m = req.method.as_str();
+    let wrong = || {
+        Reply::error(
+            405,
+            format!("{} is not allowed on {}", req.method, req.path),
+        )
+    };
+    Ok(match parts.as_slice() {
+        ["metrics"] if m == "GET" => Request::Metrics,
+        ["v1", "version"] if m == "GET" => Request::Version,
+        ["v1", "apps"] if m == "GET" => {
+            Request::Status(req.param("names").map(names).unwrap_or_default())
+        }
+        ["v1", "apps", n] if m == "GET" => Request::Status(names(n)),
+        ["v1", "apps", n, verb @ ("start" | "stop" | "restart")] if m == "POST" => {
+            Request::Action {
+                names: names(n),
+                verb: match *verb {
+                    "start" => Verb::Start,
+                    "stop" => Verb::Stop,
+                    _ => Verb::Restart,
+                },
+                wait: req.param("wait").is_none_or(|_| req.flag("wait")),
+            }
+        }
+        ["v1", "apps", n, "signal"] if m == "POST" => {
+            let body = body_json(req)?;
+            let sig = req.param("signal").map(str::to_string).or_else(|| {
+                body.get("signal")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string)
+            });
+            let sig = sig.ok_or_else(|| {
+                Reply::error(400, "name the signal: ?signal=HUP or {\"signal\": \"HUP\"}")
+            })?;
+            let signal =
+                crate::config::units::parse_signal(&sig).map_err(|e| Reply::error(400, e))?;
+            Request::Signal {
+                names: names(n),
+                signal,
+            }
+        }
+        ["v1", "reread"] if m == "GET" || m == "POST" => Request::Reread,
+        ["v1", "update"] if m == "POST" => Request::Update,
+        ["v1", "shutdown"] if m == "POST" => Request::Shutdown,
+        ["v1", "logs", "reopen"] if m == "POST" => Request::ReopenLogs,
+        ["metrics"]
+        | ["v1", "version"]
+        | ["v1", "apps"]
+        | ["v1", "apps", _]
+        | ["v1", "apps", _, _]
+        | ["v1", "reread"]
+        | ["v1", "update"]
+        | ["v1", "shutdown"]
+        | ["v1", "logs", "reopen"] => return Err(wrong()),
+        _ => {
+            return Err(Reply::error(
+                404,
+                format!(
+                    "no such endpoint: {} {} (see the API reference in README.md)",
+                    req.method, req.path
+                ),
+            ));
+        }
+    })
+}
+
+type LogRoute = (String, Stream, usize, bool);
+
+fn log_route(req: &HttpRequest) -> Option<LogRoute> {
+    let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["v1", "apps", n, "logs"] if req.method == "GET" => {
+            let stream = if matches!(req.param("stream"), Some("stderr" | "err")) {
+                Stream::Err
+            } else {
+                Stream::Out
+            };
+            let lines = req
+                .param("lines")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(10usize)
+                .min(crate::logs::MAX_TAIL_LINES);
+            Some((n.to_string(), stream, lines, req.flag("follow")))
+        }
+        _ => None,
+    }
+}
+
+/// `GET /v1/apps/NAME/logs?stream=stdout|stderr&lines=N&follow=1`: the last lines, then, with
+/// follow, every new line until the client goes away. The body is close-delimited text.
+async fn tail(
+    mut s: UnixStream,
+    sup: mpsc::UnboundedSender<Msg>,
+    logs: Logs,
+    name: String,
+    stream: Stream,
+    lines: usize,
+    follow: bool,
+) {
+    let check = ask(&sup, Request::LogTarget(name.clone())).await;
+    if check.status != 200 {
+        let _ = write_reply(&mut s, check).await;
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel(1024);
+    logs.send(Ctl::Tail {
+        app: name.as_str().into(),
+        stream,
+        lines,
+        follow,
+        tx,
+    });
+    if s.write_all(http::response_head(200, "text/plain; charset=utf-8", None).as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (mut rd, mut wr) = s.into_split();
+    let mut scratch = [0u8; 256];
+    let mut client_open = true;
+    loop {
+        tokio::select! {
+            chunk = rx.recv() => match chunk {
+                Some(c) => {
+                    if wr.write_all(&c).await.is_err() {
+                        return;
+                    }
+                }
+                None => break,
+            },
+            n = rd.read(&mut scratch), if client_open => match n {
+                Ok(0) => client_open = false, // half-closed: keep writing until a write fails
+                Ok(_) => {}
+                Err(_) => return, // the client went away
+            },
+        }
+    }
+    let _ = wr.shutdown().await;
+}

@@ -1,0 +1,3 @@
+//! What runs an app. `native` starts processes (level `none`); later levels plug in here.
+
+pub mod native;

@@ -1,0 +1,244 @@
+//! Test harness: a real `paddock serve` on a private config dir, socket and state dir.
+#![allow(dead_code)]
+
+use paddock::control::api::*;
+use paddock::control::client::Client;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_paddock");
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A scratch directory removed on drop.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("paddock-t-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Paddock {
+    pub dir: Scratch,
+    pub child: Option<Child>,
+    pub client: Client,
+}
+
+impl Paddock {
+    /// A config dir with the given apps (name, TOML text), not yet serving.
+    pub fn with_apps(tag: &str, apps: &[(&str, &str)]) -> Paddock {
+        let dir = Scratch::new(tag);
+        std::fs::create_dir_all(dir.0.join("apps")).unwrap();
+        for (name, text) in apps {
+            std::fs::write(dir.0.join("apps").join(format!("{name}.toml")), text).unwrap();
+        }
+        let client = Client::new(&dir.0.join("paddock.sock"));
+        Paddock {
+            dir,
+            child: None,
+            client,
+        }
+    }
+
+    pub fn apps_dir(&self) -> PathBuf {
+        self.dir.0.join("apps")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.dir.0.join("paddock.sock")
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.0.join("state/logs")
+    }
+
+    pub fn write_app(&self, name: &str, text: &str) {
+        std::fs::write(self.apps_dir().join(format!("{name}.toml")), text).unwrap();
+    }
+
+    /// Starts `paddock serve` and waits for its socket.
+    pub fn start(mut self) -> Paddock {
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(self.apps_dir())
+            .arg("--socket")
+            .arg(self.socket())
+            .arg("--state-dir")
+            .arg(self.dir.0.join("state"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn paddock serve");
+        self.child = Some(child);
+        wait_for(Duration::from_secs(20), "paddock socket", || {
+            self.client.request("GET", "/v1/version", None).is_ok()
+        });
+        self
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
+            .args(args)
+            .env("PADDOCK_SOCKET", self.socket())
+            .output()
+            .expect("run paddock cli")
+    }
+
+    pub fn status(&self) -> Vec<AppStatus> {
+        self.client
+            .json::<StatusList>("GET", "/v1/apps")
+            .expect("status")
+            .1
+            .apps
+    }
+
+    pub fn app(&self, name: &str) -> AppStatus {
+        self.status()
+            .into_iter()
+            .find(|a| a.name == name)
+            .unwrap_or_else(|| panic!("no app {name}"))
+    }
+
+    pub fn wait_state(&self, name: &str, state: &str, within: Duration) -> AppStatus {
+        let mut last = None;
+        let ok = try_wait(within, || {
+            let a = self.app(name);
+            let hit = a.state == state;
+            last = Some(a);
+            hit
+        });
+        let last = last.unwrap();
+        assert!(
+            ok,
+            "{name} did not reach {state} within {within:?}; last status: {last:?}"
+        );
+        last
+    }
+
+    pub fn post(&self, path: &str) -> paddock::control::client::Response {
+        self.client.request("POST", path, None).expect("request")
+    }
+
+    /// Shuts paddock down and returns its exit status.
+    pub fn shutdown(mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        wait_child(&mut child, Duration::from_secs(30))
+    }
+}
+
+impl Drop for Paddock {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = wait_child(&mut c, Duration::from_secs(15));
+        }
+    }
+}
+
+pub fn wait_child(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > within {
+            let _ = child.kill();
+            panic!("process {} did not exit within {within:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn try_wait(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if t.elapsed() > within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn wait_for(within: Duration, what: &str, f: impl FnMut() -> bool) {
+    assert!(
+        try_wait(within, f),
+        "timed out after {within:?} waiting for {what}"
+    );
+}
+
+pub fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0): look at its state too.
+    if unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Children of `ppid` (from /proc), with their state letter.
+pub fn children_of(ppid: i32) -> Vec<(i32, char)> {
+    let mut out = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut f = rest.split(' ');
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let parent: i32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if parent == ppid {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+pub fn read_lines(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}

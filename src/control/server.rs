@@ -85,7 +85,21 @@ async fn write_reply(s: &mut UnixStream, r: Reply) -> std::io::Result<()> {
     let head = http::response_head(r.status, r.content_type, Some(r.body.len()));
     s.write_all(head.as_bytes()).await?;
     s.write_all(r.body.as_bytes()).await?;
-    s.shutdown().await
+    s.shutdown().await?;
+    // Lingering close: closing a Unix socket with unread input resets the connection, and the
+    // client would lose the answer. Drain what the client still sends, within bounds.
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0usize;
+        while let Ok(n) = s.read(&mut buf).await {
+            total += n;
+            if n == 0 || total > 1 << 20 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    Ok(())
 }
 
 fn allowed(s: &UnixStream) -> bool {

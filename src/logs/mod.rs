@@ -300,6 +300,7 @@ impl Writer {
         } else {
             &mut a.err
         };
+        let was_partial = sf.partial;
         let mut stamp = Vec::with_capacity(25);
         crate::util::rfc3339(d.time, &mut stamp);
         stamp.push(b' ');
@@ -311,41 +312,49 @@ impl Writer {
             sf.partial = piece.last() != Some(&b'\n');
         }
         let path = log_path(&dir, &d.app, stream);
-        if sf.file.is_some() && sf.size > 0 && sf.size + buf.len() as u64 > spec.max_size {
-            sf.file = None;
-            rotate(&path, spec.keep);
-            sf.size = 0;
-        }
-        if sf.file.is_none() {
-            match OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o640)
-                .custom_flags(libc::O_CLOEXEC)
-                .open(&path)
-            {
-                Ok(f) => {
-                    sf.size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                    sf.file = Some(f);
+        // Write, rotating at line boundaries so no file exceeds max_size (unless a single line
+        // is longer than max_size) and no line is split across files.
+        let mut rest = &buf[..];
+        let mut mid_line = was_partial;
+        while !rest.is_empty() {
+            if sf.file.is_none() {
+                match OpenOptions::new().create(true).append(true).mode(0o640).custom_flags(libc::O_CLOEXEC).open(&path) {
+                    Ok(f) => {
+                        sf.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                        sf.file = Some(f);
+                    }
+                    Err(e) => {
+                        eprintln!("paddock: cannot open log {}: {}", path.display(), crate::util::io_reason(&e));
+                        break;
+                    }
                 }
-                Err(e) => eprintln!(
-                    "paddock: cannot open log {}: {}",
-                    path.display(),
-                    crate::util::io_reason(&e)
-                ),
             }
-        }
-        if let Some(f) = &mut sf.file {
-            match f.write_all(&buf) {
-                Ok(()) => sf.size += buf.len() as u64,
-                Err(e) => {
-                    eprintln!(
-                        "paddock: writing {}: {}",
-                        path.display(),
-                        crate::util::io_reason(&e)
-                    );
-                    sf.file = None;
+            let room = spec.max_size.saturating_sub(sf.size) as usize;
+            let cut = if rest.len() <= room {
+                rest.len()
+            } else {
+                let to_line_end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |p| p + 1);
+                match rest[..room].iter().rposition(|&b| b == b'\n') {
+                    Some(p) => p + 1,
+                    None if sf.size == 0 || mid_line => to_line_end, // finish the line first
+                    None => 0,
                 }
+            };
+            if cut > 0 {
+                let Some(f) = sf.file.as_mut() else { break };
+                if let Err(e) = f.write_all(&rest[..cut]) {
+                    eprintln!("paddock: writing {}: {}", path.display(), crate::util::io_reason(&e));
+                    sf.file = None;
+                    break;
+                }
+                sf.size += cut as u64;
+                mid_line = rest[cut - 1] != b'\n';
+                rest = &rest[cut..];
+            }
+            if !rest.is_empty() {
+                sf.file = None;
+                rotate(&path, spec.keep);
+                sf.size = 0;
             }
         }
         sf.followers.retain_mut(|f| {

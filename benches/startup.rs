@@ -1,0 +1,157 @@
+//! Core supervisor figures on this host (run: `cargo bench --bench startup`):
+//! - time until 1000 one-line apps all run under one `paddock serve`;
+//! - paddock's own memory per supervised app (PSS with 1000 apps minus PSS with none);
+//! - restart gap of a crash-looping app with `backoff_initial = "0s"`: the cycle time under
+//!   paddock minus the bare fork+exec+wait cycle of the same program;
+//! - `paddock status` for 1000 apps, whole CLI process.
+//!
+//! Figures are printed, never asserted. `--quick` uses fewer apps and shorter loops.
+
+use paddock::control::api::StatusList;
+use paddock::control::client::Client;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_paddock");
+
+fn pss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    s.lines().find(|l| l.starts_with("Pss:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+struct Serve {
+    child: Child,
+    client: Client,
+    dir: PathBuf,
+}
+
+impl Serve {
+    fn start(dir: &Path) -> Serve {
+        let sock = dir.join("sock");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(dir.join("apps"))
+            .arg("--socket")
+            .arg(&sock)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("paddock serve");
+        let client = Client::new(&sock);
+        Serve { child, client, dir: dir.to_path_buf() }
+    }
+    fn wait_socket(&self) {
+        while self.client.request("GET", "/v1/version", None).is_err() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    fn status(&self) -> StatusList {
+        self.client.json::<StatusList>("GET", "/v1/apps").map(|x| x.1).unwrap_or(StatusList { apps: vec![] })
+    }
+    fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("paddock-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("apps")).unwrap();
+    d
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n: usize = if quick { 200 } else { 1000 };
+    let rounds = if quick { 1 } else { 3 };
+    println!("paddock core benchmark — {} apps, {} rounds", n, rounds);
+
+    // Baseline memory: paddock with no apps.
+    let d0 = scratch("empty");
+    let s0 = Serve::start(&d0);
+    s0.wait_socket();
+    std::thread::sleep(Duration::from_millis(200));
+    let pss0 = pss_kib(s0.child.id());
+    s0.stop();
+
+    let mut times = vec![];
+    let mut per_app = vec![];
+    let mut status_ms = vec![];
+    for r in 0..rounds {
+        let d = scratch(&format!("n{r}"));
+        for i in 0..n {
+            std::fs::write(d.join("apps").join(format!("app{i:04}.toml")), "command = [\"/bin/sleep\", \"100007\"]\n").unwrap();
+        }
+        let t = Instant::now();
+        let s = Serve::start(&d);
+        s.wait_socket();
+        loop {
+            let st = s.status();
+            if st.apps.len() == n && st.apps.iter().all(|a| a.state == "RUNNING") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        times.push(t.elapsed().as_secs_f64());
+        std::thread::sleep(Duration::from_millis(300));
+        let pss = pss_kib(s.child.id());
+        per_app.push((pss.saturating_sub(pss0)) as f64 * 1024.0 / n as f64);
+        for _ in 0..5 {
+            let t = Instant::now();
+            let out = Command::new(BIN).arg("status").env("PADDOCK_SOCKET", d.join("sock")).stdout(Stdio::null()).status().unwrap();
+            assert!(out.success() || out.code() == Some(3));
+            status_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        s.stop();
+    }
+    println!("  {n} apps all RUNNING after:         {:.3} s (median; from exec of paddock serve)", median(times));
+    println!("  paddock memory per app (PSS):      {:.0} bytes (paddock alone: {pss0} KiB)", median(per_app));
+    println!("  `paddock status`, {n} apps, CLI:   {:.1} ms (median)", median(status_ms));
+
+    // Restart gap.
+    let secs = if quick { 1.0 } else { 3.0 };
+    let true_bin = paddock::config::resolve_program("true", None, None).unwrap();
+    let spec = paddock::config::parse_app("t", Path::new("t.toml"), &format!("command = [\"{}\"]", true_bin.display())).unwrap();
+    let prepared = paddock::driver::native::Prepared::new(&spec).unwrap();
+    let io = paddock::driver::native::Stdio::default();
+    let t = Instant::now();
+    let mut cycles = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        let pid = paddock::driver::native::spawn(&prepared, &io).unwrap();
+        let mut st = 0;
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        cycles += 1;
+    }
+    let bare_us = t.elapsed().as_secs_f64() * 1e6 / cycles as f64;
+
+    let d = scratch("loop");
+    std::fs::write(
+        d.join("apps").join("loop.toml"),
+        format!("command = [\"{}\"]\n[restart]\npolicy = \"always\"\nbackoff_initial = \"0s\"\nbackoff_max = \"0s\"\nmax_failures = 0\n", true_bin.display()),
+    )
+    .unwrap();
+    let s = Serve::start(&d);
+    s.wait_socket();
+    std::thread::sleep(Duration::from_millis(200));
+    let restarts = |s: &Serve| s.status().apps.first().map_or(0, |a| a.restarts);
+    let r0 = restarts(&s);
+    let t = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let r1 = restarts(&s);
+    let el = t.elapsed().as_secs_f64();
+    s.stop();
+    let cycle_us = el * 1e6 / (r1 - r0).max(1) as f64;
+    println!("  crash loop of /bin/true, 0s backoff: {:.0} restarts/s, cycle {:.0} us", (r1 - r0) as f64 / el, cycle_us);
+    println!("  bare fork+exec+wait of /bin/true:  cycle {:.0} us", bare_us);
+    println!("  => restart gap added by paddock:   {:.0} us", (cycle_us - bare_us).max(0.0));
+}

@@ -1,0 +1,193 @@
+//! Logs (rotation, tail, follow, reopen) and the control socket under bad input, plus scale.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+#[test]
+fn logs_are_timestamped_and_rotated() {
+    // 5000 numbered lines of ~60 bytes (≈ 420 KiB with timestamps) into 64 KiB files, keep 3.
+    let app = "command = [\"/bin/sh\", \"-c\", \"i=0; while [ $i -lt 5000 ]; do echo \\\"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\\\"; i=$((i+1)); done; echo done >&2; exec sleep 1000\"]\n[logs]\nmax_size = \"64KiB\"\nkeep = 3\n";
+    let p = Paddock::with_apps("rotate", &[("chatty", app)]).start();
+    let dir = p.logs_dir();
+    wait_for(Duration::from_secs(10), "stderr line", || std::fs::read_to_string(dir.join("chatty.err")).is_ok_and(|s| s.contains("done")));
+    wait_for(Duration::from_secs(10), "last line", || std::fs::read_to_string(dir.join("chatty.out")).is_ok_and(|s| s.contains("line 4999 ")));
+    let names = ["chatty.out.3", "chatty.out.2", "chatty.out.1", "chatty.out"];
+    for n in names {
+        let m = std::fs::metadata(dir.join(n)).unwrap_or_else(|_| panic!("{n} missing"));
+        assert!(m.len() <= 64 * 1024, "{n} is {} bytes, over max_size", m.len());
+    }
+    assert!(!dir.join("chatty.out.4").exists(), "only `keep` rotated files are kept");
+    // The kept files hold the newest lines, in order, each with an RFC 3339 timestamp.
+    let mut nums = vec![];
+    for n in names {
+        for l in read_lines(&dir.join(n)) {
+            let (ts, rest) = l.split_once(' ').unwrap();
+            assert_eq!(ts.len(), 24, "timestamp {ts}");
+            assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "timestamp {ts}");
+            let num: u32 = rest.strip_prefix("line ").unwrap().split(' ').next().unwrap().parse().unwrap();
+            nums.push(num);
+        }
+    }
+    assert_eq!(*nums.last().unwrap(), 4999);
+    assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "lines lost or reordered across rotation");
+    assert!(nums[0] > 0, "the oldest lines were rotated away");
+    // tail -n through the CLI.
+    let out = p.cli(&["tail", "-n", "2", "chatty"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[1].contains("line 4999 "));
+    let out = p.cli(&["tail", "--stderr", "chatty"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+}
+
+#[test]
+fn tail_follow_sees_new_lines() {
+    let app = "command = [\"/bin/sh\", \"-c\", \"i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.05; done\"]";
+    let p = Paddock::with_apps("follow", &[("ticker", app)]).start();
+    wait_for(Duration::from_secs(5), "a few ticks", || read_lines(&p.logs_dir().join("ticker.out")).len() >= 3);
+    let mut child = std::process::Command::new(BIN)
+        .args(["tail", "-f", "-n", "1", "ticker"])
+        .env("PADDOCK_SOCKET", p.socket())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = vec![];
+    for _ in 0..10 {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        seen.push(l.split(' ').nth(2).and_then(|n| n.trim().parse::<u32>().ok()).unwrap());
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "follow must deliver every line in order: {seen:?}");
+    // Followers survive a restart of the app and a log reopen.
+    let out = p.cli(&["logs", "reopen"]);
+    assert!(out.status.success());
+    std::fs::rename(p.logs_dir().join("ticker.out"), p.logs_dir().join("ticker.out.moved")).unwrap();
+    unsafe { libc::kill(p.pid(), libc::SIGUSR2) };
+    wait_for(Duration::from_secs(5), "a fresh file after SIGUSR2", || p.logs_dir().join("ticker.out").exists());
+}
+
+#[test]
+fn combined_and_inherited_output() {
+    let p = Paddock::with_apps(
+        "combine",
+        &[
+            ("both", "command = [\"/bin/sh\", \"-c\", \"echo out; echo err >&2; exec sleep 1000\"]\n[logs]\ncombine = true\n"),
+            ("inh", "command = [\"/bin/sh\", \"-c\", \"echo to-paddock-stdout; exec sleep 1000\"]\n[logs]\nstdout = \"inherit\"\n"),
+        ],
+    )
+    .start();
+    wait_for(Duration::from_secs(5), "both lines in one file", || {
+        let s = std::fs::read_to_string(p.logs_dir().join("both.out")).unwrap_or_default();
+        s.contains(" out\n") && s.contains(" err\n")
+    });
+    assert!(!p.logs_dir().join("both.err").exists());
+    assert!(!p.logs_dir().join("inh.out").exists());
+    let out = p.cli(&["tail", "inh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inherit"));
+}
+
+fn raw(p: &Paddock, bytes: &[u8]) -> String {
+    let mut s = UnixStream::connect(p.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn socket_survives_garbage() {
+    let p = Paddock::with_apps("garbage", &[("a", "command = [\"/bin/sleep\", \"1001\"]")]).start();
+    let pid = p.wait_state("a", "RUNNING", Duration::from_secs(5)).pid;
+    assert!(raw(&p, b"\x00\x01\x02garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    assert!(raw(&p, b"GET /v1/apps HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").starts_with("HTTP/1.1 413"));
+    let huge = format!("GET /v1/apps HTTP/1.1\r\nX-Big: {}\r\n\r\n", "x".repeat(100_000));
+    assert!(raw(&p, huge.as_bytes()).starts_with("HTTP/1.1 431"));
+    assert!(raw(&p, b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(raw(&p, b"DELETE /v1/apps HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(raw(&p, b"GET /v1/apps/zzz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(raw(&p, b"POST /v1/apps/a/signal?signal=BOGUS HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 400"));
+    assert!(raw(&p, b"POST /v1/apps/a/signal HTTP/1.1\r\nContent-Length: 5\r\n\r\n{nope").starts_with("HTTP/1.1 400"));
+    // A client that connects and stays silent is cut off, and does not block anyone meanwhile.
+    let t = Instant::now();
+    let slow = std::thread::spawn({
+        let sock = p.socket();
+        move || {
+            let mut s = UnixStream::connect(sock).unwrap();
+            let _ = s.write_all(b"GET /v1/apps HTTP/1.1\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out
+        }
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(p.app("a").pid, pid, "served while a slow client hangs");
+    let out = slow.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(t.elapsed() < Duration::from_secs(15));
+    // Many clients that connect and vanish.
+    for _ in 0..200 {
+        drop(UnixStream::connect(p.socket()).unwrap());
+    }
+    let st = p.app("a");
+    assert_eq!(st.pid, pid);
+    assert_eq!(st.state, "RUNNING");
+    let m = p.client.request("GET", "/metrics", None).unwrap();
+    assert!(m.body.contains("paddock_app_restarts_total{app=\"a\"} 0"), "{}", m.body);
+    assert!(m.body.contains("paddock_app_state{app=\"a\",state=\"RUNNING\"} 1"));
+}
+
+#[test]
+fn other_uids_are_refused() {
+    if !is_root() {
+        eprintln!("SKIPPED other_uids_are_refused: needs root to act as another uid");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let p = Paddock::with_apps("uid", &[("a", "command = [\"/bin/sleep\", \"1001\"]")]).start();
+    let mode = std::fs::metadata(p.socket()).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap();
+    assert_eq!(mode, 0o600);
+    std::fs::set_permissions(p.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let as_nobody = || std::process::Command::new(BIN).arg("status").env("PADDOCK_SOCKET", p.socket()).uid(65534).gid(65534).output().unwrap();
+    // The file mode stops another uid at connect().
+    let out = as_nobody();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{}", String::from_utf8_lossy(&out.stderr));
+    // With the mode opened up, SO_PEERCRED still refuses it.
+    std::fs::set_permissions(p.socket(), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let out = as_nobody();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("uid 65534 may not control"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(p.app("a").state, "RUNNING");
+}
+
+#[test]
+fn a_thousand_apps() {
+    let p = Paddock::with_apps("thousand", &[]);
+    for i in 0..1000 {
+        p.write_app(&format!("app{i:04}"), "command = [\"/bin/sleep\", \"100007\"]");
+    }
+    let t = Instant::now();
+    let p = p.start();
+    wait_for(Duration::from_secs(60), "1000 apps running", || {
+        let s = p.status();
+        s.len() == 1000 && s.iter().all(|a| a.state == "RUNNING")
+    });
+    eprintln!("1000 apps running after {:?} (includes test polling)", t.elapsed());
+    let rss = rss_kib(p.pid());
+    eprintln!("paddock RSS with 1000 apps: {rss} KiB");
+    assert!(rss < 64 * 1024, "paddock uses {rss} KiB for 1000 apps");
+    let pids: Vec<i32> = p.status().iter().filter_map(|a| a.pid).collect();
+    assert_eq!(pids.len(), 1000);
+    let status = p.shutdown();
+    assert!(status.success());
+    assert!(pids.iter().all(|&x| !alive(x)), "every app stopped at shutdown");
+}

@@ -17,7 +17,11 @@ const BIN: &str = env!("CARGO_BIN_EXE_paddock");
 
 fn pss_kib(pid: u32) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    s.lines().find(|l| l.starts_with("Pss:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap_or(0)
+    s.lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 struct Serve {
@@ -41,7 +45,11 @@ impl Serve {
             .spawn()
             .expect("paddock serve");
         let client = Client::new(&sock);
-        Serve { child, client, dir: dir.to_path_buf() }
+        Serve {
+            child,
+            client,
+            dir: dir.to_path_buf(),
+        }
     }
     fn wait_socket(&self) {
         while self.client.request("GET", "/v1/version", None).is_err() {
@@ -49,7 +57,10 @@ impl Serve {
         }
     }
     fn status(&self) -> StatusList {
-        self.client.json::<StatusList>("GET", "/v1/apps").map(|x| x.1).unwrap_or(StatusList { apps: vec![] })
+        self.client
+            .json::<StatusList>("GET", "/v1/apps")
+            .map(|x| x.1)
+            .unwrap_or(StatusList { apps: vec![] })
     }
     fn stop(mut self) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
@@ -90,7 +101,11 @@ fn main() {
     for r in 0..rounds {
         let d = scratch(&format!("n{r}"));
         for i in 0..n {
-            std::fs::write(d.join("apps").join(format!("app{i:04}.toml")), "command = [\"/bin/sleep\", \"100007\"]\n").unwrap();
+            std::fs::write(
+                d.join("apps").join(format!("app{i:04}.toml")),
+                "command = [\"/bin/sleep\", \"100007\"]\n",
+            )
+            .unwrap();
         }
         let t = Instant::now();
         let s = Serve::start(&d);
@@ -108,21 +123,44 @@ fn main() {
         per_app.push((pss.saturating_sub(pss0)) as f64 * 1024.0 / n as f64);
         for _ in 0..5 {
             let t = Instant::now();
-            let out = Command::new(BIN).arg("status").env("PADDOCK_SOCKET", d.join("sock")).stdout(Stdio::null()).status().unwrap();
+            let out = Command::new(BIN)
+                .arg("status")
+                .env("PADDOCK_SOCKET", d.join("sock"))
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
             assert!(out.success() || out.code() == Some(3));
             status_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         s.stop();
     }
-    println!("  {n} apps all RUNNING after:         {:.3} s (median; from exec of paddock serve)", median(times));
-    println!("  paddock memory per app (PSS):      {:.0} bytes (paddock alone: {pss0} KiB)", median(per_app));
-    println!("  `paddock status`, {n} apps, CLI:   {:.1} ms (median)", median(status_ms));
+    println!(
+        "  {n} apps all RUNNING after:         {:.3} s (median; from exec of paddock serve)",
+        median(times)
+    );
+    println!(
+        "  paddock memory per app (PSS):      {:.0} bytes (paddock alone: {pss0} KiB)",
+        median(per_app)
+    );
+    println!(
+        "  `paddock status`, {n} apps, CLI:   {:.1} ms (median)",
+        median(status_ms)
+    );
 
     // Restart gap.
     let secs = if quick { 1.0 } else { 3.0 };
     let true_bin = paddock::config::resolve_program("true", None, None).unwrap();
-    let spec = paddock::config::parse_app("t", Path::new("t.toml"), &format!("command = [\"{}\"]", true_bin.display())).unwrap();
-    let prepared = paddock::driver::native::Prepared::new(&spec).unwrap();
+    let spec = paddock::config::parse_app(
+        "t",
+        Path::new("t.toml"),
+        &format!("command = [\"{}\"]", true_bin.display()),
+    )
+    .unwrap();
+    let prepared = paddock::driver::native::Prepared::new(
+        &spec,
+        &paddock::driver::native::BaseEnv::from_process(),
+    )
+    .unwrap();
     let io = paddock::driver::native::Stdio::default();
     let t = Instant::now();
     let mut cycles = 0u64;
@@ -151,7 +189,17 @@ fn main() {
     let el = t.elapsed().as_secs_f64();
     s.stop();
     let cycle_us = el * 1e6 / (r1 - r0).max(1) as f64;
-    println!("  crash loop of /bin/true, 0s backoff: {:.0} restarts/s, cycle {:.0} us", (r1 - r0) as f64 / el, cycle_us);
-    println!("  bare fork+exec+wait of /bin/true:  cycle {:.0} us", bare_us);
-    println!("  => restart gap added by paddock:   {:.0} us", (cycle_us - bare_us).max(0.0));
+    println!(
+        "  crash loop of /bin/true, 0s backoff: {:.0} restarts/s, cycle {:.0} us",
+        (r1 - r0) as f64 / el,
+        cycle_us
+    );
+    println!(
+        "  bare fork+exec+wait of /bin/true:  cycle {:.0} us",
+        bare_us
+    );
+    println!(
+        "  => restart gap added by paddock:   {:.0} us",
+        (cycle_us - bare_us).max(0.0)
+    );
 }

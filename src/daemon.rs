@@ -140,6 +140,7 @@ pub struct Supervisor {
     shutting_down: bool,
     done: bool,
     seed: u64,
+    base_env: native::BaseEnv,
 }
 
 impl Supervisor {
@@ -162,6 +163,7 @@ impl Supervisor {
             shutting_down: false,
             done: false,
             seed: std::process::id() as u64 ^ 0x5DEE_CE66_D1CE_F00D,
+            base_env: native::BaseEnv::from_process(),
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -185,7 +187,7 @@ impl Supervisor {
         });
         let app = App {
             name,
-            prepared: Prepared::new(&spec).map(Arc::new),
+            prepared: Prepared::new(&spec, &self.base_env).map(Arc::new),
             m: Machine::new(policy_of(&spec), self.seed),
             spec: Arc::new(spec),
             pending: None,
@@ -220,7 +222,7 @@ impl Supervisor {
         if spec.logs.stdout != app.spec.logs.stdout || spec.logs.combine != app.spec.logs.combine {
             app.pipes = None; // recreated for the new mode at the next spawn
         }
-        app.prepared = Prepared::new(&spec).map(Arc::new);
+        app.prepared = Prepared::new(&spec, &self.base_env).map(Arc::new);
         app.m.policy = policy_of(&spec);
         self.logs.send(Ctl::Configure {
             app: app.name.clone(),
@@ -320,7 +322,10 @@ impl Supervisor {
                     },
                     Action::Signal(sig) => {
                         if let Some(pg) = self.apps[idx].as_ref().and_then(|a| a.pgid) {
-                            unsafe { libc::kill(-pg, sig) };
+                            // Before its setsid the child has no group yet: signal it alone.
+                            if unsafe { libc::kill(-pg, sig) } != 0 {
+                                unsafe { libc::kill(pg, sig) };
+                            }
                         }
                     }
                     Action::KillGroup => {
@@ -367,10 +372,13 @@ impl Supervisor {
             ] {
                 self.cancel(idx, k);
             }
-            self.by_name.remove(&*app.name);
-            self.logs.send(Ctl::Remove {
-                app: app.name.clone(),
-            });
+            // `update` may have added a new app of the same name meanwhile: leave that one be.
+            if self.by_name.get(&*app.name) == Some(&idx) {
+                self.by_name.remove(&*app.name);
+                self.logs.send(Ctl::Remove {
+                    app: app.name.clone(),
+                });
+            }
             // Dropping the pipes closes paddock's write ends: the readers end at EOF.
         }
     }
@@ -382,9 +390,6 @@ impl Supervisor {
             if pid <= 0 {
                 return;
             }
-            let Some(idx) = self.pids.remove(&pid) else {
-                continue;
-            }; // an orphan or a failed spawn
             let exit = if libc::WIFEXITED(status) {
                 Exit::Code(libc::WEXITSTATUS(status))
             } else if libc::WIFSIGNALED(status) {
@@ -392,11 +397,20 @@ impl Supervisor {
             } else {
                 continue;
             };
-            if let Some(app) = self.apps[idx].as_mut() {
-                app.pid = None;
-            }
-            self.feed(idx, Event::Exited(exit));
+            self.exited(pid, exit);
         }
+    }
+
+    /// A child that paddock started is gone. Unknown pids (orphans reparented to paddock, failed
+    /// spawns already accounted for) are ignored.
+    fn exited(&mut self, pid: i32, exit: Exit) {
+        let Some(idx) = self.pids.remove(&pid) else {
+            return;
+        };
+        if let Some(app) = self.apps[idx].as_mut() {
+            app.pid = None;
+        }
+        self.feed(idx, Event::Exited(exit));
     }
 
     fn fire_timers(&mut self) {
@@ -434,7 +448,7 @@ impl Supervisor {
                     .map(|t| t.saturating_sub(now))
                     .unwrap_or_default();
                 format!(
-                    "{}; restart {} in {}",
+                    "{}; start attempt {} in {}",
                     m.last_exit().map(|e| e.describe()).unwrap_or_default(),
                     m.failures() + 1,
                     crate::config::units::format_duration(Duration::from_millis(
@@ -468,8 +482,13 @@ impl Supervisor {
         }
     }
 
+    /// App indexes for a list of names; `all` means every app. An empty list is an error (a
+    /// stray empty argument must not mean "everything").
     fn resolve(&self, names: &[String]) -> Result<Vec<usize>, Reply> {
-        if names.is_empty() || names.iter().any(|n| n == "all") {
+        if names.is_empty() {
+            return Err(Reply::error(400, "name at least one app, or `all`"));
+        }
+        if names.iter().any(|n| n == "all") {
             return Ok(self.by_name.values().copied().collect());
         }
         let mut out = vec![];
@@ -550,7 +569,7 @@ impl Supervisor {
                     w.items.into_iter().filter_map(|it| it.result).collect();
                 let ok = results.iter().all(|r| r.ok);
                 let _ = w.reply.send(Reply::json(
-                    if ok { 200 } else { 500 },
+                    if ok { 200 } else { 409 },
                     &ActionResponse { ok, results },
                 ));
             } else {
@@ -701,7 +720,8 @@ impl Supervisor {
             };
             app.pending = Some(spec);
             let st = app.m.state();
-            if st.is_up() || st == State::Stopping {
+            // An app being stopped stays stopped: its new spec applies when it is down.
+            if st.is_up() {
                 self.feed(idx, Event::Restart);
             } else {
                 self.apply_pending(idx);
@@ -785,7 +805,11 @@ impl Supervisor {
 
     fn handle(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
         let r = match req {
-            Request::Status(names) => match self.resolve(&names) {
+            Request::Status(names) => match if names.is_empty() {
+                Ok(self.by_name.values().copied().collect()) // plain `status`: every app
+            } else {
+                self.resolve(&names)
+            } {
                 Ok(idxs) => {
                     let apps = idxs
                         .iter()
@@ -911,6 +935,17 @@ impl Supervisor {
     /// Runs until shutdown completes.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         self.autostart();
+        let running = self
+            .apps
+            .iter()
+            .flatten()
+            .filter(|a| a.m.state() == State::Running)
+            .count();
+        eprintln!(
+            "paddock: {running} of {} apps running, {:.1} ms after start",
+            self.by_name.len(),
+            self.origin.elapsed().as_secs_f64() * 1000.0
+        );
         while !self.done {
             let msg = match self.timers.first().map(|t| t.0) {
                 Some(at) => tokio::select! {
@@ -962,6 +997,7 @@ pub fn raise_nofile() {
     };
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            native::set_child_nofile(rl.rlim_cur, rl.rlim_max);
             rl.rlim_cur = rl.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }
@@ -982,8 +1018,9 @@ pub fn serve(opts: Options) -> Result<(), String> {
         // Orphans of our apps (double-forking daemons) are reparented to us, not to init.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs the supervisor, the control socket and the pipe readers: the supervisor is
+    // one task that owns all state, and a single thread keeps its memory in one malloc arena.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;

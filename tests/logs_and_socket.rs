@@ -12,27 +12,51 @@ fn logs_are_timestamped_and_rotated() {
     let app = "command = [\"/bin/sh\", \"-c\", \"i=0; while [ $i -lt 5000 ]; do echo \\\"line $i xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\\\"; i=$((i+1)); done; echo done >&2; exec sleep 1000\"]\n[logs]\nmax_size = \"64KiB\"\nkeep = 3\n";
     let p = Paddock::with_apps("rotate", &[("chatty", app)]).start();
     let dir = p.logs_dir();
-    wait_for(Duration::from_secs(10), "stderr line", || std::fs::read_to_string(dir.join("chatty.err")).is_ok_and(|s| s.contains("done")));
-    wait_for(Duration::from_secs(10), "last line", || std::fs::read_to_string(dir.join("chatty.out")).is_ok_and(|s| s.contains("line 4999 ")));
+    wait_for(Duration::from_secs(10), "stderr line", || {
+        std::fs::read_to_string(dir.join("chatty.err")).is_ok_and(|s| s.contains("done"))
+    });
+    wait_for(Duration::from_secs(10), "last line", || {
+        std::fs::read_to_string(dir.join("chatty.out")).is_ok_and(|s| s.contains("line 4999 "))
+    });
     let names = ["chatty.out.3", "chatty.out.2", "chatty.out.1", "chatty.out"];
     for n in names {
         let m = std::fs::metadata(dir.join(n)).unwrap_or_else(|_| panic!("{n} missing"));
-        assert!(m.len() <= 64 * 1024, "{n} is {} bytes, over max_size", m.len());
+        assert!(
+            m.len() <= 64 * 1024,
+            "{n} is {} bytes, over max_size",
+            m.len()
+        );
     }
-    assert!(!dir.join("chatty.out.4").exists(), "only `keep` rotated files are kept");
+    assert!(
+        !dir.join("chatty.out.4").exists(),
+        "only `keep` rotated files are kept"
+    );
     // The kept files hold the newest lines, in order, each with an RFC 3339 timestamp.
     let mut nums = vec![];
     for n in names {
         for l in read_lines(&dir.join(n)) {
             let (ts, rest) = l.split_once(' ').unwrap();
             assert_eq!(ts.len(), 24, "timestamp {ts}");
-            assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "timestamp {ts}");
-            let num: u32 = rest.strip_prefix("line ").unwrap().split(' ').next().unwrap().parse().unwrap();
+            assert!(
+                ts.ends_with('Z') && ts.as_bytes()[10] == b'T',
+                "timestamp {ts}"
+            );
+            let num: u32 = rest
+                .strip_prefix("line ")
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
             nums.push(num);
         }
     }
     assert_eq!(*nums.last().unwrap(), 4999);
-    assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "lines lost or reordered across rotation");
+    assert!(
+        nums.windows(2).all(|w| w[1] == w[0] + 1),
+        "lines lost or reordered across rotation"
+    );
     assert!(nums[0] > 0, "the oldest lines were rotated away");
     // tail -n through the CLI.
     let out = p.cli(&["tail", "-n", "2", "chatty"]);
@@ -48,7 +72,9 @@ fn logs_are_timestamped_and_rotated() {
 fn tail_follow_sees_new_lines() {
     let app = "command = [\"/bin/sh\", \"-c\", \"i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.05; done\"]";
     let p = Paddock::with_apps("follow", &[("ticker", app)]).start();
-    wait_for(Duration::from_secs(5), "a few ticks", || read_lines(&p.logs_dir().join("ticker.out")).len() >= 3);
+    wait_for(Duration::from_secs(5), "a few ticks", || {
+        read_lines(&p.logs_dir().join("ticker.out")).len() >= 3
+    });
     let mut child = std::process::Command::new(BIN)
         .args(["tail", "-f", "-n", "1", "ticker"])
         .env("PADDOCK_SOCKET", p.socket())
@@ -60,17 +86,31 @@ fn tail_follow_sees_new_lines() {
     for _ in 0..10 {
         let mut l = String::new();
         r.read_line(&mut l).unwrap();
-        seen.push(l.split(' ').nth(2).and_then(|n| n.trim().parse::<u32>().ok()).unwrap());
+        seen.push(
+            l.split(' ')
+                .nth(2)
+                .and_then(|n| n.trim().parse::<u32>().ok())
+                .unwrap(),
+        );
     }
     child.kill().unwrap();
     let _ = child.wait();
-    assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "follow must deliver every line in order: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[1] == w[0] + 1),
+        "follow must deliver every line in order: {seen:?}"
+    );
     // Followers survive a restart of the app and a log reopen.
     let out = p.cli(&["logs", "reopen"]);
     assert!(out.status.success());
-    std::fs::rename(p.logs_dir().join("ticker.out"), p.logs_dir().join("ticker.out.moved")).unwrap();
+    std::fs::rename(
+        p.logs_dir().join("ticker.out"),
+        p.logs_dir().join("ticker.out.moved"),
+    )
+    .unwrap();
     unsafe { libc::kill(p.pid(), libc::SIGUSR2) };
-    wait_for(Duration::from_secs(5), "a fresh file after SIGUSR2", || p.logs_dir().join("ticker.out").exists());
+    wait_for(Duration::from_secs(5), "a fresh file after SIGUSR2", || {
+        p.logs_dir().join("ticker.out").exists()
+    });
 }
 
 #[test]
@@ -108,14 +148,32 @@ fn socket_survives_garbage() {
     let p = Paddock::with_apps("garbage", &[("a", "command = [\"/bin/sleep\", \"1001\"]")]).start();
     let pid = p.wait_state("a", "RUNNING", Duration::from_secs(5)).pid;
     assert!(raw(&p, b"\x00\x01\x02garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
-    assert!(raw(&p, b"GET /v1/apps HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n").starts_with("HTTP/1.1 413"));
-    let huge = format!("GET /v1/apps HTTP/1.1\r\nX-Big: {}\r\n\r\n", "x".repeat(100_000));
+    assert!(
+        raw(
+            &p,
+            b"GET /v1/apps HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n"
+        )
+        .starts_with("HTTP/1.1 413")
+    );
+    let huge = format!(
+        "GET /v1/apps HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(100_000)
+    );
     assert!(raw(&p, huge.as_bytes()).starts_with("HTTP/1.1 431"));
     assert!(raw(&p, b"GET /nope HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
     assert!(raw(&p, b"DELETE /v1/apps HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
     assert!(raw(&p, b"GET /v1/apps/zzz HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
-    assert!(raw(&p, b"POST /v1/apps/a/signal?signal=BOGUS HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 400"));
-    assert!(raw(&p, b"POST /v1/apps/a/signal HTTP/1.1\r\nContent-Length: 5\r\n\r\n{nope").starts_with("HTTP/1.1 400"));
+    assert!(
+        raw(&p, b"POST /v1/apps/a/signal?signal=BOGUS HTTP/1.1\r\n\r\n")
+            .starts_with("HTTP/1.1 400")
+    );
+    assert!(
+        raw(
+            &p,
+            b"POST /v1/apps/a/signal HTTP/1.1\r\nContent-Length: 5\r\n\r\n{nope"
+        )
+        .starts_with("HTTP/1.1 400")
+    );
     // A client that connects and stays silent is cut off, and does not block anyone meanwhile.
     let t = Instant::now();
     let slow = std::thread::spawn({
@@ -141,8 +199,15 @@ fn socket_survives_garbage() {
     assert_eq!(st.pid, pid);
     assert_eq!(st.state, "RUNNING");
     let m = p.client.request("GET", "/metrics", None).unwrap();
-    assert!(m.body.contains("paddock_app_restarts_total{app=\"a\"} 0"), "{}", m.body);
-    assert!(m.body.contains("paddock_app_state{app=\"a\",state=\"RUNNING\"} 1"));
+    assert!(
+        m.body.contains("paddock_app_restarts_total{app=\"a\"} 0"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("paddock_app_state{app=\"a\",state=\"RUNNING\"} 1")
+    );
 }
 
 #[test]
@@ -153,19 +218,45 @@ fn other_uids_are_refused() {
     }
     use std::os::unix::process::CommandExt;
     let p = Paddock::with_apps("uid", &[("a", "command = [\"/bin/sleep\", \"1001\"]")]).start();
-    let mode = std::fs::metadata(p.socket()).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777).unwrap();
+    let mode = std::fs::metadata(p.socket())
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+        .unwrap();
     assert_eq!(mode, 0o600);
-    std::fs::set_permissions(p.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let as_nobody = || std::process::Command::new(BIN).arg("status").env("PADDOCK_SOCKET", p.socket()).uid(65534).gid(65534).output().unwrap();
+    std::fs::set_permissions(
+        p.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let as_nobody = || {
+        std::process::Command::new(BIN)
+            .arg("status")
+            .env("PADDOCK_SOCKET", p.socket())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
     // The file mode stops another uid at connect().
     let out = as_nobody();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // With the mode opened up, SO_PEERCRED still refuses it.
-    std::fs::set_permissions(p.socket(), std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    std::fs::set_permissions(
+        p.socket(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     let out = as_nobody();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("uid 65534 may not control"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("uid 65534 may not control"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(p.app("a").state, "RUNNING");
 }
 
@@ -173,7 +264,10 @@ fn other_uids_are_refused() {
 fn a_thousand_apps() {
     let p = Paddock::with_apps("thousand", &[]);
     for i in 0..1000 {
-        p.write_app(&format!("app{i:04}"), "command = [\"/bin/sleep\", \"100007\"]");
+        p.write_app(
+            &format!("app{i:04}"),
+            "command = [\"/bin/sleep\", \"100007\"]",
+        );
     }
     let t = Instant::now();
     let p = p.start();
@@ -181,7 +275,10 @@ fn a_thousand_apps() {
         let s = p.status();
         s.len() == 1000 && s.iter().all(|a| a.state == "RUNNING")
     });
-    eprintln!("1000 apps running after {:?} (includes test polling)", t.elapsed());
+    eprintln!(
+        "1000 apps running after {:?} (includes test polling)",
+        t.elapsed()
+    );
     let rss = rss_kib(p.pid());
     eprintln!("paddock RSS with 1000 apps: {rss} KiB");
     assert!(rss < 64 * 1024, "paddock uses {rss} KiB for 1000 apps");
@@ -189,5 +286,8 @@ fn a_thousand_apps() {
     assert_eq!(pids.len(), 1000);
     let status = p.shutdown();
     assert!(status.success());
-    assert!(pids.iter().all(|&x| !alive(x)), "every app stopped at shutdown");
+    assert!(
+        pids.iter().all(|&x| !alive(x)),
+        "every app stopped at shutdown"
+    );
 }

@@ -116,7 +116,7 @@ struct RawApp {
     command: Option<Spanned<Vec<String>>>,
     workdir: Option<Spanned<String>>,
     #[serde(default)]
-    env: BTreeMap<String, String>,
+    env: BTreeMap<Spanned<String>, Spanned<String>>,
     user: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
     autostart: Option<bool>,
@@ -465,13 +465,23 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         }
     });
 
-    for k in raw.env.keys() {
-        if k.is_empty() || k.contains('=') || k.contains('\0') {
-            cx.err_at(None, "env", format!("invalid variable name \"{k}\""));
+    let mut env = BTreeMap::new();
+    for (k, v) in &raw.env {
+        let (ks, vs) = (k.get_ref(), v.get_ref());
+        if ks.is_empty() || ks.contains('=') || ks.contains('\0') {
+            cx.err_at(
+                Some(k.span()),
+                "env",
+                format!("invalid variable name \"{ks}\": no '=' or NUL, not empty"),
+            );
+        } else if vs.contains('\0') {
+            cx.err_at(
+                Some(v.span()),
+                &format!("env.{ks}"),
+                "values may not contain NUL bytes",
+            );
         }
-    }
-    if raw.env.values().any(|v| v.contains('\0')) {
-        cx.err_at(None, "env", "values may not contain NUL bytes");
+        env.insert(ks.clone(), vs.clone());
     }
 
     let (command, program) = match &raw.command {
@@ -502,7 +512,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         Some(c) => {
             let prog = match resolve_program(
                 &c.get_ref()[0],
-                raw.env.get("PATH").map(String::as_str),
+                env.get("PATH").map(String::as_str),
                 workdir.as_deref(),
             ) {
                 Ok(p) => p,
@@ -581,7 +591,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         command,
         program,
         workdir,
-        env: raw.env,
+        env,
         identity,
         autostart: raw.autostart.unwrap_or(true),
         stop_signal: raw.stop_signal.map_or(libc::SIGTERM, |s| s.0),
@@ -817,6 +827,11 @@ combine = true
             "command = [\"/bin/true\"]\n[restart]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n",
         );
         assert!(e.contains("restart.backoff_max"), "{e}");
+        let e = first_err("command = [\"/bin/true\"]\nenv = { \"A=B\" = \"1\" }\n");
+        assert!(
+            e.contains("web.toml:2:9: key `env`: invalid variable name"),
+            "{e}"
+        );
         let e = first_err("command = [\"/bin/true\"]\n[logs]\nmax_size = \"12XB\"\n");
         assert!(
             e.contains("logs.max_size") && e.contains("unknown unit"),

@@ -73,6 +73,12 @@ pub async fn read_request<R: AsyncRead + Unpin>(r: &mut R) -> Result<HttpRequest
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            if p + 4 > MAX_HEAD {
+                return Err(HttpError(
+                    431,
+                    format!("request head larger than {MAX_HEAD} bytes"),
+                ));
+            }
             break p + 4;
         }
         if buf.len() > MAX_HEAD {

@@ -318,13 +318,23 @@ impl Writer {
         let mut mid_line = was_partial;
         while !rest.is_empty() {
             if sf.file.is_none() {
-                match OpenOptions::new().create(true).append(true).mode(0o640).custom_flags(libc::O_CLOEXEC).open(&path) {
+                match OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o640)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(&path)
+                {
                     Ok(f) => {
                         sf.size = f.metadata().map(|m| m.len()).unwrap_or(0);
                         sf.file = Some(f);
                     }
                     Err(e) => {
-                        eprintln!("paddock: cannot open log {}: {}", path.display(), crate::util::io_reason(&e));
+                        eprintln!(
+                            "paddock: cannot open log {}: {}",
+                            path.display(),
+                            crate::util::io_reason(&e)
+                        );
                         break;
                     }
                 }
@@ -333,7 +343,10 @@ impl Writer {
             let cut = if rest.len() <= room {
                 rest.len()
             } else {
-                let to_line_end = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |p| p + 1);
+                let to_line_end = rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |p| p + 1);
                 match rest[..room].iter().rposition(|&b| b == b'\n') {
                     Some(p) => p + 1,
                     None if sf.size == 0 || mid_line => to_line_end, // finish the line first
@@ -343,7 +356,11 @@ impl Writer {
             if cut > 0 {
                 let Some(f) = sf.file.as_mut() else { break };
                 if let Err(e) = f.write_all(&rest[..cut]) {
-                    eprintln!("paddock: writing {}: {}", path.display(), crate::util::io_reason(&e));
+                    eprintln!(
+                        "paddock: writing {}: {}",
+                        path.display(),
+                        crate::util::io_reason(&e)
+                    );
                     sf.file = None;
                     break;
                 }

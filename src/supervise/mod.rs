@@ -102,7 +102,8 @@ pub enum Event {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Start the process; answer with `Event::Spawned` or `Event::SpawnFailed`.
+    /// Start the process; answer with `Event::Spawned` once it has exec'd, or with
+    /// `Event::SpawnFailed`. From this action on the process counts as alive.
     Spawn,
     /// Send this signal to the app's process group.
     Signal(i32),
@@ -234,7 +235,27 @@ impl Machine {
 
     fn spawn(&mut self, now: Time, out: &mut Vec<Action>) {
         self.set(State::Starting, now);
+        self.alive = true;
+        self.started_at = Some(now);
         out.push(Action::Spawn);
+    }
+
+    /// The process is gone (exited, or never exec'd). Decides what comes next.
+    fn gone(&mut self, exit: Exit, now: Time, out: &mut Vec<Action>) {
+        self.alive = false;
+        out.push(Action::Cancel(TimerKind::Stable));
+        out.push(Action::KillGroup);
+        if self.state == State::Stopping {
+            out.push(Action::Cancel(TimerKind::StopTimeout));
+            self.last_exit = Some(exit);
+            self.set(State::Stopped, now);
+            if std::mem::take(&mut self.start_after_stop) {
+                self.failures = 0;
+                self.spawn(now, out);
+            }
+        } else {
+            self.after_exit(exit, now, out);
+        }
     }
 
     fn begin_stop(&mut self, now: Time, out: &mut Vec<Action>) {
@@ -314,7 +335,7 @@ impl Machine {
                 self.start_after_stop = false;
                 match self.state {
                     Running | Starting if self.alive => self.begin_stop(now, out),
-                    Starting => self.set(Stopped, now),
+                    Starting => self.set(Stopped, now), // not spawned yet (waiting)
                     Backoff => {
                         out.push(Action::Cancel(TimerKind::Backoff));
                         self.set(Stopped, now);
@@ -333,47 +354,30 @@ impl Machine {
                 }
             }
             Event::Spawned => {
-                if self.state != Starting || self.alive {
-                    return;
-                }
-                self.alive = true;
-                self.spawns += 1;
-                self.started_at = Some(now);
-                self.set(Running, now);
-                if !self.policy.restart.stable_after.is_zero() {
-                    out.push(Action::Arm(
-                        TimerKind::Stable,
-                        self.policy.restart.stable_after,
-                    ));
-                } else {
-                    self.failures = 0;
-                }
-            }
-            Event::SpawnFailed(e) => {
-                if self.state != Starting || self.alive {
-                    return;
-                }
-                self.started_at = Some(now);
-                self.after_exit(Exit::SpawnFailed(e), now, out);
-            }
-            Event::Exited(exit) => {
                 if !self.alive {
                     return;
                 }
-                self.alive = false;
-                out.push(Action::Cancel(TimerKind::Stable));
-                out.push(Action::KillGroup);
-                match self.state {
-                    Stopping => {
-                        out.push(Action::Cancel(TimerKind::StopTimeout));
-                        self.last_exit = Some(exit);
-                        self.set(Stopped, now);
-                        if std::mem::take(&mut self.start_after_stop) {
-                            self.failures = 0;
-                            self.spawn(now, out);
-                        }
+                self.spawns += 1;
+                if self.state == Starting {
+                    self.set(Running, now);
+                    if !self.policy.restart.stable_after.is_zero() {
+                        out.push(Action::Arm(
+                            TimerKind::Stable,
+                            self.policy.restart.stable_after,
+                        ));
+                    } else {
+                        self.failures = 0;
                     }
-                    _ => self.after_exit(exit, now, out),
+                }
+            }
+            Event::SpawnFailed(e) => {
+                if self.alive && matches!(self.state, Starting | Stopping) {
+                    self.gone(Exit::SpawnFailed(e), now, out);
+                }
+            }
+            Event::Exited(exit) => {
+                if self.alive {
+                    self.gone(exit, now, out);
                 }
             }
             Event::Timer(TimerKind::Backoff) => {

@@ -71,8 +71,8 @@ impl World {
                 match a {
                     Action::Spawn => {
                         assert!(!self.live, "two live children");
-                        assert!(!self.m.alive());
                         self.spawns += 1;
+                        assert!(self.m.alive(), "a spawned process counts as alive");
                         if self.spawn_fails {
                             queue.push(Event::SpawnFailed("ENOENT".into()));
                         } else {
@@ -122,6 +122,25 @@ impl World {
     }
 
     /// The process exits by itself.
+    /// A stop request arrives while the spawn is still in flight (before exec is confirmed).
+    fn stop_before_exec(&mut self) {
+        let mut acts = vec![];
+        self.m.handle(Event::Start, self.now, &mut acts);
+        assert_eq!(acts, vec![Action::Spawn]);
+        assert!(self.m.alive());
+        self.live = true;
+        self.feed(Event::Stop);
+        assert_eq!(self.m.state(), State::Stopping);
+        self.feed(Event::Spawned);
+        assert_eq!(
+            self.m.state(),
+            State::Stopping,
+            "exec confirmed late: still stopping"
+        );
+        self.exit(Exit::Signal(libc::SIGTERM));
+        assert_eq!(self.m.state(), State::Stopped);
+    }
+
     fn exit(&mut self, e: Exit) {
         if self.live {
             self.live = false;
@@ -291,6 +310,12 @@ fn stop_during_backoff_and_spawn_failure() {
     w.advance(ms(10_000));
     assert_eq!(w.m.state(), State::Fatal);
     assert_eq!(w.spawns, 4);
+}
+
+#[test]
+fn stop_while_exec_is_in_flight() {
+    let mut w = World::new(policy(RestartPolicy::Always, 5));
+    w.stop_before_exec();
 }
 
 #[test]

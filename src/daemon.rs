@@ -1014,6 +1014,12 @@ pub fn serve(opts: Options) -> Result<(), String> {
         s
     })?;
     raise_nofile();
+    native::reserve_low_fds().map_err(|e| {
+        format!(
+            "cannot set up descriptors for spawning: {}",
+            crate::util::io_reason(&e)
+        )
+    })?;
     if std::process::id() != 1 {
         // Orphans of our apps (double-forking daemons) are reparented to us, not to init.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };

@@ -588,3 +588,57 @@ fn user_and_group_drop_privileges() {
     assert_eq!(l[0], "65534");
     assert!(l[2].ends_with("nobody"), "{l:?}");
 }
+
+#[test]
+fn children_get_only_stdio_and_the_original_fd_limit() {
+    let p = Paddock::with_apps(
+        "fds",
+        &[
+            ("a", "command = [\"/bin/sleep\", \"1001\"]"),
+            ("b", "command = [\"/bin/sleep\", \"1002\"]"),
+        ],
+    )
+    .start();
+    for app in ["a", "b"] {
+        let pid = p
+            .wait_state(app, "RUNNING", Duration::from_secs(5))
+            .pid
+            .unwrap();
+        let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        fds.sort();
+        assert_eq!(fds, vec![0, 1, 2], "{app} inherited paddock's descriptors");
+        let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
+        assert_eq!(stdin, std::path::Path::new("/dev/null"));
+        let out = std::fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
+        let err = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap();
+        assert!(
+            out.to_string_lossy().starts_with("pipe:")
+                && err.to_string_lossy().starts_with("pipe:")
+        );
+        assert_ne!(out, err, "stdout and stderr are separate pipes");
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        let mut rl = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+        assert_eq!(
+            soft, rl.rlim_cur,
+            "children get the fd limit paddock was started with"
+        );
+    }
+    // paddock itself does not hold the children's pipe write ends in its parking slots.
+    for slot in 3..=6 {
+        let target = std::fs::read_link(format!("/proc/{}/fd/{slot}", p.pid())).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"), "slot {slot}");
+    }
+}

@@ -642,3 +642,79 @@ fn children_get_only_stdio_and_the_original_fd_limit() {
         assert_eq!(target, std::path::Path::new("/dev/null"), "slot {slot}");
     }
 }
+
+/// Context switches of every thread of a process.
+fn ctxt_switches(pid: i32) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for l in s.lines().filter(|l| l.contains("ctxt_switches")) {
+            total += l
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+#[test]
+fn an_idle_paddock_never_wakes_up() {
+    let app = "command = [\"/bin/sleep\", \"1000\"]\n[restart]\nstable_after = \"100ms\"\n";
+    let p = Paddock::with_apps("idle", &[("a", app), ("b", app), ("c", app)]).start();
+    for a in ["a", "b", "c"] {
+        p.wait_state(a, "RUNNING", Duration::from_secs(5));
+    }
+    std::thread::sleep(Duration::from_millis(700)); // stable timers fire, connections close
+    let before = ctxt_switches(p.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = ctxt_switches(p.pid());
+    assert_eq!(
+        after - before,
+        0,
+        "paddock woke up {} times in 2 s with nothing to do",
+        after - before
+    );
+}
+
+#[test]
+fn a_chatty_app_does_not_slow_down_supervision() {
+    let chatty = "command = [\"/usr/bin/yes\", \"a line of output that goes on and on and on\"]\n[logs]\nmax_size = \"1MiB\"\nkeep = 1\n";
+    let s = Scratch::new("chatty");
+    let counter = s.path().join("starts");
+    let crasher = counting_app(
+        &counter,
+        "sleep 0.05; exit 1",
+        "[restart]\nbackoff_initial = \"10ms\"\nbackoff_max = \"10ms\"\nmax_failures = 0\n",
+    );
+    let p = Paddock::with_apps("chatty", &[("chatty", chatty), ("crasher", &crasher)]).start();
+    p.wait_state("chatty", "RUNNING", Duration::from_secs(5));
+    let n0 = read_lines(&counter).len();
+    let t = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while t.elapsed() < Duration::from_secs(2) {
+        let q = Instant::now();
+        let st = p.status();
+        slowest = slowest.max(q.elapsed());
+        assert_eq!(st.len(), 2);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restarts = read_lines(&counter).len() - n0;
+    assert!(
+        restarts >= 10,
+        "the crasher was restarted only {restarts} times in 2 s while another app flooded its log"
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a status request took {slowest:?}"
+    );
+    let out = std::fs::metadata(p.logs_dir().join("chatty.out"))
+        .unwrap()
+        .len();
+    assert!(out <= 1 << 20, "log rotation bounds the file: {out}");
+    assert!(!p.logs_dir().join("chatty.out.2").exists());
+}

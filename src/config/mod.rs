@@ -192,6 +192,9 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
 /// `key =` and the nearest `[table]` header above it.
 fn key_at(src: &str, offset: usize) -> Option<String> {
     let offset = offset.min(src.len());
+    if !src.is_char_boundary(offset) {
+        return None;
+    }
     let start = src[..offset].rfind('\n').map_or(0, |p| p + 1);
     let line = src[start..].lines().next().unwrap_or("");
     let key = line

@@ -17,11 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+mod wasm_apps;
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub config_dirs: Vec<PathBuf>,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// Wasm instance pool size (`--wasm-slots`); default from the number of wasm apps.
+    pub wasm_slots: Option<u32>,
 }
 
 /// A reply to a control request: HTTP status, content type, body.
@@ -79,6 +83,12 @@ pub enum Request {
 pub enum Msg {
     Signal(i32),
     Request(Request, oneshot::Sender<Reply>),
+    /// A wasm instance ended (sent from the wasm runtime).
+    WasmExited {
+        app: usize,
+        generation: u64,
+        exit: Exit,
+    },
 }
 
 struct Pipes {
@@ -97,6 +107,7 @@ struct App {
     pgid: Option<i32>,
     pipes: Option<Pipes>,
     remove_when_down: bool,
+    wasm: wasm_apps::WasmApp,
 }
 
 fn policy_of(spec: &AppSpec) -> Policy {
@@ -141,6 +152,7 @@ pub struct Supervisor {
     done: bool,
     seed: u64,
     base_env: native::BaseEnv,
+    wasm: wasm_apps::WasmState,
 }
 
 impl Supervisor {
@@ -149,6 +161,7 @@ impl Supervisor {
         specs: BTreeMap<String, AppSpec>,
         logs: Logs,
     ) -> std::io::Result<Supervisor> {
+        let (state_dir, wasm_slots) = (opts.state_dir.clone(), opts.wasm_slots);
         let mut s = Supervisor {
             opts,
             apps: vec![],
@@ -164,6 +177,7 @@ impl Supervisor {
             done: false,
             seed: std::process::id() as u64 ^ 0x5DEE_CE66_D1CE_F00D,
             base_env: native::BaseEnv::from_process(),
+            wasm: wasm_apps::WasmState::new(&state_dir, wasm_slots),
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -195,6 +209,7 @@ impl Supervisor {
             pgid: None,
             pipes: None,
             remove_when_down: false,
+            wasm: Default::default(),
         };
         let idx = self.apps.len();
         self.by_name.insert(app.spec.name.clone(), idx);
@@ -219,9 +234,13 @@ impl Supervisor {
         let Some(spec) = app.pending.take() else {
             return;
         };
-        if spec.logs.stdout != app.spec.logs.stdout || spec.logs.combine != app.spec.logs.combine {
+        if spec.logs.stdout != app.spec.logs.stdout
+            || spec.logs.combine != app.spec.logs.combine
+            || spec.isolation != app.spec.isolation
+        {
             app.pipes = None; // recreated for the new mode at the next spawn
         }
+        Self::wasm_reconfigured(app);
         app.prepared = Prepared::new(&spec, &self.base_env).map(Arc::new);
         app.m.policy = policy_of(&spec);
         self.logs.send(Ctl::Configure {
@@ -257,6 +276,12 @@ impl Supervisor {
         self.apply_pending(idx);
         self.ensure_pipes(idx)
             .map_err(|e| format!("creating output pipes: {}", crate::util::io_reason(&e)))?;
+        if self.apps[idx]
+            .as_ref()
+            .is_some_and(|a| a.spec.isolation == config::Isolation::Wasm)
+        {
+            return self.spawn_wasm(idx);
+        }
         let devnull = self.devnull.as_raw_fd();
         let Some(app) = self.apps[idx].as_mut() else {
             return Err("app removed".into());
@@ -320,6 +345,7 @@ impl Supervisor {
                             queue.push_back(Event::SpawnFailed(e))
                         }
                     },
+                    Action::Signal(_) | Action::KillGroup if self.wasm_interrupt(idx) => {}
                     Action::Signal(sig) => {
                         if let Some(pg) = self.apps[idx].as_ref().and_then(|a| a.pgid) {
                             // Before its setsid the child has no group yet: signal it alone.
@@ -476,7 +502,8 @@ impl Supervisor {
             failures: m.failures(),
             last_exit,
             message,
-            isolation: "none".into(),
+            isolation: app.spec.isolation.as_str().into(),
+            memory_bytes: wasm_apps::memory_bytes(app),
             autostart: app.spec.autostart,
             command: app.spec.command.clone(),
         }
@@ -532,7 +559,10 @@ impl Supervisor {
                             app: it.name.clone(),
                             ok: true,
                             state: st.as_str().into(),
-                            message: format!("started (pid {})", app.pid.unwrap_or(0)),
+                            message: match app.pid {
+                                Some(pid) => format!("started (pid {pid})"),
+                                None => "started (wasm instance)".into(),
+                            },
                         })
                     }
                     Goal::Up
@@ -658,7 +688,11 @@ impl Supervisor {
         Result<BTreeMap<String, AppSpec>, Vec<String>>,
         UpdateResponse,
     ) {
-        match config::load_dirs(&self.opts.config_dirs) {
+        match config::load_dirs(&self.opts.config_dirs).and_then(|new| {
+            // A wasm app's module is loaded and linked now: a bad one is a config error.
+            let errs = self.wasm.check(&new);
+            if errs.is_empty() { Ok(new) } else { Err(errs) }
+        }) {
             Err(errs) => {
                 let errors: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
                 (
@@ -796,10 +830,13 @@ impl Supervisor {
                     Exit::Code(c) => *c,
                     Exit::Signal(sg) => 128 + sg,
                     Exit::SpawnFailed(_) => -1,
+                    Exit::Trap(_) => -2,
+                    Exit::Interrupted => -3,
                 };
                 let _ = writeln!(s, "paddock_app_last_exit_code{{app=\"{}\"}} {code}", a.name);
             }
         }
+        wasm_apps::metrics(&apps, &mut s);
         s
     }
 
@@ -829,6 +866,9 @@ impl Supervisor {
                             continue;
                         };
                         let (ok, message) = match app.pid {
+                            None if app.spec.isolation == config::Isolation::Wasm => {
+                                (false, wasm_apps::NO_SIGNALS.to_string())
+                            }
                             Some(pid) if unsafe { libc::kill(pid, signal) } == 0 => (
                                 true,
                                 format!(
@@ -961,6 +1001,11 @@ impl Supervisor {
                 None => break,
                 Some(Msg::Signal(sig)) => self.on_signal(sig),
                 Some(Msg::Request(req, reply)) => self.handle(req, reply),
+                Some(Msg::WasmExited {
+                    app,
+                    generation,
+                    exit,
+                }) => self.wasm_exited(app, generation, exit),
             }
         }
         self.logs.flush().await;
@@ -1004,6 +1049,20 @@ pub fn raise_nofile() {
     }
 }
 
+/// `paddock check`: the app files of `dirs`, validated as `serve` would (wasm modules loaded
+/// and linked too), or every error found.
+pub fn check_config(
+    dirs: &[PathBuf],
+) -> Result<BTreeMap<String, AppSpec>, Vec<config::ConfigError>> {
+    let specs = config::load_dirs(dirs)?;
+    let errs = wasm_apps::check_standalone(&specs);
+    if errs.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errs)
+    }
+}
+
 /// `paddock serve`.
 pub fn serve(opts: Options) -> Result<(), String> {
     let specs = config::load_dirs(&opts.config_dirs).map_err(|errs| {
@@ -1040,9 +1099,25 @@ pub fn serve(opts: Options) -> Result<(), String> {
                 crate::util::io_reason(&e)
             )
         })?;
-        let listener = crate::control::server::bind(&opts.socket)?;
-        let sup = Supervisor::new(opts.clone(), specs, logs.clone())
+        let mut sup = Supervisor::new(opts.clone(), specs, logs.clone())
             .map_err(|e| format!("cannot start: {e}"))?;
+        // Wasm apps: load and link every module before anything starts.
+        sup.wasm.set_sender(tx.clone());
+        let specs: BTreeMap<String, AppSpec> = sup
+            .apps
+            .iter()
+            .flatten()
+            .map(|a| (a.spec.name.clone(), (*a.spec).clone()))
+            .collect();
+        let errs = sup.wasm.check(&specs);
+        if !errs.is_empty() {
+            let mut s = String::from("the configuration has errors; nothing was started:\n");
+            for e in errs {
+                s.push_str(&format!("  {e}\n"));
+            }
+            return Err(s);
+        }
+        let listener = crate::control::server::bind(&opts.socket)?;
         eprintln!(
             "paddock {}: supervising {} apps from {}; control socket {}",
             env!("CARGO_PKG_VERSION"),

@@ -37,6 +37,10 @@ enum Cmd {
         /// Where logs (and later bundles and caches) live.
         #[arg(long, default_value = DEFAULT_STATE)]
         state_dir: PathBuf,
+        /// How many wasm instances can run at once (default: the number of wasm apps + 256, at
+        /// least 1024).
+        #[arg(long, env = "PADDOCK_WASM_SLOTS")]
+        wasm_slots: Option<u32>,
     },
     /// Validate app files without running anything; exits non-zero on any error.
     Check {
@@ -121,17 +125,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let client = Client::new(&cli.socket);
     match cli.cmd {
-        Cmd::Serve { config, state_dir } => {
+        Cmd::Serve {
+            config,
+            state_dir,
+            wasm_slots,
+        } => {
             match paddock::daemon::serve(paddock::daemon::Options {
                 config_dirs: config,
                 socket: cli.socket.clone(),
                 state_dir,
+                wasm_slots,
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
-        Cmd::Check { dirs } => match paddock::config::load_dirs(&dirs) {
+        Cmd::Check { dirs } => match paddock::daemon::check_config(&dirs) {
             Ok(apps) => {
                 println!("ok: {} apps", apps.len());
                 ExitCode::SUCCESS

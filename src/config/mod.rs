@@ -3,6 +3,7 @@
 //! diff used by `reread` / `update`.
 
 pub mod units;
+pub mod wasm;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -14,13 +15,24 @@ use std::time::Duration;
 use toml::Spanned;
 use units::{Dur, Sig, Size};
 
-/// Where an app's process runs. Only `none` exists in this build; the other levels are named so
+/// Where an app runs. `none` and `wasm` exist in this build; the other levels are named so
 /// that a file asking for them gets a precise error rather than a generic "unknown variant".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     #[default]
     None,
+    /// A WebAssembly module under wasmtime (see `config::wasm`, `driver::wasm`).
+    Wasm,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::None => "none",
+            Isolation::Wasm => "wasm",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -108,6 +120,10 @@ pub struct AppSpec {
     pub isolation: Isolation,
     pub restart: RestartSpec,
     pub logs: LogSpec,
+    /// `[limits]` (enforced for `wasm` only in this build; refused for other levels).
+    pub limits: wasm::Limits,
+    /// Level `wasm`: the module and its capabilities.
+    pub wasm: Option<wasm::WasmSpec>,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +141,12 @@ struct RawApp {
     isolation: Option<Spanned<String>>,
     restart: Option<RawRestart>,
     logs: Option<RawLogs>,
+    // Level `wasm` and [limits]: see config/wasm.rs.
+    module: Option<Spanned<String>>,
+    args: Option<Spanned<Vec<String>>>,
+    wasm: Option<Spanned<wasm::RawWasm>>,
+    limits: Option<Spanned<wasm::RawLimits>>,
+    sandbox: Option<Spanned<wasm::RawSandbox>>,
 }
 
 #[derive(Deserialize)]
@@ -420,12 +442,13 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     let isolation = match &raw.isolation {
         None => Isolation::None,
         Some(s) if s.get_ref() == "none" => Isolation::None,
-        Some(s) if ["bundle", "sandbox", "wasm"].contains(&s.get_ref().as_str()) => {
+        Some(s) if s.get_ref() == "wasm" => Isolation::Wasm,
+        Some(s) if ["bundle", "sandbox"].contains(&s.get_ref().as_str()) => {
             cx.err_at(
                 Some(s.span()),
                 "isolation",
                 format!(
-                    "level \"{}\" is not available in this build of paddock yet; use \"none\"",
+                    "level \"{}\" is not available in this build of paddock yet; use \"none\" or \"wasm\"",
                     s.get_ref()
                 ),
             );
@@ -488,6 +511,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     }
 
     let (command, program) = match &raw.command {
+        _ if isolation == Isolation::Wasm => (vec![], PathBuf::new()), // see below
         None => {
             cx.err_at(
                 Some(0..0),
@@ -529,6 +553,33 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     };
 
     let identity = resolve_identity(&mut cx, raw.user.as_ref(), raw.group.as_ref());
+
+    let limits = wasm::parse_limits(&mut cx, raw.limits.as_ref());
+    let wasm_keys = wasm::RawWasmKeys {
+        module: raw.module.as_ref(),
+        args: raw.args.as_ref(),
+        wasm: raw.wasm.as_ref(),
+        limits: raw.limits.as_ref(),
+        sandbox: raw.sandbox.as_ref(),
+        command: raw.command.as_ref().map(|c| c.span()),
+        workdir: raw.workdir.as_ref().map(|w| w.span()),
+        user: raw.user.as_ref().map(|u| u.span()),
+        group: raw.group.as_ref().map(|g| g.span()),
+    };
+    let (wasm, command, program) = if isolation == Isolation::Wasm {
+        let w = wasm::parse_wasm(&mut cx, &wasm_keys, &limits, file);
+        // What `status` shows as the command: the module as written, then the arguments.
+        let shown = raw.module.as_ref().map(|m| m.get_ref().clone());
+        let command = shown
+            .into_iter()
+            .chain(w.iter().flat_map(|w| w.args.iter().cloned()))
+            .collect();
+        let program = w.as_ref().map(|w| w.module.clone()).unwrap_or_default();
+        (w, command, program)
+    } else {
+        wasm::refuse_for_native(&mut cx, &wasm_keys, isolation);
+        (None, command, program)
+    };
 
     let mut restart = RestartSpec::default();
     if let Some(r) = &raw.restart {
@@ -602,6 +653,8 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         isolation,
         restart,
         logs,
+        limits,
+        wasm,
     })
 }
 

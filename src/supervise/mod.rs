@@ -61,6 +61,10 @@ pub enum Exit {
     Signal(i32),
     /// The process could not be started at all (exec failed, bad user, …).
     SpawnFailed(String),
+    /// A wasm instance trapped (the trap message; the wasm backtrace goes to the app's log).
+    Trap(String),
+    /// A wasm instance was interrupted by paddock (stop): the wasm counterpart of a signal death.
+    Interrupted,
 }
 
 impl Exit {
@@ -72,6 +76,8 @@ impl Exit {
             Exit::Code(c) => format!("exit status {c}"),
             Exit::Signal(s) => format!("killed by {}", crate::config::units::signal_name(*s)),
             Exit::SpawnFailed(e) => format!("spawn failed: {e}"),
+            Exit::Trap(t) => format!("trap: {t}"),
+            Exit::Interrupted => "interrupted by paddock".into(),
         }
     }
 }

@@ -1008,6 +1008,9 @@ impl Supervisor {
                 }) => self.wasm_exited(app, generation, exit),
             }
         }
+        // Let the connection tasks woken by the last replies (the shutdown request's 202) write
+        // them before the runtime goes away; with nothing left to stop, that is the same turn.
+        tokio::task::yield_now().await;
         self.logs.flush().await;
         let _ = std::fs::remove_file(&self.opts.socket);
     }

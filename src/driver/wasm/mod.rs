@@ -333,8 +333,8 @@ impl Limiter {
         let (max, wanted) = (self.max?, self.refused?);
         Some(format!(
             "memory growth to {} was refused: [limits] memory = {}",
-            crate::config::units::format_size(wanted),
-            crate::config::units::format_size(max)
+            human_bytes(wanted),
+            human_bytes(max)
         ))
     }
 }
@@ -795,6 +795,20 @@ fn note_outcome(path: &Path, outcome: cache::Outcome) {
     }
 }
 
+/// "32MiB", "32.06MiB", "640KiB", "100B".
+pub fn human_bytes(n: u64) -> String {
+    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (u, size) in units {
+        if n >= size {
+            let v = n as f64 / size as f64;
+            let s = format!("{v:.2}");
+            let s = s.trim_end_matches('0').trim_end_matches('.');
+            return format!("{s}{u}");
+        }
+    }
+    format!("{n}B")
+}
+
 /// An error with its causes on one line.
 fn one_line(e: &wasmtime::Error) -> String {
     let mut parts: Vec<String> = vec![];
@@ -1203,7 +1217,11 @@ fn classify(
             "all fuel consumed ([wasm] fuel = {})",
             program.fuel.unwrap_or_default()
         ),
-        Some(t) => t.to_string(),
+        Some(t) => {
+            let s = t.to_string();
+            s.strip_prefix("wasm trap: ")
+                .map_or(s.clone(), str::to_string)
+        }
         None => one_line(&e),
     };
     let note = limiter.note();
@@ -1376,6 +1394,12 @@ mod tests {
         assert!(!l.grow(1 << 20, (1 << 20) + 65536));
         assert_eq!(shared.memory.load(Ordering::Relaxed), 1 << 20);
         let n = l.note().unwrap();
-        assert!(n.contains("refused") && n.contains("1MiB"), "{n}");
+        assert!(
+            n.contains("1.06MiB was refused") && n.contains("= 1MiB"),
+            "{n}"
+        );
+        assert_eq!(human_bytes(33620400), "32.06MiB");
+        assert_eq!(human_bytes(640 << 10), "640KiB");
+        assert_eq!(human_bytes(100), "100B");
     }
 }

@@ -688,11 +688,11 @@ impl Supervisor {
         Result<BTreeMap<String, AppSpec>, Vec<String>>,
         UpdateResponse,
     ) {
-        match config::load_dirs(&self.opts.config_dirs).and_then(|new| {
-            // A wasm app's module is loaded and linked now: a bad one is a config error.
-            let errs = self.wasm.check(&new);
-            if errs.is_empty() { Ok(new) } else { Err(errs) }
-        }) {
+        let (new, mut errs) = config::load_dirs_all(&self.opts.config_dirs);
+        // A wasm app's module is loaded and linked now: a bad one is a config error.
+        errs.extend(self.wasm.check(&new));
+        let loaded = if errs.is_empty() { Ok(new) } else { Err(errs) };
+        match loaded {
             Err(errs) => {
                 let errors: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
                 (
@@ -1057,8 +1057,8 @@ pub fn raise_nofile() {
 pub fn check_config(
     dirs: &[PathBuf],
 ) -> Result<BTreeMap<String, AppSpec>, Vec<config::ConfigError>> {
-    let specs = config::load_dirs(dirs)?;
-    let errs = wasm_apps::check_standalone(&specs);
+    let (specs, mut errs) = config::load_dirs_all(dirs);
+    errs.extend(wasm_apps::check_standalone(&specs));
     if errs.is_empty() {
         Ok(specs)
     } else {
@@ -1068,7 +1068,10 @@ pub fn check_config(
 
 /// `paddock serve`.
 pub fn serve(opts: Options) -> Result<(), String> {
-    let specs = config::load_dirs(&opts.config_dirs).map_err(|errs| {
+    let specs = config::load_dirs(&opts.config_dirs).map_err(|mut errs| {
+        // Refusing anyway: also report what is wrong with the modules of the valid files.
+        let (valid, _) = config::load_dirs_all(&opts.config_dirs);
+        errs.extend(wasm_apps::check_standalone(&valid));
         let mut s = String::from("the configuration has errors; nothing was started:\n");
         for e in errs {
             s.push_str(&format!("  {e}\n"));

@@ -685,6 +685,17 @@ pub fn load_file(path: &Path) -> Result<AppSpec, Vec<ConfigError>> {
 /// All apps of a set of config directories, or every error found in them (all files are read,
 /// so one run of `paddock check` reports every problem).
 pub fn load_dirs(dirs: &[PathBuf]) -> Result<BTreeMap<String, AppSpec>, Vec<ConfigError>> {
+    let (apps, errors) = load_dirs_all(dirs);
+    if errors.is_empty() {
+        Ok(apps)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The valid apps of a set of config directories and the errors of the others (for checks
+/// that go on with the valid ones, such as loading wasm modules in `paddock check`).
+pub fn load_dirs_all(dirs: &[PathBuf]) -> (BTreeMap<String, AppSpec>, Vec<ConfigError>) {
     let mut apps: BTreeMap<String, AppSpec> = BTreeMap::new();
     let mut errors = vec![];
     for dir in dirs {
@@ -732,11 +743,7 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<BTreeMap<String, AppSpec>, Vec<Conf
             }
         }
     }
-    if errors.is_empty() {
-        Ok(apps)
-    } else {
-        Err(errors)
-    }
+    (apps, errors)
 }
 
 /// What `reread` reports and `update` applies.

@@ -83,13 +83,19 @@ pub struct WasmHost {
     rt: Option<tokio::runtime::Runtime>,
 }
 
+/// (fuel metering, SHA-256 of the module file).
+type ModuleKey = (bool, [u8; 32]);
+/// A module loaded and linked, or why it could not be (kept, so that a thousand apps sharing a
+/// broken module do not compile it a thousand times).
+type Loaded = Result<Arc<Compiled>, String>;
+
 struct Inner {
     opts: HostOptions,
     cache: cache::Cache,
     plain: OnceLock<Result<Arc<Flavor>, String>>,
     fueled: OnceLock<Result<Arc<Flavor>, String>>,
     /// Loaded modules (and load errors), by (fuel, module SHA-256).
-    modules: Mutex<HashMap<(bool, [u8; 32]), Result<Arc<Compiled>, String>>>,
+    modules: Mutex<HashMap<ModuleKey, Loaded>>,
     /// Module file → (stamp, SHA-256), so an unchanged file is not hashed again.
     hashes: Mutex<HashMap<PathBuf, (crate::config::wasm::ModuleStamp, [u8; 32])>>,
     ticker: Arc<Ticker>,
@@ -498,6 +504,11 @@ impl WasmHost {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.workers.max(1))
             .max_blocking_threads(16)
+            // Check timers, I/O and newly started instances after every few guest slices
+            // (tokio's defaults, 61 and 31 polls, would let a few spinning guests delay a
+            // sleeping guest's wake-up by hundreds of milliseconds).
+            .event_interval(2)
+            .global_queue_interval(4)
             .thread_name("paddock-wasm")
             .enable_all()
             .build()

@@ -12,7 +12,7 @@ out="${1:-$here}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/../../target/wasm-examples/build}"
-rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null
+rustup target add wasm32-wasip1 wasm32-wasip2 >/dev/null 2>&1
 build() { # crate target output-name
   cargo build --quiet --release --locked --manifest-path "$here/$1/Cargo.toml" --target "$2"
   cp "$CARGO_TARGET_DIR/$2/release/$1.wasm" "$out/$3"

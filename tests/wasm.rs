@@ -933,3 +933,71 @@ fn idle_wasm_apps_wake_nobody() {
         after - before
     );
 }
+
+#[test]
+fn capabilities_and_budgets_are_enforced() {
+    let never = "[restart]\npolicy = \"never\"\n";
+    let (p1, p2) = (free_port(), free_port());
+    let p = Paddock::with_apps(
+        "wasm-caps",
+        &[
+            (
+                "fuel",
+                &app("crasher.wasm", &format!("args = [\"spin\"]\n[wasm]\nfuel = 10000000\n{never}")),
+            ),
+            (
+                "fuel-ok",
+                &app("hello.wasm", &format!("[wasm]\nfuel = 1000000000\n{never}")),
+            ),
+            (
+                "denied",
+                &app(
+                    "http.wasm",
+                    &format!(
+                        "env = {{ ADDR = \"127.0.0.1:{p1}\" }}\n[sandbox]\nnetwork = \"host\"\ntcp_bind = [\"127.0.0.1:{p2}\"]\n{never}"
+                    ),
+                ),
+            ),
+            (
+                "no-network",
+                &app("http.wasm", &format!("env = {{ ADDR = \"127.0.0.1:{p1}\" }}\n{never}")),
+            ),
+            (
+                "few-instances",
+                &app("hello-p2.wasm", &format!("[wasm]\nmax_instances = 1\n{never}")),
+            ),
+        ],
+    )
+    .start();
+    // Fuel: a deterministic budget, then a trap.
+    let a = p.wait_state("fuel", "EXITED", Duration::from_secs(30));
+    assert_eq!(
+        exit_desc(&a),
+        "trap: all fuel consumed ([wasm] fuel = 10000000)"
+    );
+    let a = p.wait_state("fuel-ok", "EXITED", Duration::from_secs(30));
+    assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(0));
+    wait_log(&p, "fuel-ok.out", "hello from wasm", Duration::from_secs(5));
+    // Network: only what tcp_bind allows, nothing without network = "host".
+    for name in ["denied", "no-network"] {
+        let a = p.wait_state(name, "EXITED", Duration::from_secs(30));
+        assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(1), "{a:?}");
+        let err = wait_log(
+            &p,
+            &format!("{name}.err"),
+            &format!("cannot listen on 127.0.0.1:{p1}"),
+            Duration::from_secs(10),
+        );
+        assert!(err.to_lowercase().contains("permission denied"), "{err}");
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", p1)).is_err());
+    // max_instances bounds the core instances of the app's store.
+    let a = p.wait_state("few-instances", "FATAL", Duration::from_secs(30));
+    let d = exit_desc(&a);
+    assert!(
+        d.starts_with("spawn failed: instantiation failed:")
+            && d.ends_with("([wasm] max_instances = 1)"),
+        "{d}"
+    );
+    assert!(p.shutdown().success());
+}

@@ -1191,6 +1191,8 @@ fn instantiate_failed(e: &wasmtime::Error, limiter: &Limiter) -> Exit {
     let mut msg = format!("instantiation failed: {}", one_line(e));
     if let Some(note) = limiter.note() {
         msg = format!("instantiation failed: {note}");
+    } else if msg.contains("instance count too high") {
+        msg.push_str(&format!(" ([wasm] max_instances = {})", limiter.instances));
     } else if msg.contains("maximum concurrent") || msg.contains("limit of") {
         msg.push_str(" (the instance pool is full: see --wasm-slots)");
     }

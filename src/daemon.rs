@@ -150,6 +150,9 @@ struct App {
     stop_why: String,
 }
 
+/// How to start an app (or its exec health check), or why it cannot be started.
+type Launch = Result<Arc<Prepared>, String>;
+
 struct NotifyChannel {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
@@ -280,13 +283,7 @@ impl Supervisor {
     }
 
     /// The launch recipe of an app, with NOTIFY_SOCKET added when it signals readiness that way.
-    fn prepare(
-        &self,
-        spec: &AppSpec,
-    ) -> (
-        Result<Arc<Prepared>, String>,
-        Option<Result<Arc<Prepared>, String>>,
-    ) {
+    fn prepare(&self, spec: &AppSpec) -> (Launch, Option<Launch>) {
         let mut s = spec.clone();
         if s.readiness.when == ReadyWhen::Notify {
             s.env.insert(
@@ -605,7 +602,14 @@ impl Supervisor {
                 return;
             };
             acts.clear();
+            let step_from = app.m.state();
             app.m.handle(ev, now, &mut acts);
+            if app.m.state() != step_from
+                && app.m.state() == State::Stopping
+                && app.stop_why.is_empty()
+            {
+                app.stop_why = "stop requested".into();
+            }
             for a in acts.drain(..) {
                 match a {
                     Action::Spawn => match self.do_spawn(idx) {
@@ -637,6 +641,11 @@ impl Supervisor {
                     Action::Arm(k, d) => self.arm(idx, k, d),
                     Action::Cancel(k) => self.cancel(idx, k),
                     Action::RunHealthCheck => self.run_check(idx),
+                }
+            }
+            if let Some(app) = self.apps[idx].as_ref() {
+                if app.m.state() != step_from {
+                    self.publish(app, step_from);
                 }
             }
         }
@@ -677,14 +686,6 @@ impl Supervisor {
         };
         let (state, down, remove) = (app.m.state(), app.m.state().is_down(), app.remove_when_down);
         if state != before {
-            if state == State::Stopping && app.stop_why.is_empty() {
-                if let Some(a) = self.apps[idx].as_mut() {
-                    a.stop_why = "stop requested".into();
-                }
-            }
-            if let Some(app) = self.apps[idx].as_ref() {
-                self.publish(app, before);
-            }
             if state != State::Stopping {
                 if let Some(a) = self.apps[idx].as_mut() {
                     a.stop_why.clear();

@@ -91,7 +91,7 @@ impl Serve {
     fn wait_running(&self, n: usize) {
         loop {
             let st = self.status();
-            if st.apps.len() == n && st.apps.iter().all(|a| a.state == "RUNNING") {
+            if st.apps.len() == n && st.apps.iter().all(|a| a.state == "READY") {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -285,7 +285,7 @@ fn main() {
     let pssn = pss_kib(sn.child.id());
     sn.stop(false);
     println!(
-        "  {n_apps} idle wasm apps (worker.wasm) all RUNNING after: {:.3} s (from exec of paddock serve, cached module)",
+        "  {n_apps} idle wasm apps (worker.wasm) all READY after: {:.3} s (from exec of paddock serve, cached module)",
         up.as_secs_f64()
     );
     println!(

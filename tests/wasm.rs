@@ -177,7 +177,7 @@ fn examples_run_supervised() {
     assert!(out.contains("/ has 1 entries"), "{out}");
 
     // worker: runs, logs, writes through its rw preopen; memory shows in status and metrics.
-    let a = p.wait_state("worker", "RUNNING", Duration::from_secs(20));
+    let a = p.wait_state("worker", "READY", Duration::from_secs(20));
     assert!(a.uptime_secs.is_some());
     wait_log(&p, "worker.out", "tick 3", Duration::from_secs(20));
     let mem = p
@@ -203,7 +203,7 @@ fn examples_run_supervised() {
     );
 
     // http: answers on the port its allow list grants.
-    p.wait_state("http", "RUNNING", Duration::from_secs(20));
+    p.wait_state("http", "READY", Duration::from_secs(20));
     let mut resp = None;
     wait_for(
         Duration::from_secs(20),
@@ -224,7 +224,7 @@ fn examples_run_supervised() {
     let o = p.cli(&["status", "worker"]);
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(
-        table.contains("worker") && table.contains("RUNNING"),
+        table.contains("worker") && table.contains("READY"),
         "{table}"
     );
     let o = p.cli(&["signal", "HUP", "worker"]);
@@ -396,7 +396,7 @@ fn memory_limit_holds() {
     );
 
     // Within the limit: runs, and its memory shows.
-    p.wait_state("fits", "RUNNING", Duration::from_secs(20));
+    p.wait_state("fits", "READY", Duration::from_secs(20));
     wait_log(&p, "fits.out", "holding 8 MiB", Duration::from_secs(10));
     let m = p.app("fits").memory_bytes.unwrap();
     assert!((8 << 20..=16 << 20).contains(&m), "{m}");
@@ -416,7 +416,7 @@ fn cpu_limit_holds() {
         )],
     )
     .start();
-    p.wait_state("spin", "RUNNING", Duration::from_secs(20));
+    p.wait_state("spin", "READY", Duration::from_secs(20));
     wait_log(&p, "spin.out", "spinning", Duration::from_secs(10));
     let pid = p.pid();
     let (c0, t0) = (cpu_secs(pid), Instant::now());
@@ -460,7 +460,7 @@ fn spinning_and_growing_modules_do_not_starve_others() {
     let refs: Vec<(&str, &str)> = apps.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let p = Paddock::with_apps("wasm-starve", &refs).start();
     for i in 0..3 {
-        p.wait_state(&format!("spin{i}"), "RUNNING", Duration::from_secs(20));
+        p.wait_state(&format!("spin{i}"), "READY", Duration::from_secs(20));
     }
     wait_log(&p, "worker.out", "tick 1", Duration::from_secs(20));
     let restarts0 = p.app("native").restarts;
@@ -519,7 +519,7 @@ fn stop_interrupts_a_spinning_module() {
         )],
     )
     .start();
-    p.wait_state("spin", "RUNNING", Duration::from_secs(20));
+    p.wait_state("spin", "READY", Duration::from_secs(20));
     wait_log(&p, "spin.out", "spinning", Duration::from_secs(10));
     let t = Instant::now();
     let o = p.cli(&["stop", "spin"]);
@@ -537,7 +537,7 @@ fn stop_interrupts_a_spinning_module() {
     );
     let o = p.cli(&["restart", "spin"]);
     assert!(o.status.success(), "{o:?}");
-    p.wait_state("spin", "RUNNING", Duration::from_secs(5));
+    p.wait_state("spin", "READY", Duration::from_secs(5));
     let t = Instant::now();
     assert!(p.shutdown().success());
     assert!(
@@ -550,7 +550,7 @@ fn stop_interrupts_a_spinning_module() {
 /// Starts paddock, waits for `app` to run, shuts it down; returns paddock's stderr.
 fn run_once(p: Paddock, app: &str) -> (Paddock, String) {
     let mut p = p.start();
-    p.wait_state(app, "RUNNING", Duration::from_secs(30));
+    p.wait_state(app, "READY", Duration::from_secs(30));
     let mut err = p.child.as_mut().unwrap().stderr.take().unwrap();
     let mut child = p.child.take().unwrap();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -739,7 +739,7 @@ fn bad_modules_give_precise_errors_and_change_nothing() {
         )],
     )
     .start();
-    p.wait_state("worker", "RUNNING", Duration::from_secs(20));
+    p.wait_state("worker", "READY", Duration::from_secs(20));
     let since = p.app("worker").uptime_secs.unwrap();
     p.write_app(
         "import",
@@ -764,7 +764,7 @@ fn bad_modules_give_precise_errors_and_change_nothing() {
         "{err}"
     );
     let a = p.app("worker");
-    assert_eq!(a.state, "RUNNING");
+    assert_eq!(a.state, "READY");
     assert!(a.uptime_secs.unwrap() >= since, "the worker was restarted");
     assert_eq!(p.status().len(), 1, "nothing was added");
     assert!(p.shutdown().success());
@@ -781,7 +781,7 @@ fn update_picks_up_a_replaced_module() {
     );
     let p = Paddock::with_apps("wasm-replace-apps", &[("app", &text)]).start();
     // The worker ignores "exit 0" and keeps ticking.
-    p.wait_state("app", "RUNNING", Duration::from_secs(20));
+    p.wait_state("app", "READY", Duration::from_secs(20));
     wait_log(&p, "app.out", "tick 1", Duration::from_secs(10));
     let o = p.cli(&["reread"]);
     assert!(
@@ -815,7 +815,7 @@ fn a_thousand_wasm_apps_in_one_paddock() {
     let p = Paddock::with_apps("wasm-1000", &apps).start();
     wait_for(Duration::from_secs(120), "1000 wasm apps running", || {
         let st = p.status();
-        st.len() == n && st.iter().all(|a| a.state == "RUNNING")
+        st.len() == n && st.iter().all(|a| a.state == "READY")
     });
     // Each has logged its first tick: they really run.
     wait_for(Duration::from_secs(60), "every worker's first tick", || {
@@ -919,7 +919,7 @@ fn idle_wasm_apps_wake_nobody() {
     );
     let p = Paddock::with_apps("wasm-idle", &[("a", &app), ("b", &app), ("c", &app)]).start();
     for a in ["a", "b", "c"] {
-        p.wait_state(a, "RUNNING", Duration::from_secs(20));
+        p.wait_state(a, "READY", Duration::from_secs(20));
         wait_log(&p, &format!("{a}.out"), "tick 1", Duration::from_secs(10));
     }
     std::thread::sleep(Duration::from_millis(700));

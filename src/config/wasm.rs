@@ -457,6 +457,29 @@ pub(super) fn parse_wasm(
     })
 }
 
+/// `[readiness]` that needs a process: a wasm guest has no `$NOTIFY_SOCKET` and no extra
+/// descriptors (WASI gives it neither). Readiness by health check works.
+pub(super) fn refuse_readiness(
+    cx: &mut FileCtx,
+    r: &super::health::ReadinessSpec,
+    span: Option<std::ops::Range<usize>>,
+) {
+    use super::health::ReadyWhen;
+    let what = match r.when {
+        ReadyWhen::Notify => Some("notify"),
+        ReadyWhen::Fd { .. } => Some("notify_fd"),
+        _ if r.watchdog.is_some() => Some("watchdog"),
+        _ => None,
+    };
+    if let Some(key) = what {
+        cx.err_at(
+            span,
+            &format!("readiness.{key}"),
+            "a wasm app cannot use it (WASI gives a guest no notify socket and no extra descriptors): use readiness.health = true with a [health] check",
+        );
+    }
+}
+
 fn read_head(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), String> {
     let reason = |e: std::io::Error| format!("{}: {}", path.display(), crate::util::io_reason(&e));
     let mut f = std::fs::File::open(path).map_err(reason)?;

@@ -29,24 +29,24 @@ pub(super) struct WasmState {
     host: OnceCell<Result<WasmHost, String>>,
     cache_dir: PathBuf,
     slots: Option<u32>,
-    tx: Option<mpsc::UnboundedSender<Msg>>,
+    tx: mpsc::UnboundedSender<Msg>,
     generation: u64,
 }
 
 impl WasmState {
-    pub(super) fn new(state_dir: &std::path::Path, slots: Option<u32>) -> WasmState {
+    /// Instance exits are sent to `tx`.
+    pub(super) fn new(
+        state_dir: &std::path::Path,
+        slots: Option<u32>,
+        tx: mpsc::UnboundedSender<Msg>,
+    ) -> WasmState {
         WasmState {
             host: OnceCell::new(),
             cache_dir: state_dir.join("wasm-cache"),
             slots,
-            tx: None,
+            tx,
             generation: 0,
         }
-    }
-
-    /// Where instance exits are sent.
-    pub(super) fn set_sender(&mut self, tx: mpsc::UnboundedSender<Msg>) {
-        self.tx = Some(tx);
     }
 
     fn host(&self, wasm_apps: usize) -> Result<&WasmHost, String> {
@@ -54,13 +54,11 @@ impl WasmState {
             .get_or_init(|| {
                 let tx = self.tx.clone();
                 let sink: ExitSink = Arc::new(move |app, generation, exit| {
-                    if let Some(tx) = &tx {
-                        let _ = tx.send(Msg::WasmExited {
-                            app,
-                            generation,
-                            exit,
-                        });
-                    }
+                    let _ = tx.send(Msg::WasmExited {
+                        app,
+                        generation,
+                        exit,
+                    });
                 });
                 WasmHost::new(
                     HostOptions {

@@ -6,17 +6,17 @@ use crate::config::RestartSpec;
 
 fn machine(p: RestartPolicy) -> Machine {
     Machine::new(
-        Policy {
-            restart: RestartSpec {
+        Policy::simple(
+            RestartSpec {
                 policy: p,
                 backoff_initial: Duration::from_millis(100),
                 backoff_max: Duration::from_secs(1),
                 stable_after: Duration::from_secs(10),
                 max_failures: 3,
             },
-            stop_signal: libc::SIGTERM,
-            stop_timeout: Duration::from_secs(5),
-        },
+            libc::SIGTERM,
+            Duration::from_secs(5),
+        ),
         7,
     )
 }

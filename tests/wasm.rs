@@ -1001,3 +1001,46 @@ fn capabilities_and_budgets_are_enforced() {
     );
     assert!(p.shutdown().success());
 }
+
+#[test]
+fn http_example_passes_an_http_health_check() {
+    let (good, bad) = (free_port(), free_port());
+    let http = |port: u16, body: &str| {
+        let ready = if body == "ok" {
+            "[readiness]\nhealth = true\n"
+        } else {
+            ""
+        };
+        app(
+            "http.wasm",
+            &format!(
+                "env = {{ ADDR = \"127.0.0.1:{port}\" }}\n[sandbox]\nnetwork = \"host\"\ntcp_bind = [\"127.0.0.1:{port}\"]\n{ready}[health]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/health\"\nexpect_body = \"{body}\"\ninterval = \"100ms\"\nfailures = 2\n[restart]\nbackoff_initial = \"10ms\"\n"
+            ),
+        )
+    };
+    let p = Paddock::with_apps(
+        "wasm-health-http",
+        &[
+            ("good", &http(good, "ok")),
+            ("bad", &http(bad, "never this")),
+        ],
+    )
+    .start();
+    // Ready once its health check first passes.
+    let a = p.wait_state("good", "READY", Duration::from_secs(20));
+    assert_eq!(a.health_detail.as_deref(), Some("ok"), "{a:?}");
+    wait_log(&p, "good.out", "GET /health", Duration::from_secs(10));
+    // A failing check stops (interrupts) the instance and restarts it, like a process.
+    wait_for(
+        Duration::from_secs(20),
+        "a restart after failed checks",
+        || p.app("bad").restarts >= 1,
+    );
+    let a = p.app("bad");
+    assert!(
+        exit_desc(&a).contains("health check failed 2 times"),
+        "{a:?}"
+    );
+    assert_eq!(p.app("good").restarts, 0);
+    assert!(p.shutdown().success());
+}

@@ -703,6 +703,17 @@ tcp_connect = ["10.0.0.0/8:*"]
             "{w}module = \"m.wasm\"\n[sandbox]\nnetwork = \"host\"\n"
         ));
         assert!(e.contains("preview 1 has no sockets"), "{e}");
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[readiness]\nnotify = true\n"
+        ));
+        assert!(
+            e.contains("key `readiness.notify`: a wasm app cannot use it"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[readiness]\nnotify_fd = 3\n"
+        ));
+        assert!(e.contains("key `readiness.notify_fd`"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+mod bundles;
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub config_dirs: Vec<PathBuf>,
@@ -97,6 +99,11 @@ struct App {
     pgid: Option<i32>,
     pipes: Option<Pipes>,
     remove_when_down: bool,
+    /// Bundle switch on `update` (see `bundles.rs`): the instance starting with the new bundle,
+    /// the instance it replaces, and why the last switch failed.
+    successor: Option<usize>,
+    predecessor: Option<usize>,
+    switch_note: Option<String>,
 }
 
 fn policy_of(spec: &AppSpec) -> Policy {
@@ -141,6 +148,7 @@ pub struct Supervisor {
     done: bool,
     seed: u64,
     base_env: native::BaseEnv,
+    bundle_cache: crate::bundle::verify::Cache,
 }
 
 impl Supervisor {
@@ -164,6 +172,7 @@ impl Supervisor {
             done: false,
             seed: std::process::id() as u64 ^ 0x5DEE_CE66_D1CE_F00D,
             base_env: native::BaseEnv::from_process(),
+            bundle_cache: Default::default(),
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -195,6 +204,9 @@ impl Supervisor {
             pgid: None,
             pipes: None,
             remove_when_down: false,
+            successor: None,
+            predecessor: None,
+            switch_note: None,
         };
         let idx = self.apps.len();
         self.by_name.insert(app.spec.name.clone(), idx);
@@ -311,13 +323,19 @@ impl Supervisor {
             app.m.handle(ev, now, &mut acts);
             for a in acts.drain(..) {
                 match a {
-                    Action::Spawn => match self.do_spawn(idx) {
+                    Action::Spawn => match self
+                        .check_bundle(idx)
+                        .map_err(Event::SpawnRefused)
+                        .and_then(|()| self.do_spawn(idx).map_err(Event::SpawnFailed))
+                    {
                         Ok(_) => queue.push_back(Event::Spawned),
-                        Err(e) => {
-                            if let Some(app) = &self.apps[idx] {
+                        Err(ev) => {
+                            if let (Some(app), Event::SpawnFailed(e) | Event::SpawnRefused(e)) =
+                                (&self.apps[idx], &ev)
+                            {
                                 eprintln!("paddock: {}: {e}", app.name);
                             }
-                            queue.push_back(Event::SpawnFailed(e))
+                            queue.push_back(ev)
                         }
                     },
                     Action::Signal(sig) => {
@@ -347,6 +365,7 @@ impl Supervisor {
     }
 
     fn after_change(&mut self, idx: usize) {
+        self.switch_progress(idx);
         let Some(app) = self.apps[idx].as_ref() else {
             return;
         };
@@ -456,6 +475,10 @@ impl Supervisor {
                     ))
                 )
             }
+            State::Fatal if m.refused() => format!(
+                "not started, and not retried until `paddock start`: {}",
+                m.last_exit().map(|e| e.describe()).unwrap_or_default()
+            ),
             State::Fatal => format!(
                 "gave up after {} failed starts; last: {}",
                 m.failures(),
@@ -464,7 +487,7 @@ impl Supervisor {
             State::Exited | State::Stopped => {
                 m.last_exit().map(|e| e.describe()).unwrap_or_default()
             }
-            _ => String::new(),
+            _ => self.switch_message(app).unwrap_or_default(),
         };
         AppStatus {
             name: app.name.to_string(),
@@ -476,7 +499,7 @@ impl Supervisor {
             failures: m.failures(),
             last_exit,
             message,
-            isolation: "none".into(),
+            isolation: app.spec.isolation.as_str().into(),
             autostart: app.spec.autostart,
             command: app.spec.command.clone(),
         }
@@ -715,6 +738,12 @@ impl Supervisor {
             let (Some(&idx), Some(spec)) = (self.by_name.get(name), new.remove(name)) else {
                 continue;
             };
+            // A new bundle for a running app: start it next to the old one (see bundles.rs).
+            self.cancel_successor(idx);
+            if self.wants_switch(idx, &spec) {
+                self.begin_switch(idx, spec);
+                continue;
+            }
             let Some(app) = self.apps[idx].as_mut() else {
                 continue;
             };

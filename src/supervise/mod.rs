@@ -95,6 +95,10 @@ pub enum Event {
     Spawned,
     /// The spawn requested by `Action::Spawn` failed.
     SpawnFailed(String),
+    /// The spawn was refused for a reason that retrying will not fix (a bundle file that does
+    /// not match its manifest): the app goes `FATAL` at once, without backoff or retries, until
+    /// an operator starts it again.
+    SpawnRefused(String),
     /// The app's main process exited.
     Exited(Exit),
     Timer(TimerKind),
@@ -143,6 +147,8 @@ pub struct Machine {
     start_after_stop: bool,
     /// When the pending backoff ends.
     backoff_until: Option<Time>,
+    /// The last start was refused (`Event::SpawnRefused`).
+    refused: bool,
     rng: u64,
 }
 
@@ -160,6 +166,7 @@ impl Machine {
             last_exit: None,
             start_after_stop: false,
             backoff_until: None,
+            refused: false,
             rng: seed | 1,
         }
     }
@@ -191,6 +198,10 @@ impl Machine {
         } else {
             None
         }
+    }
+    /// The app is `FATAL` because its last start was refused, not after retries.
+    pub fn refused(&self) -> bool {
+        self.refused && self.state == State::Fatal
     }
     pub fn backoff_until(&self) -> Option<Time> {
         if self.state == State::Backoff {
@@ -234,6 +245,7 @@ impl Machine {
     }
 
     fn spawn(&mut self, now: Time, out: &mut Vec<Action>) {
+        self.refused = false;
         self.set(State::Starting, now);
         self.alive = true;
         self.started_at = Some(now);
@@ -373,6 +385,22 @@ impl Machine {
             Event::SpawnFailed(e) => {
                 if self.alive && matches!(self.state, Starting | Stopping) {
                     self.gone(Exit::SpawnFailed(e), now, out);
+                }
+            }
+            Event::SpawnRefused(e) => {
+                if self.alive && matches!(self.state, Starting | Stopping) {
+                    self.alive = false;
+                    out.push(Action::Cancel(TimerKind::Stable));
+                    self.last_exit = Some(Exit::SpawnFailed(e));
+                    if self.state == Stopping {
+                        out.push(Action::Cancel(TimerKind::StopTimeout));
+                        self.start_after_stop = false;
+                        self.set(Stopped, now);
+                    } else {
+                        self.failures = self.failures.saturating_add(1);
+                        self.refused = true;
+                        self.set(Fatal, now);
+                    }
                 }
             }
             Event::Exited(exit) => {

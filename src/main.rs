@@ -135,13 +135,16 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let client = Client::new(&cli.socket);
+    // App files name bundles of this store (`bundle = "NAME"`).
+    if let Cmd::Serve { store, .. } | Cmd::Check { store, .. } | Cmd::Bundle { store, .. } =
+        &cli.cmd
+    {
+        paddock::bundle::set_store(store);
+    }
     match cli.cmd {
         Cmd::Serve {
-            config,
-            state_dir,
-            store,
+            config, state_dir, ..
         } => {
-            paddock::bundle::set_store(&store);
             match paddock::daemon::serve(paddock::daemon::Options {
                 config_dirs: config,
                 socket: cli.socket.clone(),
@@ -151,14 +154,8 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Cmd::Bundle { store, cmd } => {
-            paddock::bundle::set_store(&store);
-            paddock::bundle::cli::run(&store, cmd)
-        }
-        Cmd::Check { dirs, store } => match {
-            paddock::bundle::set_store(&store);
-            paddock::config::load_dirs(&dirs)
-        } {
+        Cmd::Bundle { store, cmd } => paddock::bundle::cli::run(&store, cmd),
+        Cmd::Check { dirs, .. } => match paddock::config::load_dirs(&dirs) {
             Ok(apps) => {
                 println!("ok: {} apps", apps.len());
                 ExitCode::SUCCESS

@@ -212,7 +212,7 @@ pub fn parse(bytes: &[u8]) -> Result<ElfInfo, String> {
         nodeflib: elf
             .dynamic
             .as_ref()
-            .is_some_and(|d| d.info.flags_1 as u64 & DF_1_NODEFLIB != 0),
+            .is_some_and(|d| d.info.flags_1 & DF_1_NODEFLIB != 0),
     })
 }
 

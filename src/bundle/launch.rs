@@ -149,6 +149,16 @@ impl BundleLaunch {
         };
         let store = Store::new(&super::store_dir());
         let b: Bundle = store.find(reference).map_err(|e| ("bundle", e))?;
+        Self::from_bundle(&b, reference, mode, command0)
+    }
+
+    /// The launch of `command0` from an opened bundle.
+    pub fn from_bundle(
+        b: &Bundle,
+        reference: &str,
+        mode: LaunchMode,
+        command0: &str,
+    ) -> Result<BundleLaunch, KeyError> {
         let m = &b.manifest;
         let program = find_program(m, command0).map_err(|e| {
             (
@@ -401,9 +411,6 @@ mod tests {
             PathBuf::from("/store/abab/root/usr/bin/redis-check-rdb")
         );
         assert_eq!(p.argv.len(), 3);
-        assert_eq!(
-            parse_mode("x").unwrap_err().contains("ld_library_path"),
-            true
-        );
+        assert!(parse_mode("x").unwrap_err().contains("ld_library_path"));
     }
 }

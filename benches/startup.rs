@@ -112,7 +112,7 @@ fn main() {
         s.wait_socket();
         loop {
             let st = s.status();
-            if st.apps.len() == n && st.apps.iter().all(|a| a.state == "RUNNING") {
+            if st.apps.len() == n && st.apps.iter().all(|a| a.state == "READY") {
                 break;
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -135,7 +135,7 @@ fn main() {
         s.stop();
     }
     println!(
-        "  {n} apps all RUNNING after:         {:.3} s (median; from exec of paddock serve)",
+        "  {n} apps all READY after:  :         {:.3} s (median; from exec of paddock serve)",
         median(times)
     );
     println!(

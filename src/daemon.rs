@@ -1,21 +1,31 @@
 //! `paddock serve`: the I/O loop around the pure state machines.
 //!
 //! One task owns all supervisor state and is woken only by messages (signals forwarded by the
-//! signal thread, control requests) and by the earliest armed timer. It reaps every exit status
-//! itself (`waitpid(-1)` on SIGCHLD), so exits of apps, of orphans reparented to it and of failed
-//! spawns are all told apart by the pid table, which only holds live children it started.
+//! signal thread, control requests, readiness notices, health results) and by the earliest armed
+//! timer. It reaps every exit status itself (`waitpid(-1)` on SIGCHLD), so exits of apps, of
+//! health-check commands, of orphans reparented to it and of failed spawns are all told apart by
+//! the pid tables, which only hold live children it started.
+//!
+//! Ordering lives here, as events for the machines: an app's dependencies are "ready" when every
+//! app in its `after`/`requires` is READY and none of them is being stopped; stops wait for the
+//! apps that depend on the stopped app (all of them at shutdown and `stop all`, the `requires`
+//! ones for a single stop), so apps stop in reverse dependency order.
 
+use crate::config::health::{Probe, ReadyWhen};
 use crate::config::{self, AppSpec, StdoutMode};
 use crate::control::api::*;
 use crate::driver::native::{self, Prepared, Stdio};
 use crate::logs::{Ctl, Logs, Stream};
-use crate::supervise::{Action, Event, Exit, Machine, Policy, State, TimerKind};
+use crate::supervise::{
+    Action, Event, Exit, Health, HealthPolicy, Machine, Policy, ReadyMode, State, TIMER_KINDS,
+    TimerKind,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 mod bundles;
 
@@ -81,6 +91,35 @@ pub enum Request {
 pub enum Msg {
     Signal(i32),
     Request(Request, oneshot::Sender<Reply>),
+    /// A datagram on an app's notify socket.
+    Notify {
+        idx: usize,
+        text: String,
+    },
+    /// A newline on an app's readiness descriptor.
+    ReadyFd {
+        idx: usize,
+    },
+    /// A tcp/http health probe finished. `spawn` is the app's spawn count when it started.
+    Probe {
+        idx: usize,
+        spawn: u64,
+        result: Result<(), String>,
+    },
+    /// An exec health check ran out of time.
+    CheckTimeout {
+        pid: i32,
+    },
+}
+
+/// A state change, as streamed by `GET /v1/events`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StateEvent {
+    pub time: String,
+    pub app: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
 }
 
 struct Pipes {
@@ -92,26 +131,61 @@ struct App {
     name: Arc<str>,
     spec: Arc<AppSpec>,
     prepared: Result<Arc<Prepared>, String>,
+    /// The exec health check, prepared like the app (same user, environment, directory).
+    check: Option<Result<Arc<Prepared>, String>>,
     /// A new spec from `update`, applied at the next spawn (or at once when the app is down).
     pending: Option<AppSpec>,
     m: Machine,
     pid: Option<i32>,
     pgid: Option<i32>,
     pipes: Option<Pipes>,
+    /// sd_notify socket (the reader task is aborted on drop).
+    notify: Option<NotifyChannel>,
+    /// s6-style readiness pipe: paddock keeps the write end to hand to each child.
+    ready_w: Option<OwnedFd>,
     remove_when_down: bool,
     /// Bundle switch on `update` (see `bundles.rs`): the instance starting with the new bundle,
     /// the instance it replaces, and why the last switch failed.
     successor: Option<usize>,
     predecessor: Option<usize>,
     switch_note: Option<String>,
+    /// STATUS= from sd_notify.
+    status_text: String,
+    /// What the last health check said.
+    health_detail: String,
+    /// Why the current stop happens (for events and status).
+    stop_why: String,
+}
+
+struct NotifyChannel {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NotifyChannel {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 fn policy_of(spec: &AppSpec) -> Policy {
-    Policy {
-        restart: spec.restart.clone(),
-        stop_signal: spec.stop_signal,
-        stop_timeout: spec.stop_timeout,
-    }
+    let mut p = Policy::simple(spec.restart.clone(), spec.stop_signal, spec.stop_timeout);
+    p.ready = match spec.readiness.when {
+        ReadyWhen::Running => ReadyMode::Immediate,
+        ReadyWhen::Notify | ReadyWhen::Fd { .. } => ReadyMode::Signal,
+        ReadyWhen::Health => ReadyMode::Health,
+    };
+    p.ready_timeout = spec.readiness.timeout;
+    p.watchdog = spec.readiness.watchdog;
+    p.health = spec.health.as_ref().map(|h| HealthPolicy {
+        interval: h.interval,
+        start_period: h.start_period,
+        failures: h.failures,
+        successes: h.successes,
+    });
+    p.stop_with_deps = !spec.requires.is_empty();
+    p
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -133,22 +207,38 @@ struct Waiter {
     reply: oneshot::Sender<Reply>,
 }
 
+/// Which dependants a queued stop waits for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum StopScope {
+    /// Apps that `require` it (a single `stop`).
+    Requirers,
+    /// Every app that depends on it (`stop all`, shutdown).
+    AllDependants,
+}
+
 pub struct Supervisor {
     opts: Options,
     apps: Vec<Option<App>>,
     by_name: BTreeMap<String, usize>,
     pids: HashMap<i32, usize>,
+    /// Running exec health checks: pid → (app, spawn generation).
+    checks: HashMap<i32, (usize, u64)>,
     timers: BTreeSet<(Instant, usize, TimerKind)>,
     timer_of: HashMap<(usize, TimerKind), Instant>,
     origin: Instant,
     logs: Logs,
     devnull: OwnedFd,
     waiters: Vec<Waiter>,
+    /// Stops waiting for dependants to go down first.
+    stop_queue: BTreeMap<usize, StopScope>,
     shutting_down: bool,
     done: bool,
+    exit_code: i32,
     seed: u64,
     base_env: native::BaseEnv,
     bundle_cache: crate::bundle::verify::Cache,
+    tx: mpsc::UnboundedSender<Msg>,
+    events: broadcast::Sender<String>,
 }
 
 impl Supervisor {
@@ -156,23 +246,30 @@ impl Supervisor {
         opts: Options,
         specs: BTreeMap<String, AppSpec>,
         logs: Logs,
+        tx: mpsc::UnboundedSender<Msg>,
+        events: broadcast::Sender<String>,
     ) -> std::io::Result<Supervisor> {
         let mut s = Supervisor {
             opts,
             apps: vec![],
             by_name: BTreeMap::new(),
             pids: HashMap::new(),
+            checks: HashMap::new(),
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
             origin: Instant::now(),
             logs,
             devnull: native::dev_null()?,
             waiters: vec![],
+            stop_queue: BTreeMap::new(),
             shutting_down: false,
             done: false,
+            exit_code: 0,
             seed: std::process::id() as u64 ^ 0x5DEE_CE66_D1CE_F00D,
             base_env: native::BaseEnv::from_process(),
             bundle_cache: Default::default(),
+            tx,
+            events,
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -182,6 +279,53 @@ impl Supervisor {
 
     fn now(&self) -> Duration {
         self.origin.elapsed()
+    }
+
+    fn notify_path(&self, name: &str, idx: usize) -> PathBuf {
+        // A second instance of an app (during a bundle switch) gets a socket of its own.
+        let file = match self.by_name.get(name) {
+            Some(&i) if i != idx => format!("{name}.{idx}.sock"),
+            _ => format!("{name}.sock"),
+        };
+        self.opts.state_dir.join("notify").join(file)
+    }
+
+    /// The launch recipe of an app, with NOTIFY_SOCKET added when it signals readiness that way.
+    fn prepare(
+        &self,
+        spec: &AppSpec,
+        idx: usize,
+    ) -> (
+        Result<Arc<Prepared>, String>,
+        Option<Result<Arc<Prepared>, String>>,
+    ) {
+        let mut s = spec.clone();
+        if s.readiness.when == ReadyWhen::Notify {
+            s.env.insert(
+                "NOTIFY_SOCKET".into(),
+                self.notify_path(&spec.name, idx)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+        let app = Prepared::new(&s, &self.base_env).map(Arc::new);
+        let check = match spec.health.as_ref().map(|h| &h.probe) {
+            Some(Probe::Exec { command }) => {
+                let mut c = spec.clone();
+                c.program = match config::resolve_program(
+                    &command[0],
+                    spec.env.get("PATH").map(String::as_str),
+                    spec.workdir.as_deref(),
+                ) {
+                    Ok(p) => p,
+                    Err(e) => return (app, Some(Err(e))),
+                };
+                c.command = command.clone();
+                Some(Prepared::new(&c, &self.base_env).map(Arc::new))
+            }
+            _ => None,
+        };
+        (app, check)
     }
 
     fn add_app(&mut self, spec: AppSpec) -> usize {
@@ -194,19 +338,26 @@ impl Supervisor {
             app: name.clone(),
             spec: spec.logs.clone(),
         });
+        let (prepared, check) = self.prepare(&spec, self.apps.len());
         let app = App {
             name,
-            prepared: Prepared::new(&spec, &self.base_env).map(Arc::new),
+            prepared,
+            check,
             m: Machine::new(policy_of(&spec), self.seed),
             spec: Arc::new(spec),
             pending: None,
             pid: None,
             pgid: None,
             pipes: None,
+            notify: None,
+            ready_w: None,
             remove_when_down: false,
             successor: None,
             predecessor: None,
             switch_note: None,
+            status_text: String::new(),
+            health_detail: String::new(),
+            stop_why: String::new(),
         };
         let idx = self.apps.len();
         self.by_name.insert(app.spec.name.clone(), idx);
@@ -214,10 +365,14 @@ impl Supervisor {
         idx
     }
 
-    /// Starts every autostart app.
+    fn app_idxs(&self) -> Vec<usize> {
+        self.by_name.values().copied().collect()
+    }
+
+    /// Starts every autostart app (each waits for its dependencies by itself).
     pub fn autostart(&mut self) {
-        let idxs: Vec<usize> = self.by_name.values().copied().collect();
-        for idx in idxs {
+        self.refresh_deps();
+        for idx in self.app_idxs() {
             if self.apps[idx].as_ref().is_some_and(|a| a.spec.autostart) {
                 self.feed(idx, Event::Start);
             }
@@ -225,16 +380,22 @@ impl Supervisor {
     }
 
     fn apply_pending(&mut self, idx: usize) {
-        let Some(app) = self.apps[idx].as_mut() else {
+        let Some(spec) = self.apps[idx].as_mut().and_then(|a| a.pending.take()) else {
             return;
         };
-        let Some(spec) = app.pending.take() else {
+        let (prepared, check) = self.prepare(&spec, idx);
+        let Some(app) = self.apps[idx].as_mut() else {
             return;
         };
         if spec.logs.stdout != app.spec.logs.stdout || spec.logs.combine != app.spec.logs.combine {
             app.pipes = None; // recreated for the new mode at the next spawn
         }
-        app.prepared = Prepared::new(&spec, &self.base_env).map(Arc::new);
+        if spec.readiness != app.spec.readiness || spec.identity != app.spec.identity {
+            app.notify = None;
+            app.ready_w = None;
+        }
+        app.prepared = prepared;
+        app.check = check;
         app.m.policy = policy_of(&spec);
         self.logs.send(Ctl::Configure {
             app: app.name.clone(),
@@ -243,57 +404,197 @@ impl Supervisor {
         app.spec = Arc::new(spec);
     }
 
-    fn ensure_pipes(&mut self, idx: usize) -> std::io::Result<()> {
+    fn ensure_channels(&mut self, idx: usize) -> std::io::Result<()> {
+        let notify_path = self.apps[idx]
+            .as_ref()
+            .map(|a| self.notify_path(&a.name, idx));
+        let tx = self.tx.clone();
         let Some(app) = self.apps[idx].as_mut() else {
             return Ok(());
         };
-        if app.pipes.is_some() || app.spec.logs.stdout == StdoutMode::Inherit {
-            return Ok(());
-        }
-        let (out_r, out_w) = native::output_pipe()?;
-        self.logs
-            .spawn_reader(out_r, app.name.clone(), Stream::Out)?;
-        let err_w = if app.spec.logs.combine {
-            None
-        } else {
-            let (err_r, err_w) = native::output_pipe()?;
+        if app.pipes.is_none() && app.spec.logs.stdout != StdoutMode::Inherit {
+            let (out_r, out_w) = native::output_pipe()?;
             self.logs
-                .spawn_reader(err_r, app.name.clone(), Stream::Err)?;
-            Some(err_w)
-        };
-        app.pipes = Some(Pipes { out_w, err_w });
+                .spawn_reader(out_r, app.name.clone(), Stream::Out)?;
+            let err_w = if app.spec.logs.combine {
+                None
+            } else {
+                let (err_r, err_w) = native::output_pipe()?;
+                self.logs
+                    .spawn_reader(err_r, app.name.clone(), Stream::Err)?;
+                Some(err_w)
+            };
+            app.pipes = Some(Pipes { out_w, err_w });
+        }
+        match app.spec.readiness.when {
+            ReadyWhen::Notify if app.notify.is_none() => {
+                let path = notify_path.unwrap_or_default();
+                let sock =
+                    crate::health::notify_socket(&path, app.spec.identity.as_ref().map(|i| i.uid))?;
+                let task = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = sock.recv(&mut buf).await {
+                        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                        if tx.send(Msg::Notify { idx, text }).is_err() {
+                            return;
+                        }
+                    }
+                });
+                app.notify = Some(NotifyChannel { path, task });
+            }
+            ReadyWhen::Fd { .. } if app.ready_w.is_none() => {
+                let (r, w) = native::output_pipe()?;
+                // SAFETY: the AsyncFd owns the descriptor for its whole life.
+                let afd = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        r,
+                        tokio::io::Interest::READABLE,
+                    )
+                }
+                .map_err(std::io::Error::from)?;
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 512];
+                    loop {
+                        let Ok(mut guard) = afd.readable().await else {
+                            return;
+                        };
+                        match guard.try_io(|fd| {
+                            nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from)
+                        }) {
+                            Ok(Ok(0)) | Ok(Err(_)) => return,
+                            Ok(Ok(n)) => {
+                                if buf[..n].contains(&b'\n')
+                                    && tx.send(Msg::ReadyFd { idx }).is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Err(_would_block) => {}
+                        }
+                    }
+                });
+                app.ready_w = Some(w);
+            }
+            _ => {}
+        }
         Ok(())
     }
 
     fn do_spawn(&mut self, idx: usize) -> Result<i32, String> {
         self.apply_pending(idx);
-        self.ensure_pipes(idx)
-            .map_err(|e| format!("creating output pipes: {}", crate::util::io_reason(&e)))?;
+        self.ensure_channels(idx).map_err(|e| {
+            format!(
+                "setting up pipes and sockets: {}",
+                crate::util::io_reason(&e)
+            )
+        })?;
         let devnull = self.devnull.as_raw_fd();
         let Some(app) = self.apps[idx].as_mut() else {
             return Err("app removed".into());
         };
         let prepared = app.prepared.clone()?;
-        let io = match &app.pipes {
+        let mut io = match &app.pipes {
             Some(p) => {
                 let out = p.out_w.as_raw_fd();
                 Stdio {
                     stdin: Some(devnull),
                     stdout: Some(out),
                     stderr: Some(p.err_w.as_ref().map_or(out, |e| e.as_raw_fd())),
+                    extra: None,
                 }
             }
             None => Stdio {
                 stdin: Some(devnull),
                 stdout: None,
                 stderr: None,
+                extra: None,
             },
         };
+        if let (ReadyWhen::Fd { fd }, Some(w)) = (&app.spec.readiness.when, &app.ready_w) {
+            io.extra = Some((w.as_raw_fd(), *fd));
+        }
         let pid = native::spawn(&prepared, &io).map_err(|e| e.to_string())?;
         app.pid = Some(pid);
         app.pgid = Some(pid);
+        app.status_text.clear();
+        app.health_detail.clear();
         self.pids.insert(pid, idx);
         Ok(pid)
+    }
+
+    /// Starts one health check of an app; its result comes back as an event.
+    fn run_check(&mut self, idx: usize) {
+        let Some(app) = self.apps[idx].as_ref() else {
+            return;
+        };
+        let Some(h) = app.spec.health.clone() else {
+            return;
+        };
+        let spawn = app.m.spawns();
+        let tx = self.tx.clone();
+        match &h.probe {
+            Probe::Exec { .. } => {
+                let prepared = match app.check.clone() {
+                    Some(Ok(p)) => p,
+                    Some(Err(e)) => {
+                        return self.feed_health(idx, Err(format!("cannot run the check: {e}")));
+                    }
+                    None => return,
+                };
+                let d = self.devnull.as_raw_fd();
+                match native::spawn(
+                    &prepared,
+                    &Stdio {
+                        stdin: Some(d),
+                        stdout: Some(d),
+                        stderr: Some(d),
+                        extra: None,
+                    },
+                ) {
+                    Ok(pid) => {
+                        self.checks.insert(pid, (idx, spawn));
+                        tokio::spawn(async move {
+                            tokio::time::sleep(h.timeout).await;
+                            let _ = tx.send(Msg::CheckTimeout { pid });
+                        });
+                    }
+                    Err(e) => self.feed_health(idx, Err(format!("cannot run the check: {e}"))),
+                }
+            }
+            Probe::Tcp { address } => {
+                let address = address.clone();
+                tokio::spawn(async move {
+                    let result = crate::health::probe_tcp(&address, h.timeout).await;
+                    let _ = tx.send(Msg::Probe { idx, spawn, result });
+                });
+            }
+            Probe::Http {
+                host,
+                port,
+                path,
+                expect_body,
+            } => {
+                let (host, port, path, expect) =
+                    (host.clone(), *port, path.clone(), expect_body.clone());
+                tokio::spawn(async move {
+                    let result =
+                        crate::health::probe_http(&host, port, &path, expect.as_deref(), h.timeout)
+                            .await;
+                    let _ = tx.send(Msg::Probe { idx, spawn, result });
+                });
+            }
+        }
+    }
+
+    fn feed_health(&mut self, idx: usize, result: Result<(), String>) {
+        let Some(app) = self.apps[idx].as_mut() else {
+            return;
+        };
+        app.health_detail = match &result {
+            Ok(()) => "ok".into(),
+            Err(e) => e.clone(),
+        };
+        self.feed(idx, Event::Health(result.is_ok()));
     }
 
     fn arm(&mut self, idx: usize, kind: TimerKind, after: Duration) {
@@ -312,6 +613,9 @@ impl Supervisor {
     /// Feeds an event to one app's machine and carries out the actions, including the events
     /// they cause (a spawn's result).
     fn feed(&mut self, idx: usize, ev: Event) {
+        let Some(before) = self.apps[idx].as_ref().map(|a| a.m.state()) else {
+            return;
+        };
         let mut queue = VecDeque::from([ev]);
         let mut acts = Vec::with_capacity(4);
         while let Some(ev) = queue.pop_front() {
@@ -340,7 +644,6 @@ impl Supervisor {
                     },
                     Action::Signal(sig) => {
                         if let Some(pg) = self.apps[idx].as_ref().and_then(|a| a.pgid) {
-                            // Before its setsid the child has no group yet: signal it alone.
                             if unsafe { libc::kill(-pg, sig) } != 0 {
                                 unsafe { libc::kill(pg, sig) };
                             }
@@ -358,39 +661,186 @@ impl Supervisor {
                     }
                     Action::Arm(k, d) => self.arm(idx, k, d),
                     Action::Cancel(k) => self.cancel(idx, k),
+                    Action::RunHealthCheck => self.run_check(idx),
                 }
             }
         }
-        self.after_change(idx);
+        self.after_change(idx, before);
     }
 
-    fn after_change(&mut self, idx: usize) {
+    fn publish(&self, app: &App, from: State) {
+        let to = app.m.state();
+        let reason = match to {
+            State::Starting if app.m.waiting() => {
+                format!("waiting for {}", self.waiting_for(app).join(", "))
+            }
+            State::Starting => "starting".into(),
+            State::Running => format!("pid {}; waiting for readiness", app.pid.unwrap_or(0)),
+            State::Ready => format!("pid {}", app.pid.unwrap_or(0)),
+            State::Stopping => app.stop_why.clone(),
+            State::Backoff | State::Exited | State::Fatal | State::Stopped => {
+                app.m.last_exit().map(|e| e.describe()).unwrap_or_default()
+            }
+        };
+        if self.events.receiver_count() > 0 {
+            let ev = StateEvent {
+                time: crate::util::rfc3339_string(SystemTime::now()),
+                app: app.name.to_string(),
+                from: from.as_str().into(),
+                to: to.as_str().into(),
+                reason,
+            };
+            if let Ok(line) = serde_json::to_string(&ev) {
+                let _ = self.events.send(line);
+            }
+        }
+    }
+
+    fn after_change(&mut self, idx: usize, before: State) {
         self.switch_progress(idx);
         let Some(app) = self.apps[idx].as_ref() else {
             return;
         };
-        let (down, remove) = (app.m.state().is_down(), app.remove_when_down);
-        if down && app.pending.is_some() {
+        let (state, down, remove) = (app.m.state(), app.m.state().is_down(), app.remove_when_down);
+        if state != before {
+            if state == State::Stopping && app.stop_why.is_empty() {
+                if let Some(a) = self.apps[idx].as_mut() {
+                    a.stop_why = "stop requested".into();
+                }
+            }
+            if let Some(app) = self.apps[idx].as_ref() {
+                self.publish(app, before);
+            }
+            if state != State::Stopping {
+                if let Some(a) = self.apps[idx].as_mut() {
+                    a.stop_why.clear();
+                }
+            }
+            if state == State::Fatal
+                && !self.shutting_down
+                && self.apps[idx].as_ref().is_some_and(|a| a.spec.essential)
+            {
+                eprintln!(
+                    "paddock: essential app {} is FATAL: stopping everything",
+                    self.apps[idx].as_ref().map_or("?", |a| &a.name)
+                );
+                self.exit_code = 1;
+                self.begin_shutdown();
+            }
+            // Dependants see READY come and go.
+            if (state == State::Ready) != (before == State::Ready) || state == State::Fatal || down
+            {
+                self.refresh_deps();
+            }
+            self.run_stop_queue();
+        }
+        if down && self.apps[idx].as_ref().is_some_and(|a| a.pending.is_some()) {
             self.apply_pending(idx);
         }
         if down && remove {
             self.remove_app(idx);
         }
         self.check_waiters();
-        if self.shutting_down && self.apps.iter().flatten().all(|a| !a.m.alive()) {
+        if self.shutting_down
+            && self.stop_queue.is_empty()
+            && self.apps.iter().flatten().all(|a| !a.m.alive())
+        {
             self.done = true;
+        }
+    }
+
+    /// Names of an app's dependencies that are not ready, with their states.
+    fn waiting_for(&self, app: &App) -> Vec<String> {
+        app.spec
+            .after
+            .iter()
+            .chain(&app.spec.requires)
+            .filter_map(
+                |d| match self.by_name.get(d).and_then(|&i| self.apps[i].as_ref()) {
+                    Some(a)
+                        if a.m.state() == State::Ready
+                            && !self.stop_queue.contains_key(&self.by_name[d]) =>
+                    {
+                        None
+                    }
+                    Some(a) => Some(format!("{d}: {}", a.m.state().as_str().to_lowercase())),
+                    None => Some(format!("{d}: missing")),
+                },
+            )
+            .collect()
+    }
+
+    /// Tells every app whether its dependencies are ready, where that changed.
+    fn refresh_deps(&mut self) {
+        for idx in self.app_idxs() {
+            let Some(app) = self.apps[idx].as_ref() else {
+                continue;
+            };
+            if app.spec.after.is_empty() && app.spec.requires.is_empty() {
+                continue;
+            }
+            let ok = self.waiting_for(app).is_empty();
+            if ok != app.m.deps_ok() {
+                if !ok {
+                    if let Some(a) = self.apps[idx].as_mut() {
+                        a.stop_why = "a required app went away".into();
+                    }
+                }
+                self.feed(idx, Event::Deps(ok));
+            }
+        }
+    }
+
+    /// Apps that must be down before `idx` may stop.
+    fn blockers(&self, idx: usize, scope: StopScope) -> bool {
+        let Some(name) = self.apps[idx].as_ref().map(|a| a.spec.name.clone()) else {
+            return false;
+        };
+        self.apps.iter().flatten().any(|d| {
+            d.m.alive()
+                && match scope {
+                    StopScope::Requirers => d.spec.requires.contains(&name),
+                    StopScope::AllDependants => {
+                        d.spec.requires.contains(&name) || d.spec.after.contains(&name)
+                    }
+                }
+        })
+    }
+
+    /// Queues a stop; it starts once the apps depending on this one are down.
+    fn request_stop(&mut self, idx: usize, scope: StopScope) {
+        let prev = self.stop_queue.get(&idx).copied();
+        if prev != Some(StopScope::AllDependants) {
+            self.stop_queue.insert(idx, scope);
+        }
+        self.refresh_deps(); // dependants that `require` it stop now
+        self.run_stop_queue();
+    }
+
+    fn run_stop_queue(&mut self) {
+        loop {
+            let ready: Vec<usize> = self
+                .stop_queue
+                .iter()
+                .filter(|&(&i, &s)| !self.blockers(i, s))
+                .map(|(&i, _)| i)
+                .collect();
+            if ready.is_empty() {
+                return;
+            }
+            for idx in ready {
+                self.stop_queue.remove(&idx);
+                self.feed(idx, Event::Stop);
+            }
         }
     }
 
     fn remove_app(&mut self, idx: usize) {
         if let Some(app) = self.apps[idx].take() {
-            for k in [
-                TimerKind::Backoff,
-                TimerKind::StopTimeout,
-                TimerKind::Stable,
-            ] {
+            for k in TIMER_KINDS {
                 self.cancel(idx, k);
             }
+            self.stop_queue.remove(&idx);
             // `update` may have added a new app of the same name meanwhile: leave that one be.
             if self.by_name.get(&*app.name) == Some(&idx) {
                 self.by_name.remove(&*app.name);
@@ -400,6 +850,7 @@ impl Supervisor {
             }
             // Dropping the pipes closes paddock's write ends: the readers end at EOF.
         }
+        self.refresh_deps();
     }
 
     fn reap(&mut self) {
@@ -416,6 +867,20 @@ impl Supervisor {
             } else {
                 continue;
             };
+            if let Some((idx, spawn)) = self.checks.remove(&pid) {
+                if self.apps[idx]
+                    .as_ref()
+                    .is_some_and(|a| a.m.spawns() == spawn)
+                {
+                    let r = if exit.success() {
+                        Ok(())
+                    } else {
+                        Err(format!("check command: {}", exit.describe()))
+                    };
+                    self.feed_health(idx, r);
+                }
+                continue;
+            }
             self.exited(pid, exit);
         }
     }
@@ -440,7 +905,29 @@ impl Supervisor {
             }
             self.timers.remove(&(at, idx, kind));
             self.timer_of.remove(&(idx, kind));
+            if let Some(app) = self.apps[idx].as_mut() {
+                app.stop_why = match kind {
+                    TimerKind::ReadyTimeout => "not ready in time".into(),
+                    TimerKind::Watchdog => "watchdog expired".into(),
+                    _ => std::mem::take(&mut app.stop_why),
+                };
+            }
             self.feed(idx, Event::Timer(kind));
+        }
+    }
+
+    fn on_notify(&mut self, idx: usize, text: &str) {
+        for n in crate::health::parse_notify(text) {
+            match n {
+                crate::health::Notice::Ready => self.feed(idx, Event::Ready),
+                crate::health::Notice::Watchdog => self.feed(idx, Event::WatchdogPing),
+                crate::health::Notice::Status(s) => {
+                    if let Some(a) = self.apps[idx].as_mut() {
+                        a.status_text = s;
+                    }
+                }
+                crate::health::Notice::Stopping | crate::health::Notice::MainPid(_) => {}
+            }
         }
     }
 
@@ -487,7 +974,20 @@ impl Supervisor {
             State::Exited | State::Stopped => {
                 m.last_exit().map(|e| e.describe()).unwrap_or_default()
             }
-            _ => self.switch_message(app).unwrap_or_default(),
+            State::Starting if m.waiting() => {
+                format!("waiting for {}", self.waiting_for(app).join(", "))
+            }
+            State::Running | State::Ready if self.switch_message(app).is_some() => {
+                self.switch_message(app).unwrap_or_default()
+            }
+            State::Running => "waiting for readiness".into(),
+            State::Stopping => app.stop_why.clone(),
+            _ if m.health() == Health::Unhealthy || m.checks_failed() > 0 => format!(
+                "health check failing ({} in a row): {}",
+                m.checks_failed(),
+                app.health_detail
+            ),
+            _ => app.status_text.clone(),
         };
         AppStatus {
             name: app.name.to_string(),
@@ -502,6 +1002,13 @@ impl Supervisor {
             isolation: app.spec.isolation.as_str().into(),
             autostart: app.spec.autostart,
             command: app.spec.command.clone(),
+            health: app.spec.health.as_ref().map(|_| m.health()),
+            health_detail: app.spec.health.as_ref().map(|_| app.health_detail.clone()),
+            waiting_for: if m.waiting() {
+                self.waiting_for(app)
+            } else {
+                vec![]
+            },
         }
     }
 
@@ -512,7 +1019,7 @@ impl Supervisor {
             return Err(Reply::error(400, "name at least one app, or `all`"));
         }
         if names.iter().any(|n| n == "all") {
-            return Ok(self.by_name.values().copied().collect());
+            return Ok(self.app_idxs());
         }
         let mut out = vec![];
         for n in names {
@@ -533,59 +1040,14 @@ impl Supervisor {
         if self.waiters.is_empty() {
             return;
         }
-        let apps = &self.apps;
         let mut i = 0;
         while i < self.waiters.len() {
-            let w = &mut self.waiters[i];
-            for it in w.items.iter_mut().filter(|it| it.result.is_none()) {
-                let Some(app) = apps[it.idx].as_ref() else {
-                    it.result = Some(ActionResult {
-                        app: it.name.clone(),
-                        ok: false,
-                        state: "REMOVED".into(),
-                        message: "removed".into(),
-                    });
-                    continue;
-                };
-                let st = app.m.state();
-                let why = || app.m.last_exit().map(|e| e.describe()).unwrap_or_default();
-                it.result = match it.goal {
-                    Goal::Up if st == State::Running && app.m.spawns() > it.min_spawns => {
-                        Some(ActionResult {
-                            app: it.name.clone(),
-                            ok: true,
-                            state: st.as_str().into(),
-                            message: format!("started (pid {})", app.pid.unwrap_or(0)),
-                        })
-                    }
-                    Goal::Up
-                        if matches!(
-                            st,
-                            State::Backoff | State::Exited | State::Fatal | State::Stopped
-                        ) =>
-                    {
-                        let msg = match st {
-                            State::Backoff => format!("{}; retrying", why()),
-                            State::Fatal => format!("{}; gave up (FATAL)", why()),
-                            State::Exited => format!("exited at once: {}", why()),
-                            _ => "stopped before it was up".into(),
-                        };
-                        Some(ActionResult {
-                            app: it.name.clone(),
-                            ok: false,
-                            state: st.as_str().into(),
-                            message: msg,
-                        })
-                    }
-                    Goal::Down if st.is_down() => Some(ActionResult {
-                        app: it.name.clone(),
-                        ok: true,
-                        state: st.as_str().into(),
-                        message: "stopped".into(),
-                    }),
-                    _ => None,
-                };
+            let mut items = std::mem::take(&mut self.waiters[i].items);
+            for it in items.iter_mut().filter(|it| it.result.is_none()) {
+                it.result = self.wait_result(it);
             }
+            let w = &mut self.waiters[i];
+            w.items = items;
             if w.items.iter().all(|it| it.result.is_some()) || w.reply.is_closed() {
                 let w = self.waiters.swap_remove(i);
                 let results: Vec<ActionResult> =
@@ -601,11 +1063,74 @@ impl Supervisor {
         }
     }
 
+    fn wait_result(&self, it: &WaitItem) -> Option<ActionResult> {
+        let res = |ok: bool, st: State, message: String| {
+            Some(ActionResult {
+                app: it.name.clone(),
+                ok,
+                state: st.as_str().into(),
+                message,
+            })
+        };
+        let Some(app) = self.apps[it.idx].as_ref() else {
+            return Some(ActionResult {
+                app: it.name.clone(),
+                ok: false,
+                state: "REMOVED".into(),
+                message: "removed".into(),
+            });
+        };
+        let st = app.m.state();
+        let why = || app.m.last_exit().map(|e| e.describe()).unwrap_or_default();
+        match it.goal {
+            Goal::Up if st == State::Ready && app.m.spawns() > it.min_spawns => {
+                res(true, st, format!("started (pid {})", app.pid.unwrap_or(0)))
+            }
+            Goal::Up if st == State::Backoff => res(false, st, format!("{}; retrying", why())),
+            Goal::Up if st == State::Fatal => res(false, st, format!("{}; gave up (FATAL)", why())),
+            Goal::Up if st == State::Exited => res(false, st, format!("exited at once: {}", why())),
+            Goal::Up if st == State::Stopped => res(false, st, "stopped before it was up".into()),
+            Goal::Up if app.m.waiting() => {
+                // Waiting is fine while the dependencies are on their way; not if one is down.
+                let dead: Vec<String> = app
+                    .spec
+                    .after
+                    .iter()
+                    .chain(&app.spec.requires)
+                    .filter(|d| {
+                        self.by_name
+                            .get(*d)
+                            .and_then(|&i| self.apps[i].as_ref())
+                            .is_none_or(|a| a.m.state().is_down())
+                    })
+                    .cloned()
+                    .collect();
+                if dead.is_empty() {
+                    None
+                } else {
+                    res(
+                        false,
+                        st,
+                        format!(
+                            "waiting for {}, which {} not running: start {} first",
+                            dead.join(", "),
+                            if dead.len() == 1 { "is" } else { "are" },
+                            if dead.len() == 1 { "it" } else { "them" }
+                        ),
+                    )
+                }
+            }
+            Goal::Down if st.is_down() => res(true, st, "stopped".into()),
+            _ => None,
+        }
+    }
+
     fn act(&mut self, names: Vec<String>, verb: Verb, wait: bool, reply: oneshot::Sender<Reply>) {
         if self.shutting_down && verb != Verb::Stop {
             let _ = reply.send(Reply::error(409, "paddock is shutting down"));
             return;
         }
+        let all = names.iter().any(|n| n == "all");
         let idxs = match self.resolve(&names) {
             Ok(i) => i,
             Err(r) => {
@@ -627,7 +1152,7 @@ impl Supervisor {
                 result: None,
             };
             match verb {
-                Verb::Start if st == State::Running => {
+                Verb::Start if st == State::Ready => {
                     item.result = Some(ActionResult {
                         app: name,
                         ok: true,
@@ -647,7 +1172,14 @@ impl Supervisor {
                             message: "not running".into(),
                         });
                     } else {
-                        self.feed(idx, Event::Stop);
+                        self.request_stop(
+                            idx,
+                            if all {
+                                StopScope::AllDependants
+                            } else {
+                                StopScope::Requirers
+                            },
+                        );
                     }
                 }
             }
@@ -731,7 +1263,7 @@ impl Supervisor {
                 if let Some(app) = self.apps[idx].as_mut() {
                     app.remove_when_down = true;
                 }
-                self.feed(idx, Event::Stop);
+                self.request_stop(idx, StopScope::AllDependants);
             }
         }
         for name in &r.changed {
@@ -750,19 +1282,23 @@ impl Supervisor {
             app.pending = Some(spec);
             let st = app.m.state();
             // An app being stopped stays stopped: its new spec applies when it is down.
-            if st.is_up() {
+            if st.is_up() && !app.m.waiting() {
                 self.feed(idx, Event::Restart);
             } else {
                 self.apply_pending(idx);
             }
         }
+        let mut added = vec![];
         for name in &r.added {
             if let Some(spec) = new.remove(name) {
                 let autostart = spec.autostart;
-                let idx = self.add_app(spec);
-                if autostart {
-                    self.feed(idx, Event::Start);
-                }
+                added.push((self.add_app(spec), autostart));
+            }
+        }
+        self.refresh_deps();
+        for (idx, autostart) in added {
+            if autostart {
+                self.feed(idx, Event::Start);
             }
         }
         r.applied = true;
@@ -771,7 +1307,7 @@ impl Supervisor {
 
     fn metrics(&self) -> String {
         use std::fmt::Write;
-        let mut s = String::with_capacity(256 + self.by_name.len() * 400);
+        let mut s = String::with_capacity(256 + self.by_name.len() * 500);
         let apps: Vec<&App> = self
             .by_name
             .values()
@@ -800,6 +1336,35 @@ impl Supervisor {
                 u8::from(a.m.alive())
             );
         }
+        s.push_str(
+            "# HELP paddock_app_ready 1 if the app is READY.\n# TYPE paddock_app_ready gauge\n",
+        );
+        for a in &apps {
+            let _ = writeln!(
+                s,
+                "paddock_app_ready{{app=\"{}\"}} {}",
+                a.name,
+                u8::from(a.m.state() == State::Ready)
+            );
+        }
+        s.push_str("# HELP paddock_app_healthy Health check verdict: 1 healthy, 0 unhealthy, -1 unknown (apps with a [health] check only).\n# TYPE paddock_app_healthy gauge\n");
+        for a in apps.iter().filter(|a| a.spec.health.is_some()) {
+            let v = match a.m.health() {
+                Health::Healthy => 1,
+                Health::Unhealthy => 0,
+                Health::Unknown => -1,
+            };
+            let _ = writeln!(s, "paddock_app_healthy{{app=\"{}\"}} {v}", a.name);
+        }
+        s.push_str("# HELP paddock_app_health_failures Consecutive failed health checks.\n# TYPE paddock_app_health_failures gauge\n");
+        for a in apps.iter().filter(|a| a.spec.health.is_some()) {
+            let _ = writeln!(
+                s,
+                "paddock_app_health_failures{{app=\"{}\"}} {}",
+                a.name,
+                a.m.checks_failed()
+            );
+        }
         s.push_str("# HELP paddock_app_restarts_total Automatic restarts of each app.\n# TYPE paddock_app_restarts_total counter\n");
         for a in &apps {
             let _ = writeln!(
@@ -818,13 +1383,13 @@ impl Supervisor {
                 a.m.uptime(now).unwrap_or_default().as_secs_f64()
             );
         }
-        s.push_str("# HELP paddock_app_last_exit_code Exit code of the last exit (128+N for death by signal N, -1 for a failed spawn).\n# TYPE paddock_app_last_exit_code gauge\n");
+        s.push_str("# HELP paddock_app_last_exit_code Exit code of the last exit (128+N for death by signal N, -1 for a failed spawn or check).\n# TYPE paddock_app_last_exit_code gauge\n");
         for a in &apps {
             if let Some(e) = a.m.last_exit() {
                 let code = match e {
                     Exit::Code(c) => *c,
                     Exit::Signal(sg) => 128 + sg,
-                    Exit::SpawnFailed(_) => -1,
+                    Exit::SpawnFailed(_) | Exit::Failed(_) => -1,
                 };
                 let _ = writeln!(s, "paddock_app_last_exit_code{{app=\"{}\"}} {code}", a.name);
             }
@@ -835,7 +1400,7 @@ impl Supervisor {
     fn handle(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
         let r = match req {
             Request::Status(names) => match if names.is_empty() {
-                Ok(self.by_name.values().copied().collect()) // plain `status`: every app
+                Ok(self.app_idxs())
             } else {
                 self.resolve(&names)
             } {
@@ -930,6 +1495,7 @@ impl Supervisor {
         let _ = reply.send(r);
     }
 
+    /// Stops every app in reverse dependency order, then ends `run`.
     pub fn begin_shutdown(&mut self) {
         if self.shutting_down {
             return;
@@ -939,11 +1505,18 @@ impl Supervisor {
             self.by_name.len()
         );
         self.shutting_down = true;
-        let idxs: Vec<usize> = self.by_name.values().copied().collect();
-        for idx in idxs {
-            self.feed(idx, Event::Stop);
+        self.cancel_switches();
+        for idx in self.app_idxs() {
+            if self.apps[idx]
+                .as_ref()
+                .is_some_and(|a| !a.m.state().is_down())
+            {
+                self.stop_queue.insert(idx, StopScope::AllDependants);
+            }
         }
-        if self.apps.iter().flatten().all(|a| !a.m.alive()) {
+        self.refresh_deps();
+        self.run_stop_queue();
+        if self.stop_queue.is_empty() && self.apps.iter().flatten().all(|a| !a.m.alive()) {
             self.done = true;
         }
     }
@@ -961,17 +1534,17 @@ impl Supervisor {
         }
     }
 
-    /// Runs until shutdown completes.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    /// Runs until shutdown completes; returns paddock's exit code.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> i32 {
         self.autostart();
-        let running = self
+        let ready = self
             .apps
             .iter()
             .flatten()
-            .filter(|a| a.m.state() == State::Running)
+            .filter(|a| a.m.state() == State::Ready)
             .count();
         eprintln!(
-            "paddock: {running} of {} apps running, {:.1} ms after start",
+            "paddock: {ready} of {} apps ready, {:.1} ms after start",
             self.by_name.len(),
             self.origin.elapsed().as_secs_f64() * 1000.0
         );
@@ -990,10 +1563,43 @@ impl Supervisor {
                 None => break,
                 Some(Msg::Signal(sig)) => self.on_signal(sig),
                 Some(Msg::Request(req, reply)) => self.handle(req, reply),
+                Some(Msg::Notify { idx, text }) => self.on_notify(idx, &text),
+                Some(Msg::ReadyFd { idx }) => self.feed(idx, Event::Ready),
+                Some(Msg::Probe { idx, spawn, result }) => {
+                    if self.apps[idx]
+                        .as_ref()
+                        .is_some_and(|a| a.m.spawns() == spawn)
+                    {
+                        self.feed_health(idx, result);
+                    }
+                }
+                Some(Msg::CheckTimeout { pid }) => {
+                    if let Some((idx, spawn)) = self.checks.remove(&pid) {
+                        unsafe { libc::kill(-pid, libc::SIGKILL) };
+                        let timeout = self.apps[idx]
+                            .as_ref()
+                            .and_then(|a| a.spec.health.as_ref())
+                            .map(|h| h.timeout)
+                            .unwrap_or_default();
+                        if self.apps[idx]
+                            .as_ref()
+                            .is_some_and(|a| a.m.spawns() == spawn)
+                        {
+                            self.feed_health(
+                                idx,
+                                Err(format!(
+                                    "check command timed out after {}",
+                                    crate::config::units::format_duration(timeout)
+                                )),
+                            );
+                        }
+                    }
+                }
             }
         }
         self.logs.flush().await;
         let _ = std::fs::remove_file(&self.opts.socket);
+        self.exit_code
     }
 }
 
@@ -1033,8 +1639,8 @@ pub fn raise_nofile() {
     }
 }
 
-/// `paddock serve`.
-pub fn serve(opts: Options) -> Result<(), String> {
+/// `paddock serve`; returns the exit code (non-zero when an essential app failed).
+pub fn serve(opts: Options) -> Result<i32, String> {
     let specs = config::load_dirs(&opts.config_dirs).map_err(|errs| {
         let mut s = String::from("the configuration has errors; nothing was started:\n");
         for e in errs {
@@ -1053,8 +1659,9 @@ pub fn serve(opts: Options) -> Result<(), String> {
         // Orphans of our apps (double-forking daemons) are reparented to us, not to init.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    // One thread runs the supervisor, the control socket and the pipe readers: the supervisor is
-    // one task that owns all state, and a single thread keeps its memory in one malloc arena.
+    // One thread runs the supervisor, the control socket, probes and the pipe readers: the
+    // supervisor is one task that owns all state, and a single thread keeps its memory in one
+    // malloc arena.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -1070,8 +1677,15 @@ pub fn serve(opts: Options) -> Result<(), String> {
             )
         })?;
         let listener = crate::control::server::bind(&opts.socket)?;
-        let sup = Supervisor::new(opts.clone(), specs, logs.clone())
-            .map_err(|e| format!("cannot start: {e}"))?;
+        let (events, _) = broadcast::channel(1024);
+        let sup = Supervisor::new(
+            opts.clone(),
+            specs,
+            logs.clone(),
+            tx.clone(),
+            events.clone(),
+        )
+        .map_err(|e| format!("cannot start: {e}"))?;
         eprintln!(
             "paddock {}: supervising {} apps from {}; control socket {}",
             env!("CARGO_PKG_VERSION"),
@@ -1083,9 +1697,21 @@ pub fn serve(opts: Options) -> Result<(), String> {
                 .join(", "),
             opts.socket.display()
         );
-        tokio::spawn(crate::control::server::serve(listener, tx.clone(), logs));
-        sup.run(rx).await;
-        eprintln!("paddock: all apps stopped; exiting");
-        Ok(())
+        tokio::spawn(crate::control::server::serve(
+            listener,
+            tx.clone(),
+            logs,
+            events,
+        ));
+        let code = sup.run(rx).await;
+        eprintln!(
+            "paddock: all apps stopped; exiting{}",
+            if code != 0 {
+                " with status 1 (an essential app failed)"
+            } else {
+                ""
+            }
+        );
+        Ok(code)
     })
 }

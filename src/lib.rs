@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod driver;
+pub mod health;
 pub mod logs;
 pub mod supervise;
 pub mod util;

@@ -107,6 +107,8 @@ enum Cmd {
     Reread,
     /// Apply the app files on disk: add new apps, remove deleted ones, restart changed ones.
     Update,
+    /// Print state changes as they happen, one JSON object per line.
+    Events,
     /// Stop every app, then exit paddock.
     Shutdown {
         #[arg(long)]
@@ -150,7 +152,8 @@ fn main() -> ExitCode {
                 socket: cli.socket.clone(),
                 state_dir,
             }) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
                 Err(e) => fail(e),
             }
         }
@@ -244,6 +247,20 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Cmd::Events => match client.open("GET", "/v1/events", None) {
+            Ok((200, body)) => {
+                let mut out = std::io::stdout().lock();
+                for line in std::io::BufRead::lines(body) {
+                    let Ok(line) = line else { break };
+                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                        break;
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            Ok((status, _)) => fail(format!("paddock answered HTTP {status}")),
+            Err(e) => fail(e),
+        },
         Cmd::Reread => diff(&client, "GET", "/v1/reread"),
         Cmd::Update => diff(&client, "POST", "/v1/update"),
         Cmd::Shutdown { no_wait } => match client.request("POST", "/v1/shutdown", None) {
@@ -334,8 +351,8 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
             a.name, a.state, pid, up, a.restarts, info
         );
     }
-    // Like supervisorctl: non-zero when any listed app is not running.
-    if list.apps.iter().all(|a| a.state == "RUNNING") {
+    // Like supervisorctl: non-zero when any listed app is not up and ready.
+    if list.apps.iter().all(|a| a.state == "READY") {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)

@@ -325,7 +325,7 @@ fn two_builds_of_one_library_run_side_by_side() {
         &store,
     );
     for a in ["one", "two", "lib_path"] {
-        p.wait_state(a, "RUNNING", Duration::from_secs(10));
+        p.wait_state(a, "READY", Duration::from_secs(10));
     }
     let one = wait_log(&p, "one", "plugin=");
     let two = wait_log(&p, "two", "plugin=");
@@ -469,7 +469,7 @@ fn tampered_bundle_refuses_the_start_and_names_the_file() {
         )],
         &store,
     );
-    p.wait_state("a", "RUNNING", Duration::from_secs(10));
+    p.wait_state("a", "READY", Duration::from_secs(10));
     wait_log(&p, "a", "plugin=");
 
     // One byte of the bundled library, with its modification time put back: the ctime still
@@ -576,7 +576,7 @@ fn update_switches_to_a_new_bundle_without_a_gap() {
     );
     let p = serve("switch", &[("sw", &app)], &store);
     let first = p
-        .wait_state("sw", "RUNNING", Duration::from_secs(10))
+        .wait_state("sw", "READY", Duration::from_secs(10))
         .pid
         .unwrap();
     wait_for(Duration::from_secs(5), "pid file", || pidf.exists());
@@ -597,7 +597,7 @@ fn update_switches_to_a_new_bundle_without_a_gap() {
         "the new instance ran before the old one stopped: {ev:?}"
     );
     assert_eq!(ev[3], format!("stopped {first}"), "{ev:?}");
-    let st = p.wait_state("sw", "RUNNING", Duration::from_secs(5));
+    let st = p.wait_state("sw", "READY", Duration::from_secs(5));
     assert_ne!(st.pid, Some(first));
     assert!(!alive(first));
     assert_eq!(p.status().len(), 1);
@@ -618,7 +618,7 @@ fn update_switches_to_a_new_bundle_without_a_gap() {
     let st = p.app("sw");
     assert_eq!(
         (st.state.as_str(), st.pid),
-        ("RUNNING", Some(second)),
+        ("READY", Some(second)),
         "{st:?}"
     );
     assert!(
@@ -1057,7 +1057,7 @@ fn bundles_run_with_the_hosts_libraries_hidden() {
             .apps
     };
     let all_running = try_wait(Duration::from_secs(20), || {
-        status().iter().all(|a| a.state == "RUNNING")
+        status().iter().all(|a| a.state == "READY")
     });
     let st = status();
     assert!(all_running, "{st:?}\n{}", errlog());

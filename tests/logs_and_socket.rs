@@ -146,7 +146,7 @@ fn raw(p: &Paddock, bytes: &[u8]) -> String {
 #[test]
 fn socket_survives_garbage() {
     let p = Paddock::with_apps("garbage", &[("a", "command = [\"/bin/sleep\", \"1001\"]")]).start();
-    let pid = p.wait_state("a", "RUNNING", Duration::from_secs(5)).pid;
+    let pid = p.wait_state("a", "READY", Duration::from_secs(5)).pid;
     assert!(raw(&p, b"\x00\x01\x02garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
     assert!(
         raw(
@@ -197,7 +197,7 @@ fn socket_survives_garbage() {
     }
     let st = p.app("a");
     assert_eq!(st.pid, pid);
-    assert_eq!(st.state, "RUNNING");
+    assert_eq!(st.state, "READY");
     let m = p.client.request("GET", "/metrics", None).unwrap();
     assert!(
         m.body.contains("paddock_app_restarts_total{app=\"a\"} 0"),
@@ -206,7 +206,7 @@ fn socket_survives_garbage() {
     );
     assert!(
         m.body
-            .contains("paddock_app_state{app=\"a\",state=\"RUNNING\"} 1")
+            .contains("paddock_app_state{app=\"a\",state=\"READY\"} 1")
     );
 }
 
@@ -257,7 +257,7 @@ fn other_uids_are_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(p.app("a").state, "RUNNING");
+    assert_eq!(p.app("a").state, "READY");
 }
 
 #[test]
@@ -273,7 +273,7 @@ fn a_thousand_apps() {
     let p = p.start();
     wait_for(Duration::from_secs(60), "1000 apps running", || {
         let s = p.status();
-        s.len() == 1000 && s.iter().all(|a| a.state == "RUNNING")
+        s.len() == 1000 && s.iter().all(|a| a.state == "READY")
     });
     eprintln!(
         "1000 apps running after {:?} (includes test polling)",

@@ -171,7 +171,7 @@ fn stop_escalates_to_sigkill_and_kills_grandchildren() {
         pids.display()
     );
     let p = Paddock::with_apps("stubborn", &[("stubborn", &app)]).start();
-    let st = p.wait_state("stubborn", "RUNNING", Duration::from_secs(5));
+    let st = p.wait_state("stubborn", "READY", Duration::from_secs(5));
     wait_for(Duration::from_secs(5), "grandchildren", || {
         read_lines(&pids).len() == 2
     });
@@ -211,7 +211,7 @@ fn stop_signal_is_honoured() {
         marker.display()
     );
     let p = Paddock::with_apps("stopsig", &[("a", &app)]).start();
-    p.wait_state("a", "RUNNING", Duration::from_secs(5));
+    p.wait_state("a", "READY", Duration::from_secs(5));
     let out = p.cli(&["stop", "a"]);
     assert!(out.status.success());
     assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "int");
@@ -230,7 +230,7 @@ fn update_adds_removes_and_restarts_only_changed_apps() {
     )
     .start();
     for a in ["keep", "change", "gone"] {
-        p.wait_state(a, "RUNNING", Duration::from_secs(5));
+        p.wait_state(a, "READY", Duration::from_secs(5));
     }
     let keep_pid = p.app("keep").pid.unwrap();
     let change_pid = p.app("change").pid.unwrap();
@@ -262,13 +262,13 @@ fn update_adds_removes_and_restarts_only_changed_apps() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    p.wait_state("added", "RUNNING", Duration::from_secs(5));
+    p.wait_state("added", "READY", Duration::from_secs(5));
     wait_for(Duration::from_secs(5), "changed app restarted", || {
         p.app("change").pid.is_some_and(|x| x != change_pid)
     });
     let ch = p.app("change");
     assert_eq!(ch.command, vec!["/bin/sleep", "2002"]);
-    assert_eq!(ch.state, "RUNNING");
+    assert_eq!(ch.state, "READY");
     assert_eq!(
         p.app("keep").pid,
         Some(keep_pid),
@@ -291,8 +291,8 @@ fn broken_file_on_update_changes_nothing() {
         ],
     )
     .start();
-    p.wait_state("a", "RUNNING", Duration::from_secs(5));
-    p.wait_state("b", "RUNNING", Duration::from_secs(5));
+    p.wait_state("a", "READY", Duration::from_secs(5));
+    p.wait_state("b", "READY", Duration::from_secs(5));
     let before: Vec<(String, Option<i32>)> =
         p.status().into_iter().map(|a| (a.name, a.pid)).collect();
     p.write_app(
@@ -324,10 +324,10 @@ fn broken_file_on_update_changes_nothing() {
 #[test]
 fn sighup_updates() {
     let p = Paddock::with_apps("hup", &[("a", "command = [\"/bin/sleep\", \"1001\"]")]).start();
-    p.wait_state("a", "RUNNING", Duration::from_secs(5));
+    p.wait_state("a", "READY", Duration::from_secs(5));
     p.write_app("b", "command = [\"/bin/sleep\", \"1002\"]");
     unsafe { libc::kill(p.pid(), libc::SIGHUP) };
-    p.wait_state("b", "RUNNING", Duration::from_secs(5));
+    p.wait_state("b", "READY", Duration::from_secs(5));
 }
 
 #[test]
@@ -336,11 +336,11 @@ fn orphans_are_reaped_and_never_taken_for_apps() {
     // inherits and reaps it, and the app itself is untouched.
     let app = "command = [\"/bin/sh\", \"-c\", \"(sh -c 'sleep 0.2; exit 7' &); exec sleep 1000\"]";
     let p = Paddock::with_apps("orphans", &[("a", app)]).start();
-    let st = p.wait_state("a", "RUNNING", Duration::from_secs(5));
+    let st = p.wait_state("a", "READY", Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(800));
     let st2 = p.app("a");
     assert_eq!(st2.pid, st.pid);
-    assert_eq!(st2.state, "RUNNING");
+    assert_eq!(st2.state, "READY");
     assert_eq!(st2.restarts, 0);
     let zombies: Vec<_> = children_of(p.pid())
         .into_iter()
@@ -360,11 +360,11 @@ fn sigterm_stops_every_app_and_exits_zero() {
     )
     .start();
     let a = p
-        .wait_state("a", "RUNNING", Duration::from_secs(5))
+        .wait_state("a", "READY", Duration::from_secs(5))
         .pid
         .unwrap();
     let b = p
-        .wait_state("b", "RUNNING", Duration::from_secs(5))
+        .wait_state("b", "READY", Duration::from_secs(5))
         .pid
         .unwrap();
     let sock = p.socket();
@@ -390,7 +390,7 @@ fn cli_start_stop_restart_signal_pid() {
         ],
     )
     .start();
-    p.wait_state("b", "RUNNING", Duration::from_secs(5));
+    p.wait_state("b", "READY", Duration::from_secs(5));
     assert_eq!(p.app("a").state, "STOPPED");
     let out = p.cli(&["start", "a"]);
     assert!(out.status.success());
@@ -435,7 +435,7 @@ fn cli_start_stop_restart_signal_pid() {
     }
     let out = p.cli(&["stop", "all"]);
     assert!(out.status.success());
-    assert!(p.status().iter().all(|a| a.state != "RUNNING"));
+    assert!(p.status().iter().all(|a| a.state != "READY"));
     let out = p.cli(&["start", "nosuch"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no such app: nosuch"));
@@ -580,7 +580,7 @@ fn user_and_group_drop_privileges() {
         out.display()
     );
     let p = Paddock::with_apps("user", &[("u", &app)]).start();
-    p.wait_state("u", "RUNNING", Duration::from_secs(5));
+    p.wait_state("u", "READY", Duration::from_secs(5));
     wait_for(Duration::from_secs(5), "id output", || {
         read_lines(&out).len() == 3
     });
@@ -601,7 +601,7 @@ fn children_get_only_stdio_and_the_original_fd_limit() {
     .start();
     for app in ["a", "b"] {
         let pid = p
-            .wait_state(app, "RUNNING", Duration::from_secs(5))
+            .wait_state(app, "READY", Duration::from_secs(5))
             .pid
             .unwrap();
         let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -667,7 +667,7 @@ fn an_idle_paddock_never_wakes_up() {
     let app = "command = [\"/bin/sleep\", \"1000\"]\n[restart]\nstable_after = \"100ms\"\n";
     let p = Paddock::with_apps("idle", &[("a", app), ("b", app), ("c", app)]).start();
     for a in ["a", "b", "c"] {
-        p.wait_state(a, "RUNNING", Duration::from_secs(5));
+        p.wait_state(a, "READY", Duration::from_secs(5));
     }
     std::thread::sleep(Duration::from_millis(700)); // stable timers fire, connections close
     let before = ctxt_switches(p.pid());
@@ -692,7 +692,7 @@ fn a_chatty_app_does_not_slow_down_supervision() {
         "[restart]\nbackoff_initial = \"10ms\"\nbackoff_max = \"10ms\"\nmax_failures = 0\n",
     );
     let p = Paddock::with_apps("chatty", &[("chatty", chatty), ("crasher", &crasher)]).start();
-    p.wait_state("chatty", "RUNNING", Duration::from_secs(5));
+    p.wait_state("chatty", "READY", Duration::from_secs(5));
     let n0 = read_lines(&counter).len();
     let t = Instant::now();
     let mut slowest = Duration::ZERO;

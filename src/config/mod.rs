@@ -2,6 +2,7 @@
 //! refused), validation with `file:line:col` errors that name the key, loading a directory, and the
 //! diff used by `reread` / `update`.
 
+pub mod health;
 pub mod units;
 
 use serde::{Deserialize, Serialize};
@@ -122,6 +123,28 @@ pub struct AppSpec {
     pub bundle: Option<crate::bundle::launch::BundleLaunch>,
     pub restart: RestartSpec,
     pub logs: LogSpec,
+    /// Start only once these apps are ready.
+    pub after: Vec<String>,
+    /// Like `after`, and also stop when one of these stops or goes FATAL (start again when back).
+    pub requires: Vec<String>,
+    /// If this app goes FATAL, paddock stops everything and exits non-zero.
+    pub essential: bool,
+    pub readiness: health::ReadinessSpec,
+    pub health: Option<health::HealthSpec>,
+    /// Line of the `after`/`requires` key, for dependency errors found across files.
+    #[serde(skip)]
+    pub deps_line: Ignored<usize>,
+}
+
+/// A value carried along but never part of equality: moving a key to another line is not a
+/// change of the app.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Ignored<T>(pub T);
+
+impl<T> PartialEq for Ignored<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Deserialize)]
@@ -141,6 +164,11 @@ struct RawApp {
     launch: Option<Spanned<String>>,
     restart: Option<RawRestart>,
     logs: Option<RawLogs>,
+    after: Option<Spanned<Vec<String>>>,
+    requires: Option<Spanned<Vec<String>>>,
+    essential: Option<bool>,
+    readiness: Option<Spanned<health::RawReadiness>>,
+    health: Option<health::RawHealth>,
 }
 
 #[derive(Deserialize)]
@@ -230,14 +258,19 @@ fn key_at(src: &str, offset: usize) -> Option<String> {
     })
 }
 
-struct FileCtx<'a> {
+pub(crate) struct FileCtx<'a> {
     file: &'a Path,
     src: &'a str,
     errors: Vec<ConfigError>,
 }
 
 impl FileCtx<'_> {
-    fn err_at(&mut self, span: Option<std::ops::Range<usize>>, key: &str, msg: impl Into<String>) {
+    pub(crate) fn err_at(
+        &mut self,
+        span: Option<std::ops::Range<usize>>,
+        key: &str,
+        msg: impl Into<String>,
+    ) {
         let (line, col) = span.map_or((0, 0), |s| line_col(self.src, s.start));
         let key = if key.is_empty() {
             String::new()
@@ -611,10 +644,30 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         }
     }
 
+    let health = health::health(&mut cx, raw.health.as_ref());
+    let readiness = health::readiness(&mut cx, raw.readiness.as_ref(), raw.health.is_some());
+
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
+    let deps_line = Ignored(
+        raw.requires
+            .as_ref()
+            .or(raw.after.as_ref())
+            .map_or(0, |s| line_col(src, s.span().start).0),
+    );
+    let mut requires: Vec<String> = raw.requires.map(|r| r.into_inner()).unwrap_or_default();
+    requires.dedup();
+    let mut after: Vec<String> = raw.after.map(|r| r.into_inner()).unwrap_or_default();
+    after.retain(|a| !requires.contains(a));
+    after.dedup();
     Ok(AppSpec {
+        after,
+        requires,
+        essential: raw.essential.unwrap_or(false),
+        readiness,
+        health,
+        deps_line,
         name: name.to_string(),
         file: file.to_path_buf(),
         command,
@@ -755,6 +808,9 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<BTreeMap<String, AppSpec>, Vec<Conf
                 Err(mut e) => errors.append(&mut e),
             }
         }
+    }
+    if errors.is_empty() {
+        errors = health::check_graph(&apps);
     }
     if errors.is_empty() {
         Ok(apps)

@@ -25,6 +25,15 @@ pub struct AppStatus {
     pub isolation: String,
     pub autostart: bool,
     pub command: Vec<String>,
+    /// Health check verdict (`healthy`, `unhealthy`, `unknown`); absent without a check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::supervise::Health>,
+    /// What the last health check said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_detail: Option<String>,
+    /// Dependencies not ready yet, as "name: state" (while STARTING without a process).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting_for: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

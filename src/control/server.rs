@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// How long a client may take to send its request.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
@@ -53,7 +53,12 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
-pub async fn serve(listener: UnixListener, sup: mpsc::UnboundedSender<Msg>, logs: Logs) {
+pub async fn serve(
+    listener: UnixListener,
+    sup: mpsc::UnboundedSender<Msg>,
+    logs: Logs,
+    events: broadcast::Sender<String>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -62,10 +67,11 @@ pub async fn serve(listener: UnixListener, sup: mpsc::UnboundedSender<Msg>, logs
         };
         let sup = sup.clone();
         let logs = logs.clone();
+        let events = events.clone();
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 tokio::spawn(async move {
-                    connection(stream, sup, logs).await;
+                    connection(stream, sup, logs, events).await;
                     drop(permit);
                 });
             }
@@ -110,7 +116,12 @@ fn allowed(s: &UnixStream) -> bool {
     }
 }
 
-async fn connection(mut s: UnixStream, sup: mpsc::UnboundedSender<Msg>, logs: Logs) {
+async fn connection(
+    mut s: UnixStream,
+    sup: mpsc::UnboundedSender<Msg>,
+    logs: Logs,
+    events: broadcast::Sender<String>,
+) {
     if !allowed(&s) {
         let uid = s.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
         let _ = write_reply(
@@ -136,6 +147,9 @@ async fn connection(mut s: UnixStream, sup: mpsc::UnboundedSender<Msg>, logs: Lo
     };
     if let Some((name, stream, lines, follow)) = log_route(&req) {
         return tail(s, sup, logs, name, stream, lines, follow).await;
+    }
+    if req.method == "GET" && req.path.trim_matches('/') == "v1/events" {
+        return stream_events(s, events.subscribe()).await;
     }
     let reply = match route(&req) {
         Ok(request) => ask(&sup, request).await,
@@ -311,4 +325,38 @@ async fn tail(
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// `GET /v1/events`: every state change from now on, one JSON object per line, until the client
+/// goes away. A client too slow to keep up is told how many events it missed.
+async fn stream_events(s: UnixStream, mut rx: broadcast::Receiver<String>) {
+    let (mut rd, mut wr) = s.into_split();
+    if wr
+        .write_all(http::response_head(200, "application/x-ndjson", None).as_bytes())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut scratch = [0u8; 256];
+    let mut client_open = true;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                let line = match ev {
+                    Ok(l) => l,
+                    Err(broadcast::error::RecvError::Lagged(n)) => format!("{{\"lagged\":{n}}}"),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if wr.write_all(line.as_bytes()).await.is_err() || wr.write_all(b"\n").await.is_err() {
+                    return;
+                }
+            }
+            n = rd.read(&mut scratch), if client_open => match n {
+                Ok(0) => client_open = false,
+                Ok(_) => {}
+                Err(_) => return,
+            },
+        }
+    }
 }

@@ -6,10 +6,10 @@
 //! start (`Event::SpawnRefused`): the app goes `FATAL` at once, with the file named, and is not
 //! retried until an operator starts it.
 //!
-//! **Switch.** When `update` gives a `RUNNING` app a different bundle id, the old instance is not
-//! stopped first. A second instance (a hidden app slot with the new spec, the *successor*) is
-//! started; once it is `RUNNING` it takes the app's name and the old instance is stopped and
-//! dropped. If the successor gives up (`FATAL`, `EXITED`), it is dropped and the old instance
+//! **Switch.** When `update` gives a running app (`RUNNING` or `READY`) a different bundle id,
+//! the old instance is not stopped first. A second instance (a hidden app slot with the new
+//! spec, the *successor*, with its own notify socket) is started; once it is `READY` it takes the
+//! app's name and the old instance is stopped and dropped. If the successor gives up (`FATAL`, `EXITED`), it is dropped and the old instance
 //! keeps running, with the failure in its status message; the next `update` tries again. If the
 //! old instance goes down meanwhile (stopped by an operator, shutdown), the switch is called
 //! off and the app takes the new settings, as any changed app that is down does.
@@ -41,7 +41,7 @@ impl Supervisor {
             return false;
         };
         !self.shutting_down
-            && app.m.state() == State::Running
+            && matches!(app.m.state(), State::Running | State::Ready)
             && app.m.alive()
             && app.spec.bundle.as_ref().map(|b| &b.id) != Some(&nb.id)
     }
@@ -73,7 +73,7 @@ impl Supervisor {
         };
         if let Some(old) = app.predecessor {
             let st = app.m.state();
-            if st == State::Running && app.m.alive() && !self.shutting_down {
+            if st == State::Ready && app.m.alive() && !self.shutting_down {
                 self.commit_switch(old, idx);
             } else if st.is_down() {
                 self.abandon_switch(old, idx);
@@ -146,6 +146,13 @@ impl Supervisor {
             });
         }
         self.remove_app(new);
+    }
+
+    /// Calls off every switch in progress (shutdown).
+    pub(super) fn cancel_switches(&mut self) {
+        for idx in 0..self.apps.len() {
+            self.cancel_successor(idx);
+        }
     }
 
     /// Calls off a switch in progress: the successor is stopped and dropped.

@@ -189,12 +189,15 @@ impl Prepared {
     }
 }
 
-/// File descriptors for the child's fd 0, 1, 2; `None` keeps paddock's own.
+/// File descriptors for the child's fd 0, 1, 2 (`None` keeps paddock's own), and optionally one
+/// more descriptor handed over at a chosen number (the s6-style readiness descriptor).
 #[derive(Clone, Copy, Default)]
 pub struct Stdio {
     pub stdin: Option<RawFd>,
     pub stdout: Option<RawFd>,
     pub stderr: Option<RawFd>,
+    /// (paddock's descriptor, number in the child)
+    pub extra: Option<(RawFd, RawFd)>,
 }
 
 /// The open-file limit children get: paddock raises its own (it holds a few descriptors per
@@ -209,13 +212,15 @@ pub fn set_child_nofile(soft: u64, hard: u64) {
     CHILD_NOFILE[1].store(hard, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Descriptors 3..=6 are kept for handing stdin, stdout, stderr and the report pipe to a child
+/// Descriptors 3..=7 are kept for handing stdin, stdout, stderr, the report pipe and the extra
+/// descriptor to a child
 /// (see `reserve_low_fds`).
 const SLOT_IN: RawFd = 3;
 const SLOT_OUT: RawFd = 4;
 const SLOT_ERR: RawFd = 5;
 const SLOT_REPORT: RawFd = 6;
-const FIRST_FREE: RawFd = 7;
+const SLOT_EXTRA: RawFd = 7;
+const FIRST_FREE: RawFd = 8;
 static PLACEHOLDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 /// Makes spawning cost the same with 10 or 10,000 open descriptors in paddock.
@@ -240,7 +245,7 @@ pub fn reserve_low_fds() -> std::io::Result<()> {
         if placeholder < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        for slot in SLOT_IN..=SLOT_REPORT {
+        for slot in SLOT_IN..=SLOT_EXTRA {
             if libc::fcntl(slot, libc::F_GETFD) >= 0
                 && libc::fcntl(slot, libc::F_DUPFD_CLOEXEC, FIRST_FREE) < 0
             {
@@ -260,7 +265,7 @@ fn errno() -> i32 {
 }
 
 /// The child side. Only async-signal-safe libc calls: no allocation, no locks.
-unsafe fn child(p: &Prepared, io: &Stdio, report: RawFd, slots: bool) -> ! {
+unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool) -> ! {
     unsafe fn fail(report: RawFd, step: Step) -> ! {
         let e = errno();
         let mut msg = [0u8; 5];
@@ -318,13 +323,29 @@ unsafe fn child(p: &Prepared, io: &Stdio, report: RawFd, slots: bool) -> ! {
             };
             libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
         }
+        if let Some((src, target)) = io.extra {
+            if target == report {
+                report = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, FIRST_FREE);
+                if report < 0 {
+                    libc::_exit(127);
+                }
+            }
+            let r = if src == target {
+                libc::fcntl(target, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(src, target)
+            };
+            if r < 0 {
+                fail(report, Step::Stdio);
+            }
+        }
         if slots {
-            libc::syscall(
-                libc::SYS_close_range,
-                SLOT_IN as libc::c_uint,
-                SLOT_ERR as libc::c_uint,
-                0,
-            );
+            let keep = io.extra.map_or(-1, |(_, t)| t);
+            for fd in SLOT_IN..=SLOT_EXTRA {
+                if fd != keep && fd != report {
+                    libc::close(fd);
+                }
+            }
         }
         if let Some(w) = &p.workdir {
             if libc::chdir(w.as_ptr()) < 0 {
@@ -447,10 +468,14 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
             }
         }
         unsafe { libc::dup3(wr.as_raw_fd(), SLOT_REPORT, libc::O_CLOEXEC) };
+        if let Some((src, _)) = io.extra {
+            unsafe { libc::dup3(src, SLOT_EXTRA, libc::O_CLOEXEC) };
+        }
         slot_io = Stdio {
             stdin: io.stdin.map(|_| SLOT_IN),
             stdout: io.stdout.map(|_| SLOT_OUT),
             stderr: io.stderr.map(|_| SLOT_ERR),
+            extra: io.extra.map(|(_, t)| (SLOT_EXTRA, t)),
         };
         ChildArgs {
             p,
@@ -481,7 +506,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if slots {
             // Park the slots again: paddock must not keep the child's pipe ends open.
-            for slot in SLOT_IN..=SLOT_REPORT {
+            for slot in SLOT_IN..=SLOT_EXTRA {
                 libc::dup3(placeholder, slot, libc::O_CLOEXEC);
             }
         }

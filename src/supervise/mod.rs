@@ -1,7 +1,8 @@
 //! The supervision state machine of one app: pure and deterministic.
 //!
-//! Events go in (operator commands, spawn results, process exits, timers firing) and actions come
-//! out (spawn, signal the process group, kill it, arm or cancel a timer). It reads no clock (the
+//! Events go in (operator commands, dependency changes, spawn results, readiness signals, health
+//! check results, process exits, timers firing) and actions come out (spawn, signal the process
+//! group, kill it, arm or cancel a timer, run a health check). It reads no clock (the
 //! caller passes `now`), does no I/O and draws jitter from its own seeded generator, so unit tests
 //! drive thousands of crash/restart/stop sequences through it in milliseconds.
 
@@ -17,10 +18,12 @@ pub type Time = Duration;
 pub enum State {
     /// Not running, and not asked to.
     Stopped,
-    /// Asked to run; the process is being started.
+    /// Asked to run: waiting for its dependencies, or being spawned.
     Starting,
-    /// The process runs.
+    /// The process runs; its readiness condition does not hold yet.
     Running,
+    /// The process runs and is ready (at once, for apps without a readiness condition).
+    Ready,
     /// Waiting for the backoff delay before the next start.
     Backoff,
     /// Stop signal sent; waiting for the process to exit (SIGKILL after `stop_timeout`).
@@ -37,6 +40,7 @@ impl State {
             State::Stopped => "STOPPED",
             State::Starting => "STARTING",
             State::Running => "RUNNING",
+            State::Ready => "READY",
             State::Backoff => "BACKOFF",
             State::Stopping => "STOPPING",
             State::Exited => "EXITED",
@@ -45,7 +49,10 @@ impl State {
     }
     /// Up, or on its way up by itself.
     pub fn is_up(self) -> bool {
-        matches!(self, State::Starting | State::Running | State::Backoff)
+        matches!(
+            self,
+            State::Starting | State::Running | State::Ready | State::Backoff
+        )
     }
     /// At rest: nothing will happen without a command.
     pub fn is_down(self) -> bool {
@@ -61,6 +68,9 @@ pub enum Exit {
     Signal(i32),
     /// The process could not be started at all (exec failed, bad user, …).
     SpawnFailed(String),
+    /// paddock stopped it because it failed a check: not ready in time, failing health checks,
+    /// a silent watchdog.
+    Failed(String),
 }
 
 impl Exit {
@@ -72,6 +82,7 @@ impl Exit {
             Exit::Code(c) => format!("exit status {c}"),
             Exit::Signal(s) => format!("killed by {}", crate::config::units::signal_name(*s)),
             Exit::SpawnFailed(e) => format!("spawn failed: {e}"),
+            Exit::Failed(why) => format!("stopped by paddock: {why}"),
         }
     }
 }
@@ -82,15 +93,32 @@ pub enum TimerKind {
     Backoff,
     /// End of `stop_timeout`: SIGKILL the group.
     StopTimeout,
-    /// `stable_after` of uptime reached: forget past failures.
+    /// `stable_after` of ready (and healthy) uptime reached: forget past failures.
     Stable,
+    /// `readiness.timeout` reached without readiness.
+    ReadyTimeout,
+    /// No `WATCHDOG=1` for `readiness.watchdog`.
+    Watchdog,
+    /// Time for the next health check.
+    HealthCheck,
 }
+
+pub const TIMER_KINDS: [TimerKind; 6] = [
+    TimerKind::Backoff,
+    TimerKind::StopTimeout,
+    TimerKind::Stable,
+    TimerKind::ReadyTimeout,
+    TimerKind::Watchdog,
+    TimerKind::HealthCheck,
+];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Start,
     Stop,
     Restart,
+    /// The app's dependencies are (true) or are no longer (false) all ready.
+    Deps(bool),
     /// The spawn requested by `Action::Spawn` succeeded.
     Spawned,
     /// The spawn requested by `Action::Spawn` failed.
@@ -101,13 +129,19 @@ pub enum Event {
     SpawnRefused(String),
     /// The app's main process exited.
     Exited(Exit),
+    /// The app signalled readiness (`READY=1`, a newline on its readiness descriptor).
+    Ready,
+    /// `WATCHDOG=1` from the app.
+    WatchdogPing,
+    /// The result of the health check requested by `Action::RunHealthCheck`.
+    Health(bool),
     Timer(TimerKind),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Start the process; answer with `Event::Spawned` once it has exec'd, or with
-    /// `Event::SpawnFailed`. From this action on the process counts as alive.
+    /// Start the process; answer with `Event::Spawned` or `Event::SpawnFailed`. From this action
+    /// on the process counts as alive.
     Spawn,
     /// Send this signal to the app's process group.
     Signal(i32),
@@ -115,26 +149,84 @@ pub enum Action {
     KillGroup,
     Arm(TimerKind, Duration),
     Cancel(TimerKind),
+    /// Run one health check; answer with `Event::Health`.
+    RunHealthCheck,
 }
 
-/// Restart and stop parameters the machine needs (a slice of the app spec).
+/// How readiness is decided (the mechanism — socket, descriptor — is the caller's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyMode {
+    /// Ready as soon as the process runs.
+    Immediate,
+    /// Ready on `Event::Ready`.
+    Signal,
+    /// Ready on the first passing health check.
+    Health,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HealthPolicy {
+    pub interval: Duration,
+    pub start_period: Duration,
+    pub failures: u32,
+    pub successes: u32,
+}
+
+/// Restart, stop, readiness and health parameters the machine needs (a slice of the app spec).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     pub restart: RestartSpec,
     pub stop_signal: i32,
     pub stop_timeout: Duration,
+    pub ready: ReadyMode,
+    pub ready_timeout: Duration,
+    pub watchdog: Option<Duration>,
+    pub health: Option<HealthPolicy>,
+    /// Stop when the dependencies go away (`requires`), not only wait for them (`after`).
+    pub stop_with_deps: bool,
+}
+
+impl Policy {
+    pub fn simple(restart: RestartSpec, stop_signal: i32, stop_timeout: Duration) -> Policy {
+        Policy {
+            restart,
+            stop_signal,
+            stop_timeout,
+            ready: ReadyMode::Immediate,
+            ready_timeout: Duration::from_secs(60),
+            watchdog: None,
+            health: None,
+            stop_with_deps: false,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No verdict yet (or no health check).
+    Unknown,
+    Healthy,
+    Unhealthy,
 }
 
 /// The shortest wait before retrying a spawn that failed.
 pub const MIN_SPAWN_RETRY: Duration = Duration::from_millis(100);
 
+/// The first health check runs this soon after the start (or after `interval`, if shorter).
+pub const FIRST_CHECK: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Debug)]
 pub struct Machine {
     pub policy: Policy,
     state: State,
-    /// A live main process exists (between Spawned and Exited).
+    /// A live main process exists (from Spawn until it is gone).
     alive: bool,
-    /// Consecutive failed starts (exits before `stable_after`).
+    /// The operator (or autostart) wants the app up.
+    wants_up: bool,
+    /// All dependencies are ready.
+    deps_ok: bool,
+    /// Consecutive failed starts.
     failures: u32,
     /// Automatic restarts since paddock started supervising this app.
     restarts: u64,
@@ -143,12 +235,17 @@ pub struct Machine {
     started_at: Option<Time>,
     state_since: Time,
     last_exit: Option<Exit>,
-    /// Start again once the stop completes (restart).
+    /// Start again once the stop completes (restart, or dependencies that went away).
     start_after_stop: bool,
+    /// The stop under way was paddock's verdict on a failed check: count it as a failure.
+    stop_reason: Option<String>,
     /// When the pending backoff ends.
     backoff_until: Option<Time>,
     /// The last start was refused (`Event::SpawnRefused`).
     refused: bool,
+    health: Health,
+    checks_ok: u32,
+    checks_failed: u32,
     rng: u64,
 }
 
@@ -158,6 +255,8 @@ impl Machine {
             policy,
             state: State::Stopped,
             alive: false,
+            wants_up: false,
+            deps_ok: true,
             failures: 0,
             restarts: 0,
             spawns: 0,
@@ -165,8 +264,12 @@ impl Machine {
             state_since: Duration::ZERO,
             last_exit: None,
             start_after_stop: false,
+            stop_reason: None,
             backoff_until: None,
             refused: false,
+            health: Health::Unknown,
+            checks_ok: 0,
+            checks_failed: 0,
             rng: seed | 1,
         }
     }
@@ -191,6 +294,23 @@ impl Machine {
     }
     pub fn state_since(&self) -> Time {
         self.state_since
+    }
+    pub fn health(&self) -> Health {
+        self.health
+    }
+    /// Consecutive failed health checks.
+    pub fn checks_failed(&self) -> u32 {
+        self.checks_failed
+    }
+    pub fn wants_up(&self) -> bool {
+        self.wants_up
+    }
+    pub fn deps_ok(&self) -> bool {
+        self.deps_ok
+    }
+    /// In STARTING with no process: waiting for dependencies.
+    pub fn waiting(&self) -> bool {
+        self.state == State::Starting && !self.alive
     }
     pub fn uptime(&self, now: Time) -> Option<Duration> {
         if self.alive {
@@ -244,35 +364,36 @@ impl Machine {
         base.mul_f64(1.0 - jitter)
     }
 
+    /// Spawns now if the dependencies allow it; otherwise waits in STARTING.
+    fn try_start(&mut self, now: Time, out: &mut Vec<Action>) {
+        if self.deps_ok {
+            self.spawn(now, out);
+        } else {
+            self.set(State::Starting, now);
+        }
+    }
+
     fn spawn(&mut self, now: Time, out: &mut Vec<Action>) {
         self.refused = false;
         self.set(State::Starting, now);
         self.alive = true;
         self.started_at = Some(now);
+        self.health = Health::Unknown;
+        self.checks_ok = 0;
+        self.checks_failed = 0;
         out.push(Action::Spawn);
-    }
-
-    /// The process is gone (exited, or never exec'd). Decides what comes next.
-    fn gone(&mut self, exit: Exit, now: Time, out: &mut Vec<Action>) {
-        self.alive = false;
-        out.push(Action::Cancel(TimerKind::Stable));
-        out.push(Action::KillGroup);
-        if self.state == State::Stopping {
-            out.push(Action::Cancel(TimerKind::StopTimeout));
-            self.last_exit = Some(exit);
-            self.set(State::Stopped, now);
-            if std::mem::take(&mut self.start_after_stop) {
-                self.failures = 0;
-                self.spawn(now, out);
-            }
-        } else {
-            self.after_exit(exit, now, out);
-        }
     }
 
     fn begin_stop(&mut self, now: Time, out: &mut Vec<Action>) {
         self.set(State::Stopping, now);
-        out.push(Action::Cancel(TimerKind::Stable));
+        for k in [
+            TimerKind::Stable,
+            TimerKind::ReadyTimeout,
+            TimerKind::Watchdog,
+            TimerKind::HealthCheck,
+        ] {
+            out.push(Action::Cancel(k));
+        }
         out.push(Action::Signal(self.policy.stop_signal));
         out.push(Action::Arm(
             TimerKind::StopTimeout,
@@ -280,18 +401,75 @@ impl Machine {
         ));
     }
 
-    /// Decides what follows an exit (or a failed spawn) that nobody asked for.
+    /// paddock's verdict: the app failed a check. Stop it; the stop counts as a failed start.
+    fn fail(&mut self, why: String, now: Time, out: &mut Vec<Action>) {
+        self.stop_reason = Some(why);
+        self.begin_stop(now, out);
+    }
+
+    fn on_ready(&mut self, now: Time, out: &mut Vec<Action>) {
+        self.set(State::Ready, now);
+        out.push(Action::Cancel(TimerKind::ReadyTimeout));
+        // Past failures are forgotten after `stable_after` of readiness (and health, when checked).
+        if self.policy.health.is_none() || self.health == Health::Healthy {
+            self.arm_stable(out);
+        }
+    }
+
+    fn arm_stable(&mut self, out: &mut Vec<Action>) {
+        if self.policy.restart.stable_after.is_zero() {
+            self.failures = 0;
+        } else {
+            out.push(Action::Arm(
+                TimerKind::Stable,
+                self.policy.restart.stable_after,
+            ));
+        }
+    }
+
+    /// The process is gone (exited, or never exec'd). Decides what comes next.
+    fn gone(&mut self, exit: Exit, now: Time, out: &mut Vec<Action>) {
+        self.alive = false;
+        for k in [
+            TimerKind::Stable,
+            TimerKind::ReadyTimeout,
+            TimerKind::Watchdog,
+            TimerKind::HealthCheck,
+        ] {
+            out.push(Action::Cancel(k));
+        }
+        out.push(Action::KillGroup);
+        if self.state == State::Stopping {
+            out.push(Action::Cancel(TimerKind::StopTimeout));
+            if let Some(why) = self.stop_reason.take() {
+                self.after_exit(Exit::Failed(why), now, out);
+                return;
+            }
+            self.last_exit = Some(exit);
+            self.set(State::Stopped, now);
+            if std::mem::take(&mut self.start_after_stop) {
+                self.failures = 0;
+                self.try_start(now, out);
+            }
+        } else {
+            self.after_exit(exit, now, out);
+        }
+    }
+
+    /// Decides what follows an exit (or a failed spawn, or a failed check) nobody asked for.
     fn after_exit(&mut self, exit: Exit, now: Time, out: &mut Vec<Action>) {
         let uptime = self
             .started_at
             .map_or(Duration::ZERO, |s| now.saturating_sub(s));
         let spawn_failed = matches!(exit, Exit::SpawnFailed(_));
+        let check_failed = matches!(exit, Exit::Failed(_));
         let wants_restart = match self.policy.restart.policy {
             RestartPolicy::Always => true,
             RestartPolicy::OnFailure => !exit.success(),
             RestartPolicy::Never => false,
         };
         self.last_exit = Some(exit);
+        self.start_after_stop = false;
         if !wants_restart {
             let s = if spawn_failed {
                 State::Fatal
@@ -301,7 +479,8 @@ impl Machine {
             self.set(s, now);
             return;
         }
-        if spawn_failed || uptime < self.policy.restart.stable_after {
+        // A failed check always counts: an app that is up but never healthy is not stable.
+        if spawn_failed || check_failed || uptime < self.policy.restart.stable_after {
             self.failures = self.failures.saturating_add(1);
         } else {
             self.failures = 0;
@@ -319,7 +498,7 @@ impl Machine {
         }
         self.restarts += 1;
         if delay.is_zero() {
-            self.spawn(now, out);
+            self.try_start(now, out);
         } else {
             self.set(State::Backoff, now);
             self.backoff_until = Some(now + delay);
@@ -327,42 +506,73 @@ impl Machine {
         }
     }
 
+    fn up_and_alive(&self) -> bool {
+        self.alive && matches!(self.state, State::Running | State::Ready)
+    }
+
     /// Feeds one event; appends the resulting actions to `out`.
     pub fn handle(&mut self, ev: Event, now: Time, out: &mut Vec<Action>) {
         use State::*;
         match ev {
-            Event::Start => match self.state {
-                Stopped | Exited | Fatal => {
-                    self.failures = 0;
-                    self.spawn(now, out);
-                }
-                Backoff => {
-                    out.push(Action::Cancel(TimerKind::Backoff));
-                    self.spawn(now, out);
-                }
-                Stopping => self.start_after_stop = true,
-                Starting | Running => {}
-            },
-            Event::Stop => {
-                self.start_after_stop = false;
+            Event::Start => {
+                self.wants_up = true;
                 match self.state {
-                    Running | Starting if self.alive => self.begin_stop(now, out),
-                    Starting => self.set(Stopped, now), // not spawned yet (waiting)
+                    Stopped | Exited | Fatal => {
+                        self.failures = 0;
+                        self.try_start(now, out);
+                    }
+                    Backoff => {
+                        out.push(Action::Cancel(TimerKind::Backoff));
+                        self.try_start(now, out);
+                    }
+                    Stopping => self.start_after_stop = true,
+                    Starting | Running | Ready => {}
+                }
+            }
+            Event::Stop => {
+                self.wants_up = false;
+                self.start_after_stop = false;
+                self.stop_reason = None;
+                match self.state {
+                    Running | Ready | Starting if self.alive => self.begin_stop(now, out),
+                    Starting => self.set(Stopped, now), // was waiting for dependencies
                     Backoff => {
                         out.push(Action::Cancel(TimerKind::Backoff));
                         self.set(Stopped, now);
                     }
-                    Stopping | Stopped | Exited | Fatal | Running => {}
+                    Stopping | Stopped | Exited | Fatal | Running | Ready => {}
                 }
             }
             Event::Restart => {
-                if self.alive && matches!(self.state, Running | Starting) {
+                self.wants_up = true;
+                if self.alive && matches!(self.state, Running | Ready | Starting) {
                     self.begin_stop(now, out);
                     self.start_after_stop = true;
                 } else if self.state == Stopping {
                     self.start_after_stop = true;
+                    self.stop_reason = None;
                 } else {
                     self.handle(Event::Start, now, out);
+                }
+            }
+            Event::Deps(ok) => {
+                self.deps_ok = ok;
+                if ok {
+                    if self.waiting() && self.wants_up {
+                        self.spawn(now, out);
+                    }
+                } else if self.policy.stop_with_deps {
+                    match self.state {
+                        Running | Ready | Starting if self.alive => {
+                            self.begin_stop(now, out);
+                            self.start_after_stop = self.wants_up;
+                        }
+                        Backoff => {
+                            out.push(Action::Cancel(TimerKind::Backoff));
+                            self.set(Starting, now); // wait for the dependencies
+                        }
+                        _ => {}
+                    }
                 }
             }
             Event::Spawned => {
@@ -370,16 +580,26 @@ impl Machine {
                     return;
                 }
                 self.spawns += 1;
-                if self.state == Starting {
+                if self.state != Starting {
+                    return;
+                }
+                if let Some(w) = self.policy.watchdog {
+                    out.push(Action::Arm(TimerKind::Watchdog, w));
+                }
+                if let Some(h) = &self.policy.health {
+                    out.push(Action::Arm(
+                        TimerKind::HealthCheck,
+                        h.interval.min(FIRST_CHECK),
+                    ));
+                }
+                if self.policy.ready == ReadyMode::Immediate {
+                    self.on_ready(now, out);
+                } else {
                     self.set(Running, now);
-                    if !self.policy.restart.stable_after.is_zero() {
-                        out.push(Action::Arm(
-                            TimerKind::Stable,
-                            self.policy.restart.stable_after,
-                        ));
-                    } else {
-                        self.failures = 0;
-                    }
+                    out.push(Action::Arm(
+                        TimerKind::ReadyTimeout,
+                        self.policy.ready_timeout,
+                    ));
                 }
             }
             Event::SpawnFailed(e) => {
@@ -388,19 +608,25 @@ impl Machine {
                 }
             }
             Event::SpawnRefused(e) => {
-                if self.alive && matches!(self.state, Starting | Stopping) {
+                if self.alive && self.state == Stopping {
+                    // Stopped before it started: an ordinary stop, not retried either.
+                    self.start_after_stop = false;
+                    self.stop_reason = None;
+                    self.gone(Exit::SpawnFailed(e), now, out);
+                } else if self.alive && self.state == Starting {
                     self.alive = false;
-                    out.push(Action::Cancel(TimerKind::Stable));
-                    self.last_exit = Some(Exit::SpawnFailed(e));
-                    if self.state == Stopping {
-                        out.push(Action::Cancel(TimerKind::StopTimeout));
-                        self.start_after_stop = false;
-                        self.set(Stopped, now);
-                    } else {
-                        self.failures = self.failures.saturating_add(1);
-                        self.refused = true;
-                        self.set(Fatal, now);
+                    for k in [
+                        TimerKind::Stable,
+                        TimerKind::ReadyTimeout,
+                        TimerKind::Watchdog,
+                        TimerKind::HealthCheck,
+                    ] {
+                        out.push(Action::Cancel(k));
                     }
+                    self.last_exit = Some(Exit::SpawnFailed(e));
+                    self.failures = self.failures.saturating_add(1);
+                    self.refused = true;
+                    self.set(Fatal, now);
                 }
             }
             Event::Exited(exit) => {
@@ -408,10 +634,66 @@ impl Machine {
                     self.gone(exit, now, out);
                 }
             }
+            Event::Ready => {
+                if self.alive && self.state == Running && self.policy.ready == ReadyMode::Signal {
+                    self.on_ready(now, out);
+                }
+            }
+            Event::WatchdogPing => {
+                if let (true, Some(w)) = (self.up_and_alive(), self.policy.watchdog) {
+                    out.push(Action::Arm(TimerKind::Watchdog, w));
+                }
+            }
+            Event::Health(ok) => {
+                let Some(h) = self.policy.health.clone() else {
+                    return;
+                };
+                if !self.up_and_alive() {
+                    return;
+                }
+                out.push(Action::Arm(TimerKind::HealthCheck, h.interval));
+                if ok {
+                    self.checks_ok = self.checks_ok.saturating_add(1);
+                    self.checks_failed = 0;
+                    if self.state == Running && self.policy.ready == ReadyMode::Health {
+                        self.health = Health::Healthy;
+                        self.on_ready(now, out);
+                    } else if self.checks_ok >= h.successes && self.health != Health::Healthy {
+                        self.health = Health::Healthy;
+                        if self.state == Ready {
+                            self.arm_stable(out);
+                        }
+                    }
+                    return;
+                }
+                self.checks_ok = 0;
+                self.checks_failed = self.checks_failed.saturating_add(1);
+                // Before READY only the readiness timeout judges; in start_period failures are
+                // forgiven.
+                let in_grace = self
+                    .started_at
+                    .is_some_and(|s| now.saturating_sub(s) < h.start_period);
+                if self.state != Ready || in_grace {
+                    return;
+                }
+                out.push(Action::Cancel(TimerKind::Stable));
+                if self.checks_failed >= h.failures {
+                    self.health = Health::Unhealthy;
+                    let n = self.checks_failed;
+                    self.fail(
+                        format!(
+                            "health check failed {n} time{} in a row",
+                            if n == 1 { "" } else { "s" }
+                        ),
+                        now,
+                        out,
+                    );
+                }
+            }
             Event::Timer(TimerKind::Backoff) => {
                 if self.state == Backoff {
                     self.backoff_until = None;
-                    self.spawn(now, out);
+                    self.try_start(now, out);
                 }
             }
             Event::Timer(TimerKind::StopTimeout) => {
@@ -420,8 +702,27 @@ impl Machine {
                 }
             }
             Event::Timer(TimerKind::Stable) => {
-                if self.alive && self.state == Running {
+                if self.alive && self.state == Ready {
                     self.failures = 0;
+                }
+            }
+            Event::Timer(TimerKind::ReadyTimeout) => {
+                if self.alive && self.state == Running {
+                    let t = crate::config::units::format_duration(self.policy.ready_timeout);
+                    self.fail(format!("not ready within {t}"), now, out);
+                }
+            }
+            Event::Timer(TimerKind::Watchdog) => {
+                if self.up_and_alive() {
+                    if let Some(w) = self.policy.watchdog {
+                        let t = crate::config::units::format_duration(w);
+                        self.fail(format!("watchdog: no WATCHDOG=1 for {t}"), now, out);
+                    }
+                }
+            }
+            Event::Timer(TimerKind::HealthCheck) => {
+                if self.up_and_alive() && self.policy.health.is_some() {
+                    out.push(Action::RunHealthCheck);
                 }
             }
         }

@@ -11,17 +11,17 @@ fn ms(n: u64) -> Duration {
 }
 
 fn policy(p: RestartPolicy, max_failures: u32) -> Policy {
-    Policy {
-        restart: RestartSpec {
+    Policy::simple(
+        RestartSpec {
             policy: p,
             backoff_initial: ms(100),
             backoff_max: ms(1600),
             stable_after: ms(10_000),
             max_failures,
         },
-        stop_signal: libc::SIGTERM,
-        stop_timeout: ms(2000),
-    }
+        libc::SIGTERM,
+        ms(2000),
+    )
 }
 
 /// A fake world: a clock, armed timers, and at most one process that the machine believes in.
@@ -34,6 +34,11 @@ struct World {
     signals: Vec<i32>,
     kills: u32,
     spawns: u32,
+    checks: u32,
+    /// The answer to every health check from now on (None: checks never finish).
+    next_check: Option<bool>,
+    /// Or answers in a cycle, by check number.
+    pattern: Vec<bool>,
 }
 
 impl World {
@@ -47,6 +52,9 @@ impl World {
             signals: vec![],
             kills: 0,
             spawns: 0,
+            checks: 0,
+            next_check: None,
+            pattern: vec![],
         }
     }
 
@@ -111,6 +119,18 @@ impl World {
                     Action::Cancel(k) => {
                         self.timers.remove(&k);
                     }
+                    Action::RunHealthCheck => {
+                        assert!(self.live, "health check of a dead app");
+                        let answer = if self.pattern.is_empty() {
+                            self.next_check
+                        } else {
+                            Some(self.pattern[self.checks as usize % self.pattern.len()])
+                        };
+                        self.checks += 1;
+                        if let Some(ok) = answer {
+                            queue.push(Event::Health(ok));
+                        }
+                    }
                 }
             }
         }
@@ -167,7 +187,7 @@ impl World {
 fn crash_loop_backs_off_then_fatal() {
     let mut w = World::new(policy(RestartPolicy::OnFailure, 5));
     w.feed(Event::Start);
-    assert_eq!(w.m.state(), State::Running);
+    assert_eq!(w.m.state(), State::Ready);
     let mut delays = vec![];
     for _ in 0..5 {
         w.advance(ms(10));
@@ -179,7 +199,7 @@ fn crash_loop_backs_off_then_fatal() {
         let d = w.timers[&TimerKind::Backoff] - w.now;
         delays.push(d);
         w.advance(d);
-        assert_eq!(w.m.state(), State::Running);
+        assert_eq!(w.m.state(), State::Ready);
     }
     assert_eq!(w.m.state(), State::Fatal);
     assert_eq!(w.spawns, 5, "five failed starts, then FATAL");
@@ -190,7 +210,7 @@ fn crash_loop_backs_off_then_fatal() {
     }
     // A start from FATAL resets the failure count.
     w.feed(Event::Start);
-    assert_eq!(w.m.state(), State::Running);
+    assert_eq!(w.m.state(), State::Ready);
     assert_eq!(w.m.failures(), 0);
 }
 
@@ -259,7 +279,7 @@ fn zero_backoff_restarts_at_once() {
     w.feed(Event::Start);
     for _ in 0..10_000 {
         w.exit(Exit::Code(1));
-        assert_eq!(w.m.state(), State::Running, "restarted in the same step");
+        assert_eq!(w.m.state(), State::Ready, "restarted in the same step");
     }
     assert_eq!(w.m.restarts(), 10_000);
 }
@@ -287,7 +307,7 @@ fn restart_waits_for_the_old_process() {
     assert_eq!(w.m.state(), State::Stopping);
     assert_eq!(w.spawns, 1);
     w.exit(Exit::Signal(libc::SIGTERM));
-    assert_eq!(w.m.state(), State::Running);
+    assert_eq!(w.m.state(), State::Ready);
     assert_eq!(w.spawns, 2);
     assert_eq!(
         w.m.restarts(),
@@ -347,18 +367,33 @@ fn random_sequences_keep_invariants() {
     let mut fatal_seen = 0;
     for run in 0..2000 {
         let mut p = policy(policies[run % 3], (rnd() % 6) as u32);
+        p.ready =
+            [ReadyMode::Immediate, ReadyMode::Signal, ReadyMode::Health][(rnd() % 3) as usize];
+        p.ready_timeout = ms(500 + rnd() % 3000);
+        p.watchdog = (rnd() % 2 == 0).then(|| ms(200 + rnd() % 2000));
+        p.health = (p.ready == ReadyMode::Health || rnd() % 2 == 0).then(|| HealthPolicy {
+            interval: ms(50 + rnd() % 1000),
+            start_period: ms(rnd() % 1000),
+            failures: 1 + (rnd() % 3) as u32,
+            successes: 1 + (rnd() % 2) as u32,
+        });
+        p.stop_with_deps = rnd() % 2 == 0;
         p.restart.backoff_initial = ms(rnd() % 300);
         p.restart.backoff_max = p.restart.backoff_initial + ms(rnd() % 5000);
         p.restart.stable_after = ms(rnd() % 3000);
         let mut w = World::new(p);
         for _ in 0..200 {
             w.spawn_fails = rnd() % 10 == 0;
-            match rnd() % 8 {
+            match rnd() % 12 {
                 0 => w.feed(Event::Start),
                 1 => w.feed(Event::Stop),
                 2 => w.feed(Event::Restart),
                 3 => w.exit(Exit::Code((rnd() % 3) as i32)),
                 4 => w.exit(Exit::Signal(libc::SIGKILL)),
+                5 => w.feed(Event::Ready),
+                6 => w.feed(Event::Deps(rnd() % 3 != 0)),
+                7 => w.feed(Event::WatchdogPing),
+                8 => w.next_check = Some(rnd() % 2 == 0),
                 _ => w.advance(ms(rnd() % 4000)),
             }
             let s = w.m.state();
@@ -373,6 +408,24 @@ fn random_sequences_keep_invariants() {
             if s.is_down() {
                 assert!(!w.m.alive() && !w.live, "{s:?} with a live process");
             }
+            if w.m.alive() {
+                assert!(
+                    matches!(
+                        s,
+                        State::Starting | State::Running | State::Ready | State::Stopping
+                    ),
+                    "alive in {s:?}"
+                );
+            } else {
+                assert!(
+                    !w.timers.contains_key(&TimerKind::HealthCheck)
+                        && !w.timers.contains_key(&TimerKind::Watchdog),
+                    "checks armed for a dead app in {s:?}"
+                );
+            }
+            if s == State::Ready {
+                assert!(!w.timers.contains_key(&TimerKind::ReadyTimeout));
+            }
             if s == State::Fatal {
                 fatal_seen += 1;
             }
@@ -382,6 +435,213 @@ fn random_sequences_keep_invariants() {
         fatal_seen > 0,
         "the random walk should reach FATAL sometimes"
     );
+}
+
+fn with(mut p: Policy, f: impl FnOnce(&mut Policy)) -> Policy {
+    f(&mut p);
+    p
+}
+
+#[test]
+fn readiness_signal_and_timeout() {
+    let p = with(policy(RestartPolicy::OnFailure, 2), |p| {
+        p.ready = ReadyMode::Signal;
+        p.ready_timeout = ms(1000);
+    });
+    let mut w = World::new(p);
+    w.feed(Event::Start);
+    assert_eq!(w.m.state(), State::Running, "not ready until it says so");
+    w.advance(ms(500));
+    w.feed(Event::Ready);
+    assert_eq!(w.m.state(), State::Ready);
+    assert!(!w.timers.contains_key(&TimerKind::ReadyTimeout));
+    // A second start that never becomes ready: stopped at the timeout, counted as a failure.
+    w.feed(Event::Restart);
+    w.exit(Exit::Signal(libc::SIGTERM));
+    assert_eq!(w.m.state(), State::Running);
+    w.advance(ms(1000));
+    assert_eq!(w.m.state(), State::Stopping);
+    w.exit(Exit::Signal(libc::SIGTERM));
+    assert_eq!(w.m.state(), State::Backoff);
+    assert!(matches!(w.m.last_exit(), Some(Exit::Failed(m)) if m.contains("not ready within 1s")));
+    w.advance(ms(200));
+    w.advance(ms(1000)); // never ready again
+    w.exit(Exit::Signal(libc::SIGTERM));
+    assert_eq!(w.m.state(), State::Fatal, "retried, then FATAL");
+}
+
+#[test]
+fn health_failures_restart_after_exactly_n_misses() {
+    let p = with(policy(RestartPolicy::Always, 0), |p| {
+        p.health = Some(HealthPolicy {
+            interval: ms(100),
+            start_period: Duration::ZERO,
+            failures: 3,
+            successes: 1,
+        });
+    });
+    let mut w = World::new(p);
+    w.feed(Event::Start);
+    assert_eq!(w.m.state(), State::Ready);
+    w.next_check = Some(true);
+    w.advance(ms(100));
+    assert_eq!(w.m.health(), Health::Healthy);
+    for i in 1..=3 {
+        w.next_check = Some(false);
+        w.advance(ms(100));
+        if i < 3 {
+            assert_eq!(w.m.state(), State::Ready, "after {i} misses");
+        }
+    }
+    assert_eq!(
+        w.m.state(),
+        State::Stopping,
+        "restart after exactly 3 misses"
+    );
+    assert_eq!(w.m.health(), Health::Unhealthy);
+    w.exit(Exit::Signal(libc::SIGTERM));
+    assert_eq!(w.m.state(), State::Backoff);
+    assert_eq!(w.m.failures(), 1);
+}
+
+#[test]
+fn flapping_health_ends_fatal() {
+    let p = with(policy(RestartPolicy::Always, 3), |p| {
+        p.restart.stable_after = ms(1000);
+        p.health = Some(HealthPolicy {
+            interval: ms(400),
+            start_period: Duration::ZERO,
+            failures: 1,
+            successes: 1,
+        });
+    });
+    let mut w = World::new(p);
+    // Every start: healthy at the first check (400 ms), failing at the second (800 ms), so it is
+    // never healthy for stable_after.
+    w.pattern = vec![true, false];
+    w.feed(Event::Start);
+    for _ in 0..20 {
+        w.advance(ms(400));
+        w.advance(ms(400));
+        assert_eq!(w.m.state(), State::Stopping);
+        w.exit(Exit::Signal(libc::SIGTERM));
+        if w.m.state() == State::Fatal {
+            break;
+        }
+        w.advance(ms(2000)); // backoff, then a new start
+    }
+    assert_eq!(w.m.state(), State::Fatal);
+    assert_eq!(w.spawns, 3);
+}
+
+#[test]
+fn start_period_forgives_failures() {
+    let p = with(policy(RestartPolicy::Always, 0), |p| {
+        p.health = Some(HealthPolicy {
+            interval: ms(100),
+            start_period: ms(1000),
+            failures: 1,
+            successes: 1,
+        });
+    });
+    let mut w = World::new(p);
+    w.feed(Event::Start);
+    for _ in 0..5 {
+        w.next_check = Some(false);
+        w.advance(ms(100));
+    }
+    assert_eq!(w.m.state(), State::Ready);
+    w.advance(ms(400));
+    assert_eq!(w.m.state(), State::Ready, "still within start_period");
+    w.advance(ms(100));
+    assert_eq!(
+        w.m.state(),
+        State::Stopping,
+        "the first failure after start_period counts"
+    );
+}
+
+#[test]
+fn ready_on_first_passing_check() {
+    let p = with(policy(RestartPolicy::Always, 0), |p| {
+        p.ready = ReadyMode::Health;
+        p.health = Some(HealthPolicy {
+            interval: ms(100),
+            start_period: Duration::ZERO,
+            failures: 1,
+            successes: 1,
+        });
+    });
+    let mut w = World::new(p);
+    w.feed(Event::Start);
+    w.next_check = Some(false);
+    w.advance(ms(100));
+    assert_eq!(
+        w.m.state(),
+        State::Running,
+        "a failing check before READY only delays readiness"
+    );
+    w.next_check = Some(true);
+    w.advance(ms(100));
+    assert_eq!(w.m.state(), State::Ready);
+}
+
+#[test]
+fn watchdog_expiry_restarts() {
+    let p = with(policy(RestartPolicy::Always, 0), |p| {
+        p.ready = ReadyMode::Signal;
+        p.watchdog = Some(ms(300));
+    });
+    let mut w = World::new(p);
+    w.feed(Event::Start);
+    w.feed(Event::Ready);
+    for _ in 0..5 {
+        w.advance(ms(200));
+        w.feed(Event::WatchdogPing);
+    }
+    assert_eq!(w.m.state(), State::Ready, "pinged in time");
+    w.advance(ms(300));
+    assert_eq!(w.m.state(), State::Stopping);
+    w.exit(Exit::Signal(libc::SIGTERM));
+    assert!(matches!(w.m.last_exit(), Some(Exit::Failed(m)) if m.contains("watchdog")));
+}
+
+#[test]
+fn dependencies_gate_and_requires_stops() {
+    let mut w = World::new(with(policy(RestartPolicy::OnFailure, 0), |p| {
+        p.stop_with_deps = true
+    }));
+    w.feed(Event::Deps(false));
+    w.feed(Event::Start);
+    assert_eq!(w.m.state(), State::Starting);
+    assert!(w.m.waiting() && w.spawns == 0);
+    w.feed(Event::Deps(true));
+    assert_eq!(w.m.state(), State::Ready);
+    // The required app goes away: stop, then wait for it, then start again.
+    w.feed(Event::Deps(false));
+    assert_eq!(w.m.state(), State::Stopping);
+    w.exit(Exit::Signal(libc::SIGTERM));
+    assert_eq!(w.m.state(), State::Starting);
+    assert!(w.m.waiting());
+    w.feed(Event::Deps(true));
+    assert_eq!(w.m.state(), State::Ready);
+    assert_eq!(w.spawns, 2);
+    // An operator stop while waiting ends the wait.
+    w.feed(Event::Deps(false));
+    w.exit(Exit::Signal(libc::SIGTERM));
+    w.feed(Event::Stop);
+    assert_eq!(w.m.state(), State::Stopped);
+    w.feed(Event::Deps(true));
+    assert_eq!(
+        w.m.state(),
+        State::Stopped,
+        "stopped by the operator: stays stopped"
+    );
+    // `after` only: a dependency going away does not stop a running app.
+    let mut w = World::new(policy(RestartPolicy::OnFailure, 0));
+    w.feed(Event::Start);
+    w.feed(Event::Deps(false));
+    assert_eq!(w.m.state(), State::Ready);
 }
 
 /// A refused spawn (a bundle that fails verification) is FATAL at once, whatever the policy:
@@ -426,7 +686,7 @@ fn refused_spawn_is_fatal_without_retries() {
         assert_eq!(acts, vec![Action::Spawn]);
         assert!(!m.refused());
         m.handle(Event::Spawned, ms(20_000), &mut acts);
-        assert_eq!(m.state(), State::Running);
+        assert_eq!(m.state(), State::Ready);
     }
 }
 

@@ -641,6 +641,74 @@ fn update_switches_to_a_new_bundle_without_a_gap() {
     assert_eq!(p.shutdown().code(), Some(0));
 }
 
+/// With a readiness condition, the old instance is stopped only once the new one is READY.
+#[test]
+fn bundle_switch_waits_until_the_new_instance_is_ready() {
+    if !Path::new("/usr/bin/dash").exists() {
+        eprintln!(
+            "SKIPPED bundle_switch_waits_until_the_new_instance_is_ready: needs /usr/bin/dash"
+        );
+        return;
+    }
+    let s = Scratch::new("switch-ready");
+    let store = s.path().join("store");
+    let logf = s.path().join("events");
+    let version = |n: u32| -> String {
+        let dir = s.path().join(format!("v{n}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("VERSION"), format!("{n}\n")).unwrap();
+        build(
+            &store,
+            &recipe(
+                &dir,
+                "sw",
+                "entry = \"/usr/bin/dash\"\ndata = [\"VERSION\"]\n",
+            ),
+        )
+    };
+    let id1 = version(1);
+    // Ready half a second after the start (a newline on descriptor 3); quick to stop.
+    let script = format!(
+        "echo start $PADDOCK_BUNDLE_ID >> {log}; sleep 0.5; echo ready $PADDOCK_BUNDLE_ID >> {log}; echo >&3; \
+         trap 'echo stopped $PADDOCK_BUNDLE_ID >> {log}; exit 0' TERM; while :; do sleep 0.05; done",
+        log = logf.display()
+    );
+    let app = format!(
+        "isolation = \"bundle\"\nbundle = \"sw\"\ncommand = [\"dash\", \"-c\", {script:?}]\n[readiness]\nnotify_fd = 3\n"
+    );
+    let p = serve("switch-ready", &[("sw", &app)], &store);
+    p.wait_state("sw", "READY", Duration::from_secs(10));
+    let id2 = version(2);
+    let o = p.cli(&["update"]);
+    assert!(o.status.success(), "{}", out_of(&o));
+    // During the switch the app stays READY on the old instance.
+    let st = p.app("sw");
+    assert_eq!(st.state, "READY");
+    assert!(
+        st.message
+            .contains(&format!("switching to bundle {}", &id2[..12])),
+        "{st:?}"
+    );
+    wait_for(Duration::from_secs(10), "the old instance to stop", || {
+        read_lines(&logf).iter().any(|l| l.starts_with("stopped"))
+    });
+    let ev = read_lines(&logf);
+    assert_eq!(
+        ev,
+        vec![
+            format!("start {id1}"),
+            format!("ready {id1}"),
+            format!("start {id2}"),
+            format!("ready {id2}"),
+            format!("stopped {id1}"),
+        ]
+    );
+    assert_eq!(
+        p.wait_state("sw", "READY", Duration::from_secs(5)).message,
+        ""
+    );
+}
+
 #[test]
 fn app_files_with_bundle_errors_are_refused_precisely() {
     if skip_without_cc("app_files_with_bundle_errors_are_refused_precisely") {
@@ -1074,26 +1142,7 @@ fn bundles_run_with_the_hosts_libraries_hidden() {
         std::fs::read_dir("/usr/lib").unwrap().count() > 0,
         "but not outside it"
     );
-    // Every shared object mapped by paddock and by its apps comes from the store.
-    let store_c = std::fs::canonicalize(&store).unwrap();
-    let mut pids = vec![pd as i32];
-    pids.extend(st.iter().filter_map(|a| a.pid));
-    for pid in pids {
-        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-        let objs: Vec<&str> = maps
-            .lines()
-            .filter_map(|l| l.find('/').map(|i| &l[i..]))
-            .filter(|p| p.contains(".so"))
-            .collect();
-        assert!(!objs.is_empty(), "{maps}");
-        for o in objs {
-            assert!(
-                o.starts_with(store_c.to_str().unwrap()),
-                "pid {pid} maps {o} from outside the store"
-            );
-        }
-    }
-    // And they work.
+    // They work (so they have finished loading).
     let pong = talk(rport, b"PING\r\n");
     assert!(pong.starts_with("+PONG"), "redis: {pong:?}");
     let page = talk(nport, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
@@ -1106,6 +1155,11 @@ fn bundles_run_with_the_hosts_libraries_hidden() {
         page.contains("200") && page.contains("served from a bundle"),
         "busybox: {page:?}"
     );
+    wait_for(Duration::from_secs(10), "hello's output", || {
+        read_lines(&state.join("logs/hello.out"))
+            .iter()
+            .any(|l| l.contains("plugin="))
+    });
     let hello = read_lines(&state.join("logs/hello.out"));
     assert!(
         hello.iter().any(|l| l.ends_with("greet=from the bundle")),
@@ -1116,6 +1170,30 @@ fn bundles_run_with_the_hosts_libraries_hidden() {
         "{hello:?}"
     );
 
+    // Every shared object mapped by paddock and by its apps comes from the store.
+    let st = status();
+    let store_c = std::fs::canonicalize(&store).unwrap();
+    let mut pids = vec![pd as i32];
+    pids.extend(st.iter().filter_map(|a| a.pid));
+    for pid in pids {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let objs: Vec<&str> = maps
+            .lines()
+            .filter_map(|l| l.find('/').map(|i| &l[i..]))
+            .filter(|p| p.contains(".so"))
+            .collect();
+        assert!(
+            !objs.is_empty(),
+            "pid {pid} ({:?}): {maps}",
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+        );
+        for o in objs {
+            assert!(
+                o.starts_with(store_c.to_str().unwrap()),
+                "pid {pid} maps {o} from outside the store"
+            );
+        }
+    }
     unsafe { libc::kill(pd as i32, libc::SIGTERM) };
     let code = wait_child(&mut child, Duration::from_secs(30));
     assert_eq!(code.code(), Some(0), "{}", errlog());

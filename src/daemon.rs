@@ -169,6 +169,9 @@ impl Drop for NotifyChannel {
     }
 }
 
+/// A prepared launch, or why it cannot be prepared.
+type PreparedOr = Result<Arc<Prepared>, String>;
+
 fn policy_of(spec: &AppSpec) -> Policy {
     let mut p = Policy::simple(spec.restart.clone(), spec.stop_signal, spec.stop_timeout);
     p.ready = match spec.readiness.when {
@@ -291,14 +294,7 @@ impl Supervisor {
     }
 
     /// The launch recipe of an app, with NOTIFY_SOCKET added when it signals readiness that way.
-    fn prepare(
-        &self,
-        spec: &AppSpec,
-        idx: usize,
-    ) -> (
-        Result<Arc<Prepared>, String>,
-        Option<Result<Arc<Prepared>, String>>,
-    ) {
+    fn prepare(&self, spec: &AppSpec, idx: usize) -> (PreparedOr, Option<PreparedOr>) {
         let mut s = spec.clone();
         if s.readiness.when == ReadyWhen::Notify {
             s.env.insert(

@@ -317,6 +317,7 @@ impl Supervisor {
                     Err(e) => return (app, Some(Err(e))),
                 };
                 c.command = command.clone();
+                c.bundle = None; // a probe is a host program, even for a bundled app
                 Some(Prepared::new(&c, &self.base_env).map(Arc::new))
             }
             _ => None,
@@ -1268,6 +1269,9 @@ impl Supervisor {
             };
             // A new bundle for a running app: start it next to the old one (see bundles.rs).
             self.cancel_successor(idx);
+            if self.apps[idx].as_ref().is_some_and(|a| *a.spec == spec) {
+                continue; // a switch was called off: the running instance has these settings
+            }
             if self.wants_switch(idx, &spec) {
                 self.begin_switch(idx, spec);
                 continue;

@@ -426,11 +426,23 @@ fn dlopened_library_is_found_only_when_listed_in_libs() {
             "isolation = \"bundle\"\nbundle = \"{b}\"\ncommand = [\"hello\"]\n[restart]\npolicy = \"never\"\n"
         )
     };
+    // A health probe of a bundled app is a host program, not the bundle's.
+    let marker = s.path().join("probed");
+    let probed = format!(
+        "isolation = \"bundle\"\nbundle = \"with\"\ncommand = [\"hello\", \"--wait\"]\n[readiness]\nhealth = true\n[health]\nkind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"echo ok > {}\"]\ninterval = \"100ms\"\n",
+        marker.display()
+    );
     let p = serve(
         "dlopen",
-        &[("with", &app("with")), ("without", &app("without"))],
+        &[
+            ("with", &app("with")),
+            ("without", &app("without")),
+            ("probed", &probed),
+        ],
         &store,
     );
+    p.wait_state("probed", "READY", Duration::from_secs(10));
+    assert!(marker.exists(), "the probe ran /bin/sh from the host");
     let with = wait_log(&p, "with", "plugin=");
     let without = wait_log(&p, "without", "plugin=");
     assert!(
@@ -740,6 +752,10 @@ fn app_files_with_bundle_errors_are_refused_precisely() {
     );
     put("e", "bundle = \"hello\"\ncommand = [\"/bin/true\"]\n");
     put(
+        "f",
+        "isolation = \"bundle\"\nbundle = \"store/x\"\ncommand = [\"hello\"]\n",
+    );
+    put(
         "ok",
         &format!(
             "isolation = \"bundle\"\nbundle = \"{id}\"\ncommand = [\"{}\"]\n",
@@ -789,11 +805,18 @@ fn app_files_with_bundle_errors_are_refused_precisely() {
         )),
         "{e}"
     );
-    assert!(e.contains("5 errors found"), "{e}");
+    assert!(
+        e.contains(&format!(
+            "{}:2:10: key `bundle`: \"store/x\" is a relative path",
+            f("f")
+        )),
+        "{e}"
+    );
+    assert!(e.contains("6 errors found"), "{e}");
     assert!(!e.contains("ok.toml"), "{e}");
 
     // A manifest edited after the build no longer matches its id.
-    for n in ["a", "b", "c", "d", "e"] {
+    for n in ["a", "b", "c", "d", "e", "f"] {
         std::fs::remove_file(apps.join(format!("{n}.toml"))).unwrap();
     }
     put(

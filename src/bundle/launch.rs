@@ -147,6 +147,14 @@ impl BundleLaunch {
             None => LaunchMode::Loader,
             Some(s) => parse_mode(s).map_err(|e| ("launch", e))?,
         };
+        if reference.contains('/') && !reference.starts_with('/') {
+            return Err((
+                "bundle",
+                format!(
+                    "\"{reference}\" is a relative path; give a bundle directory as an absolute path, or a name or id"
+                ),
+            ));
+        }
         let store = Store::new(&super::store_dir());
         let b: Bundle = store.find(reference).map_err(|e| ("bundle", e))?;
         Self::from_bundle(&b, reference, mode, command0)

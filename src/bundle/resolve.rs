@@ -839,3 +839,228 @@ pub fn resolve(recipe: &Recipe, host: &Host) -> Result<Closure, Vec<RecipeError>
         Err(r.errors)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::recipe;
+
+    const X64: Abi = Abi {
+        class64: true,
+        little: true,
+        machine: 62,
+    };
+
+    /// An ELF header is all a search candidate needs (the resolver reads 64 bytes of it).
+    fn header(class64: bool, machine: u16) -> Vec<u8> {
+        let mut h = vec![0x7f, b'E', b'L', b'F', if class64 { 2 } else { 1 }, 1, 1];
+        h.resize(64, 0);
+        h[18..20].copy_from_slice(&machine.to_le_bytes());
+        h
+    }
+
+    fn info(rpath: &[&str], runpath: &[&str], nodeflib: bool) -> Rc<ElfInfo> {
+        Rc::new(ElfInfo {
+            abi: X64,
+            executable_type: true,
+            library_only: false,
+            interp: None,
+            needed: vec![],
+            rpath: rpath.iter().map(|s| s.to_string()).collect(),
+            runpath: runpath.iter().map(|s| s.to_string()).collect(),
+            soname: None,
+            nodeflib,
+        })
+    }
+
+    struct T(String);
+    impl T {
+        fn new(tag: &str) -> T {
+            let d =
+                std::env::temp_dir().join(format!("paddock-resolve-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            T(std::fs::canonicalize(&d)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string())
+        }
+        fn file(&self, rel: &str, bytes: &[u8]) -> String {
+            let p = format!("{}/{rel}", self.0);
+            std::fs::create_dir_all(parent(&p)).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+            p
+        }
+    }
+    impl Drop for T {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn loaded(logical: &str, i: Rc<ElfInfo>, loader: Option<usize>) -> Loaded {
+        Loaded {
+            logical: logical.into(),
+            info: i,
+            loader,
+            names: vec![],
+            scanned: true,
+        }
+    }
+
+    fn with_resolver<R>(host: &Host, f: impl FnOnce(&mut Resolver) -> R) -> R {
+        let r =
+            recipe::parse("t", Path::new("t.toml"), Path::new("/"), "entry = \"/x\"\n").unwrap();
+        let mut res = Resolver {
+            recipe: &r,
+            host,
+            out: Closure::default(),
+            errors: vec![],
+            parsed: HashMap::new(),
+            warned: BTreeSet::new(),
+        };
+        f(&mut res)
+    }
+
+    #[test]
+    fn runpath_with_origin_skips_other_abis() {
+        let t = T::new("runpath");
+        let prog = t.file("app/bin/prog", &header(true, 62));
+        t.file("app/lib32/libx.so.1", &header(false, 3));
+        let good = t.file("app/lib/libx.so.1", &header(true, 62));
+        let host = Host {
+            cache: Cache::default(),
+        };
+        with_resolver(&host, |r| {
+            let l = vec![loaded(
+                &prog,
+                info(&[], &["$ORIGIN/../lib32", "$ORIGIN/../lib"], false),
+                None,
+            )];
+            let hit = r.search(&l, 0, "libx.so.1").unwrap();
+            assert_eq!(hit, (good.clone(), "RUNPATH".to_string(), false));
+            let e = r.search(&l, 0, "libnope.so.1").unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "searched RUNPATH {}/app/lib32, RUNPATH {}/app/lib, /etc/ld.so.cache",
+                    t.0, t.0
+                )),
+                "{e}"
+            );
+            assert!(e.ends_with("(LD_LIBRARY_PATH is ignored)"), "{e}");
+            // The 32-bit candidate is named when nothing fits.
+            let l = vec![loaded(&prog, info(&[], &["$ORIGIN/../lib32"], false), None)];
+            let e = r.search(&l, 0, "libx.so.1").unwrap_err();
+            assert!(
+                e.contains(&format!(
+                    "skipped {}/app/lib32/libx.so.1 (32-bit i386)",
+                    t.0
+                )),
+                "{e}"
+            );
+        });
+    }
+
+    #[test]
+    fn rpath_is_inherited_unless_runpath() {
+        let t = T::new("rpath");
+        let prog = t.file("bin/prog", &header(true, 62));
+        let lib = t.file("l/liba.so.1", &header(true, 62));
+        let y = t.file("r/liby.so.2", &header(true, 62));
+        let z = t.file("u/liby.so.2", &header(true, 62));
+        let host = Host {
+            cache: Cache::default(),
+        };
+        with_resolver(&host, |r| {
+            let rdir = format!("{}/r", t.0);
+            // liba (no RPATH of its own) was loaded by prog, whose RPATH is searched too.
+            let l = vec![
+                loaded(&prog, info(&[&rdir], &[], false), None),
+                loaded(&lib, info(&[], &[], false), Some(0)),
+            ];
+            let hit = r.search(&l, 1, "liby.so.2").unwrap();
+            assert_eq!(hit, (y.clone(), format!("RPATH of {prog}"), true));
+            // An absolute RPATH is a warning: the loader searches it before the bundle.
+            assert!(
+                r.out
+                    .warnings
+                    .iter()
+                    .any(|w| w.contains(&format!("has RPATH {rdir}"))),
+                "{:?}",
+                r.out.warnings
+            );
+            // With a RUNPATH of its own, the RPATHs are not searched.
+            let udir = format!("{}/u", t.0);
+            let l = vec![
+                loaded(&prog, info(&[&rdir], &[], false), None),
+                loaded(&lib, info(&[], &[&udir], false), Some(0)),
+            ];
+            let hit = r.search(&l, 1, "liby.so.2").unwrap();
+            assert_eq!(hit, (z.clone(), "RUNPATH".to_string(), true));
+        });
+    }
+
+    #[test]
+    fn cache_then_nodeflib() {
+        let t = T::new("cache");
+        let prog = t.file("bin/prog", &header(true, 62));
+        let c32 = t.file("c32/libq.so.3", &header(false, 3));
+        let c = t.file("c/libq.so.3", &header(true, 62));
+        let cache = crate::bundle::ldcache::parse(&crate::bundle::ldcache::synth(
+            &[(0x0003, "libq.so.3", &c32, 0), (0x0303, "libq.so.3", &c, 0)],
+            0,
+        ))
+        .unwrap();
+        let host = Host { cache };
+        with_resolver(&host, |r| {
+            let l = vec![loaded(&prog, info(&[], &[], false), None)];
+            assert_eq!(
+                r.search(&l, 0, "libq.so.3").unwrap(),
+                (c.clone(), "ld.so.cache".to_string(), true)
+            );
+            let l = vec![loaded(&prog, info(&[], &[], true), None)];
+            let e = r.search(&l, 0, "libq.so.3").unwrap_err();
+            assert!(
+                e.contains("DF_1_NODEFLIB") && !e.contains("/etc/ld.so.cache"),
+                "{e}"
+            );
+        });
+    }
+
+    #[test]
+    fn symlinks_become_relative_links_to_the_real_file() {
+        let t = T::new("links");
+        let real = t.file("usr/lib/libz.so.1.2.13", &header(true, 62));
+        std::fs::create_dir_all(format!("{}/lib", t.0)).unwrap();
+        std::os::unix::fs::symlink(
+            "../usr/lib/libz.so.1.2.13",
+            format!("{}/lib/libz.so.1", t.0),
+        )
+        .unwrap();
+        let host = Host {
+            cache: Cache::default(),
+        };
+        with_resolver(&host, |r| {
+            let got = r.place(&format!("{}/lib/libz.so.1", t.0)).unwrap();
+            assert_eq!(got, real);
+            assert_eq!(
+                r.out
+                    .links
+                    .get(&format!("{}/lib/libz.so.1", t.0))
+                    .map(String::as_str),
+                Some("../usr/lib/libz.so.1.2.13")
+            );
+            assert_eq!(
+                r.out.files.get(&real).map(|s| s.mode & 0o222),
+                Some(0),
+                "stored read-only"
+            );
+            assert!(
+                r.place(&format!("{}/lib", t.0))
+                    .unwrap_err()
+                    .contains("is a directory")
+            );
+        });
+    }
+}

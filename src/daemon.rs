@@ -157,6 +157,9 @@ struct App {
     stop_why: String,
 }
 
+/// How to start an app (or its exec health check), or why it cannot be started.
+type Launch = Result<Arc<Prepared>, String>;
+
 struct NotifyChannel {
     path: PathBuf,
     task: tokio::task::JoinHandle<()>,
@@ -168,9 +171,6 @@ impl Drop for NotifyChannel {
         let _ = std::fs::remove_file(&self.path);
     }
 }
-
-/// A prepared launch, or why it cannot be prepared.
-type PreparedOr = Result<Arc<Prepared>, String>;
 
 fn policy_of(spec: &AppSpec) -> Policy {
     let mut p = Policy::simple(spec.restart.clone(), spec.stop_signal, spec.stop_timeout);
@@ -294,7 +294,7 @@ impl Supervisor {
     }
 
     /// The launch recipe of an app, with NOTIFY_SOCKET added when it signals readiness that way.
-    fn prepare(&self, spec: &AppSpec, idx: usize) -> (PreparedOr, Option<PreparedOr>) {
+    fn prepare(&self, spec: &AppSpec, idx: usize) -> (Launch, Option<Launch>) {
         let mut s = spec.clone();
         if s.readiness.when == ReadyWhen::Notify {
             s.env.insert(
@@ -621,7 +621,14 @@ impl Supervisor {
                 return;
             };
             acts.clear();
+            let step_from = app.m.state();
             app.m.handle(ev, now, &mut acts);
+            if app.m.state() != step_from
+                && app.m.state() == State::Stopping
+                && app.stop_why.is_empty()
+            {
+                app.stop_why = "stop requested".into();
+            }
             for a in acts.drain(..) {
                 match a {
                     Action::Spawn => match self
@@ -659,6 +666,11 @@ impl Supervisor {
                     Action::Arm(k, d) => self.arm(idx, k, d),
                     Action::Cancel(k) => self.cancel(idx, k),
                     Action::RunHealthCheck => self.run_check(idx),
+                }
+            }
+            if let Some(app) = self.apps[idx].as_ref() {
+                if app.m.state() != step_from {
+                    self.publish(app, step_from);
                 }
             }
         }
@@ -700,14 +712,6 @@ impl Supervisor {
         };
         let (state, down, remove) = (app.m.state(), app.m.state().is_down(), app.remove_when_down);
         if state != before {
-            if state == State::Stopping && app.stop_why.is_empty() {
-                if let Some(a) = self.apps[idx].as_mut() {
-                    a.stop_why = "stop requested".into();
-                }
-            }
-            if let Some(app) = self.apps[idx].as_ref() {
-                self.publish(app, before);
-            }
             if state != State::Stopping {
                 if let Some(a) = self.apps[idx].as_mut() {
                     a.stop_why.clear();

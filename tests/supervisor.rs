@@ -604,13 +604,23 @@ fn children_get_only_stdio_and_the_original_fd_limit() {
             .wait_state(app, "READY", Duration::from_secs(5))
             .pid
             .unwrap();
-        let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse().ok())
-            .collect();
-        fds.sort();
-        assert_eq!(fds, vec![0, 1, 2], "{app} inherited paddock's descriptors");
+        // `sleep` may briefly hold its locale file open while it starts; a leaked descriptor
+        // would stay.
+        let fds = || {
+            let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            fds.sort();
+            fds
+        };
+        let settled = try_wait(Duration::from_secs(3), || fds() == vec![0, 1, 2]);
+        assert!(
+            settled,
+            "{app} inherited paddock's descriptors: {:?}",
+            fds()
+        );
         let stdin = std::fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
         assert_eq!(stdin, std::path::Path::new("/dev/null"));
         let out = std::fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();

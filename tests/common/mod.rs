@@ -129,12 +129,16 @@ impl Paddock {
     pub fn wait_state(&self, name: &str, state: &str, within: Duration) -> AppStatus {
         let mut last = None;
         let ok = try_wait(within, || {
-            let a = self.app(name);
+            let Some(a) = self.status().into_iter().find(|a| a.name == name) else {
+                return false;
+            };
             let hit = a.state == state;
             last = Some(a);
             hit
         });
-        let last = last.unwrap();
+        let Some(last) = last else {
+            panic!("no app {name} appeared within {within:?}")
+        };
         assert!(
             ok,
             "{name} did not reach {state} within {within:?}; last status: {last:?}"

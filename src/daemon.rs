@@ -27,6 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+mod bundles;
+
 #[derive(Clone, Debug)]
 pub struct Options {
     pub config_dirs: Vec<PathBuf>,
@@ -142,6 +144,11 @@ struct App {
     /// s6-style readiness pipe: paddock keeps the write end to hand to each child.
     ready_w: Option<OwnedFd>,
     remove_when_down: bool,
+    /// Bundle switch on `update` (see `bundles.rs`): the instance starting with the new bundle,
+    /// the instance it replaces, and why the last switch failed.
+    successor: Option<usize>,
+    predecessor: Option<usize>,
+    switch_note: Option<String>,
     /// STATUS= from sd_notify.
     status_text: String,
     /// What the last health check said.
@@ -232,6 +239,7 @@ pub struct Supervisor {
     exit_code: i32,
     seed: u64,
     base_env: native::BaseEnv,
+    bundle_cache: crate::bundle::verify::Cache,
     tx: mpsc::UnboundedSender<Msg>,
     events: broadcast::Sender<String>,
 }
@@ -262,6 +270,7 @@ impl Supervisor {
             exit_code: 0,
             seed: std::process::id() as u64 ^ 0x5DEE_CE66_D1CE_F00D,
             base_env: native::BaseEnv::from_process(),
+            bundle_cache: Default::default(),
             tx,
             events,
         };
@@ -275,20 +284,24 @@ impl Supervisor {
         self.origin.elapsed()
     }
 
-    fn notify_path(&self, name: &str) -> PathBuf {
-        self.opts
-            .state_dir
-            .join("notify")
-            .join(format!("{name}.sock"))
+    fn notify_path(&self, name: &str, idx: usize) -> PathBuf {
+        // A second instance of an app (during a bundle switch) gets a socket of its own.
+        let file = match self.by_name.get(name) {
+            Some(&i) if i != idx => format!("{name}.{idx}.sock"),
+            _ => format!("{name}.sock"),
+        };
+        self.opts.state_dir.join("notify").join(file)
     }
 
     /// The launch recipe of an app, with NOTIFY_SOCKET added when it signals readiness that way.
-    fn prepare(&self, spec: &AppSpec) -> (Launch, Option<Launch>) {
+    fn prepare(&self, spec: &AppSpec, idx: usize) -> (Launch, Option<Launch>) {
         let mut s = spec.clone();
         if s.readiness.when == ReadyWhen::Notify {
             s.env.insert(
                 "NOTIFY_SOCKET".into(),
-                self.notify_path(&spec.name).to_string_lossy().into_owned(),
+                self.notify_path(&spec.name, idx)
+                    .to_string_lossy()
+                    .into_owned(),
             );
         }
         let app = Prepared::new(&s, &self.base_env).map(Arc::new);
@@ -304,6 +317,7 @@ impl Supervisor {
                     Err(e) => return (app, Some(Err(e))),
                 };
                 c.command = command.clone();
+                c.bundle = None; // a probe is a host program, even for a bundled app
                 Some(Prepared::new(&c, &self.base_env).map(Arc::new))
             }
             _ => None,
@@ -321,7 +335,7 @@ impl Supervisor {
             app: name.clone(),
             spec: spec.logs.clone(),
         });
-        let (prepared, check) = self.prepare(&spec);
+        let (prepared, check) = self.prepare(&spec, self.apps.len());
         let app = App {
             name,
             prepared,
@@ -335,6 +349,9 @@ impl Supervisor {
             notify: None,
             ready_w: None,
             remove_when_down: false,
+            successor: None,
+            predecessor: None,
+            switch_note: None,
             status_text: String::new(),
             health_detail: String::new(),
             stop_why: String::new(),
@@ -363,7 +380,7 @@ impl Supervisor {
         let Some(spec) = self.apps[idx].as_mut().and_then(|a| a.pending.take()) else {
             return;
         };
-        let (prepared, check) = self.prepare(&spec);
+        let (prepared, check) = self.prepare(&spec, idx);
         let Some(app) = self.apps[idx].as_mut() else {
             return;
         };
@@ -385,7 +402,9 @@ impl Supervisor {
     }
 
     fn ensure_channels(&mut self, idx: usize) -> std::io::Result<()> {
-        let notify_path = self.apps[idx].as_ref().map(|a| self.notify_path(&a.name));
+        let notify_path = self.apps[idx]
+            .as_ref()
+            .map(|a| self.notify_path(&a.name, idx));
         let tx = self.tx.clone();
         let Some(app) = self.apps[idx].as_mut() else {
             return Ok(());
@@ -612,13 +631,19 @@ impl Supervisor {
             }
             for a in acts.drain(..) {
                 match a {
-                    Action::Spawn => match self.do_spawn(idx) {
+                    Action::Spawn => match self
+                        .check_bundle(idx)
+                        .map_err(Event::SpawnRefused)
+                        .and_then(|()| self.do_spawn(idx).map_err(Event::SpawnFailed))
+                    {
                         Ok(_) => queue.push_back(Event::Spawned),
-                        Err(e) => {
-                            if let Some(app) = &self.apps[idx] {
+                        Err(ev) => {
+                            if let (Some(app), Event::SpawnFailed(e) | Event::SpawnRefused(e)) =
+                                (&self.apps[idx], &ev)
+                            {
                                 eprintln!("paddock: {}: {e}", app.name);
                             }
-                            queue.push_back(Event::SpawnFailed(e))
+                            queue.push_back(ev)
                         }
                     },
                     Action::Signal(sig) => {
@@ -681,6 +706,7 @@ impl Supervisor {
     }
 
     fn after_change(&mut self, idx: usize, before: State) {
+        self.switch_progress(idx);
         let Some(app) = self.apps[idx].as_ref() else {
             return;
         };
@@ -937,6 +963,10 @@ impl Supervisor {
                     ))
                 )
             }
+            State::Fatal if m.refused() => format!(
+                "not started, and not retried until `paddock start`: {}",
+                m.last_exit().map(|e| e.describe()).unwrap_or_default()
+            ),
             State::Fatal => format!(
                 "gave up after {} failed starts; last: {}",
                 m.failures(),
@@ -947,6 +977,9 @@ impl Supervisor {
             }
             State::Starting if m.waiting() => {
                 format!("waiting for {}", self.waiting_for(app).join(", "))
+            }
+            State::Running | State::Ready if self.switch_message(app).is_some() => {
+                self.switch_message(app).unwrap_or_default()
             }
             State::Running => "waiting for readiness".into(),
             State::Stopping => app.stop_why.clone(),
@@ -967,7 +1000,7 @@ impl Supervisor {
             failures: m.failures(),
             last_exit,
             message,
-            isolation: "none".into(),
+            isolation: app.spec.isolation.as_str().into(),
             autostart: app.spec.autostart,
             command: app.spec.command.clone(),
             health: app.spec.health.as_ref().map(|_| m.health()),
@@ -1238,6 +1271,15 @@ impl Supervisor {
             let (Some(&idx), Some(spec)) = (self.by_name.get(name), new.remove(name)) else {
                 continue;
             };
+            // A new bundle for a running app: start it next to the old one (see bundles.rs).
+            self.cancel_successor(idx);
+            if self.apps[idx].as_ref().is_some_and(|a| *a.spec == spec) {
+                continue; // a switch was called off: the running instance has these settings
+            }
+            if self.wants_switch(idx, &spec) {
+                self.begin_switch(idx, spec);
+                continue;
+            }
             let Some(app) = self.apps[idx].as_mut() else {
                 continue;
             };
@@ -1467,6 +1509,7 @@ impl Supervisor {
             self.by_name.len()
         );
         self.shutting_down = true;
+        self.cancel_switches();
         for idx in self.app_idxs() {
             if self.apps[idx]
                 .as_ref()

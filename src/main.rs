@@ -11,6 +11,7 @@ use std::process::ExitCode;
 const DEFAULT_SOCKET: &str = "/run/paddock/paddock.sock";
 const DEFAULT_CONFIG: &str = "/etc/paddock/apps";
 const DEFAULT_STATE: &str = "/var/lib/paddock";
+const DEFAULT_STORE: &str = paddock::bundle::DEFAULT_STORE;
 
 #[derive(Parser)]
 #[command(
@@ -34,14 +35,28 @@ enum Cmd {
         /// A directory of app files (NAME.toml); may be given more than once.
         #[arg(long = "config", default_value = DEFAULT_CONFIG)]
         config: Vec<PathBuf>,
-        /// Where logs (and later bundles and caches) live.
+        /// Where logs (and later caches) live.
         #[arg(long, default_value = DEFAULT_STATE)]
         state_dir: PathBuf,
+        /// The bundle store that `bundle = "NAME"` in app files refers to.
+        #[arg(long, env = "PADDOCK_STORE", default_value = DEFAULT_STORE)]
+        store: PathBuf,
     },
     /// Validate app files without running anything; exits non-zero on any error.
     Check {
         #[arg(default_value = DEFAULT_CONFIG)]
         dirs: Vec<PathBuf>,
+        /// The bundle store that `bundle = "NAME"` in app files refers to.
+        #[arg(long, env = "PADDOCK_STORE", default_value = DEFAULT_STORE)]
+        store: PathBuf,
+    },
+    /// Build, list, inspect, verify and garbage-collect dependency bundles.
+    Bundle {
+        /// The bundle store.
+        #[arg(long, global = true, env = "PADDOCK_STORE", default_value = DEFAULT_STORE)]
+        store: PathBuf,
+        #[command(subcommand)]
+        cmd: paddock::bundle::cli::BundleCmd,
     },
     /// Show apps: state, pid, uptime, restarts, last exit.
     Status {
@@ -122,8 +137,16 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let client = Client::new(&cli.socket);
+    // App files name bundles of this store (`bundle = "NAME"`).
+    if let Cmd::Serve { store, .. } | Cmd::Check { store, .. } | Cmd::Bundle { store, .. } =
+        &cli.cmd
+    {
+        paddock::bundle::set_store(store);
+    }
     match cli.cmd {
-        Cmd::Serve { config, state_dir } => {
+        Cmd::Serve {
+            config, state_dir, ..
+        } => {
             match paddock::daemon::serve(paddock::daemon::Options {
                 config_dirs: config,
                 socket: cli.socket.clone(),
@@ -134,7 +157,8 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        Cmd::Check { dirs } => match paddock::config::load_dirs(&dirs) {
+        Cmd::Bundle { store, cmd } => paddock::bundle::cli::run(&store, cmd),
+        Cmd::Check { dirs, .. } => match paddock::config::load_dirs(&dirs) {
             Ok(apps) => {
                 println!("ok: {} apps", apps.len());
                 ExitCode::SUCCESS

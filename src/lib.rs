@@ -15,5 +15,6 @@ pub mod daemon;
 pub mod driver;
 pub mod health;
 pub mod logs;
+pub mod pid1;
 pub mod supervise;
 pub mod util;

@@ -12,6 +12,7 @@ pub mod bundle;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod driver;
 pub mod health;
 pub mod logs;

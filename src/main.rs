@@ -129,6 +129,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LogsCmd,
     },
+    /// What this host offers for each isolation level (namespaces, cgroups, Landlock, seccomp).
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the versions of this CLI and of the running paddock.
     Version,
 }
@@ -294,6 +299,15 @@ fn main() -> ExitCode {
             Ok(r) => fail(r.body.trim()),
             Err(e) => fail(e),
         },
+        Cmd::Doctor { json } => {
+            let r = paddock::doctor::probe();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                paddock::doctor::print(&r);
+            }
+            ExitCode::SUCCESS
+        }
         Cmd::Poweroff | Cmd::Reboot => {
             let then = if matches!(cmd, Cmd::Reboot) {
                 "reboot"

@@ -303,3 +303,54 @@ fn tells_its_parent_ready_and_stopping_and_hides_notify_socket_from_apps() {
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     assert!(wait_child(&mut child, Duration::from_secs(10)).success());
 }
+
+#[test]
+fn doctor_reports_this_hosts_facts() {
+    let out = Command::new(BIN)
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Facts of this kernel, checked independently of paddock.
+    let layout = v["cgroup"]["layout"].as_str().unwrap();
+    let v2_at_root = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" /sys/fs/cgroup ") && l.contains(" - cgroup2 "));
+    if v2_at_root {
+        assert_eq!(layout, "v2");
+    } else {
+        assert!(layout == "hybrid" || layout == "v1", "{layout}");
+    }
+    let lsm = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    if lsm.contains("landlock") {
+        assert!(v["landlock_abi"].as_i64().unwrap() >= 1);
+    }
+    let names: Vec<&str> = v["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["user", "mount", "pid", "net", "uts", "ipc", "cgroup"]
+    );
+    if is_root() {
+        assert!(
+            v["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["ok"] == true),
+            "{v}"
+        );
+    }
+    let text = Command::new(BIN).arg("doctor").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("isolation levels:") && text.contains("bundle   available"),
+        "{text}"
+    );
+}

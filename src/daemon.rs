@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+mod bundles;
 mod wasm_apps;
 
 #[derive(Clone, Debug)]
@@ -36,6 +37,25 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Wasm instance pool size (`--wasm-slots`); default from the number of wasm apps.
     pub wasm_slots: Option<u32>,
+    /// Host-wide settings (`/etc/paddock/paddock.toml`).
+    pub global: crate::pid1::Global,
+}
+
+/// What happens to the machine once paddock has stopped everything (`paddock poweroff`,
+/// `paddock reboot`; only honoured when paddock is PID 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Halt {
+    Poweroff,
+    Reboot,
+}
+
+/// How `paddock serve` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// 0, or 1 when an essential app went FATAL.
+    pub code: i32,
+    /// A poweroff or reboot was asked for.
+    pub halt: Option<Halt>,
 }
 
 /// A reply to a control request: HTTP status, content type, body.
@@ -82,7 +102,7 @@ pub enum Request {
     },
     Reread,
     Update,
-    Shutdown,
+    Shutdown(Option<Halt>),
     ReopenLogs,
     Metrics,
     Version,
@@ -153,6 +173,11 @@ struct App {
     ready_w: Option<OwnedFd>,
     remove_when_down: bool,
     wasm: wasm_apps::WasmApp,
+    /// Bundle switch on `update` (see `bundles.rs`): the instance starting with the new bundle,
+    /// the instance it replaces, and why the last switch failed.
+    successor: Option<usize>,
+    predecessor: Option<usize>,
+    switch_note: Option<String>,
     /// STATUS= from sd_notify.
     status_text: String,
     /// What the last health check said.
@@ -244,8 +269,12 @@ pub struct Supervisor {
     seed: u64,
     base_env: native::BaseEnv,
     wasm: wasm_apps::WasmState,
+    bundle_cache: crate::bundle::verify::Cache,
     tx: mpsc::UnboundedSender<Msg>,
     events: broadcast::Sender<String>,
+    halt: Option<Halt>,
+    parent: crate::pid1::ParentNotify,
+    ready_sent: bool,
 }
 
 impl Supervisor {
@@ -255,6 +284,7 @@ impl Supervisor {
         logs: Logs,
         tx: mpsc::UnboundedSender<Msg>,
         events: broadcast::Sender<String>,
+        parent: crate::pid1::ParentNotify,
     ) -> std::io::Result<Supervisor> {
         let (state_dir, wasm_slots) = (opts.state_dir.clone(), opts.wasm_slots);
         let mut s = Supervisor {
@@ -276,8 +306,12 @@ impl Supervisor {
             seed: std::process::id() as u64 ^ 0x5DEE_CE66_D1CE_F00D,
             base_env: native::BaseEnv::from_process(),
             wasm: wasm_apps::WasmState::new(&state_dir, wasm_slots, tx.clone()),
+            bundle_cache: Default::default(),
             tx,
             events,
+            halt: None,
+            parent,
+            ready_sent: false,
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -289,20 +323,24 @@ impl Supervisor {
         self.origin.elapsed()
     }
 
-    fn notify_path(&self, name: &str) -> PathBuf {
-        self.opts
-            .state_dir
-            .join("notify")
-            .join(format!("{name}.sock"))
+    fn notify_path(&self, name: &str, idx: usize) -> PathBuf {
+        // A second instance of an app (during a bundle switch) gets a socket of its own.
+        let file = match self.by_name.get(name) {
+            Some(&i) if i != idx => format!("{name}.{idx}.sock"),
+            _ => format!("{name}.sock"),
+        };
+        self.opts.state_dir.join("notify").join(file)
     }
 
     /// The launch recipe of an app, with NOTIFY_SOCKET added when it signals readiness that way.
-    fn prepare(&self, spec: &AppSpec) -> (Launch, Option<Launch>) {
+    fn prepare(&self, spec: &AppSpec, idx: usize) -> (Launch, Option<Launch>) {
         let mut s = spec.clone();
         if s.readiness.when == ReadyWhen::Notify {
             s.env.insert(
                 "NOTIFY_SOCKET".into(),
-                self.notify_path(&spec.name).to_string_lossy().into_owned(),
+                self.notify_path(&spec.name, idx)
+                    .to_string_lossy()
+                    .into_owned(),
             );
         }
         let app = Prepared::new(&s, &self.base_env).map(Arc::new);
@@ -318,6 +356,7 @@ impl Supervisor {
                     Err(e) => return (app, Some(Err(e))),
                 };
                 c.command = command.clone();
+                c.bundle = None; // a probe is a host program, even for a bundled app
                 Some(Prepared::new(&c, &self.base_env).map(Arc::new))
             }
             _ => None,
@@ -335,7 +374,7 @@ impl Supervisor {
             app: name.clone(),
             spec: spec.logs.clone(),
         });
-        let (prepared, check) = self.prepare(&spec);
+        let (prepared, check) = self.prepare(&spec, self.apps.len());
         let app = App {
             name,
             prepared,
@@ -350,6 +389,9 @@ impl Supervisor {
             ready_w: None,
             remove_when_down: false,
             wasm: Default::default(),
+            successor: None,
+            predecessor: None,
+            switch_note: None,
             status_text: String::new(),
             health_detail: String::new(),
             stop_why: String::new(),
@@ -378,7 +420,7 @@ impl Supervisor {
         let Some(spec) = self.apps[idx].as_mut().and_then(|a| a.pending.take()) else {
             return;
         };
-        let (prepared, check) = self.prepare(&spec);
+        let (prepared, check) = self.prepare(&spec, idx);
         let Some(app) = self.apps[idx].as_mut() else {
             return;
         };
@@ -404,7 +446,9 @@ impl Supervisor {
     }
 
     fn ensure_channels(&mut self, idx: usize) -> std::io::Result<()> {
-        let notify_path = self.apps[idx].as_ref().map(|a| self.notify_path(&a.name));
+        let notify_path = self.apps[idx]
+            .as_ref()
+            .map(|a| self.notify_path(&a.name, idx));
         let tx = self.tx.clone();
         let Some(app) = self.apps[idx].as_mut() else {
             return Ok(());
@@ -637,13 +681,19 @@ impl Supervisor {
             }
             for a in acts.drain(..) {
                 match a {
-                    Action::Spawn => match self.do_spawn(idx) {
+                    Action::Spawn => match self
+                        .check_bundle(idx)
+                        .map_err(Event::SpawnRefused)
+                        .and_then(|()| self.do_spawn(idx).map_err(Event::SpawnFailed))
+                    {
                         Ok(_) => queue.push_back(Event::Spawned),
-                        Err(e) => {
-                            if let Some(app) = &self.apps[idx] {
+                        Err(ev) => {
+                            if let (Some(app), Event::SpawnFailed(e) | Event::SpawnRefused(e)) =
+                                (&self.apps[idx], &ev)
+                            {
                                 eprintln!("paddock: {}: {e}", app.name);
                             }
-                            queue.push_back(Event::SpawnFailed(e))
+                            queue.push_back(ev)
                         }
                     },
                     Action::Signal(_) | Action::KillGroup if self.wasm_interrupt(idx) => {}
@@ -707,6 +757,10 @@ impl Supervisor {
     }
 
     fn after_change(&mut self, idx: usize, before: State) {
+        if !self.ready_sent {
+            self.tell_parent_when_ready();
+        }
+        self.switch_progress(idx);
         let Some(app) = self.apps[idx].as_ref() else {
             return;
         };
@@ -963,6 +1017,10 @@ impl Supervisor {
                     ))
                 )
             }
+            State::Fatal if m.refused() => format!(
+                "not started, and not retried until `paddock start`: {}",
+                m.last_exit().map(|e| e.describe()).unwrap_or_default()
+            ),
             State::Fatal => format!(
                 "gave up after {} failed starts; last: {}",
                 m.failures(),
@@ -973,6 +1031,9 @@ impl Supervisor {
             }
             State::Starting if m.waiting() => {
                 format!("waiting for {}", self.waiting_for(app).join(", "))
+            }
+            State::Running | State::Ready if self.switch_message(app).is_some() => {
+                self.switch_message(app).unwrap_or_default()
             }
             State::Running => "waiting for readiness".into(),
             State::Stopping => app.stop_why.clone(),
@@ -1274,6 +1335,15 @@ impl Supervisor {
             let (Some(&idx), Some(spec)) = (self.by_name.get(name), new.remove(name)) else {
                 continue;
             };
+            // A new bundle for a running app: start it next to the old one (see bundles.rs).
+            self.cancel_successor(idx);
+            if self.apps[idx].as_ref().is_some_and(|a| *a.spec == spec) {
+                continue; // a switch was called off: the running instance has these settings
+            }
+            if self.wants_switch(idx, &spec) {
+                self.begin_switch(idx, spec);
+                continue;
+            }
             let Some(app) = self.apps[idx].as_mut() else {
                 continue;
             };
@@ -1457,7 +1527,10 @@ impl Supervisor {
                 Reply::json(if r.ok { 200 } else { 422 }, &r)
             }
             Request::Update => self.update(),
-            Request::Shutdown => {
+            Request::Shutdown(halt) => {
+                if halt.is_some() {
+                    self.halt = halt;
+                }
                 self.begin_shutdown();
                 Reply::json(
                     202,
@@ -1509,6 +1582,8 @@ impl Supervisor {
             self.by_name.len()
         );
         self.shutting_down = true;
+        self.parent.send("STOPPING=1\nSTATUS=stopping apps");
+        self.cancel_switches();
         for idx in self.app_idxs() {
             if self.apps[idx]
                 .as_ref()
@@ -1527,7 +1602,8 @@ impl Supervisor {
     fn on_signal(&mut self, sig: i32) {
         match sig {
             libc::SIGCHLD => self.reap(),
-            libc::SIGTERM | libc::SIGINT => self.begin_shutdown(),
+            // SIGINT is also Ctrl-Alt-Del when paddock is PID 1; SIGPWR is a VM's power button.
+            libc::SIGTERM | libc::SIGINT | libc::SIGPWR => self.begin_shutdown(),
             libc::SIGHUP => {
                 let r = self.update();
                 eprintln!("paddock: SIGHUP: update: {}", r.body.trim());
@@ -1538,8 +1614,9 @@ impl Supervisor {
     }
 
     /// Runs until shutdown completes; returns paddock's exit code.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> i32 {
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> Outcome {
         self.autostart();
+        self.tell_parent_when_ready();
         let ready = self
             .apps
             .iter()
@@ -1610,7 +1687,40 @@ impl Supervisor {
         tokio::task::yield_now().await;
         self.logs.flush().await;
         let _ = std::fs::remove_file(&self.opts.socket);
-        self.exit_code
+        Outcome {
+            code: self.exit_code,
+            halt: self.halt,
+        }
+    }
+
+    /// READY=1 to paddock's own parent (systemd `Type=notify`) once every autostart app is READY
+    /// or has settled (FATAL, EXITED): paddock has done what it can.
+    fn tell_parent_when_ready(&mut self) {
+        if self.ready_sent || self.shutting_down {
+            return;
+        }
+        let settled = self
+            .apps
+            .iter()
+            .flatten()
+            .filter(|a| a.spec.autostart)
+            .all(|a| {
+                let st = a.m.state();
+                st == State::Ready || st == State::Fatal || st == State::Exited
+            });
+        if settled {
+            self.ready_sent = true;
+            let ready = self
+                .apps
+                .iter()
+                .flatten()
+                .filter(|a| a.m.state() == State::Ready)
+                .count();
+            self.parent.send(&format!(
+                "READY=1\nSTATUS={ready} of {} apps ready",
+                self.by_name.len()
+            ));
+        }
     }
 }
 
@@ -1622,6 +1732,7 @@ pub fn forward_signals(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
         libc::SIGINT,
         libc::SIGHUP,
         libc::SIGUSR2,
+        libc::SIGPWR,
     ])?;
     std::thread::Builder::new()
         .name("paddock-signals".into())
@@ -1664,8 +1775,20 @@ pub fn check_config(
     }
 }
 
-/// `paddock serve`; returns the exit code (non-zero when an essential app failed).
-pub fn serve(opts: Options) -> Result<i32, String> {
+/// `paddock serve`: supervises until shutdown. As PID 1 it first mounts what a bare filesystem
+/// lacks and sets the hostname; the caller does the final act (see `pid1`).
+pub fn serve(opts: Options) -> Result<Outcome, String> {
+    // Before any thread exists: paddock's own NOTIFY_SOCKET is for paddock, not for its apps.
+    let parent = crate::pid1::ParentNotify::from_env();
+    if crate::pid1::is_pid1() {
+        for note in crate::pid1::early_mounts() {
+            eprintln!("paddock: {note}");
+        }
+        crate::pid1::disable_cad();
+    }
+    if let Some(h) = &opts.global.hostname {
+        crate::pid1::set_hostname(h)?;
+    }
     let specs = config::load_dirs(&opts.config_dirs).map_err(|mut errs| {
         // Refusing anyway: also report what is wrong with the modules of the valid files.
         let (valid, _) = config::load_dirs_all(&opts.config_dirs);
@@ -1683,10 +1806,15 @@ pub fn serve(opts: Options) -> Result<i32, String> {
             crate::util::io_reason(&e)
         )
     })?;
-    if std::process::id() != 1 {
+    if !crate::pid1::is_pid1() {
         // Orphans of our apps (double-forking daemons) are reparented to us, not to init.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
+    let log_dir = opts
+        .global
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| opts.state_dir.join("logs"));
     // One thread runs the supervisor, the control socket, probes and the pipe readers: the
     // supervisor is one task that owns all state, and a single thread keeps its memory in one
     // malloc arena.
@@ -1697,10 +1825,10 @@ pub fn serve(opts: Options) -> Result<i32, String> {
     rt.block_on(async move {
         let (tx, rx) = mpsc::unbounded_channel();
         forward_signals(tx.clone()).map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let logs = Logs::start(opts.state_dir.join("logs")).map_err(|e| {
+        let logs = Logs::start(log_dir.clone()).map_err(|e| {
             format!(
                 "cannot create {}: {}",
-                opts.state_dir.join("logs").display(),
+                log_dir.display(),
                 crate::util::io_reason(&e)
             )
         })?;
@@ -1711,6 +1839,7 @@ pub fn serve(opts: Options) -> Result<i32, String> {
             logs.clone(),
             tx.clone(),
             events.clone(),
+            parent,
         )
         .map_err(|e| format!("cannot start: {e}"))?;
         // Wasm apps: load and link every module before anything starts.
@@ -1730,7 +1859,7 @@ pub fn serve(opts: Options) -> Result<i32, String> {
         }
         let listener = crate::control::server::bind(&opts.socket)?;
         eprintln!(
-            "paddock {}: supervising {} apps from {}; control socket {}",
+            "paddock {}: supervising {} apps from {}; control socket {}{}",
             env!("CARGO_PKG_VERSION"),
             sup.by_name.len(),
             opts.config_dirs
@@ -1738,7 +1867,12 @@ pub fn serve(opts: Options) -> Result<i32, String> {
                 .map(|d| d.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            opts.socket.display()
+            opts.socket.display(),
+            if crate::pid1::is_pid1() {
+                " (PID 1)"
+            } else {
+                ""
+            }
         );
         tokio::spawn(crate::control::server::serve(
             listener,
@@ -1746,15 +1880,15 @@ pub fn serve(opts: Options) -> Result<i32, String> {
             logs,
             events,
         ));
-        let code = sup.run(rx).await;
+        let out = sup.run(rx).await;
         eprintln!(
-            "paddock: all apps stopped; exiting{}",
-            if code != 0 {
-                " with status 1 (an essential app failed)"
+            "paddock: all apps stopped{}",
+            if out.code != 0 {
+                "; exit status 1 (an essential app failed)"
             } else {
                 ""
             }
         );
-        Ok(code)
+        Ok(out)
     })
 }

@@ -3,15 +3,19 @@
 //! - `config`: app files (TOML), validation, diffing;
 //! - `supervise`: the pure restart/stop state machine;
 //! - `driver`: starting processes;
+//! - `bundle`: dependency bundles (recipes, ELF closure, store, verification, launch);
 //! - `logs`: output pipes to rotated files, tail and follow;
 //! - `control`: the HTTP/JSON API on a Unix socket, and its client;
 //! - `daemon`: the event loop that ties them together (`paddock serve`).
 
+pub mod bundle;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod driver;
 pub mod health;
 pub mod logs;
+pub mod pid1;
 pub mod supervise;
 pub mod util;

@@ -16,13 +16,16 @@ use std::time::Duration;
 use toml::Spanned;
 use units::{Dur, Sig, Size};
 
-/// Where an app runs. `none` and `wasm` exist in this build; the other levels are named so
-/// that a file asking for them gets a precise error rather than a generic "unknown variant".
+/// Where an app runs. `none`, `bundle` and `wasm` exist in this build; the other levels are
+/// named so that a file asking for them gets a precise error rather than a generic "unknown
+/// variant".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Isolation {
     #[default]
     None,
+    /// The app's program and libraries come from a bundle (see `crate::bundle`).
+    Bundle,
     /// A WebAssembly module under wasmtime (see `config::wasm`, `driver::wasm`).
     Wasm,
 }
@@ -31,6 +34,7 @@ impl Isolation {
     pub fn as_str(self) -> &'static str {
         match self {
             Isolation::None => "none",
+            Isolation::Bundle => "bundle",
             Isolation::Wasm => "wasm",
         }
     }
@@ -119,6 +123,8 @@ pub struct AppSpec {
     pub stop_signal: i32,
     pub stop_timeout: Duration,
     pub isolation: Isolation,
+    /// With `isolation = "bundle"`: the bundle, program and launch mode, resolved at load.
+    pub bundle: Option<crate::bundle::launch::BundleLaunch>,
     pub restart: RestartSpec,
     pub logs: LogSpec,
     /// `[limits]` (enforced for `wasm` only in this build; refused for other levels).
@@ -162,6 +168,8 @@ struct RawApp {
     stop_signal: Option<Sig>,
     stop_timeout: Option<Dur>,
     isolation: Option<Spanned<String>>,
+    bundle: Option<Spanned<String>>,
+    launch: Option<Spanned<String>>,
     restart: Option<RawRestart>,
     logs: Option<RawLogs>,
     // Level `wasm` and [limits]: see config/wasm.rs.
@@ -225,7 +233,7 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 /// Line and column (1-based) of a byte offset.
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(src.len());
     let before = &src.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
@@ -475,13 +483,14 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     let isolation = match &raw.isolation {
         None => Isolation::None,
         Some(s) if s.get_ref() == "none" => Isolation::None,
+        Some(s) if s.get_ref() == "bundle" => Isolation::Bundle,
         Some(s) if s.get_ref() == "wasm" => Isolation::Wasm,
-        Some(s) if ["bundle", "sandbox"].contains(&s.get_ref().as_str()) => {
+        Some(s) if s.get_ref() == "sandbox" => {
             cx.err_at(
                 Some(s.span()),
                 "isolation",
                 format!(
-                    "level \"{}\" is not available in this build of paddock yet; use \"none\" or \"wasm\"",
+                    "level \"{}\" is not available in this build of paddock yet; use \"none\", \"bundle\" or \"wasm\"",
                     s.get_ref()
                 ),
             );
@@ -543,6 +552,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         env.insert(ks.clone(), vs.clone());
     }
 
+    let mut bundle_launch = None;
     let (command, program) = match &raw.command {
         _ if isolation == Isolation::Wasm => (vec![], PathBuf::new()), // see below
         None => {
@@ -568,6 +578,14 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
                 "arguments may not contain NUL bytes",
             );
             (vec![], PathBuf::new())
+        }
+        Some(c)
+            if isolation == Isolation::Bundle || raw.bundle.is_some() || raw.launch.is_some() =>
+        {
+            // The program comes from the bundle, not from the host's PATH.
+            let (bundle, prog) = bundle_keys(&mut cx, isolation, &raw.bundle, &raw.launch, c);
+            bundle_launch = bundle;
+            (c.get_ref().clone(), prog)
         }
         Some(c) => {
             let prog = match resolve_program(
@@ -598,6 +616,11 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         workdir: raw.workdir.as_ref().map(|w| w.span()),
         user: raw.user.as_ref().map(|u| u.span()),
         group: raw.group.as_ref().map(|g| g.span()),
+        bundle: raw
+            .bundle
+            .as_ref()
+            .map(|b| b.span())
+            .or(raw.launch.as_ref().map(|l| l.span())),
     };
     let (wasm, command, program) = if isolation == Isolation::Wasm {
         let w = wasm::parse_wasm(&mut cx, &wasm_keys, &limits, file);
@@ -711,11 +734,62 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         stop_signal: raw.stop_signal.map_or(libc::SIGTERM, |s| s.0),
         stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
         isolation,
+        bundle: bundle_launch,
         restart,
         logs,
         limits,
         wasm,
     })
+}
+
+/// The keys of `isolation = "bundle"`: `bundle` and `launch`, and `command[0]` resolved inside
+/// the bundle. Returns the launch and the program's path on the host.
+fn bundle_keys(
+    cx: &mut FileCtx,
+    isolation: Isolation,
+    bundle: &Option<Spanned<String>>,
+    launch: &Option<Spanned<String>>,
+    command: &Spanned<Vec<String>>,
+) -> (Option<crate::bundle::launch::BundleLaunch>, PathBuf) {
+    if isolation != Isolation::Bundle {
+        for (k, v) in [("bundle", bundle), ("launch", launch)] {
+            if let Some(v) = v {
+                cx.err_at(
+                    Some(v.span()),
+                    k,
+                    "is only used with isolation = \"bundle\"",
+                );
+            }
+        }
+        return (None, PathBuf::new());
+    }
+    let Some(b) = bundle else {
+        cx.err_at(
+            Some(0..0),
+            "bundle",
+            "missing: isolation = \"bundle\" needs the bundle to run, e.g. bundle = \"nginx\" (a name from `paddock bundle ls`, an id, or a bundle directory)",
+        );
+        return (None, PathBuf::new());
+    };
+    match crate::bundle::launch::BundleLaunch::resolve(
+        b.get_ref(),
+        launch.as_ref().map(|l| l.get_ref().as_str()),
+        &command.get_ref()[0],
+    ) {
+        Ok(l) => {
+            let prog = crate::bundle::in_root(&l.root(), &l.program);
+            (Some(l), prog)
+        }
+        Err((key, msg)) => {
+            let span = match key {
+                "launch" => launch.as_ref().map(|l| l.span()),
+                "command" => Some(command.span()),
+                _ => Some(b.span()),
+            };
+            cx.err_at(span, key, msg);
+            (None, PathBuf::new())
+        }
+    }
 }
 
 /// Reads one app file.

@@ -114,6 +114,8 @@ pub(super) struct RawWasmKeys<'a> {
     pub workdir: Option<std::ops::Range<usize>>,
     pub user: Option<std::ops::Range<usize>>,
     pub group: Option<std::ops::Range<usize>>,
+    /// `bundle` or `launch`.
+    pub bundle: Option<std::ops::Range<usize>>,
 }
 
 pub(super) fn parse_limits(cx: &mut FileCtx, raw: Option<&Spanned<RawLimits>>) -> Limits {
@@ -226,6 +228,11 @@ pub(super) fn parse_wasm(
             &k.group,
             "group",
             "a wasm app runs inside paddock's process and has no gid of its own",
+        ),
+        (
+            &k.bundle,
+            "bundle",
+            "a wasm app's code is its module: bundles are for isolation = \"bundle\"",
         ),
     ] {
         if let Some(s) = span {
@@ -630,6 +637,11 @@ tcp_connect = ["10.0.0.0/8:*"]
         ));
         assert!(
             e.contains("key `command`: a wasm app has no command"),
+            "{e}"
+        );
+        let e = err(&format!("{w}module = \"m.wasm\"\nbundle = \"redis\"\n"));
+        assert!(
+            e.contains("key `bundle`: a wasm app's code is its module"),
             "{e}"
         );
         let e = err(&format!(

@@ -111,9 +111,12 @@ fn cstring(b: &[u8], what: &str) -> Result<CString, String> {
 
 impl Prepared {
     pub fn new(spec: &AppSpec, base: &BaseEnv) -> Result<Prepared, String> {
-        let path = cstring(spec.program.as_os_str().as_bytes(), "program path")?;
-        let argv = spec
-            .command
+        // What to execute: the program itself, or for a bundled app its loader (see
+        // `crate::bundle::launch`).
+        let plan = crate::bundle::launch::plan_for(spec);
+        let path = cstring(plan.path.as_os_str().as_bytes(), "program path")?;
+        let argv = plan
+            .argv
             .iter()
             .map(|a| cstring(a.as_bytes(), "argument"))
             .collect::<Result<Vec<_>, _>>()?;
@@ -132,6 +135,10 @@ impl Prepared {
             own.retain(|(ok, _)| ok != k);
             own.push((k.clone(), v.into()));
         }
+        for (k, v) in plan.env {
+            own.retain(|(ok, _)| *ok != k);
+            own.push((k, v));
+        }
         let envp = own
             .iter()
             .map(|(k, v)| {
@@ -145,6 +152,7 @@ impl Prepared {
             let b = kv.as_bytes();
             let key = &b[..b.iter().position(|&c| c == b'=').unwrap_or(b.len())];
             own.iter().any(|(k, _)| k.as_bytes() == key)
+                || plan.unset.iter().any(|k| k.as_bytes() == key)
         };
         let envp_ptrs = base
             .0

@@ -129,6 +129,10 @@ pub enum Event {
     Spawned,
     /// The spawn requested by `Action::Spawn` failed.
     SpawnFailed(String),
+    /// The spawn was refused for a reason that retrying will not fix (a bundle file that does
+    /// not match its manifest): the app goes `FATAL` at once, without backoff or retries, until
+    /// an operator starts it again.
+    SpawnRefused(String),
     /// The app's main process exited.
     Exited(Exit),
     /// The app signalled readiness (`READY=1`, a newline on its readiness descriptor).
@@ -243,6 +247,8 @@ pub struct Machine {
     stop_reason: Option<String>,
     /// When the pending backoff ends.
     backoff_until: Option<Time>,
+    /// The last start was refused (`Event::SpawnRefused`).
+    refused: bool,
     health: Health,
     checks_ok: u32,
     checks_failed: u32,
@@ -266,6 +272,7 @@ impl Machine {
             start_after_stop: false,
             stop_reason: None,
             backoff_until: None,
+            refused: false,
             health: Health::Unknown,
             checks_ok: 0,
             checks_failed: 0,
@@ -318,6 +325,10 @@ impl Machine {
             None
         }
     }
+    /// The app is `FATAL` because its last start was refused, not after retries.
+    pub fn refused(&self) -> bool {
+        self.refused && self.state == State::Fatal
+    }
     pub fn backoff_until(&self) -> Option<Time> {
         if self.state == State::Backoff {
             self.backoff_until
@@ -369,6 +380,7 @@ impl Machine {
     }
 
     fn spawn(&mut self, now: Time, out: &mut Vec<Action>) {
+        self.refused = false;
         self.set(State::Starting, now);
         self.alive = true;
         self.started_at = Some(now);
@@ -599,6 +611,28 @@ impl Machine {
             Event::SpawnFailed(e) => {
                 if self.alive && matches!(self.state, Starting | Stopping) {
                     self.gone(Exit::SpawnFailed(e), now, out);
+                }
+            }
+            Event::SpawnRefused(e) => {
+                if self.alive && self.state == Stopping {
+                    // Stopped before it started: an ordinary stop, not retried either.
+                    self.start_after_stop = false;
+                    self.stop_reason = None;
+                    self.gone(Exit::SpawnFailed(e), now, out);
+                } else if self.alive && self.state == Starting {
+                    self.alive = false;
+                    for k in [
+                        TimerKind::Stable,
+                        TimerKind::ReadyTimeout,
+                        TimerKind::Watchdog,
+                        TimerKind::HealthCheck,
+                    ] {
+                        out.push(Action::Cancel(k));
+                    }
+                    self.last_exit = Some(Exit::SpawnFailed(e));
+                    self.failures = self.failures.saturating_add(1);
+                    self.refused = true;
+                    self.set(Fatal, now);
                 }
             }
             Event::Exited(exit) => {

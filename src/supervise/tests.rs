@@ -643,3 +643,64 @@ fn dependencies_gate_and_requires_stops() {
     w.feed(Event::Deps(false));
     assert_eq!(w.m.state(), State::Ready);
 }
+
+/// A refused spawn (a bundle that fails verification) is FATAL at once, whatever the policy:
+/// no backoff timer, no retry, until an operator starts the app again.
+#[test]
+fn refused_spawn_is_fatal_without_retries() {
+    for (p, max) in [
+        (RestartPolicy::Always, 0),
+        (RestartPolicy::OnFailure, 5),
+        (RestartPolicy::Never, 1),
+    ] {
+        let mut m = Machine::new(policy(p, max), 7);
+        let mut acts = vec![];
+        m.handle(Event::Start, Time::ZERO, &mut acts);
+        assert_eq!(acts, vec![Action::Spawn]);
+        acts.clear();
+        m.handle(
+            Event::SpawnRefused("libz.so.1 was modified".into()),
+            ms(1),
+            &mut acts,
+        );
+        assert_eq!(m.state(), State::Fatal, "{p:?}");
+        assert!(m.refused() && !m.alive());
+        assert!(
+            !acts
+                .iter()
+                .any(|a| matches!(a, Action::Arm(..) | Action::Spawn)),
+            "no retry may be scheduled: {acts:?}"
+        );
+        assert_eq!(
+            m.last_exit(),
+            Some(&Exit::SpawnFailed("libz.so.1 was modified".into()))
+        );
+        assert_eq!(m.restarts(), 0);
+        // Timers and stray events change nothing.
+        acts.clear();
+        m.handle(Event::Timer(TimerKind::Backoff), ms(10_000), &mut acts);
+        m.handle(Event::Exited(Exit::Code(1)), ms(10_001), &mut acts);
+        assert!(acts.is_empty() && m.state() == State::Fatal);
+        // An operator start tries again; a good spawn clears the refusal.
+        m.handle(Event::Start, ms(20_000), &mut acts);
+        assert_eq!(acts, vec![Action::Spawn]);
+        assert!(!m.refused());
+        m.handle(Event::Spawned, ms(20_000), &mut acts);
+        assert_eq!(m.state(), State::Ready);
+    }
+}
+
+#[test]
+fn refused_spawn_while_stopping_ends_stopped() {
+    let mut m = Machine::new(policy(RestartPolicy::Always, 0), 7);
+    let mut acts = vec![];
+    m.handle(Event::Start, Time::ZERO, &mut acts);
+    m.handle(Event::Restart, ms(1), &mut acts);
+    assert_eq!(m.state(), State::Stopping);
+    acts.clear();
+    m.handle(Event::SpawnRefused("bad".into()), ms(2), &mut acts);
+    assert_eq!(m.state(), State::Stopped);
+    assert!(!m.refused() && !m.alive());
+    assert!(acts.contains(&Action::Cancel(TimerKind::StopTimeout)));
+    assert!(!acts.contains(&Action::Spawn), "{acts:?}");
+}

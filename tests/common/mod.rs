@@ -73,7 +73,12 @@ impl Paddock {
     }
 
     /// Starts `paddock serve` and waits for its socket.
-    pub fn start(mut self) -> Paddock {
+    pub fn start(self) -> Paddock {
+        self.start_with(&[])
+    }
+
+    /// Starts `paddock serve` with extra arguments (e.g. `--store DIR`).
+    pub fn start_with(mut self, extra: &[&std::ffi::OsStr]) -> Paddock {
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(self.apps_dir())
@@ -81,6 +86,7 @@ impl Paddock {
             .arg(self.socket())
             .arg("--state-dir")
             .arg(self.dir.0.join("state"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

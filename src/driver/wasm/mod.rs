@@ -664,6 +664,21 @@ impl WasmHost {
     }
 }
 
+/// `paddock doctor`: can this host run wasm apps? Builds the engine paddock would (pooling
+/// allocator with a few slots, Cranelift for this CPU) and the WASI linkers; nothing runs.
+pub fn probe() -> Result<String, String> {
+    let opts = HostOptions {
+        cache_dir: None,
+        slots: 4,
+        workers: 1,
+    };
+    Flavor::new(&opts, false)?;
+    Ok(format!(
+        "available (wasmtime 48, pooling allocator, {} worker threads for instances)",
+        HostOptions::default_workers()
+    ))
+}
+
 impl Drop for WasmHost {
     fn drop(&mut self) {
         self.inner.ticker.shutdown();

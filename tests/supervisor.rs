@@ -722,9 +722,8 @@ fn a_chatty_app_does_not_slow_down_supervision() {
         slowest < Duration::from_secs(1),
         "a status request took {slowest:?}"
     );
-    let out = std::fs::metadata(p.logs_dir().join("chatty.out"))
-        .unwrap()
-        .len();
+    // Between a rotation's rename and the next write there is briefly no chatty.out.
+    let out = std::fs::metadata(p.logs_dir().join("chatty.out")).map_or(0, |m| m.len());
     assert!(out <= 1 << 20, "log rotation bounds the file: {out}");
     assert!(!p.logs_dir().join("chatty.out.2").exists());
 }

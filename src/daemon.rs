@@ -34,6 +34,25 @@ pub struct Options {
     pub config_dirs: Vec<PathBuf>,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// Host-wide settings (`/etc/paddock/paddock.toml`).
+    pub global: crate::pid1::Global,
+}
+
+/// What happens to the machine once paddock has stopped everything (`paddock poweroff`,
+/// `paddock reboot`; only honoured when paddock is PID 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Halt {
+    Poweroff,
+    Reboot,
+}
+
+/// How `paddock serve` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// 0, or 1 when an essential app went FATAL.
+    pub code: i32,
+    /// A poweroff or reboot was asked for.
+    pub halt: Option<Halt>,
 }
 
 /// A reply to a control request: HTTP status, content type, body.
@@ -80,7 +99,7 @@ pub enum Request {
     },
     Reread,
     Update,
-    Shutdown,
+    Shutdown(Option<Halt>),
     ReopenLogs,
     Metrics,
     Version,
@@ -242,6 +261,9 @@ pub struct Supervisor {
     bundle_cache: crate::bundle::verify::Cache,
     tx: mpsc::UnboundedSender<Msg>,
     events: broadcast::Sender<String>,
+    halt: Option<Halt>,
+    parent: crate::pid1::ParentNotify,
+    ready_sent: bool,
 }
 
 impl Supervisor {
@@ -251,6 +273,7 @@ impl Supervisor {
         logs: Logs,
         tx: mpsc::UnboundedSender<Msg>,
         events: broadcast::Sender<String>,
+        parent: crate::pid1::ParentNotify,
     ) -> std::io::Result<Supervisor> {
         let mut s = Supervisor {
             opts,
@@ -273,6 +296,9 @@ impl Supervisor {
             bundle_cache: Default::default(),
             tx,
             events,
+            halt: None,
+            parent,
+            ready_sent: false,
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -706,6 +732,9 @@ impl Supervisor {
     }
 
     fn after_change(&mut self, idx: usize, before: State) {
+        if !self.ready_sent {
+            self.tell_parent_when_ready();
+        }
         self.switch_progress(idx);
         let Some(app) = self.apps[idx].as_ref() else {
             return;
@@ -1457,7 +1486,10 @@ impl Supervisor {
                 Reply::json(if r.ok { 200 } else { 422 }, &r)
             }
             Request::Update => self.update(),
-            Request::Shutdown => {
+            Request::Shutdown(halt) => {
+                if halt.is_some() {
+                    self.halt = halt;
+                }
                 self.begin_shutdown();
                 Reply::json(
                     202,
@@ -1509,6 +1541,7 @@ impl Supervisor {
             self.by_name.len()
         );
         self.shutting_down = true;
+        self.parent.send("STOPPING=1\nSTATUS=stopping apps");
         self.cancel_switches();
         for idx in self.app_idxs() {
             if self.apps[idx]
@@ -1528,7 +1561,8 @@ impl Supervisor {
     fn on_signal(&mut self, sig: i32) {
         match sig {
             libc::SIGCHLD => self.reap(),
-            libc::SIGTERM | libc::SIGINT => self.begin_shutdown(),
+            // SIGINT is also Ctrl-Alt-Del when paddock is PID 1; SIGPWR is a VM's power button.
+            libc::SIGTERM | libc::SIGINT | libc::SIGPWR => self.begin_shutdown(),
             libc::SIGHUP => {
                 let r = self.update();
                 eprintln!("paddock: SIGHUP: update: {}", r.body.trim());
@@ -1539,8 +1573,9 @@ impl Supervisor {
     }
 
     /// Runs until shutdown completes; returns paddock's exit code.
-    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> i32 {
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> Outcome {
         self.autostart();
+        self.tell_parent_when_ready();
         let ready = self
             .apps
             .iter()
@@ -1603,7 +1638,40 @@ impl Supervisor {
         }
         self.logs.flush().await;
         let _ = std::fs::remove_file(&self.opts.socket);
-        self.exit_code
+        Outcome {
+            code: self.exit_code,
+            halt: self.halt,
+        }
+    }
+
+    /// READY=1 to paddock's own parent (systemd `Type=notify`) once every autostart app is READY
+    /// or has settled (FATAL, EXITED): paddock has done what it can.
+    fn tell_parent_when_ready(&mut self) {
+        if self.ready_sent || self.shutting_down {
+            return;
+        }
+        let settled = self
+            .apps
+            .iter()
+            .flatten()
+            .filter(|a| a.spec.autostart)
+            .all(|a| {
+                let st = a.m.state();
+                st == State::Ready || st == State::Fatal || st == State::Exited
+            });
+        if settled {
+            self.ready_sent = true;
+            let ready = self
+                .apps
+                .iter()
+                .flatten()
+                .filter(|a| a.m.state() == State::Ready)
+                .count();
+            self.parent.send(&format!(
+                "READY=1\nSTATUS={ready} of {} apps ready",
+                self.by_name.len()
+            ));
+        }
     }
 }
 
@@ -1615,6 +1683,7 @@ pub fn forward_signals(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
         libc::SIGINT,
         libc::SIGHUP,
         libc::SIGUSR2,
+        libc::SIGPWR,
     ])?;
     std::thread::Builder::new()
         .name("paddock-signals".into())
@@ -1643,8 +1712,20 @@ pub fn raise_nofile() {
     }
 }
 
-/// `paddock serve`; returns the exit code (non-zero when an essential app failed).
-pub fn serve(opts: Options) -> Result<i32, String> {
+/// `paddock serve`: supervises until shutdown. As PID 1 it first mounts what a bare filesystem
+/// lacks and sets the hostname; the caller does the final act (see `pid1`).
+pub fn serve(opts: Options) -> Result<Outcome, String> {
+    // Before any thread exists: paddock's own NOTIFY_SOCKET is for paddock, not for its apps.
+    let parent = crate::pid1::ParentNotify::from_env();
+    if crate::pid1::is_pid1() {
+        for note in crate::pid1::early_mounts() {
+            eprintln!("paddock: {note}");
+        }
+        crate::pid1::disable_cad();
+    }
+    if let Some(h) = &opts.global.hostname {
+        crate::pid1::set_hostname(h)?;
+    }
     let specs = config::load_dirs(&opts.config_dirs).map_err(|errs| {
         let mut s = String::from("the configuration has errors; nothing was started:\n");
         for e in errs {
@@ -1659,10 +1740,15 @@ pub fn serve(opts: Options) -> Result<i32, String> {
             crate::util::io_reason(&e)
         )
     })?;
-    if std::process::id() != 1 {
+    if !crate::pid1::is_pid1() {
         // Orphans of our apps (double-forking daemons) are reparented to us, not to init.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
+    let log_dir = opts
+        .global
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| opts.state_dir.join("logs"));
     // One thread runs the supervisor, the control socket, probes and the pipe readers: the
     // supervisor is one task that owns all state, and a single thread keeps its memory in one
     // malloc arena.
@@ -1673,10 +1759,10 @@ pub fn serve(opts: Options) -> Result<i32, String> {
     rt.block_on(async move {
         let (tx, rx) = mpsc::unbounded_channel();
         forward_signals(tx.clone()).map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let logs = Logs::start(opts.state_dir.join("logs")).map_err(|e| {
+        let logs = Logs::start(log_dir.clone()).map_err(|e| {
             format!(
                 "cannot create {}: {}",
-                opts.state_dir.join("logs").display(),
+                log_dir.display(),
                 crate::util::io_reason(&e)
             )
         })?;
@@ -1688,10 +1774,11 @@ pub fn serve(opts: Options) -> Result<i32, String> {
             logs.clone(),
             tx.clone(),
             events.clone(),
+            parent,
         )
         .map_err(|e| format!("cannot start: {e}"))?;
         eprintln!(
-            "paddock {}: supervising {} apps from {}; control socket {}",
+            "paddock {}: supervising {} apps from {}; control socket {}{}",
             env!("CARGO_PKG_VERSION"),
             sup.by_name.len(),
             opts.config_dirs
@@ -1699,7 +1786,12 @@ pub fn serve(opts: Options) -> Result<i32, String> {
                 .map(|d| d.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            opts.socket.display()
+            opts.socket.display(),
+            if crate::pid1::is_pid1() {
+                " (PID 1)"
+            } else {
+                ""
+            }
         );
         tokio::spawn(crate::control::server::serve(
             listener,
@@ -1707,15 +1799,15 @@ pub fn serve(opts: Options) -> Result<i32, String> {
             logs,
             events,
         ));
-        let code = sup.run(rx).await;
+        let out = sup.run(rx).await;
         eprintln!(
-            "paddock: all apps stopped; exiting{}",
-            if code != 0 {
-                " with status 1 (an essential app failed)"
+            "paddock: all apps stopped{}",
+            if out.code != 0 {
+                "; exit status 1 (an essential app failed)"
             } else {
                 ""
             }
         );
-        Ok(code)
+        Ok(out)
     })
 }

@@ -24,8 +24,10 @@ struct Cli {
     /// The control socket of the paddock to talk to (or serve on).
     #[arg(long, global = true, env = "PADDOCK_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Without a verb, paddock serves when it is PID 1 (the init of a container or VM) and
+    /// prints this help otherwise.
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Subcommand)]
@@ -41,6 +43,10 @@ enum Cmd {
         /// The bundle store that `bundle = "NAME"` in app files refers to.
         #[arg(long, env = "PADDOCK_STORE", default_value = DEFAULT_STORE)]
         store: PathBuf,
+        /// Host-wide settings (hostname, log_dir, state_dir, socket, shutdown_timeout,
+        /// on_exit); used when present. Command-line flags win over it.
+        #[arg(long, default_value = paddock::pid1::DEFAULT_GLOBAL)]
+        global: PathBuf,
     },
     /// Validate app files without running anything; exits non-zero on any error.
     Check {
@@ -114,10 +120,19 @@ enum Cmd {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Stop every app, then power the machine off (when paddock is PID 1 of a VM or host).
+    Poweroff,
+    /// Stop every app, then reboot the machine (when paddock is PID 1 of a VM or host).
+    Reboot,
     /// Log file management.
     Logs {
         #[command(subcommand)]
         cmd: LogsCmd,
+    },
+    /// What this host offers for each isolation level (namespaces, cgroups, Landlock, seccomp).
+    Doctor {
+        #[arg(long)]
+        json: bool,
     },
     /// Print the versions of this CLI and of the running paddock.
     Version,
@@ -135,28 +150,35 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.cmd.is_none() {
+        if !paddock::pid1::is_pid1() {
+            use clap::CommandFactory;
+            let _ = Cli::command().print_help();
+            return ExitCode::from(2);
+        }
+        cli.cmd = Some(Cmd::Serve {
+            config: vec![PathBuf::from(DEFAULT_CONFIG)],
+            state_dir: PathBuf::from(DEFAULT_STATE),
+            store: PathBuf::from(DEFAULT_STORE),
+            global: PathBuf::from(paddock::pid1::DEFAULT_GLOBAL),
+        });
+    }
+    let Some(cmd) = cli.cmd else {
+        return ExitCode::from(2);
+    };
     let client = Client::new(&cli.socket);
     // App files name bundles of this store (`bundle = "NAME"`).
-    if let Cmd::Serve { store, .. } | Cmd::Check { store, .. } | Cmd::Bundle { store, .. } =
-        &cli.cmd
-    {
+    if let Cmd::Serve { store, .. } | Cmd::Check { store, .. } | Cmd::Bundle { store, .. } = &cmd {
         paddock::bundle::set_store(store);
     }
-    match cli.cmd {
+    match cmd {
         Cmd::Serve {
-            config, state_dir, ..
-        } => {
-            match paddock::daemon::serve(paddock::daemon::Options {
-                config_dirs: config,
-                socket: cli.socket.clone(),
-                state_dir,
-            }) {
-                Ok(0) => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::from(1),
-                Err(e) => fail(e),
-            }
-        }
+            config,
+            state_dir,
+            global,
+            ..
+        } => serve(config, state_dir, cli.socket.clone(), &global),
         Cmd::Bundle { store, cmd } => paddock::bundle::cli::run(&store, cmd),
         Cmd::Check { dirs, .. } => match paddock::config::load_dirs(&dirs) {
             Ok(apps) => {
@@ -277,6 +299,30 @@ fn main() -> ExitCode {
             Ok(r) => fail(r.body.trim()),
             Err(e) => fail(e),
         },
+        Cmd::Doctor { json } => {
+            let r = paddock::doctor::probe();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            } else {
+                paddock::doctor::print(&r);
+            }
+            ExitCode::SUCCESS
+        }
+        Cmd::Poweroff | Cmd::Reboot => {
+            let then = if matches!(cmd, Cmd::Reboot) {
+                "reboot"
+            } else {
+                "poweroff"
+            };
+            match client.request("POST", &format!("/v1/shutdown?then={then}"), None) {
+                Ok(r) if r.status == 202 => {
+                    println!("stopping every app, then {then}");
+                    ExitCode::SUCCESS
+                }
+                Ok(r) => fail(r.body.trim()),
+                Err(e) => fail(e),
+            }
+        }
         Cmd::Logs {
             cmd: LogsCmd::Reopen,
         } => match client.request("POST", "/v1/logs/reopen", None) {
@@ -419,5 +465,80 @@ fn diff(client: &Client, method: &str, path: &str) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+/// `paddock serve`, and, as PID 1, the final act: kill what is left, then power off or reboot
+/// (a VM) or exit with the supervisor's code (a container). PID 1 never simply returns from an
+/// error: a VM would panic.
+fn serve(
+    config: Vec<PathBuf>,
+    state_dir: PathBuf,
+    socket: PathBuf,
+    global_path: &std::path::Path,
+) -> ExitCode {
+    use paddock::pid1::{self, OnExit};
+    let explicit = global_path != std::path::Path::new(pid1::DEFAULT_GLOBAL);
+    let pid1 = pid1::is_pid1();
+    let global = match pid1::load_global(global_path, explicit) {
+        Ok(g) => g,
+        Err(e) if pid1 => {
+            eprintln!("paddock: {e}; going on with defaults");
+            pid1::Global {
+                shutdown_timeout: std::time::Duration::from_secs(5),
+                ..Default::default()
+            }
+        }
+        Err(e) => return fail(e),
+    };
+    // Flags given on the command line win; the settings file replaces only the defaults.
+    let socket = if socket == std::path::Path::new(DEFAULT_SOCKET) {
+        global.socket.clone().unwrap_or(socket)
+    } else {
+        socket
+    };
+    let state_dir = if state_dir == std::path::Path::new(DEFAULT_STATE) {
+        global.state_dir.clone().unwrap_or(state_dir)
+    } else {
+        state_dir
+    };
+    let opts = paddock::daemon::Options {
+        config_dirs: config,
+        socket,
+        state_dir,
+        global: global.clone(),
+    };
+    let result = std::panic::catch_unwind(|| paddock::daemon::serve(opts));
+    let (code, halt) = match result {
+        Ok(Ok(out)) => (out.code, out.halt),
+        Ok(Err(e)) => {
+            eprintln!("paddock: {e}");
+            (2, None)
+        }
+        Err(_) => {
+            eprintln!("paddock: internal error (panic); stopping");
+            (70, None)
+        }
+    };
+    if !pid1 {
+        return ExitCode::from(code as u8);
+    }
+    eprintln!("paddock: stopping every remaining process");
+    pid1::kill_everything_left(global.shutdown_timeout);
+    let action = match (halt, global.on_exit) {
+        (Some(paddock::daemon::Halt::Reboot), _) | (None, OnExit::Reboot) => Some(true),
+        (Some(paddock::daemon::Halt::Poweroff), _) | (None, OnExit::Poweroff) => Some(false),
+        (None, OnExit::Auto) if pid1::is_machine_init() => Some(false),
+        _ => None,
+    };
+    match action {
+        Some(reboot) => {
+            eprintln!(
+                "paddock: {}",
+                if reboot { "rebooting" } else { "powering off" }
+            );
+            pid1::halt(reboot)
+        }
+        None => ExitCode::from(code as u8),
     }
 }

@@ -10,7 +10,6 @@
 //! is `FILE:LINE:COL: key `KEY`: MESSAGE`.
 
 use serde::Deserialize;
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -38,30 +37,9 @@ pub struct Recipe {
     pub libs: Vec<Item>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct RecipeError {
-    pub file: PathBuf,
-    pub line: usize,
-    pub col: usize,
-    pub message: String,
-}
-
-impl fmt::Display for RecipeError {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        if self.line > 0 {
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.file.display(),
-                self.line,
-                self.col,
-                self.message
-            )
-        } else {
-            write!(f, "{}: {}", self.file.display(), self.message)
-        }
-    }
-}
+/// A recipe problem, with its position: the same shape (and `file:line:col: message` display)
+/// as an app file error.
+pub type RecipeError = crate::config::ConfigError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,7 +102,7 @@ fn err_at(
     key: &str,
     msg: impl Into<String>,
 ) -> RecipeError {
-    let (line, col) = span.map_or((0, 0), |s| super::line_col(src, s.start));
+    let (line, col) = span.map_or((0, 0), |s| crate::config::line_col(src, s.start));
     let key = if key.is_empty() {
         String::new()
     } else {

@@ -229,7 +229,17 @@ fn route(req: &HttpRequest) -> Result<Request, Reply> {
         }
         ["v1", "reread"] if m == "GET" || m == "POST" => Request::Reread,
         ["v1", "update"] if m == "POST" => Request::Update,
-        ["v1", "shutdown"] if m == "POST" => Request::Shutdown,
+        ["v1", "shutdown"] if m == "POST" => Request::Shutdown(match req.param("then") {
+            None | Some("exit") => None,
+            Some("poweroff") => Some(crate::daemon::Halt::Poweroff),
+            Some("reboot") => Some(crate::daemon::Halt::Reboot),
+            Some(other) => {
+                return Err(Reply::error(
+                    400,
+                    format!("then={other}: expected exit, poweroff or reboot"),
+                ));
+            }
+        }),
         ["v1", "logs", "reopen"] if m == "POST" => Request::ReopenLogs,
         ["metrics"]
         | ["v1", "version"]

@@ -1,0 +1,285 @@
+//! `paddock doctor`: what this host offers for each isolation level, probed for real (a child
+//! process tries each namespace; the kernel is asked for its Landlock ABI), not guessed from
+//! version numbers.
+
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub kernel: String,
+    pub root: bool,
+    pub pid1: bool,
+    /// Namespaces a child of paddock could create.
+    pub namespaces: Vec<Check>,
+    pub cgroup: CgroupInfo,
+    /// Landlock ABI version, or why there is none.
+    pub landlock_abi: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub landlock_error: Option<String>,
+    pub seccomp: Check,
+    pub no_new_privs: bool,
+    pub levels: Vec<Check>,
+}
+
+/// One thing probed: whether it works, and what was found (or why not).
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn check(name: &str, r: Result<(), String>) -> Check {
+    match r {
+        Ok(()) => Check {
+            name: name.into(),
+            ok: true,
+            detail: String::new(),
+        },
+        Err(e) => Check {
+            name: name.into(),
+            ok: false,
+            detail: e,
+        },
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CgroupInfo {
+    /// "v2" (unified), "hybrid" (v1 controllers, cgroup2 without controllers), "v1", or "none".
+    pub layout: String,
+    /// Where cgroup2 is mounted, if it is.
+    pub v2_mount: Option<String>,
+    /// Controllers enabled at the cgroup2 root.
+    pub v2_controllers: Vec<String>,
+    /// v1 hierarchies mounted (by controller).
+    pub v1_controllers: Vec<String>,
+}
+
+fn try_unshare(flag: libc::c_int) -> Result<(), String> {
+    // In a child, so the probe changes nothing of paddock's own.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(nix::errno::Errno::last().desc().into());
+    }
+    if pid == 0 {
+        let r = unsafe { libc::unshare(flag) };
+        let e = if r == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(1)
+        };
+        unsafe { libc::_exit(e.min(255)) };
+    }
+    let mut st = 0;
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    match libc::WEXITSTATUS(st) {
+        0 => Ok(()),
+        e => Err(nix::errno::Errno::from_raw(e).desc().into()),
+    }
+}
+
+fn cgroups() -> CgroupInfo {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v2_mount = None;
+    let mut v1 = vec![];
+    for l in mounts.lines() {
+        let Some((pre, post)) = l.split_once(" - ") else {
+            continue;
+        };
+        let target = pre.split(' ').nth(4).unwrap_or("");
+        let mut p = post.split(' ');
+        let fstype = p.next().unwrap_or("");
+        let opts = p.nth(1).unwrap_or("");
+        match fstype {
+            "cgroup2" if v2_mount.is_none() => v2_mount = Some(target.to_string()),
+            "cgroup" => {
+                for o in opts.split(',') {
+                    if !matches!(o, "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime")
+                        && !o.starts_with("name=")
+                    {
+                        v1.push(o.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    v1.sort();
+    v1.dedup();
+    let v2_controllers: Vec<String> = v2_mount
+        .as_ref()
+        .and_then(|m| std::fs::read_to_string(format!("{m}/cgroup.controllers")).ok())
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let layout = match (&v2_mount, v1.is_empty()) {
+        (Some(_), true) => "v2",
+        (Some(_), false) => "hybrid",
+        (None, false) => "v1",
+        (None, true) => "none",
+    };
+    CgroupInfo {
+        layout: layout.into(),
+        v2_mount,
+        v2_controllers,
+        v1_controllers: v1,
+    }
+}
+
+fn landlock_abi() -> Result<i64, String> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if r < 0 {
+        let e = nix::errno::Errno::last();
+        return Err(match e {
+            nix::errno::Errno::ENOSYS => "not built into this kernel".into(),
+            nix::errno::Errno::EOPNOTSUPP => {
+                "built in but disabled (add landlock to the lsm= boot parameter)".into()
+            }
+            e => e.desc().into(),
+        });
+    }
+    Ok(r)
+}
+
+pub fn probe() -> Report {
+    let u = nix::sys::utsname::uname().ok();
+    let kernel = u
+        .map(|u| {
+            format!(
+                "{} {}",
+                u.sysname().to_string_lossy(),
+                u.release().to_string_lossy()
+            )
+        })
+        .unwrap_or_default();
+    let namespaces = [
+        ("user", libc::CLONE_NEWUSER),
+        ("mount", libc::CLONE_NEWNS),
+        ("pid", libc::CLONE_NEWPID),
+        ("net", libc::CLONE_NEWNET),
+        ("uts", libc::CLONE_NEWUTS),
+        ("ipc", libc::CLONE_NEWIPC),
+        ("cgroup", libc::CLONE_NEWCGROUP),
+    ]
+    .into_iter()
+    .map(|(n, f)| check(n, try_unshare(f)))
+    .collect::<Vec<_>>();
+    let seccomp = if unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } >= 0 {
+        Ok(())
+    } else {
+        Err(nix::errno::Errno::last().desc().to_string())
+    };
+    let no_new_privs = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) } >= 0;
+    let root = nix::unistd::geteuid().is_root();
+    let cgroup = cgroups();
+    let landlock = landlock_abi();
+    let ns_ok = namespaces.iter().all(|c| c.ok);
+    let sandbox_host = match (ns_ok, &landlock, cgroup.layout.as_str()) {
+        (true, Ok(_), "v2" | "hybrid" | "v1") => {
+            "the host has what it needs (namespaces, Landlock, cgroups)"
+        }
+        (false, _, _) => "the host lacks namespaces (see above)",
+        (_, Err(_), _) => "the host lacks Landlock (see above)",
+        _ => "the host has no cgroup hierarchy",
+    };
+    let levels = vec![
+        Check {
+            name: "none".into(),
+            ok: true,
+            detail: "available".into(),
+        },
+        Check {
+            name: "bundle".into(),
+            ok: true,
+            detail: "available".into(),
+        },
+        Check {
+            name: "sandbox".into(),
+            ok: false,
+            detail: format!("not in this build of paddock; {sandbox_host}"),
+        },
+        Check {
+            name: "wasm".into(),
+            ok: false,
+            detail: "not in this build of paddock".into(),
+        },
+    ];
+    Report {
+        kernel,
+        root,
+        pid1: std::process::id() == 1,
+        namespaces,
+        cgroup,
+        landlock_abi: landlock.as_ref().ok().copied(),
+        landlock_error: landlock.err(),
+        seccomp: check("seccomp", seccomp),
+        no_new_privs,
+        levels,
+    }
+}
+
+pub fn print(r: &Report) {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    println!("kernel            {}", r.kernel);
+    println!(
+        "running as root   {}{}",
+        yes(r.root),
+        if r.pid1 { " (PID 1)" } else { "" }
+    );
+    let said = |c: &Check| {
+        if c.ok {
+            "yes".to_string()
+        } else {
+            format!("no ({})", c.detail)
+        }
+    };
+    for c in &r.namespaces {
+        println!("{:<17} {}", format!("{} namespace", c.name), said(c));
+    }
+    let c = &r.cgroup;
+    println!(
+        "cgroup layout     {}",
+        match c.layout.as_str() {
+            "v2" => format!("v2 (unified at {})", c.v2_mount.as_deref().unwrap_or("?")),
+            "hybrid" => format!(
+                "hybrid: v1 controllers, cgroup2 at {} with {}",
+                c.v2_mount.as_deref().unwrap_or("?"),
+                if c.v2_controllers.is_empty() {
+                    "no controllers".to_string()
+                } else {
+                    c.v2_controllers.join(" ")
+                }
+            ),
+            "v1" => "v1 only".into(),
+            _ => "none mounted".into(),
+        }
+    );
+    if !c.v2_controllers.is_empty() {
+        println!("cgroup2 controllers {}", c.v2_controllers.join(" "));
+    }
+    if !c.v1_controllers.is_empty() {
+        println!("cgroup v1 controllers {}", c.v1_controllers.join(" "));
+    }
+    println!(
+        "landlock          {}",
+        match (&r.landlock_abi, &r.landlock_error) {
+            (Some(v), _) => format!("ABI {v}"),
+            (None, e) => format!("no ({})", e.as_deref().unwrap_or("?")),
+        }
+    );
+    println!("seccomp           {}", said(&r.seccomp));
+    println!("no_new_privs      {}", yes(r.no_new_privs));
+    println!();
+    println!("isolation levels:");
+    for c in &r.levels {
+        println!("  {:<8} {}", c.name, c.detail);
+    }
+}

@@ -3,7 +3,8 @@
 //! Builds the image of `packaging/vm/` (a Debian cloud kernel, an initramfs with this paddock as
 //! /init, a busybox bundle and the apps of `packaging/vm/apps/`), boots it under
 //! qemu-system-x86_64 (software emulation unless KVM works) and reads the serial console:
-//! the apps ran under paddock as PID 1, cgroup v2 with controllers was mounted inside the VM,
+//! the apps ran under paddock as PID 1 (a bare `/init`, no arguments), with the hostname of the
+//! image's paddock.toml, cgroup v2 with controllers was mounted inside the VM,
 //! the `shutdown` app's request stopped every app in order, and the VM powered off cleanly.
 //! Needs root (device nodes in the image, apt for missing packages) and a few minutes at most.
 
@@ -101,8 +102,14 @@ fn vm_boots_with_paddock_as_pid1_and_powers_off() {
         .find(|l| l.contains("PADDOCK-VM hello: running as pid"))
         .unwrap_or_else(|| panic!("the busybox bundle app never ran{}", show()));
     assert!(
-        hello.contains("parent pid 1 "),
+        hello.contains("parent pid 1,"),
         "the app's parent is not PID 1: {hello}{}",
+        show()
+    );
+    // /etc/paddock/paddock.toml was read: its hostname is set.
+    assert!(
+        hello.contains("on host paddock-vm "),
+        "the hostname of paddock.toml was not set: {hello}{}",
         show()
     );
     assert!(

@@ -17,7 +17,7 @@
 #   /var/lib/paddock/bundles
 #       a bundle store holding the busybox bundle, so an app can run at isolation = "bundle".
 #   /etc/paddock/apps/*.toml, /etc/paddock/paddock.toml
-#       from packaging/vm/apps/ and packaging/vm/paddock-vm.toml.
+#       from packaging/vm/apps/ and packaging/vm/paddock-vm.toml (hostname, on_exit = "poweroff").
 #   /dev/console, /dev/null (when run as root), and empty mount points /proc /sys /dev /run /tmp.
 #
 # Needs: a built target/release/paddock; qemu-system-x86_64, cpio, busybox and apt (installed

@@ -14,7 +14,8 @@
 #                       OUT_DIR/accel. Otherwise software emulation (tcg): slower, always works.
 #   PADDOCK_VM_MEM      memory in MiB (default 512)
 #   PADDOCK_VM_APPEND   more kernel command line parameters, before the `--` that ends them
-#   PADDOCK_VM_INIT_ARGS  arguments for /init, i.e. paddock (default: serve)
+#   PADDOCK_VM_INIT_ARGS  arguments for /init, i.e. paddock (default: none: as PID 1, a bare
+#                       `paddock` serves with the defaults /etc/paddock/{apps,paddock.toml})
 #
 # Exit status: qemu's (0 after a power off or a reboot, thanks to -no-reboot), 124 on timeout.
 set -euo pipefail
@@ -24,7 +25,7 @@ out=${1:-"$repo/target/vm"}
 timeout_s=${PADDOCK_VM_TIMEOUT:-300}
 accel=${PADDOCK_VM_ACCEL:-auto}
 mem=${PADDOCK_VM_MEM:-512}
-init_args=${PADDOCK_VM_INIT_ARGS:-serve}
+init_args=${PADDOCK_VM_INIT_ARGS:-}
 
 say() { echo "vm/run: $*" >&2; }
 [ -e "$out/vmlinuz" ] && [ -e "$out/initrd.gz" ] ||
@@ -53,7 +54,7 @@ case "$accel" in
   *) say "PADDOCK_VM_ACCEL must be auto, kvm or tcg, not $accel"; exit 2 ;;
 esac
 
-append="console=ttyS0 panic=-1 quiet ${PADDOCK_VM_APPEND:-} -- $init_args"
+append="console=ttyS0 panic=-1 quiet${PADDOCK_VM_APPEND:+ $PADDOCK_VM_APPEND}${init_args:+ -- $init_args}"
 say "booting $(basename "$kernel") with accel=$accel, timeout ${timeout_s}s; append: $append"
 start=$(date +%s%N)
 set +e

@@ -50,7 +50,7 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || die "missing packages: ${need[*]} (install them, or run as root)"
   say "installing ${need[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # Debian's dynamically linked busybox (package busybox, not busybox-static, which would replace it
 # on the host): bundled below like any other program.

@@ -33,7 +33,8 @@ say() { echo "vm/run: $*" >&2; }
 command -v qemu-system-x86_64 >/dev/null || { say "qemu-system-x86_64 is missing (apt-get install qemu-system-x86)"; exit 2; }
 
 kernel=$(readlink -f "$out/vmlinuz")
-qemu=(qemu-system-x86_64 -M pc -m "$mem" -nographic -no-reboot -kernel "$kernel")
+# No network card: the apps need none, and the PC's default NIC makes the BIOS probe iPXE.
+qemu=(qemu-system-x86_64 -M pc -m "$mem" -nographic -no-reboot -nic none -kernel "$kernel")
 
 if [ "$accel" = auto ]; then
   accel=tcg

@@ -243,6 +243,7 @@ fn deb_builds_and_installs() {
         "/etc/paddock/apps/README",
         "/usr/share/doc/paddock/README.md",
         "/usr/share/doc/paddock/examples/web.toml",
+        "/usr/share/doc/paddock/examples/paddock.toml",
         "/usr/share/doc/paddock/copyright",
     ] {
         assert!(
@@ -349,4 +350,31 @@ fn deb_builds_and_installs() {
         build_time.as_secs_f64(),
         install_time.as_secs_f64()
     );
+}
+
+#[test]
+fn shipped_settings_files_are_valid() {
+    use paddock::pid1::{OnExit, load_global};
+    // The VM image's /etc/paddock/paddock.toml.
+    let vm = load_global(&repo().join("packaging/vm/paddock-vm.toml"), true).unwrap();
+    assert_eq!(vm.hostname.as_deref(), Some("paddock-vm"));
+    assert_eq!(vm.on_exit, OnExit::Poweroff);
+    // The .deb's example, as shipped (all commented out) and with every key switched on.
+    let example = repo().join("packaging/deb/example-paddock.toml");
+    load_global(&example, true).unwrap();
+    let text = std::fs::read_to_string(&example).unwrap();
+    let on: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(k) if k.starts_with(|c: char| c.is_ascii_lowercase()) => format!("{k}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    let dir = scratch("settings");
+    let p = dir.join("paddock.toml");
+    std::fs::write(&p, &on).unwrap();
+    let g = load_global(&p, true).unwrap_or_else(|e| panic!("{e}\n{on}"));
+    assert_eq!(g.hostname.as_deref(), Some("box-1"));
+    assert!(g.log_dir.is_some() && g.state_dir.is_some() && g.socket.is_some());
+    let _ = std::fs::remove_dir_all(&dir);
 }

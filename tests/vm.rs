@@ -4,9 +4,10 @@
 //! /init, a busybox bundle and the apps of `packaging/vm/apps/`), boots it under
 //! qemu-system-x86_64 (software emulation unless KVM works) and reads the serial console:
 //! the apps ran under paddock as PID 1 (a bare `/init`, no arguments), with the hostname of the
-//! image's paddock.toml, cgroup v2 with controllers was mounted inside the VM,
-//! the `shutdown` app's request stopped every app in order, and the VM powered off cleanly.
-//! Needs root (device nodes in the image, apt for missing packages) and a few minutes at most.
+//! image's paddock.toml, cgroup v2 with controllers was mounted inside the VM, and each way of
+//! ending the machine stopped every app in order and then powered it off (or rebooted it)
+//! cleanly. Three boots: `paddock shutdown` with `on_exit = "poweroff"`, SIGPWR to PID 1, and
+//! `paddock reboot`. Needs root (device nodes in the image, apt for missing packages).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,8 +32,120 @@ fn out_dir() -> PathBuf {
         .join("vm")
 }
 
-fn line_index(console: &str, needle: &str) -> Option<usize> {
-    console.lines().position(|l| l.contains(needle))
+struct Boot {
+    how: &'static str,
+    status: Option<i32>,
+    console: String,
+    stderr: String,
+    took: Duration,
+}
+
+impl Boot {
+    /// Boots the image; `stop` is passed as `paddock_vm.stop=` to the image's `shutdown` app.
+    fn run(out: &Path, how: &'static str, stop: Option<&str>) -> Boot {
+        let t = Instant::now();
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("packaging/vm/run.sh"))
+            .arg(out)
+            .env("PADDOCK_VM_TIMEOUT", BOOT_TIMEOUT_SECS.to_string());
+        if let Some(s) = stop {
+            cmd.env("PADDOCK_VM_APPEND", format!("paddock_vm.stop={s}"));
+        }
+        let r = cmd.output().expect("run packaging/vm/run.sh");
+        let boot = Boot {
+            how,
+            status: r.status.code(),
+            console: String::from_utf8_lossy(&r.stdout).replace('\r', ""),
+            stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+            took: t.elapsed(),
+        };
+        eprintln!(
+            "vm test: boot \"{how}\" took {:.1}s ({})",
+            boot.took.as_secs_f64(),
+            boot.stderr
+                .lines()
+                .find(|l| l.contains("accel="))
+                .unwrap_or("")
+        );
+        boot
+    }
+
+    fn show(&self) -> String {
+        format!(
+            " [boot: {}]\n--- serial console ---\n{}\n--- run.sh stderr ---\n{}",
+            self.how, self.console, self.stderr
+        )
+    }
+
+    fn line(&self, needle: &str) -> &str {
+        self.console
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with \"{needle}\" on the console{}", self.show()))
+    }
+
+    fn index(&self, needle: &str) -> usize {
+        self.console
+            .lines()
+            .position(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with \"{needle}\" on the console{}", self.show()))
+    }
+
+    /// What every boot must show: the apps ran under paddock as PID 1, then `asked` started an
+    /// orderly stop that reached the app before the kernel's `end` line, without a panic, and
+    /// qemu exited 0 in time.
+    fn check_common(&self, asked: &str, end: &str) {
+        assert_ne!(
+            self.status,
+            Some(124),
+            "the VM did not end within {BOOT_TIMEOUT_SECS}s{}",
+            self.show()
+        );
+        assert!(
+            self.took < Duration::from_secs(BOOT_TIMEOUT_SECS),
+            "the VM ran for {:?}{}",
+            self.took,
+            self.show()
+        );
+        // paddock ran the apps, as PID 1: the app's parent is pid 1.
+        let hello = self.line("PADDOCK-VM hello: running as pid");
+        assert!(
+            hello.contains("parent pid 1,"),
+            "the app's parent is not PID 1: {hello}{}",
+            self.show()
+        );
+        assert!(
+            hello.contains("PADDOCK_APP=hello"),
+            "not started by paddock: {hello}{}",
+            self.show()
+        );
+        // /etc/paddock/paddock.toml was read: its hostname is set.
+        assert!(
+            hello.contains("on host paddock-vm "),
+            "the hostname of paddock.toml was not set: {hello}{}",
+            self.show()
+        );
+        // Orderly: the request, then the app's stop signal, then the kernel's last word.
+        let asked = self.index(asked);
+        let stopped = self.index("PADDOCK-VM hello: got SIGTERM");
+        let end = self.index(end);
+        assert!(
+            asked < stopped && stopped < end,
+            "out of order: asked at line {asked}, hello stopped at {stopped}, end at {end}{}",
+            self.show()
+        );
+        assert!(
+            !self.console.contains("Kernel panic"),
+            "the kernel panicked (did PID 1 exit?){}",
+            self.show()
+        );
+        assert_eq!(
+            self.status,
+            Some(0),
+            "qemu did not exit cleanly{}",
+            self.show()
+        );
+    }
 }
 
 #[test]
@@ -40,7 +153,7 @@ fn vm_boots_with_paddock_as_pid1_and_powers_off() {
     if std::env::var("PADDOCK_VM_TEST").as_deref() != Ok("1") {
         eprintln!(
             "SKIPPED vm_boots_with_paddock_as_pid1_and_powers_off: boots a VM under qemu \
-             (minutes, root); set PADDOCK_VM_TEST=1 to run it"
+             (root, up to a few minutes); set PADDOCK_VM_TEST=1 to run it"
         );
         return;
     }
@@ -64,107 +177,52 @@ fn vm_boots_with_paddock_as_pid1_and_powers_off() {
         String::from_utf8_lossy(&build.stdout),
         String::from_utf8_lossy(&build.stderr)
     );
-    let build_time = t0.elapsed();
+    eprintln!("vm test: image built in {:.1}s", t0.elapsed().as_secs_f64());
 
-    let t1 = Instant::now();
-    let run = Command::new("bash")
-        .arg(repo().join("packaging/vm/run.sh"))
-        .arg(&out)
-        .env("PADDOCK_VM_TIMEOUT", BOOT_TIMEOUT_SECS.to_string())
-        .output()
-        .expect("run packaging/vm/run.sh");
-    let boot_time = t1.elapsed();
-    let console = String::from_utf8_lossy(&run.stdout).replace('\r', "");
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    eprintln!(
-        "vm test: image built in {:.1}s, VM ran {:.1}s ({})",
-        build_time.as_secs_f64(),
-        boot_time.as_secs_f64(),
-        stderr.lines().find(|l| l.contains("accel=")).unwrap_or("")
+    // 1. `paddock shutdown`, and on_exit = "poweroff" from paddock.toml.
+    let boot = Boot::run(&out, "paddock shutdown", None);
+    boot.check_common(
+        "PADDOCK-VM shutdown: asking paddock for an orderly shutdown",
+        "reboot: Power down",
     );
-    let show = || format!("\n--- serial console ---\n{console}\n--- run.sh stderr ---\n{stderr}");
-
-    assert_ne!(
-        run.status.code(),
-        Some(124),
-        "the VM did not power off within {BOOT_TIMEOUT_SECS}s{}",
-        show()
-    );
-    assert!(
-        boot_time < Duration::from_secs(BOOT_TIMEOUT_SECS),
-        "the VM ran for {boot_time:?}{}",
-        show()
-    );
-
-    // paddock ran the apps, as PID 1: the app's parent is pid 1.
-    let hello = console
-        .lines()
-        .find(|l| l.contains("PADDOCK-VM hello: running as pid"))
-        .unwrap_or_else(|| panic!("the busybox bundle app never ran{}", show()));
-    assert!(
-        hello.contains("parent pid 1,"),
-        "the app's parent is not PID 1: {hello}{}",
-        show()
-    );
-    // /etc/paddock/paddock.toml was read: its hostname is set.
-    assert!(
-        hello.contains("on host paddock-vm "),
-        "the hostname of paddock.toml was not set: {hello}{}",
-        show()
-    );
-    assert!(
-        hello.contains("PADDOCK_APP=hello"),
-        "not started by paddock: {hello}{}",
-        show()
-    );
-
-    // cgroup v2, with controllers, mounted at /sys/fs/cgroup inside the VM.
-    let mounts = console
-        .lines()
-        .find(|l| l.contains("PADDOCK-VM cgroups: mounts="))
-        .unwrap_or_else(|| panic!("the cgroups app never ran{}", show()));
+    // cgroup v2, with controllers, mounted at /sys/fs/cgroup inside the VM by paddock.
+    let mounts = boot.line("PADDOCK-VM cgroups: mounts=");
     assert!(
         mounts.contains(" /sys/fs/cgroup cgroup2 "),
         "no cgroup2 at /sys/fs/cgroup inside the VM: {mounts}{}",
-        show()
+        boot.show()
     );
-    let controllers = console
-        .lines()
-        .find_map(|l| {
-            l.split_once("PADDOCK-VM cgroups: controllers=")
-                .map(|x| x.1)
-        })
-        .unwrap_or_else(|| panic!("the cgroups app printed no controllers{}", show()));
+    let controllers = boot
+        .line("PADDOCK-VM cgroups: controllers=")
+        .split_once("controllers=")
+        .map(|x| x.1)
+        .unwrap_or_default();
     let controllers: Vec<&str> = controllers.split_whitespace().collect();
     for want in ["cpu", "memory", "pids"] {
         assert!(
             controllers.contains(&want),
             "controller {want} is not offered in the VM's cgroup2 (got {controllers:?}){}",
-            show()
+            boot.show()
         );
     }
+    boot.line("paddock: mounted cgroup2 on /sys/fs/cgroup");
 
-    // Orderly shutdown: the app got its stop signal, then the kernel powered the machine off.
-    let asked = line_index(&console, "PADDOCK-VM shutdown: asking paddock")
-        .unwrap_or_else(|| panic!("the shutdown app never ran{}", show()));
-    let stopped = line_index(&console, "PADDOCK-VM hello: got SIGTERM")
-        .unwrap_or_else(|| panic!("the hello app was not stopped by its signal{}", show()));
-    let power_down = line_index(&console, "reboot: Power down")
-        .unwrap_or_else(|| panic!("no \"reboot: Power down\" on the console{}", show()));
-    assert!(
-        asked < stopped && stopped < power_down,
-        "out of order: shutdown asked at line {asked}, hello stopped at {stopped}, power down at {power_down}{}",
-        show()
+    // 2. SIGPWR to PID 1 (a UPS daemon, LXC): the same orderly power off.
+    let boot = Boot::run(&out, "SIGPWR", Some("sigpwr"));
+    boot.check_common(
+        "PADDOCK-VM shutdown: sending SIGPWR to PID 1",
+        "reboot: Power down",
+    );
+
+    // 3. `paddock reboot`: an orderly stop, then a reboot (qemu -no-reboot exits on it).
+    let boot = Boot::run(&out, "paddock reboot", Some("reboot"));
+    boot.check_common(
+        "PADDOCK-VM shutdown: asking paddock to reboot",
+        "reboot: Restarting system",
     );
     assert!(
-        !console.contains("Kernel panic"),
-        "the kernel panicked (did PID 1 exit?){}",
-        show()
-    );
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "qemu did not exit cleanly{}",
-        show()
+        !boot.console.contains("reboot: Power down"),
+        "powered off instead of rebooting{}",
+        boot.show()
     );
 }

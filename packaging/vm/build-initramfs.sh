@@ -113,7 +113,7 @@ install -D -m 0755 "$paddock" "$root/usr/bin/paddock"
 ln -s usr/bin/paddock "$root/init"
 ln -s usr/bin "$root/bin"
 ln -s usr/bin "$root/sbin"
-for applet in sh cat echo sleep ls grep tr mount umount ps uname hostname stat dmesg sync poweroff; do
+for applet in sh cat echo sleep ls grep sed tr kill mount umount ps uname hostname stat dmesg sync poweroff; do
   ln -s busybox "$root/usr/bin/$applet"
 done
 mkdir -p "$root"/{proc,sys,dev,run,tmp,root,var/lib/paddock,etc/paddock/apps}

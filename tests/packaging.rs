@@ -289,19 +289,31 @@ fn deb_builds_and_installs() {
             "systemd-analyze verify:\n{t}"
         );
     }
-    // And serves: the same command line as the unit's ExecStart, on a private socket.
+    // And serves: the same command line as the unit's ExecStart, on a private socket, and tells
+    // its parent READY=1 on $NOTIFY_SOCKET as systemd's Type=notify expects.
     let state = scratch("deb-serve");
     let sock = state.join("paddock.sock");
+    let notify_path = state.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut serve = Command::new("/usr/bin/paddock")
         .arg("serve")
         .arg("--socket")
         .arg(&sock)
         .arg("--state-dir")
         .arg(&state)
+        .env("NOTIFY_SOCKET", &notify_path)
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut buf = [0u8; 4096];
+    let ready = match notify.recv(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(e) => format!("nothing: {e}"),
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut answered = None;
     while Instant::now() < deadline {
@@ -324,6 +336,10 @@ fn deb_builds_and_installs() {
     assert!(
         answered.is_some(),
         "the installed paddock did not answer on its socket"
+    );
+    assert!(
+        ready.lines().any(|l| l == "READY=1"),
+        "no READY=1 on NOTIFY_SOCKET (Type=notify would time out); got {ready:?}"
     );
     assert!(stop.status.success(), "{}", text(&stop));
     assert!(status.success(), "paddock serve exited with {status}");

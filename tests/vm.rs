@@ -6,11 +6,13 @@
 //! the apps ran under paddock as PID 1 (a bare `/init`, no arguments), with the hostname of the
 //! image's paddock.toml, cgroup v2 with controllers was mounted inside the VM, and each way of
 //! ending the machine stopped every app in order and then powered it off (or rebooted it)
-//! cleanly. Three boots: `paddock shutdown` with `on_exit = "poweroff"`, SIGPWR to PID 1, and
-//! `paddock reboot`. Needs root (device nodes in the image, apt for missing packages).
+//! cleanly. Four boots: `paddock shutdown` with `on_exit = "poweroff"`, SIGPWR to PID 1,
+//! `paddock reboot`, and Ctrl-Alt-Del pressed through qemu's monitor. Needs root (device nodes in the image, apt for missing packages).
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_paddock");
@@ -51,12 +53,43 @@ impl Boot {
         if let Some(s) = stop {
             cmd.env("PADDOCK_VM_APPEND", format!("paddock_vm.stop={s}"));
         }
-        let r = cmd.output().expect("run packaging/vm/run.sh");
+        // With `wait`, nothing in the VM ends it: the hypervisor presses Ctrl-Alt-Del through
+        // qemu's monitor once the `shutdown` app says so.
+        let monitor = out.join("monitor.sock");
+        if stop == Some("wait") {
+            cmd.env("PADDOCK_VM_MONITOR", &monitor);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run packaging/vm/run.sh");
+        let mut err_pipe = child.stderr.take().unwrap();
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err_pipe.read_to_string(&mut s);
+            s
+        });
+        let mut console = String::new();
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let mut buf = Vec::new();
+        while lines.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+            let line = String::from_utf8_lossy(&buf).replace('\r', "");
+            if stop == Some("wait")
+                && line.contains("PADDOCK-VM shutdown: leaving it to the hypervisor")
+            {
+                press_ctrl_alt_del(&monitor);
+                console.push_str("[test: pressed Ctrl-Alt-Del]\n");
+            }
+            console.push_str(&line);
+            buf.clear();
+        }
+        let status = child.wait().expect("wait for run.sh");
         let boot = Boot {
             how,
-            status: r.status.code(),
-            console: String::from_utf8_lossy(&r.stdout).replace('\r', ""),
-            stderr: String::from_utf8_lossy(&r.stderr).into_owned(),
+            status: status.code(),
+            console,
+            stderr: err_reader.join().unwrap_or_default(),
             took: t.elapsed(),
         };
         eprintln!(
@@ -148,6 +181,31 @@ impl Boot {
     }
 }
 
+/// `sendkey ctrl-alt-delete` on qemu's human monitor: the kernel (Ctrl-Alt-Del disabled by
+/// paddock) sends SIGINT to PID 1.
+fn press_ctrl_alt_del(monitor: &Path) {
+    let mut m = UnixStream::connect(monitor)
+        .unwrap_or_else(|e| panic!("qemu monitor {}: {e}", monitor.display()));
+    m.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The banner ends with the first prompt; the command's echo is followed by the next one.
+    for prompts in [1, 2] {
+        while String::from_utf8_lossy(&seen).matches("(qemu)").count() < prompts {
+            match m.read(&mut chunk) {
+                Ok(0) | Err(_) => panic!(
+                    "qemu monitor: no prompt; got {:?}",
+                    String::from_utf8_lossy(&seen)
+                ),
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+        if prompts == 1 {
+            m.write_all(b"sendkey ctrl-alt-delete\n").unwrap();
+        }
+    }
+}
+
 #[test]
 fn vm_boots_with_paddock_as_pid1_and_powers_off() {
     if std::env::var("PADDOCK_VM_TEST").as_deref() != Ok("1") {
@@ -225,4 +283,8 @@ fn vm_boots_with_paddock_as_pid1_and_powers_off() {
         "powered off instead of rebooting{}",
         boot.show()
     );
+
+    // 4. Ctrl-Alt-Del from the hypervisor: SIGINT to PID 1, the same orderly power off.
+    let boot = Boot::run(&out, "Ctrl-Alt-Del", Some("wait"));
+    boot.check_common("[test: pressed Ctrl-Alt-Del]", "reboot: Power down");
 }

@@ -14,6 +14,8 @@
 #                       OUT_DIR/accel. Otherwise software emulation (tcg): slower, always works.
 #   PADDOCK_VM_MEM      memory in MiB (default 512)
 #   PADDOCK_VM_APPEND   more kernel command line parameters, before the `--` that ends them
+#   PADDOCK_VM_MONITOR  a path: qemu's monitor listens there (a Unix socket), e.g. to press
+#                       Ctrl-Alt-Del with `echo "sendkey ctrl-alt-delete" | socat - UNIX:PATH`
 #   PADDOCK_VM_INIT_ARGS  arguments for /init, i.e. paddock (default: none: as PID 1, a bare
 #                       `paddock` serves with the defaults /etc/paddock/{apps,paddock.toml})
 #
@@ -49,6 +51,10 @@ if [ "$accel" = auto ]; then
       printf '%s\n%s\n' "$accel" "$kernel" >"$out/accel"
     fi
   fi
+fi
+if [ -n "${PADDOCK_VM_MONITOR:-}" ]; then
+  rm -f "$PADDOCK_VM_MONITOR"
+  qemu+=(-monitor "unix:$PADDOCK_VM_MONITOR,server=on,wait=off")
 fi
 case "$accel" in
   kvm | tcg) ;;

@@ -1800,6 +1800,7 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             events,
         ));
         let out = sup.run(rx).await;
+        crate::control::server::drain(Duration::from_secs(2)).await;
         eprintln!(
             "paddock: all apps stopped{}",
             if out.code != 0 {

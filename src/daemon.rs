@@ -28,12 +28,15 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 mod bundles;
+mod wasm_apps;
 
 #[derive(Clone, Debug)]
 pub struct Options {
     pub config_dirs: Vec<PathBuf>,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// Wasm instance pool size (`--wasm-slots`); default from the number of wasm apps.
+    pub wasm_slots: Option<u32>,
     /// Host-wide settings (`/etc/paddock/paddock.toml`).
     pub global: crate::pid1::Global,
 }
@@ -110,6 +113,12 @@ pub enum Request {
 pub enum Msg {
     Signal(i32),
     Request(Request, oneshot::Sender<Reply>),
+    /// A wasm instance ended (sent from the wasm runtime).
+    WasmExited {
+        app: usize,
+        generation: u64,
+        exit: Exit,
+    },
     /// A datagram on an app's notify socket.
     Notify {
         idx: usize,
@@ -163,6 +172,7 @@ struct App {
     /// s6-style readiness pipe: paddock keeps the write end to hand to each child.
     ready_w: Option<OwnedFd>,
     remove_when_down: bool,
+    wasm: wasm_apps::WasmApp,
     /// Bundle switch on `update` (see `bundles.rs`): the instance starting with the new bundle,
     /// the instance it replaces, and why the last switch failed.
     successor: Option<usize>,
@@ -258,6 +268,7 @@ pub struct Supervisor {
     exit_code: i32,
     seed: u64,
     base_env: native::BaseEnv,
+    wasm: wasm_apps::WasmState,
     bundle_cache: crate::bundle::verify::Cache,
     tx: mpsc::UnboundedSender<Msg>,
     events: broadcast::Sender<String>,
@@ -275,6 +286,7 @@ impl Supervisor {
         events: broadcast::Sender<String>,
         parent: crate::pid1::ParentNotify,
     ) -> std::io::Result<Supervisor> {
+        let (state_dir, wasm_slots) = (opts.state_dir.clone(), opts.wasm_slots);
         let mut s = Supervisor {
             opts,
             apps: vec![],
@@ -293,6 +305,7 @@ impl Supervisor {
             exit_code: 0,
             seed: std::process::id() as u64 ^ 0x5DEE_CE66_D1CE_F00D,
             base_env: native::BaseEnv::from_process(),
+            wasm: wasm_apps::WasmState::new(&state_dir, wasm_slots, tx.clone()),
             bundle_cache: Default::default(),
             tx,
             events,
@@ -375,6 +388,7 @@ impl Supervisor {
             notify: None,
             ready_w: None,
             remove_when_down: false,
+            wasm: Default::default(),
             successor: None,
             predecessor: None,
             switch_note: None,
@@ -410,9 +424,13 @@ impl Supervisor {
         let Some(app) = self.apps[idx].as_mut() else {
             return;
         };
-        if spec.logs.stdout != app.spec.logs.stdout || spec.logs.combine != app.spec.logs.combine {
+        if spec.logs.stdout != app.spec.logs.stdout
+            || spec.logs.combine != app.spec.logs.combine
+            || spec.isolation != app.spec.isolation
+        {
             app.pipes = None; // recreated for the new mode at the next spawn
         }
+        Self::wasm_reconfigured(app);
         if spec.readiness != app.spec.readiness || spec.identity != app.spec.identity {
             app.notify = None;
             app.ready_w = None;
@@ -511,6 +529,12 @@ impl Supervisor {
                 crate::util::io_reason(&e)
             )
         })?;
+        if self.apps[idx]
+            .as_ref()
+            .is_some_and(|a| a.spec.isolation == config::Isolation::Wasm)
+        {
+            return self.spawn_wasm(idx);
+        }
         let devnull = self.devnull.as_raw_fd();
         let Some(app) = self.apps[idx].as_mut() else {
             return Err("app removed".into());
@@ -672,6 +696,7 @@ impl Supervisor {
                             queue.push_back(ev)
                         }
                     },
+                    Action::Signal(_) | Action::KillGroup if self.wasm_interrupt(idx) => {}
                     Action::Signal(sig) => {
                         if let Some(pg) = self.apps[idx].as_ref().and_then(|a| a.pgid) {
                             if unsafe { libc::kill(-pg, sig) } != 0 {
@@ -1030,6 +1055,7 @@ impl Supervisor {
             last_exit,
             message,
             isolation: app.spec.isolation.as_str().into(),
+            memory_bytes: wasm_apps::memory_bytes(app),
             autostart: app.spec.autostart,
             command: app.spec.command.clone(),
             health: app.spec.health.as_ref().map(|_| m.health()),
@@ -1113,9 +1139,14 @@ impl Supervisor {
         let st = app.m.state();
         let why = || app.m.last_exit().map(|e| e.describe()).unwrap_or_default();
         match it.goal {
-            Goal::Up if st == State::Ready && app.m.spawns() > it.min_spawns => {
-                res(true, st, format!("started (pid {})", app.pid.unwrap_or(0)))
-            }
+            Goal::Up if st == State::Ready && app.m.spawns() > it.min_spawns => res(
+                true,
+                st,
+                match app.pid {
+                    Some(pid) => format!("started (pid {pid})"),
+                    None => "started (wasm instance)".into(),
+                },
+            ),
             Goal::Up if st == State::Backoff => res(false, st, format!("{}; retrying", why())),
             Goal::Up if st == State::Fatal => res(false, st, format!("{}; gave up (FATAL)", why())),
             Goal::Up if st == State::Exited => res(false, st, format!("exited at once: {}", why())),
@@ -1243,7 +1274,11 @@ impl Supervisor {
         Result<BTreeMap<String, AppSpec>, Vec<String>>,
         UpdateResponse,
     ) {
-        match config::load_dirs(&self.opts.config_dirs) {
+        let (new, mut errs) = config::load_dirs_all(&self.opts.config_dirs);
+        // A wasm app's module is loaded and linked now: a bad one is a config error.
+        errs.extend(self.wasm.check(&new));
+        let loaded = if errs.is_empty() { Ok(new) } else { Err(errs) };
+        match loaded {
             Err(errs) => {
                 let errors: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
                 (
@@ -1423,10 +1458,13 @@ impl Supervisor {
                     Exit::Code(c) => *c,
                     Exit::Signal(sg) => 128 + sg,
                     Exit::SpawnFailed(_) | Exit::Failed(_) => -1,
+                    Exit::Trap(_) => -2,
+                    Exit::Interrupted => -3,
                 };
                 let _ = writeln!(s, "paddock_app_last_exit_code{{app=\"{}\"}} {code}", a.name);
             }
         }
+        wasm_apps::metrics(&apps, &mut s);
         s
     }
 
@@ -1456,6 +1494,9 @@ impl Supervisor {
                             continue;
                         };
                         let (ok, message) = match app.pid {
+                            None if app.spec.isolation == config::Isolation::Wasm => {
+                                (false, wasm_apps::NO_SIGNALS.to_string())
+                            }
                             Some(pid) if unsafe { libc::kill(pid, signal) } == 0 => (
                                 true,
                                 format!(
@@ -1602,6 +1643,11 @@ impl Supervisor {
                 None => break,
                 Some(Msg::Signal(sig)) => self.on_signal(sig),
                 Some(Msg::Request(req, reply)) => self.handle(req, reply),
+                Some(Msg::WasmExited {
+                    app,
+                    generation,
+                    exit,
+                }) => self.wasm_exited(app, generation, exit),
                 Some(Msg::Notify { idx, text }) => self.on_notify(idx, &text),
                 Some(Msg::ReadyFd { idx }) => self.feed(idx, Event::Ready),
                 Some(Msg::Probe { idx, spawn, result }) => {
@@ -1636,6 +1682,9 @@ impl Supervisor {
                 }
             }
         }
+        // Let the connection tasks woken by the last replies (the shutdown request's 202) write
+        // them before the runtime goes away; with nothing left to stop, that is the same turn.
+        tokio::task::yield_now().await;
         self.logs.flush().await;
         let _ = std::fs::remove_file(&self.opts.socket);
         Outcome {
@@ -1712,6 +1761,20 @@ pub fn raise_nofile() {
     }
 }
 
+/// `paddock check`: the app files of `dirs`, validated as `serve` would (wasm modules loaded
+/// and linked too), or every error found.
+pub fn check_config(
+    dirs: &[PathBuf],
+) -> Result<BTreeMap<String, AppSpec>, Vec<config::ConfigError>> {
+    let (specs, mut errs) = config::load_dirs_all(dirs);
+    errs.extend(wasm_apps::check_standalone(&specs));
+    if errs.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errs)
+    }
+}
+
 /// `paddock serve`: supervises until shutdown. As PID 1 it first mounts what a bare filesystem
 /// lacks and sets the hostname; the caller does the final act (see `pid1`).
 pub fn serve(opts: Options) -> Result<Outcome, String> {
@@ -1726,7 +1789,10 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
     if let Some(h) = &opts.global.hostname {
         crate::pid1::set_hostname(h)?;
     }
-    let specs = config::load_dirs(&opts.config_dirs).map_err(|errs| {
+    let specs = config::load_dirs(&opts.config_dirs).map_err(|mut errs| {
+        // Refusing anyway: also report what is wrong with the modules of the valid files.
+        let (valid, _) = config::load_dirs_all(&opts.config_dirs);
+        errs.extend(wasm_apps::check_standalone(&valid));
         let mut s = String::from("the configuration has errors; nothing was started:\n");
         for e in errs {
             s.push_str(&format!("  {e}\n"));
@@ -1766,7 +1832,6 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
                 crate::util::io_reason(&e)
             )
         })?;
-        let listener = crate::control::server::bind(&opts.socket)?;
         let (events, _) = broadcast::channel(1024);
         let sup = Supervisor::new(
             opts.clone(),
@@ -1777,6 +1842,22 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             parent,
         )
         .map_err(|e| format!("cannot start: {e}"))?;
+        // Wasm apps: load and link every module before anything starts.
+        let specs: BTreeMap<String, AppSpec> = sup
+            .apps
+            .iter()
+            .flatten()
+            .map(|a| (a.spec.name.clone(), (*a.spec).clone()))
+            .collect();
+        let errs = sup.wasm.check(&specs);
+        if !errs.is_empty() {
+            let mut s = String::from("the configuration has errors; nothing was started:\n");
+            for e in errs {
+                s.push_str(&format!("  {e}\n"));
+            }
+            return Err(s);
+        }
+        let listener = crate::control::server::bind(&opts.socket)?;
         eprintln!(
             "paddock {}: supervising {} apps from {}; control socket {}{}",
             env!("CARGO_PKG_VERSION"),

@@ -206,10 +206,17 @@ pub fn probe() -> Report {
             ok: false,
             detail: format!("not in this build of paddock; {sandbox_host}"),
         },
-        Check {
-            name: "wasm".into(),
-            ok: false,
-            detail: "not in this build of paddock".into(),
+        match crate::driver::wasm::probe() {
+            Ok(detail) => Check {
+                name: "wasm".into(),
+                ok: true,
+                detail,
+            },
+            Err(e) => Check {
+                name: "wasm".into(),
+                ok: false,
+                detail: e,
+            },
         },
     ];
     Report {

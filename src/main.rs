@@ -40,6 +40,10 @@ enum Cmd {
         /// Where logs (and later caches) live.
         #[arg(long, default_value = DEFAULT_STATE)]
         state_dir: PathBuf,
+        /// How many wasm instances can run at once (default: the number of wasm apps + 256, at
+        /// least 1024).
+        #[arg(long, env = "PADDOCK_WASM_SLOTS")]
+        wasm_slots: Option<u32>,
         /// The bundle store that `bundle = "NAME"` in app files refers to.
         #[arg(long, env = "PADDOCK_STORE", default_value = DEFAULT_STORE)]
         store: PathBuf,
@@ -162,6 +166,7 @@ fn main() -> ExitCode {
             state_dir: PathBuf::from(DEFAULT_STATE),
             store: PathBuf::from(DEFAULT_STORE),
             global: PathBuf::from(paddock::pid1::DEFAULT_GLOBAL),
+            wasm_slots: None,
         });
     }
     let Some(cmd) = cli.cmd else {
@@ -177,10 +182,11 @@ fn main() -> ExitCode {
             config,
             state_dir,
             global,
+            wasm_slots,
             ..
-        } => serve(config, state_dir, cli.socket.clone(), &global),
+        } => serve(config, state_dir, cli.socket.clone(), &global, wasm_slots),
         Cmd::Bundle { store, cmd } => paddock::bundle::cli::run(&store, cmd),
-        Cmd::Check { dirs, .. } => match paddock::config::load_dirs(&dirs) {
+        Cmd::Check { dirs, .. } => match paddock::daemon::check_config(&dirs) {
             Ok(apps) => {
                 println!("ok: {} apps", apps.len());
                 ExitCode::SUCCESS
@@ -476,6 +482,7 @@ fn serve(
     state_dir: PathBuf,
     socket: PathBuf,
     global_path: &std::path::Path,
+    wasm_slots: Option<u32>,
 ) -> ExitCode {
     use paddock::pid1::{self, OnExit};
     let explicit = global_path != std::path::Path::new(pid1::DEFAULT_GLOBAL);
@@ -507,6 +514,7 @@ fn serve(
         socket,
         state_dir,
         global: global.clone(),
+        wasm_slots,
     };
     let result = std::panic::catch_unwind(|| paddock::daemon::serve(opts));
     let (code, halt) = match result {

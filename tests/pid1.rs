@@ -350,7 +350,9 @@ fn doctor_reports_this_hosts_facts() {
     let text = Command::new(BIN).arg("doctor").output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
-        text.contains("isolation levels:") && text.contains("bundle   available"),
+        text.contains("isolation levels:")
+            && text.contains("bundle   available")
+            && text.contains("wasm     available"),
         "{text}"
     );
 }

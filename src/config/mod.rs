@@ -4,6 +4,7 @@
 
 pub mod health;
 pub mod units;
+pub mod wasm;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -15,7 +16,7 @@ use std::time::Duration;
 use toml::Spanned;
 use units::{Dur, Sig, Size};
 
-/// Where an app's process runs. `none` and `bundle` exist in this build; the other levels are
+/// Where an app runs. `none`, `bundle` and `wasm` exist in this build; the other levels are
 /// named so that a file asking for them gets a precise error rather than a generic "unknown
 /// variant".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -25,6 +26,8 @@ pub enum Isolation {
     None,
     /// The app's program and libraries come from a bundle (see `crate::bundle`).
     Bundle,
+    /// A WebAssembly module under wasmtime (see `config::wasm`, `driver::wasm`).
+    Wasm,
 }
 
 impl Isolation {
@@ -32,6 +35,7 @@ impl Isolation {
         match self {
             Isolation::None => "none",
             Isolation::Bundle => "bundle",
+            Isolation::Wasm => "wasm",
         }
     }
 }
@@ -123,6 +127,10 @@ pub struct AppSpec {
     pub bundle: Option<crate::bundle::launch::BundleLaunch>,
     pub restart: RestartSpec,
     pub logs: LogSpec,
+    /// `[limits]` (enforced for `wasm` only in this build; refused for other levels).
+    pub limits: wasm::Limits,
+    /// Level `wasm`: the module and its capabilities.
+    pub wasm: Option<wasm::WasmSpec>,
     /// Start only once these apps are ready.
     pub after: Vec<String>,
     /// Like `after`, and also stop when one of these stops or goes FATAL (start again when back).
@@ -164,6 +172,12 @@ struct RawApp {
     launch: Option<Spanned<String>>,
     restart: Option<RawRestart>,
     logs: Option<RawLogs>,
+    // Level `wasm` and [limits]: see config/wasm.rs.
+    module: Option<Spanned<String>>,
+    args: Option<Spanned<Vec<String>>>,
+    wasm: Option<Spanned<wasm::RawWasm>>,
+    limits: Option<Spanned<wasm::RawLimits>>,
+    sandbox: Option<Spanned<wasm::RawSandbox>>,
     after: Option<Spanned<Vec<String>>>,
     requires: Option<Spanned<Vec<String>>>,
     essential: Option<bool>,
@@ -470,12 +484,13 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         None => Isolation::None,
         Some(s) if s.get_ref() == "none" => Isolation::None,
         Some(s) if s.get_ref() == "bundle" => Isolation::Bundle,
-        Some(s) if ["sandbox", "wasm"].contains(&s.get_ref().as_str()) => {
+        Some(s) if s.get_ref() == "wasm" => Isolation::Wasm,
+        Some(s) if s.get_ref() == "sandbox" => {
             cx.err_at(
                 Some(s.span()),
                 "isolation",
                 format!(
-                    "level \"{}\" is not available in this build of paddock yet; use \"none\" or \"bundle\"",
+                    "level \"{}\" is not available in this build of paddock yet; use \"none\", \"bundle\" or \"wasm\"",
                     s.get_ref()
                 ),
             );
@@ -539,6 +554,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
 
     let mut bundle_launch = None;
     let (command, program) = match &raw.command {
+        _ if isolation == Isolation::Wasm => (vec![], PathBuf::new()), // see below
         None => {
             cx.err_at(
                 Some(0..0),
@@ -588,6 +604,38 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     };
 
     let identity = resolve_identity(&mut cx, raw.user.as_ref(), raw.group.as_ref());
+
+    let limits = wasm::parse_limits(&mut cx, raw.limits.as_ref());
+    let wasm_keys = wasm::RawWasmKeys {
+        module: raw.module.as_ref(),
+        args: raw.args.as_ref(),
+        wasm: raw.wasm.as_ref(),
+        limits: raw.limits.as_ref(),
+        sandbox: raw.sandbox.as_ref(),
+        command: raw.command.as_ref().map(|c| c.span()),
+        workdir: raw.workdir.as_ref().map(|w| w.span()),
+        user: raw.user.as_ref().map(|u| u.span()),
+        group: raw.group.as_ref().map(|g| g.span()),
+        bundle: raw
+            .bundle
+            .as_ref()
+            .map(|b| b.span())
+            .or(raw.launch.as_ref().map(|l| l.span())),
+    };
+    let (wasm, command, program) = if isolation == Isolation::Wasm {
+        let w = wasm::parse_wasm(&mut cx, &wasm_keys, &limits, file);
+        // What `status` shows as the command: the module as written, then the arguments.
+        let shown = raw.module.as_ref().map(|m| m.get_ref().clone());
+        let command = shown
+            .into_iter()
+            .chain(w.iter().flat_map(|w| w.args.iter().cloned()))
+            .collect();
+        let program = w.as_ref().map(|w| w.module.clone()).unwrap_or_default();
+        (w, command, program)
+    } else {
+        wasm::refuse_for_native(&mut cx, &wasm_keys, isolation);
+        (None, command, program)
+    };
 
     let mut restart = RestartSpec::default();
     if let Some(r) = &raw.restart {
@@ -646,6 +694,13 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
 
     let health = health::health(&mut cx, raw.health.as_ref());
     let readiness = health::readiness(&mut cx, raw.readiness.as_ref(), raw.health.is_some());
+    if isolation == Isolation::Wasm {
+        wasm::refuse_readiness(
+            &mut cx,
+            &readiness,
+            raw.readiness.as_ref().map(|r| r.span()),
+        );
+    }
 
     if !cx.errors.is_empty() {
         return Err(cx.errors);
@@ -682,6 +737,8 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         bundle: bundle_launch,
         restart,
         logs,
+        limits,
+        wasm,
     })
 }
 
@@ -762,6 +819,17 @@ pub fn load_file(path: &Path) -> Result<AppSpec, Vec<ConfigError>> {
 /// All apps of a set of config directories, or every error found in them (all files are read,
 /// so one run of `paddock check` reports every problem).
 pub fn load_dirs(dirs: &[PathBuf]) -> Result<BTreeMap<String, AppSpec>, Vec<ConfigError>> {
+    let (apps, errors) = load_dirs_all(dirs);
+    if errors.is_empty() {
+        Ok(apps)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The valid apps of a set of config directories and the errors of the others (for checks
+/// that go on with the valid ones, such as loading wasm modules in `paddock check`).
+pub fn load_dirs_all(dirs: &[PathBuf]) -> (BTreeMap<String, AppSpec>, Vec<ConfigError>) {
     let mut apps: BTreeMap<String, AppSpec> = BTreeMap::new();
     let mut errors = vec![];
     for dir in dirs {
@@ -812,11 +880,7 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<BTreeMap<String, AppSpec>, Vec<Conf
     if errors.is_empty() {
         errors = health::check_graph(&apps);
     }
-    if errors.is_empty() {
-        Ok(apps)
-    } else {
-        Err(errors)
-    }
+    (apps, errors)
 }
 
 /// What `reread` reports and `update` applies.

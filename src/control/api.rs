@@ -23,6 +23,9 @@ pub struct AppStatus {
     /// Why the app is in its state ("retrying in 400ms", "spawn failed: …").
     pub message: String,
     pub isolation: String,
+    /// Memory in use, when paddock knows it (wasm apps: linear memory and tables); else null.
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
     pub autostart: bool,
     pub command: Vec<String>,
     /// Health check verdict (`healthy`, `unhealthy`, `unknown`); absent without a check.

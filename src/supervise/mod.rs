@@ -68,6 +68,10 @@ pub enum Exit {
     Signal(i32),
     /// The process could not be started at all (exec failed, bad user, …).
     SpawnFailed(String),
+    /// A wasm instance trapped (the trap message; the wasm backtrace goes to the app's log).
+    Trap(String),
+    /// A wasm instance was interrupted by paddock (stop): the wasm counterpart of a signal death.
+    Interrupted,
     /// paddock stopped it because it failed a check: not ready in time, failing health checks,
     /// a silent watchdog.
     Failed(String),
@@ -82,6 +86,8 @@ impl Exit {
             Exit::Code(c) => format!("exit status {c}"),
             Exit::Signal(s) => format!("killed by {}", crate::config::units::signal_name(*s)),
             Exit::SpawnFailed(e) => format!("spawn failed: {e}"),
+            Exit::Trap(t) => format!("trap: {t}"),
+            Exit::Interrupted => "interrupted by paddock".into(),
             Exit::Failed(why) => format!("stopped by paddock: {why}"),
         }
     }
@@ -731,3 +737,5 @@ impl Machine {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_wasm;

@@ -1,0 +1,760 @@
+//! The app-file keys of level `wasm` (`module`, `args`, `[wasm]`, `[sandbox]` network lists)
+//! and `[limits]`, kept apart from the common keys so each level's schema reads in one place.
+//!
+//! ```toml
+//! isolation = "wasm"
+//! module = "worker.wasm"            # relative to the app file
+//! args = ["--interval", "1s"]        # argv[1..]; argv[0] is the module's file name
+//! env = { GREETING = "hi" }          # the guest's whole environment
+//! [wasm]
+//! preopens = { "/data" = "/var/lib/app:rw", "/etc/app" = "/etc/app" }   # read-only unless :rw
+//! max_instances = 16                 # core instances the app's store may hold
+//! fuel = 1000000000                  # optional deterministic budget of wasm instructions
+//! [limits]
+//! memory = "64MiB"                   # linear memories + tables
+//! cpu = 0.5                          # share of one core
+//! [sandbox]
+//! network = "host"                   # default "none"
+//! tcp_bind = ["127.0.0.1:8080"]
+//! tcp_connect = ["10.0.0.0/8:5432"]
+//! ```
+
+use super::units::Size;
+use super::{FileCtx, Isolation};
+use crate::driver::wasm::inspect::{self, Kind};
+use crate::driver::wasm::net::{AddrPattern, NetPolicy};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// `[limits]`: the same keys for every level. This build enforces them for `wasm` only; the
+/// other levels refuse them until they can honour them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Limits {
+    /// Bytes of linear memory and tables.
+    pub memory: Option<u64>,
+    /// Share of one CPU core, in (0, 1].
+    pub cpu: Option<f64>,
+}
+
+/// A directory the guest sees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Preopen {
+    pub guest: String,
+    pub host: PathBuf,
+    pub writable: bool,
+}
+
+/// Identifies a module file's content cheaply, so that `update` restarts an app whose module
+/// file was replaced (the module is compiled and held in memory, unlike a native program that
+/// is exec'd afresh at each start).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModuleStamp {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WasmSpec {
+    /// The module file (relative `module` values are joined to the app file's directory).
+    pub module: PathBuf,
+    pub stamp: ModuleStamp,
+    pub kind: Kind,
+    /// argv[1..].
+    pub args: Vec<String>,
+    pub preopens: Vec<Preopen>,
+    pub max_instances: u32,
+    pub fuel: Option<u64>,
+    pub net: NetPolicy,
+}
+
+pub const DEFAULT_MAX_INSTANCES: u32 = 16;
+/// What the instance pool allows one app (see `driver::wasm`).
+pub const MAX_MAX_INSTANCES: u32 = 64;
+/// A wasm32 linear memory cannot be larger.
+pub const MAX_WASM_MEMORY: u64 = 4 << 30;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWasm {
+    preopens: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    max_instances: Option<Spanned<u32>>,
+    fuel: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLimits {
+    memory: Option<Spanned<Size>>,
+    cpu: Option<Spanned<f64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSandbox {
+    network: Option<Spanned<String>>,
+    tcp_bind: Option<Spanned<Vec<Spanned<String>>>>,
+    tcp_connect: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// The keys of an app file that belong to this module.
+pub(super) struct RawWasmKeys<'a> {
+    pub module: Option<&'a Spanned<String>>,
+    pub args: Option<&'a Spanned<Vec<String>>>,
+    pub wasm: Option<&'a Spanned<RawWasm>>,
+    pub limits: Option<&'a Spanned<RawLimits>>,
+    pub sandbox: Option<&'a Spanned<RawSandbox>>,
+    /// Common keys a wasm app cannot have.
+    pub command: Option<std::ops::Range<usize>>,
+    pub workdir: Option<std::ops::Range<usize>>,
+    pub user: Option<std::ops::Range<usize>>,
+    pub group: Option<std::ops::Range<usize>>,
+    /// `bundle` or `launch`.
+    pub bundle: Option<std::ops::Range<usize>>,
+}
+
+pub(super) fn parse_limits(cx: &mut FileCtx, raw: Option<&Spanned<RawLimits>>) -> Limits {
+    let mut l = Limits::default();
+    let Some(raw) = raw else {
+        return l;
+    };
+    if let Some(m) = &raw.get_ref().memory {
+        let v = m.get_ref().0;
+        if v < 64 << 10 {
+            cx.err_at(
+                Some(m.span()),
+                "limits.memory",
+                "must be at least 64KiB (one WebAssembly page)",
+            );
+        } else {
+            l.memory = Some(v);
+        }
+    }
+    if let Some(c) = &raw.get_ref().cpu {
+        let v = *c.get_ref();
+        if !(v.is_finite() && v > 0.0) {
+            cx.err_at(
+                Some(c.span()),
+                "limits.cpu",
+                "must be a share of a core greater than 0, as in 0.5",
+            );
+        } else {
+            l.cpu = Some(v);
+        }
+    }
+    l
+}
+
+/// A native app (level `none`) with wasm-only keys, or `[limits]` it cannot honour yet.
+pub(super) fn refuse_for_native(cx: &mut FileCtx, k: &RawWasmKeys, level: Isolation) {
+    let level = level.as_str();
+    if let Some(m) = k.module {
+        cx.err_at(
+            Some(m.span()),
+            "module",
+            format!("only wasm apps have a module: add isolation = \"wasm\", or use command = [...] for isolation = \"{level}\""),
+        );
+    }
+    if let Some(a) = k.args {
+        cx.err_at(
+            Some(a.span()),
+            "args",
+            "only wasm apps take `args`: put a native program's arguments in `command`",
+        );
+    }
+    if let Some(w) = k.wasm {
+        cx.err_at(
+            Some(w.span()),
+            "wasm",
+            "the [wasm] table is for isolation = \"wasm\" only",
+        );
+    }
+    if let Some(s) = k.sandbox {
+        cx.err_at(
+            Some(s.span()),
+            "sandbox",
+            format!("the [sandbox] table is honoured only by isolation = \"wasm\" in this build; isolation = \"{level}\" cannot restrict the network yet"),
+        );
+    }
+    if let Some(r) = k.limits {
+        let raw = r.get_ref();
+        let mut one = |span: Option<std::ops::Range<usize>>, key: &str| {
+            cx.err_at(
+                span,
+                key,
+                format!("not enforced for isolation = \"{level}\" in this build of paddock (no cgroup support yet); only isolation = \"wasm\" honours [limits]: remove it rather than run without the limit"),
+            );
+        };
+        if let Some(m) = &raw.memory {
+            one(Some(m.span()), "limits.memory");
+        }
+        if let Some(c) = &raw.cpu {
+            one(Some(c.span()), "limits.cpu");
+        }
+    }
+}
+
+/// The wasm part of an app: module file, args, capabilities. `app_file` is the TOML file (a
+/// relative `module` or preopen is relative to its directory).
+pub(super) fn parse_wasm(
+    cx: &mut FileCtx,
+    k: &RawWasmKeys,
+    limits: &Limits,
+    app_file: &Path,
+) -> Option<WasmSpec> {
+    let base = app_file.parent().unwrap_or(Path::new("."));
+    for (span, key, why) in [
+        (
+            &k.command,
+            "command",
+            "a wasm app has no command: give `module = \"app.wasm\"` and its `args`",
+        ),
+        (
+            &k.workdir,
+            "workdir",
+            "a wasm app has no working directory on the host: give it directories with [wasm] preopens",
+        ),
+        (
+            &k.user,
+            "user",
+            "a wasm app runs inside paddock's process and has no uid of its own; its capabilities are its preopens and network lists",
+        ),
+        (
+            &k.group,
+            "group",
+            "a wasm app runs inside paddock's process and has no gid of its own",
+        ),
+        (
+            &k.bundle,
+            "bundle",
+            "a wasm app's code is its module: bundles are for isolation = \"bundle\"",
+        ),
+    ] {
+        if let Some(s) = span {
+            cx.err_at(Some(s.clone()), key, why);
+        }
+    }
+    let mut ok = true;
+
+    let Some(m) = k.module else {
+        cx.err_at(
+            Some(0..0),
+            "module",
+            "missing: a wasm app needs module = \"app.wasm\" (a path relative to this file)",
+        );
+        return None;
+    };
+    let module = if m.get_ref().is_empty() || m.get_ref().contains('\0') {
+        cx.err_at(Some(m.span()), "module", "must be a file path");
+        return None;
+    } else {
+        base.join(m.get_ref())
+    };
+    let (kind, stamp) = match read_head(&module) {
+        Ok((head, meta)) => match inspect::sniff(&head) {
+            Ok(kind) => (
+                kind,
+                ModuleStamp {
+                    size: meta.len(),
+                    mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                },
+            ),
+            Err(why) => {
+                cx.err_at(
+                    Some(m.span()),
+                    "module",
+                    format!("{} is not a WebAssembly module: {why}", module.display()),
+                );
+                return None;
+            }
+        },
+        Err(e) => {
+            cx.err_at(Some(m.span()), "module", e);
+            return None;
+        }
+    };
+
+    let args = match k.args {
+        Some(a) if a.get_ref().iter().any(|s| s.contains('\0')) => {
+            cx.err_at(
+                Some(a.span()),
+                "args",
+                "arguments may not contain NUL bytes",
+            );
+            ok = false;
+            vec![]
+        }
+        Some(a) => a.get_ref().clone(),
+        None => vec![],
+    };
+
+    let mut preopens = vec![];
+    let mut max_instances = DEFAULT_MAX_INSTANCES;
+    let mut fuel = None;
+    if let Some(w) = k.wasm {
+        let w = w.get_ref();
+        for (g, h) in w.preopens.iter().flatten() {
+            let guest = g.get_ref();
+            if guest.is_empty() || guest.contains('\0') {
+                cx.err_at(
+                    Some(g.span()),
+                    "wasm.preopens",
+                    "a guest path must be a non-empty path such as \"/data\"",
+                );
+                ok = false;
+                continue;
+            }
+            let (path, writable) = match h.get_ref().rsplit_once(':') {
+                Some((p, "rw")) => (p, true),
+                Some((p, "ro")) => (p, false),
+                _ => (h.get_ref().as_str(), false),
+            };
+            let key = format!("wasm.preopens.\"{guest}\"");
+            if path.is_empty() || path.contains('\0') {
+                cx.err_at(
+                    Some(h.span()),
+                    &key,
+                    "give a host directory, as in \"/var/lib/app\" (read-only) or \"/var/lib/app:rw\"",
+                );
+                ok = false;
+                continue;
+            }
+            let host = base.join(path);
+            match std::fs::metadata(&host) {
+                Ok(md) if md.is_dir() => preopens.push(Preopen {
+                    guest: guest.clone(),
+                    host,
+                    writable,
+                }),
+                Ok(_) => {
+                    cx.err_at(
+                        Some(h.span()),
+                        &key,
+                        format!(
+                            "{} is not a directory (only directories can be preopened)",
+                            host.display()
+                        ),
+                    );
+                    ok = false;
+                }
+                Err(e) => {
+                    cx.err_at(
+                        Some(h.span()),
+                        &key,
+                        format!("{}: {}", host.display(), crate::util::io_reason(&e)),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if let Some(n) = &w.max_instances {
+            let v = *n.get_ref();
+            if v == 0 || v > MAX_MAX_INSTANCES {
+                cx.err_at(
+                    Some(n.span()),
+                    "wasm.max_instances",
+                    format!("must be 1 to {MAX_MAX_INSTANCES} (core instances in the app's store; a component made by wasm32-wasip2 uses a handful)"),
+                );
+                ok = false;
+            } else {
+                max_instances = v;
+            }
+        }
+        if let Some(f) = &w.fuel {
+            if *f.get_ref() == 0 {
+                cx.err_at(
+                    Some(f.span()),
+                    "wasm.fuel",
+                    "must be at least 1 (leave it out for no budget)",
+                );
+                ok = false;
+            } else {
+                fuel = Some(*f.get_ref());
+            }
+        }
+    }
+
+    if let (Some(mem), Some(r)) = (limits.memory, k.limits) {
+        if mem > MAX_WASM_MEMORY {
+            cx.err_at(
+                r.get_ref().memory.as_ref().map(|m| m.span()),
+                "limits.memory",
+                "a wasm app's memory cannot exceed 4GiB (the wasm32 address space)",
+            );
+            ok = false;
+        }
+    }
+    if let (Some(cpu), Some(r)) = (limits.cpu, k.limits) {
+        if cpu > 1.0 {
+            cx.err_at(
+                r.get_ref().cpu.as_ref().map(|c| c.span()),
+                "limits.cpu",
+                "a wasm instance runs on one thread at a time: give a share of one core, 0 < cpu <= 1",
+            );
+            ok = false;
+        }
+    }
+
+    let mut net = NetPolicy::default();
+    if let Some(s) = k.sandbox {
+        let s = s.get_ref();
+        match s.network.as_ref().map(|n| (n, n.get_ref().as_str())) {
+            None | Some((_, "none")) => {}
+            Some((_, "host")) => net.host = true,
+            Some((n, other)) => {
+                cx.err_at(
+                    Some(n.span()),
+                    "sandbox.network",
+                    format!(
+                        "unknown value \"{other}\"; expected \"none\" (the default) or \"host\""
+                    ),
+                );
+                ok = false;
+            }
+        }
+        for (list, key, out) in [
+            (&s.tcp_bind, "sandbox.tcp_bind", &mut net.tcp_bind),
+            (&s.tcp_connect, "sandbox.tcp_connect", &mut net.tcp_connect),
+        ] {
+            let Some(list) = list else { continue };
+            if !net.host && !list.get_ref().is_empty() {
+                cx.err_at(
+                    Some(list.span()),
+                    key,
+                    "has no effect without network = \"host\" in [sandbox]",
+                );
+                ok = false;
+            }
+            for p in list.get_ref() {
+                match AddrPattern::parse(p.get_ref()) {
+                    Ok(a) => out.push(a),
+                    Err(e) => {
+                        cx.err_at(Some(p.span()), key, e);
+                        ok = false;
+                    }
+                }
+            }
+        }
+        if net.host && kind == Kind::Core {
+            cx.err_at(
+                s.network.as_ref().map(|n| n.span()),
+                "sandbox.network",
+                format!("{} is a WASI preview 1 module, and preview 1 has no sockets: build it for wasm32-wasip2 (a component) to use the network", module.display()),
+            );
+            ok = false;
+        }
+    }
+
+    ok.then_some(WasmSpec {
+        module,
+        stamp,
+        kind,
+        args,
+        preopens,
+        max_instances,
+        fuel,
+        net,
+    })
+}
+
+/// `[readiness]` that needs a process: a wasm guest has no `$NOTIFY_SOCKET` and no extra
+/// descriptors (WASI gives it neither). Readiness by health check works.
+pub(super) fn refuse_readiness(
+    cx: &mut FileCtx,
+    r: &super::health::ReadinessSpec,
+    span: Option<std::ops::Range<usize>>,
+) {
+    use super::health::ReadyWhen;
+    let what = match r.when {
+        ReadyWhen::Notify => Some("notify"),
+        ReadyWhen::Fd { .. } => Some("notify_fd"),
+        _ if r.watchdog.is_some() => Some("watchdog"),
+        _ => None,
+    };
+    if let Some(key) = what {
+        cx.err_at(
+            span,
+            &format!("readiness.{key}"),
+            "a wasm app cannot use it (WASI gives a guest no notify socket and no extra descriptors): use readiness.health = true with a [health] check",
+        );
+    }
+}
+
+fn read_head(path: &Path) -> Result<(Vec<u8>, std::fs::Metadata), String> {
+    let reason = |e: std::io::Error| format!("{}: {}", path.display(), crate::util::io_reason(&e));
+    let mut f = std::fs::File::open(path).map_err(reason)?;
+    let meta = f.metadata().map_err(reason)?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut head = Vec::with_capacity(64);
+    f.by_ref().take(64).read_to_end(&mut head).map_err(reason)?;
+    Ok((head, meta))
+}
+
+/// A problem found when loading an app's module (compiling, linking), reported like a config
+/// error at the app file's `module` key.
+pub fn module_error(spec: &super::AppSpec, message: &str) -> super::ConfigError {
+    let (line, col) = std::fs::read_to_string(&spec.file)
+        .ok()
+        .and_then(|src| {
+            src.lines()
+                .take_while(|l| !l.trim_start().starts_with('['))
+                .enumerate()
+                .find_map(|(i, l)| {
+                    let rest = l.trim_start().strip_prefix("module")?;
+                    let value = rest.trim_start().strip_prefix('=')?;
+                    let col = l.len() - value.trim_start().len() + 1;
+                    Some((i + 1, col))
+                })
+        })
+        .unwrap_or((0, 0));
+    super::ConfigError {
+        file: spec.file.clone(),
+        line,
+        col,
+        message: format!("key `module`: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{AppSpec, ConfigError, parse_app};
+    use std::path::{Path, PathBuf};
+
+    /// A scratch dir holding `m.wasm` (a core module header), `c.wasm` (a component header),
+    /// `text.wasm`, and a `data/` directory.
+    fn scratch() -> PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let d = std::env::temp_dir().join(format!("paddock-cfg-wasm-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("data")).unwrap();
+        std::fs::write(d.join("m.wasm"), b"\0asm\x01\0\0\0").unwrap();
+        std::fs::write(d.join("c.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
+        std::fs::write(d.join("text.wasm"), b"hello world\n").unwrap();
+        d
+    }
+
+    fn parse(src: &str) -> (Result<AppSpec, Vec<ConfigError>>, PathBuf) {
+        let d = scratch();
+        let file = d.join("app.toml");
+        let r = parse_app("app", &file, src);
+        (r, d)
+    }
+
+    fn err(src: &str) -> String {
+        let (r, d) = parse(src);
+        let _ = std::fs::remove_dir_all(&d);
+        r.unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_full_wasm_app() {
+        let (r, d) = parse(
+            r#"
+isolation = "wasm"
+module = "c.wasm"
+args = ["--port", "80"]
+env = { A = "1" }
+[wasm]
+preopens = { "/data" = "data:rw", "/ro" = "data", "/ro2" = "data:ro" }
+max_instances = 8
+fuel = 1000
+[limits]
+memory = "64MiB"
+cpu = 0.5
+[sandbox]
+network = "host"
+tcp_bind = ["127.0.0.1:8080"]
+tcp_connect = ["10.0.0.0/8:*"]
+"#,
+        );
+        let a = r.unwrap();
+        let w = a.wasm.as_ref().unwrap();
+        assert_eq!(a.isolation, super::super::Isolation::Wasm);
+        assert_eq!(w.module, d.join("c.wasm"));
+        assert_eq!(w.kind, super::Kind::Component);
+        assert_eq!(w.args, vec!["--port", "80"]);
+        assert_eq!(a.command, vec!["c.wasm", "--port", "80"]);
+        assert_eq!(w.preopens.len(), 3);
+        let data = w.preopens.iter().find(|p| p.guest == "/data").unwrap();
+        assert!(data.writable && data.host == d.join("data"));
+        assert!(
+            w.preopens
+                .iter()
+                .filter(|p| p.guest != "/data")
+                .all(|p| !p.writable)
+        );
+        assert_eq!((w.max_instances, w.fuel), (8, Some(1000)));
+        assert_eq!(a.limits.memory, Some(64 << 20));
+        assert_eq!(a.limits.cpu, Some(0.5));
+        assert!(w.net.host && w.net.tcp_bind.len() == 1 && w.net.tcp_connect.len() == 1);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn minimal_wasm_app() {
+        let (r, d) = parse("isolation = \"wasm\"\nmodule = \"m.wasm\"\n");
+        let a = r.unwrap();
+        let w = a.wasm.unwrap();
+        assert_eq!(w.kind, super::Kind::Core);
+        assert!(w.args.is_empty() && w.preopens.is_empty() && !w.net.host);
+        assert_eq!(w.max_instances, super::DEFAULT_MAX_INSTANCES);
+        assert_eq!(a.limits, super::Limits::default());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn precise_errors() {
+        let w = "isolation = \"wasm\"\n";
+        let e = err(&format!("{w}module = \"text.wasm\"\n"));
+        assert!(
+            e.contains("app.toml:2:10: key `module`:")
+                && e.contains("text.wasm is not a WebAssembly module: it is text starting with \"hello world\""),
+            "{e}"
+        );
+        let e = err(&format!("{w}module = \"nope.wasm\"\n"));
+        assert!(
+            e.contains("key `module`") && e.contains("nope.wasm: No such file"),
+            "{e}"
+        );
+        let e = err(w);
+        assert!(e.contains("key `module`: missing"), "{e}");
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\ncommand = [\"/bin/true\"]\n"
+        ));
+        assert!(
+            e.contains("key `command`: a wasm app has no command"),
+            "{e}"
+        );
+        let e = err(&format!("{w}module = \"m.wasm\"\nbundle = \"redis\"\n"));
+        assert!(
+            e.contains("key `bundle`: a wasm app's code is its module"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\nworkdir = \"/tmp\"\nuser = \"root\"\n"
+        ));
+        assert!(
+            e.contains("key `workdir`") && e.contains("key `user`"),
+            "{e}"
+        );
+        let e = err(&format!("{w}module = \"m.wasm\"\n[limits]\ncpu = 1.5\n"));
+        assert!(
+            e.contains(":4:7: key `limits.cpu`: a wasm instance runs on one thread"),
+            "{e}"
+        );
+        let e = err(&format!("{w}module = \"m.wasm\"\n[limits]\ncpu = 0\n"));
+        assert!(e.contains("key `limits.cpu`: must be a share"), "{e}");
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[limits]\nmemory = \"1KiB\"\n"
+        ));
+        assert!(
+            e.contains("key `limits.memory`: must be at least 64KiB"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[limits]\nmemory = \"5GiB\"\n"
+        ));
+        assert!(e.contains("cannot exceed 4GiB"), "{e}");
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[limits]\nswap = \"1GiB\"\n"
+        ));
+        assert!(e.contains("key `limits.swap`: unknown field `swap`"), "{e}");
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[wasm]\npreopens = {{ \"/d\" = \"missing\" }}\n"
+        ));
+        assert!(
+            e.contains("key `wasm.preopens.\"/d\"`") && e.contains("missing: No such file"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[wasm]\npreopens = {{ \"/d\" = \"m.wasm\" }}\n"
+        ));
+        assert!(e.contains("is not a directory"), "{e}");
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[wasm]\nmax_instances = 0\n"
+        ));
+        assert!(e.contains("key `wasm.max_instances`: must be 1 to"), "{e}");
+        let e = err(&format!("{w}module = \"m.wasm\"\n[wasm]\nfuel = 0\n"));
+        assert!(e.contains("key `wasm.fuel`"), "{e}");
+        let e = err(&format!(
+            "{w}module = \"c.wasm\"\n[sandbox]\ntcp_bind = [\"127.0.0.1:80\"]\n"
+        ));
+        assert!(
+            e.contains("key `sandbox.tcp_bind`: has no effect without network = \"host\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{w}module = \"c.wasm\"\n[sandbox]\nnetwork = \"host\"\ntcp_connect = [\"db:5432\"]\n"
+        ));
+        assert!(
+            e.contains(":5:16: key `sandbox.tcp_connect`: invalid address pattern \"db:5432\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{w}module = \"c.wasm\"\n[sandbox]\nnetwork = \"bridge\"\n"
+        ));
+        assert!(
+            e.contains("key `sandbox.network`: unknown value \"bridge\""),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[sandbox]\nnetwork = \"host\"\n"
+        ));
+        assert!(e.contains("preview 1 has no sockets"), "{e}");
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[readiness]\nnotify = true\n"
+        ));
+        assert!(
+            e.contains("key `readiness.notify`: a wasm app cannot use it"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{w}module = \"m.wasm\"\n[readiness]\nnotify_fd = 3\n"
+        ));
+        assert!(e.contains("key `readiness.notify_fd`"), "{e}");
+    }
+
+    #[test]
+    fn native_apps_refuse_what_they_cannot_honour() {
+        let e = err("command = [\"/bin/true\"]\n[limits]\nmemory = \"64MiB\"\n");
+        assert!(
+            e.contains(":3:10: key `limits.memory`: not enforced for isolation = \"none\""),
+            "{e}"
+        );
+        let e = err("command = [\"/bin/true\"]\nmodule = \"m.wasm\"\nargs = []\n");
+        assert!(
+            e.contains("key `module`: only wasm apps") && e.contains("key `args`"),
+            "{e}"
+        );
+        let e = err("command = [\"/bin/true\"]\n[sandbox]\nnetwork = \"none\"\n");
+        assert!(e.contains("key `sandbox`"), "{e}");
+        let e = err("command = [\"/bin/true\"]\n[wasm]\nfuel = 1\n");
+        assert!(e.contains("key `wasm`"), "{e}");
+    }
+
+    #[test]
+    fn module_error_points_at_the_key() {
+        let d = scratch();
+        let file = d.join("app.toml");
+        std::fs::write(&file, "isolation = \"wasm\"\n  module =  \"m.wasm\"\n").unwrap();
+        let spec = super::super::load_file(&file).unwrap();
+        let e = super::module_error(&spec, "boom").to_string();
+        assert_eq!(e, format!("{}:2:13: key `module`: boom", file.display()));
+        let _ = Path::new(&d);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1,0 +1,215 @@
+//! The supervisor's side of level `wasm`: the wasm host is created when the first wasm app
+//! appears (at start or by `update`); every wasm app's module is loaded and linked while the
+//! configuration is validated (so a bad module is a config error that changes nothing); a spawn
+//! is an instantiation on the wasm runtime; the end of an instance comes back as
+//! `Msg::WasmExited` and feeds the same state machine as a process exit.
+
+use super::{App, Msg, Supervisor};
+use crate::config::{AppSpec, ConfigError, Isolation};
+use crate::driver::wasm::{ExitSink, HostOptions, Instance, Program, Stdio, WasmHost};
+use crate::supervise::{Event, Exit};
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Per app.
+#[derive(Default)]
+pub(super) struct WasmApp {
+    /// Prepared at the first spawn after (re)configuration.
+    program: Option<Result<Arc<Program>, String>>,
+    /// The running instance and its generation (exits of older generations are ignored).
+    running: Option<(u64, Instance)>,
+}
+
+/// Paddock-wide.
+pub(super) struct WasmState {
+    host: OnceCell<Result<WasmHost, String>>,
+    cache_dir: PathBuf,
+    slots: Option<u32>,
+    tx: mpsc::UnboundedSender<Msg>,
+    generation: u64,
+}
+
+impl WasmState {
+    /// Instance exits are sent to `tx`.
+    pub(super) fn new(
+        state_dir: &std::path::Path,
+        slots: Option<u32>,
+        tx: mpsc::UnboundedSender<Msg>,
+    ) -> WasmState {
+        WasmState {
+            host: OnceCell::new(),
+            cache_dir: state_dir.join("wasm-cache"),
+            slots,
+            tx,
+            generation: 0,
+        }
+    }
+
+    fn host(&self, wasm_apps: usize) -> Result<&WasmHost, String> {
+        self.host
+            .get_or_init(|| {
+                let tx = self.tx.clone();
+                let sink: ExitSink = Arc::new(move |app, generation, exit| {
+                    let _ = tx.send(Msg::WasmExited {
+                        app,
+                        generation,
+                        exit,
+                    });
+                });
+                WasmHost::new(
+                    HostOptions {
+                        cache_dir: Some(self.cache_dir.clone()),
+                        slots: self
+                            .slots
+                            .unwrap_or_else(|| HostOptions::default_slots(wasm_apps)),
+                        workers: HostOptions::default_workers(),
+                    },
+                    sink,
+                )
+            })
+            .as_ref()
+            .map_err(|e| e.clone())
+    }
+
+    /// Loads the module of every wasm app in `specs`; the errors, as config errors.
+    pub(super) fn check(&self, specs: &BTreeMap<String, AppSpec>) -> Vec<ConfigError> {
+        check_with(specs, |n| self.host(n))
+    }
+}
+
+/// `paddock check`: the wasm apps' modules loaded and linked by a throwaway host (compiled in
+/// memory, no cache, nothing run), so `check` reports exactly what `serve` would.
+pub(super) fn check_standalone(specs: &BTreeMap<String, AppSpec>) -> Vec<ConfigError> {
+    let cell = OnceCell::new();
+    check_with(specs, |_| {
+        cell.get_or_init(|| {
+            WasmHost::new(
+                HostOptions {
+                    cache_dir: None,
+                    slots: 4,
+                    workers: 1,
+                },
+                Arc::new(|_, _, _| {}),
+            )
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+    })
+}
+
+/// Loads every wasm app's module with the host `host(number of wasm apps)` gives.
+fn check_with<'h>(
+    specs: &BTreeMap<String, AppSpec>,
+    host: impl FnOnce(usize) -> Result<&'h WasmHost, String>,
+) -> Vec<ConfigError> {
+    let wasm: Vec<&AppSpec> = specs
+        .values()
+        .filter(|s| s.isolation == Isolation::Wasm)
+        .collect();
+    if wasm.is_empty() {
+        return vec![];
+    }
+    let host = match host(wasm.len()) {
+        Ok(h) => h,
+        Err(e) => {
+            return wasm
+                .iter()
+                .map(|s| crate::config::wasm::module_error(s, &e))
+                .collect();
+        }
+    };
+    wasm.iter()
+        .filter_map(|s| {
+            host.program(s)
+                .err()
+                .map(|e| crate::config::wasm::module_error(s, &e))
+        })
+        .collect()
+}
+
+impl Supervisor {
+    /// Instantiates a wasm app (the spawn of level `wasm`).
+    pub(super) fn spawn_wasm(&mut self, idx: usize) -> Result<i32, String> {
+        let n = self.by_name.len();
+        self.wasm.generation += 1;
+        let generation = self.wasm.generation;
+        let host = self.wasm.host(n)?;
+        let Some(app) = self.apps[idx].as_mut() else {
+            return Err("app removed".into());
+        };
+        let program = app
+            .wasm
+            .program
+            .get_or_insert_with(|| host.program(&app.spec))
+            .clone()?;
+        let stdio = match &app.pipes {
+            Some(p) => {
+                let out = p.out_w.as_raw_fd();
+                Stdio {
+                    stdout: Some(out),
+                    stderr: Some(p.err_w.as_ref().map_or(out, |e| e.as_raw_fd())),
+                }
+            }
+            None => Stdio::default(),
+        };
+        let inst = host.start(&program, idx, generation, stdio)?;
+        app.wasm.running = Some((generation, inst));
+        Ok(0)
+    }
+
+    /// An instance ended.
+    pub(super) fn wasm_exited(&mut self, idx: usize, generation: u64, exit: Exit) {
+        let Some(app) = self.apps.get_mut(idx).and_then(|a| a.as_mut()) else {
+            return;
+        };
+        if app.wasm.running.as_ref().map(|r| r.0) != Some(generation) {
+            return; // an instance the app no longer tracks
+        }
+        app.wasm.running = None;
+        self.feed(idx, Event::Exited(exit));
+    }
+
+    /// `Signal` and `KillGroup` for a wasm app: interrupt the instance. Returns false for a
+    /// native app (the caller signals its process group).
+    pub(super) fn wasm_interrupt(&mut self, idx: usize) -> bool {
+        let Some(app) = self.apps[idx].as_ref() else {
+            return false;
+        };
+        if app.spec.isolation != Isolation::Wasm {
+            return false;
+        }
+        if let Some((_, inst)) = &app.wasm.running {
+            inst.interrupt();
+        }
+        true
+    }
+
+    /// The spec changed: prepare the module again at the next spawn.
+    pub(super) fn wasm_reconfigured(app: &mut App) {
+        app.wasm.program = None;
+    }
+}
+
+/// Linear memory in use by a running wasm app.
+pub(super) fn memory_bytes(app: &App) -> Option<u64> {
+    app.wasm.running.as_ref().map(|(_, i)| i.memory_bytes())
+}
+
+/// The `paddock_app_memory_bytes` metric.
+pub(super) fn metrics(apps: &[&App], s: &mut String) {
+    use std::fmt::Write;
+    s.push_str("# HELP paddock_app_memory_bytes Memory in use by the app (wasm: linear memory and tables).\n# TYPE paddock_app_memory_bytes gauge\n");
+    for a in apps {
+        if let Some(m) = memory_bytes(a) {
+            let _ = writeln!(s, "paddock_app_memory_bytes{{app=\"{}\"}} {m}", a.name);
+        }
+    }
+}
+
+/// What `paddock signal` answers for a wasm app.
+pub(super) const NO_SIGNALS: &str =
+    "a wasm app has no process to signal (WASI has no signals): use stop or restart";

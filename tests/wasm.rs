@@ -1,0 +1,1046 @@
+//! Level `wasm` against a real `paddock serve` and real modules: the example apps (fresh builds
+//! when CI made them, else the committed ones), limits, traps, stop, the compiled-module cache,
+//! precise errors for bad modules, density.
+
+mod common;
+
+use common::*;
+use paddock::driver::wasm::{HostOptions, Stdio, WasmHost};
+use paddock::supervise::Exit;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An example module: from `$PADDOCK_WASM_EXAMPLES` (set by `.ci/run` to its fresh builds; every
+/// file must be there), else `target/wasm-examples/` when `examples/wasm/build.sh` put fresh
+/// builds there, else the committed `examples/wasm/NAME`.
+fn example(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if let Ok(dir) = std::env::var("PADDOCK_WASM_EXAMPLES") {
+        let p = root.join(dir).join(name);
+        assert!(
+            p.is_file(),
+            "PADDOCK_WASM_EXAMPLES is set but {} is missing",
+            p.display()
+        );
+        return p;
+    }
+    let fresh = root.join("target/wasm-examples").join(name);
+    if fresh.is_file() {
+        return fresh;
+    }
+    root.join("examples/wasm").join(name)
+}
+
+/// An app file for `module` with extra TOML lines.
+fn app(module: &str, extra: &str) -> String {
+    format!(
+        "isolation = \"wasm\"\nmodule = \"{}\"\n{extra}",
+        example(module).display()
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn log(p: &Paddock, file: &str) -> String {
+    std::fs::read_to_string(p.logs_dir().join(file)).unwrap_or_default()
+}
+
+fn wait_log(p: &Paddock, file: &str, needle: &str, within: Duration) -> String {
+    let mut last = String::new();
+    let ok = try_wait(within, || {
+        last = log(p, file);
+        last.contains(needle)
+    });
+    assert!(ok, "{file} never contained {needle:?}; it has:\n{last}");
+    last
+}
+
+fn exit_desc(a: &paddock::control::api::AppStatus) -> String {
+    a.last_exit
+        .as_ref()
+        .map(|e| e.description.clone())
+        .unwrap_or_default()
+}
+
+/// CPU time (user + system) of a process, in seconds.
+fn cpu_secs(pid: i32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = s.rsplit_once(") ").map(|x| x.1).unwrap_or("");
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[test]
+fn examples_run_supervised() {
+    let port = free_port();
+    let data = Scratch::new("wasm-data");
+    let state = Scratch::new("wasm-state");
+    std::fs::write(data.path().join("greeting.txt"), "hi\n").unwrap();
+    let p = Paddock::with_apps(
+        "wasm-examples",
+        &[
+            (
+                "hello",
+                &app(
+                    "hello.wasm",
+                    "args = [\"one\", \"two\"]\nenv = { GREETING = \"hi\" }\n",
+                ),
+            ),
+            (
+                "hello-p2",
+                &app(
+                    "hello-p2.wasm",
+                    &format!(
+                        "env = {{ GREETING = \"p2\" }}\n[wasm]\npreopens = {{ \"/\" = \"{}\" }}\n",
+                        data.path().display()
+                    ),
+                ),
+            ),
+            (
+                "worker",
+                &app(
+                    "worker.wasm",
+                    &format!(
+                        "args = [\"--interval\", \"100ms\", \"--state\", \"/state\"]\n[wasm]\npreopens = {{ \"/state\" = \"{}:rw\" }}\n[limits]\nmemory = \"16MiB\"\n",
+                        state.path().display()
+                    ),
+                ),
+            ),
+            (
+                "worker-ro",
+                &app(
+                    "worker.wasm",
+                    &format!(
+                        "args = [\"--interval\", \"1s\", \"--state\", \"/state\"]\n[wasm]\npreopens = {{ \"/state\" = \"{}\" }}\n",
+                        state.path().display()
+                    ),
+                ),
+            ),
+            (
+                "http",
+                &app(
+                    "http.wasm",
+                    &format!(
+                        "env = {{ ADDR = \"127.0.0.1:{port}\" }}\n[sandbox]\nnetwork = \"host\"\ntcp_bind = [\"127.0.0.1:{port}\"]\n"
+                    ),
+                ),
+            ),
+        ],
+    )
+    .start();
+
+    // hello (core module): args and only the environment the file gives; no filesystem.
+    let a = p.wait_state("hello", "EXITED", Duration::from_secs(20));
+    assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(0));
+    assert_eq!(a.isolation, "wasm");
+    assert_eq!(a.pid, None);
+    let out = wait_log(&p, "hello.out", "no filesystem", Duration::from_secs(10));
+    assert!(
+        out.contains("hello from wasm! args: [\"one\", \"two\"]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("1 environment variables: [(\"GREETING\", \"hi\")]"),
+        "{out}"
+    );
+    assert!(out.contains("no filesystem"), "{out}");
+    wait_log(&p, "hello.err", "hello on stderr", Duration::from_secs(10));
+
+    // hello-p2 (component): the same through WASI 0.2, with a read-only preopen.
+    let a = p.wait_state("hello-p2", "EXITED", Duration::from_secs(20));
+    assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(0));
+    let out = wait_log(&p, "hello-p2.out", "entries", Duration::from_secs(10));
+    assert!(out.contains("(\"GREETING\", \"p2\")"), "{out}");
+    assert!(out.contains("/ has 1 entries"), "{out}");
+
+    // worker: runs, logs, writes through its rw preopen; memory shows in status and metrics.
+    let a = p.wait_state("worker", "READY", Duration::from_secs(20));
+    assert!(a.uptime_secs.is_some());
+    wait_log(&p, "worker.out", "tick 3", Duration::from_secs(20));
+    let mem = p
+        .app("worker")
+        .memory_bytes
+        .expect("memory_bytes of a running wasm app");
+    assert!(mem > 0 && mem <= 16 << 20, "{mem}");
+    wait_for(Duration::from_secs(10), "the worker's state file", || {
+        std::fs::read_to_string(state.path().join("ticks"))
+            .is_ok_and(|s| s.trim().parse::<u64>().is_ok_and(|n| n >= 1))
+    });
+    let metrics = p.client.request("GET", "/metrics", None).unwrap().body;
+    assert!(
+        metrics.contains("paddock_app_memory_bytes{app=\"worker\"}"),
+        "{metrics}"
+    );
+    // A read-only preopen refuses writes.
+    wait_log(
+        &p,
+        "worker-ro.err",
+        "cannot write /state/ticks",
+        Duration::from_secs(20),
+    );
+
+    // http: answers on the port its allow list grants.
+    p.wait_state("http", "READY", Duration::from_secs(20));
+    let mut resp = None;
+    wait_for(
+        Duration::from_secs(20),
+        "the http example to answer",
+        || {
+            resp = http_get(port, "/");
+            resp.is_some()
+        },
+    );
+    let resp = resp.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
+    assert!(resp.contains("hello from wasm (request 1)"), "{resp}");
+    let health = http_get(port, "/health").unwrap_or_default();
+    assert!(health.ends_with("ok\n"), "{health}");
+    wait_log(&p, "http.out", "GET /health", Duration::from_secs(10));
+
+    // The CLI: status, signal (refused: no process), stop (interrupt), start, tail.
+    let o = p.cli(&["status", "worker"]);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("worker") && table.contains("READY"),
+        "{table}"
+    );
+    let o = p.cli(&["signal", "HUP", "worker"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no process to signal"),
+        "{o:?}"
+    );
+    let o = p.cli(&["stop", "worker"]);
+    assert!(o.status.success(), "{o:?}");
+    let a = p.app("worker");
+    assert_eq!(a.state, "STOPPED");
+    assert_eq!(exit_desc(&a), "interrupted by paddock");
+    assert_eq!(a.memory_bytes, None);
+    let o = p.cli(&["start", "worker"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("worker: started (wasm instance)"),
+        "{o:?}"
+    );
+    let o = p.cli(&["tail", "-n", "1", "worker"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("tick"), "{o:?}");
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn crasher_restarts_with_backoff_then_fatal() {
+    let p = Paddock::with_apps(
+        "wasm-crasher",
+        &[(
+            "crasher",
+            &app(
+                "crasher.wasm",
+                "args = [\"exit\", \"3\"]\n[restart]\nbackoff_initial = \"50ms\"\nmax_failures = 4\n",
+            ),
+        )],
+    )
+    .start();
+    let a = p.wait_state("crasher", "FATAL", Duration::from_secs(30));
+    assert_eq!(a.restarts, 3);
+    assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(3));
+    assert_eq!(
+        a.message,
+        "gave up after 4 failed starts; last: exit status 3"
+    );
+    // Each start logged its line (the log writer may lag the exit a little).
+    let lines = |p: &Paddock| {
+        log(p, "crasher.out")
+            .matches("crasher: exiting with status 3")
+            .count()
+    };
+    wait_for(Duration::from_secs(10), "4 lines in crasher.out", || {
+        lines(&p) == 4
+    });
+    // A start from FATAL tries again (with a fresh count of failures).
+    let o = p.cli(&["start", "crasher"]);
+    assert!(o.status.success(), "{o:?}");
+    wait_for(Duration::from_secs(30), "8 lines in crasher.out", || {
+        lines(&p) == 8
+    });
+    p.wait_state("crasher", "FATAL", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(lines(&p), 8, "{}", log(&p, "crasher.out"));
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn traps_are_logged_with_message_and_backtrace() {
+    let never = "[restart]\npolicy = \"never\"\n";
+    let p = Paddock::with_apps(
+        "wasm-traps",
+        &[
+            (
+                "panic",
+                &app("crasher.wasm", &format!("args = [\"panic\"]\n{never}")),
+            ),
+            (
+                "trap",
+                &app("crasher.wasm", &format!("args = [\"trap\"]\n{never}")),
+            ),
+            (
+                "again",
+                &app(
+                    "crasher.wasm",
+                    "args = [\"trap\"]\n[restart]\nbackoff_initial = \"10ms\"\nmax_failures = 3\n",
+                ),
+            ),
+        ],
+    )
+    .start();
+    for name in ["panic", "trap"] {
+        let a = p.wait_state(name, "EXITED", Duration::from_secs(20));
+        assert_eq!(
+            exit_desc(&a),
+            "trap: wasm `unreachable` instruction executed",
+            "{a:?}"
+        );
+        let err = wait_log(
+            &p,
+            &format!("{name}.err"),
+            "crasher::main",
+            Duration::from_secs(10),
+        );
+        assert!(
+            err.contains("paddock: wasm trap: wasm `unreachable` instruction executed"),
+            "{err}"
+        );
+        assert!(err.contains("wasm backtrace"), "{err}");
+    }
+    assert!(log(&p, "panic.err").contains("crasher: deliberate panic"));
+    // A trap is a failure like any other: restarted with backoff, then FATAL.
+    let a = p.wait_state("again", "FATAL", Duration::from_secs(20));
+    assert_eq!(a.restarts, 2);
+    let metrics = p.client.request("GET", "/metrics", None).unwrap().body;
+    assert!(
+        metrics.contains("paddock_app_last_exit_code{app=\"trap\"} -2"),
+        "{metrics}"
+    );
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn memory_limit_holds() {
+    let never = "[restart]\npolicy = \"never\"\n";
+    let p = Paddock::with_apps(
+        "wasm-memory",
+        &[
+            (
+                "grow",
+                &app(
+                    "crasher.wasm",
+                    &format!("args = [\"grow\"]\n[limits]\nmemory = \"32MiB\"\n{never}"),
+                ),
+            ),
+            (
+                "fits",
+                &app(
+                    "worker.wasm",
+                    "args = [\"--alloc-mib\", \"8\", \"--interval\", \"1s\"]\n[limits]\nmemory = \"16MiB\"\n",
+                ),
+            ),
+            (
+                "too-big",
+                &app(
+                    "worker.wasm",
+                    &format!("args = [\"--alloc-mib\", \"64\"]\n[limits]\nmemory = \"16MiB\"\n{never}"),
+                ),
+            ),
+        ],
+    )
+    .start();
+    // Growing past the limit fails; Rust's allocator aborts; the trap names the limit.
+    let a = p.wait_state("grow", "EXITED", Duration::from_secs(30));
+    let d = exit_desc(&a);
+    assert!(
+        d.starts_with("trap: wasm `unreachable` instruction executed (after memory growth to ")
+            && d.ends_with("was refused: [limits] memory = 32MiB)"),
+        "{d}"
+    );
+    let err = wait_log(&p, "grow.err", "paddock: note:", Duration::from_secs(10));
+    assert!(
+        err.contains("memory allocation of 1048576 bytes failed"),
+        "{err}"
+    );
+    let out = wait_log(&p, "grow.out", "holding 24 MiB", Duration::from_secs(10));
+    assert!(
+        out.contains("holding 24 MiB") && !out.contains("holding 32 MiB"),
+        "{out}"
+    );
+
+    // Within the limit: runs, and its memory shows.
+    p.wait_state("fits", "READY", Duration::from_secs(20));
+    wait_log(&p, "fits.out", "holding 8 MiB", Duration::from_secs(10));
+    let m = p.app("fits").memory_bytes.unwrap();
+    assert!((8 << 20..=16 << 20).contains(&m), "{m}");
+
+    let a = p.wait_state("too-big", "EXITED", Duration::from_secs(20));
+    assert!(exit_desc(&a).contains("[limits] memory = 16MiB"), "{a:?}");
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn cpu_limit_holds() {
+    let p = Paddock::with_apps(
+        "wasm-cpu",
+        &[(
+            "spin",
+            &app("crasher.wasm", "args = [\"spin\"]\n[limits]\ncpu = 0.25\n"),
+        )],
+    )
+    .start();
+    p.wait_state("spin", "READY", Duration::from_secs(20));
+    wait_log(&p, "spin.out", "spinning", Duration::from_secs(10));
+    let pid = p.pid();
+    let (c0, t0) = (cpu_secs(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let (used, wall) = (cpu_secs(pid) - c0, t0.elapsed().as_secs_f64());
+    // A quarter of a core (the bucket lets a burst of 50 ms × 0.25 through, plus paddock's
+    // own few milliseconds). Unthrottled, it would use a whole core.
+    assert!(
+        used <= 0.25 * wall + 0.2,
+        "a spinning module with cpu = 0.25 used {used:.2}s of CPU in {wall:.2}s"
+    );
+    assert!(used > 0.05, "the spinner did not run at all: {used:.2}s");
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn spinning_and_growing_modules_do_not_starve_others() {
+    let mut apps: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            (
+                format!("spin{i}"),
+                app("crasher.wasm", "args = [\"spin\"]\n"),
+            )
+        })
+        .collect();
+    apps.push((
+        "grow".into(),
+        app(
+            "crasher.wasm",
+            "args = [\"grow\"]\n[limits]\nmemory = \"64MiB\"\n[restart]\npolicy = \"always\"\nbackoff_initial = \"100ms\"\nbackoff_max = \"100ms\"\nmax_failures = 0\n",
+        ),
+    ));
+    apps.push((
+        "worker".into(),
+        app("worker.wasm", "args = [\"--interval\", \"100ms\"]\n"),
+    ));
+    apps.push((
+        "native".into(),
+        "command = [\"/bin/sh\", \"-c\", \"exit 1\"]\n[restart]\nbackoff_initial = \"100ms\"\nbackoff_max = \"100ms\"\nmax_failures = 0\n".into(),
+    ));
+    let refs: Vec<(&str, &str)> = apps.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let p = Paddock::with_apps("wasm-starve", &refs).start();
+    for i in 0..3 {
+        p.wait_state(&format!("spin{i}"), "READY", Duration::from_secs(20));
+    }
+    wait_log(&p, "worker.out", "tick 1", Duration::from_secs(20));
+    let restarts0 = p.app("native").restarts;
+    let ticks = |s: &str| s.matches("tick ").count();
+    let ticks0 = ticks(&log(&p, "worker.out"));
+    let t0 = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while t0.elapsed() < Duration::from_secs(3) {
+        let t = Instant::now();
+        let st = p.status();
+        slowest = slowest.max(t.elapsed());
+        assert_eq!(st.len(), 6);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Bounds, not timings: with three modules spinning on two worker threads, the supervisor
+    // still answers, restarts a native app every ~100 ms, and a sleeping wasm app still wakes.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a status request took {slowest:?}"
+    );
+    let restarts = p.app("native").restarts - restarts0;
+    assert!(
+        restarts >= 5,
+        "the native app restarted only {restarts} times in 3 s"
+    );
+    let new_ticks = ticks(&log(&p, "worker.out")) - ticks0;
+    assert!(
+        new_ticks >= 10,
+        "the worker ticked only {new_ticks} times in 3 s"
+    );
+    assert!(p.app("grow").restarts >= 3, "{:?}", p.app("grow"));
+    assert!(
+        rss_kib(p.pid()) < 512 << 10,
+        "paddock RSS {} KiB",
+        rss_kib(p.pid())
+    );
+    let t = Instant::now();
+    assert!(p.shutdown().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn stop_interrupts_a_spinning_module() {
+    let p = Paddock::with_apps(
+        "wasm-stop",
+        &[(
+            "spin",
+            &app(
+                "crasher.wasm",
+                "args = [\"spin\"]\nstop_timeout = \"60s\"\n",
+            ),
+        )],
+    )
+    .start();
+    p.wait_state("spin", "READY", Duration::from_secs(20));
+    wait_log(&p, "spin.out", "spinning", Duration::from_secs(10));
+    let t = Instant::now();
+    let o = p.cli(&["stop", "spin"]);
+    // Far less than stop_timeout: the instance was interrupted, not waited for.
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert!(o.status.success(), "{o:?}");
+    let a = p.app("spin");
+    assert_eq!(
+        (a.state.as_str(), exit_desc(&a).as_str()),
+        ("STOPPED", "interrupted by paddock")
+    );
+    let o = p.cli(&["restart", "spin"]);
+    assert!(o.status.success(), "{o:?}");
+    p.wait_state("spin", "READY", Duration::from_secs(5));
+    let t = Instant::now();
+    assert!(p.shutdown().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
+
+/// Starts paddock, waits for `app` to run, shuts it down; returns paddock's stderr.
+fn run_once(p: Paddock, app: &str) -> (Paddock, String) {
+    let mut p = p.start();
+    p.wait_state(app, "READY", Duration::from_secs(30));
+    let mut err = p.child.as_mut().unwrap().stderr.take().unwrap();
+    let mut child = p.child.take().unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(30)).success());
+    let mut s = String::new();
+    err.read_to_string(&mut s).unwrap();
+    (p, s)
+}
+
+#[test]
+fn corrupt_cache_entries_are_recovered() {
+    let p = Paddock::with_apps(
+        "wasm-cache",
+        &[
+            (
+                "worker",
+                &app("worker.wasm", "args = [\"--interval\", \"1s\"]\n"),
+            ),
+            (
+                "http",
+                &app("hello-p2.wasm", "[restart]\npolicy = \"never\"\n"),
+            ),
+        ],
+    );
+    let (p, err) = run_once(p, "worker");
+    assert!(!err.contains("wasm cache"), "{err}");
+    let cache = p.dir.path().join("state/wasm-cache");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    assert_eq!(entries.len(), 2, "one entry per module: {entries:?}");
+    let good: Vec<Vec<u8>> = entries.iter().map(|e| std::fs::read(e).unwrap()).collect();
+    // One entry with a flipped byte in the middle of the code, one truncated.
+    let mut flipped = good[0].clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x5a;
+    std::fs::write(&entries[0], &flipped).unwrap();
+    std::fs::write(&entries[1], &good[1][..good[1].len() / 3]).unwrap();
+
+    let (p, err) = run_once(p, "worker");
+    assert_eq!(err.matches("is corrupt").count(), 2, "{err}");
+    assert!(err.contains("SHA-256"), "{err}");
+    assert!(err.contains("the cache entry is fixed"), "{err}");
+    wait_log(&p, "http.out", "hello from wasm", Duration::from_secs(5));
+    // Rewritten intact: a third start uses them silently.
+    for (e, g) in entries.iter().zip(&good) {
+        assert_eq!(
+            &std::fs::read(e).unwrap(),
+            g,
+            "{} was not rebuilt",
+            e.display()
+        );
+    }
+    let (_p, err) = run_once(p, "worker");
+    assert!(!err.contains("wasm cache"), "{err}");
+}
+
+/// Writes a module compiled from WAT text.
+fn wat_module(dir: &Path, name: &str, wat: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, wat::parse_str(wat).unwrap()).unwrap();
+    p
+}
+
+#[test]
+fn bad_modules_give_precise_errors_and_change_nothing() {
+    let d = Scratch::new("wasm-bad");
+    let m = d.path();
+    std::fs::write(m.join("text.wasm"), "hello, I am not wasm\n").unwrap();
+    wat_module(
+        m,
+        "import.wasm",
+        r#"(module (import "env" "log_line" (func (param i32))) (func (export "_start")))"#,
+    );
+    wat_module(
+        m,
+        "p1.wasm",
+        r#"(module (import "wasi_snapshot_preview1" "sock_teleport" (func)) (func (export "_start")))"#,
+    );
+    wat_module(
+        m,
+        "reactor.wasm",
+        r#"(module (func (export "_initialize")))"#,
+    );
+    wat_module(m, "world.wasm", r#"(component)"#);
+    // Valid header, broken body.
+    let mut broken = wat::parse_str("(module (func (export \"_start\")))").unwrap();
+    broken.truncate(broken.len() - 3);
+    std::fs::write(m.join("invalid.wasm"), &broken).unwrap();
+    let cases = [
+        (
+            "text",
+            "text.wasm",
+            "text.wasm is not a WebAssembly module: it is text starting with \"hello, I am not wasm\"",
+        ),
+        (
+            "elf",
+            "/bin/true",
+            "/bin/true is not a WebAssembly module: it is an ELF file",
+        ),
+        (
+            "import",
+            "import.wasm",
+            "import.wasm imports `env::log_line` (a function), which paddock does not provide",
+        ),
+        (
+            "p1",
+            "p1.wasm",
+            "p1.wasm imports `wasi_snapshot_preview1::sock_teleport`, which is not a WASI preview 1 function",
+        ),
+        (
+            "reactor",
+            "reactor.wasm",
+            "reactor.wasm exports no `_start` function (it is a reactor/library module",
+        ),
+        (
+            "world",
+            "world.wasm",
+            "world.wasm is a component of an unsupported world: it exports nothing but not `wasi:cli/run@0.2.x`",
+        ),
+        (
+            "invalid",
+            "invalid.wasm",
+            "invalid.wasm is not a valid WebAssembly module",
+        ),
+    ];
+    let bad = Scratch::new("wasm-bad-apps");
+    for (name, module, _) in &cases {
+        let path = if module.starts_with('/') {
+            PathBuf::from(module)
+        } else {
+            m.join(module)
+        };
+        std::fs::write(
+            bad.path().join(format!("{name}.toml")),
+            format!("isolation = \"wasm\"\nmodule = \"{}\"\n", path.display()),
+        )
+        .unwrap();
+    }
+    // `paddock check`: one precise error per file, at its `module` key.
+    let o = std::process::Command::new(BIN)
+        .arg("check")
+        .arg(bad.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    for (name, _, want) in &cases {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("/{name}.toml:2:10: key `module`: ")))
+            .unwrap_or_else(|| panic!("no error for {name}:\n{err}"));
+        assert!(line.contains(want), "{name}: {line}");
+    }
+    assert!(
+        err.contains(&format!("{} errors found", cases.len())),
+        "{err}"
+    );
+
+    // `serve` refuses to start with them, and says the same.
+    let o = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(bad.path())
+        .arg("--socket")
+        .arg(bad.path().join("s.sock"))
+        .arg("--state-dir")
+        .arg(bad.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("the configuration has errors; nothing was started"),
+        "{err}"
+    );
+    assert!(err.contains("imports `env::log_line`"), "{err}");
+
+    // `update` with a bad module changes nothing that runs.
+    let p = Paddock::with_apps(
+        "wasm-bad-update",
+        &[(
+            "worker",
+            &app("worker.wasm", "args = [\"--interval\", \"100ms\"]\n"),
+        )],
+    )
+    .start();
+    p.wait_state("worker", "READY", Duration::from_secs(20));
+    let since = p.app("worker").uptime_secs.unwrap();
+    p.write_app(
+        "import",
+        &format!(
+            "isolation = \"wasm\"\nmodule = \"{}\"\n",
+            m.join("import.wasm").display()
+        ),
+    );
+    std::fs::write(
+        p.apps_dir().join("worker.toml"),
+        format!(
+            "isolation = \"wasm\"\nmodule = \"{}\"\n",
+            m.join("text.wasm").display()
+        ),
+    )
+    .unwrap();
+    let o = p.cli(&["update"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("import.toml:2:10: key `module`") && err.contains("worker.toml:2:10"),
+        "{err}"
+    );
+    let a = p.app("worker");
+    assert_eq!(a.state, "READY");
+    assert!(a.uptime_secs.unwrap() >= since, "the worker was restarted");
+    assert_eq!(p.status().len(), 1, "nothing was added");
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn update_picks_up_a_replaced_module() {
+    let d = Scratch::new("wasm-replace");
+    let module = d.path().join("app.wasm");
+    std::fs::copy(example("worker.wasm"), &module).unwrap();
+    let text = format!(
+        "isolation = \"wasm\"\nmodule = \"{}\"\nargs = [\"exit\", \"0\"]\n",
+        module.display()
+    );
+    let p = Paddock::with_apps("wasm-replace-apps", &[("app", &text)]).start();
+    // The worker ignores "exit 0" and keeps ticking.
+    p.wait_state("app", "READY", Duration::from_secs(20));
+    wait_log(&p, "app.out", "tick 1", Duration::from_secs(10));
+    let o = p.cli(&["reread"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no changes"),
+        "{o:?}"
+    );
+    // The same path now holds the crasher: the app counts as changed and restarts with it.
+    std::fs::copy(example("crasher.wasm"), &module).unwrap();
+    let o = p.cli(&["update"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("app: changed"),
+        "{o:?}"
+    );
+    let a = p.wait_state("app", "EXITED", Duration::from_secs(20));
+    assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(0));
+    wait_log(
+        &p,
+        "app.out",
+        "crasher: exiting with status 0",
+        Duration::from_secs(5),
+    );
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn a_thousand_wasm_apps_in_one_paddock() {
+    let n = 1000;
+    let text = app("worker.wasm", "args = [\"--interval\", \"600s\"]\n");
+    let names: Vec<String> = (0..n).map(|i| format!("w{i:04}")).collect();
+    let apps: Vec<(&str, &str)> = names.iter().map(|s| (s.as_str(), text.as_str())).collect();
+    let p = Paddock::with_apps("wasm-1000", &apps).start();
+    wait_for(Duration::from_secs(120), "1000 wasm apps running", || {
+        let st = p.status();
+        st.len() == n && st.iter().all(|a| a.state == "READY")
+    });
+    // Each has logged its first tick: they really run.
+    wait_for(Duration::from_secs(60), "every worker's first tick", || {
+        names
+            .iter()
+            .all(|a| log(&p, &format!("{a}.out")).contains("tick 1"))
+    });
+    let rss = rss_kib(p.pid());
+    eprintln!("paddock RSS with {n} running wasm apps: {} MiB", rss >> 10);
+    assert!(rss < 400 << 10, "paddock RSS {rss} KiB with {n} wasm apps");
+    let t = Instant::now();
+    assert!(p.shutdown().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(60),
+        "shutdown took {:?}",
+        t.elapsed()
+    );
+}
+
+#[test]
+fn health_hook_calls_an_exported_function_under_a_budget() {
+    let d = Scratch::new("wasm-health");
+    wat_module(
+        d.path(),
+        "ok.wasm",
+        r#"(module (func (export "_start")) (func (export "health") (result i32) i32.const 7))"#,
+    );
+    wat_module(
+        d.path(),
+        "slow.wasm",
+        r#"(module (func (export "_start")) (func (export "health") (result i32) (loop br 0) i32.const 0))"#,
+    );
+    wat_module(
+        d.path(),
+        "none.wasm",
+        r#"(module (func (export "_start")))"#,
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let host = WasmHost::new(
+        HostOptions {
+            cache_dir: Some(d.path().join("cache")),
+            slots: 8,
+            workers: 1,
+        },
+        Arc::new(move |app, generation, exit| {
+            let _ = tx.send((app, generation, exit));
+        }),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut results = vec![];
+    for (i, name) in ["ok", "slow", "none"].iter().enumerate() {
+        let file = d.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!("isolation = \"wasm\"\nmodule = \"{name}.wasm\"\n"),
+        )
+        .unwrap();
+        let spec = paddock::config::load_file(&file).unwrap();
+        let program = host.program(&spec).unwrap();
+        assert_eq!(program.has_health(), *name != "none");
+        let inst = host.start(&program, i, 1, Stdio::default()).unwrap();
+        let (app, generation, exit) = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!((app, generation, exit), (i, 1, Exit::Code(0)));
+        results.push(rt.block_on(inst.call_health(Duration::from_millis(50))));
+    }
+    assert_eq!(results[0], Ok(7));
+    let e = results[1].clone().unwrap_err();
+    assert!(e.contains("ran past its budget of 50ms"), "{e}");
+    let e = results[2].clone().unwrap_err();
+    assert!(e.contains("exports no `health` function"), "{e}");
+}
+
+fn ctxt_switches(pid: i32) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for l in s.lines().filter(|l| l.contains("ctxt_switches")) {
+            total += l
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+#[test]
+fn idle_wasm_apps_wake_nobody() {
+    // Sleeping guests: no epoch ticks, no worker wake-ups, no polling anywhere in paddock.
+    let app = app(
+        "worker.wasm",
+        "args = [\"--interval\", \"600s\"]\n[restart]\nstable_after = \"100ms\"\n[limits]\ncpu = 0.5\n",
+    );
+    let p = Paddock::with_apps("wasm-idle", &[("a", &app), ("b", &app), ("c", &app)]).start();
+    for a in ["a", "b", "c"] {
+        p.wait_state(a, "READY", Duration::from_secs(20));
+        wait_log(&p, &format!("{a}.out"), "tick 1", Duration::from_secs(10));
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let before = ctxt_switches(p.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = ctxt_switches(p.pid());
+    assert_eq!(
+        after - before,
+        0,
+        "paddock woke up {} times in 2 s with only sleeping wasm apps",
+        after - before
+    );
+}
+
+#[test]
+fn capabilities_and_budgets_are_enforced() {
+    let never = "[restart]\npolicy = \"never\"\n";
+    let (p1, p2) = (free_port(), free_port());
+    let p = Paddock::with_apps(
+        "wasm-caps",
+        &[
+            (
+                "fuel",
+                &app("crasher.wasm", &format!("args = [\"spin\"]\n[wasm]\nfuel = 10000000\n{never}")),
+            ),
+            (
+                "fuel-ok",
+                &app("hello.wasm", &format!("[wasm]\nfuel = 1000000000\n{never}")),
+            ),
+            (
+                "denied",
+                &app(
+                    "http.wasm",
+                    &format!(
+                        "env = {{ ADDR = \"127.0.0.1:{p1}\" }}\n[sandbox]\nnetwork = \"host\"\ntcp_bind = [\"127.0.0.1:{p2}\"]\n{never}"
+                    ),
+                ),
+            ),
+            (
+                "no-network",
+                &app("http.wasm", &format!("env = {{ ADDR = \"127.0.0.1:{p1}\" }}\n{never}")),
+            ),
+            (
+                "few-instances",
+                &app("hello-p2.wasm", &format!("[wasm]\nmax_instances = 1\n{never}")),
+            ),
+        ],
+    )
+    .start();
+    // Fuel: a deterministic budget, then a trap.
+    let a = p.wait_state("fuel", "EXITED", Duration::from_secs(30));
+    assert_eq!(
+        exit_desc(&a),
+        "trap: all fuel consumed ([wasm] fuel = 10000000)"
+    );
+    let a = p.wait_state("fuel-ok", "EXITED", Duration::from_secs(30));
+    assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(0));
+    wait_log(&p, "fuel-ok.out", "hello from wasm", Duration::from_secs(5));
+    // Network: only what tcp_bind allows, nothing without network = "host".
+    for name in ["denied", "no-network"] {
+        let a = p.wait_state(name, "EXITED", Duration::from_secs(30));
+        assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(1), "{a:?}");
+        let err = wait_log(
+            &p,
+            &format!("{name}.err"),
+            &format!("cannot listen on 127.0.0.1:{p1}"),
+            Duration::from_secs(10),
+        );
+        assert!(err.to_lowercase().contains("permission denied"), "{err}");
+    }
+    assert!(std::net::TcpStream::connect(("127.0.0.1", p1)).is_err());
+    // max_instances bounds the core instances of the app's store.
+    let a = p.wait_state("few-instances", "FATAL", Duration::from_secs(30));
+    let d = exit_desc(&a);
+    assert!(
+        d.starts_with("spawn failed: instantiation failed:")
+            && d.ends_with("([wasm] max_instances = 1)"),
+        "{d}"
+    );
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn http_example_passes_an_http_health_check() {
+    let (good, bad) = (free_port(), free_port());
+    let http = |port: u16, body: &str| {
+        let ready = if body == "ok" {
+            "[readiness]\nhealth = true\n"
+        } else {
+            ""
+        };
+        app(
+            "http.wasm",
+            &format!(
+                "env = {{ ADDR = \"127.0.0.1:{port}\" }}\n[sandbox]\nnetwork = \"host\"\ntcp_bind = [\"127.0.0.1:{port}\"]\n{ready}[health]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/health\"\nexpect_body = \"{body}\"\ninterval = \"100ms\"\nfailures = 2\n[restart]\nbackoff_initial = \"10ms\"\n"
+            ),
+        )
+    };
+    let p = Paddock::with_apps(
+        "wasm-health-http",
+        &[
+            ("good", &http(good, "ok")),
+            ("bad", &http(bad, "never this")),
+        ],
+    )
+    .start();
+    // Ready once its health check first passes.
+    let a = p.wait_state("good", "READY", Duration::from_secs(20));
+    assert_eq!(a.health_detail.as_deref(), Some("ok"), "{a:?}");
+    wait_log(&p, "good.out", "GET /health", Duration::from_secs(10));
+    // A failing check stops (interrupts) the instance and restarts it, like a process.
+    wait_for(
+        Duration::from_secs(20),
+        "a restart after failed checks",
+        || p.app("bad").restarts >= 1,
+    );
+    let a = p.app("bad");
+    assert!(
+        exit_desc(&a).contains("health check failed 2 times"),
+        "{a:?}"
+    );
+    assert_eq!(p.app("good").restarts, 0);
+    assert!(p.shutdown().success());
+}

@@ -827,7 +827,8 @@ impl Supervisor {
 
     /// Tells every app whether its dependencies are ready, where that changed.
     fn refresh_deps(&mut self) {
-        for idx in self.app_idxs() {
+        // By slot, not by name: this runs on every READY transition and must stay cheap.
+        for idx in 0..self.apps.len() {
             let Some(app) = self.apps[idx].as_ref() else {
                 continue;
             };
@@ -846,20 +847,23 @@ impl Supervisor {
         }
     }
 
-    /// Apps that must be down before `idx` may stop.
-    fn blockers(&self, idx: usize, scope: StopScope) -> bool {
-        let Some(name) = self.apps[idx].as_ref().map(|a| a.spec.name.clone()) else {
+    /// Whether live apps that depend on `idx` (within `scope`) must go down before it may stop.
+    /// `alive_dependants` maps an app name to its live dependants (`true`: by `requires`).
+    fn blocked(
+        &self,
+        idx: usize,
+        scope: StopScope,
+        alive_dependants: &HashMap<&str, Vec<bool>>,
+    ) -> bool {
+        let Some(app) = self.apps[idx].as_ref() else {
             return false;
         };
-        self.apps.iter().flatten().any(|d| {
-            d.m.alive()
-                && match scope {
-                    StopScope::Requirers => d.spec.requires.contains(&name),
-                    StopScope::AllDependants => {
-                        d.spec.requires.contains(&name) || d.spec.after.contains(&name)
-                    }
-                }
-        })
+        alive_dependants
+            .get(app.spec.name.as_str())
+            .is_some_and(|ds| {
+                ds.iter()
+                    .any(|&by_requires| by_requires || scope == StopScope::AllDependants)
+            })
     }
 
     /// Queues a stop; it starts once the apps depending on this one are down.
@@ -873,13 +877,25 @@ impl Supervisor {
     }
 
     fn run_stop_queue(&mut self) {
-        loop {
+        while !self.stop_queue.is_empty() {
+            // One pass over the apps builds the reverse dependency map; every queued stop is then
+            // checked against it (not against every app: shutdown of 1000 apps must stay cheap).
+            let mut alive_dependants: HashMap<&str, Vec<bool>> = HashMap::new();
+            for d in self.apps.iter().flatten().filter(|d| d.m.alive()) {
+                for r in &d.spec.requires {
+                    alive_dependants.entry(r.as_str()).or_default().push(true);
+                }
+                for a in &d.spec.after {
+                    alive_dependants.entry(a.as_str()).or_default().push(false);
+                }
+            }
             let ready: Vec<usize> = self
                 .stop_queue
                 .iter()
-                .filter(|&(&i, &s)| !self.blockers(i, s))
+                .filter(|&(&i, &s)| !self.blocked(i, s, &alive_dependants))
                 .map(|(&i, _)| i)
                 .collect();
+            drop(alive_dependants);
             if ready.is_empty() {
                 return;
             }
@@ -1696,7 +1712,7 @@ impl Supervisor {
     /// READY=1 to paddock's own parent (systemd `Type=notify`) once every autostart app is READY
     /// or has settled (FATAL, EXITED): paddock has done what it can.
     fn tell_parent_when_ready(&mut self) {
-        if self.ready_sent || self.shutting_down {
+        if self.ready_sent || self.shutting_down || !self.parent.wanted() {
             return;
         }
         let settled = self
@@ -1881,6 +1897,7 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             events,
         ));
         let out = sup.run(rx).await;
+        crate::control::server::drain(Duration::from_secs(2)).await;
         eprintln!(
             "paddock: all apps stopped{}",
             if out.code != 0 {

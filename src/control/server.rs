@@ -91,6 +91,11 @@ async fn write_reply(s: &mut UnixStream, r: Reply) -> std::io::Result<()> {
     let head = http::response_head(r.status, r.content_type, Some(r.body.len()));
     s.write_all(head.as_bytes()).await?;
     s.write_all(r.body.as_bytes()).await?;
+    write_reply_tail(s).await
+}
+
+/// Ends a response: half-close, then drain what the client still sends.
+async fn write_reply_tail(s: &mut UnixStream) -> std::io::Result<()> {
     s.shutdown().await?;
     // Lingering close: closing a Unix socket with unread input resets the connection, and the
     // client would lose the answer. Drain what the client still sends, within bounds.
@@ -151,11 +156,28 @@ async fn connection(
     if req.method == "GET" && req.path.trim_matches('/') == "v1/events" {
         return stream_events(s, events.subscribe()).await;
     }
+    IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let reply = match route(&req) {
         Ok(request) => ask(&sup, request).await,
         Err(r) => r,
     };
-    let _ = write_reply(&mut s, reply).await;
+    let head = http::response_head(reply.status, reply.content_type, Some(reply.body.len()));
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.write_all(reply.body.as_bytes()).await;
+    IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    let _ = write_reply_tail(&mut s).await;
+}
+
+/// Requests answered by the supervisor whose answer is not written yet.
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Lets the answers already decided reach their clients (the `shutdown` request's own answer)
+/// before paddock exits; waits at most `limit`.
+pub async fn drain(limit: Duration) {
+    let t = tokio::time::Instant::now();
+    while IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst) > 0 && t.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 async fn ask(sup: &mpsc::UnboundedSender<Msg>, r: Request) -> Reply {

@@ -237,6 +237,10 @@ impl ParentNotify {
         unsafe { std::env::remove_var("NOTIFY_SOCKET") };
         ParentNotify(p)
     }
+    /// paddock has a parent that listens.
+    pub fn wanted(&self) -> bool {
+        self.0.is_some()
+    }
     pub fn send(&self, msg: &str) {
         let Some(path) = &self.0 else { return };
         let Ok(s) = std::os::unix::net::UnixDatagram::unbound() else {

@@ -653,25 +653,6 @@ fn children_get_only_stdio_and_the_original_fd_limit() {
     }
 }
 
-/// Context switches of every thread of a process.
-fn ctxt_switches(pid: i32) -> u64 {
-    let mut total = 0;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-        for l in s.lines().filter(|l| l.contains("ctxt_switches")) {
-            total += l
-                .split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    total
-}
-
 #[test]
 fn an_idle_paddock_never_wakes_up() {
     let app = "command = [\"/bin/sleep\", \"1000\"]\n[restart]\nstable_after = \"100ms\"\n";

@@ -892,24 +892,6 @@ fn health_hook_calls_an_exported_function_under_a_budget() {
     assert!(e.contains("exports no `health` function"), "{e}");
 }
 
-fn ctxt_switches(pid: i32) -> u64 {
-    let mut total = 0;
-    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-        for l in s.lines().filter(|l| l.contains("ctxt_switches")) {
-            total += l
-                .split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-    }
-    total
-}
-
 #[test]
 fn idle_wasm_apps_wake_nobody() {
     // Sleeping guests: no epoch ticks, no worker wake-ups, no polling anywhere in paddock.

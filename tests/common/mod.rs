@@ -252,3 +252,22 @@ pub fn rss_kib(pid: i32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Context switches of every thread of a process (to show that an idle paddock sleeps).
+pub fn ctxt_switches(pid: i32) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for l in s.lines().filter(|l| l.contains("ctxt_switches")) {
+            total += l
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}

@@ -287,6 +287,7 @@ impl Supervisor {
         parent: crate::pid1::ParentNotify,
     ) -> std::io::Result<Supervisor> {
         let (state_dir, wasm_slots) = (opts.state_dir.clone(), opts.wasm_slots);
+        crate::sandbox::set_scratch_dir(&state_dir.join("sandbox-root"));
         let mut s = Supervisor {
             opts,
             apps: vec![],
@@ -356,7 +357,11 @@ impl Supervisor {
                     Err(e) => return (app, Some(Err(e))),
                 };
                 c.command = command.clone();
-                c.bundle = None; // a probe is a host program, even for a bundled app
+                // A probe is a host program, even for a bundled or sandboxed app.
+                c.bundle = None;
+                c.isolation = config::Isolation::None;
+                c.sandbox = None;
+                c.fallback = None;
                 Some(Prepared::new(&c, &self.base_env).map(Arc::new))
             }
             _ => None,
@@ -698,6 +703,18 @@ impl Supervisor {
                     },
                     Action::Signal(_) | Action::KillGroup if self.wasm_interrupt(idx) => {}
                     Action::Signal(sig) => {
+                        if let Some(app) = self.apps[idx].as_ref() {
+                            // A sandboxed app is PID 1 of its namespace, where the kernel
+                            // drops a signal it does not handle: give it what a plain process
+                            // would get from that signal.
+                            if let (Some(pid), Ok(p)) = (app.pid, &app.prepared) {
+                                if p.sandbox_summary().is_some()
+                                    && crate::sandbox::init_drops(pid, sig)
+                                {
+                                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                                }
+                            }
+                        }
                         if let Some(pg) = self.apps[idx].as_ref().and_then(|a| a.pgid) {
                             if unsafe { libc::kill(-pg, sig) } != 0 {
                                 unsafe { libc::kill(pg, sig) };
@@ -1070,7 +1087,16 @@ impl Supervisor {
             failures: m.failures(),
             last_exit,
             message,
-            isolation: app.spec.isolation.as_str().into(),
+            isolation: match &app.prepared {
+                Ok(p) => p.level.as_str().into(),
+                Err(_) => app.spec.isolation.as_str().into(),
+            },
+            sandbox: app
+                .prepared
+                .as_ref()
+                .ok()
+                .and_then(|p| p.sandbox_summary().map(str::to_string)),
+            fallback: app.prepared.as_ref().ok().and_then(|p| p.fallback.clone()),
             memory_bytes: wasm_apps::memory_bytes(app),
             autostart: app.spec.autostart,
             command: app.spec.command.clone(),

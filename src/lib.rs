@@ -17,5 +17,6 @@ pub mod driver;
 pub mod health;
 pub mod logs;
 pub mod pid1;
+pub mod sandbox;
 pub mod supervise;
 pub mod util;

@@ -381,16 +381,23 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
         .max(4);
     let _ = writeln!(
         out,
-        "{:w$}  {:9} {:>8}  {:>9}  {:>8}  LAST EXIT / INFO",
-        "NAME", "STATE", "PID", "UPTIME", "RESTARTS"
+        "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  LAST EXIT / INFO",
+        "NAME", "STATE", "LEVEL", "PID", "UPTIME", "RESTARTS"
     );
     for a in &list.apps {
         let pid = a.pid.map_or("-".into(), |p| p.to_string());
         let up = a.uptime_secs.map_or("-".into(), |s| {
             paddock::util::human_duration(std::time::Duration::from_secs_f64(s))
         });
+        let level = if a.fallback.is_some() {
+            format!("{}*", a.isolation)
+        } else {
+            a.isolation.clone()
+        };
         let info = if !a.message.is_empty() {
             a.message.clone()
+        } else if let Some(why) = &a.fallback {
+            format!("* fallback from sandbox: {why}")
         } else {
             a.last_exit
                 .as_ref()
@@ -399,8 +406,8 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
         };
         let _ = writeln!(
             out,
-            "{:w$}  {:9} {:>8}  {:>9}  {:>8}  {}",
-            a.name, a.state, pid, up, a.restarts, info
+            "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {}",
+            a.name, a.state, level, pid, up, a.restarts, info
         );
     }
     // Like supervisorctl: non-zero when any listed app is not up and ready.

@@ -197,28 +197,47 @@ impl BundleLaunch {
         self.dir.join(super::manifest::ROOT_DIR)
     }
 
-    fn host(&self, path: &str) -> PathBuf {
-        super::in_root(&self.root(), path)
+    /// Where a path of the bundle is when the app runs: in the bundle's tree on the host, or
+    /// at the path itself inside a sandbox (whose root is made of the bundle).
+    fn at(&self, path: &str, inside: bool) -> PathBuf {
+        if inside {
+            PathBuf::from(path)
+        } else {
+            super::in_root(&self.root(), path)
+        }
     }
 
-    fn library_path_value(&self) -> OsString {
+    fn library_path_value(&self, inside: bool) -> OsString {
         let mut v: Vec<u8> = vec![];
         for (i, d) in self.library_path.iter().enumerate() {
             if i > 0 {
                 v.push(b':');
             }
-            v.extend(self.host(d).into_os_string().into_vec());
+            v.extend(self.at(d, inside).into_os_string().into_vec());
         }
         OsString::from_vec(v)
     }
 
-    /// What to execute for `command` (argv as written in the app file).
-    pub fn exec_plan(&self, command: &[String], app_env: &BTreeMap<String, String>) -> ExecPlan {
-        let program = self.host(&self.program);
+    /// What to execute for `command` (argv as written in the app file); `inside`: with the
+    /// paths a sandboxed app sees.
+    pub fn exec_plan(
+        &self,
+        command: &[String],
+        app_env: &BTreeMap<String, String>,
+        inside: bool,
+    ) -> ExecPlan {
+        let program = self.at(&self.program, inside);
         let argv0 = command.first().cloned().unwrap_or_default();
         let rest = command.iter().skip(1).map(OsString::from);
         let mut env = vec![
-            ("PADDOCK_BUNDLE".to_string(), self.root().into_os_string()),
+            (
+                "PADDOCK_BUNDLE".to_string(),
+                if inside {
+                    "/".into()
+                } else {
+                    self.root().into_os_string()
+                },
+            ),
             ("PADDOCK_BUNDLE_ID".to_string(), self.id.clone().into()),
         ];
         let (path, argv) = match (&self.interpreter, self.mode) {
@@ -232,16 +251,16 @@ impl BundleLaunch {
                 }
                 if !self.library_path.is_empty() {
                     argv.push("--library-path".into());
-                    argv.push(self.library_path_value());
+                    argv.push(self.library_path_value(inside));
                 }
                 argv.push("--argv0".into());
                 argv.push(argv0.into());
                 argv.push(program.into_os_string());
                 argv.extend(rest);
-                (self.host(interp), argv)
+                (self.at(interp, inside), argv)
             }
             (Some(_), LaunchMode::LdLibraryPath) => {
-                let mut lp = self.library_path_value();
+                let mut lp = self.library_path_value(inside);
                 if let Some(own) = app_env.get("LD_LIBRARY_PATH") {
                     if !own.is_empty() {
                         lp.push(":");
@@ -268,9 +287,10 @@ impl BundleLaunch {
 }
 
 /// The exec plan of any app: its bundle's, or its program and command as they are.
-pub fn plan_for(spec: &crate::config::AppSpec) -> ExecPlan {
+/// `sandboxed`: the app runs inside its sandbox, where the bundle is the root.
+pub fn plan_for(spec: &crate::config::AppSpec, sandboxed: bool) -> ExecPlan {
     match &spec.bundle {
-        Some(b) => b.exec_plan(&spec.command, &spec.env),
+        Some(b) => b.exec_plan(&spec.command, &spec.env, sandboxed),
         None => ExecPlan {
             path: spec.program.clone(),
             argv: spec.command.iter().map(OsString::from).collect(),
@@ -372,7 +392,7 @@ mod tests {
             library_path: vec!["/lib/x86_64-linux-gnu".into(), "/opt/x".into()],
         };
         let cmd = vec!["redis-server".to_string(), "--port".into(), "7".into()];
-        let p = b.exec_plan(&cmd, &BTreeMap::new());
+        let p = b.exec_plan(&cmd, &BTreeMap::new(), false);
         assert_eq!(
             p.path,
             PathBuf::from("/store/abab/root/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
@@ -399,7 +419,7 @@ mod tests {
         l.mode = LaunchMode::LdLibraryPath;
         let env: BTreeMap<String, String> =
             [("LD_LIBRARY_PATH".to_string(), "/mine".to_string())].into();
-        let p = l.exec_plan(&cmd, &env);
+        let p = l.exec_plan(&cmd, &env, false);
         assert_eq!(
             p.path,
             PathBuf::from("/store/abab/root/usr/bin/redis-check-rdb")
@@ -413,7 +433,7 @@ mod tests {
 
         let mut s = b.clone();
         s.interpreter = None;
-        let p = s.exec_plan(&cmd, &BTreeMap::new());
+        let p = s.exec_plan(&cmd, &BTreeMap::new(), false);
         assert_eq!(
             p.path,
             PathBuf::from("/store/abab/root/usr/bin/redis-check-rdb")

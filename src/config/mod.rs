@@ -3,6 +3,7 @@
 //! diff used by `reread` / `update`.
 
 pub mod health;
+pub mod sandbox;
 pub mod units;
 pub mod wasm;
 
@@ -26,6 +27,9 @@ pub enum Isolation {
     None,
     /// The app's program and libraries come from a bundle (see `crate::bundle`).
     Bundle,
+    /// A bundle confined by namespaces, its own root filesystem, Landlock, dropped
+    /// capabilities and seccomp (see `crate::sandbox`).
+    Sandbox,
     /// A WebAssembly module under wasmtime (see `config::wasm`, `driver::wasm`).
     Wasm,
 }
@@ -35,6 +39,7 @@ impl Isolation {
         match self {
             Isolation::None => "none",
             Isolation::Bundle => "bundle",
+            Isolation::Sandbox => "sandbox",
             Isolation::Wasm => "wasm",
         }
     }
@@ -131,6 +136,10 @@ pub struct AppSpec {
     pub limits: wasm::Limits,
     /// Level `wasm`: the module and its capabilities.
     pub wasm: Option<wasm::WasmSpec>,
+    /// Level `sandbox`: what the app is given (`[sandbox]`).
+    pub sandbox: Option<sandbox::SandboxSpec>,
+    /// Level `sandbox`: the level to run at when this host cannot sandbox (`fallback`).
+    pub fallback: Option<Isolation>,
     /// Start only once these apps are ready.
     pub after: Vec<String>,
     /// Like `after`, and also stop when one of these stops or goes FATAL (start again when back).
@@ -177,7 +186,8 @@ struct RawApp {
     args: Option<Spanned<Vec<String>>>,
     wasm: Option<Spanned<wasm::RawWasm>>,
     limits: Option<Spanned<wasm::RawLimits>>,
-    sandbox: Option<Spanned<wasm::RawSandbox>>,
+    sandbox: Option<Spanned<sandbox::RawSandbox>>,
+    fallback: Option<Spanned<String>>,
     after: Option<Spanned<Vec<String>>>,
     requires: Option<Spanned<Vec<String>>>,
     essential: Option<bool>,
@@ -485,17 +495,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         Some(s) if s.get_ref() == "none" => Isolation::None,
         Some(s) if s.get_ref() == "bundle" => Isolation::Bundle,
         Some(s) if s.get_ref() == "wasm" => Isolation::Wasm,
-        Some(s) if s.get_ref() == "sandbox" => {
-            cx.err_at(
-                Some(s.span()),
-                "isolation",
-                format!(
-                    "level \"{}\" is not available in this build of paddock yet; use \"none\", \"bundle\" or \"wasm\"",
-                    s.get_ref()
-                ),
-            );
-            Isolation::None
-        }
+        Some(s) if s.get_ref() == "sandbox" => Isolation::Sandbox,
         Some(s) => {
             cx.err_at(Some(s.span()), "isolation", format!("unknown level \"{}\"; expected one of \"none\", \"bundle\", \"sandbox\", \"wasm\"", s.get_ref()));
             Isolation::None
@@ -511,6 +511,10 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
                 format!("\"{}\" must be an absolute path", w.get_ref()),
             );
             return None;
+        }
+        if isolation == Isolation::Sandbox {
+            // A path inside the sandbox's root: checked when the app starts.
+            return Some(p);
         }
         match std::fs::metadata(&p) {
             Ok(m) if m.is_dir() => Some(p),
@@ -580,7 +584,9 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
             (vec![], PathBuf::new())
         }
         Some(c)
-            if isolation == Isolation::Bundle || raw.bundle.is_some() || raw.launch.is_some() =>
+            if matches!(isolation, Isolation::Bundle | Isolation::Sandbox)
+                || raw.bundle.is_some()
+                || raw.launch.is_some() =>
         {
             // The program comes from the bundle, not from the host's PATH.
             let (bundle, prog) = bundle_keys(&mut cx, isolation, &raw.bundle, &raw.launch, c);
@@ -635,6 +641,31 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     } else {
         wasm::refuse_for_native(&mut cx, &wasm_keys, isolation);
         (None, command, program)
+    };
+    let sandbox =
+        (isolation == Isolation::Sandbox).then(|| sandbox::parse(&mut cx, raw.sandbox.as_ref()));
+    let fallback = match (&raw.fallback, isolation) {
+        (None, _) => None,
+        (Some(f), Isolation::Sandbox) => match f.get_ref().as_str() {
+            "bundle" => Some(Isolation::Bundle),
+            "none" => Some(Isolation::None),
+            other => {
+                cx.err_at(
+                    Some(f.span()),
+                    "fallback",
+                    format!("unknown level \"{other}\"; a sandboxed app can fall back to \"bundle\" (or \"none\") when the host cannot sandbox it"),
+                );
+                None
+            }
+        },
+        (Some(f), level) => {
+            cx.err_at(
+                Some(f.span()),
+                "fallback",
+                format!("is only used with isolation = \"sandbox\" (level \"{}\" needs nothing special from the host)", level.as_str()),
+            );
+            None
+        }
     };
 
     let mut restart = RestartSpec::default();
@@ -739,6 +770,8 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         logs,
         limits,
         wasm,
+        sandbox,
+        fallback,
     })
 }
 
@@ -751,13 +784,13 @@ fn bundle_keys(
     launch: &Option<Spanned<String>>,
     command: &Spanned<Vec<String>>,
 ) -> (Option<crate::bundle::launch::BundleLaunch>, PathBuf) {
-    if isolation != Isolation::Bundle {
+    if !matches!(isolation, Isolation::Bundle | Isolation::Sandbox) {
         for (k, v) in [("bundle", bundle), ("launch", launch)] {
             if let Some(v) = v {
                 cx.err_at(
                     Some(v.span()),
                     k,
-                    "is only used with isolation = \"bundle\"",
+                    "is only used with isolation = \"bundle\" or \"sandbox\"",
                 );
             }
         }
@@ -767,7 +800,7 @@ fn bundle_keys(
         cx.err_at(
             Some(0..0),
             "bundle",
-            "missing: isolation = \"bundle\" needs the bundle to run, e.g. bundle = \"nginx\" (a name from `paddock bundle ls`, an id, or a bundle directory)",
+            format!("missing: isolation = \"{}\" needs the bundle to run, e.g. bundle = \"nginx\" (a name from `paddock bundle ls`, an id, or a bundle directory)", isolation.as_str()),
         );
         return (None, PathBuf::new());
     };

@@ -94,21 +94,13 @@ pub(super) struct RawLimits {
     cpu: Option<Spanned<f64>>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawSandbox {
-    network: Option<Spanned<String>>,
-    tcp_bind: Option<Spanned<Vec<Spanned<String>>>>,
-    tcp_connect: Option<Spanned<Vec<Spanned<String>>>>,
-}
-
 /// The keys of an app file that belong to this module.
 pub(super) struct RawWasmKeys<'a> {
     pub module: Option<&'a Spanned<String>>,
     pub args: Option<&'a Spanned<Vec<String>>>,
     pub wasm: Option<&'a Spanned<RawWasm>>,
     pub limits: Option<&'a Spanned<RawLimits>>,
-    pub sandbox: Option<&'a Spanned<RawSandbox>>,
+    pub sandbox: Option<&'a Spanned<super::sandbox::RawSandbox>>,
     /// Common keys a wasm app cannot have.
     pub command: Option<std::ops::Range<usize>>,
     pub workdir: Option<std::ops::Range<usize>>,
@@ -175,11 +167,13 @@ pub(super) fn refuse_for_native(cx: &mut FileCtx, k: &RawWasmKeys, level: Isolat
         );
     }
     if let Some(s) = k.sandbox {
-        cx.err_at(
-            Some(s.span()),
-            "sandbox",
-            format!("the [sandbox] table is honoured only by isolation = \"wasm\" in this build; isolation = \"{level}\" cannot restrict the network yet"),
-        );
+        if level != "sandbox" {
+            cx.err_at(
+                Some(s.span()),
+                "sandbox",
+                format!("the [sandbox] table is for isolation = \"sandbox\" (or \"wasm\"); isolation = \"{level}\" runs the app unconfined"),
+            );
+        }
     }
     if let Some(r) = k.limits {
         let raw = r.get_ref();
@@ -405,6 +399,14 @@ pub(super) fn parse_wasm(
     let mut net = NetPolicy::default();
     if let Some(s) = k.sandbox {
         let s = s.get_ref();
+        for (key, span) in s.native_only() {
+            cx.err_at(
+                Some(span),
+                key,
+                "is for isolation = \"sandbox\"; a wasm app reaches host files only through [wasm] preopens and makes no system calls",
+            );
+            ok = false;
+        }
         match s.network.as_ref().map(|n| (n, n.get_ref().as_str())) {
             None | Some((_, "none")) => {}
             Some((_, "host")) => net.host = true,
@@ -433,7 +435,16 @@ pub(super) fn parse_wasm(
                 ok = false;
             }
             for p in list.get_ref() {
-                match AddrPattern::parse(p.get_ref()) {
+                let super::sandbox::PortOrPattern::Pattern(text) = p.get_ref() else {
+                    cx.err_at(
+                        Some(p.span()),
+                        key,
+                        "a wasm app's network lists take address patterns, as in \"127.0.0.1:8080\" or \"10.0.0.0/8:*\"",
+                    );
+                    ok = false;
+                    continue;
+                };
+                match AddrPattern::parse(text) {
                     Ok(a) => out.push(a),
                     Err(e) => {
                         cx.err_at(Some(p.span()), key, e);

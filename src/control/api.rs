@@ -22,7 +22,14 @@ pub struct AppStatus {
     pub last_exit: Option<ExitInfo>,
     /// Why the app is in its state ("retrying in 400ms", "spawn failed: …").
     pub message: String,
+    /// The level the app runs at.
     pub isolation: String,
+    /// Level sandbox: what it gives (Landlock ABI, network, user namespace, seccomp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+    /// Why a sandboxed app runs at its `fallback` level instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
     /// Memory in use, when paddock knows it (wasm apps: linear memory and tables); else null.
     #[serde(default)]
     pub memory_bytes: Option<u64>,

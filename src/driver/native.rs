@@ -27,6 +27,33 @@ pub enum Step {
     Exec,
 }
 
+/// Steps of the sandbox are reported as `SANDBOX_STEP + index in sandbox::Step::ALL`.
+const SANDBOX_STEP: u8 = 64;
+
+/// Which step failed: one of the driver's own, or one of the sandbox's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failed {
+    Spawn(Step),
+    Sandbox(crate::sandbox::Step),
+}
+
+impl Failed {
+    pub fn name(self) -> &'static str {
+        match self {
+            Failed::Spawn(s) => s.name(),
+            Failed::Sandbox(s) => s.name(),
+        }
+    }
+    fn from_u8(n: u8) -> Option<Failed> {
+        if n >= SANDBOX_STEP {
+            return crate::sandbox::Step::ALL
+                .get((n - SANDBOX_STEP) as usize)
+                .map(|s| Failed::Sandbox(*s));
+        }
+        Step::from_u8(n).map(Failed::Spawn)
+    }
+}
+
 impl Step {
     fn from_u8(n: u8) -> Option<Step> {
         use Step::*;
@@ -52,7 +79,7 @@ impl Step {
 
 #[derive(Debug)]
 pub struct SpawnError {
-    pub step: Option<Step>,
+    pub step: Option<Failed>,
     pub errno: nix::errno::Errno,
     pub detail: String,
 }
@@ -99,6 +126,12 @@ pub struct Prepared {
     envp_ptrs: Vec<*const libc::c_char>,
     workdir: Option<CString>,
     creds: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    /// Level `sandbox`: namespaces, root filesystem, Landlock, capabilities, seccomp.
+    sandbox: Option<crate::sandbox::Plan>,
+    /// The level the app runs at (a sandboxed app may have fallen back).
+    pub level: crate::config::Isolation,
+    /// Why the app runs at its fallback level instead of `sandbox`.
+    pub fallback: Option<String>,
 }
 
 // The raw pointers point into the CStrings owned by the same struct, which never change.
@@ -111,9 +144,38 @@ fn cstring(b: &[u8], what: &str) -> Result<CString, String> {
 
 impl Prepared {
     pub fn new(spec: &AppSpec, base: &BaseEnv) -> Result<Prepared, String> {
+        use crate::config::Isolation;
+        // Level `sandbox`: its plan, or the fallback level when the host cannot give it.
+        let (mut level, mut fallback, mut sandbox) = (spec.isolation, None, None);
+        if spec.isolation == Isolation::Sandbox {
+            let (Some(sb), Some(b)) = (&spec.sandbox, &spec.bundle) else {
+                return Err("a sandboxed app needs its bundle and [sandbox] settings".into());
+            };
+            let workdir = spec.workdir.as_deref();
+            match crate::sandbox::Plan::new(
+                &spec.name,
+                sb,
+                &b.root(),
+                spec.identity.as_ref(),
+                workdir,
+            ) {
+                Ok(p) => sandbox = Some(p),
+                Err(why) => match spec.fallback {
+                    Some(f) => {
+                        level = f;
+                        fallback = Some(why);
+                    }
+                    None => {
+                        return Err(format!(
+                            "level sandbox is not available: {why} (or add fallback = \"bundle\" to run it unconfined)"
+                        ));
+                    }
+                },
+            }
+        }
         // What to execute: the program itself, or for a bundled app its loader (see
-        // `crate::bundle::launch`).
-        let plan = crate::bundle::launch::plan_for(spec);
+        // `crate::bundle::launch`), at its path inside the sandbox for a sandboxed one.
+        let plan = crate::bundle::launch::plan_for(spec, sandbox.is_some());
         let path = cstring(plan.path.as_os_str().as_bytes(), "program path")?;
         let argv = plan
             .argv
@@ -167,6 +229,9 @@ impl Prepared {
             .as_ref()
             .map(|w| cstring(w.as_os_str().as_bytes(), "workdir"))
             .transpose()?;
+        if level == Isolation::None && spec.isolation == Isolation::Sandbox {
+            // Fallen back to level none: the bundle's program, as level bundle would run it.
+        }
         let creds = spec
             .identity
             .as_ref()
@@ -185,7 +250,15 @@ impl Prepared {
             envp_ptrs,
             workdir,
             creds,
+            sandbox,
+            level,
+            fallback,
         })
+    }
+
+    /// What the sandbox gives, for `status` (None for other levels).
+    pub fn sandbox_summary(&self) -> Option<&str> {
+        self.sandbox.as_ref().map(|s| s.summary.as_str())
     }
 }
 
@@ -220,7 +293,9 @@ const SLOT_OUT: RawFd = 4;
 const SLOT_ERR: RawFd = 5;
 const SLOT_REPORT: RawFd = 6;
 const SLOT_EXTRA: RawFd = 7;
-const FIRST_FREE: RawFd = 8;
+/// A sandboxed app's prepared user namespace.
+const SLOT_NS: RawFd = 8;
+const FIRST_FREE: RawFd = 9;
 static PLACEHOLDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 /// Makes spawning cost the same with 10 or 10,000 open descriptors in paddock.
@@ -229,7 +304,7 @@ static PLACEHOLDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32:
 /// close-on-exec entry: with a few descriptors per app that is O(apps) per spawn. Instead, the
 /// child is cloned with `CLONE_FILES` (sharing the table) and its first act is
 /// `close_range(7, ~0, CLOSE_RANGE_UNSHARE)`, which gives it a private table holding only
-/// descriptors 0..=6. For that, 3..=6 are parked on /dev/null here and the parent points them at
+/// descriptors 0..=8. For that, 3..=8 are parked on /dev/null here and the parent points them at
 /// the child's stdio and report pipe just for the duration of the clone (it is suspended until
 /// the exec, and only the supervisor thread spawns).
 ///
@@ -245,7 +320,7 @@ pub fn reserve_low_fds() -> std::io::Result<()> {
         if placeholder < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        for slot in SLOT_IN..=SLOT_EXTRA {
+        for slot in SLOT_IN..=SLOT_NS {
             if libc::fcntl(slot, libc::F_GETFD) >= 0
                 && libc::fcntl(slot, libc::F_DUPFD_CLOEXEC, FIRST_FREE) < 0
             {
@@ -265,16 +340,19 @@ fn errno() -> i32 {
 }
 
 /// The child side. Only async-signal-safe libc calls: no allocation, no locks.
-unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool) -> ! {
-    unsafe fn fail(report: RawFd, step: Step) -> ! {
-        let e = errno();
-        let mut msg = [0u8; 5];
-        msg[0] = step as u8;
-        msg[1..].copy_from_slice(&e.to_ne_bytes());
+unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool, ns_fd: RawFd) -> ! {
+    unsafe fn report_and_exit(report: RawFd, step: u8, e: i32, idx: u16) -> ! {
+        let mut msg = [0u8; REPORT_LEN];
+        msg[0] = step;
+        msg[1..5].copy_from_slice(&e.to_ne_bytes());
+        msg[5..7].copy_from_slice(&idx.to_ne_bytes());
         unsafe {
             libc::write(report, msg.as_ptr().cast(), msg.len());
             libc::_exit(127)
         }
+    }
+    unsafe fn fail(report: RawFd, step: Step) -> ! {
+        unsafe { report_and_exit(report, step as u8, errno(), 0) }
     }
     unsafe {
         if slots
@@ -347,12 +425,21 @@ unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool) -> ! {
                 }
             }
         }
-        if let Some(w) = &p.workdir {
+        if let Some(sb) = &p.sandbox {
+            // Namespaces, root filesystem, user, capabilities, Landlock, seccomp, workdir.
+            if let Err(f) = sb.enter(ns_fd) {
+                let n = crate::sandbox::Step::ALL
+                    .iter()
+                    .position(|s| *s == f.step)
+                    .unwrap_or(0) as u8;
+                report_and_exit(report, SANDBOX_STEP + n, f.errno, f.idx);
+            }
+        } else if let Some(w) = &p.workdir {
             if libc::chdir(w.as_ptr()) < 0 {
                 fail(report, Step::Chdir);
             }
         }
-        if let Some((uid, gid, groups)) = &p.creds {
+        if let (None, Some((uid, gid, groups))) = (&p.sandbox, &p.creds) {
             // Raw syscalls: glibc's wrappers would apply the change to paddock's other threads.
             if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) < 0 {
                 fail(report, Step::Setgroups);
@@ -369,16 +456,25 @@ unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool) -> ! {
     }
 }
 
+/// A report: step, errno, index of the operation (sandbox steps).
+const REPORT_LEN: usize = 7;
+
 /// Decodes a report pipe's content: empty = exec succeeded.
 fn decode_report(p: &Prepared, msg: &[u8]) -> Result<(), SpawnError> {
-    if msg.len() < 5 {
+    if msg.len() < REPORT_LEN {
         return Ok(());
     }
     let code = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
-    let step = Step::from_u8(msg[0]);
+    let idx = u16::from_ne_bytes([msg[5], msg[6]]);
+    let step = Failed::from_u8(msg[0]);
     let detail = match step {
-        Some(Step::Exec) => p.path.to_string_lossy().into_owned(),
-        Some(Step::Chdir) => p
+        Some(Failed::Sandbox(s)) => p
+            .sandbox
+            .as_ref()
+            .map(|sb| sb.describe(s, idx))
+            .unwrap_or_default(),
+        Some(Failed::Spawn(Step::Exec)) => p.path.to_string_lossy().into_owned(),
+        Some(Failed::Spawn(Step::Chdir)) => p
             .workdir
             .as_ref()
             .map(|w| w.to_string_lossy().into_owned())
@@ -394,7 +490,7 @@ fn decode_report(p: &Prepared, msg: &[u8]) -> Result<(), SpawnError> {
 
 /// Reads a report pipe to EOF (blocking).
 fn read_report(fd: &OwnedFd) -> Vec<u8> {
-    let mut msg = [0u8; 5];
+    let mut msg = [0u8; REPORT_LEN];
     let mut got = 0;
     while got < msg.len() {
         let n = unsafe {
@@ -420,17 +516,19 @@ struct ChildArgs<'a> {
     io: &'a Stdio,
     report: RawFd,
     slots: bool,
+    ns_fd: RawFd,
 }
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points to the ChildArgs on the parent's stack, which is suspended (vfork)
     // until this child execs or exits.
     let a = unsafe { &*(arg as *const ChildArgs) };
-    unsafe { child(a.p, a.io, a.report, a.slots) }
+    unsafe { child(a.p, a.io, a.report, a.slots, a.ns_fd) }
 }
 
-/// The child's stack: it runs a few syscalls only.
+/// The child's stack: it runs a few syscalls only (a sandbox's set-up, a few more).
 const CHILD_STACK: usize = 64 * 1024;
+const SANDBOX_STACK: usize = 256 * 1024;
 
 /// Starts the prepared program; returns its pid once execve has succeeded, or the step that
 /// failed with its errno.
@@ -450,11 +548,24 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
         errno: e,
         detail: "creating the report pipe".into(),
     })?;
-    let mut stack = vec![0u8; CHILD_STACK];
-    let top = unsafe { stack.as_mut_ptr().add(CHILD_STACK) } as usize & !15;
+    let size = if p.sandbox.is_some() {
+        SANDBOX_STACK
+    } else {
+        CHILD_STACK
+    };
+    let mut stack = vec![0u8; size];
+    let top = unsafe { stack.as_mut_ptr().add(size) } as usize & !15;
     let placeholder = PLACEHOLDER.load(std::sync::atomic::Ordering::SeqCst);
     let slots = placeholder >= 0;
     let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    let userns = p
+        .sandbox
+        .as_ref()
+        .and_then(|s| s.userns.as_ref())
+        .map_or(-1, |fd| fd.as_raw_fd());
+    if let Some(sb) = &p.sandbox {
+        flags |= sb.clone_flags;
+    }
     let slot_io;
     let args = if slots {
         flags |= libc::CLONE_FILES;
@@ -471,6 +582,9 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
         if let Some((src, _)) = io.extra {
             unsafe { libc::dup3(src, SLOT_EXTRA, libc::O_CLOEXEC) };
         }
+        if userns >= 0 {
+            unsafe { libc::dup3(userns, SLOT_NS, libc::O_CLOEXEC) };
+        }
         slot_io = Stdio {
             stdin: io.stdin.map(|_| SLOT_IN),
             stdout: io.stdout.map(|_| SLOT_OUT),
@@ -482,6 +596,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
             io: &slot_io,
             report: SLOT_REPORT,
             slots,
+            ns_fd: SLOT_NS,
         }
     } else {
         ChildArgs {
@@ -489,6 +604,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
             io,
             report: wr.as_raw_fd(),
             slots,
+            ns_fd: userns,
         }
     };
     let pid = unsafe {
@@ -506,7 +622,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if slots {
             // Park the slots again: paddock must not keep the child's pipe ends open.
-            for slot in SLOT_IN..=SLOT_EXTRA {
+            for slot in SLOT_IN..=SLOT_NS {
                 libc::dup3(placeholder, slot, libc::O_CLOEXEC);
             }
         }

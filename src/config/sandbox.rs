@@ -1,0 +1,294 @@
+//! The `[sandbox]` table of level `sandbox` (and the network keys it shares with level `wasm`).
+//!
+//! ```toml
+//! isolation = "sandbox"
+//! bundle = "redis-server"
+//! command = ["redis-server", "--port", "6379"]
+//! fallback = "bundle"                  # optional: run at this level if the host cannot sandbox
+//! [sandbox]
+//! read_only = ["/etc/ssl/certs"]       # host paths the app may read, at the same path
+//! read_write = ["/var/lib/redis"]      # host paths the app may read and write
+//! tmpfs = ["/run/redis"]               # empty private tmpfs (besides /tmp, always there)
+//! network = "none"                     # own network namespace with loopback | "host"
+//! tcp_bind = [6379]                    # Landlock: the only TCP ports it may bind
+//! tcp_connect = [5432]                 # Landlock: the only TCP ports it may connect to
+//! userns = false                       # map the app's uid to an unprivileged host uid
+//! capabilities = ["NET_BIND_SERVICE"]  # kept; every other capability is dropped
+//! seccomp = "default"                  # or "off"
+//! ```
+
+use super::FileCtx;
+use serde::{Deserialize, Serialize};
+use std::path::{Component, Path, PathBuf};
+use toml::Spanned;
+
+/// A port (native sandbox) or an address pattern (wasm) in `tcp_bind` / `tcp_connect`.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub(super) enum PortOrPattern {
+    Port(i64),
+    Pattern(String),
+}
+
+pub(super) type List<T> = Option<Spanned<Vec<Spanned<T>>>>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSandbox {
+    pub network: Option<Spanned<String>>,
+    pub tcp_bind: List<PortOrPattern>,
+    pub tcp_connect: List<PortOrPattern>,
+    pub read_only: List<String>,
+    pub read_write: List<String>,
+    pub tmpfs: List<String>,
+    pub userns: Option<Spanned<bool>>,
+    pub capabilities: List<String>,
+    pub seccomp: Option<Spanned<String>>,
+}
+
+impl RawSandbox {
+    /// Keys that only level `sandbox` understands, with their spans.
+    pub fn native_only(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        let mut v = vec![];
+        let mut push = |k, s: Option<std::ops::Range<usize>>| {
+            if let Some(s) = s {
+                v.push((k, s));
+            }
+        };
+        push(
+            "sandbox.read_only",
+            self.read_only.as_ref().map(|x| x.span()),
+        );
+        push(
+            "sandbox.read_write",
+            self.read_write.as_ref().map(|x| x.span()),
+        );
+        push("sandbox.tmpfs", self.tmpfs.as_ref().map(|x| x.span()));
+        push("sandbox.userns", self.userns.as_ref().map(|x| x.span()));
+        push(
+            "sandbox.capabilities",
+            self.capabilities.as_ref().map(|x| x.span()),
+        );
+        push("sandbox.seccomp", self.seccomp.as_ref().map(|x| x.span()));
+        v
+    }
+}
+
+/// What a sandboxed app is given, validated at load.
+#[derive(Clone, Debug, PartialEq, Serialize, Default)]
+pub struct SandboxSpec {
+    pub read_only: Vec<PathBuf>,
+    pub read_write: Vec<PathBuf>,
+    pub tmpfs: Vec<PathBuf>,
+    /// `network = "host"`: share the host's network namespace.
+    pub host_network: bool,
+    pub tcp_bind: Vec<u16>,
+    pub tcp_connect: Vec<u16>,
+    pub userns: bool,
+    /// Capability names as the kernel spells them (`CAP_NET_BIND_SERVICE`).
+    pub capabilities: Vec<String>,
+    pub seccomp: bool,
+}
+
+/// Paths paddock makes itself inside every sandbox (paths under /tmp are fine: they are
+/// mounted on the sandbox's own /tmp).
+const MADE_BY_PADDOCK: &[&str] = &["/dev", "/proc"];
+
+/// Checks a path of a `[sandbox]` list: absolute, normal, not `/`, not one paddock makes.
+fn sandbox_path(s: &str) -> Result<PathBuf, String> {
+    if !s.starts_with('/') {
+        return Err(format!("\"{s}\" must be an absolute path"));
+    }
+    if s.contains('\0') {
+        return Err("a path cannot contain a NUL byte".into());
+    }
+    let p = Path::new(s);
+    if p.components()
+        .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        return Err(format!("\"{s}\" must not contain \".\" or \"..\""));
+    }
+    let clean: PathBuf = p.components().collect();
+    if clean == Path::new("/") {
+        return Err(
+            "\"/\" would give the app the whole host; name the directories it needs".into(),
+        );
+    }
+    for made in MADE_BY_PADDOCK {
+        if clean.starts_with(made) {
+            return Err(format!(
+                "{} is made by paddock in every sandbox (a minimal /dev, a private /proc); remove \"{s}\"",
+                made
+            ));
+        }
+    }
+    if clean == Path::new("/tmp") {
+        return Err("/tmp is made by paddock in every sandbox (an empty tmpfs); name a directory under it, or use another path".into());
+    }
+    Ok(clean)
+}
+
+/// A capability name with or without `CAP_`, in any case.
+pub fn capability(name: &str) -> Result<(String, caps::Capability), String> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    full.parse::<caps::Capability>()
+        .map(|c| (full.clone(), c))
+        .map_err(|_| {
+            format!("unknown capability \"{name}\"; give names such as \"NET_BIND_SERVICE\" or \"CAP_CHOWN\" (see capabilities(7))")
+        })
+}
+
+/// Ports for Landlock's TCP rules.
+fn ports(cx: &mut FileCtx, key: &str, list: &List<PortOrPattern>) -> Vec<u16> {
+    let mut out = vec![];
+    for p in list.iter().flat_map(|l| l.get_ref()) {
+        let n = match p.get_ref() {
+            PortOrPattern::Port(n) => Some(*n),
+            PortOrPattern::Pattern(s) => s.parse::<i64>().ok(),
+        };
+        match n {
+            Some(n) if (0..=65535).contains(&n) => out.push(n as u16),
+            _ => cx.err_at(
+                Some(p.span()),
+                key,
+                "a native sandbox restricts TCP by port (Landlock has no address rules): give port numbers, as in [6379]",
+            ),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Parses `[sandbox]` for `isolation = "sandbox"`.
+pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> SandboxSpec {
+    let mut spec = SandboxSpec {
+        seccomp: true,
+        ..Default::default()
+    };
+    let Some(raw) = raw else { return spec };
+    let s = raw.get_ref();
+    match s.network.as_ref().map(|n| (n, n.get_ref().as_str())) {
+        None | Some((_, "none")) => {}
+        Some((_, "host")) => spec.host_network = true,
+        Some((n, other)) => cx.err_at(
+            Some(n.span()),
+            "sandbox.network",
+            format!("unknown value \"{other}\"; expected \"none\" (the default: its own network namespace with only loopback) or \"host\""),
+        ),
+    }
+    spec.tcp_bind = ports(cx, "sandbox.tcp_bind", &s.tcp_bind);
+    spec.tcp_connect = ports(cx, "sandbox.tcp_connect", &s.tcp_connect);
+    let mut seen: Vec<(PathBuf, &str)> = vec![];
+    for (key, list, must_exist) in [
+        ("sandbox.read_only", &s.read_only, true),
+        ("sandbox.read_write", &s.read_write, true),
+        ("sandbox.tmpfs", &s.tmpfs, false),
+    ] {
+        let mut out = vec![];
+        for p in list.iter().flat_map(|l| l.get_ref()) {
+            let path = match sandbox_path(p.get_ref()) {
+                Ok(path) => path,
+                Err(e) => {
+                    cx.err_at(Some(p.span()), key, e);
+                    continue;
+                }
+            };
+            if let Some((_, other)) = seen.iter().find(|(q, _)| *q == path) {
+                cx.err_at(
+                    Some(p.span()),
+                    key,
+                    format!("{} is already listed in {other}", path.display()),
+                );
+                continue;
+            }
+            if must_exist {
+                if let Err(e) = std::fs::metadata(&path) {
+                    cx.err_at(
+                        Some(p.span()),
+                        key,
+                        format!(
+                            "{}: {} on this host; create it, or remove it from the list",
+                            path.display(),
+                            crate::util::io_reason(&e)
+                        ),
+                    );
+                    continue;
+                }
+            }
+            seen.push((path.clone(), key));
+            out.push(path);
+        }
+        match key {
+            "sandbox.read_only" => spec.read_only = out,
+            "sandbox.read_write" => spec.read_write = out,
+            _ => spec.tmpfs = out,
+        }
+    }
+    spec.userns = s.userns.as_ref().is_some_and(|u| *u.get_ref());
+    for c in s.capabilities.iter().flat_map(|l| l.get_ref()) {
+        match capability(c.get_ref()) {
+            Ok((name, _)) if !spec.capabilities.contains(&name) => spec.capabilities.push(name),
+            Ok(_) => {}
+            Err(e) => cx.err_at(Some(c.span()), "sandbox.capabilities", e),
+        }
+    }
+    match s.seccomp.as_ref().map(|v| (v, v.get_ref().as_str())) {
+        None | Some((_, "default")) => {}
+        Some((_, "off")) => spec.seccomp = false,
+        Some((v, other)) => cx.err_at(
+            Some(v.span()),
+            "sandbox.seccomp",
+            format!("unknown value \"{other}\"; expected \"default\" (deny mount, ptrace, kexec, module loading, bpf, keyctl, … ) or \"off\""),
+        ),
+    }
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_checked() {
+        assert!(sandbox_path("/var/lib/x").is_ok());
+        assert_eq!(
+            sandbox_path("/var//lib/x/").unwrap(),
+            PathBuf::from("/var/lib/x")
+        );
+        assert!(sandbox_path("var").unwrap_err().contains("absolute"));
+        assert!(sandbox_path("/var/../etc").unwrap_err().contains(".."));
+        assert!(sandbox_path("/").unwrap_err().contains("whole host"));
+        assert!(
+            sandbox_path("/proc/sys")
+                .unwrap_err()
+                .contains("made by paddock")
+        );
+        assert!(
+            sandbox_path("/tmp")
+                .unwrap_err()
+                .contains("made by paddock")
+        );
+        assert!(sandbox_path("/tmp/app.sock").is_ok());
+        assert!(sandbox_path("/tmpdata").is_ok());
+    }
+
+    #[test]
+    fn capability_names() {
+        assert_eq!(
+            capability("net_bind_service").unwrap().0,
+            "CAP_NET_BIND_SERVICE"
+        );
+        assert_eq!(capability("CAP_CHOWN").unwrap().0, "CAP_CHOWN");
+        assert!(
+            capability("FLY")
+                .unwrap_err()
+                .contains("unknown capability")
+        );
+    }
+}

@@ -1,0 +1,630 @@
+//! Level `sandbox`: an app's bundle run in its own namespaces (mount, pid, ipc, uts, net,
+//! cgroup; user optionally), on a root filesystem made of just the bundle, under Landlock, with
+//! every capability dropped but the listed ones, `no_new_privs` and a seccomp filter.
+//!
+//! Everything is computed once per app in the parent (`Plan::new`): the clone flags, the mount
+//! operations, the Landlock rules, the capability masks and the BPF program, as plain data and
+//! C strings. The child of `driver::native::spawn` then only makes system calls (`Plan::enter`),
+//! in this order:
+//!
+//! 1. (clone) new pid, mount, ipc, uts and net namespaces — and user, when paddock is not root;
+//! 2. join the app's cgroup (driver), then a new cgroup namespace rooted there;
+//! 3. when not root: write its own uid/gid maps;
+//! 4. make every mount private, mount the new root (see `rootfs`), `pivot_root` into it and
+//!    detach the old one;
+//! 5. hostname = app name; bring loopback up in the new network namespace;
+//! 6. with `userns = true` as root: enter the user namespace prepared for the app (uid mapped
+//!    to an unprivileged host uid);
+//! 7. drop the bounding set, switch to the app's user/group, set the kept capabilities (ambient
+//!    too, so they survive exec for a non-root user);
+//! 8. `no_new_privs`, Landlock, seccomp; chdir; exec.
+//!
+//! A failing step is reported with its name, errno and the path or rule it was working on.
+
+pub mod rootfs;
+pub mod rules;
+pub mod seccomp;
+
+use crate::config::sandbox::SandboxSpec;
+use rootfs::RootFs;
+use rules::Rules;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Where new roots are mounted (in the child's own mount namespace: the host never sees them).
+static SCRATCH: OnceLock<PathBuf> = OnceLock::new();
+
+/// Sets the directory new roots are mounted on (paddock's state directory has one).
+pub fn set_scratch_dir(dir: &Path) {
+    let _ = std::fs::create_dir_all(dir);
+    let _ = SCRATCH.set(dir.to_path_buf());
+}
+
+fn scratch_dir() -> Result<PathBuf, String> {
+    if let Some(d) = SCRATCH.get() {
+        return Ok(d.clone());
+    }
+    let d = std::env::temp_dir().join(format!("paddock-sandbox-{}", unsafe { libc::geteuid() }));
+    std::fs::create_dir_all(&d)
+        .map_err(|e| format!("{}: {}", d.display(), crate::util::io_reason(&e)))?;
+    Ok(d)
+}
+
+/// What this host can give (probed once).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HostSupport {
+    pub root: bool,
+    pub landlock_abi: i32,
+    pub seccomp: bool,
+    /// Unprivileged processes may create user namespaces.
+    pub user_namespaces: bool,
+}
+
+pub fn host() -> &'static HostSupport {
+    static H: OnceLock<HostSupport> = OnceLock::new();
+    H.get_or_init(|| {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let max_userns = read("/proc/sys/user/max_user_namespaces")
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0);
+        let unpriv = read("/proc/sys/kernel/unprivileged_userns_clone");
+        HostSupport {
+            root: unsafe { libc::geteuid() } == 0,
+            landlock_abi: rules::kernel_abi(),
+            seccomp: unsafe { libc::prctl(libc::PR_GET_SECCOMP) } >= 0,
+            user_namespaces: max_userns > 0 && unpriv.trim() != "0",
+        }
+    })
+}
+
+impl HostSupport {
+    /// Why this host cannot sandbox an app with this spec, if it cannot.
+    pub fn refuses(&self, spec: &SandboxSpec) -> Option<String> {
+        if self.landlock_abi < 1 {
+            return Some("Landlock is not enabled in this kernel (it needs Linux 5.13+ with landlock in the lsm= boot list)".into());
+        }
+        if (!spec.tcp_bind.is_empty() || !spec.tcp_connect.is_empty()) && self.landlock_abi < 4 {
+            return Some(format!(
+                "[sandbox] tcp_bind/tcp_connect need Landlock ABI 4 (Linux 6.7); this kernel has ABI {}",
+                self.landlock_abi
+            ));
+        }
+        if !self.seccomp && spec.seccomp {
+            return Some("this kernel has no seccomp; set [sandbox] seccomp = \"off\" to run without the filter".into());
+        }
+        if !self.root {
+            if !spec.userns {
+                return Some("paddock is not root: a sandbox needs [sandbox] userns = true to create its namespaces".into());
+            }
+            if !self.user_namespaces {
+                return Some("paddock is not root and this host does not allow unprivileged user namespaces (user.max_user_namespaces / kernel.unprivileged_userns_clone)".into());
+            }
+        }
+        None
+    }
+}
+
+/// Steps of the child, for error reports (the driver numbers them after its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    CgroupNs,
+    UserMap,
+    Mount,
+    PivotRoot,
+    Hostname,
+    Loopback,
+    UserNs,
+    Caps,
+    Credentials,
+    NoNewPrivs,
+    Landlock,
+    Seccomp,
+    Chdir,
+}
+
+impl Step {
+    pub const ALL: [Step; 13] = [
+        Step::CgroupNs,
+        Step::UserMap,
+        Step::Mount,
+        Step::PivotRoot,
+        Step::Hostname,
+        Step::Loopback,
+        Step::UserNs,
+        Step::Caps,
+        Step::Credentials,
+        Step::NoNewPrivs,
+        Step::Landlock,
+        Step::Seccomp,
+        Step::Chdir,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::CgroupNs => "sandbox: cgroup namespace",
+            Step::UserMap => "sandbox: uid/gid map",
+            Step::Mount => "sandbox",
+            Step::PivotRoot => "sandbox: pivot_root",
+            Step::Hostname => "sandbox: sethostname",
+            Step::Loopback => "sandbox: loopback up",
+            Step::UserNs => "sandbox: enter user namespace",
+            Step::Caps => "sandbox: capabilities",
+            Step::Credentials => "sandbox: switch user",
+            Step::NoNewPrivs => "sandbox: no_new_privs",
+            Step::Landlock => "landlock",
+            Step::Seccomp => "seccomp",
+            Step::Chdir => "sandbox: chdir to workdir",
+        }
+    }
+}
+
+/// A failed step: which, the operation's index (for `describe`), errno.
+pub struct Fail {
+    pub step: Step,
+    pub idx: u16,
+    pub errno: i32,
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// Everything the child needs, prepared once per app.
+pub struct Plan {
+    pub clone_flags: libc::c_int,
+    /// When paddock is not root: (uid_map, gid_map) the child writes for itself.
+    self_maps: Option<(CString, CString)>,
+    fs: RootFs,
+    hostname: CString,
+    loopback: bool,
+    /// When root with `userns = true`: the user namespace prepared for the app.
+    pub userns: Option<OwnedFd>,
+    /// Inside the sandbox: (uid, gid, supplementary groups); None: stay root (uid 0).
+    creds: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    keep: u64,
+    last_cap: u32,
+    landlock: Rules,
+    seccomp: Option<Vec<libc::sock_filter>>,
+    workdir: CString,
+    /// What the level gives, for `status` and errors.
+    pub summary: String,
+}
+
+// The plan's pointers point into its own strings.
+unsafe impl Send for Plan {}
+unsafe impl Sync for Plan {}
+
+/// The highest capability number of the running kernel.
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+impl Plan {
+    /// `bundle_root`: the bundle's tree on the host. `identity`: the app's user (host ids).
+    pub fn new(
+        name: &str,
+        spec: &SandboxSpec,
+        bundle_root: &Path,
+        identity: Option<&crate::config::Identity>,
+        workdir: Option<&Path>,
+    ) -> Result<Plan, String> {
+        let h = host();
+        if let Some(why) = h.refuses(spec) {
+            return Err(why);
+        }
+        let mut flags =
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+        if !spec.host_network {
+            flags |= libc::CLONE_NEWNET;
+        }
+        let (uid, gid, groups) = identity
+            .map(|i| (i.uid, i.gid, i.groups.clone()))
+            .unwrap_or((0, 0, vec![]));
+        let mut self_maps = None;
+        let mut userns = None;
+        let creds;
+        let owner;
+        if !h.root {
+            // Only our own ids can be mapped: the app is root of its user namespace, backed by
+            // paddock's uid on the host.
+            flags |= libc::CLONE_NEWUSER;
+            let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+            self_maps = Some((
+                CString::new(format!("0 {euid} 1\n")).map_err(|e| e.to_string())?,
+                CString::new(format!("0 {egid} 1\n")).map_err(|e| e.to_string())?,
+            ));
+            creds = None;
+            owner = (euid, egid);
+        } else if spec.userns {
+            // Map the app's uid (root if it has no `user`) to an unprivileged host uid: its
+            // own user's, or nobody's.
+            let (host_uid, host_gid) = if uid != 0 { (uid, gid) } else { (65534, 65534) };
+            userns = Some(make_userns(uid, host_uid, gid, host_gid)?);
+            creds = Some((uid, gid, vec![]));
+            owner = (host_uid, host_gid);
+        } else {
+            creds = identity.map(|_| (uid, gid, groups));
+            owner = (uid, gid);
+        }
+        let newroot = scratch_dir()?;
+        let fs = rootfs::build(
+            &newroot,
+            bundle_root,
+            &rootfs::Paths {
+                read_only: &spec.read_only,
+                read_write: &spec.read_write,
+                tmpfs: &spec.tmpfs,
+                owner,
+            },
+        )?;
+        let mut landlock = Rules::new(h.landlock_abi, &spec.tcp_bind, &spec.tcp_connect);
+        rootfs::add_rules(&fs, &mut landlock)?;
+        let mut keep = 0u64;
+        for c in &spec.capabilities {
+            let (_, cap) = crate::config::sandbox::capability(c)?;
+            keep |= 1u64 << cap.index();
+        }
+        let workdir = workdir.unwrap_or(Path::new("/"));
+        let hostname: String = name.chars().take(64).collect();
+        let mut summary = vec![format!("landlock ABI {}", h.landlock_abi)];
+        summary.push(
+            if spec.host_network {
+                "host network"
+            } else {
+                "own network"
+            }
+            .into(),
+        );
+        if userns.is_some() || self_maps.is_some() {
+            summary.push("user namespace".into());
+        }
+        summary.push(
+            if spec.seccomp {
+                "seccomp"
+            } else {
+                "no seccomp"
+            }
+            .into(),
+        );
+        Ok(Plan {
+            clone_flags: flags,
+            self_maps,
+            fs,
+            hostname: CString::new(hostname).map_err(|e| e.to_string())?,
+            loopback: !spec.host_network,
+            userns,
+            creds,
+            keep,
+            last_cap: last_cap(),
+            landlock,
+            seccomp: spec.seccomp.then(seccomp::default_filter),
+            workdir: CString::new(workdir.as_os_str().as_encoded_bytes())
+                .map_err(|e| e.to_string())?,
+            summary: summary.join(", "),
+        })
+    }
+
+    /// Describes what a failed step was working on.
+    pub fn describe(&self, step: Step, idx: u16) -> String {
+        let idx = idx as usize;
+        match step {
+            Step::Mount => self
+                .fs
+                .ops
+                .get(idx)
+                .map(|op| op.describe(&self.fs.newroot))
+                .unwrap_or_default(),
+            Step::Landlock => self.landlock.describe(if idx == u16::MAX as usize {
+                usize::MAX
+            } else {
+                idx
+            }),
+            Step::Chdir => self.workdir.to_string_lossy().into_owned(),
+            Step::PivotRoot => self.fs.newroot.to_string_lossy().into_owned(),
+            _ => String::new(),
+        }
+    }
+
+    /// The child's part, between its stdio set-up and exec. `userns_fd`: where the prepared user
+    /// namespace is in the child's descriptor table.
+    ///
+    /// # Safety
+    /// Only in the child of `driver::native::spawn`: system calls, no allocation.
+    pub unsafe fn enter(&self, userns_fd: RawFd) -> Result<(), Fail> {
+        let fail = |step: Step, idx: usize| Fail {
+            step,
+            idx: idx.min(u16::MAX as usize) as u16,
+            errno: errno(),
+        };
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWCGROUP) < 0 {
+                return Err(fail(Step::CgroupNs, 0));
+            }
+            if let Some((uid_map, gid_map)) = &self.self_maps {
+                for (file, data) in [
+                    (c"/proc/self/setgroups", c"deny"),
+                    (c"/proc/self/uid_map", uid_map.as_c_str()),
+                    (c"/proc/self/gid_map", gid_map.as_c_str()),
+                ] {
+                    let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(fail(Step::UserMap, 0));
+                    }
+                    let b = data.to_bytes();
+                    if libc::write(fd, b.as_ptr().cast(), b.len()) < 0 {
+                        return Err(fail(Step::UserMap, 0));
+                    }
+                    libc::close(fd);
+                }
+            }
+            if libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) < 0
+            {
+                return Err(fail(Step::Mount, usize::MAX));
+            }
+            for (i, op) in self.fs.ops.iter().enumerate() {
+                if op.run() < 0 {
+                    return Err(fail(Step::Mount, i));
+                }
+            }
+            if libc::chdir(self.fs.newroot.as_ptr()) < 0
+                || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0
+                || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0
+                || libc::chdir(c"/".as_ptr()) < 0
+            {
+                return Err(fail(Step::PivotRoot, 0));
+            }
+            let hn = self.hostname.to_bytes();
+            if libc::sethostname(hn.as_ptr().cast(), hn.len()) < 0 {
+                return Err(fail(Step::Hostname, 0));
+            }
+            if self.loopback && !loopback_up() {
+                return Err(fail(Step::Loopback, 0));
+            }
+            if self.userns.is_some() && libc::setns(userns_fd, libc::CLONE_NEWUSER) < 0 {
+                return Err(fail(Step::UserNs, 0));
+            }
+            for cap in 0..=self.last_cap {
+                if self.keep & (1u64 << cap) == 0
+                    && libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) < 0
+                    && errno() != libc::EINVAL
+                {
+                    return Err(fail(Step::Caps, cap as usize));
+                }
+            }
+            if let Some((uid, gid, groups)) = &self.creds {
+                if self.keep != 0 && *uid != 0 {
+                    libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
+                }
+                // Raw system calls: glibc's wrappers would act on paddock's other threads.
+                if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) < 0
+                    || libc::syscall(libc::SYS_setresgid, *gid, *gid, *gid) < 0
+                    || libc::syscall(libc::SYS_setresuid, *uid, *uid, *uid) < 0
+                {
+                    return Err(fail(Step::Credentials, 0));
+                }
+            }
+            if !set_caps(self.keep) {
+                return Err(fail(Step::Caps, 0));
+            }
+            if libc::chdir(self.workdir.as_ptr()) < 0 {
+                return Err(fail(Step::Chdir, 0));
+            }
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 {
+                return Err(fail(Step::NoNewPrivs, 0));
+            }
+            if let Err((i, e)) = self.landlock.apply() {
+                return Err(Fail {
+                    step: Step::Landlock,
+                    idx: i.min(u16::MAX as usize) as u16,
+                    errno: e,
+                });
+            }
+            if let Some(prog) = &self.seccomp {
+                let fprog = libc::sock_fprog {
+                    len: prog.len() as libc::c_ushort,
+                    filter: prog.as_ptr() as *mut libc::sock_filter,
+                };
+                if libc::prctl(
+                    libc::PR_SET_SECCOMP,
+                    libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                    &fprog as *const libc::sock_fprog as libc::c_ulong,
+                    0,
+                    0,
+                ) < 0
+                {
+                    return Err(fail(Step::Seccomp, 0));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets effective, permitted and inheritable to `keep`, and raises the ambient set for each,
+/// so the capabilities survive exec for a non-root user too.
+unsafe fn set_caps(keep: u64) -> bool {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut hdr = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let lo = keep as u32;
+    let hi = (keep >> 32) as u32;
+    let data = [
+        Data {
+            effective: lo,
+            permitted: lo,
+            inheritable: lo,
+        },
+        Data {
+            effective: hi,
+            permitted: hi,
+            inheritable: hi,
+        },
+    ];
+    unsafe {
+        if libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) < 0 {
+            return false;
+        }
+        for cap in 0..64u64 {
+            if keep & (1 << cap) != 0
+                && libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                ) < 0
+            {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// `ip link set lo up`, with one socket and two ioctls.
+unsafe fn loopback_up() -> bool {
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return false;
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        req.ifr_name[0] = b'l' as libc::c_char;
+        req.ifr_name[1] = b'o' as libc::c_char;
+        let ok = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req) == 0 && {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(s, libc::SIOCSIFFLAGS, &req) == 0
+        };
+        libc::close(s);
+        ok
+    }
+}
+
+/// A user namespace mapping `inside_uid` to `host_uid` (and the gids likewise), held by a
+/// descriptor: a helper is cloned into a new user namespace, its maps written from here, the
+/// namespace opened, and the helper let go.
+fn make_userns(
+    inside_uid: u32,
+    host_uid: u32,
+    inside_gid: u32,
+    host_gid: u32,
+) -> Result<OwnedFd, String> {
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| format!("user namespace: pipe: {}", e.desc()))?;
+    extern "C" fn wait_for_parent(arg: *mut libc::c_void) -> libc::c_int {
+        let fd = arg as usize as RawFd;
+        let mut b = [0u8; 1];
+        unsafe {
+            libc::read(fd, b.as_mut_ptr().cast(), 1);
+            libc::_exit(0)
+        }
+    }
+    let mut stack = vec![0u8; 64 * 1024];
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
+    let pid = unsafe {
+        libc::clone(
+            wait_for_parent,
+            top as *mut libc::c_void,
+            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::SIGCHLD,
+            rd.as_raw_fd() as usize as *mut libc::c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(format!(
+            "user namespace: clone: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let result = (|| {
+        for (file, data) in [
+            ("uid_map", format!("{inside_uid} {host_uid} 1\n")),
+            ("gid_map", format!("{inside_gid} {host_gid} 1\n")),
+        ] {
+            std::fs::write(format!("/proc/{pid}/{file}"), data)
+                .map_err(|e| format!("user namespace: writing {file}: {e}"))?;
+        }
+        let fd = unsafe {
+            libc::open(
+                CString::new(format!("/proc/{pid}/ns/user"))
+                    .map_err(|e| e.to_string())?
+                    .as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(format!(
+                "user namespace: open: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    })();
+    drop(wr);
+    drop(rd);
+    unsafe {
+        let mut st = 0;
+        libc::waitpid(pid, &mut st, libc::__WALL);
+    }
+    drop(stack);
+    result
+}
+
+/// Whether the kernel would drop `sig` sent to `pid`, the init of a pid namespace: it delivers
+/// only the signals init handles (and SIGKILL/SIGSTOP), while a plain process would be
+/// terminated by the default action of most signals.
+pub fn init_drops(pid: libc::pid_t, sig: i32) -> bool {
+    if !(1..=64).contains(&sig) || sig == libc::SIGKILL || sig == libc::SIGSTOP {
+        return false;
+    }
+    // Signals whose default action is not to terminate.
+    if [
+        libc::SIGCHLD,
+        libc::SIGCONT,
+        libc::SIGURG,
+        libc::SIGWINCH,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ]
+    .contains(&sig)
+    {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let bit = 1u64 << (sig - 1);
+    mask("SigCgt:") & bit == 0 && mask("SigIgn:") & bit == 0
+}

@@ -1,0 +1,473 @@
+//! The root filesystem of a sandbox, as a list of mount operations computed in the parent from
+//! the bundle's tree and the `[sandbox]` paths, and run by the child in its own mount namespace.
+//!
+//! The new root is a small tmpfs. Each top-level entry of the bundle is bind-mounted (or, for a
+//! symlink, copied) at its own path; where a host path or paddock's /dev, /proc or /tmp must
+//! appear inside a bundle directory, that directory is rebuilt on the tmpfs one level deeper
+//! instead, so the bundle's files keep their paths and nothing else of the host shows. Then the
+//! whole tree is made read-only and nosuid with one `mount_setattr(AT_RECURSIVE)`, and the
+//! writable mounts (/tmp, `tmpfs`, `read_write`, /dev/shm, /dev/pts) go on top.
+
+use super::rules::{Grant, Rules};
+use std::collections::BTreeSet;
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub enum Op {
+    Mkdir(CString),
+    /// An empty file to bind a file onto.
+    Touch(CString),
+    Symlink {
+        target: CString,
+        at: CString,
+    },
+    Bind {
+        src: CString,
+        dst: CString,
+        recursive: bool,
+    },
+    Mount {
+        fstype: &'static CStr,
+        dst: CString,
+        flags: libc::c_ulong,
+        data: CString,
+    },
+    /// `mount_setattr(dst, AT_RECURSIVE?, set)`.
+    Attr {
+        dst: CString,
+        set: u64,
+        recursive: bool,
+    },
+}
+
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn c(p: &Path) -> Result<CString, String> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| format!("{}: a path cannot contain a NUL byte", p.display()))
+}
+
+/// The device nodes of the sandbox's /dev, bound from the host's.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// What goes where: built by `build`, run by `Op::run` in the child.
+pub struct RootFs {
+    pub newroot: CString,
+    pub ops: Vec<Op>,
+    /// Landlock rules for the same tree, paths as seen inside.
+    pub rules_for: Vec<(PathBuf, Grant)>,
+}
+
+/// One place inside the sandbox that is not the bundle's.
+#[derive(Clone, Debug)]
+enum Hole {
+    Dev,
+    Proc,
+    Tmpfs { mode: &'static str },
+    ReadOnly(PathBuf),
+    ReadWrite(PathBuf),
+}
+
+pub struct Paths<'a> {
+    pub read_only: &'a [PathBuf],
+    pub read_write: &'a [PathBuf],
+    pub tmpfs: &'a [PathBuf],
+    /// Owner of the `tmpfs` mounts (host ids).
+    pub owner: (u32, u32),
+}
+
+pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs, String> {
+    let mut holes: Vec<(PathBuf, Hole)> = vec![
+        ("/dev".into(), Hole::Dev),
+        ("/proc".into(), Hole::Proc),
+        ("/tmp".into(), Hole::Tmpfs { mode: "1777" }),
+    ];
+    holes.extend(
+        paths
+            .tmpfs
+            .iter()
+            .map(|p| (p.clone(), Hole::Tmpfs { mode: "0755" })),
+    );
+    holes.extend(
+        paths
+            .read_only
+            .iter()
+            .map(|p| (p.clone(), Hole::ReadOnly(p.clone()))),
+    );
+    holes.extend(
+        paths
+            .read_write
+            .iter()
+            .map(|p| (p.clone(), Hole::ReadWrite(p.clone()))),
+    );
+    let inside = |p: &Path| -> Result<CString, String> {
+        c(&newroot.join(p.strip_prefix("/").unwrap_or(p)))
+    };
+    let mut fs = RootFs {
+        newroot: c(newroot)?,
+        ops: vec![Op::Mount {
+            fstype: c"tmpfs",
+            dst: c(newroot)?,
+            flags: libc::MS_NOSUID | libc::MS_NODEV,
+            data: c"mode=0755,size=1m".into(),
+        }],
+        rules_for: vec![("/".into(), Grant::List)],
+    };
+    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
+    made.insert("/".into());
+    let hole_paths: Vec<PathBuf> = holes.iter().map(|(p, _)| p.clone()).collect();
+    place(
+        bundle_root,
+        Path::new("/"),
+        &hole_paths,
+        &mut fs,
+        &mut made,
+        &inside,
+    )?;
+
+    // Holes under a tmpfs hole (as /tmp/app) are mounted on it, after it.
+    let tmpfs_holes: Vec<PathBuf> = holes
+        .iter()
+        .filter(|(_, h)| matches!(h, Hole::Tmpfs { .. }))
+        .map(|(p, _)| p.clone())
+        .collect();
+    let on_tmpfs = |p: &Path| tmpfs_holes.iter().any(|t| p.starts_with(t) && p != t);
+    let (late_holes, holes): (Vec<_>, Vec<_>) = holes.into_iter().partition(|(p, _)| on_tmpfs(p));
+    // Mount points of the holes, then the read-only parts of them.
+    for (p, hole) in &holes {
+        mount_point(p, hole, &mut made, &mut fs.ops, &inside)?;
+    }
+    let dev = Path::new("/dev");
+    fs.ops.push(Op::Mount {
+        fstype: c"tmpfs",
+        dst: inside(dev)?,
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: c"mode=0755,size=64k".into(),
+    });
+    for d in DEVICES {
+        let p = dev.join(d);
+        fs.ops.push(Op::Touch(inside(&p)?));
+        fs.ops.push(Op::Bind {
+            src: c(&p)?,
+            dst: inside(&p)?,
+            recursive: false,
+        });
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        fs.ops.push(Op::Symlink {
+            target: CString::new(target).map_err(|e| e.to_string())?,
+            at: inside(&dev.join(name))?,
+        });
+    }
+    for d in ["pts", "shm"] {
+        fs.ops.push(Op::Mkdir(inside(&dev.join(d))?));
+    }
+    fs.ops.push(Op::Mount {
+        fstype: c"proc",
+        dst: inside(Path::new("/proc"))?,
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: CString::default(),
+    });
+    for p in paths.read_only.iter().filter(|p| !on_tmpfs(p)) {
+        fs.ops.push(Op::Bind {
+            src: c(p)?,
+            dst: inside(p)?,
+            recursive: true,
+        });
+        fs.rules_for.push((p.clone(), Grant::Read));
+    }
+    // Everything so far read-only and nosuid, in one call.
+    fs.ops.push(Op::Attr {
+        dst: c(newroot)?,
+        set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+        recursive: true,
+    });
+    // The writable parts.
+    let (uid, gid) = paths.owner;
+    for (p, hole) in &holes {
+        if let Hole::Tmpfs { mode } = hole {
+            let data = if p == Path::new("/tmp") {
+                format!("mode={mode}")
+            } else {
+                format!("mode={mode},uid={uid},gid={gid}")
+            };
+            fs.ops.push(Op::Mount {
+                fstype: c"tmpfs",
+                dst: inside(p)?,
+                flags: libc::MS_NOSUID | libc::MS_NODEV,
+                data: CString::new(data).map_err(|e| e.to_string())?,
+            });
+            fs.rules_for.push((p.clone(), Grant::ReadWrite));
+        }
+    }
+    fs.ops.push(Op::Mount {
+        fstype: c"tmpfs",
+        dst: inside(&dev.join("shm"))?,
+        flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        data: c"mode=1777".into(),
+    });
+    fs.ops.push(Op::Mount {
+        fstype: c"devpts",
+        dst: inside(&dev.join("pts"))?,
+        flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+        data: c"newinstance,ptmxmode=0666,mode=0620".into(),
+    });
+    // Paths on a tmpfs: their mount points now, then their binds.
+    for (p, hole) in &late_holes {
+        mount_point(p, hole, &mut made, &mut fs.ops, &inside)?;
+    }
+    for (p, hole) in &late_holes {
+        if let Hole::ReadOnly(h) = hole {
+            fs.ops.push(Op::Bind {
+                src: c(h)?,
+                dst: inside(p)?,
+                recursive: true,
+            });
+            fs.ops.push(Op::Attr {
+                dst: inside(p)?,
+                set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+                recursive: true,
+            });
+            fs.rules_for.push((p.clone(), Grant::Read));
+        }
+    }
+    for p in paths.read_write {
+        fs.ops.push(Op::Bind {
+            src: c(p)?,
+            dst: inside(p)?,
+            recursive: true,
+        });
+        fs.ops.push(Op::Attr {
+            dst: inside(p)?,
+            set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            recursive: true,
+        });
+        fs.rules_for.push((p.clone(), Grant::ReadWrite));
+    }
+    fs.rules_for.push(("/dev".into(), Grant::Device));
+    fs.rules_for.push(("/dev/shm".into(), Grant::ReadWrite));
+    fs.rules_for.push(("/proc".into(), Grant::Read));
+    Ok(fs)
+}
+
+/// The directories leading to a hole and its mount point (an empty file for a file).
+fn mount_point(
+    p: &Path,
+    hole: &Hole,
+    made: &mut BTreeSet<PathBuf>,
+    ops: &mut Vec<Op>,
+    inside: &dyn Fn(&Path) -> Result<CString, String>,
+) -> Result<(), String> {
+    for anc in p.ancestors().collect::<Vec<_>>().into_iter().rev().skip(1) {
+        if anc != p && made.insert(anc.to_path_buf()) {
+            ops.push(Op::Mkdir(inside(anc)?));
+        }
+    }
+    let is_file = match hole {
+        Hole::ReadOnly(h) | Hole::ReadWrite(h) => {
+            std::fs::metadata(h).map(|m| !m.is_dir()).unwrap_or(false)
+        }
+        _ => false,
+    };
+    if is_file {
+        ops.push(Op::Touch(inside(p)?));
+    } else if made.insert(p.to_path_buf()) {
+        ops.push(Op::Mkdir(inside(p)?));
+    }
+    Ok(())
+}
+
+/// Binds the entries of the bundle directory `host` at `at` inside, splitting directories that
+/// must hold a hole.
+fn place(
+    host: &Path,
+    at: &Path,
+    holes: &[PathBuf],
+    fs: &mut RootFs,
+    made: &mut BTreeSet<PathBuf>,
+    inside: &dyn Fn(&Path) -> Result<CString, String>,
+) -> Result<(), String> {
+    let mut entries: Vec<_> = std::fs::read_dir(host)
+        .map_err(|e| format!("{}: {}", host.display(), crate::util::io_reason(&e)))?
+        .filter_map(Result::ok)
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let p = at.join(e.file_name());
+        let h = e.path();
+        let ft = e
+            .file_type()
+            .map_err(|err| format!("{}: {}", h.display(), crate::util::io_reason(&err)))?;
+        if holes.iter().any(|x| *x == p) {
+            continue; // the hole takes this place
+        }
+        let holds_hole = holes.iter().any(|x| x.starts_with(&p));
+        if ft.is_symlink() {
+            if holds_hole {
+                return Err(format!(
+                    "{} is a symbolic link in the bundle; give the path it points to in [sandbox]",
+                    p.display()
+                ));
+            }
+            let target = std::fs::read_link(&h)
+                .map_err(|err| format!("{}: {}", h.display(), crate::util::io_reason(&err)))?;
+            fs.ops.push(Op::Symlink {
+                target: c(&target)?,
+                at: inside(&p)?,
+            });
+        } else if ft.is_dir() && holds_hole {
+            made.insert(p.clone());
+            fs.ops.push(Op::Mkdir(inside(&p)?));
+            place(&h, &p, holes, fs, made, inside)?;
+        } else {
+            fs.ops.push(if ft.is_dir() {
+                made.insert(p.clone());
+                Op::Mkdir(inside(&p)?)
+            } else {
+                Op::Touch(inside(&p)?)
+            });
+            fs.ops.push(Op::Bind {
+                src: c(&h)?,
+                dst: inside(&p)?,
+                recursive: false,
+            });
+            fs.rules_for.push((p, Grant::ReadExec));
+        }
+    }
+    Ok(())
+}
+
+impl Op {
+    /// Runs the operation. Child side: system calls only.
+    ///
+    /// # Safety
+    /// In the child, in its own mount namespace.
+    pub unsafe fn run(&self) -> libc::c_int {
+        unsafe {
+            match self {
+                Op::Mkdir(p) => {
+                    let r = libc::mkdir(p.as_ptr(), 0o755);
+                    if r < 0 && *libc::__errno_location() == libc::EEXIST {
+                        0
+                    } else {
+                        r
+                    }
+                }
+                Op::Touch(p) => {
+                    let fd = libc::open(
+                        p.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                        0o444,
+                    );
+                    if fd < 0 {
+                        return fd;
+                    }
+                    libc::close(fd)
+                }
+                Op::Symlink { target, at } => libc::symlink(target.as_ptr(), at.as_ptr()),
+                Op::Bind {
+                    src,
+                    dst,
+                    recursive,
+                } => {
+                    let rec = if *recursive { libc::MS_REC } else { 0 };
+                    libc::mount(
+                        src.as_ptr(),
+                        dst.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | rec,
+                        std::ptr::null(),
+                    )
+                }
+                Op::Mount {
+                    fstype,
+                    dst,
+                    flags,
+                    data,
+                } => libc::mount(
+                    fstype.as_ptr(),
+                    dst.as_ptr(),
+                    fstype.as_ptr(),
+                    *flags,
+                    if data.is_empty() {
+                        std::ptr::null()
+                    } else {
+                        data.as_ptr().cast()
+                    },
+                ),
+                Op::Attr {
+                    dst,
+                    set,
+                    recursive,
+                } => {
+                    let attr = MountAttr {
+                        attr_set: *set,
+                        attr_clr: 0,
+                        propagation: 0,
+                        userns_fd: 0,
+                    };
+                    const AT_RECURSIVE: libc::c_uint = 0x8000;
+                    libc::syscall(
+                        libc::SYS_mount_setattr,
+                        libc::AT_FDCWD,
+                        dst.as_ptr(),
+                        if *recursive { AT_RECURSIVE } else { 0 },
+                        &attr as *const MountAttr,
+                        std::mem::size_of::<MountAttr>(),
+                    ) as libc::c_int
+                }
+            }
+        }
+    }
+
+    /// For error reports: what the operation does, with paths as the app sees them.
+    pub fn describe(&self, newroot: &CStr) -> String {
+        let root = newroot.to_string_lossy();
+        let inside = |p: &CString| {
+            let s = p.to_string_lossy();
+            match s.strip_prefix(root.as_ref()) {
+                Some("") => "/".to_string(),
+                Some(rest) => rest.to_string(),
+                None => s.into_owned(),
+            }
+        };
+        match self {
+            Op::Mkdir(p) => format!("mkdir {}", inside(p)),
+            Op::Touch(p) => format!("create mount point {}", inside(p)),
+            Op::Symlink { at, .. } => format!("symlink {}", inside(at)),
+            Op::Bind { src, dst, .. } => {
+                format!("bind {} on {}", src.to_string_lossy(), inside(dst))
+            }
+            Op::Mount { fstype, dst, .. } => {
+                format!("mount {} on {}", fstype.to_string_lossy(), inside(dst))
+            }
+            Op::Attr { dst, .. } => format!("make {} read-only/nosuid", inside(dst)),
+        }
+    }
+}
+
+/// Landlock rules for a root built by `build`.
+pub fn add_rules(fs: &RootFs, rules: &mut Rules) -> Result<(), String> {
+    for (p, g) in &fs.rules_for {
+        rules.add(c(p)?, *g);
+    }
+    Ok(())
+}

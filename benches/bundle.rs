@@ -192,7 +192,7 @@ fn main() {
     let (_, hid) = build(&store, &hrecipe);
     let hb = Store::new(&store).find(&hid).unwrap();
     let launch = BundleLaunch::from_bundle(&hb, "hello", LaunchMode::Loader, "hello").unwrap();
-    let plan = launch.exec_plan(&["hello".to_string()], &Default::default());
+    let plan = launch.exec_plan(&["hello".to_string()], &Default::default(), false);
     let runs = if quick { 50 } else { 300 };
     let time_runs = |mut make: Box<dyn FnMut() -> Command>| {
         median(

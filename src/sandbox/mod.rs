@@ -527,7 +527,8 @@ unsafe fn loopback_up() -> bool {
 
 /// A user namespace mapping `inside_uid` to `host_uid` (and the gids likewise), held by a
 /// descriptor: a helper is cloned into a new user namespace, its maps written from here, the
-/// namespace opened, and the helper let go.
+/// namespace opened, and the helper let go (it shares our descriptor table, so closing the
+/// pipe's write end here ends its wait).
 fn make_userns(
     inside_uid: u32,
     host_uid: u32,
@@ -550,7 +551,7 @@ fn make_userns(
         libc::clone(
             wait_for_parent,
             top as *mut libc::c_void,
-            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::SIGCHLD,
+            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::CLONE_FILES | libc::SIGCHLD,
             rd.as_raw_fd() as usize as *mut libc::c_void,
         )
     };

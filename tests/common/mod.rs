@@ -78,8 +78,29 @@ impl Paddock {
     }
 
     /// Starts `paddock serve` with extra arguments (e.g. `--store DIR`).
-    pub fn start_with(mut self, extra: &[&std::ffi::OsStr]) -> Paddock {
-        let child = Command::new(BIN)
+    pub fn start_with(self, extra: &[&std::ffi::OsStr]) -> Paddock {
+        self.start_cmd(extra, |_| {})
+    }
+
+    /// Starts `paddock serve` as an unprivileged user (its scratch dir is given to that user).
+    pub fn start_as(self, uid: u32, extra: &[&std::ffi::OsStr]) -> Paddock {
+        let st = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{uid}"))
+            .arg(&self.dir.0)
+            .status()
+            .expect("chown");
+        assert!(st.success());
+        self.start_cmd(extra, |c| {
+            use std::os::unix::process::CommandExt;
+            c.uid(uid).gid(uid);
+        })
+    }
+
+    fn start_cmd(mut self, extra: &[&std::ffi::OsStr], f: impl FnOnce(&mut Command)) -> Paddock {
+        let mut cmd = Command::new(BIN);
+        f(&mut cmd);
+        let child = cmd
             .args(["serve", "--config"])
             .arg(self.apps_dir())
             .arg("--socket")

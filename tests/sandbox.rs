@@ -1,0 +1,431 @@
+//! Level `sandbox` against the real kernel: namespaces, the root made of the bundle, Landlock,
+//! capabilities, no_new_privs, seccomp, user namespaces, set-up errors, stop semantics of a
+//! PID 1, a real Debian program (redis-server) with a health check, running without root.
+//!
+//! Needs root (CI runs as root) and Debian's busybox (and redis-server for its test).
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+fn skip(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED {test}: level sandbox tests need root (CI runs them as root)");
+        return true;
+    }
+    if !Path::new("/usr/bin/busybox").exists() {
+        eprintln!("SKIPPED {test}: needs /usr/bin/busybox (apt-get install busybox)");
+        return true;
+    }
+    false
+}
+
+/// One store per test process with the busybox (and, when installed, redis) bundles, readable
+/// by an unprivileged user too.
+fn store() -> &'static Path {
+    static STORE: OnceLock<PathBuf> = OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("paddock-t-sandbox-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut recipes = vec![format!(
+            "{}/bundles/busybox.toml",
+            env!("CARGO_MANIFEST_DIR")
+        )];
+        if Path::new("/usr/bin/redis-server").exists() {
+            recipes.push(format!(
+                "{}/bundles/redis-server.toml",
+                env!("CARGO_MANIFEST_DIR")
+            ));
+        }
+        let o = Command::new(BIN)
+            .args(["bundle", "build"])
+            .args(&recipes)
+            .arg("--store")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("a+rX")
+            .arg(&dir)
+            .status();
+        dir
+    })
+}
+
+fn serve(tag: &str, apps: &[(&str, &str)]) -> Paddock {
+    Paddock::with_apps(tag, apps).start_with(&["--store".as_ref(), store().as_os_str()])
+}
+
+fn out(p: &Paddock, app: &str) -> Vec<String> {
+    read_lines(&p.logs_dir().join(format!("{app}.out")))
+        .into_iter()
+        .map(|l| l.split_once(' ').map_or(l.clone(), |(_, r)| r.to_string()))
+        .collect()
+}
+
+fn err(p: &Paddock, app: &str) -> Vec<String> {
+    read_lines(&p.logs_dir().join(format!("{app}.err")))
+}
+
+/// A busybox shell script as a sandboxed app that runs once; applets via busybox --install.
+fn script_app(script: &str, sandbox: &str) -> String {
+    let script = format!(
+        "busybox mkdir -p /tmp/bin; busybox --install -s /tmp/bin; export PATH=/tmp/bin; {script}; echo END"
+    );
+    format!(
+        "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"sh\", \"-c\", {}]\n[restart]\npolicy = \"never\"\n[sandbox]\n{sandbox}\n",
+        toml_str(&script)
+    )
+}
+
+fn toml_str(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn wait_end(p: &Paddock, app: &str) -> Vec<String> {
+    wait_for(Duration::from_secs(20), &format!("{app} to finish"), || {
+        out(p, app).iter().any(|l| l == "END")
+    });
+    out(p, app)
+}
+
+fn has(lines: &[String], what: &str) -> bool {
+    lines.iter().any(|l| l.contains(what))
+}
+
+#[test]
+fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
+    if skip("a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given") {
+        return;
+    }
+    let host = Scratch::new("sbx-host");
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    let ro = host.path().join("ro");
+    let rw = host.path().join("rw");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::write(ro.join("config"), "from-host").unwrap();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let script = format!(
+        "echo ROOT $(ls / | tr '\\n' ' '); echo DEV $(ls /dev | tr '\\n' ' '); \
+         echo HOSTNAME $(hostname); echo ID $(id -u); \
+         grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
+         echo PROCS $(ls /proc | grep -c '^[0-9]'); echo PID $$; \
+         cat {secret} && echo SECRET-READ; \
+         echo RO $(cat {ro}/config); echo x > {ro}/new && echo RO-WRITTEN; \
+         echo data > {rw}/out && echo RW-WRITTEN; \
+         echo t > /tmp/t && echo TMP-WRITTEN; echo c > /cache/c && echo CACHE-WRITTEN; \
+         touch /usr/x && echo USR-WRITTEN; \
+         mount -t tmpfs none /tmp/bin && echo MOUNTED; \
+         hostname evil && echo HOSTNAME-SET; \
+         echo NET $(ls /sys/class/net 2>/dev/null | tr '\\n' ' ') $(ip -o link | cut -d: -f2 | tr '\\n' ' '); \
+         cp /usr/bin/busybox /tmp/bb && /tmp/bb true && echo TMP-EXEC",
+        secret = secret.display(),
+        ro = ro.display(),
+        rw = rw.display()
+    );
+    let app = script_app(
+        &script,
+        &format!(
+            "read_only = [\"{}\"]\nread_write = [\"{}\"]\ntmpfs = [\"/cache\"]",
+            ro.display(),
+            rw.display()
+        ),
+    );
+    let p = serve("sbx-view", &[("view", &app)]);
+    let o = wait_end(&p, "view");
+    let e = err(&p, "view");
+    eprintln!("stdout:\n{}\nstderr:\n{}", o.join("\n"), e.join("\n"));
+    // The root: the bundle's top-level entries and what paddock makes, nothing of the host.
+    let root = o.iter().find(|l| l.starts_with("ROOT ")).unwrap();
+    let mut names: Vec<&str> = root.split_whitespace().skip(1).collect();
+    names.sort();
+    for must in ["dev", "proc", "tmp", "usr", "cache"] {
+        assert!(names.contains(&must), "{root}");
+    }
+    for never in ["etc", "home", "root", "var", "sys", "boot"] {
+        assert!(!names.contains(&never), "{never} visible: {root}");
+    }
+    let dev = o.iter().find(|l| l.starts_with("DEV ")).unwrap();
+    for d in [
+        "null", "zero", "full", "random", "urandom", "tty", "pts", "shm",
+    ] {
+        assert!(dev.split_whitespace().any(|x| x == d), "{dev}");
+    }
+    assert!(
+        !dev.contains("sda") && !dev.contains("vda") && !dev.contains("mem"),
+        "{dev}"
+    );
+    assert!(has(&o, "HOSTNAME view"), "hostname is the app's name");
+    assert!(has(&o, "CapEff:\t0000000000000000"));
+    assert!(has(&o, "CapBnd:\t0000000000000000"));
+    assert!(has(&o, "NoNewPrivs:\t1"));
+    assert!(has(&o, "Seccomp:\t2"));
+    assert!(
+        has(&o, "PID 1"),
+        "the app is PID 1 of its own pid namespace"
+    );
+    let procs: u32 = o
+        .iter()
+        .find_map(|l| l.strip_prefix("PROCS "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    assert!(
+        procs <= 4,
+        "only the sandbox's processes are visible: {procs}"
+    );
+    assert!(!has(&o, "SECRET-READ") && !has(&o, "s3cr3t"));
+    assert!(has(&o, "RO from-host"));
+    assert!(!has(&o, "RO-WRITTEN") && !ro.join("new").exists());
+    assert!(has(&o, "RW-WRITTEN"));
+    assert_eq!(std::fs::read_to_string(rw.join("out")).unwrap(), "data\n");
+    assert!(has(&o, "TMP-WRITTEN") && has(&o, "CACHE-WRITTEN"));
+    assert!(!has(&o, "USR-WRITTEN") && !has(&o, "MOUNTED") && !has(&o, "HOSTNAME-SET"));
+    assert!(
+        !has(&o, "TMP-EXEC"),
+        "Landlock: nothing outside the bundle executes"
+    );
+    let net = o.iter().find(|l| l.starts_with("NET")).unwrap();
+    assert!(net.contains("lo") && !net.contains("eth"), "{net}");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        hostname
+    );
+    // status shows the level and what it gives.
+    let st = p.app("view");
+    assert_eq!(st.isolation, "sandbox");
+    let sb = st.sandbox.unwrap_or_default();
+    assert!(
+        sb.contains("landlock ABI") && sb.contains("seccomp"),
+        "{sb}"
+    );
+}
+
+#[test]
+fn landlock_limits_tcp_ports_and_host_network_is_opt_in() {
+    if skip("landlock_limits_tcp_ports_and_host_network_is_opt_in") {
+        return;
+    }
+    if paddock::sandbox::rules::kernel_abi() < 4 {
+        eprintln!("SKIPPED: Landlock ABI < 4 has no TCP rules");
+        return;
+    }
+    let allowed = free_port();
+    let denied = free_port();
+    let web = format!(
+        "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"httpd\", \"-f\", \"-p\", \"127.0.0.1:{allowed}\", \"-h\", \"/usr\"]\n\
+         [health]\nkind = \"tcp\"\naddress = \"127.0.0.1:{allowed}\"\ninterval = \"200ms\"\n[readiness]\nhealth = true\n\
+         [sandbox]\nnetwork = \"host\"\ntcp_bind = [{allowed}]\n"
+    );
+    let other = format!(
+        "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"httpd\", \"-f\", \"-p\", \"127.0.0.1:{denied}\"]\n\
+         [restart]\npolicy = \"never\"\n[sandbox]\nnetwork = \"host\"\ntcp_bind = [{allowed}]\n"
+    );
+    let connect = script_app(
+        &format!("nc -w 1 127.0.0.1 {allowed} </dev/null && echo CONNECTED"),
+        "network = \"host\"",
+    );
+    let p = serve(
+        "sbx-net",
+        &[("web", &web), ("other", &other), ("connect", &connect)],
+    );
+    p.wait_state("web", "READY", Duration::from_secs(20));
+    // The host reaches the sandboxed server on the allowed port.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", allowed)).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1."), "{resp}");
+    // Binding another port is refused by Landlock.
+    p.wait_state("other", "EXITED", Duration::from_secs(20));
+    let e = err(&p, "other").join("\n");
+    assert!(e.contains("ermission denied"), "{e}");
+    // Connecting is refused: no tcp_connect port listed.
+    let o = wait_end(&p, "connect");
+    assert!(!has(&o, "CONNECTED"), "{o:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn set_up_failures_name_the_step_and_the_path() {
+    if skip("set_up_failures_name_the_step_and_the_path") {
+        return;
+    }
+    let host = Scratch::new("sbx-fail");
+    let gone = host.path().join("data");
+    std::fs::create_dir_all(&gone).unwrap();
+    let app = format!(
+        "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"true\"]\nautostart = false\n[sandbox]\nread_write = [\"{}\"]\n",
+        gone.display()
+    );
+    let wd = "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"true\"]\nworkdir = \"/srv/app\"\n";
+    let p = serve("sbx-fail", &[("gone", &app), ("wd", wd)]);
+    // The path exists when the file is loaded, and is removed before the start.
+    std::fs::remove_dir(&gone).unwrap();
+    let _ = p.cli(&["start", "gone"]);
+    let st = p.wait_state("gone", "FATAL", Duration::from_secs(20));
+    let msg = format!("{st:?}");
+    assert!(
+        msg.contains(&format!("bind {}", gone.display()))
+            && msg.contains("No such file or directory"),
+        "{msg}"
+    );
+    let st = p.wait_state("wd", "FATAL", Duration::from_secs(20));
+    let msg = format!("{st:?}");
+    assert!(
+        msg.contains("sandbox: chdir to workdir") && msg.contains("/srv/app"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_pid_1_without_handlers_stops_at_once() {
+    if skip("a_pid_1_without_handlers_stops_at_once") {
+        return;
+    }
+    let app = "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"sleep\", \"1000\"]\nstop_timeout = \"60s\"\n";
+    let p = serve("sbx-stop", &[("sleeper", app)]);
+    let st = p.wait_state("sleeper", "READY", Duration::from_secs(20));
+    let pid = st.pid.unwrap();
+    let t = std::time::Instant::now();
+    let o = p.cli(&["stop", "sleeper"]);
+    assert!(o.status.success(), "{o:?}");
+    p.wait_state("sleeper", "STOPPED", Duration::from_secs(10));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert!(!alive(pid));
+}
+
+#[test]
+fn user_namespace_maps_the_app_to_an_unprivileged_host_uid() {
+    if skip("user_namespace_maps_the_app_to_an_unprivileged_host_uid") {
+        return;
+    }
+    let app = script_app("echo INSIDE $(id -u); sleep 30", "userns = true");
+    let p = serve("sbx-userns", &[("u", &app)]);
+    let st = p.wait_state("u", "READY", Duration::from_secs(20));
+    wait_for(Duration::from_secs(10), "inside uid", || {
+        has(&out(&p, "u"), "INSIDE")
+    });
+    assert!(has(&out(&p, "u"), "INSIDE 0"), "{:?}", out(&p, "u"));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", st.pid.unwrap())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid.contains("65534"), "host view: {uid}");
+    assert!(st.sandbox.unwrap_or_default().contains("user namespace"));
+}
+
+#[test]
+fn a_real_debian_program_runs_sandboxed_with_a_health_check() {
+    if skip("a_real_debian_program_runs_sandboxed_with_a_health_check") {
+        return;
+    }
+    if !Path::new("/usr/bin/redis-server").exists() || !Path::new("/usr/bin/redis-cli").exists() {
+        eprintln!("SKIPPED: needs redis-server and redis-cli (apt-get install redis-server)");
+        return;
+    }
+    let port = free_port();
+    let data = Scratch::new("sbx-redis-data");
+    let app = format!(
+        "isolation = \"sandbox\"\nbundle = \"redis-server\"\n\
+         command = [\"redis-server\", \"--bind\", \"127.0.0.1\", \"--port\", \"{port}\", \"--dir\", \"{dir}\", \"--dbfilename\", \"dump.rdb\", \"--appendonly\", \"no\"]\n\
+         [health]\nkind = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ninterval = \"200ms\"\n[readiness]\nhealth = true\n\
+         [sandbox]\nnetwork = \"host\"\ntcp_bind = [{port}]\nread_write = [\"{dir}\"]\n",
+        dir = data.path().display()
+    );
+    let p = serve("sbx-redis", &[("redis", &app)]);
+    p.wait_state("redis", "READY", Duration::from_secs(30));
+    let cli = |args: &[&str]| {
+        let o = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["PING"]), "PONG");
+    assert_eq!(cli(&["SET", "k", "v"]), "OK");
+    assert_eq!(cli(&["SAVE"]), "OK");
+    assert!(
+        data.path().join("dump.rdb").exists(),
+        "redis wrote into its read_write dir"
+    );
+    // It cannot write anywhere else.
+    let r = cli(&["CONFIG", "SET", "dir", "/usr"]);
+    let s = cli(&["SAVE"]);
+    assert!(r.contains("ERR") || s.contains("ERR"), "{r} / {s}");
+}
+
+#[test]
+fn without_root_a_sandbox_needs_userns_or_falls_back() {
+    if skip("without_root_a_sandbox_needs_userns_or_falls_back") {
+        return;
+    }
+    let refused = "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"sleep\", \"100\"]\n";
+    let fallback = format!("{refused}fallback = \"bundle\"\n");
+    let rootless = script_app(
+        "echo INSIDE $(id -u); echo ROOT $(ls / | tr '\\n' ' '); sleep 30",
+        "userns = true",
+    );
+    let p = Paddock::with_apps(
+        "sbx-rootless",
+        &[
+            ("refused", refused),
+            ("fallback", &fallback),
+            ("rootless", &rootless),
+        ],
+    )
+    .start_as(65534, &["--store".as_ref(), store().as_os_str()]);
+    let st = p.wait_state("refused", "FATAL", Duration::from_secs(20));
+    let msg = format!("{st:?}");
+    assert!(
+        msg.contains("paddock is not root") && msg.contains("userns = true"),
+        "{msg}"
+    );
+    let st = p.wait_state("fallback", "READY", Duration::from_secs(20));
+    assert_eq!(st.isolation, "bundle");
+    assert!(st.fallback.unwrap_or_default().contains("not root"));
+    let o = p.cli(&["status", "fallback"]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("bundle*"),
+        "{o:?}"
+    );
+    // Rootless sandbox: the app is root of its own user namespace, backed by paddock's uid.
+    let unpriv = std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+        .map_or(true, |s| s.trim() != "0");
+    if !unpriv {
+        eprintln!("(rootless sandbox part skipped: unprivileged user namespaces are off)");
+        return;
+    }
+    let st = p.wait_state("rootless", "READY", Duration::from_secs(20));
+    wait_for(Duration::from_secs(10), "rootless output", || {
+        has(&out(&p, "rootless"), "ROOT")
+    });
+    let o = out(&p, "rootless");
+    assert!(has(&o, "INSIDE 0"), "{o:?}");
+    assert!(!has(&o, "etc "), "{o:?}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", st.pid.unwrap())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534"))
+    );
+}

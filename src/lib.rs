@@ -14,6 +14,7 @@ pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod driver;
+pub mod escape;
 pub mod health;
 pub mod logs;
 pub mod pid1;

@@ -144,6 +144,10 @@ pub enum Msg {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct StateEvent {
     pub time: String,
+    /// CLOCK_MONOTONIC in nanoseconds when paddock made the change: for precise intervals
+    /// between events (`paddock bench`); `time` has milliseconds only.
+    #[serde(default)]
+    pub mono_ns: u64,
     pub app: String,
     pub from: String,
     pub to: String,
@@ -745,6 +749,7 @@ impl Supervisor {
         if self.events.receiver_count() > 0 {
             let ev = StateEvent {
                 time: crate::util::rfc3339_string(SystemTime::now()),
+                mono_ns: crate::util::mono_ns(),
                 app: app.name.to_string(),
                 from: from.as_str().into(),
                 to: to.as_str().into(),

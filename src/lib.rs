@@ -8,6 +8,7 @@
 //! - `control`: the HTTP/JSON API on a Unix socket, and its client;
 //! - `daemon`: the event loop that ties them together (`paddock serve`).
 
+pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod control;

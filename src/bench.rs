@@ -233,8 +233,7 @@ fn app_file(level: &str, o: &Options, args: &[&str], extra: &str) -> String {
             o.wasm.display().to_string()
         ),
         // bundle, sandbox and any level to come: the bench app's bundle.
-        l => format!("isolation = {l:?}\nbundle = \"bench-app\"\n")
-            + &cmd(&basename(&o.native)),
+        l => format!("isolation = {l:?}\nbundle = \"bench-app\"\n") + &cmd(&basename(&o.native)),
     };
     format!("{head}{extra}")
 }
@@ -424,7 +423,13 @@ fn restarts(s: &Serve, level: &str, n: usize) -> Result<Vec<f64>, String> {
 }
 
 /// Adds instances `from..to` of `level` (app files + update) and waits until all are READY.
-fn add_instances(s: &Serve, o: &Options, level: &str, from: usize, to: usize) -> Result<(), String> {
+fn add_instances(
+    s: &Serve,
+    o: &Options,
+    level: &str,
+    from: usize,
+    to: usize,
+) -> Result<(), String> {
     s.drain();
     for i in from..to {
         std::fs::write(
@@ -440,9 +445,13 @@ fn add_instances(s: &Serve, o: &Options, level: &str, from: usize, to: usize) ->
     let prefix = format!("d-{level}-");
     let mut ready = 0;
     while ready < to - from {
-        let e = s.wait_event(T, &format!("{} instances of {level} ready", to - from), |e| {
-            e.app.starts_with(&prefix) && matches!(e.to.as_str(), "READY" | "BACKOFF" | "FATAL")
-        })?;
+        let e = s.wait_event(
+            T,
+            &format!("{} instances of {level} ready", to - from),
+            |e| {
+                e.app.starts_with(&prefix) && matches!(e.to.as_str(), "READY" | "BACKOFF" | "FATAL")
+            },
+        )?;
         if e.to != "READY" {
             return Err(format!("{} did not start: {}", e.app, e.reason));
         }
@@ -462,13 +471,20 @@ fn remove_instances(s: &Serve, level: &str, n: usize) -> Result<(), String> {
         let left = s
             .client
             .json::<crate::control::api::StatusList>("GET", "/v1/apps")
-            .map(|(_, l)| l.apps.iter().filter(|a| a.name.starts_with(&prefix)).count())
+            .map(|(_, l)| {
+                l.apps
+                    .iter()
+                    .filter(|a| a.name.starts_with(&prefix))
+                    .count()
+            })
             .unwrap_or(1);
         if left == 0 {
             return Ok(());
         }
         if t.elapsed() > Duration::from_secs(120) {
-            return Err(format!("{left} instances of {level} still there after 120 s"));
+            return Err(format!(
+                "{left} instances of {level} still there after 120 s"
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -566,8 +582,11 @@ pub fn run_bench(o: &Options) -> Result<Report, String> {
     std::fs::create_dir_all(o.work.join("apps")).map_err(|e| e.to_string())?;
     let store = o.work.join("store");
     let recipe = o.work.join("bench-app.toml");
-    std::fs::write(&recipe, format!("entry = {:?}\n", o.native.display().to_string()))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &recipe,
+        format!("entry = {:?}\n", o.native.display().to_string()),
+    )
+    .map_err(|e| e.to_string())?;
     let bundle_err = run(Command::new(&o.paddock)
         .args(["bundle", "build"])
         .arg(&recipe)
@@ -601,7 +620,11 @@ pub fn run_bench(o: &Options) -> Result<Report, String> {
                 Some(b) if level != "none" && level != "wasm" => {
                     format!("building the bench app's bundle failed: {b}")
                 }
-                _ => why.split("key `isolation`: ").last().unwrap_or(&why).to_string(),
+                _ => why
+                    .split("key `isolation`: ")
+                    .last()
+                    .unwrap_or(&why)
+                    .to_string(),
             };
             r.skipped = Some(why);
         }
@@ -825,7 +848,10 @@ pub fn svg(r: &Report) -> String {
     );
     let colors = ["#4e79a7", "#f28e2b", "#e15759", "#59a14f", "#76b7b2"];
     for (k, (title, get, fmt)) in panels.iter().enumerate() {
-        let (x0, y0) = (10.0 + (k % 2) as f64 * (pw + 10.0), 40.0 + (k / 2) as f64 * (ph + 10.0));
+        let (x0, y0) = (
+            10.0 + (k % 2) as f64 * (pw + 10.0),
+            40.0 + (k / 2) as f64 * (ph + 10.0),
+        );
         out += &format!(
             "<text x=\"{x0}\" y=\"{}\" font-weight=\"bold\">{}</text>\n",
             y0 + 14.0,
@@ -834,9 +860,17 @@ pub fn svg(r: &Report) -> String {
         let max = live.iter().filter_map(|l| get(l)).fold(0.0f64, f64::max);
         for (i, l) in live.iter().enumerate() {
             let y = y0 + 26.0 + i as f64 * 28.0;
-            out += &format!("<text x=\"{x0}\" y=\"{}\">{}</text>\n", y + 14.0, xml(&l.level));
+            out += &format!(
+                "<text x=\"{x0}\" y=\"{}\">{}</text>\n",
+                y + 14.0,
+                xml(&l.level)
+            );
             if let Some(v) = get(l) {
-                let w = if max > 0.0 { v / max * (pw - 170.0) } else { 0.0 };
+                let w = if max > 0.0 {
+                    v / max * (pw - 170.0)
+                } else {
+                    0.0
+                };
                 out += &format!(
                     "<rect x=\"{}\" y=\"{y}\" width=\"{w:.1}\" height=\"{bar_h}\" fill=\"{}\"/>\n\
                      <text x=\"{}\" y=\"{}\">{}</text>\n",
@@ -854,5 +888,7 @@ pub fn svg(r: &Report) -> String {
 }
 
 fn xml(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

@@ -19,20 +19,44 @@ use std::time::{Duration, Instant};
 
 /// Every attempt, in the order the probe makes them, with what it does.
 pub const ATTEMPTS: &[(&str, &str)] = &[
-    ("read-secret", "read a planted host file outside the app's dirs"),
+    (
+        "read-secret",
+        "read a planted host file outside the app's dirs",
+    ),
     ("write-outside", "create a file outside its writable dirs"),
     ("list-processes", "see a host process in /proc"),
-    ("signal-host", "kill a host process (SIGUSR1 to a victim sleep)"),
-    ("connect-host", "TCP connect to a listener on the host's 127.0.0.1"),
+    (
+        "signal-host",
+        "kill a host process (SIGUSR1 to a victim sleep)",
+    ),
+    (
+        "connect-host",
+        "TCP connect to a listener on the host's 127.0.0.1",
+    ),
     ("bind-port", "bind a TCP port the config does not allow"),
     ("ptrace", "PTRACE_ATTACH to a host process"),
-    ("mount", "mount a tmpfs (on a scratch dir, unmounted at once)"),
-    ("hostname", "change the hostname the host sees (restored at once)"),
-    ("setuid", "gain capabilities by executing a setuid-root binary"),
-    ("kernel-module", "init_module (with an invalid image: never loads one)"),
+    (
+        "mount",
+        "mount a tmpfs (on a scratch dir, unmounted at once)",
+    ),
+    (
+        "hostname",
+        "change the hostname the host sees (restored at once)",
+    ),
+    (
+        "setuid",
+        "gain capabilities by executing a setuid-root binary",
+    ),
+    (
+        "kernel-module",
+        "init_module (with an invalid image: never loads one)",
+    ),
     ("fork-bomb", "fork 500 processes (killed and reaped after)"),
     ("memory-bomb", "touch 256 MiB (released after)"),
-    ("cpu-hog", "spin for 1 s: more than 0.5 of a core is an escape"),
+    (
+        "cpu-hog",
+        "spin for 1 s: more than 0.5 of a core is an escape",
+    ),
 ];
 
 /// The line prefix the probe writes and the parser looks for.
@@ -201,7 +225,6 @@ pub fn matrix(levels: &[LevelReport]) -> String {
     s
 }
 
-
 /// What [`run_matrix`] needs: the two binaries, the levels, a scratch dir.
 pub struct MatrixOptions {
     /// The `paddock` binary to serve with.
@@ -259,7 +282,8 @@ fn sh(cmd: &mut Command) -> Result<String, String> {
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("{cmd:?}: {e}"))?;
-    let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     if o.status.success() {
         Ok(text)
     } else {
@@ -331,8 +355,11 @@ pub fn run_matrix(o: &MatrixOptions) -> Result<Vec<LevelRun>, String> {
     // The probe's bundle, for bundle and sandbox.
     let store = w.join("store");
     let recipe = w.join("paddock-probe.toml");
-    std::fs::write(&recipe, format!("entry = {:?}\n", o.probe.display().to_string()))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &recipe,
+        format!("entry = {:?}\n", o.probe.display().to_string()),
+    )
+    .map_err(|e| e.to_string())?;
     let bundle_err = sh(Command::new(&o.paddock)
         .arg("bundle")
         .arg("build")
@@ -366,7 +393,9 @@ pub fn run_matrix(o: &MatrixOptions) -> Result<Vec<LevelRun>, String> {
             }
             _ => {}
         }
-        runs.push(run_level(o, level, &rw, &outside, &mnt, &secret, &suid, &store, &host_name));
+        runs.push(run_level(
+            o, level, &rw, &outside, &mnt, &secret, &suid, &store, &host_name,
+        ));
     }
     let _ = std::fs::remove_dir_all(w);
     Ok(runs)
@@ -434,7 +463,26 @@ fn run_level(
         ("PROBE_HOST_MNT".into(), ns("mnt")),
         ("PROBE_SETUID".into(), s(suid)),
     ];
-    let _ = std::fs::write(apps.join("probe.toml"), probe_app(level, &o.probe, &env, rw));
+    // First the level alone (a level this paddock lacks is refused at `isolation`, but a
+    // syntax error elsewhere, such as a `[limits]` key it does not know yet, would hide that).
+    let bare = probe_app(level, &o.probe, &[], rw);
+    let bare = bare.split("\n[limits]").next().unwrap_or(&bare).to_string();
+    let _ = std::fs::write(apps.join("probe.toml"), bare);
+    let level_refused = sh(Command::new(&o.paddock)
+        .arg("check")
+        .arg(&apps)
+        .arg("--store")
+        .arg(store))
+    .err()
+    .and_then(|e| {
+        e.lines()
+            .find(|l| l.contains("key `isolation`"))
+            .map(|l| l.split("key `isolation`: ").nth(1).unwrap_or(l).to_string())
+    });
+    let _ = std::fs::write(
+        apps.join("probe.toml"),
+        probe_app(level, &o.probe, &env, rw),
+    );
     let mut run = LevelRun {
         report: LevelReport {
             level: level.into(),
@@ -444,6 +492,14 @@ fn run_level(
         host_problems: vec![],
         config_error: None,
     };
+    if let Some(why) = level_refused {
+        run.report.skipped = Some(format!("level {level} not available: {why}"));
+        for c in [v, sv] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        return run;
+    }
     let checked = sh(Command::new(&o.paddock)
         .arg("check")
         .arg(&apps)

@@ -153,7 +153,11 @@ struct BenchArgs {
     /// the committed `examples/wasm/bench-app.wasm`.
     app_dir: Option<PathBuf>,
     /// Levels to run, in this order.
-    #[arg(long, value_delimiter = ',', default_value = "none,bundle,sandbox,wasm")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "none,bundle,sandbox,wasm"
+    )]
     levels: Vec<String>,
     /// Concurrent instances for the memory-per-instance figure.
     #[arg(long, default_value_t = 100)]
@@ -626,14 +630,21 @@ fn bench(a: BenchArgs) -> ExitCode {
         return fail(format!(
             "the native bench app {} is missing: build it with `cargo build --release` (the binary paddock-bench-app, from examples/bench-app/src/main.rs){}",
             native.display(),
-            if a.app_dir.is_some() { ", and copy it there" } else { "" }
+            if a.app_dir.is_some() {
+                ", and copy it there"
+            } else {
+                ""
+            }
         ));
     }
     let wasm_path = wasm.iter().find(|p| p.is_file()).cloned();
     if a.levels.iter().any(|l| l == "wasm") && wasm_path.is_none() {
         return fail(format!(
             "the wasm bench app is missing (looked for {}): build it with `bash examples/wasm/build.sh target/wasm-examples` (needs `rustup target add wasm32-wasip1`)",
-            wasm.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            wasm.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     let escapes = !a.no_escapes;
@@ -669,7 +680,10 @@ fn bench(a: BenchArgs) -> ExitCode {
         }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         print!("{}", paddock::bench::table(&report));
     }

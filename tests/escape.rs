@@ -30,7 +30,13 @@ fn escape_matrix() {
     for r in &runs {
         if let Some(res) = &r.report.results {
             for x in res {
-                println!("{:8} {:15} {:8} {}", r.report.level, x.attempt, x.result.as_str(), x.detail);
+                println!(
+                    "{:8} {:15} {:8} {}",
+                    r.report.level,
+                    x.attempt,
+                    x.result.as_str(),
+                    x.detail
+                );
             }
         }
     }
@@ -51,9 +57,17 @@ fn escape_matrix() {
     // none and bundle must run and report every attempt.
     for r in &runs[..2] {
         let res = r.report.results.as_ref().unwrap_or_else(|| {
-            panic!("level {} did not run: {:?}", r.report.level, r.report.skipped)
+            panic!(
+                "level {} did not run: {:?}",
+                r.report.level, r.report.skipped
+            )
         });
-        assert!(missing(res).is_empty(), "level {}: missing {:?}", r.report.level, missing(res));
+        assert!(
+            missing(res).is_empty(),
+            "level {}: missing {:?}",
+            r.report.level,
+            missing(res)
+        );
         assert_eq!(res.len(), ATTEMPTS.len());
         for x in res {
             assert_ne!(x.result, Outcome::Error, "level {}: {x:?}", r.report.level);
@@ -61,17 +75,25 @@ fn escape_matrix() {
     }
     // As root at level none, reading a root-only file is the baseline escape.
     let none = runs[0].report.results.as_ref().unwrap();
-    assert!(none.iter().any(|x| x.attempt == "read-secret" && x.result == Outcome::Escaped));
+    assert!(
+        none.iter()
+            .any(|x| x.attempt == "read-secret" && x.result == Outcome::Escaped)
+    );
     let sandbox = &runs[2].report;
     match &sandbox.results {
-        None => println!(
-            "skipped: {}",
-            sandbox.skipped.as_deref().unwrap_or("?")
-        ),
+        None => println!("skipped: {}", sandbox.skipped.as_deref().unwrap_or("?")),
         Some(res) => {
-            assert!(missing(res).is_empty(), "sandbox: missing {:?}", missing(res));
+            assert!(
+                missing(res).is_empty(),
+                "sandbox: missing {:?}",
+                missing(res)
+            );
             for x in res {
-                assert_eq!(x.result, Outcome::Blocked, "sandbox let this through: {x:?}");
+                assert_eq!(
+                    x.result,
+                    Outcome::Blocked,
+                    "sandbox let this through: {x:?}"
+                );
             }
         }
     }

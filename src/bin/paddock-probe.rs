@@ -167,7 +167,10 @@ fn bind_port() -> Verdict {
                 format!("bound and listened on 0.0.0.0:{port}; closed"),
             )
         }
-        Err(e) => (Outcome::Blocked, format!("0.0.0.0:{port}: {}", errno_text(e))),
+        Err(e) => (
+            Outcome::Blocked,
+            format!("0.0.0.0:{port}: {}", errno_text(e)),
+        ),
     }
 }
 
@@ -260,7 +263,10 @@ fn hostname() -> Verdict {
     match env("PROBE_HOST_UTS") {
         Some(h) if h != ns_link("uts") => (
             Outcome::Blocked,
-            format!("changed only in its own UTS namespace ({}); {undo}", ns_link("uts")),
+            format!(
+                "changed only in its own UTS namespace ({}); {undo}",
+                ns_link("uts")
+            ),
         ),
         Some(_) => (
             Outcome::Escaped,
@@ -275,7 +281,11 @@ fn hostname() -> Verdict {
 
 fn setuid() -> Verdict {
     let p = need!("PROBE_SETUID");
-    let own = format!("probe euid={} capeff={}", unsafe { libc::geteuid() }, cap_eff());
+    let own = format!(
+        "probe euid={} capeff={}",
+        unsafe { libc::geteuid() },
+        cap_eff()
+    );
     let out = match std::process::Command::new(&p)
         .arg("--ids")
         .stdin(std::process::Stdio::null())
@@ -391,7 +401,9 @@ fn fork_bomb() -> Verdict {
         ),
         None => (
             Outcome::Escaped,
-            format!("forked {n} processes (the probe's own cap), none refused; all killed and reaped"),
+            format!(
+                "forked {n} processes (the probe's own cap), none refused; all killed and reaped"
+            ),
         ),
     }
 }

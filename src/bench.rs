@@ -814,7 +814,8 @@ pub fn table(r: &Report) -> String {
 pub fn svg(r: &Report) -> String {
     let live: Vec<&LevelResult> = r.levels.iter().filter(|l| l.skipped.is_none()).collect();
     type Get = fn(&LevelResult) -> Option<f64>;
-    let panels: [(&str, Get, fn(f64) -> String); 4] = [
+    type Fmt = fn(f64) -> String;
+    let panels: [(&str, Get, Fmt); 4] = [
         (
             "cold start, median",
             |l| l.cold_start.as_ref().map(|s| s.median_us),

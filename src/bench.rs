@@ -442,22 +442,37 @@ fn add_instances(
     if r.status >= 300 || r.body.contains("\"ok\":false") {
         return Err(format!("update: {}", r.body.trim()));
     }
+    // Count READY apps from the status (the event stream may drop events for a slow reader
+    // when thousands of apps change at once).
     let prefix = format!("d-{level}-");
-    let mut ready = 0;
-    while ready < to - from {
-        let e = s.wait_event(
-            T,
-            &format!("{} instances of {level} ready", to - from),
-            |e| {
-                e.app.starts_with(&prefix) && matches!(e.to.as_str(), "READY" | "BACKOFF" | "FATAL")
-            },
-        )?;
-        if e.to != "READY" {
-            return Err(format!("{} did not start: {}", e.app, e.reason));
+    let t = Instant::now();
+    loop {
+        let (ready, failed) = s
+            .client
+            .json::<crate::control::api::StatusList>("GET", "/v1/apps")
+            .map(|(_, l)| {
+                let mine = l.apps.iter().filter(|a| a.name.starts_with(&prefix));
+                let ready = mine.clone().filter(|a| a.state == "READY").count();
+                let failed = mine
+                    .filter(|a| matches!(a.state.as_str(), "BACKOFF" | "FATAL"))
+                    .map(|a| format!("{}: {}", a.name, a.message))
+                    .next();
+                (ready, failed)
+            })
+            .unwrap_or((0, None));
+        if let Some(f) = failed {
+            return Err(format!("an instance did not start: {f}"));
         }
-        ready += 1;
+        if ready >= to {
+            return Ok(());
+        }
+        if t.elapsed() > Duration::from_secs(300) {
+            return Err(format!(
+                "only {ready} of {to} instances of {level} READY after 300 s"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(())
 }
 
 fn remove_instances(s: &Serve, level: &str, n: usize) -> Result<(), String> {

@@ -144,6 +144,10 @@ pub enum Msg {
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct StateEvent {
     pub time: String,
+    /// CLOCK_MONOTONIC in nanoseconds when paddock made the change: for precise intervals
+    /// between events (`paddock bench`); `time` has milliseconds only.
+    #[serde(default)]
+    pub mono_ns: u64,
     pub app: String,
     pub from: String,
     pub to: String,
@@ -678,6 +682,8 @@ impl Supervisor {
             acts.clear();
             let step_from = app.m.state();
             app.m.handle(ev, now, &mut acts);
+            // The time of the change itself, before its actions (a spawn) run.
+            let step_t = crate::util::mono_ns();
             if app.m.state() != step_from
                 && app.m.state() == State::Stopping
                 && app.stop_why.is_empty()
@@ -738,14 +744,14 @@ impl Supervisor {
             }
             if let Some(app) = self.apps[idx].as_ref() {
                 if app.m.state() != step_from {
-                    self.publish(app, step_from);
+                    self.publish(app, step_from, step_t);
                 }
             }
         }
         self.after_change(idx, before);
     }
 
-    fn publish(&self, app: &App, from: State) {
+    fn publish(&self, app: &App, from: State, mono_ns: u64) {
         let to = app.m.state();
         let reason = match to {
             State::Starting if app.m.waiting() => {
@@ -762,6 +768,7 @@ impl Supervisor {
         if self.events.receiver_count() > 0 {
             let ev = StateEvent {
                 time: crate::util::rfc3339_string(SystemTime::now()),
+                mono_ns,
                 app: app.name.to_string(),
                 from: from.as_str().into(),
                 to: to.as_str().into(),

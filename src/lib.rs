@@ -8,12 +8,14 @@
 //! - `control`: the HTTP/JSON API on a Unix socket, and its client;
 //! - `daemon`: the event loop that ties them together (`paddock serve`).
 
+pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod driver;
+pub mod escape;
 pub mod health;
 pub mod logs;
 pub mod pid1;

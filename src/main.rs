@@ -138,8 +138,54 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Measure the isolation levels side by side on this host: cold start, restart, memory per
+    /// instance, density, escapes blocked, supervisor overhead (see README.md, "paddock bench").
+    Bench(BenchArgs),
     /// Print the versions of this CLI and of the running paddock.
     Version,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// The bench app: a directory holding `paddock-bench-app` (native) and `bench-app.wasm`.
+    /// Default: `paddock-bench-app` next to this paddock binary (cargo build --release) and
+    /// `target/wasm-examples/bench-app.wasm` (examples/wasm/build.sh target/wasm-examples), else
+    /// the committed `examples/wasm/bench-app.wasm`.
+    app_dir: Option<PathBuf>,
+    /// Levels to run, in this order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "none,bundle,sandbox,wasm"
+    )]
+    levels: Vec<String>,
+    /// Concurrent instances for the memory-per-instance figure.
+    #[arg(long, default_value_t = 100)]
+    instances: usize,
+    /// Cold starts per level.
+    #[arg(long, default_value_t = 200)]
+    starts: usize,
+    /// Restarts per level.
+    #[arg(long, default_value_t = 200)]
+    restarts: usize,
+    /// Memory budget for the density figure.
+    #[arg(long, default_value = "1GiB")]
+    budget: String,
+    /// Density cap for process levels (none, bundle, sandbox).
+    #[arg(long, default_value_t = 2000)]
+    max_processes: usize,
+    /// Density cap for wasm instances.
+    #[arg(long, default_value_t = 12000)]
+    max_wasm: usize,
+    /// Skip the escape matrix.
+    #[arg(long)]
+    no_escapes: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also write a bar chart as SVG to this file.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -339,6 +385,7 @@ fn main() -> ExitCode {
             Ok(r) => fail(r.body.trim()),
             Err(e) => fail(e),
         },
+        Cmd::Bench(a) => bench(a),
         Cmd::Version => {
             println!("paddock {} (cli)", env!("CARGO_PKG_VERSION"));
             match client.json::<VersionInfo>("GET", "/v1/version") {
@@ -556,4 +603,101 @@ fn serve(
         }
         None => ExitCode::from(code as u8),
     }
+}
+
+/// `paddock bench`: finds the bench app's builds (naming what to build when one is missing),
+/// runs the levels, prints the table (or JSON) and writes the SVG.
+fn bench(a: BenchArgs) -> ExitCode {
+    let budget = match paddock::config::units::parse_size(&a.budget) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("--budget: {e}")),
+    };
+    for l in &a.levels {
+        if !paddock::bench::LEVELS.contains(&l.as_str()) {
+            return fail(format!(
+                "--levels: unknown level {l:?}; expected some of none,bundle,sandbox,wasm"
+            ));
+        }
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let bin_dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    let (native, wasm) = match &a.app_dir {
+        Some(d) => (d.join("paddock-bench-app"), vec![d.join("bench-app.wasm")]),
+        None => (
+            bin_dir.join("paddock-bench-app"),
+            vec![
+                PathBuf::from("target/wasm-examples/bench-app.wasm"),
+                PathBuf::from("examples/wasm/bench-app.wasm"),
+            ],
+        ),
+    };
+    let probe = bin_dir.join("paddock-probe");
+    let natives = a.levels.iter().any(|l| l != "wasm");
+    if natives && !native.is_file() {
+        return fail(format!(
+            "the native bench app {} is missing: build it with `cargo build --release` (the binary paddock-bench-app, from examples/bench-app/src/main.rs){}",
+            native.display(),
+            if a.app_dir.is_some() {
+                ", and copy it there"
+            } else {
+                ""
+            }
+        ));
+    }
+    let wasm_path = wasm.iter().find(|p| p.is_file()).cloned();
+    if a.levels.iter().any(|l| l == "wasm") && wasm_path.is_none() {
+        return fail(format!(
+            "the wasm bench app is missing (looked for {}): build it with `bash examples/wasm/build.sh target/wasm-examples` (needs `rustup target add wasm32-wasip1`)",
+            wasm.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let escapes = !a.no_escapes;
+    if escapes && !probe.is_file() {
+        return fail(format!(
+            "the escape probe {} is missing: build it with `cargo build --release`, or pass --no-escapes",
+            probe.display()
+        ));
+    }
+    let opts = paddock::bench::Options {
+        paddock: exe,
+        native: std::path::absolute(&native).unwrap_or(native),
+        wasm: wasm_path
+            .map(|p| std::path::absolute(&p).unwrap_or(p))
+            .unwrap_or_default(),
+        probe,
+        levels: a.levels,
+        instances: a.instances,
+        starts: a.starts,
+        restarts: a.restarts,
+        budget,
+        max_processes: a.max_processes,
+        max_wasm: a.max_wasm,
+        escapes,
+        progress: !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        work: std::env::temp_dir().join(format!("paddock-bench-{}", std::process::id())),
+    };
+    let report = match paddock::bench::run_bench(&opts) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&opts.work);
+            return fail(format!("bench: {e}"));
+        }
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", paddock::bench::table(&report));
+    }
+    if let Some(p) = a.svg {
+        if let Err(e) = std::fs::write(&p, paddock::bench::svg(&report)) {
+            return fail(format!("{}: {e}", p.display()));
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -36,6 +36,20 @@ pub fn rfc3339(t: SystemTime, out: &mut Vec<u8>) {
     );
 }
 
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (comparable across processes of one boot).
+pub fn mono_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn rfc3339_string(t: SystemTime) -> String {
     let mut v = Vec::with_capacity(24);
     rfc3339(t, &mut v);

@@ -1,0 +1,122 @@
+//! `paddock bench` with small numbers at the levels this build has: the report is complete and
+//! sane (every figure present, p99 ≥ median, instances counted). Never asserts timings.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+#[test]
+fn bench_report_is_complete() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let wasm = [
+        "target/wasm-examples/bench-app.wasm",
+        "examples/wasm/bench-app.wasm",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .find(|p| p.is_file())
+    .expect("bench-app.wasm (examples/wasm/build.sh builds it)");
+    // The app dir: the native build next to the test's paddock, and the wasm build.
+    let s = Scratch::new("bench");
+    let dir = s.path().join("app");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_paddock-bench-app"),
+        dir.join("paddock-bench-app"),
+    )
+    .unwrap();
+    std::fs::copy(&wasm, dir.join("bench-app.wasm")).unwrap();
+    let o = std::process::Command::new(BIN)
+        .arg("bench")
+        .arg(&dir)
+        .args([
+            "--levels",
+            "none,bundle,sandbox,wasm",
+            "--instances",
+            "5",
+            "--starts",
+            "10",
+            "--restarts",
+            "10",
+            "--budget",
+            "32MiB",
+            "--max-processes",
+            "12",
+            "--max-wasm",
+            "40",
+            "--json",
+            "--svg",
+        ])
+        .arg(s.path().join("bench.svg"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "paddock bench failed:\n{out}\n{err}");
+    println!("{out}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert!(r["host"]["kernel"].as_str().is_some_and(|k| !k.is_empty()));
+    assert!(r["host"]["cgroup"].as_str().is_some());
+    let levels = r["levels"].as_array().unwrap();
+    assert_eq!(levels.len(), 4);
+    let mut ran = vec![];
+    for l in levels {
+        let name = l["level"].as_str().unwrap();
+        if let Some(why) = l["skipped"].as_str() {
+            assert_ne!(name, "none", "level none must run: {why}");
+            assert_ne!(name, "wasm", "level wasm must run: {why}");
+            println!("level {name} skipped: {why}");
+            continue;
+        }
+        ran.push(name.to_string());
+        for fig in ["cold_start", "restart"] {
+            let st = &l[fig];
+            let (med, p99) = (
+                st["median_us"].as_f64().unwrap(),
+                st["p99_us"].as_f64().unwrap(),
+            );
+            assert!(med > 0.0 && p99 >= med, "{name} {fig}: {st}");
+            assert_eq!(st["samples"].as_u64(), Some(10), "{name} {fig}");
+        }
+        assert_eq!(l["instances"].as_u64(), Some(5), "{name}");
+        assert!(
+            l["memory_per_instance"].as_u64().unwrap() > 0,
+            "{name}: {l}"
+        );
+        let d = &l["density"];
+        assert!(d["instances"].as_u64().unwrap() >= 1, "{name}: {d}");
+        assert!(d["bytes"].as_u64().unwrap() <= 32 << 20, "{name}: {d}");
+        assert!(
+            matches!(d["stopped_by"].as_str(), Some("budget" | "cap")),
+            "{name}: {d}"
+        );
+        assert!(l["supervisor_bytes_per_app"].as_u64().is_some(), "{name}");
+        assert!(
+            l["supervisor_cpu_us_per_app_per_s"].as_f64().unwrap() >= 0.0,
+            "{name}"
+        );
+        let esc = l["escapes"].as_str().unwrap();
+        if is_root() && name != "wasm" {
+            assert!(esc.ends_with("/14 blocked"), "{name}: {esc}");
+        }
+    }
+    assert!(ran.contains(&"none".to_string()) && ran.contains(&"wasm".to_string()));
+    let svg = std::fs::read_to_string(s.path().join("bench.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("cold start"),
+        "{svg}"
+    );
+}
+
+#[test]
+fn bench_names_what_to_build() {
+    let s = Scratch::new("bench-missing");
+    let o = std::process::Command::new(BIN)
+        .arg("bench")
+        .arg(s.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("cargo build --release"), "{err}");
+}

@@ -1,0 +1,100 @@
+//! The escape matrix (issue 5): `paddock-probe` runs as an app at levels none, bundle and
+//! sandbox and tries 14 escapes; at `sandbox` every one must be blocked. A level this paddock
+//! refuses (sandbox, before it lands) is skipped with paddock's own reason. Also checks that the
+//! host is unaffected afterwards: the probe undoes whatever it managed at level `none`.
+
+mod common;
+use common::*;
+use paddock::escape::{ATTEMPTS, MatrixOptions, Outcome, matrix, missing, run_matrix};
+use std::path::PathBuf;
+
+#[test]
+fn escape_matrix() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED escape_matrix: needs root (the probe mounts, ptraces, changes the hostname; the sandbox level needs root)"
+        );
+        return;
+    }
+    let s = Scratch::new("escape");
+    let opts = MatrixOptions {
+        paddock: PathBuf::from(BIN),
+        probe: PathBuf::from(env!("CARGO_BIN_EXE_paddock-probe")),
+        levels: vec!["none".into(), "bundle".into(), "sandbox".into()],
+        work: s.path().join("work"),
+        verbose: true,
+    };
+    let runs = run_matrix(&opts).expect("run the matrix");
+    let reports: Vec<_> = runs.iter().map(|r| r.report.clone()).collect();
+    println!("{}", matrix(&reports));
+    for r in &runs {
+        if let Some(res) = &r.report.results {
+            for x in res {
+                println!(
+                    "{:8} {:15} {:8} {}",
+                    r.report.level,
+                    x.attempt,
+                    x.result.as_str(),
+                    x.detail
+                );
+            }
+        }
+    }
+    for r in &runs {
+        assert!(
+            r.config_error.is_none(),
+            "level {}: paddock refused the probe's app file (fix probe_app in src/escape.rs): {:?}",
+            r.report.level,
+            r.config_error
+        );
+        assert!(
+            r.host_problems.is_empty(),
+            "level {}: the host was affected: {:?}",
+            r.report.level,
+            r.host_problems
+        );
+    }
+    // none and bundle must run and report every attempt.
+    for r in &runs[..2] {
+        let res = r.report.results.as_ref().unwrap_or_else(|| {
+            panic!(
+                "level {} did not run: {:?}",
+                r.report.level, r.report.skipped
+            )
+        });
+        assert!(
+            missing(res).is_empty(),
+            "level {}: missing {:?}",
+            r.report.level,
+            missing(res)
+        );
+        assert_eq!(res.len(), ATTEMPTS.len());
+        for x in res {
+            assert_ne!(x.result, Outcome::Error, "level {}: {x:?}", r.report.level);
+        }
+    }
+    // As root at level none, reading a root-only file is the baseline escape.
+    let none = runs[0].report.results.as_ref().unwrap();
+    assert!(
+        none.iter()
+            .any(|x| x.attempt == "read-secret" && x.result == Outcome::Escaped)
+    );
+    let sandbox = &runs[2].report;
+    match &sandbox.results {
+        None => println!("skipped: {}", sandbox.skipped.as_deref().unwrap_or("?")),
+        Some(res) => {
+            assert!(
+                missing(res).is_empty(),
+                "sandbox: missing {:?}",
+                missing(res)
+            );
+            for x in res {
+                assert_eq!(
+                    x.result,
+                    Outcome::Blocked,
+                    "sandbox let this through: {x:?}"
+                );
+            }
+        }
+    }
+}

@@ -182,13 +182,40 @@ pub fn probe() -> Report {
     let cgroup = cgroups();
     let landlock = landlock_abi();
     let ns_ok = namespaces.iter().all(|c| c.ok);
-    let sandbox_host = match (ns_ok, &landlock, cgroup.layout.as_str()) {
-        (true, Ok(_), "v2" | "hybrid" | "v1") => {
-            "the host has what it needs (namespaces, Landlock, cgroups)"
+    let sandbox = {
+        let h = crate::sandbox::host();
+        let default = crate::config::sandbox::SandboxSpec {
+            seccomp: true,
+            userns: !h.root,
+            ..Default::default()
+        };
+        match (ns_ok || !root, h.refuses(&default)) {
+            (false, _) => Err("the host lacks namespaces (see above)".to_string()),
+            (_, Some(why)) => Err(why),
+            _ => {
+                let mut keys = vec![format!("landlock ABI {}", h.landlock_abi)];
+                keys.push(if h.landlock_abi >= 4 {
+                    "tcp_bind/tcp_connect enforced".into()
+                } else {
+                    "no TCP port rules (Landlock ABI < 4: tcp_bind/tcp_connect refused)".into()
+                });
+                keys.push(if h.landlock_abi >= 6 {
+                    "signals and abstract sockets scoped".into()
+                } else {
+                    "no signal scoping (ABI < 6; the pid and net namespaces still isolate)".into()
+                });
+                keys.push(if h.root {
+                    "userns optional".into()
+                } else {
+                    "not root: userns = true required".into()
+                });
+                keys.push(format!(
+                    "seccomp filter of {} calls",
+                    crate::sandbox::seccomp::denied_count()
+                ));
+                Ok(keys.join("; "))
+            }
         }
-        (false, _, _) => "the host lacks namespaces (see above)",
-        (_, Err(_), _) => "the host lacks Landlock (see above)",
-        _ => "the host has no cgroup hierarchy",
     };
     let levels = vec![
         Check {
@@ -201,10 +228,17 @@ pub fn probe() -> Report {
             ok: true,
             detail: "available".into(),
         },
-        Check {
-            name: "sandbox".into(),
-            ok: false,
-            detail: format!("not in this build of paddock; {sandbox_host}"),
+        match sandbox {
+            Ok(detail) => Check {
+                name: "sandbox".into(),
+                ok: true,
+                detail: format!("available: {detail}"),
+            },
+            Err(e) => Check {
+                name: "sandbox".into(),
+                ok: false,
+                detail: format!("not available: {e}"),
+            },
         },
         match crate::driver::wasm::probe() {
             Ok(detail) => Check {

@@ -1114,7 +1114,7 @@ fn bundles_run_with_the_hosts_libraries_hidden() {
     .iter()
     .map(|a| a.to_string())
     .collect();
-    let plan = launch.exec_plan(&argv, &Default::default());
+    let plan = launch.exec_plan(&argv, &Default::default(), false);
     let mut cmd = Command::new(&plan.path);
     {
         use std::os::unix::process::CommandExt;

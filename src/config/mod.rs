@@ -959,6 +959,87 @@ mod tests {
         parse(src).unwrap_err()[0].to_string()
     }
 
+    fn all_errs(src: &str) -> String {
+        parse(src)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn sandbox_keys_are_checked_precisely() {
+        let sb = "isolation = \"sandbox\"\nbundle = \"/nonexistent/bundle\"\ncommand = [\"x\"]\n";
+        let cases = [
+            (
+                "[sandbox]\nread_write = [\"relative\"]\n",
+                ":5:15: key `sandbox.read_write`: \"relative\" must be an absolute path",
+            ),
+            (
+                "[sandbox]\nread_only = [\"/no/such/dir\"]\n",
+                "key `sandbox.read_only`: /no/such/dir: No such file or directory on this host; create it, or remove it from the list",
+            ),
+            (
+                "[sandbox]\nread_only = [\"/etc\"]\nread_write = [\"/etc\"]\n",
+                "key `sandbox.read_write`: /etc is already listed in sandbox.read_only",
+            ),
+            (
+                "[sandbox]\ntmpfs = [\"/proc/x\"]\n",
+                "key `sandbox.tmpfs`: /proc is made by paddock",
+            ),
+            (
+                "[sandbox]\nread_only = [\"/\"]\n",
+                "would give the app the whole host",
+            ),
+            (
+                "[sandbox]\ntcp_bind = [70000]\n",
+                "key `sandbox.tcp_bind`: a native sandbox restricts TCP by port",
+            ),
+            (
+                "[sandbox]\ntcp_connect = [\"10.0.0.1:5432\"]\n",
+                "key `sandbox.tcp_connect`: a native sandbox restricts TCP by port",
+            ),
+            (
+                "[sandbox]\ncapabilities = [\"FLY\"]\n",
+                "key `sandbox.capabilities`: unknown capability \"FLY\"",
+            ),
+            (
+                "[sandbox]\nseccomp = \"strict\"\n",
+                "key `sandbox.seccomp`: unknown value \"strict\"",
+            ),
+            (
+                "[sandbox]\nnetwork = \"bridge\"\n",
+                "key `sandbox.network`: unknown value \"bridge\"",
+            ),
+            ("[sandbox]\nuserns = \"yes\"\n", "key `sandbox.userns`"),
+            ("[sandbox]\nhostname = \"x\"\n", "unknown field `hostname`"),
+            (
+                "fallback = \"wasm\"\n",
+                "key `fallback`: unknown level \"wasm\"",
+            ),
+        ];
+        for (extra, want) in cases {
+            let e = all_errs(&format!("{sb}{extra}"));
+            assert!(e.contains(want), "{extra}: {e}");
+        }
+        let e = all_errs("command = [\"/bin/true\"]\nfallback = \"bundle\"\n");
+        assert!(
+            e.contains("key `fallback`: is only used with isolation = \"sandbox\""),
+            "{e}"
+        );
+        let e = all_errs("command = [\"/bin/true\"]\n[sandbox]\nread_only = [\"/etc\"]\n");
+        assert!(
+            e.contains("the [sandbox] table is for isolation = \"sandbox\""),
+            "{e}"
+        );
+        let e = all_errs("isolation = \"sandbox\"\ncommand = [\"x\"]\n");
+        assert!(
+            e.contains("missing: isolation = \"sandbox\" needs the bundle"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn one_line_app() {
         let a = parse(r#"command = ["/bin/sleep", "100007"]"#).unwrap();

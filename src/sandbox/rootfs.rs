@@ -316,7 +316,7 @@ fn place(
         let ft = e
             .file_type()
             .map_err(|err| format!("{}: {}", h.display(), crate::util::io_reason(&err)))?;
-        if holes.iter().any(|x| *x == p) {
+        if holes.contains(&p) {
             continue; // the hole takes this place
         }
         let holds_hole = holes.iter().any(|x| x.starts_with(&p));

@@ -429,3 +429,35 @@ fn without_root_a_sandbox_needs_userns_or_falls_back() {
             .any(|l| l.starts_with("Uid:") && l.contains("65534"))
     );
 }
+
+#[test]
+fn each_sandbox_has_its_own_network_kept_across_restarts() {
+    if skip("each_sandbox_has_its_own_network_kept_across_restarts") {
+        return;
+    }
+    // Two apps bind the same loopback port: each has its own network namespace.
+    let web = "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"httpd\", \"-f\", \"-p\", \"127.0.0.1:7777\"]\n[sandbox]\ntcp_bind = [7777]\n";
+    let p = serve("sbx-netns", &[("a", web), ("b", web)]);
+    let a = p.wait_state("a", "READY", Duration::from_secs(20));
+    let b = p.wait_state("b", "READY", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(500));
+    for (n, st) in [("a", &a), ("b", &b)] {
+        let now = p.app(n);
+        assert_eq!(
+            now.pid,
+            st.pid,
+            "{n} kept running: {now:?} {:?}",
+            err(&p, n)
+        );
+    }
+    let ns = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let (na, nb) = (ns(a.pid.unwrap()), ns(b.pid.unwrap()));
+    assert_ne!(na, nb);
+    assert_ne!(na, std::fs::read_link("/proc/self/ns/net").unwrap());
+    // A restart finds the same namespace (and the port free again).
+    let o = p.cli(&["restart", "a"]);
+    assert!(o.status.success(), "{o:?}");
+    let again = p.wait_state("a", "READY", Duration::from_secs(20));
+    assert_ne!(again.pid, a.pid);
+    assert_eq!(ns(again.pid.unwrap()), na);
+}

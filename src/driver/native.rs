@@ -293,9 +293,10 @@ const SLOT_OUT: RawFd = 4;
 const SLOT_ERR: RawFd = 5;
 const SLOT_REPORT: RawFd = 6;
 const SLOT_EXTRA: RawFd = 7;
-/// A sandboxed app's prepared user namespace.
-const SLOT_NS: RawFd = 8;
-const FIRST_FREE: RawFd = 9;
+/// A sandboxed app's prepared user and network namespaces.
+const SLOT_USERNS: RawFd = 8;
+const SLOT_NETNS: RawFd = 9;
+const FIRST_FREE: RawFd = 10;
 static PLACEHOLDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 /// Makes spawning cost the same with 10 or 10,000 open descriptors in paddock.
@@ -304,7 +305,7 @@ static PLACEHOLDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32:
 /// close-on-exec entry: with a few descriptors per app that is O(apps) per spawn. Instead, the
 /// child is cloned with `CLONE_FILES` (sharing the table) and its first act is
 /// `close_range(7, ~0, CLOSE_RANGE_UNSHARE)`, which gives it a private table holding only
-/// descriptors 0..=8. For that, 3..=8 are parked on /dev/null here and the parent points them at
+/// descriptors 0..=9. For that, 3..=9 are parked on /dev/null here and the parent points them at
 /// the child's stdio and report pipe just for the duration of the clone (it is suspended until
 /// the exec, and only the supervisor thread spawns).
 ///
@@ -320,7 +321,7 @@ pub fn reserve_low_fds() -> std::io::Result<()> {
         if placeholder < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        for slot in SLOT_IN..=SLOT_NS {
+        for slot in SLOT_IN..=SLOT_NETNS {
             if libc::fcntl(slot, libc::F_GETFD) >= 0
                 && libc::fcntl(slot, libc::F_DUPFD_CLOEXEC, FIRST_FREE) < 0
             {
@@ -340,7 +341,7 @@ fn errno() -> i32 {
 }
 
 /// The child side. Only async-signal-safe libc calls: no allocation, no locks.
-unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool, ns_fd: RawFd) -> ! {
+unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool, ns: (RawFd, RawFd)) -> ! {
     unsafe fn report_and_exit(report: RawFd, step: u8, e: i32, idx: u16) -> ! {
         let mut msg = [0u8; REPORT_LEN];
         msg[0] = step;
@@ -427,7 +428,7 @@ unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool, ns_fd:
         }
         if let Some(sb) = &p.sandbox {
             // Namespaces, root filesystem, user, capabilities, Landlock, seccomp, workdir.
-            if let Err(f) = sb.enter(ns_fd) {
+            if let Err(f) = sb.enter(ns.0, ns.1) {
                 let n = crate::sandbox::Step::ALL
                     .iter()
                     .position(|s| *s == f.step)
@@ -516,14 +517,15 @@ struct ChildArgs<'a> {
     io: &'a Stdio,
     report: RawFd,
     slots: bool,
-    ns_fd: RawFd,
+    /// (user, network) namespace descriptors in the child's table, or -1.
+    ns: (RawFd, RawFd),
 }
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points to the ChildArgs on the parent's stack, which is suspended (vfork)
     // until this child execs or exits.
     let a = unsafe { &*(arg as *const ChildArgs) };
-    unsafe { child(a.p, a.io, a.report, a.slots, a.ns_fd) }
+    unsafe { child(a.p, a.io, a.report, a.slots, a.ns) }
 }
 
 /// The child's stack: it runs a few syscalls only (a sandbox's set-up, a few more).
@@ -563,6 +565,11 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
         .as_ref()
         .and_then(|s| s.userns.as_ref())
         .map_or(-1, |fd| fd.as_raw_fd());
+    let netns = p
+        .sandbox
+        .as_ref()
+        .and_then(|s| s.netns.as_ref())
+        .map_or(-1, |fd| fd.as_raw_fd());
     if let Some(sb) = &p.sandbox {
         flags |= sb.clone_flags;
     }
@@ -583,7 +590,10 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
             unsafe { libc::dup3(src, SLOT_EXTRA, libc::O_CLOEXEC) };
         }
         if userns >= 0 {
-            unsafe { libc::dup3(userns, SLOT_NS, libc::O_CLOEXEC) };
+            unsafe { libc::dup3(userns, SLOT_USERNS, libc::O_CLOEXEC) };
+        }
+        if netns >= 0 {
+            unsafe { libc::dup3(netns, SLOT_NETNS, libc::O_CLOEXEC) };
         }
         slot_io = Stdio {
             stdin: io.stdin.map(|_| SLOT_IN),
@@ -596,7 +606,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
             io: &slot_io,
             report: SLOT_REPORT,
             slots,
-            ns_fd: SLOT_NS,
+            ns: (SLOT_USERNS, SLOT_NETNS),
         }
     } else {
         ChildArgs {
@@ -604,7 +614,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
             io,
             report: wr.as_raw_fd(),
             slots,
-            ns_fd: userns,
+            ns: (userns, netns),
         }
     };
     let pid = unsafe {
@@ -622,7 +632,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if slots {
             // Park the slots again: paddock must not keep the child's pipe ends open.
-            for slot in SLOT_IN..=SLOT_NS {
+            for slot in SLOT_IN..=SLOT_NETNS {
                 libc::dup3(placeholder, slot, libc::O_CLOEXEC);
             }
         }

@@ -122,7 +122,7 @@ fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
          cat {secret} && echo SECRET-READ; \
          echo RO $(cat {ro}/config); echo x > {ro}/new && echo RO-WRITTEN; \
          echo data > {rw}/out && echo RW-WRITTEN; \
-         echo t > /tmp/t && echo TMP-WRITTEN; echo c > /cache/c && echo CACHE-WRITTEN; \
+         echo t > /tmp/t && echo TMP-WRITTEN; echo c > /cache/c && echo CACHE-WRITTEN; echo s > /tmp/scratch/s && echo SCRATCH-WRITTEN; \
          touch /usr/x && echo USR-WRITTEN; \
          mount -t tmpfs none /tmp/bin && echo MOUNTED; \
          hostname evil && echo HOSTNAME-SET; \
@@ -135,7 +135,7 @@ fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
     let app = script_app(
         &script,
         &format!(
-            "read_only = [\"{}\"]\nread_write = [\"{}\"]\ntmpfs = [\"/cache\"]",
+            "read_only = [\"{}\"]\nread_write = [\"{}\"]\ntmpfs = [\"/cache\", \"/tmp/scratch\"]",
             ro.display(),
             rw.display()
         ),
@@ -187,7 +187,7 @@ fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
     assert!(!has(&o, "RO-WRITTEN") && !ro.join("new").exists());
     assert!(has(&o, "RW-WRITTEN"));
     assert_eq!(std::fs::read_to_string(rw.join("out")).unwrap(), "data\n");
-    assert!(has(&o, "TMP-WRITTEN") && has(&o, "CACHE-WRITTEN"));
+    assert!(has(&o, "TMP-WRITTEN") && has(&o, "CACHE-WRITTEN") && has(&o, "SCRATCH-WRITTEN"));
     assert!(!has(&o, "USR-WRITTEN") && !has(&o, "MOUNTED") && !has(&o, "HOSTNAME-SET"));
     assert!(
         !has(&o, "TMP-EXEC"),

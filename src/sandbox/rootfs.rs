@@ -230,42 +230,68 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
         flags: libc::MS_NOSUID | libc::MS_NOEXEC,
         data: c"newinstance,ptmxmode=0666,mode=0620".into(),
     });
-    // Paths on a tmpfs: their mount points now, then their binds.
+    for p in paths.read_write.iter().filter(|p| !on_tmpfs(p)) {
+        rw_bind(p, p, &mut fs, &inside)?;
+    }
+    // Paths on a tmpfs (as /tmp/app): each mount point right before its mount, parents first,
+    // so a tmpfs mounted on a tmpfs does not hide the mount points made for what goes on it.
+    let mut late_holes = late_holes;
+    late_holes.sort_by(|a, b| a.0.cmp(&b.0));
     for (p, hole) in &late_holes {
         mount_point(p, hole, &mut made, &mut fs.ops, &inside)?;
-    }
-    for (p, hole) in &late_holes {
-        if let Hole::ReadOnly(h) = hole {
-            fs.ops.push(Op::Bind {
-                src: c(h)?,
-                dst: inside(p)?,
-                recursive: true,
-            });
-            fs.ops.push(Op::Attr {
-                dst: inside(p)?,
-                set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
-                recursive: true,
-            });
-            fs.rules_for.push((p.clone(), Grant::Read));
+        match hole {
+            Hole::Tmpfs { mode } => {
+                fs.ops.push(Op::Mount {
+                    fstype: c"tmpfs",
+                    dst: inside(p)?,
+                    flags: libc::MS_NOSUID | libc::MS_NODEV,
+                    data: CString::new(format!("mode={mode},uid={uid},gid={gid}"))
+                        .map_err(|e| e.to_string())?,
+                });
+                fs.rules_for.push((p.clone(), Grant::ReadWrite));
+            }
+            Hole::ReadOnly(h) => {
+                fs.ops.push(Op::Bind {
+                    src: c(h)?,
+                    dst: inside(p)?,
+                    recursive: true,
+                });
+                fs.ops.push(Op::Attr {
+                    dst: inside(p)?,
+                    set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+                    recursive: true,
+                });
+                fs.rules_for.push((p.clone(), Grant::Read));
+            }
+            Hole::ReadWrite(h) => rw_bind(h, p, &mut fs, &inside)?,
+            Hole::Dev | Hole::Proc => {}
         }
-    }
-    for p in paths.read_write {
-        fs.ops.push(Op::Bind {
-            src: c(p)?,
-            dst: inside(p)?,
-            recursive: true,
-        });
-        fs.ops.push(Op::Attr {
-            dst: inside(p)?,
-            set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            recursive: true,
-        });
-        fs.rules_for.push((p.clone(), Grant::ReadWrite));
     }
     fs.rules_for.push(("/dev".into(), Grant::Device));
     fs.rules_for.push(("/dev/shm".into(), Grant::ReadWrite));
     fs.rules_for.push(("/proc".into(), Grant::Read));
     Ok(fs)
+}
+
+/// A writable bind of a host path.
+fn rw_bind(
+    host: &Path,
+    p: &Path,
+    fs: &mut RootFs,
+    inside: &dyn Fn(&Path) -> Result<CString, String>,
+) -> Result<(), String> {
+    fs.ops.push(Op::Bind {
+        src: c(host)?,
+        dst: inside(p)?,
+        recursive: true,
+    });
+    fs.ops.push(Op::Attr {
+        dst: inside(p)?,
+        set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        recursive: true,
+    });
+    fs.rules_for.push((p.to_path_buf(), Grant::ReadWrite));
+    Ok(())
 }
 
 /// The directories leading to a hole and its mount point (an empty file for a file).
@@ -337,6 +363,13 @@ fn place(
             made.insert(p.clone());
             fs.ops.push(Op::Mkdir(inside(&p)?));
             place(&h, &p, holes, fs, made, inside)?;
+        } else if !ft.is_dir() && !ft.is_file() {
+            // A bundle holds files, directories and links; a device node or socket here would
+            // be a tampered tree: never bind it into a sandbox.
+            return Err(format!(
+                "{}: not a regular file, directory or symbolic link; rebuild the bundle (`paddock bundle verify` checks it)",
+                h.display()
+            ));
         } else {
             fs.ops.push(if ft.is_dir() {
                 made.insert(p.clone());
@@ -470,4 +503,104 @@ pub fn add_rules(fs: &RootFs, rules: &mut Rules) -> Result<(), String> {
         rules.add(c(p)?, *g);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn describe(fs: &RootFs) -> Vec<String> {
+        fs.ops.iter().map(|o| o.describe(&fs.newroot)).collect()
+    }
+
+    #[test]
+    fn the_bundle_is_bound_whole_where_it_can_and_split_around_host_paths() {
+        let t = std::env::temp_dir().join(format!("paddock-rootfs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        let b = t.join("bundle");
+        for d in ["usr/bin", "usr/lib", "etc/nginx"] {
+            std::fs::create_dir_all(b.join(d)).unwrap();
+        }
+        std::fs::write(b.join("usr/bin/app"), "x").unwrap();
+        std::fs::write(b.join("etc/nginx/nginx.conf"), "x").unwrap();
+        std::os::unix::fs::symlink("usr/lib", b.join("lib")).unwrap();
+        let certs = PathBuf::from("/etc/ssl/certs");
+        let fs = build(
+            Path::new("/run/root"),
+            &b,
+            &Paths {
+                read_only: std::slice::from_ref(&certs),
+                read_write: &[],
+                tmpfs: &[PathBuf::from("/tmp/app")],
+                owner: (1000, 1000),
+            },
+        )
+        .unwrap();
+        let d = describe(&fs);
+        let pos = |what: &str| {
+            d.iter()
+                .position(|x| x == what)
+                .unwrap_or_else(|| panic!("{what} not in {d:#?}"))
+        };
+        assert_eq!(d[0], "mount tmpfs on /");
+        // usr holds no host path: bound whole. etc holds /etc/ssl/certs: rebuilt one level down.
+        assert!(d.contains(&format!("bind {}/usr on /usr", b.display())));
+        assert!(d.contains(&format!("bind {}/etc/nginx on /etc/nginx", b.display())));
+        assert!(
+            !d.iter()
+                .any(|x| x.starts_with(&format!("bind {}/etc on", b.display())))
+        );
+        assert!(d.contains(&"symlink /lib".to_string()));
+        assert!(pos("mkdir /etc/ssl") < pos("mkdir /etc/ssl/certs"));
+        assert!(pos("mkdir /etc/ssl/certs") < pos("bind /etc/ssl/certs on /etc/ssl/certs"));
+        // Read-only binds come before the tree is sealed; /tmp and what is on it after.
+        let seal = pos("make / read-only/nosuid");
+        assert!(pos("bind /etc/ssl/certs on /etc/ssl/certs") < seal);
+        assert!(pos("mount proc on /proc") < seal);
+        assert!(seal < pos("mount tmpfs on /tmp"));
+        assert!(pos("mount tmpfs on /tmp") < pos("mount tmpfs on /tmp/app"));
+        assert!(seal < pos("mount devpts on /dev/pts"));
+        // Landlock: the bundle's entries read+execute, the host path read.
+        assert!(
+            fs.rules_for
+                .contains(&(PathBuf::from("/usr"), Grant::ReadExec))
+        );
+        assert!(fs.rules_for.contains(&(certs.clone(), Grant::Read)));
+        assert!(
+            fs.rules_for
+                .contains(&(PathBuf::from("/tmp/app"), Grant::ReadWrite))
+        );
+        // A host path under a link of the bundle is refused; so is a FIFO in the tree.
+        let e = build(
+            Path::new("/run/root"),
+            &b,
+            &Paths {
+                read_only: &[PathBuf::from("/lib/x")],
+                read_write: &[],
+                tmpfs: &[],
+                owner: (0, 0),
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("/lib is a symbolic link in the bundle"), "{e}");
+        let fifo =
+            std::ffi::CString::new(b.join("usr/bin/pipe").as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        std::fs::remove_dir_all(b.join("etc")).unwrap();
+        let e = build(
+            Path::new("/run/root"),
+            &b,
+            &Paths {
+                read_only: &[PathBuf::from("/usr/bin/x")],
+                read_write: &[],
+                tmpfs: &[],
+                owner: (0, 0),
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("not a regular file"), "{e}");
+        let _ = std::fs::remove_dir_all(&t);
+    }
 }

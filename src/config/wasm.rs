@@ -30,14 +30,30 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
-/// `[limits]`: the same keys for every level. This build enforces them for `wasm` only; the
-/// other levels refuse them until they can honour them.
+/// `[limits]`: the same keys for every level. `memory` and `cpu` apply to every level (a
+/// cgroup for native apps, the store's limits for wasm); `pids` (a cgroup's pids.max) and
+/// `nofile` (RLIMIT_NOFILE) are for native apps only.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Limits {
-    /// Bytes of linear memory and tables.
+    /// Bytes: a cgroup's memory.max (native), linear memory and tables (wasm).
     pub memory: Option<u64>,
-    /// Share of one CPU core, in (0, 1].
+    /// CPU cores: a cgroup's quota (native), a share of one core in (0, 1] (wasm).
     pub cpu: Option<f64>,
+    /// Processes and threads in the app's cgroup.
+    pub pids: Option<u64>,
+    /// Open-file limit (soft = hard) of the app's processes.
+    pub nofile: Option<u64>,
+}
+
+impl Limits {
+    /// The part cgroups enforce.
+    pub fn cgroup(&self) -> crate::cgroup::CgLimits {
+        crate::cgroup::CgLimits {
+            memory: self.memory,
+            cpu: self.cpu,
+            pids: self.pids,
+        }
+    }
 }
 
 /// A directory the guest sees.
@@ -92,6 +108,8 @@ pub(super) struct RawWasm {
 pub(super) struct RawLimits {
     memory: Option<Spanned<Size>>,
     cpu: Option<Spanned<f64>>,
+    pids: Option<Spanned<i64>>,
+    nofile: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -147,10 +165,34 @@ pub(super) fn parse_limits(cx: &mut FileCtx, raw: Option<&Spanned<RawLimits>>) -
             l.cpu = Some(v);
         }
     }
+    if let Some(p) = &raw.get_ref().pids {
+        let v = *p.get_ref();
+        if !(1..=4_194_304).contains(&v) {
+            cx.err_at(
+                Some(p.span()),
+                "limits.pids",
+                "must be a number of processes (and threads) from 1 to 4194304, as in 64",
+            );
+        } else {
+            l.pids = Some(v as u64);
+        }
+    }
+    if let Some(n) = &raw.get_ref().nofile {
+        let v = *n.get_ref();
+        if !(3..=1 << 30).contains(&v) {
+            cx.err_at(
+                Some(n.span()),
+                "limits.nofile",
+                "must be a number of open files from 3 to 1073741824, as in 1024",
+            );
+        } else {
+            l.nofile = Some(v as u64);
+        }
+    }
     l
 }
 
-/// A native app (level `none`) with wasm-only keys, or `[limits]` it cannot honour yet.
+/// A native app (level `none` or `bundle`) with wasm-only keys.
 pub(super) fn refuse_for_native(cx: &mut FileCtx, k: &RawWasmKeys, level: Isolation) {
     let level = level.as_str();
     if let Some(m) = k.module {
@@ -180,22 +222,6 @@ pub(super) fn refuse_for_native(cx: &mut FileCtx, k: &RawWasmKeys, level: Isolat
             "sandbox",
             format!("the [sandbox] table is honoured only by isolation = \"wasm\" in this build; isolation = \"{level}\" cannot restrict the network yet"),
         );
-    }
-    if let Some(r) = k.limits {
-        let raw = r.get_ref();
-        let mut one = |span: Option<std::ops::Range<usize>>, key: &str| {
-            cx.err_at(
-                span,
-                key,
-                format!("not enforced for isolation = \"{level}\" in this build of paddock (no cgroup support yet); only isolation = \"wasm\" honours [limits]: remove it rather than run without the limit"),
-            );
-        };
-        if let Some(m) = &raw.memory {
-            one(Some(m.span()), "limits.memory");
-        }
-        if let Some(c) = &raw.cpu {
-            one(Some(c.span()), "limits.cpu");
-        }
     }
 }
 
@@ -389,6 +415,22 @@ pub(super) fn parse_wasm(
                 "a wasm app's memory cannot exceed 4GiB (the wasm32 address space)",
             );
             ok = false;
+        }
+    }
+    if let Some(r) = k.limits {
+        let raw = r.get_ref();
+        for (span, key) in [
+            (raw.pids.as_ref().map(|p| p.span()), "limits.pids"),
+            (raw.nofile.as_ref().map(|n| n.span()), "limits.nofile"),
+        ] {
+            if span.is_some() {
+                cx.err_at(
+                    span,
+                    key,
+                    "a wasm app runs inside paddock's process: it has no processes or file descriptors of its own to limit (its limits are memory and cpu)",
+                );
+                ok = false;
+            }
         }
     }
     if let (Some(cpu), Some(r)) = (limits.cpu, k.limits) {

@@ -25,13 +25,16 @@ pub enum Step {
     Setgid,
     Setuid,
     Exec,
+    JoinCgroup,
+    Nofile,
 }
 
 impl Step {
     fn from_u8(n: u8) -> Option<Step> {
         use Step::*;
         [
-            Session, Signals, Stdio, Chdir, Setgroups, Setgid, Setuid, Exec,
+            Session, Signals, Stdio, Chdir, Setgroups, Setgid, Setuid, Exec, JoinCgroup,
+            Nofile,
         ]
         .into_iter()
         .find(|s| *s as u8 == n)
@@ -46,6 +49,8 @@ impl Step {
             Step::Setgid => "setgid",
             Step::Setuid => "setuid",
             Step::Exec => "execve",
+            Step::JoinCgroup => "join cgroup",
+            Step::Nofile => "setrlimit RLIMIT_NOFILE",
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct Prepared {
     envp_ptrs: Vec<*const libc::c_char>,
     workdir: Option<CString>,
     creds: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    /// `[limits] nofile`: soft and hard RLIMIT_NOFILE (instead of paddock's original limit).
+    nofile: Option<u64>,
 }
 
 // The raw pointers point into the CStrings owned by the same struct, which never change.
@@ -185,6 +192,7 @@ impl Prepared {
             envp_ptrs,
             workdir,
             creds,
+            nofile: spec.limits.nofile,
         })
     }
 }
@@ -265,7 +273,7 @@ fn errno() -> i32 {
 }
 
 /// The child side. Only async-signal-safe libc calls: no allocation, no locks.
-unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool) -> ! {
+unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool, join: &[RawFd]) -> ! {
     unsafe fn fail(report: RawFd, step: Step) -> ! {
         let e = errno();
         let mut msg = [0u8; 5];
@@ -277,6 +285,14 @@ unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool) -> ! {
         }
     }
     unsafe {
+        // Into the app's cgroups first, before anything is allocated or exec'd (memory is
+        // charged to the cgroup a process is in when it is touched), and while the descriptor
+        // table is still shared with paddock, which holds the `cgroup.procs` descriptors.
+        for &fd in join {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(report, Step::JoinCgroup);
+            }
+        }
         if slots
             && libc::syscall(
                 libc::SYS_close_range,
@@ -316,7 +332,15 @@ unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool) -> ! {
             }
         }
         let soft = CHILD_NOFILE[0].load(std::sync::atomic::Ordering::Relaxed);
-        if soft != u64::MAX {
+        if let Some(n) = p.nofile {
+            let rl = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) < 0 {
+                fail(report, Step::Nofile);
+            }
+        } else if soft != u64::MAX {
             let rl = libc::rlimit {
                 rlim_cur: soft,
                 rlim_max: CHILD_NOFILE[1].load(std::sync::atomic::Ordering::Relaxed),
@@ -378,6 +402,7 @@ fn decode_report(p: &Prepared, msg: &[u8]) -> Result<(), SpawnError> {
     let step = Step::from_u8(msg[0]);
     let detail = match step {
         Some(Step::Exec) => p.path.to_string_lossy().into_owned(),
+        Some(Step::Nofile) => format!("nofile = {}", p.nofile.unwrap_or(0)),
         Some(Step::Chdir) => p
             .workdir
             .as_ref()
@@ -420,13 +445,14 @@ struct ChildArgs<'a> {
     io: &'a Stdio,
     report: RawFd,
     slots: bool,
+    join: &'a [RawFd],
 }
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points to the ChildArgs on the parent's stack, which is suspended (vfork)
     // until this child execs or exits.
     let a = unsafe { &*(arg as *const ChildArgs) };
-    unsafe { child(a.p, a.io, a.report, a.slots) }
+    unsafe { child(a.p, a.io, a.report, a.slots, a.join) }
 }
 
 /// The child's stack: it runs a few syscalls only.
@@ -445,6 +471,13 @@ const CHILD_STACK: usize = 64 * 1024;
 /// The child is never waited for here: the caller's reaper owns every exit status (a child whose
 /// exec failed exits 127 and is reaped like any pid unknown to the app table).
 pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
+    spawn_joined(p, io, &[])
+}
+
+/// [`spawn`], with the child joining cgroups before anything else: `join` holds paddock's
+/// descriptors of each cgroup's `cgroup.procs` (opened O_WRONLY once per app), and the child
+/// writes "0" to each. A failure is reported as the step "join cgroup".
+pub fn spawn_joined(p: &Prepared, io: &Stdio, join: &[RawFd]) -> Result<libc::pid_t, SpawnError> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError {
         step: None,
         errno: e,
@@ -482,6 +515,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
             io: &slot_io,
             report: SLOT_REPORT,
             slots,
+            join,
         }
     } else {
         ChildArgs {
@@ -489,6 +523,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
             io,
             report: wr.as_raw_fd(),
             slots,
+            join,
         }
     };
     let pid = unsafe {

@@ -772,11 +772,6 @@ tcp_connect = ["10.0.0.0/8:*"]
 
     #[test]
     fn native_apps_refuse_what_they_cannot_honour() {
-        let e = err("command = [\"/bin/true\"]\n[limits]\nmemory = \"64MiB\"\n");
-        assert!(
-            e.contains(":3:10: key `limits.memory`: not enforced for isolation = \"none\""),
-            "{e}"
-        );
         let e = err("command = [\"/bin/true\"]\nmodule = \"m.wasm\"\nargs = []\n");
         assert!(
             e.contains("key `module`: only wasm apps") && e.contains("key `args`"),
@@ -786,6 +781,37 @@ tcp_connect = ["10.0.0.0/8:*"]
         assert!(e.contains("key `sandbox`"), "{e}");
         let e = err("command = [\"/bin/true\"]\n[wasm]\nfuel = 1\n");
         assert!(e.contains("key `wasm`"), "{e}");
+    }
+
+    #[test]
+    fn native_limits() {
+        let d = scratch();
+        let file = d.join("app.toml");
+        std::fs::write(
+            &file,
+            "command = [\"/bin/true\"]\n[limits]\nmemory = \"256MiB\"\ncpu = 1.5\npids = 64\nnofile = 1024\n",
+        )
+        .unwrap();
+        let a = super::super::load_file(&file).unwrap();
+        assert_eq!(a.limits.memory, Some(256 << 20));
+        assert_eq!(a.limits.cpu, Some(1.5));
+        assert_eq!(a.limits.pids, Some(64));
+        assert_eq!(a.limits.nofile, Some(1024));
+        let _ = std::fs::remove_dir_all(&d);
+        let n = "command = [\"/bin/true\"]\n[limits]\n";
+        let e = err(&format!("{n}pids = -1\n"));
+        assert!(e.contains(":3:8: key `limits.pids`: must be a number of processes"), "{e}");
+        let e = err(&format!("{n}pids = 0\n"));
+        assert!(e.contains("key `limits.pids`"), "{e}");
+        let e = err(&format!("{n}nofile = \"x\"\n"));
+        assert!(e.contains(":3:10:") && e.contains("limits.nofile"), "{e}");
+        let e = err(&format!("{n}memory = \"12 parsecs\"\n"));
+        assert!(e.contains(":3:10:") && e.contains("limits.memory"), "{e}");
+        let e = err(&format!("{n}cpu = 0\n"));
+        assert!(e.contains(":3:7: key `limits.cpu`: must be a share"), "{e}");
+        let w = "isolation = \"wasm\"\nmodule = \"m.wasm\"\n[limits]\n";
+        let e = err(&format!("{w}pids = 4\n"));
+        assert!(e.contains("key `limits.pids`: a wasm app runs inside paddock's process"), "{e}");
     }
 
     #[test]

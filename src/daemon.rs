@@ -582,12 +582,18 @@ impl Supervisor {
         if let (ReadyWhen::Fd { fd }, Some(w)) = (&app.spec.readiness.when, &app.ready_w) {
             io.extra = Some((w.as_raw_fd(), *fd));
         }
-        let pid = native::spawn_joined(&prepared, &io, &join).map_err(|e| match (&e.step, &app.cgroup) {
-            (Some(native::Step::JoinCgroup), Some(cg)) => format!(
-                "{e} ({}; paddock must be able to write each cgroup.procs)",
-                cg.paths().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-            ),
-            _ => e.to_string(),
+        let pid = native::spawn_joined(&prepared, &io, &join).map_err(|e| {
+            match (&e.step, &app.cgroup) {
+                (Some(native::Step::JoinCgroup), Some(cg)) => format!(
+                    "{e} ({}; paddock must be able to write each cgroup.procs)",
+                    cg.paths()
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => e.to_string(),
+            }
         })?;
         app.pid = Some(pid);
         app.pgid = Some(pid);
@@ -1065,7 +1071,10 @@ impl Supervisor {
         if let Some(app) = self.apps[idx].as_mut() {
             app.pid = None;
             if exit == Exit::Signal(libc::SIGKILL)
-                && app.cgroup.as_mut().is_some_and(|c| c.oom_killed_since_start())
+                && app
+                    .cgroup
+                    .as_mut()
+                    .is_some_and(|c| c.oom_killed_since_start())
             {
                 exit = Exit::OomKilled;
                 eprintln!(
@@ -1635,7 +1644,11 @@ impl Supervisor {
         s.push_str("# HELP paddock_app_memory_limit_bytes [limits] memory of the app.\n# TYPE paddock_app_memory_limit_bytes gauge\n");
         for a in &apps {
             if let Some(m) = a.spec.limits.memory {
-                let _ = writeln!(s, "paddock_app_memory_limit_bytes{{app=\"{}\"}} {m}", a.name);
+                let _ = writeln!(
+                    s,
+                    "paddock_app_memory_limit_bytes{{app=\"{}\"}} {m}",
+                    a.name
+                );
             }
         }
         s.push_str("# HELP paddock_app_cpu_limit_cores [limits] cpu of the app.\n# TYPE paddock_app_cpu_limit_cores gauge\n");

@@ -271,7 +271,10 @@ pub fn print(r: &Report) {
         if c.limit_controllers.is_empty() {
             "none usable: an app with [limits] memory, cpu or pids is refused".to_string()
         } else {
-            format!("{} (for [limits] of native apps)", c.limit_controllers.join(" "))
+            format!(
+                "{} (for [limits] of native apps)",
+                c.limit_controllers.join(" ")
+            )
         }
     );
     if !c.app_cgroups.is_empty() {

@@ -423,7 +423,8 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
                     "cpu {}{}",
                     a.cpu_usec
                         .map_or("-".into(), |u| format!("{:.2}s", u as f64 / 1e6)),
-                    l.cpu.map_or(String::new(), |c| format!(" (limit {c} cores)"))
+                    l.cpu
+                        .map_or(String::new(), |c| format!(" (limit {c} cores)"))
                 ));
             }
             if a.pids.is_some() || l.pids.is_some() {

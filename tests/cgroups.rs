@@ -91,12 +91,18 @@ fn a_memory_hog_is_oom_killed_and_reported_and_the_rest_carries_on() {
     assert_eq!((s.state.as_str(), s.pid), ("READY", before.pid));
     assert!(alive(p.pid()));
     let m = p.client.request("GET", "/metrics", None).unwrap().body;
-    assert!(m.contains("paddock_app_last_exit_code{app=\"hog\"} 137"), "{m}");
+    assert!(
+        m.contains("paddock_app_last_exit_code{app=\"hog\"} 137"),
+        "{m}"
+    );
 }
 
 #[test]
 fn a_fork_bomb_is_bounded_by_pids_and_killed_at_stop() {
-    if !can("a_fork_bomb_is_bounded_by_pids_and_killed_at_stop", &["pids"]) {
+    if !can(
+        "a_fork_bomb_is_bounded_by_pids_and_killed_at_stop",
+        &["pids"],
+    ) {
         return;
     }
     let s = Scratch::new("cg-pids-out");
@@ -109,7 +115,11 @@ fn a_fork_bomb_is_bounded_by_pids_and_killed_at_stop() {
     wait_for(Duration::from_secs(30), "the bomb's count", || {
         std::fs::read_to_string(&out).is_ok_and(|s| !s.is_empty())
     });
-    let n: u32 = std::fs::read_to_string(&out).unwrap().trim().parse().unwrap();
+    let n: u32 = std::fs::read_to_string(&out)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!((1..16).contains(&n), "{n} forks succeeded with pids = 16");
     let a = p.app("bomb");
     assert!(a.pids.is_some_and(|x| x <= 16), "{a:?}");
@@ -137,8 +147,20 @@ fn a_busy_loop_gets_about_its_cpu_quota() {
     let u1 = p.app("spin").cpu_usec.expect("cpu usage");
     let cores = (u1 - u0) as f64 / 1e6 / t0.elapsed().as_secs_f64();
     // The quota is 20 ms per 100 ms period; allow for period boundaries.
-    assert!(cores > 0.0 && cores < 0.3, "used {cores:.3} cores with cpu = 0.2");
-    let q = read(&cg_file(&p, "spin", "cpu", if detect().layout == Layout::V2 { "cpu.max" } else { "cpu.cfs_quota_us" }));
+    assert!(
+        cores > 0.0 && cores < 0.3,
+        "used {cores:.3} cores with cpu = 0.2"
+    );
+    let q = read(&cg_file(
+        &p,
+        "spin",
+        "cpu",
+        if detect().layout == Layout::V2 {
+            "cpu.max"
+        } else {
+            "cpu.cfs_quota_us"
+        },
+    ));
     assert!(q.starts_with("20000"), "{q}");
 }
 
@@ -190,14 +212,19 @@ fn stop_and_restart_kill_an_escaped_grandchild() {
     assert!(alive(g1));
     let r = p.cli(&["restart", "esc"]);
     assert!(r.status.success(), "{r:?}");
-    assert!(!alive(g1), "the old instance's grandchild survived a restart");
+    assert!(
+        !alive(g1),
+        "the old instance's grandchild survived a restart"
+    );
     let g2 = grandchild(Some(g1));
     let other = p.app("other").pid;
     let r = p.cli(&["stop", "esc"]);
     assert!(r.status.success(), "{r:?}");
-    wait_for(Duration::from_secs(5), "the escaped grandchild to die", || {
-        !alive(g2)
-    });
+    wait_for(
+        Duration::from_secs(5),
+        "the escaped grandchild to die",
+        || !alive(g2),
+    );
     assert_eq!(p.app("other").pid, other);
     assert!(other.is_some_and(alive));
 }
@@ -250,7 +277,10 @@ fn usage_is_in_the_api_and_metrics_and_nothing_leaks_at_shutdown() {
     }
     let st = p.cli(&["status", "u"]);
     let text = String::from_utf8_lossy(&st.stdout).to_string();
-    assert!(text.contains("MEMORY") && text.contains("of 64M") && text.contains("pids 2 of 32"), "{text}");
+    assert!(
+        text.contains("MEMORY") && text.contains("of 64M") && text.contains("pids 2 of 32"),
+        "{text}"
+    );
 
     // update with new limits applies them.
     p.write_app("u", &app.replace("pids = 32", "pids = 40"));
@@ -263,11 +293,21 @@ fn usage_is_in_the_api_and_metrics_and_nothing_leaks_at_shutdown() {
 
     let dir = PathBuf::from(p.app("u").cgroup.unwrap());
     let base = dir.parent().unwrap().to_path_buf();
-    let pids_base = cg_file(&p, "u", "pids", "x").parent().unwrap().parent().unwrap().to_path_buf();
+    let pids_base = cg_file(&p, "u", "pids", "x")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     assert!(p.shutdown().success());
     for b in [&base, &pids_base] {
         let subdirs: Vec<_> = std::fs::read_dir(b)
-            .map(|d| d.flatten().filter(|e| e.path().is_dir()).map(|e| e.path()).collect())
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.path())
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(
             subdirs.is_empty() || subdirs.iter().all(|d| d.ends_with(".supervisor")),
@@ -288,7 +328,9 @@ fn a_removed_app_loses_its_cgroup() {
     std::fs::remove_file(p.apps_dir().join("gone.toml")).unwrap();
     let r = p.cli(&["update"]);
     assert!(r.status.success(), "{r:?}");
-    wait_for(Duration::from_secs(10), "the cgroup to go", || !dir.exists());
+    wait_for(Duration::from_secs(10), "the cgroup to go", || {
+        !dir.exists()
+    });
 }
 
 #[test]
@@ -308,7 +350,10 @@ fn v2_controllers_are_used_where_the_host_has_them() {
     let p = Paddock::with_apps("cg-v2", &[("v", app)]).start();
     p.wait_state("v", "READY", Duration::from_secs(10));
     let dir = PathBuf::from(p.app("v").cgroup.unwrap());
-    assert_eq!(read(&dir.join("memory.max")).trim(), (48u64 << 20).to_string());
+    assert_eq!(
+        read(&dir.join("memory.max")).trim(),
+        (48u64 << 20).to_string()
+    );
     assert_eq!(read(&dir.join("cpu.max")).trim(), "25000 100000");
     assert_eq!(read(&dir.join("pids.max")).trim(), "9");
     assert!(dir.join("cgroup.kill").exists());
@@ -318,10 +363,22 @@ fn v2_controllers_are_used_where_the_host_has_them() {
 fn bad_limits_are_precise_config_errors() {
     let s = Scratch::new("cg-bad");
     for (name, body, want) in [
-        ("p", "pids = -1\n", "p.toml:3:8: key `limits.pids`: must be a number of processes"),
+        (
+            "p",
+            "pids = -1\n",
+            "p.toml:3:8: key `limits.pids`: must be a number of processes",
+        ),
         ("n", "nofile = \"x\"\n", "n.toml:3:10: key `limits.nofile`"),
-        ("m", "memory = \"12 parsecs\"\n", "m.toml:3:10: key `limits.memory`"),
-        ("c", "cpu = 0\n", "c.toml:3:7: key `limits.cpu`: must be a share"),
+        (
+            "m",
+            "memory = \"12 parsecs\"\n",
+            "m.toml:3:10: key `limits.memory`",
+        ),
+        (
+            "c",
+            "cpu = 0\n",
+            "c.toml:3:7: key `limits.cpu`: must be a share",
+        ),
     ] {
         std::fs::write(
             s.path().join(format!("{name}.toml")),

@@ -90,7 +90,9 @@ fn unescape(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(u8::is_ascii_digit) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
+            let v = (b[i + 1] - b'0') as u32 * 64
+                + (b[i + 2] - b'0') as u32 * 8
+                + (b[i + 3] - b'0') as u32;
             out.push(v as u8);
             i += 4;
         } else {
@@ -212,7 +214,9 @@ pub fn detect_from(
     let mounts = parse_mountinfo(mountinfo);
     let members = parse_proc_cgroup(proc_cgroup);
     let v2 = mounts.iter().find(|m| m.v2).and_then(|m| {
-        let own = members.iter().find(|c| c.id == 0 && c.controllers.is_empty())?;
+        let own = members
+            .iter()
+            .find(|c| c.id == 0 && c.controllers.is_empty())?;
         Some((m.point.clone(), dir_in(m, &own.path)))
     });
     let mut v1: Vec<Hier> = vec![];
@@ -223,7 +227,9 @@ pub fn detect_from(
         if v1.iter().any(|h| h.controllers == m.controllers) {
             continue; // the same hierarchy mounted twice
         }
-        let Some(own) = members.iter().find(|c| c.id != 0 && c.controllers == m.controllers)
+        let Some(own) = members
+            .iter()
+            .find(|c| c.id != 0 && c.controllers == m.controllers)
         else {
             continue;
         };
@@ -330,12 +336,18 @@ pub fn detect() -> Host {
 }
 
 pub(crate) fn read(p: &Path) -> Result<String, String> {
-    std::fs::read_to_string(p).map_err(|e| format!("{}: {}", p.display(), crate::util::io_reason(&e)))
+    std::fs::read_to_string(p)
+        .map_err(|e| format!("{}: {}", p.display(), crate::util::io_reason(&e)))
 }
 
 pub(crate) fn write(p: &Path, s: &str) -> Result<(), String> {
-    std::fs::write(p, s)
-        .map_err(|e| format!("writing \"{s}\" to {}: {}", p.display(), crate::util::io_reason(&e)))
+    std::fs::write(p, s).map_err(|e| {
+        format!(
+            "writing \"{s}\" to {}: {}",
+            p.display(),
+            crate::util::io_reason(&e)
+        )
+    })
 }
 
 fn mkdir(p: &Path) -> Result<(), String> {
@@ -372,7 +384,8 @@ pub struct Cgroups {
     pub notes: Vec<String>,
 }
 
-const ROOT_HINT: &str = "run paddock as root, or in a cgroup delegated to it (systemd: Delegate=yes)";
+const ROOT_HINT: &str =
+    "run paddock as root, or in a cgroup delegated to it (systemd: Delegate=yes)";
 
 impl Cgroups {
     /// Nothing: apps run without cgroups (and a limit is refused).
@@ -413,7 +426,9 @@ impl Cgroups {
 
     fn init_v2(&mut self, name: &str) -> Result<(), String> {
         let Some((mount, own)) = self.host.v2.clone() else {
-            return Err("cgroup2 is mounted but paddock's own cgroup is not in /proc/self/cgroup".into());
+            return Err(
+                "cgroup2 is mounted but paddock's own cgroup is not in /proc/self/cgroup".into(),
+            );
         };
         let base = own.join(name);
         mkdir(&base).map_err(|e| format!("{e} ({ROOT_HINT})"))?;
@@ -443,13 +458,19 @@ impl Cgroups {
             })();
             match r {
                 Ok(on) => enabled = on,
-                Err(e) => self
-                    .notes
-                    .push(format!("cannot enable controllers {} for apps: {e}", wanted.join(" "))),
+                Err(e) => self.notes.push(format!(
+                    "cannot enable controllers {} for apps: {e}",
+                    wanted.join(" ")
+                )),
             }
         }
         enabled.retain(|c| v2::WANTED.contains(&c.as_str()));
-        self.bases.push((Kind::V2 { controllers: enabled }, base));
+        self.bases.push((
+            Kind::V2 {
+                controllers: enabled,
+            },
+            base,
+        ));
         Ok(())
     }
 
@@ -475,7 +496,10 @@ impl Cgroups {
             }
         }
         if self.bases.is_empty() {
-            return Err("no usable cgroup hierarchy (paddock uses memory, cpu, cpuacct, pids, freezer)".into());
+            return Err(
+                "no usable cgroup hierarchy (paddock uses memory, cpu, cpuacct, pids, freezer)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -515,13 +539,19 @@ impl Cgroups {
         let mut s = match self.host.layout {
             Layout::V2 => format!(
                 "cgroup: v2 at {}, controllers {ctl}",
-                self.host.v2.as_ref().map_or(String::new(), |(m, _)| m.display().to_string())
+                self.host
+                    .v2
+                    .as_ref()
+                    .map_or(String::new(), |(m, _)| m.display().to_string())
             ),
             l => format!(
                 "cgroup: {} (v1 controllers{}), controllers {ctl}",
                 l.as_str(),
                 match &self.host.v2 {
-                    Some((m, _)) => format!("; cgroup2 without controllers at {} for membership and kill", m.display()),
+                    Some((m, _)) => format!(
+                        "; cgroup2 without controllers at {} for membership and kill",
+                        m.display()
+                    ),
                     None => String::new(),
                 }
             ),
@@ -559,7 +589,11 @@ impl Cgroups {
                     let mut w = format!(
                         "the {ctl} controller is not available to paddock ({} layout; usable: {})",
                         self.host.layout.as_str(),
-                        if have.is_empty() { "none".into() } else { have.join(" ") }
+                        if have.is_empty() {
+                            "none".into()
+                        } else {
+                            have.join(" ")
+                        }
                     );
                     for n in &self.notes {
                         w.push_str("; ");
@@ -604,7 +638,10 @@ impl Cgroups {
             return Err(format!(
                 "cgroup {} already holds processes ({}): left over from an earlier paddock, or another paddock uses the same cgroup name (set PADDOCK_CGROUP_NAME); stop them first",
                 cg.dirs[0].path.display(),
-                left.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+                left.iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ));
         }
         cg.apply(limits)?;
@@ -615,7 +652,11 @@ impl Cgroups {
             let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
             if fd < 0 {
                 let e = std::io::Error::last_os_error();
-                return Err(format!("{}: {}", path.display(), crate::util::io_reason(&e)));
+                return Err(format!(
+                    "{}: {}",
+                    path.display(),
+                    crate::util::io_reason(&e)
+                ));
             }
             cg.procs.push(unsafe { OwnedFd::from_raw_fd(fd) });
         }
@@ -680,17 +721,20 @@ impl AppCgroup {
             let v2 = matches!(d.kind, Kind::V2 { .. });
             if d.has("memory") && (l.memory.is_some() || self.limits.memory.is_some()) {
                 let r = if v2 {
-                    write(&p.join("memory.max"), &l.memory.map_or("max".into(), |m| m.to_string()))
-                        .and_then(|()| {
-                            // No swap beyond the limit; absent without swap accounting.
-                            let sw = p.join("memory.swap.max");
-                            if sw.exists() {
-                                let v = if l.memory.is_some() { "0" } else { "max" };
-                                write(&sw, v)
-                            } else {
-                                Ok(())
-                            }
-                        })
+                    write(
+                        &p.join("memory.max"),
+                        &l.memory.map_or("max".into(), |m| m.to_string()),
+                    )
+                    .and_then(|()| {
+                        // No swap beyond the limit; absent without swap accounting.
+                        let sw = p.join("memory.swap.max");
+                        if sw.exists() {
+                            let v = if l.memory.is_some() { "0" } else { "max" };
+                            write(&sw, v)
+                        } else {
+                            Ok(())
+                        }
+                    })
                 } else {
                     v1::set_memory(p, l.memory)
                 };
@@ -698,7 +742,10 @@ impl AppCgroup {
             }
             if d.has("cpu") && (l.cpu.is_some() || self.limits.cpu.is_some()) {
                 let r = if v2 {
-                    write(&p.join("cpu.max"), &l.cpu.map_or("max 100000".into(), v2::cpu_max))
+                    write(
+                        &p.join("cpu.max"),
+                        &l.cpu.map_or("max 100000".into(), v2::cpu_max),
+                    )
                 } else {
                     v1::set_cpu(p, l.cpu)
                 };
@@ -706,7 +753,10 @@ impl AppCgroup {
             }
             if d.has("pids") && (l.pids.is_some() || self.limits.pids.is_some()) {
                 let r = if v2 {
-                    write(&p.join("pids.max"), &l.pids.map_or("max".into(), |n| n.to_string()))
+                    write(
+                        &p.join("pids.max"),
+                        &l.pids.map_or("max".into(), |n| n.to_string()),
+                    )
                 } else {
                     v1::set_pids(p, l.pids)
                 };
@@ -742,6 +792,9 @@ impl AppCgroup {
             if k.exists() {
                 return write(&k, "1");
             }
+        }
+        if self.members().is_empty() {
+            return Ok(());
         }
         let freezer = self.dirs.iter().find(|d| d.has("freezer"));
         if let Some(f) = freezer {
@@ -781,8 +834,12 @@ impl AppCgroup {
             if t.elapsed() > within {
                 return Err(format!(
                     "processes of the previous instance are still in cgroup {} after SIGKILL: {}",
-                    self.main_dir().map_or(String::new(), |d| d.path.display().to_string()),
-                    m.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+                    self.main_dir()
+                        .map_or(String::new(), |d| d.path.display().to_string()),
+                    m.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
                 ));
             }
             std::thread::sleep(std::time::Duration::from_micros(500));
@@ -824,7 +881,11 @@ impl AppCgroup {
         for d in &self.dirs {
             let v2 = matches!(d.kind, Kind::V2 { .. });
             if d.has("memory") && u.memory_bytes.is_none() {
-                let f = if v2 { "memory.current" } else { "memory.usage_in_bytes" };
+                let f = if v2 {
+                    "memory.current"
+                } else {
+                    "memory.usage_in_bytes"
+                };
                 u.memory_bytes = rd(d.path.join(f)).and_then(|s| v2::number_or_max(&s));
             }
             if d.has("pids") && u.pids.is_none() {
@@ -833,7 +894,8 @@ impl AppCgroup {
             if u.cpu_usec.is_none() {
                 if d.is_v2() {
                     // cpu.stat's usage_usec exists on every cgroup2 directory, controller or not.
-                    u.cpu_usec = rd(d.path.join("cpu.stat")).and_then(|s| v2::keyed(&s, "usage_usec"));
+                    u.cpu_usec =
+                        rd(d.path.join("cpu.stat")).and_then(|s| v2::keyed(&s, "usage_usec"));
                 } else if d.has("cpuacct") {
                     u.cpu_usec = rd(d.path.join("cpuacct.usage"))
                         .and_then(|s| v2::number_or_max(&s))
@@ -866,7 +928,11 @@ impl AppCgroup {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
             if let Some(e) = last {
-                errs.push(format!("rmdir {}: {}", d.path.display(), crate::util::io_reason(&e)));
+                errs.push(format!(
+                    "rmdir {}: {}",
+                    d.path.display(),
+                    crate::util::io_reason(&e)
+                ));
             }
         }
         if errs.is_empty() {
@@ -915,7 +981,10 @@ mod tests {
         assert_eq!(h.layout, Layout::Hybrid);
         assert_eq!(
             h.v2,
-            Some(("/sys/fs/cgroup/unified".into(), "/sys/fs/cgroup/unified".into()))
+            Some((
+                "/sys/fs/cgroup/unified".into(),
+                "/sys/fs/cgroup/unified".into()
+            ))
         );
         assert!(h.v2_controllers.is_empty());
         let mem = h.v1.iter().find(|x| x.controllers == ["memory"]).unwrap();
@@ -958,7 +1027,10 @@ mod tests {
         let h = detect_from(mi, pc, |_| unreachable!());
         assert_eq!(h.layout, Layout::V1);
         assert!(h.v2.is_none());
-        let cpu = h.v1.iter().find(|x| x.controllers == ["cpu", "cpuacct"]).unwrap();
+        let cpu =
+            h.v1.iter()
+                .find(|x| x.controllers == ["cpu", "cpuacct"])
+                .unwrap();
         assert_eq!(cpu.own, Path::new("/sys/fs/cgroup/cpu,cpuacct"));
         let mem = h.v1.iter().find(|x| x.controllers == ["memory"]).unwrap();
         assert_eq!(mem.own, Path::new("/sys/fs/cgroup/memory/sub"));
@@ -969,7 +1041,9 @@ mod tests {
 
     #[test]
     fn no_cgroups() {
-        let h = detect_from("20 1 8:1 / / rw - ext4 /dev/sda1 rw\n", "", |_| String::new());
+        let h = detect_from("20 1 8:1 / / rw - ext4 /dev/sda1 rw\n", "", |_| {
+            String::new()
+        });
         assert_eq!(h.layout, Layout::None);
         let c = Cgroups::disabled("no hierarchy");
         let why = c

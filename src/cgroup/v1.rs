@@ -6,11 +6,11 @@
 //! position in each hierarchy and always creates all nine v1 hierarchies (twice the cost of the
 //! five paddock needs).
 
+use cgroups_rs::fs::MaxValue;
 use cgroups_rs::fs::cpu::CpuController;
 use cgroups_rs::fs::freezer::FreezerController;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
-use cgroups_rs::fs::MaxValue;
 use std::path::Path;
 
 /// A cgroups-rs error as "what: errno text (what to do)".

@@ -800,7 +800,10 @@ tcp_connect = ["10.0.0.0/8:*"]
         let _ = std::fs::remove_dir_all(&d);
         let n = "command = [\"/bin/true\"]\n[limits]\n";
         let e = err(&format!("{n}pids = -1\n"));
-        assert!(e.contains(":3:8: key `limits.pids`: must be a number of processes"), "{e}");
+        assert!(
+            e.contains(":3:8: key `limits.pids`: must be a number of processes"),
+            "{e}"
+        );
         let e = err(&format!("{n}pids = 0\n"));
         assert!(e.contains("key `limits.pids`"), "{e}");
         let e = err(&format!("{n}nofile = \"x\"\n"));
@@ -811,7 +814,10 @@ tcp_connect = ["10.0.0.0/8:*"]
         assert!(e.contains(":3:7: key `limits.cpu`: must be a share"), "{e}");
         let w = "isolation = \"wasm\"\nmodule = \"m.wasm\"\n[limits]\n";
         let e = err(&format!("{w}pids = 4\n"));
-        assert!(e.contains("key `limits.pids`: a wasm app runs inside paddock's process"), "{e}");
+        assert!(
+            e.contains("key `limits.pids`: a wasm app runs inside paddock's process"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -33,8 +33,7 @@ impl Step {
     fn from_u8(n: u8) -> Option<Step> {
         use Step::*;
         [
-            Session, Signals, Stdio, Chdir, Setgroups, Setgid, Setuid, Exec, JoinCgroup,
-            Nofile,
+            Session, Signals, Stdio, Chdir, Setgroups, Setgid, Setuid, Exec, JoinCgroup, Nofile,
         ]
         .into_iter()
         .find(|s| *s as u8 == n)

@@ -1931,14 +1931,14 @@ impl Supervisor {
 
 /// `[limits]` as shown in the API (None without any).
 fn limits_info(l: &config::wasm::Limits) -> Option<LimitsInfo> {
-    (l.memory.is_some() || l.cpu.is_some() || l.pids.is_some() || l.nofile.is_some()).then(|| {
+    (l.memory.is_some() || l.cpu.is_some() || l.pids.is_some() || l.nofile.is_some()).then_some(
         LimitsInfo {
             memory_bytes: l.memory,
             cpu: l.cpu,
             pids: l.pids,
             nofile: l.nofile,
-        }
-    })
+        },
+    )
 }
 
 /// The cgroup name under paddock's own cgroup: `PADDOCK_CGROUP_NAME`, default `paddock` (tests

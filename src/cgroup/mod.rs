@@ -304,7 +304,8 @@ impl Host {
             Layout::V2 => {
                 if let Some((mount, own)) = &self.v2 {
                     add(&mut p, own, &self.v2_controllers);
-                    if own != mount && !p.limit_controllers.is_empty() {
+                    let is_root = own == mount && !own.join("cgroup.type").exists();
+                    if !is_root && !p.limit_controllers.is_empty() {
                         p.problems.push(format!(
                             "paddock's cgroup {} is not the root: paddock moves itself to {}/.supervisor to enable controllers, which needs no other process in it",
                             own.display(),
@@ -437,10 +438,13 @@ impl Cgroups {
             .copied()
             .filter(|c| self.host.v2_controllers.iter().any(|a| a == c))
             .collect();
+        // The real root cgroup (no cgroup.type file) may hold processes and enable controllers;
+        // any other one (a cgroup namespace's root included) may not do both.
+        let is_root = own == mount && !own.join("cgroup.type").exists();
         let mut enabled = vec![];
         if !wanted.is_empty() {
             let r = (|| {
-                if own != mount {
+                if !is_root {
                     // No internal processes: paddock leaves its cgroup for a leaf of its own
                     // before enabling controllers for its children.
                     let leaf = base.join(".supervisor");
@@ -448,7 +452,7 @@ impl Cgroups {
                     write(&leaf.join("cgroup.procs"), &std::process::id().to_string())?;
                 }
                 v2::enable(&own, &wanted).map_err(|e| {
-                    if own != mount {
+                    if !is_root {
                         format!("{e} (its cgroup {} must hold no other process: give paddock a cgroup of its own)", own.display())
                     } else {
                         e

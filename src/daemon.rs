@@ -2009,6 +2009,7 @@ pub fn check_config(
 pub fn serve(opts: Options) -> Result<Outcome, String> {
     // Before any thread exists: paddock's own NOTIFY_SOCKET is for paddock, not for its apps.
     let parent = crate::pid1::ParentNotify::from_env();
+    let cg_name = cgroup_name()?;
     if crate::pid1::is_pid1() {
         for note in crate::pid1::early_mounts() {
             eprintln!("paddock: {note}");
@@ -2071,9 +2072,6 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             parent,
         )
         .map_err(|e| format!("cannot start: {e}"))?;
-        let mut sup = sup;
-        sup.cgroups = crate::cgroup::Cgroups::init(&cgroup_name()?);
-        eprintln!("paddock: {}", sup.cgroups.summary());
         // Wasm apps: load and link every module before anything starts.
         let specs: BTreeMap<String, AppSpec> = sup
             .apps
@@ -2090,6 +2088,11 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             return Err(s);
         }
         let listener = crate::control::server::bind(&opts.socket)?;
+        // Only once nothing can refuse the start any more: the directories are removed at
+        // shutdown.
+        let mut sup = sup;
+        sup.cgroups = crate::cgroup::Cgroups::init(&cg_name);
+        eprintln!("paddock: {}", sup.cgroups.summary());
         eprintln!(
             "paddock {}: supervising {} apps from {}; control socket {}{}",
             env!("CARGO_PKG_VERSION"),

@@ -89,6 +89,13 @@ impl Init {
 
 impl Drop for Init {
     fn drop(&mut self) {
+        // An orderly shutdown first (paddock removes its cgroups), then the hard way.
+        if let Some((pid, _)) = children_of(self.unshare.id() as i32).first() {
+            unsafe { libc::kill(*pid, libc::SIGTERM) };
+            try_wait(Duration::from_secs(10), || {
+                matches!(self.unshare.try_wait(), Ok(Some(_)))
+            });
+        }
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
     }

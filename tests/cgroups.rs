@@ -408,3 +408,78 @@ fn bad_limits_are_precise_config_errors() {
         std::fs::remove_file(s.path().join(format!("{name}.toml"))).unwrap();
     }
 }
+
+#[test]
+fn a_limit_that_cannot_be_enforced_is_refused_not_ignored() {
+    // Without root (here: as nobody) paddock gets no cgroups: the app with a limit is refused
+    // with the key and the reason, the one without runs.
+    let test = "a_limit_that_cannot_be_enforced_is_refused_not_ignored";
+    let s = Scratch::new("cg-refuse");
+    std::fs::create_dir_all(s.path().join("apps")).unwrap();
+    std::fs::write(
+        s.path().join("apps/lim.toml"),
+        "command = [\"/bin/sleep\", \"1000\"]\n[limits]\npids = 5\n",
+    )
+    .unwrap();
+    std::fs::write(s.path().join("apps/plain.toml"), SLEEPER).unwrap();
+    let mut cmd = if is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        for p in [s.path(), &s.path().join("apps")] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        std::process::Command::new(BIN)
+    };
+    let mut child = cmd
+        .arg("serve")
+        .arg("--config")
+        .arg(s.path().join("apps"))
+        .arg("--socket")
+        .arg(s.path().join("sock"))
+        .arg("--state-dir")
+        .arg(s.path().join("state"))
+        .env("PADDOCK_CGROUP_NAME", cgroup_name())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("setpriv (util-linux) or paddock");
+    let client = paddock::control::client::Client::new(&s.path().join("sock"));
+    let up = try_wait(Duration::from_secs(20), || {
+        client.request("GET", "/v1/version", None).is_ok()
+    });
+    let status = || {
+        client
+            .json::<paddock::control::api::StatusList>("GET", "/v1/apps")
+            .map(|l| l.1.apps)
+            .unwrap_or_default()
+    };
+    let mut apps = vec![];
+    let settled = up
+        && try_wait(Duration::from_secs(10), || {
+            apps = status();
+            apps.len() == 2 && apps.iter().all(|a| a.state != "STARTING")
+        });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_child(&mut child, Duration::from_secs(15));
+    assert!(settled, "paddock did not come up: {apps:?}");
+    let lim = apps.iter().find(|a| a.name == "lim").unwrap();
+    if lim.state == "READY" {
+        println!("SKIPPED {test}: paddock got a cgroup without root here (delegated)");
+        return;
+    }
+    assert_eq!(lim.state, "FATAL", "{lim:?}");
+    assert!(
+        lim.message
+            .contains("key `limits.pids`: cannot be enforced: paddock cannot use cgroups here")
+            && lim.message.contains("refusing to run the app without it"),
+        "{}",
+        lim.message
+    );
+    let plain = apps.iter().find(|a| a.name == "plain").unwrap();
+    assert_eq!(plain.state, "READY");
+    assert_eq!(plain.cgroup, None);
+}

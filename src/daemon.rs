@@ -188,6 +188,9 @@ struct App {
     health_detail: String,
     /// Why the current stop happens (for events and status).
     stop_why: String,
+    /// The app's cgroup (native apps, when the host gives paddock cgroups): created at the
+    /// first start, kept across restarts, removed with the app.
+    cgroup: Option<crate::cgroup::AppCgroup>,
 }
 
 /// How to start an app (or its exec health check), or why it cannot be started.
@@ -279,6 +282,11 @@ pub struct Supervisor {
     halt: Option<Halt>,
     parent: crate::pid1::ParentNotify,
     ready_sent: bool,
+    /// paddock's cgroups (see `crate::cgroup`); set up by `serve`.
+    pub cgroups: crate::cgroup::Cgroups,
+    /// Directory names of the app cgroups in use (two instances of an app during a bundle
+    /// switch, or a removed app still stopping next to its re-added namesake, need two).
+    cg_names: std::collections::HashSet<String>,
 }
 
 impl Supervisor {
@@ -317,6 +325,8 @@ impl Supervisor {
             halt: None,
             parent,
             ready_sent: false,
+            cgroups: crate::cgroup::Cgroups::disabled("not set up"),
+            cg_names: Default::default(),
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -404,6 +414,7 @@ impl Supervisor {
             status_text: String::new(),
             health_detail: String::new(),
             stop_why: String::new(),
+            cgroup: None,
         };
         let idx = self.apps.len();
         self.by_name.insert(app.spec.name.clone(), idx);
@@ -443,6 +454,13 @@ impl Supervisor {
         if spec.readiness != app.spec.readiness || spec.identity != app.spec.identity {
             app.notify = None;
             app.ready_w = None;
+        }
+        if spec.limits != app.spec.limits {
+            if let Some(cg) = app.cgroup.as_mut() {
+                if let Err(e) = cg.apply(&spec.limits.cgroup()) {
+                    eprintln!("paddock: {}: new [limits]: {e}", app.name);
+                }
+            }
         }
         app.prepared = prepared;
         app.check = check;
@@ -549,6 +567,10 @@ impl Supervisor {
             return Err("app removed".into());
         };
         let prepared = app.prepared.clone()?;
+        let join = self.ensure_cgroup(idx)?;
+        let Some(app) = self.apps[idx].as_mut() else {
+            return Err("app removed".into());
+        };
         let mut io = match &app.pipes {
             Some(p) => {
                 let out = p.out_w.as_raw_fd();
@@ -569,13 +591,87 @@ impl Supervisor {
         if let (ReadyWhen::Fd { fd }, Some(w)) = (&app.spec.readiness.when, &app.ready_w) {
             io.extra = Some((w.as_raw_fd(), *fd));
         }
-        let pid = native::spawn(&prepared, &io).map_err(|e| e.to_string())?;
+        let pid = native::spawn_joined(&prepared, &io, &join).map_err(|e| {
+            match (&e.step, &app.cgroup) {
+                (Some(native::Failed::Spawn(native::Step::JoinCgroup)), Some(cg)) => format!(
+                    "{e} ({}; paddock must be able to write each cgroup.procs)",
+                    cg.paths()
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => e.to_string(),
+            }
+        })?;
         app.pid = Some(pid);
         app.pgid = Some(pid);
         app.status_text.clear();
         app.health_detail.clear();
         self.pids.insert(pid, idx);
         Ok(pid)
+    }
+
+    /// The app's cgroup, created at its first start: returns the `cgroup.procs` descriptors its
+    /// child joins. Before a restart, whatever the previous instance left in it is killed and
+    /// waited for.
+    fn ensure_cgroup(&mut self, idx: usize) -> Result<Vec<std::os::fd::RawFd>, String> {
+        let Some(app) = self.apps[idx].as_ref() else {
+            return Err("app removed".into());
+        };
+        if app.cgroup.is_none() {
+            let limits = app.spec.limits.cgroup();
+            if self.cgroups.unavailable.is_some() && !limits.any() {
+                return Ok(vec![]); // an app without limits runs without a cgroup then
+            }
+            let name = app.name.to_string();
+            let dir = if self.cg_names.contains(&name) {
+                format!("{name}.{idx}")
+            } else {
+                name
+            };
+            let cg = self.cgroups.create(&dir, &limits)?;
+            self.cg_names.insert(dir);
+            if let Some(app) = self.apps[idx].as_mut() {
+                app.cgroup = Some(cg);
+            }
+        }
+        let Some(cg) = self.apps[idx].as_mut().and_then(|a| a.cgroup.as_mut()) else {
+            return Ok(vec![]);
+        };
+        cg.kill_and_wait(Duration::from_secs(2))?;
+        cg.mark_start();
+        Ok(cg.procs_fds())
+    }
+
+    /// A start is refused (not retried) when a limit of the app cannot be enforced here.
+    fn check_limits(&self, idx: usize) -> Result<(), String> {
+        let Some(app) = self.apps[idx].as_ref() else {
+            return Ok(());
+        };
+        let spec = app.pending.as_ref().unwrap_or(&app.spec);
+        if spec.isolation == config::Isolation::Wasm {
+            return Ok(());
+        }
+        match self.cgroups.refuse(&spec.limits.cgroup()) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    /// Drops an app's cgroup: kills what is left in it and removes its directories.
+    fn drop_cgroup(&mut self, app: &mut App) {
+        if let Some(cg) = app.cgroup.take() {
+            if let Err(e) = cg.kill_and_wait(Duration::from_secs(2)) {
+                eprintln!("paddock: {}: {e}", app.name);
+            }
+            if let Some(dir) = cg.paths().first().and_then(|p| p.file_name()) {
+                self.cg_names.remove(&*dir.to_string_lossy());
+            }
+            if let Err(e) = cg.remove() {
+                eprintln!("paddock: {}: removing its cgroup: {e}", app.name);
+            }
+        }
     }
 
     /// Starts one health check of an app; its result comes back as an event.
@@ -694,6 +790,7 @@ impl Supervisor {
                 match a {
                     Action::Spawn => match self
                         .check_bundle(idx)
+                        .and_then(|()| self.check_limits(idx))
                         .map_err(Event::SpawnRefused)
                         .and_then(|()| self.do_spawn(idx).map_err(Event::SpawnFailed))
                     {
@@ -733,6 +830,13 @@ impl Supervisor {
                                 unsafe { libc::kill(-pg, libc::SIGKILL) };
                                 if app.pid.is_none() {
                                     app.pgid = None; // main process gone: this was the final sweep
+                                }
+                            }
+                            // The whole cgroup: also what left the process group (setsid,
+                            // double forks). A restart waits for it to be empty (ensure_cgroup).
+                            if let Some(cg) = &app.cgroup {
+                                if let Err(e) = cg.kill() {
+                                    eprintln!("paddock: {}: killing its cgroup: {e}", app.name);
                                 }
                             }
                         }
@@ -931,7 +1035,8 @@ impl Supervisor {
     }
 
     fn remove_app(&mut self, idx: usize) {
-        if let Some(app) = self.apps[idx].take() {
+        if let Some(mut app) = self.apps[idx].take() {
+            self.drop_cgroup(&mut app);
             for k in TIMER_KINDS {
                 self.cancel(idx, k);
             }
@@ -986,8 +1091,25 @@ impl Supervisor {
         let Some(idx) = self.pids.remove(&pid) else {
             return;
         };
+        let mut exit = exit;
         if let Some(app) = self.apps[idx].as_mut() {
             app.pid = None;
+            if exit == Exit::Signal(libc::SIGKILL)
+                && app
+                    .cgroup
+                    .as_mut()
+                    .is_some_and(|c| c.oom_killed_since_start())
+            {
+                exit = Exit::OomKilled;
+                eprintln!(
+                    "paddock: {}: exited: oom-killed (memory limit {})",
+                    app.name,
+                    app.spec
+                        .limits
+                        .memory
+                        .map_or("?".into(), crate::config::units::format_size)
+                );
+            }
         }
         self.feed(idx, Event::Exited(exit));
     }
@@ -1028,6 +1150,7 @@ impl Supervisor {
 
     fn status_of(&self, app: &App) -> AppStatus {
         let now = self.now();
+        let usage = app.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
         let m = &app.m;
         let last_exit = m.last_exit().map(|e| ExitInfo {
             code: if let Exit::Code(c) = e {
@@ -1035,10 +1158,10 @@ impl Supervisor {
             } else {
                 None
             },
-            signal: if let Exit::Signal(s) = e {
-                Some(*s)
-            } else {
-                None
+            signal: match e {
+                Exit::Signal(s) => Some(*s),
+                Exit::OomKilled => Some(libc::SIGKILL),
+                _ => None,
             },
             description: e.describe(),
         });
@@ -1104,7 +1227,14 @@ impl Supervisor {
                 .ok()
                 .and_then(|p| p.sandbox_summary().map(str::to_string)),
             fallback: app.prepared.as_ref().ok().and_then(|p| p.fallback.clone()),
-            memory_bytes: wasm_apps::memory_bytes(app),
+            memory_bytes: wasm_apps::memory_bytes(app).or(usage.memory_bytes),
+            cpu_usec: usage.cpu_usec,
+            pids: usage.pids,
+            cgroup: app
+                .cgroup
+                .as_ref()
+                .and_then(|c| c.paths().first().map(|p| p.display().to_string())),
+            limits: limits_info(&app.spec.limits),
             autostart: app.spec.autostart,
             command: app.spec.command.clone(),
             health: app.spec.health.as_ref().map(|_| m.health()),
@@ -1506,6 +1636,7 @@ impl Supervisor {
                 let code = match e {
                     Exit::Code(c) => *c,
                     Exit::Signal(sg) => 128 + sg,
+                    Exit::OomKilled => 128 + libc::SIGKILL,
                     Exit::SpawnFailed(_) | Exit::Failed(_) => -1,
                     Exit::Trap(_) => -2,
                     Exit::Interrupted => -3,
@@ -1513,7 +1644,58 @@ impl Supervisor {
                 let _ = writeln!(s, "paddock_app_last_exit_code{{app=\"{}\"}} {code}", a.name);
             }
         }
-        wasm_apps::metrics(&apps, &mut s);
+        let usage: Vec<(&App, crate::cgroup::Usage)> = apps
+            .iter()
+            .map(|a| {
+                let u = a.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
+                (*a, u)
+            })
+            .collect();
+        s.push_str("# HELP paddock_app_memory_bytes Memory in use by the app (native: its cgroup's memory; wasm: linear memory and tables).\n# TYPE paddock_app_memory_bytes gauge\n");
+        for (a, u) in &usage {
+            if let Some(m) = wasm_apps::memory_bytes(a).or(u.memory_bytes) {
+                let _ = writeln!(s, "paddock_app_memory_bytes{{app=\"{}\"}} {m}", a.name);
+            }
+        }
+        s.push_str("# HELP paddock_app_cpu_seconds_total CPU time used by the app's cgroup (user and system).\n# TYPE paddock_app_cpu_seconds_total counter\n");
+        for (a, u) in &usage {
+            if let Some(c) = u.cpu_usec {
+                let _ = writeln!(
+                    s,
+                    "paddock_app_cpu_seconds_total{{app=\"{}\"}} {:.6}",
+                    a.name,
+                    c as f64 / 1e6
+                );
+            }
+        }
+        s.push_str("# HELP paddock_app_pids Processes and threads in the app's cgroup.\n# TYPE paddock_app_pids gauge\n");
+        for (a, u) in &usage {
+            if let Some(p) = u.pids {
+                let _ = writeln!(s, "paddock_app_pids{{app=\"{}\"}} {p}", a.name);
+            }
+        }
+        s.push_str("# HELP paddock_app_memory_limit_bytes [limits] memory of the app.\n# TYPE paddock_app_memory_limit_bytes gauge\n");
+        for a in &apps {
+            if let Some(m) = a.spec.limits.memory {
+                let _ = writeln!(
+                    s,
+                    "paddock_app_memory_limit_bytes{{app=\"{}\"}} {m}",
+                    a.name
+                );
+            }
+        }
+        s.push_str("# HELP paddock_app_cpu_limit_cores [limits] cpu of the app.\n# TYPE paddock_app_cpu_limit_cores gauge\n");
+        for a in &apps {
+            if let Some(c) = a.spec.limits.cpu {
+                let _ = writeln!(s, "paddock_app_cpu_limit_cores{{app=\"{}\"}} {c}", a.name);
+            }
+        }
+        s.push_str("# HELP paddock_app_pids_limit [limits] pids of the app.\n# TYPE paddock_app_pids_limit gauge\n");
+        for a in &apps {
+            if let Some(p) = a.spec.limits.pids {
+                let _ = writeln!(s, "paddock_app_pids_limit{{app=\"{}\"}} {p}", a.name);
+            }
+        }
         s
     }
 
@@ -1734,6 +1916,13 @@ impl Supervisor {
         // Let the connection tasks woken by the last replies (the shutdown request's 202) write
         // them before the runtime goes away; with nothing left to stop, that is the same turn.
         tokio::task::yield_now().await;
+        for idx in 0..self.apps.len() {
+            if let Some(mut app) = self.apps[idx].take() {
+                self.drop_cgroup(&mut app);
+                self.apps[idx] = Some(app);
+            }
+        }
+        self.cgroups.remove_bases();
         self.logs.flush().await;
         let _ = std::fs::remove_file(&self.opts.socket);
         Outcome {
@@ -1770,6 +1959,30 @@ impl Supervisor {
                 self.by_name.len()
             ));
         }
+    }
+}
+
+/// `[limits]` as shown in the API (None without any).
+fn limits_info(l: &config::wasm::Limits) -> Option<LimitsInfo> {
+    (l.memory.is_some() || l.cpu.is_some() || l.pids.is_some() || l.nofile.is_some()).then_some(
+        LimitsInfo {
+            memory_bytes: l.memory,
+            cpu: l.cpu,
+            pids: l.pids,
+            nofile: l.nofile,
+        },
+    )
+}
+
+/// The cgroup name under paddock's own cgroup: `PADDOCK_CGROUP_NAME`, default `paddock` (tests
+/// and side-by-side instances give each paddock its own).
+pub fn cgroup_name() -> Result<String, String> {
+    match std::env::var("PADDOCK_CGROUP_NAME") {
+        Err(_) => Ok("paddock".into()),
+        Ok(n) if crate::config::valid_app_name(&n).is_ok() => Ok(n),
+        Ok(n) => Err(format!(
+            "PADDOCK_CGROUP_NAME={n:?}: give 1 to 64 letters, digits, '-', '_', '.', '@', not starting with '.'"
+        )),
     }
 }
 
@@ -1829,6 +2042,7 @@ pub fn check_config(
 pub fn serve(opts: Options) -> Result<Outcome, String> {
     // Before any thread exists: paddock's own NOTIFY_SOCKET is for paddock, not for its apps.
     let parent = crate::pid1::ParentNotify::from_env();
+    let cg_name = cgroup_name()?;
     if crate::pid1::is_pid1() {
         for note in crate::pid1::early_mounts() {
             eprintln!("paddock: {note}");
@@ -1907,6 +2121,11 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             return Err(s);
         }
         let listener = crate::control::server::bind(&opts.socket)?;
+        // Only once nothing can refuse the start any more: the directories are removed at
+        // shutdown.
+        let mut sup = sup;
+        sup.cgroups = crate::cgroup::Cgroups::init(&cg_name);
+        eprintln!("paddock: {}", sup.cgroups.summary());
         eprintln!(
             "paddock {}: supervising {} apps from {}; control socket {}{}",
             env!("CARGO_PKG_VERSION"),

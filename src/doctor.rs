@@ -54,6 +54,12 @@ pub struct CgroupInfo {
     pub v2_controllers: Vec<String>,
     /// v1 hierarchies mounted (by controller).
     pub v1_controllers: Vec<String>,
+    /// Controllers paddock can use for `[limits]` here (cpu, memory, pids).
+    pub limit_controllers: Vec<String>,
+    /// Where paddock's app cgroups live (one directory per hierarchy it uses).
+    pub app_cgroups: Vec<String>,
+    /// What keeps paddock from using cgroups fully.
+    pub problems: Vec<String>,
 }
 
 fn try_unshare(flag: libc::c_int) -> Result<(), String> {
@@ -79,50 +85,35 @@ fn try_unshare(flag: libc::c_int) -> Result<(), String> {
     }
 }
 
+/// The cgroup facts, from the same module `serve` uses (`crate::cgroup`).
 fn cgroups() -> CgroupInfo {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut v2_mount = None;
-    let mut v1 = vec![];
-    for l in mounts.lines() {
-        let Some((pre, post)) = l.split_once(" - ") else {
-            continue;
-        };
-        let target = pre.split(' ').nth(4).unwrap_or("");
-        let mut p = post.split(' ');
-        let fstype = p.next().unwrap_or("");
-        let opts = p.nth(1).unwrap_or("");
-        match fstype {
-            "cgroup2" if v2_mount.is_none() => v2_mount = Some(target.to_string()),
-            "cgroup" => {
-                for o in opts.split(',') {
-                    if !matches!(o, "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime")
-                        && !o.starts_with("name=")
-                    {
-                        v1.push(o.to_string());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    let host = crate::cgroup::detect();
+    let mounts = crate::cgroup::parse_mountinfo(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(),
+    );
+    let mut v1: Vec<String> = mounts
+        .iter()
+        .filter(|m| !m.v2)
+        .flat_map(|m| m.controllers.clone())
+        .collect();
     v1.sort();
     v1.dedup();
+    let v2_mount = host.v2.as_ref().map(|(m, _)| m.clone());
     let v2_controllers: Vec<String> = v2_mount
         .as_ref()
-        .and_then(|m| std::fs::read_to_string(format!("{m}/cgroup.controllers")).ok())
+        .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
         .map(|s| s.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
-    let layout = match (&v2_mount, v1.is_empty()) {
-        (Some(_), true) => "v2",
-        (Some(_), false) => "hybrid",
-        (None, false) => "v1",
-        (None, true) => "none",
-    };
+    let name = crate::daemon::cgroup_name().unwrap_or_else(|_| "paddock".into());
+    let plan = host.plan(&name);
     CgroupInfo {
-        layout: layout.into(),
-        v2_mount,
+        layout: host.layout.as_str().into(),
+        v2_mount: v2_mount.map(|m| m.display().to_string()),
         v2_controllers,
         v1_controllers: v1,
+        limit_controllers: plan.limit_controllers,
+        app_cgroups: plan.bases.iter().map(|b| b.display().to_string()).collect(),
+        problems: plan.problems,
     }
 }
 
@@ -308,6 +299,23 @@ pub fn print(r: &Report) {
     }
     if !c.v1_controllers.is_empty() {
         println!("cgroup v1 controllers {}", c.v1_controllers.join(" "));
+    }
+    println!(
+        "cgroup limits     {}",
+        if c.limit_controllers.is_empty() {
+            "none usable: an app with [limits] memory, cpu or pids is refused".to_string()
+        } else {
+            format!(
+                "{} (for [limits] of native apps)",
+                c.limit_controllers.join(" ")
+            )
+        }
+    );
+    if !c.app_cgroups.is_empty() {
+        println!("app cgroups in    {}", c.app_cgroups.join(", "));
+    }
+    for p in &c.problems {
+        println!("cgroup note       {p}");
     }
     println!(
         "landlock          {}",

@@ -3,6 +3,7 @@
 //! - `config`: app files (TOML), validation, diffing;
 //! - `supervise`: the pure restart/stop state machine;
 //! - `driver`: starting processes;
+//! - `cgroup`: per-app cgroups (v2, hybrid, v1): limits, usage, OOM, killing the whole tree;
 //! - `bundle`: dependency bundles (recipes, ELF closure, store, verification, launch);
 //! - `logs`: output pipes to rotated files, tail and follow;
 //! - `control`: the HTTP/JSON API on a Unix socket, and its client;
@@ -10,6 +11,7 @@
 
 pub mod bench;
 pub mod bundle;
+pub mod cgroup;
 pub mod config;
 pub mod control;
 pub mod daemon;

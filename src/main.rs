@@ -428,8 +428,8 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
         .max(4);
     let _ = writeln!(
         out,
-        "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  LAST EXIT / INFO",
-        "NAME", "STATE", "LEVEL", "PID", "UPTIME", "RESTARTS"
+        "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>9}  LAST EXIT / INFO",
+        "NAME", "STATE", "LEVEL", "PID", "UPTIME", "RESTARTS", "MEMORY"
     );
     for a in &list.apps {
         let pid = a.pid.map_or("-".into(), |p| p.to_string());
@@ -451,17 +451,69 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
                 .map(|e| format!("last: {}", e.description))
                 .unwrap_or_default()
         };
+        let mem = a.memory_bytes.map_or("-".into(), short_size);
         let _ = writeln!(
             out,
-            "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {}",
-            a.name, a.state, level, pid, up, a.restarts, info
+            "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>9}  {}",
+            a.name, a.state, level, pid, up, a.restarts, mem, info
         );
+        // Named apps: their cgroup, usage and limits below the line.
+        if !apps.is_empty() && (a.cgroup.is_some() || a.limits.is_some()) {
+            let l = a.limits.clone().unwrap_or_default();
+            let of = |v: Option<String>| v.map_or(String::new(), |v| format!(" of {v}"));
+            let mut d = vec![];
+            if let Some(c) = &a.cgroup {
+                d.push(format!("cgroup {c}"));
+            }
+            if a.memory_bytes.is_some() || l.memory_bytes.is_some() {
+                d.push(format!(
+                    "memory {}{}",
+                    a.memory_bytes.map_or("-".into(), short_size),
+                    of(l.memory_bytes.map(short_size))
+                ));
+            }
+            if a.cpu_usec.is_some() || l.cpu.is_some() {
+                d.push(format!(
+                    "cpu {}{}",
+                    a.cpu_usec
+                        .map_or("-".into(), |u| format!("{:.2}s", u as f64 / 1e6)),
+                    l.cpu
+                        .map_or(String::new(), |c| format!(" (limit {c} cores)"))
+                ));
+            }
+            if a.pids.is_some() || l.pids.is_some() {
+                d.push(format!(
+                    "pids {}{}",
+                    a.pids.map_or("-".into(), |p| p.to_string()),
+                    of(l.pids.map(|p| p.to_string()))
+                ));
+            }
+            if let Some(n) = l.nofile {
+                d.push(format!("nofile {n}"));
+            }
+            let _ = writeln!(out, "{:w$}  {}", "", d.join(", "));
+        }
     }
     // Like supervisorctl: non-zero when any listed app is not up and ready.
     if list.apps.iter().all(|a| a.state == "READY") {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
+    }
+}
+
+/// A size for the status table: "12.3M", "256M", "1.5G".
+fn short_size(n: u64) -> String {
+    let (v, u) = match n {
+        n if n >= 1 << 30 => (n as f64 / (1u64 << 30) as f64, "G"),
+        n if n >= 1 << 20 => (n as f64 / (1u64 << 20) as f64, "M"),
+        n if n >= 1 << 10 => (n as f64 / 1024.0, "K"),
+        n => return format!("{n}B"),
+    };
+    if v >= 100.0 || v.fract() < 0.05 {
+        format!("{v:.0}{u}")
+    } else {
+        format!("{v:.1}{u}")
     }
 }
 

@@ -26,6 +26,7 @@ impl Init {
         }
         std::fs::write(dir.path().join("paddock.toml"), global).unwrap();
         let unshare = Command::new("unshare")
+            .env("PADDOCK_CGROUP_NAME", common::cgroup_name())
             .args([
                 "--pid",
                 "--fork",
@@ -88,6 +89,13 @@ impl Init {
 
 impl Drop for Init {
     fn drop(&mut self) {
+        // An orderly shutdown first (paddock removes its cgroups), then the hard way.
+        if let Some((pid, _)) = children_of(self.unshare.id() as i32).first() {
+            unsafe { libc::kill(*pid, libc::SIGTERM) };
+            try_wait(Duration::from_secs(10), || {
+                matches!(self.unshare.try_wait(), Ok(Some(_)))
+            });
+        }
         let _ = self.unshare.kill();
         let _ = self.unshare.wait();
     }
@@ -218,6 +226,7 @@ fn a_broken_paddock_toml_is_reported() {
     std::fs::write(s.path().join("paddock.toml"), "on_exit = \"explode\"\n").unwrap();
     let out = Command::new(BIN)
         .args(["serve", "--config"])
+        .env("PADDOCK_CGROUP_NAME", common::cgroup_name())
         .arg(s.path().join("apps"))
         .arg("--socket")
         .arg(s.path().join("sock"))
@@ -268,6 +277,7 @@ fn tells_its_parent_ready_and_stopping_and_hides_notify_socket_from_apps() {
     );
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
+        .env("PADDOCK_CGROUP_NAME", common::cgroup_name())
         .arg(p.apps_dir())
         .arg("--socket")
         .arg(p.socket())

@@ -527,6 +527,7 @@ fn check_command() {
     std::fs::write(s.path().join("bad.toml"), "command = 5\n").unwrap();
     let out = std::process::Command::new(BIN)
         .args(["serve", "--config"])
+        .env("PADDOCK_CGROUP_NAME", common::cgroup_name())
         .arg(s.path())
         .arg("--socket")
         .arg(s.path().join("sock"))
@@ -547,6 +548,7 @@ fn second_paddock_on_the_same_socket_is_refused() {
     let p = Paddock::with_apps("twice", &[]).start();
     let out = std::process::Command::new(BIN)
         .args(["serve", "--config"])
+        .env("PADDOCK_CGROUP_NAME", common::cgroup_name())
         .arg(p.apps_dir())
         .arg("--socket")
         .arg(p.socket())

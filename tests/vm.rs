@@ -4,7 +4,8 @@
 //! /init, a busybox bundle and the apps of `packaging/vm/apps/`), boots it under
 //! qemu-system-x86_64 (software emulation unless KVM works) and reads the serial console:
 //! the apps ran under paddock as PID 1 (a bare `/init`, no arguments), with the hostname of the
-//! image's paddock.toml, cgroup v2 with controllers was mounted inside the VM, and each way of
+//! image's paddock.toml, cgroup v2 with controllers was mounted inside the VM and paddock put an app with [limits] in a
+//! cgroup of it (memory.max, pids.max, cpu.max as configured), and each way of
 //! ending the machine stopped every app in order and then powered it off (or rebooted it)
 //! cleanly. Four boots: `paddock shutdown` with `on_exit = "poweroff"`, SIGPWR to PID 1,
 //! `paddock reboot`, and Ctrl-Alt-Del pressed through qemu's monitor. Needs root (device nodes in the image, apt for missing packages).
@@ -267,6 +268,17 @@ fn vm_boots_with_paddock_as_pid1_and_powers_off() {
         );
     }
     boot.line("paddock: mounted cgroup2 on /sys/fs/cgroup");
+    // ... and paddock used it, with controllers, for the [limits] of the app `cgroups`: its
+    // cgroup is under /sys/fs/cgroup/paddock, with the limits written by the v2 code.
+    boot.line("paddock: cgroup: v2 at /sys/fs/cgroup, controllers cpu memory pids; apps in /sys/fs/cgroup/paddock");
+    let cg = boot.line("PADDOCK-VM cgroups: this app is in cgroup");
+    assert!(cg.contains("0::/paddock/cgroups"), "{cg}{}", boot.show());
+    let limits = boot.line("PADDOCK-VM cgroups: limits");
+    assert!(
+        limits.contains("memory.max=50331648 pids.max=16 cpu.max=50000 100000"),
+        "the app's limits are not in its cgroup: {limits}{}",
+        boot.show()
+    );
 
     // 2. SIGPWR to PID 1 (a UPS daemon, LXC): the same orderly power off.
     let boot = Boot::run(&out, "SIGPWR", Some("sigpwr"));

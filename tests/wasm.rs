@@ -715,6 +715,7 @@ fn bad_modules_give_precise_errors_and_change_nothing() {
     // `serve` refuses to start with them, and says the same.
     let o = std::process::Command::new(BIN)
         .args(["serve", "--config"])
+        .env("PADDOCK_CGROUP_NAME", common::cgroup_name())
         .arg(bad.path())
         .arg("--socket")
         .arg(bad.path().join("s.sock"))

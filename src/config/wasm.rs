@@ -30,14 +30,30 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
-/// `[limits]`: the same keys for every level. This build enforces them for `wasm` only; the
-/// other levels refuse them until they can honour them.
+/// `[limits]`: the same keys for every level. `memory` and `cpu` apply to every level (a
+/// cgroup for native apps, the store's limits for wasm); `pids` (a cgroup's pids.max) and
+/// `nofile` (RLIMIT_NOFILE) are for native apps only.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Limits {
-    /// Bytes of linear memory and tables.
+    /// Bytes: a cgroup's memory.max (native), linear memory and tables (wasm).
     pub memory: Option<u64>,
-    /// Share of one CPU core, in (0, 1].
+    /// CPU cores: a cgroup's quota (native), a share of one core in (0, 1] (wasm).
     pub cpu: Option<f64>,
+    /// Processes and threads in the app's cgroup.
+    pub pids: Option<u64>,
+    /// Open-file limit (soft = hard) of the app's processes.
+    pub nofile: Option<u64>,
+}
+
+impl Limits {
+    /// The part cgroups enforce.
+    pub fn cgroup(&self) -> crate::cgroup::CgLimits {
+        crate::cgroup::CgLimits {
+            memory: self.memory,
+            cpu: self.cpu,
+            pids: self.pids,
+        }
+    }
 }
 
 /// A directory the guest sees.
@@ -92,6 +108,8 @@ pub(super) struct RawWasm {
 pub(super) struct RawLimits {
     memory: Option<Spanned<Size>>,
     cpu: Option<Spanned<f64>>,
+    pids: Option<Spanned<i64>>,
+    nofile: Option<Spanned<i64>>,
 }
 
 /// The keys of an app file that belong to this module.
@@ -139,10 +157,34 @@ pub(super) fn parse_limits(cx: &mut FileCtx, raw: Option<&Spanned<RawLimits>>) -
             l.cpu = Some(v);
         }
     }
+    if let Some(p) = &raw.get_ref().pids {
+        let v = *p.get_ref();
+        if !(1..=4_194_304).contains(&v) {
+            cx.err_at(
+                Some(p.span()),
+                "limits.pids",
+                "must be a number of processes (and threads) from 1 to 4194304, as in 64",
+            );
+        } else {
+            l.pids = Some(v as u64);
+        }
+    }
+    if let Some(n) = &raw.get_ref().nofile {
+        let v = *n.get_ref();
+        if !(3..=1 << 30).contains(&v) {
+            cx.err_at(
+                Some(n.span()),
+                "limits.nofile",
+                "must be a number of open files from 3 to 1073741824, as in 1024",
+            );
+        } else {
+            l.nofile = Some(v as u64);
+        }
+    }
     l
 }
 
-/// A native app (level `none`) with wasm-only keys, or `[limits]` it cannot honour yet.
+/// A native app (level `none` or `bundle`) with wasm-only keys.
 pub(super) fn refuse_for_native(cx: &mut FileCtx, k: &RawWasmKeys, level: Isolation) {
     let level = level.as_str();
     if let Some(m) = k.module {
@@ -173,22 +215,6 @@ pub(super) fn refuse_for_native(cx: &mut FileCtx, k: &RawWasmKeys, level: Isolat
                 "sandbox",
                 format!("the [sandbox] table is for isolation = \"sandbox\" (or \"wasm\"); isolation = \"{level}\" runs the app unconfined"),
             );
-        }
-    }
-    if let Some(r) = k.limits {
-        let raw = r.get_ref();
-        let mut one = |span: Option<std::ops::Range<usize>>, key: &str| {
-            cx.err_at(
-                span,
-                key,
-                format!("not enforced for isolation = \"{level}\" in this build of paddock (no cgroup support yet); only isolation = \"wasm\" honours [limits]: remove it rather than run without the limit"),
-            );
-        };
-        if let Some(m) = &raw.memory {
-            one(Some(m.span()), "limits.memory");
-        }
-        if let Some(c) = &raw.cpu {
-            one(Some(c.span()), "limits.cpu");
         }
     }
 }
@@ -383,6 +409,22 @@ pub(super) fn parse_wasm(
                 "a wasm app's memory cannot exceed 4GiB (the wasm32 address space)",
             );
             ok = false;
+        }
+    }
+    if let Some(r) = k.limits {
+        let raw = r.get_ref();
+        for (span, key) in [
+            (raw.pids.as_ref().map(|p| p.span()), "limits.pids"),
+            (raw.nofile.as_ref().map(|n| n.span()), "limits.nofile"),
+        ] {
+            if span.is_some() {
+                cx.err_at(
+                    span,
+                    key,
+                    "a wasm app runs inside paddock's process: it has no processes or file descriptors of its own to limit (its limits are memory and cpu)",
+                );
+                ok = false;
+            }
         }
     }
     if let (Some(cpu), Some(r)) = (limits.cpu, k.limits) {
@@ -741,11 +783,6 @@ tcp_connect = ["10.0.0.0/8:*"]
 
     #[test]
     fn native_apps_refuse_what_they_cannot_honour() {
-        let e = err("command = [\"/bin/true\"]\n[limits]\nmemory = \"64MiB\"\n");
-        assert!(
-            e.contains(":3:10: key `limits.memory`: not enforced for isolation = \"none\""),
-            "{e}"
-        );
         let e = err("command = [\"/bin/true\"]\nmodule = \"m.wasm\"\nargs = []\n");
         assert!(
             e.contains("key `module`: only wasm apps") && e.contains("key `args`"),
@@ -755,6 +792,43 @@ tcp_connect = ["10.0.0.0/8:*"]
         assert!(e.contains("key `sandbox`"), "{e}");
         let e = err("command = [\"/bin/true\"]\n[wasm]\nfuel = 1\n");
         assert!(e.contains("key `wasm`"), "{e}");
+    }
+
+    #[test]
+    fn native_limits() {
+        let d = scratch();
+        let file = d.join("app.toml");
+        std::fs::write(
+            &file,
+            "command = [\"/bin/true\"]\n[limits]\nmemory = \"256MiB\"\ncpu = 1.5\npids = 64\nnofile = 1024\n",
+        )
+        .unwrap();
+        let a = super::super::load_file(&file).unwrap();
+        assert_eq!(a.limits.memory, Some(256 << 20));
+        assert_eq!(a.limits.cpu, Some(1.5));
+        assert_eq!(a.limits.pids, Some(64));
+        assert_eq!(a.limits.nofile, Some(1024));
+        let _ = std::fs::remove_dir_all(&d);
+        let n = "command = [\"/bin/true\"]\n[limits]\n";
+        let e = err(&format!("{n}pids = -1\n"));
+        assert!(
+            e.contains(":3:8: key `limits.pids`: must be a number of processes"),
+            "{e}"
+        );
+        let e = err(&format!("{n}pids = 0\n"));
+        assert!(e.contains("key `limits.pids`"), "{e}");
+        let e = err(&format!("{n}nofile = \"x\"\n"));
+        assert!(e.contains(":3:10:") && e.contains("limits.nofile"), "{e}");
+        let e = err(&format!("{n}memory = \"12 parsecs\"\n"));
+        assert!(e.contains(":3:10:") && e.contains("limits.memory"), "{e}");
+        let e = err(&format!("{n}cpu = 0\n"));
+        assert!(e.contains(":3:7: key `limits.cpu`: must be a share"), "{e}");
+        let w = "isolation = \"wasm\"\nmodule = \"m.wasm\"\n[limits]\n";
+        let e = err(&format!("{w}pids = 4\n"));
+        assert!(
+            e.contains("key `limits.pids`: a wasm app runs inside paddock's process"),
+            "{e}"
+        );
     }
 
     #[test]

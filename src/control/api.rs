@@ -33,6 +33,18 @@ pub struct AppStatus {
     /// Memory in use, when paddock knows it (wasm apps: linear memory and tables); else null.
     #[serde(default)]
     pub memory_bytes: Option<u64>,
+    /// CPU time used by the app's cgroup (native apps with a cgroup), in microseconds.
+    #[serde(default)]
+    pub cpu_usec: Option<u64>,
+    /// Processes and threads in the app's cgroup.
+    #[serde(default)]
+    pub pids: Option<u64>,
+    /// The app's cgroup directory (the cgroup2 one on a hybrid host), when it has one.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// `[limits]`, when the app has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsInfo>,
     pub autostart: bool,
     pub command: Vec<String>,
     /// Health check verdict (`healthy`, `unhealthy`, `unknown`); absent without a check.
@@ -44,6 +56,14 @@ pub struct AppStatus {
     /// Dependencies not ready yet, as "name: state" (while STARTING without a process).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LimitsInfo {
+    pub memory_bytes: Option<u64>,
+    pub cpu: Option<f64>,
+    pub pids: Option<u64>,
+    pub nofile: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -199,17 +199,6 @@ pub(super) fn memory_bytes(app: &App) -> Option<u64> {
     app.wasm.running.as_ref().map(|(_, i)| i.memory_bytes())
 }
 
-/// The `paddock_app_memory_bytes` metric.
-pub(super) fn metrics(apps: &[&App], s: &mut String) {
-    use std::fmt::Write;
-    s.push_str("# HELP paddock_app_memory_bytes Memory in use by the app (wasm: linear memory and tables).\n# TYPE paddock_app_memory_bytes gauge\n");
-    for a in apps {
-        if let Some(m) = memory_bytes(a) {
-            let _ = writeln!(s, "paddock_app_memory_bytes{{app=\"{}\"}} {m}", a.name);
-        }
-    }
-}
-
 /// What `paddock signal` answers for a wasm app.
 pub(super) const NO_SIGNALS: &str =
     "a wasm app has no process to signal (WASI has no signals): use stop or restart";

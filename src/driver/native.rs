@@ -25,6 +25,8 @@ pub enum Step {
     Setgid,
     Setuid,
     Exec,
+    JoinCgroup,
+    Nofile,
 }
 
 /// Steps of the sandbox are reported as `SANDBOX_STEP + index in sandbox::Step::ALL`.
@@ -58,7 +60,7 @@ impl Step {
     fn from_u8(n: u8) -> Option<Step> {
         use Step::*;
         [
-            Session, Signals, Stdio, Chdir, Setgroups, Setgid, Setuid, Exec,
+            Session, Signals, Stdio, Chdir, Setgroups, Setgid, Setuid, Exec, JoinCgroup, Nofile,
         ]
         .into_iter()
         .find(|s| *s as u8 == n)
@@ -73,6 +75,8 @@ impl Step {
             Step::Setgid => "setgid",
             Step::Setuid => "setuid",
             Step::Exec => "execve",
+            Step::JoinCgroup => "join cgroup",
+            Step::Nofile => "setrlimit RLIMIT_NOFILE",
         }
     }
 }
@@ -132,6 +136,8 @@ pub struct Prepared {
     pub level: crate::config::Isolation,
     /// Why the app runs at its fallback level instead of `sandbox`.
     pub fallback: Option<String>,
+    /// `[limits] nofile`: soft and hard RLIMIT_NOFILE (instead of paddock's original limit).
+    nofile: Option<u64>,
 }
 
 // The raw pointers point into the CStrings owned by the same struct, which never change.
@@ -253,6 +259,7 @@ impl Prepared {
             sandbox,
             level,
             fallback,
+            nofile: spec.limits.nofile,
         })
     }
 
@@ -341,7 +348,14 @@ fn errno() -> i32 {
 }
 
 /// The child side. Only async-signal-safe libc calls: no allocation, no locks.
-unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool, ns: (RawFd, RawFd)) -> ! {
+unsafe fn child(
+    p: &Prepared,
+    io: &Stdio,
+    mut report: RawFd,
+    slots: bool,
+    join: &[RawFd],
+    ns: (RawFd, RawFd),
+) -> ! {
     unsafe fn report_and_exit(report: RawFd, step: u8, e: i32, idx: u16) -> ! {
         let mut msg = [0u8; REPORT_LEN];
         msg[0] = step;
@@ -356,6 +370,14 @@ unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool, ns: (R
         unsafe { report_and_exit(report, step as u8, errno(), 0) }
     }
     unsafe {
+        // Into the app's cgroups first, before anything is allocated or exec'd (memory is
+        // charged to the cgroup a process is in when it is touched), and while the descriptor
+        // table is still shared with paddock, which holds the `cgroup.procs` descriptors.
+        for &fd in join {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(report, Step::JoinCgroup);
+            }
+        }
         if slots
             && libc::syscall(
                 libc::SYS_close_range,
@@ -395,7 +417,15 @@ unsafe fn child(p: &Prepared, io: &Stdio, mut report: RawFd, slots: bool, ns: (R
             }
         }
         let soft = CHILD_NOFILE[0].load(std::sync::atomic::Ordering::Relaxed);
-        if soft != u64::MAX {
+        if let Some(n) = p.nofile {
+            let rl = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) < 0 {
+                fail(report, Step::Nofile);
+            }
+        } else if soft != u64::MAX {
             let rl = libc::rlimit {
                 rlim_cur: soft,
                 rlim_max: CHILD_NOFILE[1].load(std::sync::atomic::Ordering::Relaxed),
@@ -475,6 +505,7 @@ fn decode_report(p: &Prepared, msg: &[u8]) -> Result<(), SpawnError> {
             .map(|sb| sb.describe(s, idx))
             .unwrap_or_default(),
         Some(Failed::Spawn(Step::Exec)) => p.path.to_string_lossy().into_owned(),
+        Some(Failed::Spawn(Step::Nofile)) => format!("nofile = {}", p.nofile.unwrap_or(0)),
         Some(Failed::Spawn(Step::Chdir)) => p
             .workdir
             .as_ref()
@@ -519,13 +550,14 @@ struct ChildArgs<'a> {
     slots: bool,
     /// (user, network) namespace descriptors in the child's table, or -1.
     ns: (RawFd, RawFd),
+    join: &'a [RawFd],
 }
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points to the ChildArgs on the parent's stack, which is suspended (vfork)
     // until this child execs or exits.
     let a = unsafe { &*(arg as *const ChildArgs) };
-    unsafe { child(a.p, a.io, a.report, a.slots, a.ns) }
+    unsafe { child(a.p, a.io, a.report, a.slots, a.join, a.ns) }
 }
 
 /// The child's stack: it runs a few syscalls only (a sandbox's set-up, a few more).
@@ -545,6 +577,13 @@ const SANDBOX_STACK: usize = 256 * 1024;
 /// The child is never waited for here: the caller's reaper owns every exit status (a child whose
 /// exec failed exits 127 and is reaped like any pid unknown to the app table).
 pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
+    spawn_joined(p, io, &[])
+}
+
+/// [`spawn`], with the child joining cgroups before anything else: `join` holds paddock's
+/// descriptors of each cgroup's `cgroup.procs` (opened O_WRONLY once per app), and the child
+/// writes "0" to each. A failure is reported as the step "join cgroup".
+pub fn spawn_joined(p: &Prepared, io: &Stdio, join: &[RawFd]) -> Result<libc::pid_t, SpawnError> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError {
         step: None,
         errno: e,
@@ -607,6 +646,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
             report: SLOT_REPORT,
             slots,
             ns: (SLOT_USERNS, SLOT_NETNS),
+            join,
         }
     } else {
         ChildArgs {
@@ -615,6 +655,7 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
             report: wr.as_raw_fd(),
             slots,
             ns: (userns, netns),
+            join,
         }
     };
     let pid = unsafe {

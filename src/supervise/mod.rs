@@ -75,6 +75,8 @@ pub enum Exit {
     /// paddock stopped it because it failed a check: not ready in time, failing health checks,
     /// a silent watchdog.
     Failed(String),
+    /// The main process was SIGKILLed by the kernel's OOM killer (its cgroup's memory limit).
+    OomKilled,
 }
 
 impl Exit {
@@ -89,6 +91,7 @@ impl Exit {
             Exit::Trap(t) => format!("trap: {t}"),
             Exit::Interrupted => "interrupted by paddock".into(),
             Exit::Failed(why) => format!("stopped by paddock: {why}"),
+            Exit::OomKilled => "oom-killed".into(),
         }
     }
 }

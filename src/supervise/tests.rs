@@ -251,6 +251,19 @@ fn policies() {
 }
 
 #[test]
+fn an_oom_kill_is_a_failure_and_says_so() {
+    let mut w = World::new(policy(RestartPolicy::OnFailure, 5));
+    w.feed(Event::Start);
+    w.exit(Exit::OomKilled);
+    assert_eq!(w.m.state(), State::Backoff, "an OOM kill is restarted");
+    assert_eq!(w.m.failures(), 1);
+    assert_eq!(
+        w.m.last_exit().map(|e| e.describe()),
+        Some("oom-killed".into())
+    );
+}
+
+#[test]
 fn stable_uptime_resets_failures() {
     let mut w = World::new(policy(RestartPolicy::Always, 3));
     w.feed(Event::Start);

@@ -36,8 +36,18 @@ impl Drop for Scratch {
     }
 }
 
+/// A cgroup name of its own for each paddock a test starts (`PADDOCK_CGROUP_NAME`): tests run
+/// in parallel with apps of the same names.
+pub fn cgroup_name() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("paddock-test-{}-{n}", std::process::id())
+}
+
 pub struct Paddock {
     pub dir: Scratch,
+    /// Its `PADDOCK_CGROUP_NAME`.
+    pub cg_name: String,
     pub child: Option<Child>,
     pub client: Client,
 }
@@ -53,6 +63,7 @@ impl Paddock {
         let client = Client::new(&dir.0.join("paddock.sock"));
         Paddock {
             dir,
+            cg_name: cgroup_name(),
             child: None,
             client,
         }
@@ -108,6 +119,7 @@ impl Paddock {
             .arg("--state-dir")
             .arg(self.dir.0.join("state"))
             .args(extra)
+            .env("PADDOCK_CGROUP_NAME", &self.cg_name)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -336,6 +336,10 @@ impl Plan {
                 idx
             }),
             Step::Chdir => self.workdir.to_string_lossy().into_owned(),
+            Step::PivotRoot if idx == 1 => format!(
+                "moving {} over the initramfs root",
+                self.fs.newroot.to_string_lossy()
+            ),
             Step::PivotRoot => self.fs.newroot.to_string_lossy().into_owned(),
             _ => String::new(),
         }
@@ -391,11 +395,33 @@ impl Plan {
                     return Err(fail(Step::Mount, i));
                 }
             }
-            if libc::chdir(self.fs.newroot.as_ptr()) < 0
-                || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) < 0
-                || libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0
-                || libc::chdir(c"/".as_ptr()) < 0
-            {
+            if libc::chdir(self.fs.newroot.as_ptr()) < 0 {
+                return Err(fail(Step::PivotRoot, 0));
+            }
+            if libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0 {
+                if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) < 0 {
+                    return Err(fail(Step::PivotRoot, 0));
+                }
+            } else if errno() == libc::EINVAL {
+                // The root is the initramfs (paddock as PID 1 of a VM booted from one), which
+                // cannot be pivoted away from: move the new root over it and chroot, as
+                // switch_root does. The app cannot chroot back out (no CAP_SYS_CHROOT, and
+                // seccomp denies chroot).
+                if libc::mount(
+                    c".".as_ptr(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_MOVE,
+                    std::ptr::null(),
+                ) < 0
+                    || libc::chroot(c".".as_ptr()) < 0
+                {
+                    return Err(fail(Step::PivotRoot, 1));
+                }
+            } else {
+                return Err(fail(Step::PivotRoot, 0));
+            }
+            if libc::chdir(c"/".as_ptr()) < 0 {
                 return Err(fail(Step::PivotRoot, 0));
             }
             let hn = self.hostname.to_bytes();

@@ -128,14 +128,18 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
     let mut made: BTreeSet<PathBuf> = BTreeSet::new();
     made.insert("/".into());
     let hole_paths: Vec<PathBuf> = holes.iter().map(|(p, _)| p.clone()).collect();
-    place(
-        bundle_root,
-        Path::new("/"),
-        &hole_paths,
-        &mut fs,
-        &mut made,
-        &inside,
-    )?;
+    let mut pl = Placer {
+        holes: &hole_paths,
+        tmpfs: holes
+            .iter()
+            .filter(|(_, h)| matches!(h, Hole::Tmpfs { .. }))
+            .map(|(p, _)| p.clone())
+            .collect(),
+        late: false,
+        deferred: vec![],
+        inside: &inside,
+    };
+    pl.place(bundle_root, Path::new("/"), &mut fs, &mut made)?;
 
     // Holes under a tmpfs hole (as /tmp/app) are mounted on it, after it.
     let tmpfs_holes: Vec<PathBuf> = holes
@@ -267,6 +271,12 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
             Hole::Dev | Hole::Proc => {}
         }
     }
+    // The bundle's own files under a tmpfs (a program built in /tmp, say): bound read-only on
+    // it, now that it is mounted.
+    pl.late = true;
+    for (host, p) in std::mem::take(&mut pl.deferred) {
+        pl.place(&host, &p, &mut fs, &mut made)?;
+    }
     fs.rules_for.push(("/dev".into(), Grant::Device));
     fs.rules_for.push(("/dev/shm".into(), Grant::ReadWrite));
     fs.rules_for.push(("/proc".into(), Grant::Read));
@@ -321,71 +331,97 @@ fn mount_point(
     Ok(())
 }
 
-/// Binds the entries of the bundle directory `host` at `at` inside, splitting directories that
-/// must hold a hole.
-fn place(
-    host: &Path,
-    at: &Path,
-    holes: &[PathBuf],
-    fs: &mut RootFs,
-    made: &mut BTreeSet<PathBuf>,
-    inside: &dyn Fn(&Path) -> Result<CString, String>,
-) -> Result<(), String> {
-    let mut entries: Vec<_> = std::fs::read_dir(host)
-        .map_err(|e| format!("{}: {}", host.display(), crate::util::io_reason(&e)))?
-        .filter_map(Result::ok)
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = at.join(e.file_name());
-        let h = e.path();
-        let ft = e
-            .file_type()
-            .map_err(|err| format!("{}: {}", h.display(), crate::util::io_reason(&err)))?;
-        if holes.contains(&p) {
-            continue; // the hole takes this place
-        }
-        let holds_hole = holes.iter().any(|x| x.starts_with(&p));
-        if ft.is_symlink() {
-            if holds_hole {
-                return Err(format!(
-                    "{} is a symbolic link in the bundle; give the path it points to in [sandbox]",
-                    p.display()
-                ));
-            }
-            let target = std::fs::read_link(&h)
+/// Places the bundle's tree in the new root.
+struct Placer<'a> {
+    holes: &'a [PathBuf],
+    /// Holes that are tmpfs mounts: bundle directories there are placed on them afterwards.
+    tmpfs: Vec<PathBuf>,
+    /// Placing on a tmpfs, after the tree was made read-only: each bind is made read-only.
+    late: bool,
+    /// (bundle directory, path inside) to place once the tmpfs is mounted.
+    deferred: Vec<(PathBuf, PathBuf)>,
+    inside: &'a dyn Fn(&Path) -> Result<CString, String>,
+}
+
+impl Placer<'_> {
+    /// Binds the entries of the bundle directory `host` at `at` inside, splitting directories
+    /// that must hold a hole.
+    fn place(
+        &mut self,
+        host: &Path,
+        at: &Path,
+        fs: &mut RootFs,
+        made: &mut BTreeSet<PathBuf>,
+    ) -> Result<(), String> {
+        let inside = self.inside;
+        let mut entries: Vec<_> = std::fs::read_dir(host)
+            .map_err(|e| format!("{}: {}", host.display(), crate::util::io_reason(&e)))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let p = at.join(e.file_name());
+            let h = e.path();
+            let ft = e
+                .file_type()
                 .map_err(|err| format!("{}: {}", h.display(), crate::util::io_reason(&err)))?;
-            fs.ops.push(Op::Symlink {
-                target: c(&target)?,
-                at: inside(&p)?,
-            });
-        } else if ft.is_dir() && holds_hole {
-            made.insert(p.clone());
-            fs.ops.push(Op::Mkdir(inside(&p)?));
-            place(&h, &p, holes, fs, made, inside)?;
-        } else if !ft.is_dir() && !ft.is_file() {
-            // A bundle holds files, directories and links; a device node or socket here would
-            // be a tampered tree: never bind it into a sandbox.
-            return Err(format!(
-                "{}: not a regular file, directory or symbolic link; rebuild the bundle (`paddock bundle verify` checks it)",
-                h.display()
-            ));
-        } else {
-            fs.ops.push(if ft.is_dir() {
-                made.insert(p.clone());
-                Op::Mkdir(inside(&p)?)
+            if self.holes.contains(&p) {
+                // The hole takes this place; on a tmpfs the bundle's files come back on top.
+                if ft.is_dir() && self.tmpfs.contains(&p) && !self.late {
+                    self.deferred.push((h, p));
+                }
+                continue;
+            }
+            let holds_hole = self.holes.iter().any(|x| x.starts_with(&p));
+            if ft.is_symlink() {
+                if holds_hole {
+                    return Err(format!(
+                        "{} is a symbolic link in the bundle; give the path it points to in [sandbox]",
+                        p.display()
+                    ));
+                }
+                let target = std::fs::read_link(&h)
+                    .map_err(|err| format!("{}: {}", h.display(), crate::util::io_reason(&err)))?;
+                fs.ops.push(Op::Symlink {
+                    target: c(&target)?,
+                    at: inside(&p)?,
+                });
+            } else if ft.is_dir() && holds_hole {
+                if made.insert(p.clone()) {
+                    fs.ops.push(Op::Mkdir(inside(&p)?));
+                }
+                self.place(&h, &p, fs, made)?;
+            } else if !ft.is_dir() && !ft.is_file() {
+                // A bundle holds files, directories and links; a device node or socket here
+                // would be a tampered tree: never bind it into a sandbox.
+                return Err(format!(
+                    "{}: not a regular file, directory or symbolic link; rebuild the bundle (`paddock bundle verify` checks it)",
+                    h.display()
+                ));
             } else {
-                Op::Touch(inside(&p)?)
-            });
-            fs.ops.push(Op::Bind {
-                src: c(&h)?,
-                dst: inside(&p)?,
-                recursive: false,
-            });
-            fs.rules_for.push((p, Grant::ReadExec));
+                fs.ops.push(if ft.is_dir() {
+                    made.insert(p.clone());
+                    Op::Mkdir(inside(&p)?)
+                } else {
+                    Op::Touch(inside(&p)?)
+                });
+                fs.ops.push(Op::Bind {
+                    src: c(&h)?,
+                    dst: inside(&p)?,
+                    recursive: false,
+                });
+                if self.late {
+                    fs.ops.push(Op::Attr {
+                        dst: inside(&p)?,
+                        set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+                        recursive: false,
+                    });
+                }
+                fs.rules_for.push((p, Grant::ReadExec));
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 impl Op {
@@ -518,10 +554,11 @@ mod tests {
         let t = std::env::temp_dir().join(format!("paddock-rootfs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&t);
         let b = t.join("bundle");
-        for d in ["usr/bin", "usr/lib", "etc/nginx"] {
+        for d in ["usr/bin", "usr/lib", "etc/nginx", "tmp/build"] {
             std::fs::create_dir_all(b.join(d)).unwrap();
         }
         std::fs::write(b.join("usr/bin/app"), "x").unwrap();
+        std::fs::write(b.join("tmp/build/prog"), "x").unwrap();
         std::fs::write(b.join("etc/nginx/nginx.conf"), "x").unwrap();
         std::os::unix::fs::symlink("usr/lib", b.join("lib")).unwrap();
         let certs = PathBuf::from("/etc/ssl/certs");
@@ -560,6 +597,14 @@ mod tests {
         assert!(seal < pos("mount tmpfs on /tmp"));
         assert!(pos("mount tmpfs on /tmp") < pos("mount tmpfs on /tmp/app"));
         assert!(seal < pos("mount devpts on /dev/pts"));
+        // The bundle's own /tmp content comes back on the sandbox's /tmp, read-only.
+        let bind = format!("bind {}/tmp/build on /tmp/build", b.display());
+        assert!(pos("mount tmpfs on /tmp") < pos(&bind));
+        assert!(pos(&bind) < pos("make /tmp/build read-only/nosuid"));
+        assert!(
+            fs.rules_for
+                .contains(&(PathBuf::from("/tmp/build"), Grant::ReadExec))
+        );
         // Landlock: the bundle's entries read+execute, the host path read.
         assert!(
             fs.rules_for
@@ -588,6 +633,7 @@ mod tests {
             std::ffi::CString::new(b.join("usr/bin/pipe").as_os_str().as_encoded_bytes()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         std::fs::remove_dir_all(b.join("etc")).unwrap();
+        std::fs::remove_dir_all(b.join("tmp")).unwrap();
         let e = build(
             Path::new("/run/root"),
             &b,

@@ -280,6 +280,37 @@ fn vm_boots_with_paddock_as_pid1_and_powers_off() {
         boot.show()
     );
 
+    // A wasm app ran under paddock's wasmtime in the VM.
+    boot.line(r#"hello from wasm! args: ["PADDOCK-VM", "wasm"]"#);
+    // A sandboxed app ran on the initramfs root: PID 1 of its namespace, its own hostname and
+    // root (the busybox bundle, /dev, /proc, /tmp), no_new_privs, seccomp, no capabilities,
+    // inside its cgroup (namespaced: it sees itself at the root; no /sys in a sandbox).
+    let sb = boot.line("PADDOCK-VM sandbox: pid");
+    for want in [
+        "pid 1 host sandbox ",
+        "[dev ",
+        " proc ",
+        " tmp ",
+        " usr ",
+        "NoNewPrivs: 1",
+        "Seccomp: 2",
+        "CapEff: 0000000000000000",
+    ] {
+        assert!(
+            sb.contains(want),
+            "sandbox line lacks {want:?}: {sb}{}",
+            boot.show()
+        );
+    }
+    assert!(
+        !sb.contains(" etc "),
+        "the host's /etc is visible: {sb}{}",
+        boot.show()
+    );
+    let cg = boot.line("PADDOCK-VM sandbox: cgroup");
+    assert!(cg.contains("[0::/]"), "{cg}{}", boot.show());
+    boot.line("PADDOCK-VM sandbox: host file hidden");
+
     // 2. SIGPWR to PID 1 (a UPS daemon, LXC): the same orderly power off.
     let boot = Boot::run(&out, "SIGPWR", Some("sigpwr"));
     boot.check_common(

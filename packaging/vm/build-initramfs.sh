@@ -17,7 +17,9 @@
 #   /var/lib/paddock/bundles
 #       a bundle store holding the busybox bundle, so an app can run at isolation = "bundle".
 #   /etc/paddock/apps/*.toml, /etc/paddock/paddock.toml
-#       from packaging/vm/apps/ and packaging/vm/paddock-vm.toml (hostname, on_exit = "poweroff").
+#       from packaging/vm/apps/ and packaging/vm/paddock-vm.toml (hostname, on_exit = "poweroff"):
+#       apps at levels none (cgroups, shutdown), bundle (hello), sandbox and wasm (with
+#       examples/wasm/hello.wasm as /etc/paddock/apps/wasm-hello.wasm).
 #   /dev/console, /dev/null (when run as root), and empty mount points /proc /sys /dev /run /tmp.
 #
 # Needs: a built target/release/paddock; qemu-system-x86_64, cpio, busybox and apt (installed
@@ -125,6 +127,8 @@ fi
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 printf 'root:x:0:\n' >"$root/etc/group"
 cp "$here"/apps/*.toml "$root/etc/paddock/apps/"
+# The wasm app's module (a committed build of examples/wasm/hello).
+cp "$repo/examples/wasm/hello.wasm" "$root/etc/paddock/apps/wasm-hello.wasm"
 cp "$here/paddock-vm.toml" "$root/etc/paddock/paddock.toml"
 # The bundle store, as built (objects are hard links: cpio stores their data once).
 cp -a "$out/vm-store" "$root/var/lib/paddock/bundles"

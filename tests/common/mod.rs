@@ -90,11 +90,14 @@ impl Paddock {
 
     /// Starts `paddock serve` with extra arguments (e.g. `--store DIR`).
     pub fn start_with(self, extra: &[&std::ffi::OsStr]) -> Paddock {
-        self.start_cmd(extra, |_| {})
+        self.start_cmd(Path::new(BIN), extra, |_| {})
     }
 
-    /// Starts `paddock serve` as an unprivileged user (its scratch dir is given to that user).
+    /// Starts `paddock serve` as an unprivileged user (its scratch dir is given to that user,
+    /// with a copy of the binary: the checkout may be in a directory that user cannot enter).
     pub fn start_as(self, uid: u32, extra: &[&std::ffi::OsStr]) -> Paddock {
+        let bin = self.dir.0.join("paddock-bin");
+        std::fs::copy(BIN, &bin).expect("copy the paddock binary");
         let st = Command::new("chown")
             .arg("-R")
             .arg(format!("{uid}:{uid}"))
@@ -102,14 +105,19 @@ impl Paddock {
             .status()
             .expect("chown");
         assert!(st.success());
-        self.start_cmd(extra, |c| {
+        self.start_cmd(&bin, extra, |c| {
             use std::os::unix::process::CommandExt;
             c.uid(uid).gid(uid);
         })
     }
 
-    fn start_cmd(mut self, extra: &[&std::ffi::OsStr], f: impl FnOnce(&mut Command)) -> Paddock {
-        let mut cmd = Command::new(BIN);
+    fn start_cmd(
+        mut self,
+        bin: &Path,
+        extra: &[&std::ffi::OsStr],
+        f: impl FnOnce(&mut Command),
+    ) -> Paddock {
+        let mut cmd = Command::new(bin);
         f(&mut cmd);
         let child = cmd
             .args(["serve", "--config"])

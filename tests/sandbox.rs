@@ -461,3 +461,38 @@ fn each_sandbox_has_its_own_network_kept_across_restarts() {
     assert_ne!(again.pid, a.pid);
     assert_eq!(ns(again.pid.unwrap()), na);
 }
+
+#[test]
+fn kept_capabilities_survive_for_a_non_root_user_and_seccomp_can_be_off() {
+    if skip("kept_capabilities_survive_for_a_non_root_user_and_seccomp_can_be_off") {
+        return;
+    }
+    // As nobody, with CAP_NET_BIND_SERVICE kept (ambient), it may bind port 80 (in its own
+    // network namespace, allowed by tcp_bind); without the capability it may not.
+    let script = "echo ID $(id -u); grep -E '^(CapEff|CapAmb|Seccomp):' /proc/self/status; \
+                  httpd -p 127.0.0.1:80 -h /usr && echo BOUND-80";
+    let keep = format!(
+        "user = \"nobody\"\n{}",
+        script_app(
+            script,
+            "tcp_bind = [80]\ncapabilities = [\"NET_BIND_SERVICE\"]\nseccomp = \"off\""
+        )
+    );
+    let drop = format!(
+        "user = \"nobody\"\n{}",
+        script_app(script, "tcp_bind = [80]")
+    );
+    let p = serve("sbx-caps", &[("keep", &keep), ("drop", &drop)]);
+    let k = wait_end(&p, "keep");
+    let d = wait_end(&p, "drop");
+    eprintln!("keep: {k:?}\ndrop: {d:?}\n{:?}", err(&p, "drop"));
+    assert!(has(&k, "ID 65534") && has(&d, "ID 65534"));
+    // CAP_NET_BIND_SERVICE is bit 10.
+    assert!(has(&k, "CapEff:\t0000000000000400"), "{k:?}");
+    assert!(has(&k, "CapAmb:\t0000000000000400"), "{k:?}");
+    assert!(has(&k, "BOUND-80"), "{k:?}");
+    assert!(has(&k, "Seccomp:\t0"), "{k:?}");
+    assert!(has(&d, "CapEff:\t0000000000000000"), "{d:?}");
+    assert!(has(&d, "Seccomp:\t2"), "{d:?}");
+    assert!(!has(&d, "BOUND-80"), "{d:?}");
+}

@@ -957,14 +957,6 @@ fn hide_host_libraries(cmd: &mut Command) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn talk(port: u16, req: &[u8]) -> String {
     use std::io::{Read, Write};
     let mut last = String::new();

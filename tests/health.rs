@@ -133,14 +133,6 @@ fn tcp_health_readiness_gates_dependants() {
     assert_eq!(db.health, Some(paddock::supervise::Health::Healthy));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn failing_health_check_restarts_after_exactly_n_misses() {
     let s = Scratch::new("misses");

@@ -254,14 +254,6 @@ fn landlock_limits_tcp_ports_and_host_network_is_opt_in() {
     assert!(!has(&o, "CONNECTED"), "{o:?}");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn set_up_failures_name_the_step_and_the_path() {
     if skip("set_up_failures_name_the_step_and_the_path") {

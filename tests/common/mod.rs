@@ -312,3 +312,12 @@ pub fn ctxt_switches(pid: i32) -> u64 {
     }
     total
 }
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -338,13 +338,17 @@ fn a_real_debian_program_runs_sandboxed_with_a_health_check() {
     let data = Scratch::new("sbx-redis-data");
     let app = format!(
         "isolation = \"sandbox\"\nbundle = \"redis-server\"\n\
-         command = [\"redis-server\", \"--bind\", \"127.0.0.1\", \"--port\", \"{port}\", \"--dir\", \"{dir}\", \"--dbfilename\", \"dump.rdb\", \"--appendonly\", \"no\"]\n\
-         [health]\nkind = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ninterval = \"200ms\"\n[readiness]\nhealth = true\n\
+         command = [\"redis-server\", \"--bind\", \"127.0.0.1\", \"--port\", \"{port}\", \"--dir\", \"{dir}\", \"--dbfilename\", \"dump.rdb\", \"--appendonly\", \"no\", \"--supervised\", \"systemd\"]\n\
+         [health]\nkind = \"tcp\"\naddress = \"127.0.0.1:{port}\"\ninterval = \"200ms\"\n[readiness]\nnotify = true\n\
          [sandbox]\nnetwork = \"host\"\ntcp_bind = [{port}]\nread_write = [\"{dir}\"]\n",
         dir = data.path().display()
     );
     let p = serve("sbx-redis", &[("redis", &app)]);
+    // READY by sd_notify: paddock's notify socket is bound into the sandbox.
     p.wait_state("redis", "READY", Duration::from_secs(30));
+    wait_for(Duration::from_secs(10), "redis healthy", || {
+        p.app("redis").health == Some(paddock::supervise::Health::Healthy)
+    });
     let cli = |args: &[&str]| {
         let o = Command::new("redis-cli")
             .args(["-p", &port.to_string()])

@@ -164,6 +164,7 @@ impl Prepared {
                 &b.root(),
                 spec.identity.as_ref(),
                 workdir,
+                spec.env.get("NOTIFY_SOCKET").map(std::path::Path::new),
             ) {
                 Ok(p) => sandbox = Some(p),
                 Err(why) => match spec.fallback {

@@ -216,6 +216,7 @@ impl Plan {
         bundle_root: &Path,
         identity: Option<&crate::config::Identity>,
         workdir: Option<&Path>,
+        notify_socket: Option<&Path>,
     ) -> Result<Plan, String> {
         let h = host();
         if let Some(why) = h.refuses(spec) {
@@ -269,6 +270,10 @@ impl Plan {
                 read_only: &spec.read_only,
                 read_write: &spec.read_write,
                 tmpfs: &spec.tmpfs,
+                sockets: &notify_socket
+                    .map(Path::to_path_buf)
+                    .into_iter()
+                    .collect::<Vec<_>>(),
                 owner,
             },
         )?;

@@ -75,15 +75,21 @@ pub struct RootFs {
 enum Hole {
     Dev,
     Proc,
-    Tmpfs { mode: &'static str },
+    Tmpfs {
+        mode: &'static str,
+    },
     ReadOnly(PathBuf),
     ReadWrite(PathBuf),
+    /// A Unix socket of paddock's the app talks to (the sd_notify socket), bound as a file.
+    Socket(PathBuf),
 }
 
 pub struct Paths<'a> {
     pub read_only: &'a [PathBuf],
     pub read_write: &'a [PathBuf],
     pub tmpfs: &'a [PathBuf],
+    /// paddock's sockets the app sends to (`NOTIFY_SOCKET`), at the same path inside.
+    pub sockets: &'a [PathBuf],
     /// Owner of the `tmpfs` mounts (host ids).
     pub owner: (u32, u32),
 }
@@ -111,6 +117,12 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
             .read_write
             .iter()
             .map(|p| (p.clone(), Hole::ReadWrite(p.clone()))),
+    );
+    holes.extend(
+        paths
+            .sockets
+            .iter()
+            .map(|p| (p.clone(), Hole::Socket(p.clone()))),
     );
     let inside = |p: &Path| -> Result<CString, String> {
         c(&newroot.join(p.strip_prefix("/").unwrap_or(p)))
@@ -234,7 +246,12 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
         flags: libc::MS_NOSUID | libc::MS_NOEXEC,
         data: c"newinstance,ptmxmode=0666,mode=0620".into(),
     });
-    for p in paths.read_write.iter().filter(|p| !on_tmpfs(p)) {
+    for p in paths
+        .read_write
+        .iter()
+        .chain(paths.sockets)
+        .filter(|p| !on_tmpfs(p))
+    {
         rw_bind(p, p, &mut fs, &inside)?;
     }
     // Paths on a tmpfs (as /tmp/app): each mount point right before its mount, parents first,
@@ -267,7 +284,7 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
                 });
                 fs.rules_for.push((p.clone(), Grant::Read));
             }
-            Hole::ReadWrite(h) => rw_bind(h, p, &mut fs, &inside)?,
+            Hole::ReadWrite(h) | Hole::Socket(h) => rw_bind(h, p, &mut fs, &inside)?,
             Hole::Dev | Hole::Proc => {}
         }
     }
@@ -321,6 +338,8 @@ fn mount_point(
         Hole::ReadOnly(h) | Hole::ReadWrite(h) => {
             std::fs::metadata(h).map(|m| !m.is_dir()).unwrap_or(false)
         }
+        // Made when the app first starts, after the plan: always a file.
+        Hole::Socket(_) => true,
         _ => false,
     };
     if is_file {
@@ -569,6 +588,7 @@ mod tests {
                 read_only: std::slice::from_ref(&certs),
                 read_write: &[],
                 tmpfs: &[PathBuf::from("/tmp/app")],
+                sockets: &[PathBuf::from("/run/paddock/notify/web.sock")],
                 owner: (1000, 1000),
             },
         )
@@ -597,6 +617,8 @@ mod tests {
         assert!(seal < pos("mount tmpfs on /tmp"));
         assert!(pos("mount tmpfs on /tmp") < pos("mount tmpfs on /tmp/app"));
         assert!(seal < pos("mount devpts on /dev/pts"));
+        assert!(pos("create mount point /run/paddock/notify/web.sock") < seal);
+        assert!(seal < pos("bind /run/paddock/notify/web.sock on /run/paddock/notify/web.sock"));
         // The bundle's own /tmp content comes back on the sandbox's /tmp, read-only.
         let bind = format!("bind {}/tmp/build on /tmp/build", b.display());
         assert!(pos("mount tmpfs on /tmp") < pos(&bind));
@@ -623,6 +645,7 @@ mod tests {
                 read_only: &[PathBuf::from("/lib/x")],
                 read_write: &[],
                 tmpfs: &[],
+                sockets: &[],
                 owner: (0, 0),
             },
         )
@@ -641,6 +664,7 @@ mod tests {
                 read_only: &[PathBuf::from("/usr/bin/x")],
                 read_write: &[],
                 tmpfs: &[],
+                sockets: &[],
                 owner: (0, 0),
             },
         )

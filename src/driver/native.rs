@@ -312,7 +312,7 @@ static PLACEHOLDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32:
 /// A plain fork or vfork copies paddock's descriptor table and the exec then closes every
 /// close-on-exec entry: with a few descriptors per app that is O(apps) per spawn. Instead, the
 /// child is cloned with `CLONE_FILES` (sharing the table) and its first act is
-/// `close_range(7, ~0, CLOSE_RANGE_UNSHARE)`, which gives it a private table holding only
+/// `close_range(FIRST_FREE, ~0, CLOSE_RANGE_UNSHARE)`, which gives it a private table holding only
 /// descriptors 0..=9. For that, 3..=9 are parked on /dev/null here and the parent points them at
 /// the child's stdio and report pipe just for the duration of the clone (it is suspended until
 /// the exec, and only the supervisor thread spawns).

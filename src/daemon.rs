@@ -462,7 +462,11 @@ impl Supervisor {
         let Some(app) = self.apps[idx].as_mut() else {
             return Ok(());
         };
-        if app.pipes.is_none() && app.spec.logs.stdout != StdoutMode::Inherit {
+        // A wasm app's output goes to the logs without a pipe (`wasm_apps::spawn_wasm`).
+        if app.pipes.is_none()
+            && app.spec.logs.stdout != StdoutMode::Inherit
+            && app.spec.isolation != config::Isolation::Wasm
+        {
             let (out_r, out_w) = native::output_pipe()?;
             self.logs
                 .spawn_reader(out_r, app.name.clone(), Stream::Out)?;

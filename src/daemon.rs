@@ -267,6 +267,10 @@ pub struct Supervisor {
     waiters: Vec<Waiter>,
     /// Stops waiting for dependants to go down first.
     stop_queue: BTreeMap<usize, StopScope>,
+    /// `run_stop_queue` is on the stack: a nested call (from the `feed` of a stop) returns at once
+    /// and the outer loop picks up what changed; otherwise the stops of N apps nest N deep and
+    /// a shutdown of a few thousand apps overflows the stack.
+    stop_queue_running: bool,
     shutting_down: bool,
     done: bool,
     exit_code: i32,
@@ -305,6 +309,7 @@ impl Supervisor {
             devnull: native::dev_null()?,
             waiters: vec![],
             stop_queue: BTreeMap::new(),
+            stop_queue_running: false,
             shutting_down: false,
             done: false,
             exit_code: 0,
@@ -905,6 +910,15 @@ impl Supervisor {
     }
 
     fn run_stop_queue(&mut self) {
+        if self.stop_queue_running {
+            return;
+        }
+        self.stop_queue_running = true;
+        self.run_stop_queue_pass();
+        self.stop_queue_running = false;
+    }
+
+    fn run_stop_queue_pass(&mut self) {
         while !self.stop_queue.is_empty() {
             // One pass over the apps builds the reverse dependency map; every queued stop is then
             // checked against it (not against every app: shutdown of 1000 apps must stay cheap).

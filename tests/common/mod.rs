@@ -97,7 +97,12 @@ impl Paddock {
         })
     }
 
-    fn start_cmd(mut self, extra: &[&std::ffi::OsStr], f: impl FnOnce(&mut Command)) -> Paddock {
+    /// Starts `paddock serve` with extra arguments and `f` applied to its command first.
+    pub fn start_cmd(
+        mut self,
+        extra: &[&std::ffi::OsStr],
+        f: impl FnOnce(&mut Command),
+    ) -> Paddock {
         let mut cmd = Command::new(BIN);
         f(&mut cmd);
         let child = cmd

@@ -67,7 +67,11 @@ fn machine_step(quick: bool) {
         Event::Exited(Exit::Code(1)),
         Event::Timer(TimerKind::Backoff),
     ];
-    let (warm, n) = if quick { (10_000, 50_000) } else { (100_000, 1_000_000) };
+    let (warm, n) = if quick {
+        (10_000, 50_000)
+    } else {
+        (100_000, 1_000_000)
+    };
     // Per event, timed in groups of 3 (one cycle) to stay above the clock's resolution.
     let mut samples = Vec::with_capacity(n / 3);
     for i in 0..warm + n / 3 {
@@ -144,7 +148,10 @@ fn api_status(quick: bool) {
     let client = Client::new(&sock);
     let t = Instant::now();
     while client.request("GET", "/v1/version", None).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(30), "paddock serve did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "paddock serve did not start"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let (warm, n) = if quick { (10, 100) } else { (50, 1000) };
@@ -161,7 +168,11 @@ fn api_status(quick: bool) {
             samples.push(e);
         }
     }
-    show("API GET /v1/apps, 1000 apps (per request)", stats(samples), n);
+    show(
+        "API GET /v1/apps, 1000 apps (per request)",
+        stats(samples),
+        n,
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);

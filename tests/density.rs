@@ -25,7 +25,10 @@ fn bench_wasm() -> PathBuf {
 }
 
 fn wasm_app(module: &std::path::Path) -> String {
-    format!("isolation = \"wasm\"\nmodule = {:?}\n", module.display().to_string())
+    format!(
+        "isolation = \"wasm\"\nmodule = {:?}\n",
+        module.display().to_string()
+    )
 }
 
 /// `paddock status` as a separate process that must answer within 10 s.

@@ -461,7 +461,26 @@ fn add_instances(
             })
             .unwrap_or((0, None));
         if let Some(f) = failed {
-            return Err(format!("an instance did not start: {f}"));
+            let name = f.split(':').next().unwrap_or_default();
+            let log = ["out", "err"]
+                .iter()
+                .filter_map(|x| {
+                    std::fs::read_to_string(o.work.join(format!("state/logs/{name}.{x}"))).ok()
+                })
+                .flat_map(|t| {
+                    let v: Vec<String> = t.lines().map(str::to_string).collect();
+                    v[v.len().saturating_sub(3)..].to_vec()
+                })
+                .collect::<Vec<_>>()
+                .join(" | ");
+            return Err(format!(
+                "an instance did not start: {f}{}",
+                if log.is_empty() {
+                    String::new()
+                } else {
+                    format!("; its log: {log}")
+                }
+            ));
         }
         if ready >= to {
             return Ok(());
@@ -585,7 +604,9 @@ fn fmt_us(v: f64) -> String {
 }
 
 fn fmt_bytes(b: u64) -> String {
-    if b >= 1 << 20 {
+    if b >= 1 << 30 {
+        format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+    } else if b >= 1 << 20 {
         format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64)
     } else {
         format!("{:.1} KiB", b as f64 / 1024.0)
@@ -775,12 +796,20 @@ pub fn table(r: &Report) -> String {
             l.memory_per_instance.map_or("-".into(), fmt_bytes),
             l.density.as_ref().map_or("-".into(), |d| {
                 format!(
-                    "{}{}",
+                    "{}{} ({})",
                     if d.stopped_by == "cap" { "≥ " } else { "" },
-                    d.instances
+                    d.instances,
+                    fmt_bytes(d.bytes)
                 )
             }),
-            l.escapes.clone().unwrap_or_else(|| "-".into()),
+            // A skipped column's reason is printed in full under the matrix.
+            l.escapes.as_deref().map_or("-".into(), |e| {
+                if e.starts_with("skipped") {
+                    "skipped (below)".into()
+                } else {
+                    e.to_string()
+                }
+            }),
             l.supervisor_bytes_per_app.map_or("-".into(), fmt_bytes),
             l.supervisor_cpu_us_per_app_per_s
                 .map_or("-".into(), |c| format!("{c:.2} µs/s")),

@@ -270,6 +270,10 @@ pub struct Supervisor {
     waiters: Vec<Waiter>,
     /// Stops waiting for dependants to go down first.
     stop_queue: BTreeMap<usize, StopScope>,
+    /// `run_stop_queue` is on the stack: a nested call (from the `feed` of a stop) returns at once
+    /// and the outer loop picks up what changed; otherwise the stops of N apps nest N deep and
+    /// a shutdown of a few thousand apps overflows the stack.
+    stop_queue_running: bool,
     shutting_down: bool,
     done: bool,
     exit_code: i32,
@@ -313,6 +317,7 @@ impl Supervisor {
             devnull: native::dev_null()?,
             waiters: vec![],
             stop_queue: BTreeMap::new(),
+            stop_queue_running: false,
             shutting_down: false,
             done: false,
             exit_code: 0,
@@ -480,7 +485,11 @@ impl Supervisor {
         let Some(app) = self.apps[idx].as_mut() else {
             return Ok(());
         };
-        if app.pipes.is_none() && app.spec.logs.stdout != StdoutMode::Inherit {
+        // A wasm app's output goes to the logs without a pipe (`wasm_apps::spawn_wasm`).
+        if app.pipes.is_none()
+            && app.spec.logs.stdout != StdoutMode::Inherit
+            && app.spec.isolation != config::Isolation::Wasm
+        {
             let (out_r, out_w) = native::output_pipe()?;
             self.logs
                 .spawn_reader(out_r, app.name.clone(), Stream::Out)?;
@@ -1005,6 +1014,15 @@ impl Supervisor {
     }
 
     fn run_stop_queue(&mut self) {
+        if self.stop_queue_running {
+            return;
+        }
+        self.stop_queue_running = true;
+        self.run_stop_queue_pass();
+        self.stop_queue_running = false;
+    }
+
+    fn run_stop_queue_pass(&mut self) {
         while !self.stop_queue.is_empty() {
             // One pass over the apps builds the reverse dependency map; every queued stop is then
             // checked against it (not against every app: shutdown of 1000 apps must stay cheap).

@@ -176,7 +176,7 @@ impl LevelReport {
                 r.iter().filter(|x| x.result == Outcome::Blocked).count(),
                 ATTEMPTS.len()
             ),
-            (None, Some(why)) => format!("skipped: {why}"),
+            (None, Some(why)) => format!("skipped: {}", why.trim().replace('\n', "; ")),
             (None, None) => "skipped".into(),
         }
     }

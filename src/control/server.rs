@@ -60,19 +60,43 @@ pub async fn serve(
     events: broadcast::Sender<String>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let reserve = Arc::new(std::sync::Mutex::new(Vec::new()));
+    refill(&reserve);
+    let mut told = false;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await; // EMFILE and friends: back off
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                // Out of file descriptors: give one of the reserve back so that this client
+                // (`paddock status`, say) is still answered; it is taken again afterwards.
+                let freed = reserve.lock().ok().and_then(|mut r| r.pop());
+                if !told {
+                    told = true;
+                    eprintln!(
+                        "paddock: out of file descriptors ({}); the control socket serves from its reserve",
+                        crate::util::io_reason(&e)
+                    );
+                }
+                if freed.is_none() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                continue;
+            }
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(10)).await; // back off
+                continue;
+            }
         };
         let sup = sup.clone();
         let logs = logs.clone();
         let events = events.clone();
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
+                let reserve = reserve.clone();
                 tokio::spawn(async move {
                     connection(stream, sup, logs, events).await;
                     drop(permit);
+                    refill(&reserve);
                 });
             }
             Err(_) => {
@@ -83,6 +107,20 @@ pub async fn serve(
                             .await;
                 });
             }
+        }
+    }
+}
+
+/// Descriptors held back for the control socket, so that it can accept a client when paddock
+/// has run out of them (the apps' pipes, sockets and log files took the rest).
+const RESERVE_FDS: usize = 4;
+
+fn refill(reserve: &std::sync::Mutex<Vec<std::fs::File>>) {
+    let Ok(mut r) = reserve.lock() else { return };
+    while r.len() < RESERVE_FDS {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => r.push(f),
+            Err(_) => return,
         }
     }
 }

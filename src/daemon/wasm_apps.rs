@@ -10,7 +10,6 @@ use crate::driver::wasm::{ExitSink, HostOptions, Instance, Program, Stdio, WasmH
 use crate::supervise::{Event, Exit};
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -146,15 +145,20 @@ impl Supervisor {
             .program
             .get_or_insert_with(|| host.program(&app.spec))
             .clone()?;
-        let stdio = match &app.pipes {
-            Some(p) => {
-                let out = p.out_w.as_raw_fd();
-                Stdio {
-                    stdout: Some(out),
-                    stderr: Some(p.err_w.as_ref().map_or(out, |e| e.as_raw_fd())),
-                }
+        // Straight into the logs: no pipe (see `crate::logs::Sink`).
+        let stdio = if app.spec.logs.stdout == crate::config::StdoutMode::Inherit {
+            Stdio::default()
+        } else {
+            let out = self.logs.sink(app.name.clone(), crate::logs::Stream::Out);
+            let err = if app.spec.logs.combine {
+                out.clone()
+            } else {
+                self.logs.sink(app.name.clone(), crate::logs::Stream::Err)
+            };
+            Stdio {
+                stdout: Some(out),
+                stderr: Some(err),
             }
-            None => Stdio::default(),
         };
         let inst = host.start(&program, idx, generation, stdio)?;
         app.wasm.running = Some((generation, inst));

@@ -160,6 +160,114 @@ impl Logs {
     }
 }
 
+/// Where an in-process writer (a wasm guest) sends its output: straight to the log writer, with
+/// the same bounded queue as the pipe readers, and no descriptor at all. Thousands of wasm apps
+/// would otherwise hold two pipes each (four descriptors in paddock) plus their duplicates.
+#[derive(Clone)]
+pub struct Sink {
+    data: mpsc::Sender<Data>,
+    app: Arc<str>,
+    stream: Stream,
+}
+
+impl Logs {
+    /// A sink into the log of `app`'s `stream`.
+    pub fn sink(&self, app: Arc<str>, stream: Stream) -> Sink {
+        Sink {
+            data: self.data.clone(),
+            app,
+            stream,
+        }
+    }
+}
+
+type Reserve = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<mpsc::OwnedPermit<Data>, mpsc::error::SendError<()>>,
+            > + Send,
+    >,
+>;
+
+/// A [`Sink`] as an `AsyncWrite`: each write is one chunk for the writer; a full queue makes the
+/// writer wait (backpressure, as a full pipe would).
+pub struct SinkWriter {
+    sink: Sink,
+    /// A place in the queue being waited for (a `Mutex` only to be `Sync`; never contended).
+    pending: std::sync::Mutex<Option<Reserve>>,
+}
+
+impl Sink {
+    pub fn writer(&self) -> SinkWriter {
+        SinkWriter {
+            sink: self.clone(),
+            pending: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Sends `bytes` (waits while the queue is full); false if the writer is gone.
+    pub async fn write(&self, bytes: Vec<u8>) -> bool {
+        self.data
+            .send(Data {
+                app: self.app.clone(),
+                stream: self.stream,
+                time: SystemTime::now(),
+                bytes,
+            })
+            .await
+            .is_ok()
+    }
+}
+
+impl tokio::io::AsyncWrite for SinkWriter {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let slot = match this.pending.get_mut() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let tx = &this.sink.data;
+        let fut = slot.get_or_insert_with(|| Box::pin(tx.clone().reserve_owned()));
+        match fut.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                *slot = None;
+                match r {
+                    Ok(permit) => {
+                        permit.send(Data {
+                            app: this.sink.app.clone(),
+                            stream: this.sink.stream,
+                            time: SystemTime::now(),
+                            bytes: buf.to_vec(),
+                        });
+                        Poll::Ready(Ok(buf.len()))
+                    }
+                    Err(_) => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+                }
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 fn read_chunk(fd: i32) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {

@@ -90,7 +90,7 @@ impl Paddock {
 
     /// Starts `paddock serve` with extra arguments (e.g. `--store DIR`).
     pub fn start_with(self, extra: &[&std::ffi::OsStr]) -> Paddock {
-        self.start_cmd(Path::new(BIN), extra, |_| {})
+        self.start_cmd(extra, |_| {})
     }
 
     /// Starts `paddock serve` as an unprivileged user (its scratch dir is given to that user,
@@ -105,13 +105,18 @@ impl Paddock {
             .status()
             .expect("chown");
         assert!(st.success());
-        self.start_cmd(&bin, extra, |c| {
+        self.start_bin(&bin, extra, |c| {
             use std::os::unix::process::CommandExt;
             c.uid(uid).gid(uid);
         })
     }
 
-    fn start_cmd(
+    /// Starts `paddock serve` with extra arguments and `f` applied to its command first.
+    pub fn start_cmd(self, extra: &[&std::ffi::OsStr], f: impl FnOnce(&mut Command)) -> Paddock {
+        self.start_bin(Path::new(BIN), extra, f)
+    }
+
+    fn start_bin(
         mut self,
         bin: &Path,
         extra: &[&std::ffi::OsStr],

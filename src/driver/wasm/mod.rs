@@ -28,14 +28,12 @@ use inspect::Kind;
 use net::{NetPolicy, Use};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Linker, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
@@ -100,6 +98,7 @@ struct Inner {
     hashes: Mutex<HashMap<PathBuf, (crate::config::wasm::ModuleStamp, [u8; 32])>>,
     ticker: Arc<Ticker>,
     live: AtomicUsize,
+    maps: MapBudget,
     on_exit: ExitSink,
     origin: Instant,
 }
@@ -153,12 +152,13 @@ impl Program {
     }
 }
 
-/// Where a guest's stdout and stderr go: write ends of the app's log pipes, or `None` for
-/// paddock's own stdout/stderr (`logs.stdout = "inherit"`).
-#[derive(Clone, Copy, Debug, Default)]
+/// Where a guest's stdout and stderr go: straight into the app's logs (no pipe, no descriptor:
+/// a wasm instance costs paddock no file descriptor), or `None` for paddock's own stdout/stderr
+/// (`logs.stdout = "inherit"`).
+#[derive(Clone, Default)]
 pub struct Stdio {
-    pub stdout: Option<RawFd>,
-    pub stderr: Option<RawFd>,
+    pub stdout: Option<crate::logs::Sink>,
+    pub stderr: Option<crate::logs::Sink>,
 }
 
 /// State shared between an instance's task and its handle.
@@ -414,6 +414,91 @@ impl CpuBudget {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Memory mappings
+
+/// Mappings reserved for everything else in paddock (malloc arenas, threads, libraries).
+const MAPS_RESERVE: usize = 4096;
+/// Mappings a wasm instance is assumed to take until paddock has measured it: its linear memory
+/// slot (image, heap, the rest: 3), its fiber stack and guard (2), tables (2 each) and more; a
+/// core module of one memory and one table measured 12.2 here.
+const MAPS_PER_INSTANCE: usize = 16;
+
+/// Every wasm instance lives in paddock's address space and takes a dozen memory mappings, and
+/// the kernel caps the mappings of a process at `vm.max_map_count` (65530 by default: about
+/// 5,000 instances). Past it every mmap fails, and the next allocation aborts paddock. So a start
+/// is admitted only while there is room, measured: when the running instances reach the
+/// estimated capacity, paddock counts its mappings (`/proc/self/maps`), learns the cost per
+/// instance and the room left, and refuses the start with the reason when there is none.
+struct MapBudget {
+    /// Mappings before any instance.
+    base: usize,
+    /// Instances admitted without measuring again.
+    cap: AtomicUsize,
+    /// The last refusal: (instances running then, when, why). Repeated while no instance has
+    /// ended, for a few seconds, without counting again (counting 60,000 mappings takes
+    /// milliseconds, and a thousand refused apps retry).
+    refused: Mutex<Option<(usize, Instant, String)>>,
+}
+
+fn max_map_count() -> usize {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(usize::MAX)
+}
+
+fn count_maps() -> usize {
+    std::fs::read("/proc/self/maps")
+        .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+        .unwrap_or(0)
+}
+
+impl MapBudget {
+    fn new() -> MapBudget {
+        let base = count_maps();
+        let cap = max_map_count().saturating_sub(base + MAPS_RESERVE) / MAPS_PER_INSTANCE;
+        MapBudget {
+            base,
+            cap: AtomicUsize::new(cap),
+            refused: Mutex::new(None),
+        }
+    }
+
+    /// May one more instance start, with `live` running?
+    fn admit(&self, live: usize) -> Result<(), String> {
+        if live < self.cap.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let Ok(r) = self.refused.lock() {
+            if let Some((n, at, why)) = &*r {
+                if live >= *n && at.elapsed() < Duration::from_secs(5) {
+                    return Err(why.clone());
+                }
+            }
+        }
+        let max = max_map_count();
+        let now = count_maps();
+        let per = if live >= 16 {
+            now.saturating_sub(self.base).div_ceil(live).max(1)
+        } else {
+            MAPS_PER_INSTANCE
+        };
+        let room = max.saturating_sub(now + MAPS_RESERVE) / per;
+        if room == 0 {
+            let why = format!(
+                "wasm: no room for another instance: paddock has {now} memory mappings and the kernel allows {max} (vm.max_map_count); each instance takes about {per}, so {live} instances is the most this host allows; raise it, e.g. `sysctl -w vm.max_map_count=1048576`"
+            );
+            if let Ok(mut r) = self.refused.lock() {
+                *r = Some((live, Instant::now(), why.clone()));
+            }
+            return Err(why);
+        }
+        self.cap.store(live + room, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The ticker and metered tasks
 
 /// Advances the epoch of every engine every `TICK`, but only while some guest task is being
@@ -525,6 +610,7 @@ impl WasmHost {
                 hashes: Mutex::new(HashMap::new()),
                 ticker,
                 live: AtomicUsize::new(0),
+                maps: MapBudget::new(),
                 on_exit,
                 origin: Instant::now(),
             }),
@@ -597,29 +683,15 @@ impl WasmHost {
             .clone();
         if inner.live.load(Ordering::SeqCst) >= inner.opts.slots as usize {
             return Err(format!(
-                "all {} wasm instance slots are in use; start paddock with a larger --wasm-slots",
+                "wasm: the instance pool is full ({} instances; raise --wasm-slots)",
                 inner.opts.slots
             ));
         }
-        let dup = |fd: Option<RawFd>| -> Result<Option<OwnedFd>, String> {
-            fd.map(|fd| {
-                let n = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-                if n < 0 {
-                    Err(format!(
-                        "duplicating the log pipe: {}",
-                        crate::util::io_reason(&std::io::Error::last_os_error())
-                    ))
-                } else {
-                    // SAFETY: a descriptor fcntl just created, owned by nobody else.
-                    Ok(unsafe { OwnedFd::from_raw_fd(n) })
-                }
-            })
-            .transpose()
-        };
+        inner.maps.admit(inner.live.load(Ordering::SeqCst))?;
         let io = GuestIo {
-            out: dup(stdio.stdout)?,
-            err: dup(stdio.stderr)?,
-            report: dup(stdio.stderr)?,
+            out: stdio.stdout,
+            err: stdio.stderr.clone(),
+            report: stdio.stderr,
         };
         let shared = Arc::new(Shared::new(inner.origin));
         inner.live.fetch_add(1, Ordering::SeqCst);
@@ -1029,10 +1101,10 @@ fn link_component(
 // Running an instance
 
 struct GuestIo {
-    out: Option<OwnedFd>,
-    err: Option<OwnedFd>,
-    /// For paddock's own report of a trap (a separate descriptor: the guest's is in its store).
-    report: Option<OwnedFd>,
+    out: Option<crate::logs::Sink>,
+    err: Option<crate::logs::Sink>,
+    /// For paddock's own report of a trap (the guest's stream is in its store).
+    report: Option<crate::logs::Sink>,
 }
 
 /// The store of a new instance, with limits, epoch deadline and fuel set.
@@ -1078,20 +1150,22 @@ fn wasi_builder(
     b.args(&program.argv).envs(&program.env);
     if !discard_output {
         match io.out.take() {
-            Some(fd) => {
-                let tx = tokio::net::unix::pipe::Sender::from_owned_fd(fd)
-                    .map_err(|e| format!("stdout pipe: {}", crate::util::io_reason(&e)))?;
-                b.stdout(wasmtime_wasi::cli::AsyncStdoutStream::new(64 << 10, tx));
+            Some(sink) => {
+                b.stdout(wasmtime_wasi::cli::AsyncStdoutStream::new(
+                    64 << 10,
+                    sink.writer(),
+                ));
             }
             None => {
                 b.stdout(tokio::io::stdout());
             }
         }
         match io.err.take() {
-            Some(fd) => {
-                let tx = tokio::net::unix::pipe::Sender::from_owned_fd(fd)
-                    .map_err(|e| format!("stderr pipe: {}", crate::util::io_reason(&e)))?;
-                b.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(64 << 10, tx));
+            Some(sink) => {
+                b.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(
+                    64 << 10,
+                    sink.writer(),
+                ));
             }
             None => {
                 b.stderr(tokio::io::stderr());
@@ -1268,13 +1342,12 @@ fn classify(
     (Exit::Trap(msg), Some(text))
 }
 
-async fn write_report(fd: &mut Option<OwnedFd>, text: &str) {
-    match fd.take() {
-        Some(fd) => {
-            if let Ok(mut tx) = tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
-                let _ = tokio::time::timeout(Duration::from_secs(2), tx.write_all(text.as_bytes()))
+async fn write_report(sink: &mut Option<crate::logs::Sink>, text: &str) {
+    match sink.take() {
+        Some(sink) => {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), sink.write(text.as_bytes().to_vec()))
                     .await;
-            }
         }
         None => {
             use std::io::Write;

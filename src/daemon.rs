@@ -600,6 +600,7 @@ impl Supervisor {
         if let (ReadyWhen::Fd { fd }, Some(w)) = (&app.spec.readiness.when, &app.ready_w) {
             io.extra = Some((w.as_raw_fd(), *fd));
         }
+        let join: Vec<std::os::fd::RawFd> = join.iter().map(|f| f.as_raw_fd()).collect();
         let pid = native::spawn_joined(&prepared, &io, &join).map_err(|e| {
             match (&e.step, &app.cgroup) {
                 (Some(native::Failed::Spawn(native::Step::JoinCgroup)), Some(cg)) => format!(
@@ -624,7 +625,7 @@ impl Supervisor {
     /// The app's cgroup, created at its first start: returns the `cgroup.procs` descriptors its
     /// child joins. Before a restart, whatever the previous instance left in it is killed and
     /// waited for.
-    fn ensure_cgroup(&mut self, idx: usize) -> Result<Vec<std::os::fd::RawFd>, String> {
+    fn ensure_cgroup(&mut self, idx: usize) -> Result<Vec<std::os::fd::OwnedFd>, String> {
         let Some(app) = self.apps[idx].as_ref() else {
             return Err("app removed".into());
         };
@@ -650,7 +651,7 @@ impl Supervisor {
         };
         cg.kill_and_wait(Duration::from_secs(2))?;
         cg.mark_start();
-        Ok(cg.procs_fds())
+        cg.open_procs()
     }
 
     /// A start is refused (not retried) when a limit of the app cannot be enforced here.

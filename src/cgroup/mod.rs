@@ -19,7 +19,7 @@
 pub mod v1;
 pub mod v2;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// `[limits]` that cgroups enforce (the rlimit `nofile` is set by the spawn itself).
@@ -651,19 +651,13 @@ impl Cgroups {
         cg.apply(limits)?;
         for d in &cg.dirs {
             let path = d.path.join("cgroup.procs");
-            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-                .map_err(|_| "cgroup path contains a NUL byte".to_string())?;
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-            if fd < 0 {
-                let e = std::io::Error::last_os_error();
-                return Err(format!(
-                    "{}: {}",
-                    path.display(),
-                    crate::util::io_reason(&e)
-                ));
-            }
-            cg.procs.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            cg.procs.push(
+                std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                    .map_err(|_| "cgroup path contains a NUL byte".to_string())?,
+            );
         }
+        // Checked once here, so a permission problem shows at creation.
+        drop(cg.open_procs()?);
         cg.oom_seen = cg.oom_kills().unwrap_or(0);
         Ok(cg)
     }
@@ -701,8 +695,10 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct AppCgroup {
     dirs: Vec<Dir>,
-    /// `cgroup.procs` of each directory, O_WRONLY|O_CLOEXEC: the child writes "0" to each.
-    procs: Vec<OwnedFd>,
+    /// `cgroup.procs` of each directory: opened for each spawn (`open_procs`), the child writes
+    /// "0" to each. Not kept open: six descriptors per app on a hybrid host would bound how
+    /// many apps fit under paddock's descriptor limit.
+    procs: Vec<std::ffi::CString>,
     pub limits: CgLimits,
     /// The OOM-kill counter when the current process started.
     oom_seen: u64,
@@ -714,8 +710,23 @@ impl AppCgroup {
         self.dirs.iter().map(|d| d.path.clone()).collect()
     }
 
-    pub fn procs_fds(&self) -> Vec<RawFd> {
-        self.procs.iter().map(|f| f.as_raw_fd()).collect()
+    /// Opens each `cgroup.procs` (O_WRONLY|O_CLOEXEC) for a spawn.
+    pub fn open_procs(&self) -> Result<Vec<OwnedFd>, String> {
+        self.procs
+            .iter()
+            .map(|c| {
+                let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    let e = std::io::Error::last_os_error();
+                    return Err(format!(
+                        "{}: {}",
+                        c.to_string_lossy(),
+                        crate::util::io_reason(&e)
+                    ));
+                }
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            })
+            .collect()
     }
 
     /// Sets (or, for keys now absent, removes) the limits.

@@ -35,6 +35,8 @@ pub struct Options {
     pub wasm: PathBuf,
     /// `paddock-probe`, for the escape matrix.
     pub probe: PathBuf,
+    /// `probe.wasm`, the escape matrix's wasm column (None: skipped).
+    pub wasm_probe: Option<PathBuf>,
     pub levels: Vec<String>,
     /// Concurrent instances for the memory figure.
     pub instances: usize,
@@ -731,6 +733,7 @@ pub fn run_bench(o: &Options) -> Result<Report, String> {
             let runs = escape::run_matrix(&escape::MatrixOptions {
                 paddock: o.paddock.clone(),
                 probe: o.probe.clone(),
+                wasm_probe: o.wasm_probe.clone(),
                 levels: lv,
                 work: o.work.join("escape"),
                 verbose: false,

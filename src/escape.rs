@@ -231,6 +231,8 @@ pub struct MatrixOptions {
     pub paddock: PathBuf,
     /// The `paddock-probe` binary (bundled for levels `bundle` and `sandbox`).
     pub probe: PathBuf,
+    /// The wasm probe (`probe.wasm`, examples/wasm/probe) for level `wasm`; None: skipped.
+    pub wasm_probe: Option<PathBuf>,
     pub levels: Vec<String>,
     /// A fresh directory for configs, state, the bundle store and the planted files; removed
     /// afterwards.
@@ -272,6 +274,13 @@ pub fn probe_app(level: &str, probe: &Path, env: &[(String, String)], rw: &Path)
              [limits]\npids = 64\nmemory = \"64MiB\"\ncpu = 0.2\n\n\
              [sandbox]\nread_write = [{:?}]\nnetwork = \"none\"\ntcp_bind = []\ntcp_connect = []\nseccomp = \"default\"\n",
             rw.display().to_string()
+        ),
+        "wasm" => format!(
+            "isolation = \"wasm\"\nmodule = {:?}\n{common}\n\
+             [limits]\nmemory = \"64MiB\"\ncpu = 0.2\n\n\
+             [wasm]\npreopens = {{ \"/rw\" = \"{}:rw\" }}\n",
+            probe.display().to_string(),
+            rw.display()
         ),
         other => format!("isolation = {other:?}\n{common}"),
     }
@@ -332,8 +341,8 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Runs the probe as a paddock app at each level, one `paddock serve` per level, and collects
 /// its reports. A level that this paddock refuses (`paddock check` fails for the probe's app
-/// file) is reported as skipped with paddock's own words; `wasm` is skipped (the probe has no
-/// wasm build yet). Needs root for a meaningful `none` column (otherwise most attempts are
+/// file) is reported as skipped with paddock's own words; `wasm` runs the wasm probe when
+/// it is given. Needs root for a meaningful `none` column (otherwise most attempts are
 /// blocked by plain Unix permissions).
 pub fn run_matrix(o: &MatrixOptions) -> Result<Vec<LevelRun>, String> {
     let w = &o.work;
@@ -382,12 +391,15 @@ pub fn run_matrix(o: &MatrixOptions) -> Result<Vec<LevelRun>, String> {
             host_problems: vec![],
             config_error: None,
         };
-        if level == "wasm" {
-            runs.push(skip("the probe has no wasm build yet".into()));
+        if level == "wasm" && o.wasm_probe.is_none() {
+            runs.push(skip(
+                "the wasm probe is not built (bash examples/wasm/build.sh target/wasm-examples)"
+                    .into(),
+            ));
             continue;
         }
         match &bundle_err {
-            Some(e) if level != "none" => {
+            Some(e) if level != "none" && level != "wasm" => {
                 runs.push(skip(format!("building the probe's bundle failed: {e}")));
                 continue;
             }
@@ -465,7 +477,11 @@ fn run_level(
     ];
     // First the level alone (a level this paddock lacks is refused at `isolation`, but a
     // syntax error elsewhere, such as a `[limits]` key it does not know yet, would hide that).
-    let bare = probe_app(level, &o.probe, &[], rw);
+    let probe = match (level, &o.wasm_probe) {
+        ("wasm", Some(w)) => w,
+        _ => &o.probe,
+    };
+    let bare = probe_app(level, probe, &[], rw);
     let bare = bare.split("\n[limits]").next().unwrap_or(&bare).to_string();
     let _ = std::fs::write(apps.join("probe.toml"), bare);
     let level_refused = sh(Command::new(&o.paddock)
@@ -479,10 +495,7 @@ fn run_level(
             .find(|l| l.contains("key `isolation`"))
             .map(|l| l.split("key `isolation`: ").nth(1).unwrap_or(l).to_string())
     });
-    let _ = std::fs::write(
-        apps.join("probe.toml"),
-        probe_app(level, &o.probe, &env, rw),
-    );
+    let _ = std::fs::write(apps.join("probe.toml"), probe_app(level, probe, &env, rw));
     let mut run = LevelRun {
         report: LevelReport {
             level: level.into(),

@@ -684,6 +684,15 @@ fn bench(a: BenchArgs) -> ExitCode {
         ),
     };
     let probe = bin_dir.join("paddock-probe");
+    let wasm_probe = [
+        a.app_dir.as_ref().map(|d| d.join("probe.wasm")),
+        Some(PathBuf::from("target/wasm-examples/probe.wasm")),
+        Some(PathBuf::from("examples/wasm/probe.wasm")),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_file())
+    .map(|p| std::path::absolute(&p).unwrap_or(p));
     let natives = a.levels.iter().any(|l| l != "wasm");
     if natives && !native.is_file() {
         return fail(format!(
@@ -720,6 +729,7 @@ fn bench(a: BenchArgs) -> ExitCode {
             .map(|p| std::path::absolute(&p).unwrap_or(p))
             .unwrap_or_default(),
         probe,
+        wasm_probe,
         levels: a.levels,
         instances: a.instances,
         starts: a.starts,

@@ -1,6 +1,6 @@
 //! The escape matrix (issue 5): `paddock-probe` runs as an app at levels none, bundle and
-//! sandbox and tries 14 escapes; at `sandbox` every one must be blocked. A level this paddock
-//! refuses (sandbox, before it lands) is skipped with paddock's own reason. Also checks that the
+//! sandbox, and its wasm build (examples/wasm/probe) at level wasm, and tries 14 escapes; at
+//! `sandbox` and `wasm` every one must be blocked. Also checks that the
 //! host is unaffected afterwards: the probe undoes whatever it managed at level `none`.
 
 mod common;
@@ -20,7 +20,20 @@ fn escape_matrix() {
     let opts = MatrixOptions {
         paddock: PathBuf::from(BIN),
         probe: PathBuf::from(env!("CARGO_BIN_EXE_paddock-probe")),
-        levels: vec!["none".into(), "bundle".into(), "sandbox".into()],
+        // The wasm probe: CI's fresh build, else the committed one.
+        wasm_probe: [
+            "target/wasm-examples/probe.wasm",
+            "examples/wasm/probe.wasm",
+        ]
+        .iter()
+        .map(|p| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p))
+        .find(|p| p.is_file()),
+        levels: vec![
+            "none".into(),
+            "bundle".into(),
+            "sandbox".into(),
+            "wasm".into(),
+        ],
         work: s.path().join("work"),
         verbose: true,
     };
@@ -79,22 +92,25 @@ fn escape_matrix() {
         none.iter()
             .any(|x| x.attempt == "read-secret" && x.result == Outcome::Escaped)
     );
-    let sandbox = &runs[2].report;
-    match &sandbox.results {
-        None => println!("skipped: {}", sandbox.skipped.as_deref().unwrap_or("?")),
-        Some(res) => {
-            assert!(
-                missing(res).is_empty(),
-                "sandbox: missing {:?}",
-                missing(res)
+    // sandbox and wasm block every attempt.
+    for r in &runs[2..] {
+        let level = &r.report.level;
+        let res = r
+            .report
+            .results
+            .as_ref()
+            .unwrap_or_else(|| panic!("level {level} did not run: {:?}", r.report.skipped));
+        assert!(
+            missing(res).is_empty(),
+            "{level}: missing {:?}",
+            missing(res)
+        );
+        for x in res {
+            assert_eq!(
+                x.result,
+                Outcome::Blocked,
+                "{level} let this through: {x:?}"
             );
-            for x in res {
-                assert_eq!(
-                    x.result,
-                    Outcome::Blocked,
-                    "sandbox let this through: {x:?}"
-                );
-            }
         }
     }
 }

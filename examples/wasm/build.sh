@@ -23,6 +23,8 @@ build hello wasm32-wasip2 hello-p2.wasm
 build worker wasm32-wasip1 worker.wasm
 build crasher wasm32-wasip1 crasher.wasm
 build http wasm32-wasip2 http.wasm
+# The escape matrix's wasm probe (src/escape.rs; the native probe is src/bin/paddock-probe.rs).
+build probe wasm32-wasip2 probe.wasm
 # paddock bench's app (examples/bench-app), whose native build is paddock's binary paddock-bench-app.
 cargo build --quiet --release --locked --manifest-path "$here/../bench-app/Cargo.toml" --target wasm32-wasip1
 cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/bench-app.wasm" "$out/bench-app.wasm"

@@ -638,38 +638,29 @@ mod tests {
                 .contains(&(PathBuf::from("/tmp/app"), Grant::ReadWrite))
         );
         // A host path under a link of the bundle is refused; so is a FIFO in the tree.
-        let e = build(
-            Path::new("/run/root"),
-            &b,
-            &Paths {
-                read_only: &[PathBuf::from("/lib/x")],
-                read_write: &[],
-                tmpfs: &[],
-                sockets: &[],
-                owner: (0, 0),
-            },
-        )
-        .err()
-        .unwrap();
+        let refused = |read_only: &str| {
+            build(
+                Path::new("/run/root"),
+                &b,
+                &Paths {
+                    read_only: &[PathBuf::from(read_only)],
+                    read_write: &[],
+                    tmpfs: &[],
+                    sockets: &[],
+                    owner: (0, 0),
+                },
+            )
+            .err()
+            .unwrap()
+        };
+        let e = refused("/lib/x");
         assert!(e.contains("/lib is a symbolic link in the bundle"), "{e}");
         let fifo =
             std::ffi::CString::new(b.join("usr/bin/pipe").as_os_str().as_encoded_bytes()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         std::fs::remove_dir_all(b.join("etc")).unwrap();
         std::fs::remove_dir_all(b.join("tmp")).unwrap();
-        let e = build(
-            Path::new("/run/root"),
-            &b,
-            &Paths {
-                read_only: &[PathBuf::from("/usr/bin/x")],
-                read_write: &[],
-                tmpfs: &[],
-                sockets: &[],
-                owner: (0, 0),
-            },
-        )
-        .err()
-        .unwrap();
+        let e = refused("/usr/bin/x");
         assert!(e.contains("not a regular file"), "{e}");
         let _ = std::fs::remove_dir_all(&t);
     }

@@ -506,8 +506,14 @@ impl Supervisor {
         match app.spec.readiness.when {
             ReadyWhen::Notify if app.notify.is_none() => {
                 let path = notify_path.unwrap_or_default();
-                let sock =
-                    crate::health::notify_socket(&path, app.spec.identity.as_ref().map(|i| i.uid))?;
+                // The socket belongs to the uid the app runs as on the host.
+                let owner = app
+                    .prepared
+                    .as_ref()
+                    .ok()
+                    .and_then(|p| p.sandbox_host_uid())
+                    .or(app.spec.identity.as_ref().map(|i| i.uid));
+                let sock = crate::health::notify_socket(&path, owner)?;
                 let task = tokio::spawn(async move {
                     let mut buf = vec![0u8; 4096];
                     while let Ok(n) = sock.recv(&mut buf).await {

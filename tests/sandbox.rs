@@ -364,6 +364,17 @@ fn a_real_debian_program_runs_sandboxed_with_a_health_check() {
         data.path().join("dump.rdb").exists(),
         "redis wrote into its read_write dir"
     );
+    // In a user namespace (root inside, nobody on the host) it can still notify readiness.
+    let userns = format!(
+        "isolation = \"sandbox\"\nbundle = \"redis-server\"\n\
+         command = [\"redis-server\", \"--bind\", \"127.0.0.1\", \"--port\", \"{}\", \"--save\", \"\", \"--appendonly\", \"no\", \"--supervised\", \"systemd\"]\n\
+         [readiness]\nnotify = true\n[sandbox]\nuserns = true\ntcp_bind = [{0}]\n",
+        free_port()
+    );
+    p.write_app("redis-userns", &userns);
+    let o = p.cli(&["update"]);
+    assert!(o.status.success(), "{o:?}");
+    p.wait_state("redis-userns", "READY", Duration::from_secs(30));
     // It cannot write anywhere else.
     let r = cli(&["CONFIG", "SET", "dir", "/usr"]);
     let s = cli(&["SAVE"]);

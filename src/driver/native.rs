@@ -264,6 +264,11 @@ impl Prepared {
         })
     }
 
+    /// The host uid the app runs as when a sandbox maps it (None: its `user`'s, or paddock's).
+    pub fn sandbox_host_uid(&self) -> Option<u32> {
+        self.sandbox.as_ref().and_then(|s| s.host_uid)
+    }
+
     /// What the sandbox gives, for `status` (None for other levels).
     pub fn sandbox_summary(&self) -> Option<&str> {
         self.sandbox.as_ref().map(|s| s.summary.as_str())

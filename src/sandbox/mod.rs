@@ -194,6 +194,9 @@ pub struct Plan {
     workdir: CString,
     /// What the level gives, for `status` and errors.
     pub summary: String,
+    /// With a user namespace: the host uid the app's processes have (files paddock makes for
+    /// the app, like its notify socket, are given to it).
+    pub host_uid: Option<u32>,
 }
 
 // The plan's pointers point into its own strings.
@@ -322,6 +325,7 @@ impl Plan {
             workdir: CString::new(workdir.as_os_str().as_encoded_bytes())
                 .map_err(|e| e.to_string())?,
             summary: summary.join(", "),
+            host_uid: (h.root && spec.userns).then_some(owner.0),
         })
     }
 

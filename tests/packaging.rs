@@ -245,6 +245,7 @@ fn deb_builds_and_installs() {
         "/usr/share/doc/paddock/examples/web.toml",
         "/usr/share/doc/paddock/examples/paddock.toml",
         "/usr/share/doc/paddock/copyright",
+        "/usr/lib/sysctl.d/60-paddock.conf",
     ] {
         assert!(
             list.lines().any(|l| l == path),

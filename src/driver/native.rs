@@ -236,9 +236,6 @@ impl Prepared {
             .as_ref()
             .map(|w| cstring(w.as_os_str().as_bytes(), "workdir"))
             .transpose()?;
-        if level == Isolation::None && spec.isolation == Isolation::Sandbox {
-            // Fallen back to level none: the bundle's program, as level bundle would run it.
-        }
         let creds = spec
             .identity
             .as_ref()

@@ -605,27 +605,13 @@ fn make_netns() -> Result<OwnedFd, String> {
         fd: AtomicI32::new(-1),
         err: AtomicI32::new(0),
     };
-    let mut stack = vec![0u8; 64 * 1024];
-    let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
-    let pid = unsafe {
-        libc::clone(
-            helper,
-            top as *mut libc::c_void,
-            libc::CLONE_NEWNET | libc::CLONE_VM | libc::CLONE_FILES | libc::SIGCHLD,
-            &shared as *const Shared as *mut libc::c_void,
-        )
-    };
-    if pid < 0 {
-        return Err(format!(
-            "network namespace: clone: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    unsafe {
-        let mut st = 0;
-        libc::waitpid(pid, &mut st, libc::__WALL);
-    }
-    drop(stack);
+    ns_helper(
+        "network namespace",
+        helper,
+        libc::CLONE_NEWNET,
+        &shared as *const Shared as *mut libc::c_void,
+        |_| (),
+    )?;
     match (
         shared.fd.load(Ordering::SeqCst),
         shared.err.load(Ordering::SeqCst),
@@ -658,54 +644,76 @@ fn make_userns(
             libc::_exit(0)
         }
     }
+    let arg = rd.as_raw_fd() as usize as *mut libc::c_void;
+    ns_helper(
+        "user namespace",
+        wait_for_parent,
+        libc::CLONE_NEWUSER,
+        arg,
+        |pid| {
+            let result = (|| {
+                for (file, data) in [
+                    ("uid_map", format!("{inside_uid} {host_uid} 1\n")),
+                    ("gid_map", format!("{inside_gid} {host_gid} 1\n")),
+                ] {
+                    std::fs::write(format!("/proc/{pid}/{file}"), data)
+                        .map_err(|e| format!("user namespace: writing {file}: {e}"))?;
+                }
+                let fd = unsafe {
+                    libc::open(
+                        CString::new(format!("/proc/{pid}/ns/user"))
+                            .map_err(|e| e.to_string())?
+                            .as_ptr(),
+                        libc::O_RDONLY | libc::O_CLOEXEC,
+                    )
+                };
+                if fd < 0 {
+                    return Err(format!(
+                        "user namespace: open: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            })();
+            // The helper shares our descriptor table: closing the write end ends its wait.
+            drop(wr);
+            result
+        },
+    )?
+}
+
+/// Runs `entry(arg)` in a helper cloned into a new namespace (`ns_flag`), sharing our memory
+/// and descriptor table; `meanwhile(pid)` runs here before the helper is waited for.
+fn ns_helper<T>(
+    what: &str,
+    entry: extern "C" fn(*mut libc::c_void) -> libc::c_int,
+    ns_flag: libc::c_int,
+    arg: *mut libc::c_void,
+    meanwhile: impl FnOnce(libc::pid_t) -> T,
+) -> Result<T, String> {
     let mut stack = vec![0u8; 64 * 1024];
     let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
     let pid = unsafe {
         libc::clone(
-            wait_for_parent,
+            entry,
             top as *mut libc::c_void,
-            libc::CLONE_NEWUSER | libc::CLONE_VM | libc::CLONE_FILES | libc::SIGCHLD,
-            rd.as_raw_fd() as usize as *mut libc::c_void,
+            ns_flag | libc::CLONE_VM | libc::CLONE_FILES | libc::SIGCHLD,
+            arg,
         )
     };
     if pid < 0 {
         return Err(format!(
-            "user namespace: clone: {}",
+            "{what}: clone: {}",
             std::io::Error::last_os_error()
         ));
     }
-    let result = (|| {
-        for (file, data) in [
-            ("uid_map", format!("{inside_uid} {host_uid} 1\n")),
-            ("gid_map", format!("{inside_gid} {host_gid} 1\n")),
-        ] {
-            std::fs::write(format!("/proc/{pid}/{file}"), data)
-                .map_err(|e| format!("user namespace: writing {file}: {e}"))?;
-        }
-        let fd = unsafe {
-            libc::open(
-                CString::new(format!("/proc/{pid}/ns/user"))
-                    .map_err(|e| e.to_string())?
-                    .as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(format!(
-                "user namespace: open: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    })();
-    drop(wr);
-    drop(rd);
+    let out = meanwhile(pid);
     unsafe {
         let mut st = 0;
         libc::waitpid(pid, &mut st, libc::__WALL);
     }
     drop(stack);
-    result
+    Ok(out)
 }
 
 /// Whether the kernel would drop `sig` sent to `pid`, the init of a pid namespace: it delivers

@@ -252,7 +252,7 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
         .chain(paths.sockets)
         .filter(|p| !on_tmpfs(p))
     {
-        rw_bind(p, p, &mut fs, &inside)?;
+        bind(p, p, RW_ATTRS, Grant::ReadWrite, &mut fs, &inside)?;
     }
     // Paths on a tmpfs (as /tmp/app): each mount point right before its mount, parents first,
     // so a tmpfs mounted on a tmpfs does not hide the mount points made for what goes on it.
@@ -271,20 +271,17 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
                 });
                 fs.rules_for.push((p.clone(), Grant::ReadWrite));
             }
-            Hole::ReadOnly(h) => {
-                fs.ops.push(Op::Bind {
-                    src: c(h)?,
-                    dst: inside(p)?,
-                    recursive: true,
-                });
-                fs.ops.push(Op::Attr {
-                    dst: inside(p)?,
-                    set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
-                    recursive: true,
-                });
-                fs.rules_for.push((p.clone(), Grant::Read));
+            Hole::ReadOnly(h) => bind(
+                h,
+                p,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID,
+                Grant::Read,
+                &mut fs,
+                &inside,
+            )?,
+            Hole::ReadWrite(h) | Hole::Socket(h) => {
+                bind(h, p, RW_ATTRS, Grant::ReadWrite, &mut fs, &inside)?
             }
-            Hole::ReadWrite(h) | Hole::Socket(h) => rw_bind(h, p, &mut fs, &inside)?,
             Hole::Dev | Hole::Proc => {}
         }
     }
@@ -300,10 +297,16 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
     Ok(fs)
 }
 
-/// A writable bind of a host path.
-fn rw_bind(
+/// Mount attributes of a writable host path.
+const RW_ATTRS: u64 = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+
+/// A bind of a host path at `p`, after the tree was sealed: with its own mount attributes and
+/// its Landlock grant.
+fn bind(
     host: &Path,
     p: &Path,
+    attrs: u64,
+    grant: Grant,
     fs: &mut RootFs,
     inside: &dyn Fn(&Path) -> Result<CString, String>,
 ) -> Result<(), String> {
@@ -314,10 +317,10 @@ fn rw_bind(
     });
     fs.ops.push(Op::Attr {
         dst: inside(p)?,
-        set: MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        set: attrs,
         recursive: true,
     });
-    fs.rules_for.push((p.to_path_buf(), Grant::ReadWrite));
+    fs.rules_for.push((p.to_path_buf(), grant));
     Ok(())
 }
 

@@ -397,11 +397,7 @@ fn bad_limits_are_precise_config_errors() {
             format!("command = [\"/bin/true\"]\n[limits]\n{body}"),
         )
         .unwrap();
-        let out = std::process::Command::new(BIN)
-            .arg("check")
-            .arg(s.path())
-            .output()
-            .unwrap();
+        let out = check(&[s.path()]);
         assert_eq!(out.status.code(), Some(1));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "want {want:?} in:\n{err}");

@@ -354,11 +354,7 @@ fn dependency_cycle_is_rejected_with_the_cycle_named() {
         "command = [\"/bin/true\"]\n\nrequires = [\"a\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("check")
-        .arg(s.path())
-        .output()
-        .unwrap();
+    let out = check(&[s.path()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -370,11 +366,7 @@ fn dependency_cycle_is_rejected_with_the_cycle_named() {
         "command = [\"/bin/true\"]\nafter = [\"nope\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("check")
-        .arg(s.path())
-        .output()
-        .unwrap();
+    let out = check(&[s.path()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("b.toml:2:1: depends on \"nope\", but no app has that name"),

@@ -475,11 +475,7 @@ fn spawn_failures_are_reported() {
 fn check_command() {
     let s = Scratch::new("check");
     std::fs::write(s.path().join("ok.toml"), "command = [\"/bin/true\"]").unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("check")
-        .arg(s.path())
-        .output()
-        .unwrap();
+    let out = check(&[s.path()]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 1 apps"));
     std::fs::write(
@@ -488,11 +484,7 @@ fn check_command() {
     )
     .unwrap();
     std::fs::write(s.path().join("worse.toml"), "comand = [\"/bin/true\"]\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("check")
-        .arg(s.path())
-        .output()
-        .unwrap();
+    let out = check(&[s.path()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.toml:2:16: key `stop_timeout`"), "{err}");
@@ -504,23 +496,13 @@ fn check_command() {
     // Duplicate names across config directories.
     let s2 = Scratch::new("check2");
     std::fs::write(s2.path().join("ok.toml"), "command = [\"/bin/true\"]").unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("check")
-        .arg(s.path().join("nope"))
-        .arg(s2.path())
-        .output()
-        .unwrap();
+    let out = check(&[&s.path().join("nope"), s2.path()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read config directory"), "{err}");
     std::fs::remove_file(s.path().join("bad.toml")).unwrap();
     std::fs::remove_file(s.path().join("worse.toml")).unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("check")
-        .arg(s.path())
-        .arg(s2.path())
-        .output()
-        .unwrap();
+    let out = check(&[s.path(), s2.path()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("duplicate app name \"ok\""), "{err}");
     // serve refuses a broken directory and starts nothing.

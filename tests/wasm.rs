@@ -685,11 +685,7 @@ fn bad_modules_give_precise_errors_and_change_nothing() {
         .unwrap();
     }
     // `paddock check`: one precise error per file, at its `module` key.
-    let o = std::process::Command::new(BIN)
-        .arg("check")
-        .arg(bad.path())
-        .output()
-        .unwrap();
+    let o = check(&[bad.path()]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     for (name, _, want) in &cases {

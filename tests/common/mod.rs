@@ -326,3 +326,12 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `paddock check DIR…`, its output.
+pub fn check(dirs: &[&Path]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("check")
+        .args(dirs)
+        .output()
+        .expect("run paddock check")
+}

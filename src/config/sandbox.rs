@@ -12,9 +12,13 @@
 //! network = "none"                     # own network namespace with loopback | "host"
 //! tcp_bind = [6379]                    # Landlock: the only TCP ports it may bind
 //! tcp_connect = [5432]                 # Landlock: the only TCP ports it may connect to
-//! userns = false                       # map the app's uid to an unprivileged host uid
+//! udp = false                          # network = "host": may it use UDP? (own network: yes)
+//! address_families = ["AF_NETLINK"]    # socket families beyond AF_UNIX, AF_INET, AF_INET6
+//! userns = true                        # map the app's ids to unprivileged host ids (default)
 //! capabilities = ["NET_BIND_SERVICE"]  # kept; every other capability is dropped
-//! seccomp = "default"                  # or "off"
+//! seccomp = "default"                  # the allow list, or "off"
+//! syscalls = ["io_uring_setup"]        # system calls allowed beyond the default filter
+//! tmp_size = "64MiB"                   # size of /tmp and /dev/shm (default: [limits] memory, else 64MiB)
 //! ```
 
 use super::FileCtx;
@@ -44,6 +48,10 @@ pub(super) struct RawSandbox {
     pub userns: Option<Spanned<bool>>,
     pub capabilities: List<String>,
     pub seccomp: Option<Spanned<String>>,
+    pub udp: Option<Spanned<bool>>,
+    pub address_families: List<String>,
+    pub syscalls: List<String>,
+    pub tmp_size: Option<Spanned<String>>,
 }
 
 impl RawSandbox {
@@ -70,6 +78,13 @@ impl RawSandbox {
             self.capabilities.as_ref().map(|x| x.span()),
         );
         push("sandbox.seccomp", self.seccomp.as_ref().map(|x| x.span()));
+        push("sandbox.udp", self.udp.as_ref().map(|x| x.span()));
+        push(
+            "sandbox.address_families",
+            self.address_families.as_ref().map(|x| x.span()),
+        );
+        push("sandbox.syscalls", self.syscalls.as_ref().map(|x| x.span()));
+        push("sandbox.tmp_size", self.tmp_size.as_ref().map(|x| x.span()));
         v
     }
 }
@@ -84,11 +99,25 @@ pub struct SandboxSpec {
     pub host_network: bool,
     pub tcp_bind: Vec<u16>,
     pub tcp_connect: Vec<u16>,
+    /// Map the app's ids to unprivileged host ids (the default; `userns = false` as root runs
+    /// the app with real host ids, root included: weaker, and marked so in `status`).
     pub userns: bool,
     /// Capability names as the kernel spells them (`CAP_NET_BIND_SERVICE`).
     pub capabilities: Vec<String>,
     pub seccomp: bool,
+    /// `network = "host"`: UDP (and other datagram IP sockets) allowed.
+    pub udp: bool,
+    /// Socket families beyond AF_UNIX, AF_INET, AF_INET6: (name, number).
+    pub address_families: Vec<(String, u32)>,
+    /// System calls allowed beyond the default filter: (name, number).
+    pub syscalls: Vec<(String, i64)>,
+    /// Size of /tmp and /dev/shm in bytes (None: `[limits] memory`, else `DEFAULT_TMP_SIZE`).
+    pub tmp_size: Option<u64>,
 }
+
+/// The size of a sandbox's /tmp and /dev/shm when neither `tmp_size` nor `[limits] memory`
+/// says otherwise.
+pub const DEFAULT_TMP_SIZE: u64 = 64 << 20;
 
 /// Paths paddock makes itself inside every sandbox (paths under /tmp are fine: they are
 /// mounted on the sandbox's own /tmp).
@@ -169,6 +198,7 @@ fn ports(cx: &mut FileCtx, key: &str, list: &List<PortOrPattern>) -> Vec<u16> {
 pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> SandboxSpec {
     let mut spec = SandboxSpec {
         seccomp: true,
+        userns: true,
         ..Default::default()
     };
     let Some(raw) = raw else { return spec };
@@ -230,7 +260,60 @@ pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> Sand
             _ => spec.tmpfs = out,
         }
     }
-    spec.userns = s.userns.as_ref().is_some_and(|u| *u.get_ref());
+    spec.userns = s.userns.as_ref().is_none_or(|u| *u.get_ref());
+    spec.udp = s.udp.as_ref().is_some_and(|u| *u.get_ref());
+    for f in s.address_families.iter().flat_map(|l| l.get_ref()) {
+        let name = f.get_ref().to_ascii_uppercase();
+        let name = if name.starts_with("AF_") {
+            name
+        } else {
+            format!("AF_{name}")
+        };
+        match crate::sandbox::seccomp::FAMILIES.iter().find(|(n, _)| *n == name) {
+            Some((n, nr)) if !spec.address_families.iter().any(|(x, _)| x == n) => {
+                spec.address_families.push((n.to_string(), *nr))
+            }
+            Some(_) => {}
+            None if ["AF_UNIX", "AF_INET", "AF_INET6", "AF_LOCAL"].contains(&name.as_str()) => {}
+            None => cx.err_at(
+                Some(f.span()),
+                "sandbox.address_families",
+                format!(
+                    "unknown or unsupported family \"{}\"; AF_UNIX, AF_INET and AF_INET6 are always allowed, and these can be added: {}",
+                    f.get_ref(),
+                    crate::sandbox::seccomp::FAMILIES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        }
+    }
+    for c in s.syscalls.iter().flat_map(|l| l.get_ref()) {
+        match crate::sandbox::seccomp::lookup(c.get_ref()) {
+            Some(nr) => {
+                if !spec.syscalls.iter().any(|(_, n)| *n == nr) {
+                    spec.syscalls.push((c.get_ref().clone(), nr));
+                }
+            }
+            None => cx.err_at(
+                Some(c.span()),
+                "sandbox.syscalls",
+                format!(
+                    "unknown system call \"{}\" (names as in syscalls(2), e.g. \"io_uring_setup\"); a call paddock does not know cannot be allowed",
+                    c.get_ref()
+                ),
+            ),
+        }
+    }
+    if let Some(t) = &s.tmp_size {
+        match super::units::parse_size(t.get_ref()) {
+            Ok(n) if n >= 1 << 20 => spec.tmp_size = Some(n),
+            Ok(_) => cx.err_at(Some(t.span()), "sandbox.tmp_size", "must be at least 1MiB"),
+            Err(e) => cx.err_at(Some(t.span()), "sandbox.tmp_size", e),
+        }
+    }
     for c in s.capabilities.iter().flat_map(|l| l.get_ref()) {
         match capability(c.get_ref()) {
             Ok((name, _)) if !spec.capabilities.contains(&name) => spec.capabilities.push(name),
@@ -244,7 +327,7 @@ pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> Sand
         Some((v, other)) => cx.err_at(
             Some(v.span()),
             "sandbox.seccomp",
-            format!("unknown value \"{other}\"; expected \"default\" (deny mount, ptrace, kexec, module loading, bpf, keyctl, … ) or \"off\""),
+            format!("unknown value \"{other}\"; expected \"default\" (an allow list of the system calls services use; `syscalls` adds more) or \"off\""),
         ),
     }
     spec

@@ -165,6 +165,7 @@ impl Prepared {
                 spec.identity.as_ref(),
                 workdir,
                 spec.env.get("NOTIFY_SOCKET").map(std::path::Path::new),
+                spec.limits.memory,
             ) {
                 Ok(p) => sandbox = Some(p),
                 Err(why) => match spec.fallback {
@@ -191,12 +192,27 @@ impl Prepared {
             .collect::<Result<Vec<_>, _>>()?;
         let mut own: Vec<(String, OsString)> =
             vec![("PADDOCK_APP".into(), spec.name.clone().into())];
+        // A sandboxed app gets nothing of paddock's environment but TERM: a documented base,
+        // then its own `env` (none and bundle get paddock's environment, as supervisord's
+        // programs get supervisord's).
+        let clean = sandbox.is_some();
+        if clean {
+            own.push((
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ));
+            own.push(("HOME".into(), "/".into()));
+            if let Some(t) = std::env::var_os("TERM") {
+                own.push(("TERM".into(), t));
+            }
+        }
         if let Some(id) = &spec.identity {
             if let Some(u) = &id.user {
                 own.push(("USER".into(), u.into()));
                 own.push(("LOGNAME".into(), u.into()));
             }
             if let Some(h) = &id.home {
+                own.retain(|(k, _)| k != "HOME");
                 own.push(("HOME".into(), h.clone().into_os_string()));
             }
         }
@@ -226,7 +242,7 @@ impl Prepared {
         let envp_ptrs = base
             .0
             .iter()
-            .filter(|kv| !overridden(kv))
+            .filter(|kv| !clean && !overridden(kv))
             .chain(envp.iter())
             .map(|a| a.as_ptr())
             .chain([std::ptr::null()])

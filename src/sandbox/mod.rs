@@ -213,6 +213,7 @@ fn last_cap() -> u32 {
 
 impl Plan {
     /// `bundle_root`: the bundle's tree on the host. `identity`: the app's user (host ids).
+    /// `memory`: the app's `[limits] memory` (the default size of /tmp and /dev/shm).
     pub fn new(
         name: &str,
         spec: &SandboxSpec,
@@ -220,6 +221,7 @@ impl Plan {
         identity: Option<&crate::config::Identity>,
         workdir: Option<&Path>,
         notify_socket: Option<&Path>,
+        memory: Option<u64>,
     ) -> Result<Plan, String> {
         let h = host();
         if let Some(why) = h.refuses(spec) {
@@ -255,17 +257,19 @@ impl Plan {
             creds = None;
             owner = (euid, egid);
         } else if spec.userns {
-            // Map the app's uid (root if it has no `user`) to an unprivileged host uid: its
-            // own user's, or nobody's.
-            let (host_uid, host_gid) = if uid != 0 { (uid, gid) } else { (65534, 65534) };
-            userns = Some(make_userns(uid, host_uid, gid, host_gid)?);
+            // The app's ids 0..65535 map to a range of unprivileged host ids of its own (its
+            // `user`, if it has one, keeps its host uid and gid): root inside is nobody in
+            // particular outside, and a daemon can still switch to `nobody` inside.
+            let base = id_range(name);
+            userns = Some(make_userns(&id_map(base, uid), &id_map(base, gid))?);
             creds = Some((uid, gid, vec![]));
-            owner = (host_uid, host_gid);
+            owner = (host_id(base, uid), host_id(base, gid));
         } else {
             creds = identity.map(|_| (uid, gid, groups));
             owner = (uid, gid);
         }
         let newroot = scratch_dir()?;
+        let files = etc_files(name, bundle_root, identity, &newroot)?;
         let fs = rootfs::build(
             &newroot,
             bundle_root,
@@ -278,6 +282,11 @@ impl Plan {
                     .into_iter()
                     .collect::<Vec<_>>(),
                 owner,
+                files: &files,
+                tmp_size: spec
+                    .tmp_size
+                    .or(memory)
+                    .unwrap_or(crate::config::sandbox::DEFAULT_TMP_SIZE),
             },
         )?;
         let mut landlock = Rules::new(h.landlock_abi, &spec.tcp_bind, &spec.tcp_connect);
@@ -298,8 +307,15 @@ impl Plan {
             }
             .into(),
         );
-        if userns.is_some() || self_maps.is_some() {
+        if userns.is_some() {
+            summary.push(format!(
+                "user namespace (root = host uid {})",
+                id_range(name)
+            ));
+        } else if self_maps.is_some() {
             summary.push("user namespace".into());
+        } else {
+            summary.push("host user ids (userns = false)".into());
         }
         summary.push(
             if spec.seccomp {
@@ -321,7 +337,13 @@ impl Plan {
             keep,
             last_cap: last_cap(),
             landlock,
-            seccomp: spec.seccomp.then(seccomp::default_filter),
+            seccomp: spec.seccomp.then(|| {
+                seccomp::filter(&seccomp::Options {
+                    udp: spec.udp || !spec.host_network,
+                    families: spec.address_families.iter().map(|(_, n)| *n).collect(),
+                    extra: spec.syscalls.iter().map(|(_, n)| *n).collect(),
+                })
+            }),
             workdir: CString::new(workdir.as_os_str().as_encoded_bytes())
                 .map_err(|e| e.to_string())?,
             summary: summary.join(", "),
@@ -624,16 +646,101 @@ fn make_netns() -> Result<OwnedFd, String> {
     }
 }
 
-/// A user namespace mapping `inside_uid` to `host_uid` (and the gids likewise), held by a
-/// descriptor: a helper is cloned into a new user namespace, its maps written from here, the
-/// namespace opened, and the helper let go (it shares our descriptor table, so closing the
-/// pipe's write end here ends its wait).
-fn make_userns(
-    inside_uid: u32,
-    host_uid: u32,
-    inside_gid: u32,
-    host_gid: u32,
-) -> Result<OwnedFd, String> {
+/// The first of the 65536 host ids of an app's user namespace: a range of its own between
+/// 0x80000 and 0x6fff0000 (as systemd-nspawn's `--private-users=pick`), picked from a hash of
+/// the app's name, so it is the same at every start (files it leaves in `read_write` dirs stay
+/// its own), and moved on when another app of this paddock already has it.
+fn id_range(name: &str) -> u32 {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static TAKEN: Mutex<Option<HashMap<u32, String>>> = Mutex::new(None);
+    const FIRST: u32 = 0x8;
+    const SLOTS: u32 = 0x6fff - FIRST;
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = taken.get_or_insert_with(HashMap::new);
+    let mut slot = h % SLOTS;
+    for _ in 0..SLOTS {
+        match taken.get(&slot) {
+            Some(n) if n != name => slot = (slot + 1) % SLOTS,
+            _ => break,
+        }
+    }
+    taken.insert(slot, name.to_string());
+    (FIRST + slot) << 16
+}
+
+/// The host id of `id` inside: the app's own `user`/`group` keeps its host id, root is the
+/// first of the range.
+fn host_id(base: u32, id: u32) -> u32 {
+    if id == 0 { base } else { id }
+}
+
+/// uid_map / gid_map lines: 0..65535 → base.., except `own` (the app's `user` or `group`,
+/// when not root), which maps to itself.
+fn id_map(base: u32, own: u32) -> String {
+    if own == 0 {
+        return format!("0 {base} 65536\n");
+    }
+    if own >= 65536 {
+        return format!("0 {base} 65536\n{own} {own} 1\n");
+    }
+    let mut m = format!("0 {base} {own}\n{own} {own} 1\n");
+    if own < 65535 {
+        m.push_str(&format!("{} {} {}\n", own + 1, base + own + 1, 65535 - own));
+    }
+    m
+}
+
+/// /etc/passwd and /etc/group for a sandbox whose bundle has none, naming root, nobody and the
+/// app's user, so a daemon that looks users up by name (`memcached -u nobody`) can: (path
+/// inside, file on the host) pairs, written beside the scratch root.
+fn etc_files(
+    name: &str,
+    bundle_root: &Path,
+    identity: Option<&crate::config::Identity>,
+    scratch: &Path,
+) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+    let dir = scratch
+        .parent()
+        .unwrap_or(scratch)
+        .join("sandbox-etc")
+        .join(name);
+    let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
+    let mut group = String::from("root:x:0:\n");
+    if let Some(id) = identity {
+        if let (Some(user), true) = (&id.user, id.uid != 0 && id.uid != 65534) {
+            let home = id.home.as_deref().unwrap_or(Path::new("/")).display();
+            passwd.push_str(&format!("{user}:x:{}:{}::{home}:/bin/sh\n", id.uid, id.gid));
+            group.push_str(&format!("{user}:x:{}:\n", id.gid));
+        }
+    }
+    passwd.push_str("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+    group.push_str("nogroup:x:65534:\n");
+    let mut out = vec![];
+    for (file, text) in [("passwd", passwd), ("group", group)] {
+        let inside = Path::new("/etc").join(file);
+        if bundle_root.join("etc").join(file).exists() {
+            continue; // the bundle brings its own
+        }
+        let host = dir.join(file);
+        let tmp = dir.join(format!(".{file}.tmp"));
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &host))
+            .map_err(|e| format!("{}: {}", host.display(), crate::util::io_reason(&e)))?;
+        out.push((inside, host));
+    }
+    Ok(out)
+}
+
+/// A user namespace with these uid and gid maps, held by a descriptor: a helper is cloned into
+/// a new user namespace, its maps written from here, the namespace opened, and the helper let
+/// go (it shares our descriptor table, so closing the pipe's write end here ends its wait).
+fn make_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, String> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| format!("user namespace: pipe: {}", e.desc()))?;
     extern "C" fn wait_for_parent(arg: *mut libc::c_void) -> libc::c_int {
@@ -652,10 +759,7 @@ fn make_userns(
         arg,
         |pid| {
             let result = (|| {
-                for (file, data) in [
-                    ("uid_map", format!("{inside_uid} {host_uid} 1\n")),
-                    ("gid_map", format!("{inside_gid} {host_gid} 1\n")),
-                ] {
+                for (file, data) in [("uid_map", uid_map), ("gid_map", gid_map)] {
                     std::fs::write(format!("/proc/{pid}/{file}"), data)
                         .map_err(|e| format!("user namespace: writing {file}: {e}"))?;
                 }

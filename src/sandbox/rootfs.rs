@@ -34,6 +34,12 @@ pub enum Op {
         flags: libc::c_ulong,
         data: CString,
     },
+    /// Writes `data` to a file (a sysctl of the sandbox's own namespaces); a file this kernel
+    /// does not have is skipped.
+    Write {
+        path: CString,
+        data: &'static CStr,
+    },
     /// `mount_setattr(dst, AT_RECURSIVE?, set)`.
     Attr {
         dst: CString,
@@ -92,7 +98,42 @@ pub struct Paths<'a> {
     pub sockets: &'a [PathBuf],
     /// Owner of the `tmpfs` mounts (host ids).
     pub owner: (u32, u32),
+    /// Files paddock made for the app (its /etc/passwd and /etc/group): (path inside, host
+    /// file), bound read-only.
+    pub files: &'a [(PathBuf, PathBuf)],
+    /// Size of /tmp and /dev/shm, bytes.
+    pub tmp_size: u64,
 }
+
+/// Files of /proc that tell about or act on the host, hidden behind /dev/null, and directories
+/// hidden behind an empty read-only tmpfs (runc's masked paths, and kallsyms). The rest of /proc
+/// is read-only (the whole tree is sealed after it is mounted).
+const PROC_MASKED_FILES: &[&str] = &[
+    "kcore",
+    "kallsyms",
+    "keys",
+    "key-users",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "sysrq-trigger",
+    "kmsg",
+    "kpagecount",
+    "kpageflags",
+    "kpagecgroup",
+    "config.gz",
+];
+const PROC_MASKED_DIRS: &[&str] = &[
+    "acpi",
+    "asound",
+    "scsi",
+    "bus",
+    "fs",
+    "irq",
+    "sys/fs/binfmt_misc",
+    "driver",
+];
 
 pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs, String> {
     let mut holes: Vec<(PathBuf, Hole)> = vec![
@@ -123,6 +164,12 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
             .sockets
             .iter()
             .map(|p| (p.clone(), Hole::Socket(p.clone()))),
+    );
+    holes.extend(
+        paths
+            .files
+            .iter()
+            .map(|(p, h)| (p.clone(), Hole::ReadOnly(h.clone()))),
     );
     let inside = |p: &Path| -> Result<CString, String> {
         c(&newroot.join(p.strip_prefix("/").unwrap_or(p)))
@@ -196,19 +243,50 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
     for d in ["pts", "shm"] {
         fs.ops.push(Op::Mkdir(inside(&dev.join(d))?));
     }
+    let proc = Path::new("/proc");
     fs.ops.push(Op::Mount {
         fstype: c"proc",
-        dst: inside(Path::new("/proc"))?,
+        dst: inside(proc)?,
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
         data: CString::default(),
     });
-    for p in paths.read_only.iter().filter(|p| !on_tmpfs(p)) {
-        fs.ops.push(Op::Bind {
-            src: c(p)?,
-            dst: inside(p)?,
-            recursive: true,
-        });
-        fs.rules_for.push((p.clone(), Grant::Read));
+    // Memory files the app creates cannot be executed (MFD_EXEC refused, others sealed
+    // noexec): a sysctl of its own pid namespace, Linux 6.3+.
+    fs.ops.push(Op::Write {
+        path: inside(&proc.join("sys/vm/memfd_noexec"))?,
+        data: c"2",
+    });
+    // Masks, decided on the host's /proc (the same kernel).
+    for f in PROC_MASKED_FILES {
+        let p = proc.join(f);
+        if p.exists() {
+            fs.ops.push(Op::Bind {
+                src: c"/dev/null".into(),
+                dst: inside(&p)?,
+                recursive: false,
+            });
+        }
+    }
+    for d in PROC_MASKED_DIRS {
+        let p = proc.join(d);
+        if p.is_dir() {
+            fs.ops.push(Op::Mount {
+                fstype: c"tmpfs",
+                dst: inside(&p)?,
+                flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RDONLY,
+                data: c"mode=0555,size=4k".into(),
+            });
+        }
+    }
+    for (p, hole) in holes.iter().filter(|(p, _)| !on_tmpfs(p)) {
+        if let Hole::ReadOnly(h) = hole {
+            fs.ops.push(Op::Bind {
+                src: c(h)?,
+                dst: inside(p)?,
+                recursive: true,
+            });
+            fs.rules_for.push((p.clone(), Grant::Read));
+        }
     }
     // Everything so far read-only and nosuid, in one call.
     fs.ops.push(Op::Attr {
@@ -221,7 +299,7 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
     for (p, hole) in &holes {
         if let Hole::Tmpfs { mode } = hole {
             let data = if p == Path::new("/tmp") {
-                format!("mode={mode}")
+                format!("mode={mode},size={}", paths.tmp_size)
             } else {
                 format!("mode={mode},uid={uid},gid={gid}")
             };
@@ -238,7 +316,8 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
         fstype: c"tmpfs",
         dst: inside(&dev.join("shm"))?,
         flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        data: c"mode=1777".into(),
+        data: CString::new(format!("mode=1777,size={}", paths.tmp_size))
+            .map_err(|e| e.to_string())?,
     });
     fs.ops.push(Op::Mount {
         fstype: c"devpts",
@@ -474,6 +553,20 @@ impl Op {
                     libc::close(fd)
                 }
                 Op::Symlink { target, at } => libc::symlink(target.as_ptr(), at.as_ptr()),
+                Op::Write { path, data } => {
+                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return if *libc::__errno_location() == libc::ENOENT {
+                            0
+                        } else {
+                            fd
+                        };
+                    }
+                    let b = data.to_bytes();
+                    let r = libc::write(fd, b.as_ptr().cast(), b.len());
+                    libc::close(fd);
+                    if r < 0 { -1 } else { 0 }
+                }
                 Op::Bind {
                     src,
                     dst,
@@ -550,6 +643,9 @@ impl Op {
             Op::Mount { fstype, dst, .. } => {
                 format!("mount {} on {}", fstype.to_string_lossy(), inside(dst))
             }
+            Op::Write { path, data } => {
+                format!("write {} to {}", data.to_string_lossy(), inside(path))
+            }
             Op::Attr { dst, .. } => format!("make {} read-only/nosuid", inside(dst)),
         }
     }
@@ -593,6 +689,8 @@ mod tests {
                 tmpfs: &[PathBuf::from("/tmp/app")],
                 sockets: &[PathBuf::from("/run/paddock/notify/web.sock")],
                 owner: (1000, 1000),
+                files: &[(PathBuf::from("/etc/passwd"), b.join("usr/bin/app"))],
+                tmp_size: 1 << 20,
             },
         )
         .unwrap();
@@ -617,6 +715,11 @@ mod tests {
         let seal = pos("make / read-only/nosuid");
         assert!(pos("bind /etc/ssl/certs on /etc/ssl/certs") < seal);
         assert!(pos("mount proc on /proc") < seal);
+        assert!(pos("mount proc on /proc") < pos("write 2 to /proc/sys/vm/memfd_noexec"));
+        assert!(pos("bind /dev/null on /proc/timer_list") < seal);
+        assert!(pos("mount tmpfs on /proc/irq") < seal);
+        // paddock's generated files: read-only binds before the seal.
+        assert!(pos(&format!("bind {}/usr/bin/app on /etc/passwd", b.display())) < seal);
         assert!(seal < pos("mount tmpfs on /tmp"));
         assert!(pos("mount tmpfs on /tmp") < pos("mount tmpfs on /tmp/app"));
         assert!(seal < pos("mount devpts on /dev/pts"));
@@ -651,6 +754,8 @@ mod tests {
                     tmpfs: &[],
                     sockets: &[],
                     owner: (0, 0),
+                    files: &[],
+                    tmp_size: 1 << 20,
                 },
             )
             .err()

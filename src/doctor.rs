@@ -198,7 +198,7 @@ pub fn probe() -> Report {
                 keys.push(if h.root {
                     "userns optional".into()
                 } else {
-                    "not root: userns = true required".into()
+                    "not root: a user namespace (the default; userns = false is refused)".into()
                 });
                 let (allowed, denied) = crate::sandbox::seccomp::counts();
                 keys.push(format!(

@@ -112,11 +112,13 @@ fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
     let rw = host.path().join("rw");
     std::fs::create_dir_all(&ro).unwrap();
     std::fs::create_dir_all(&rw).unwrap();
+    // The app's host ids are a range of its own: a read_write dir must let them write.
+    std::fs::set_permissions(&rw, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     std::fs::write(ro.join("config"), "from-host").unwrap();
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     let script = format!(
         "echo ROOT $(ls / | tr '\\n' ' '); echo DEV $(ls /dev | tr '\\n' ' '); \
-         echo HOSTNAME $(hostname); echo ID $(id -u); \
+         echo HOSTNAME $(hostname); echo ID $(id -u); echo ETC $(ls /etc | tr '\\n' ' '); \
          grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; \
          echo PROCS $(ls /proc | grep -c '^[0-9]'); echo PID $$; \
          cat {secret} && echo SECRET-READ; \
@@ -135,7 +137,7 @@ fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
     let app = script_app(
         &script,
         &format!(
-            "read_only = [\"{}\"]\nread_write = [\"{}\"]\ntmpfs = [\"/cache\", \"/tmp/scratch\"]",
+            "read_only = [\"{}\"]\nread_write = [\"{}\"]\ntmpfs = [\"/cache\", \"/tmp/scratch\"]\naddress_families = [\"AF_NETLINK\"]",
             ro.display(),
             rw.display()
         ),
@@ -151,7 +153,9 @@ fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
     for must in ["dev", "proc", "tmp", "usr", "cache"] {
         assert!(names.contains(&must), "{root}");
     }
-    for never in ["etc", "home", "root", "var", "sys", "boot"] {
+    // /etc holds only the passwd and group files paddock writes (the bundle has none).
+    assert!(has(&o, "ETC group passwd"), "{o:?}");
+    for never in ["home", "root", "var", "sys", "boot"] {
         assert!(!names.contains(&never), "{never} visible: {root}");
     }
     let dev = o.iter().find(|l| l.starts_with("DEV ")).unwrap();
@@ -187,6 +191,9 @@ fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
     assert!(!has(&o, "RO-WRITTEN") && !ro.join("new").exists());
     assert!(has(&o, "RW-WRITTEN"));
     assert_eq!(std::fs::read_to_string(rw.join("out")).unwrap(), "data\n");
+    // Root inside is not root outside: what it writes belongs to an unprivileged host uid.
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(rw.join("out")).unwrap());
+    assert!(owner >= 0x80000, "written as host uid {owner}");
     assert!(has(&o, "TMP-WRITTEN") && has(&o, "CACHE-WRITTEN") && has(&o, "SCRATCH-WRITTEN"));
     assert!(!has(&o, "USR-WRITTEN") && !has(&o, "MOUNTED") && !has(&o, "HOSTNAME-SET"));
     assert!(
@@ -312,8 +319,10 @@ fn user_namespace_maps_the_app_to_an_unprivileged_host_uid() {
     if skip("user_namespace_maps_the_app_to_an_unprivileged_host_uid") {
         return;
     }
-    let app = script_app("echo INSIDE $(id -u); sleep 30", "userns = true");
-    let p = serve("sbx-userns", &[("u", &app)]);
+    // The default: no `userns` key. `userns = false` is the explicit, weaker opt-out.
+    let app = script_app("echo INSIDE $(id -u); sleep 30", "");
+    let host_ids = script_app("echo INSIDE $(id -u); sleep 30", "userns = false");
+    let p = serve("sbx-userns", &[("u", &app), ("h", &host_ids)]);
     let st = p.wait_state("u", "READY", Duration::from_secs(20));
     wait_for(Duration::from_secs(10), "inside uid", || {
         has(&out(&p, "u"), "INSIDE")
@@ -321,8 +330,29 @@ fn user_namespace_maps_the_app_to_an_unprivileged_host_uid() {
     assert!(has(&out(&p, "u"), "INSIDE 0"), "{:?}", out(&p, "u"));
     let status = std::fs::read_to_string(format!("/proc/{}/status", st.pid.unwrap())).unwrap();
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert!(uid.contains("65534"), "host view: {uid}");
-    assert!(st.sandbox.unwrap_or_default().contains("user namespace"));
+    let host_uid: u32 = uid.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // A range of its own, between systemd-nspawn's bounds: never a real user's uid.
+    assert!(
+        (0x80000..0x6fff_0000).contains(&host_uid) && host_uid % 65536 == 0,
+        "host view: {uid}"
+    );
+    let summary = st.sandbox.unwrap_or_default();
+    assert!(
+        summary.contains(&format!("user namespace (root = host uid {host_uid})")),
+        "{summary}"
+    );
+    // The opt-out runs with the host's ids, and says so.
+    let h = p.wait_state("h", "READY", Duration::from_secs(20));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", h.pid.unwrap())).unwrap();
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t0\t")),
+        "{status}"
+    );
+    assert!(
+        h.sandbox
+            .unwrap_or_default()
+            .contains("host user ids (userns = false)")
+    );
 }
 
 #[test]
@@ -336,6 +366,11 @@ fn a_real_debian_program_runs_sandboxed_with_a_health_check() {
     }
     let port = free_port();
     let data = Scratch::new("sbx-redis-data");
+    std::fs::set_permissions(
+        data.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let app = format!(
         "isolation = \"sandbox\"\nbundle = \"redis-server\"\n\
          command = [\"redis-server\", \"--bind\", \"127.0.0.1\", \"--port\", \"{port}\", \"--dir\", \"{dir}\", \"--dbfilename\", \"dump.rdb\", \"--appendonly\", \"no\", \"--supervised\", \"systemd\"]\n\
@@ -386,16 +421,18 @@ fn without_root_a_sandbox_needs_userns_or_falls_back() {
     if skip("without_root_a_sandbox_needs_userns_or_falls_back") {
         return;
     }
+    // Host ids (`userns = false`) need root; the default, a user namespace, does not.
     let refused = "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"sleep\", \"100\"]\n";
-    let fallback = format!("{refused}fallback = \"bundle\"\n");
+    let fallback = format!("{refused}fallback = \"bundle\"\n[sandbox]\nuserns = false\n");
+    let refused = format!("{refused}[sandbox]\nuserns = false\n");
     let rootless = script_app(
         "echo INSIDE $(id -u); echo ROOT $(ls / | tr '\\n' ' '); sleep 30",
-        "userns = true",
+        "",
     );
     let p = Paddock::with_apps(
         "sbx-rootless",
         &[
-            ("refused", refused),
+            ("refused", &refused),
             ("fallback", &fallback),
             ("rootless", &rootless),
         ],
@@ -404,7 +441,7 @@ fn without_root_a_sandbox_needs_userns_or_falls_back() {
     let st = p.wait_state("refused", "FATAL", Duration::from_secs(20));
     let msg = format!("{st:?}");
     assert!(
-        msg.contains("paddock is not root") && msg.contains("userns = true"),
+        msg.contains("paddock is not root") && msg.contains("userns = false"),
         "{msg}"
     );
     let st = p.wait_state("fallback", "READY", Duration::from_secs(20));
@@ -428,7 +465,7 @@ fn without_root_a_sandbox_needs_userns_or_falls_back() {
     });
     let o = out(&p, "rootless");
     assert!(has(&o, "INSIDE 0"), "{o:?}");
-    assert!(!has(&o, "etc "), "{o:?}");
+    assert!(!has(&o, "var "), "{o:?}");
     let status = std::fs::read_to_string(format!("/proc/{}/status", st.pid.unwrap())).unwrap();
     assert!(
         status

@@ -97,7 +97,7 @@ impl HostSupport {
         }
         if !self.root {
             if !spec.userns {
-                return Some("paddock is not root: a sandbox needs [sandbox] userns = true to create its namespaces".into());
+                return Some("paddock is not root: [sandbox] userns = false asks for the host's user ids, which only root can give; remove it (the default runs the app in a user namespace)".into());
             }
             if !self.user_namespaces {
                 return Some("paddock is not root and this host does not allow unprivileged user namespaces (user.max_user_namespaces / kernel.unprivileged_userns_clone)".into());
@@ -232,7 +232,14 @@ impl Plan {
         let mut netns = None;
         if !spec.host_network {
             if h.root {
-                netns = Some(make_netns()?);
+                // With NET_BIND_SERVICE kept, ports below 1024 of its own network are the
+                // app's to bind, also from its user namespace (which holds no capability over
+                // a network namespace paddock made).
+                let low_ports = spec
+                    .capabilities
+                    .iter()
+                    .any(|c| c == "CAP_NET_BIND_SERVICE");
+                netns = Some(make_netns(low_ports)?);
             } else {
                 // Not root: only a namespace owned by the app's new user namespace will do.
                 flags |= libc::CLONE_NEWNET;
@@ -598,11 +605,12 @@ unsafe fn loopback_up() -> bool {
 
 /// A network namespace with loopback up, held by a descriptor: a helper cloned into it (sharing
 /// our memory and descriptor table) brings `lo` up, opens its namespace into our table and exits.
-fn make_netns() -> Result<OwnedFd, String> {
+fn make_netns(low_ports: bool) -> Result<OwnedFd, String> {
     use std::sync::atomic::{AtomicI32, Ordering};
     struct Shared {
         fd: AtomicI32,
         err: AtomicI32,
+        low_ports: bool,
     }
     extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
         let sh = unsafe { &*(arg as *const Shared) };
@@ -610,6 +618,18 @@ fn make_netns() -> Result<OwnedFd, String> {
             if !loopback_up() {
                 sh.err.store(errno().max(1), Ordering::SeqCst);
                 libc::_exit(1)
+            }
+            if sh.low_ports {
+                // A net sysctl file acts on the network namespace of whoever writes it.
+                let fd = libc::open(
+                    c"/proc/sys/net/ipv4/ip_unprivileged_port_start".as_ptr(),
+                    libc::O_WRONLY | libc::O_CLOEXEC,
+                );
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    sh.err.store(errno().max(1), Ordering::SeqCst);
+                    libc::_exit(1)
+                }
+                libc::close(fd);
             }
             let fd = libc::open(
                 c"/proc/self/ns/net".as_ptr(),
@@ -626,6 +646,7 @@ fn make_netns() -> Result<OwnedFd, String> {
     let shared = Shared {
         fd: AtomicI32::new(-1),
         err: AtomicI32::new(0),
+        low_ports,
     };
     ns_helper(
         "network namespace",

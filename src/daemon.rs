@@ -375,8 +375,14 @@ impl Supervisor {
                     Ok(p) => p,
                     Err(e) => return (app, Some(Err(e))),
                 };
+                // A sandboxed app's check is a program of its bundle, run inside its sandbox.
+                if let Ok(a) = &app {
+                    if let Some(check) = Prepared::check_in(a, &s, command, &self.base_env) {
+                        return (app, Some(check.map(Arc::new)));
+                    }
+                }
                 c.command = command.clone();
-                // A probe is a host program, even for a bundled or sandboxed app.
+                // Other levels: the check is a host program, run as the app's user.
                 c.bundle = None;
                 c.isolation = config::Isolation::None;
                 c.sandbox = None;
@@ -710,15 +716,30 @@ impl Supervisor {
                     None => return,
                 };
                 let d = self.devnull.as_raw_fd();
-                match native::spawn(
-                    &prepared,
-                    &Stdio {
-                        stdin: Some(d),
-                        stdout: Some(d),
-                        stderr: Some(d),
-                        extra: None,
-                    },
-                ) {
+                let io = Stdio {
+                    stdin: Some(d),
+                    stdout: Some(d),
+                    stderr: Some(d),
+                    extra: None,
+                };
+                let started = if prepared.joins_app() {
+                    // Inside the app's sandbox: its namespaces, root and cgroup.
+                    let Some(pid) = app.pid else {
+                        return self.feed_health(idx, Err("the app is not running".into()));
+                    };
+                    let join = match app.cgroup.as_ref().map(|cg| cg.open_procs()).transpose() {
+                        Ok(j) => j.unwrap_or_default(),
+                        Err(e) => {
+                            return self
+                                .feed_health(idx, Err(format!("cannot run the check: {e}")));
+                        }
+                    };
+                    let join: Vec<_> = join.iter().map(|f| f.as_raw_fd()).collect();
+                    native::spawn_in_app(&prepared, &io, &join, pid)
+                } else {
+                    native::spawn(&prepared, &io)
+                };
+                match started {
                     Ok(pid) => {
                         self.checks.insert(pid, (idx, spawn));
                         tokio::spawn(async move {

@@ -540,3 +540,78 @@ fn kept_capabilities_survive_for_a_non_root_user_and_seccomp_can_be_off() {
     assert!(has(&d, "Seccomp:\t2"), "{d:?}");
     assert!(!has(&d, "BOUND-80"), "{d:?}");
 }
+
+#[test]
+fn an_exec_health_check_runs_inside_the_apps_sandbox() {
+    if skip("an_exec_health_check_runs_inside_the_apps_sandbox") {
+        return;
+    }
+    let rw = Scratch::new("sbx-check");
+    std::fs::set_permissions(
+        rw.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let view = rw.path().join("view");
+    // The check writes what it sees into the app's read_write dir, then passes.
+    let check = format!(
+        "echo PID $(busybox readlink /proc/self/ns/pid) MNT $(busybox readlink /proc/self/ns/mnt) \
+         NET $(busybox readlink /proc/self/ns/net) ID $(busybox id -u) \
+         $(busybox grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status | busybox tr '\\t\\n' '  ') \
+         ROOT $(busybox ls / | busybox tr '\\n' ' ') > {v}.tmp && busybox mv {v}.tmp {v}",
+        v = view.display()
+    );
+    let app = format!(
+        "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"sleep\", \"1000\"]\n\
+         [health]\nkind = \"exec\"\ncommand = [\"busybox\", \"sh\", \"-c\", {}]\ninterval = \"200ms\"\n\
+         [readiness]\nhealth = true\n[sandbox]\nread_write = [\"{}\"]\n",
+        toml_str(&check),
+        rw.path().display()
+    );
+    let p = serve("sbx-check", &[("checked", &app)]);
+    let st = p.wait_state("checked", "READY", Duration::from_secs(20));
+    let pid = st.pid.unwrap();
+    wait_for(Duration::from_secs(10), "the check's view", || {
+        view.exists()
+    });
+    let seen = std::fs::read_to_string(&view).unwrap();
+    eprintln!("the check saw: {seen}");
+    let link = |ns: &str| {
+        std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    for (key, ns) in [("PID", "pid"), ("MNT", "mnt"), ("NET", "net")] {
+        assert!(
+            seen.contains(&format!("{key} {}", link(ns))),
+            "{key}: the check is in the app's {ns} namespace: {seen}"
+        );
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert!(!seen.contains(&*host.to_string_lossy()), "{seen}");
+    }
+    assert!(seen.contains("ID 0"), "{seen}");
+    assert!(seen.contains("Seccomp: 2"), "{seen}");
+    assert!(seen.contains("NoNewPrivs: 1"), "{seen}");
+    assert!(seen.contains("CapEff: 0000000000000000"), "{seen}");
+    // It sees the sandbox's root, not the host's.
+    assert!(
+        seen.contains("ROOT ") && !seen.contains(" home ") && !seen.contains(" boot "),
+        "{seen}"
+    );
+    // It wrote as the app's unprivileged host uid.
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&view).unwrap());
+    assert!(owner >= 0x80000, "written as host uid {owner}");
+    // A check program that is not in the bundle is refused with the reason.
+    let bad = app.replace(
+        "command = [\"busybox\", \"sh\"",
+        "command = [\"/usr/bin/redis-cli\"",
+    );
+    let p2 = serve("sbx-check-bad", &[("bad", &bad)]);
+    wait_for(Duration::from_secs(20), "the check's error", || {
+        p2.app("bad")
+            .health_detail
+            .unwrap_or_default()
+            .contains("not in the bundle")
+    });
+}

@@ -131,7 +131,10 @@ pub struct Prepared {
     workdir: Option<CString>,
     creds: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     /// Level `sandbox`: namespaces, root filesystem, Landlock, capabilities, seccomp.
-    sandbox: Option<crate::sandbox::Plan>,
+    sandbox: Option<Arc<crate::sandbox::Plan>>,
+    /// An exec health check of a sandboxed app: it joins the app's sandbox (namespaces, root,
+    /// cgroup) instead of making one, then is confined like the app.
+    joins_app: bool,
     /// The level the app runs at (a sandboxed app may have fallen back).
     pub level: crate::config::Isolation,
     /// Why the app runs at its fallback level instead of `sandbox`.
@@ -181,6 +184,56 @@ impl Prepared {
                 },
             }
         }
+        Self::build(spec, base, sandbox.map(Arc::new), level, fallback, false)
+    }
+
+    /// The exec health check `command` of a sandboxed app (`app`, prepared from `spec`): a
+    /// program of the app's bundle, run inside the app's sandbox with its user, environment,
+    /// Landlock rules and seccomp filter. None when the app does not run sandboxed (its checks
+    /// run on the host, as the app's user).
+    pub fn check_in(
+        app: &Prepared,
+        spec: &AppSpec,
+        command: &[String],
+        base: &BaseEnv,
+    ) -> Option<Result<Prepared, String>> {
+        let plan = app.sandbox.clone()?;
+        let b = spec.bundle.as_ref()?;
+        let command0 = command.first()?;
+        let launch =
+            crate::bundle::launch::BundleLaunch::resolve(&b.dir.to_string_lossy(), None, command0)
+                .map(|l| crate::bundle::launch::BundleLaunch {
+                    mode: b.mode,
+                    reference: b.reference.clone(),
+                    ..l
+                });
+        Some(
+            launch
+                .map_err(|(_, e)| format!("health.command: {e}"))
+                .and_then(|l| {
+                    let mut c = spec.clone();
+                    c.command = command.to_vec();
+                    c.bundle = Some(l);
+                    Self::build(
+                        &c,
+                        base,
+                        Some(plan),
+                        crate::config::Isolation::Sandbox,
+                        None,
+                        true,
+                    )
+                }),
+        )
+    }
+
+    fn build(
+        spec: &AppSpec,
+        base: &BaseEnv,
+        sandbox: Option<Arc<crate::sandbox::Plan>>,
+        level: crate::config::Isolation,
+        fallback: Option<String>,
+        joins_app: bool,
+    ) -> Result<Prepared, String> {
         // What to execute: the program itself, or for a bundled app its loader (see
         // `crate::bundle::launch`), at its path inside the sandbox for a sandboxed one.
         let plan = crate::bundle::launch::plan_for(spec, sandbox.is_some());
@@ -271,6 +324,7 @@ impl Prepared {
             workdir,
             creds,
             sandbox,
+            joins_app,
             level,
             fallback,
             nofile: spec.limits.nofile,
@@ -280,6 +334,11 @@ impl Prepared {
     /// The host uid the app runs as when a sandbox maps it (None: its `user`'s, or paddock's).
     pub fn sandbox_host_uid(&self) -> Option<u32> {
         self.sandbox.as_ref().and_then(|s| s.host_uid)
+    }
+
+    /// An exec health check that runs inside its app's sandbox (`spawn_in_app`).
+    pub fn joins_app(&self) -> bool {
+        self.joins_app
     }
 
     /// What the sandbox gives, for `status` (None for other levels).
@@ -476,8 +535,14 @@ unsafe fn child(
             }
         }
         if let Some(sb) = &p.sandbox {
-            // Namespaces, root filesystem, user, capabilities, Landlock, seccomp, workdir.
-            if let Err(f) = sb.enter(ns.0, ns.1) {
+            // Namespaces, root filesystem, user, capabilities, Landlock, seccomp, workdir (a
+            // health check joined the app's namespaces and root already: only the last steps).
+            let r = if p.joins_app {
+                sb.confine(ns.0)
+            } else {
+                sb.enter(ns.0, ns.1)
+            };
+            if let Err(f) = r {
                 let n = crate::sandbox::Step::ALL
                     .iter()
                     .position(|s| *s == f.step)
@@ -508,11 +573,18 @@ unsafe fn child(
 
 /// A report: step, errno, index of the operation (sandbox steps).
 const REPORT_LEN: usize = 7;
+/// A report's first byte when it says "started as pid N" (bytes 1..5): a health check that
+/// joined an app's pid namespace runs in a grandchild, whose pid the child reports.
+const STARTED: u8 = 0xff;
 
-/// Decodes a report pipe's content: empty = exec succeeded.
-fn decode_report(p: &Prepared, msg: &[u8]) -> Result<(), SpawnError> {
+/// Decodes a report pipe's content: empty = exec succeeded; `STARTED` = exec succeeded in the
+/// pid reported.
+fn decode_report(p: &Prepared, msg: &[u8]) -> Result<Option<libc::pid_t>, SpawnError> {
     if msg.len() < REPORT_LEN {
-        return Ok(());
+        return Ok(None);
+    }
+    if msg[0] == STARTED {
+        return Ok(Some(i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]])));
     }
     let code = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
     let idx = u16::from_ne_bytes([msg[5], msg[6]]);
@@ -562,6 +634,7 @@ fn read_report(fd: &OwnedFd) -> Vec<u8> {
     msg[..got].to_vec()
 }
 
+#[derive(Clone, Copy)]
 struct ChildArgs<'a> {
     p: &'a Prepared,
     io: &'a Stdio,
@@ -570,13 +643,78 @@ struct ChildArgs<'a> {
     /// (user, network) namespace descriptors in the child's table, or -1.
     ns: (RawFd, RawFd),
     join: &'a [RawFd],
+    /// A health check of a sandboxed app: (pidfd of the app, its root directory), and the top
+    /// of the stack of the grandchild that runs in the app's pid namespace.
+    app: Option<(RawFd, RawFd, usize)>,
 }
 
 extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `arg` points to the ChildArgs on the parent's stack, which is suspended (vfork)
+    // SAFETY: `arg` points to a ChildArgs on the parent's stack, which is suspended (vfork)
     // until this child execs or exits.
     let a = unsafe { &*(arg as *const ChildArgs) };
-    unsafe { child(a.p, a.io, a.report, a.slots, a.join, a.ns) }
+    match a.app {
+        // SAFETY: in the vfork-style child, as `child`.
+        Some((pidfd, rootfd, stack)) => unsafe { join_app(a, pidfd, rootfd, stack) },
+        // SAFETY: as above.
+        None => unsafe { child(a.p, a.io, a.report, a.slots, a.join, a.ns) },
+    }
+}
+
+/// A health check's first child: joins the app's cgroup, namespaces and root, then starts the
+/// check in a grandchild (a process joins a pid namespace only through its children), whose
+/// parent is paddock (`CLONE_PARENT`), reports its pid and exits. System calls only.
+unsafe fn join_app(a: &ChildArgs, pidfd: RawFd, rootfd: RawFd, stack: usize) -> ! {
+    unsafe fn report(fd: RawFd, msg: [u8; REPORT_LEN]) -> ! {
+        unsafe {
+            libc::write(fd, msg.as_ptr().cast(), msg.len());
+            libc::_exit(0)
+        }
+    }
+    unsafe {
+        let fail = |step: u8, errno: i32, idx: u16| {
+            let mut msg = [0u8; REPORT_LEN];
+            msg[0] = step;
+            msg[1..5].copy_from_slice(&errno.to_ne_bytes());
+            msg[5..7].copy_from_slice(&idx.to_ne_bytes());
+            msg
+        };
+        // sandbox::Step::JoinApp is the first of the sandbox's steps.
+        let join_step = SANDBOX_STEP;
+        for &fd in a.join {
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                report(a.report, fail(Step::JoinCgroup as u8, errno(), 0));
+            }
+        }
+        let Some(sb) = &a.p.sandbox else {
+            libc::_exit(127)
+        };
+        if let Err(f) = sb.join(pidfd, rootfd) {
+            report(a.report, fail(join_step, f.errno, f.idx));
+        }
+        let next = ChildArgs {
+            app: None,
+            join: &[],
+            ..*a
+        };
+        let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PARENT | libc::SIGCHLD;
+        if a.slots {
+            flags |= libc::CLONE_FILES;
+        }
+        let pid = libc::clone(
+            child_entry,
+            stack as *mut libc::c_void,
+            flags,
+            &next as *const ChildArgs as *mut libc::c_void,
+        );
+        if pid < 0 {
+            report(a.report, fail(join_step, errno(), 0));
+        }
+        // The grandchild has exec'd (or reported its failure, which the parent reads first).
+        let mut msg = [0u8; REPORT_LEN];
+        msg[0] = STARTED;
+        msg[1..5].copy_from_slice(&pid.to_ne_bytes());
+        report(a.report, msg)
+    }
 }
 
 /// The child's stack: it runs a few syscalls only (a sandbox's set-up, a few more).
@@ -603,6 +741,52 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
 /// descriptors of each cgroup's `cgroup.procs` (opened O_WRONLY once per app), and the child
 /// writes "0" to each. A failure is reported as the step "join cgroup".
 pub fn spawn_joined(p: &Prepared, io: &Stdio, join: &[RawFd]) -> Result<libc::pid_t, SpawnError> {
+    spawn_inner(p, io, join, None)
+}
+
+/// An exec health check of a sandboxed app (`Prepared::check_in`), started inside the app's
+/// sandbox: `join` are the app's `cgroup.procs`, `app_pid` its first process (the init of its
+/// pid namespace). Returns the check's pid.
+pub fn spawn_in_app(
+    p: &Prepared,
+    io: &Stdio,
+    join: &[RawFd],
+    app_pid: libc::pid_t,
+) -> Result<libc::pid_t, SpawnError> {
+    let err = |detail: &str| SpawnError {
+        step: Some(Failed::Sandbox(crate::sandbox::Step::JoinApp)),
+        errno: nix::errno::Errno::last(),
+        detail: detail.into(),
+    };
+    // SAFETY: plain system calls; the descriptors are owned right after.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, app_pid, 0) } as RawFd;
+    if pidfd < 0 {
+        return Err(err("pidfd_open of the app"));
+    }
+    // SAFETY: pidfd is a new descriptor of ours.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let root = CString::new(format!("/proc/{app_pid}/root")).map_err(|_| err("root"))?;
+    // SAFETY: a NUL-terminated path.
+    let rootfd = unsafe {
+        libc::open(
+            root.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if rootfd < 0 {
+        return Err(err("the app's root"));
+    }
+    // SAFETY: rootfd is a new descriptor of ours.
+    let rootfd = unsafe { OwnedFd::from_raw_fd(rootfd) };
+    spawn_inner(p, io, join, Some((pidfd.as_raw_fd(), rootfd.as_raw_fd())))
+}
+
+fn spawn_inner(
+    p: &Prepared,
+    io: &Stdio,
+    join: &[RawFd],
+    app: Option<(RawFd, RawFd)>,
+) -> Result<libc::pid_t, SpawnError> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError {
         step: None,
         errno: e,
@@ -613,8 +797,14 @@ pub fn spawn_joined(p: &Prepared, io: &Stdio, join: &[RawFd]) -> Result<libc::pi
     } else {
         CHILD_STACK
     };
-    let mut stack = vec![0u8; size];
-    let top = unsafe { stack.as_mut_ptr().add(size) } as usize & !15;
+    // A health check joining an app: a second stack below, for the grandchild.
+    let mut stack = vec![0u8; if app.is_some() { 2 * size } else { size }];
+    let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
+    let app = app.map(|(pidfd, rootfd)| {
+        // SAFETY: within the allocation.
+        let second = unsafe { stack.as_mut_ptr().add(size) } as usize & !15;
+        (pidfd, rootfd, second)
+    });
     let placeholder = PLACEHOLDER.load(std::sync::atomic::Ordering::SeqCst);
     let slots = placeholder >= 0;
     let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
@@ -628,7 +818,7 @@ pub fn spawn_joined(p: &Prepared, io: &Stdio, join: &[RawFd]) -> Result<libc::pi
         .as_ref()
         .and_then(|s| s.netns.as_ref())
         .map_or(-1, |fd| fd.as_raw_fd());
-    if let Some(sb) = &p.sandbox {
+    if let Some(sb) = p.sandbox.as_ref().filter(|_| !p.joins_app) {
         flags |= sb.clone_flags;
     }
     let slot_io;
@@ -666,6 +856,7 @@ pub fn spawn_joined(p: &Prepared, io: &Stdio, join: &[RawFd]) -> Result<libc::pi
             slots,
             ns: (SLOT_USERNS, SLOT_NETNS),
             join,
+            app,
         }
     } else {
         ChildArgs {
@@ -675,6 +866,7 @@ pub fn spawn_joined(p: &Prepared, io: &Stdio, join: &[RawFd]) -> Result<libc::pi
             slots,
             ns: (userns, netns),
             join,
+            app,
         }
     };
     let pid = unsafe {
@@ -707,7 +899,7 @@ pub fn spawn_joined(p: &Prepared, io: &Stdio, join: &[RawFd]) -> Result<libc::pi
     };
     drop(wr);
     drop(stack);
-    decode_report(p, &read_report(&rd)).map(|()| pid)
+    decode_report(p, &read_report(&rd)).map(|started| started.unwrap_or(pid))
 }
 
 /// A pipe whose read end paddock keeps (non-blocking) and whose write end the children get.

@@ -110,6 +110,8 @@ impl HostSupport {
 /// Steps of the child, for error reports (the driver numbers them after its own).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// A health check joining the app's namespaces and root.
+    JoinApp,
     CgroupNs,
     UserMap,
     Mount,
@@ -126,7 +128,8 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 13] = [
+    pub const ALL: [Step; 14] = [
+        Step::JoinApp,
         Step::CgroupNs,
         Step::UserMap,
         Step::Mount,
@@ -143,6 +146,7 @@ impl Step {
     ];
     pub fn name(self) -> &'static str {
         match self {
+            Step::JoinApp => "sandbox: join the app's namespaces",
             Step::CgroupNs => "sandbox: cgroup namespace",
             Step::UserMap => "sandbox: uid/gid map",
             Step::Mount => "sandbox",
@@ -379,6 +383,8 @@ impl Plan {
                 self.fs.newroot.to_string_lossy()
             ),
             Step::PivotRoot => self.fs.newroot.to_string_lossy().into_owned(),
+            Step::JoinApp if idx == 1 => "the app's root".into(),
+            Step::JoinApp => "setns to the app's namespaces".into(),
             _ => String::new(),
         }
     }
@@ -469,6 +475,66 @@ impl Plan {
             if self.loopback && !loopback_up() {
                 return Err(fail(Step::Loopback, 0));
             }
+        }
+        // SAFETY: the same child, right after.
+        unsafe { self.confine(userns_fd) }
+    }
+
+    /// The namespaces a health check joins to run inside the app's sandbox (from a pidfd of the
+    /// app's first process): all the app's, its user namespace too when paddock is not root
+    /// (then it owns them all); as root, the prepared user namespace is entered by `confine`,
+    /// after the others (they belong to the host's user namespace).
+    pub fn join_flags(&self) -> libc::c_int {
+        let own = libc::CLONE_NEWNS
+            | libc::CLONE_NEWNET
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC
+            | libc::CLONE_NEWCGROUP
+            | libc::CLONE_NEWPID;
+        if self.self_maps.is_some() {
+            own | libc::CLONE_NEWUSER
+        } else {
+            own
+        }
+    }
+
+    /// A health check's part before it forks into the app's pid namespace: join the app's
+    /// namespaces (`pidfd`) and its root (`rootfd`, the app's `/proc/PID/root`).
+    ///
+    /// # Safety
+    /// Only in the child of `driver::native::spawn`: system calls, no allocation.
+    pub unsafe fn join(&self, pidfd: RawFd, rootfd: RawFd) -> Result<(), Fail> {
+        let fail = |idx: usize| Fail {
+            step: Step::JoinApp,
+            idx: idx as u16,
+            errno: errno(),
+        };
+        unsafe {
+            if libc::setns(pidfd, self.join_flags()) < 0 {
+                return Err(fail(0));
+            }
+            if libc::fchdir(rootfd) < 0 || libc::chroot(c".".as_ptr()) < 0 {
+                return Err(fail(1));
+            }
+            if libc::chdir(c"/".as_ptr()) < 0 {
+                return Err(fail(1));
+            }
+        }
+        Ok(())
+    }
+
+    /// The last steps, shared by the app and its health checks: user namespace, capabilities,
+    /// user, workdir, `no_new_privs`, Landlock, seccomp.
+    ///
+    /// # Safety
+    /// Only in the child of `driver::native::spawn`: system calls, no allocation.
+    pub unsafe fn confine(&self, userns_fd: RawFd) -> Result<(), Fail> {
+        let fail = |step: Step, idx: usize| Fail {
+            step,
+            idx: idx.min(u16::MAX as usize) as u16,
+            errno: errno(),
+        };
+        unsafe {
             if self.userns.is_some() && libc::setns(userns_fd, libc::CLONE_NEWUSER) < 0 {
                 return Err(fail(Step::UserNs, 0));
             }

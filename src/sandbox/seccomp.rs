@@ -545,7 +545,7 @@ fn check_block(c: Check, o: &Options) -> Vec<sock_filter> {
         ],
         Check::Mode(n) => vec![
             stmt(BPF_LD_W_ABS, arg(n)),
-            jump(BPF_JSET_K, (libc::S_ISUID | libc::S_ISGID) as u32, 0, 1),
+            jump(BPF_JSET_K, libc::S_ISUID | libc::S_ISGID, 0, 1),
             ret(EPERM),
             allow,
         ],

@@ -36,11 +36,17 @@ fn store() -> &'static Path {
             "{}/bundles/busybox.toml",
             env!("CARGO_MANIFEST_DIR")
         )];
-        if Path::new("/usr/bin/redis-server").exists() {
-            recipes.push(format!(
-                "{}/bundles/redis-server.toml",
-                env!("CARGO_MANIFEST_DIR")
-            ));
+        for (program, recipe) in [
+            ("/usr/bin/redis-server", "redis-server"),
+            ("/usr/sbin/nginx", "nginx"),
+            ("/usr/bin/memcached", "memcached"),
+        ] {
+            if Path::new(program).exists() {
+                recipes.push(format!(
+                    "{}/bundles/{recipe}.toml",
+                    env!("CARGO_MANIFEST_DIR")
+                ));
+            }
         }
         let o = Command::new(BIN)
             .args(["bundle", "build"])
@@ -614,4 +620,86 @@ fn an_exec_health_check_runs_inside_the_apps_sandbox() {
             .unwrap_or_default()
             .contains("not in the bundle")
     });
+}
+
+#[test]
+fn nginx_and_memcached_as_nobody_run_sandboxed_with_health_checks() {
+    if skip("nginx_and_memcached_as_nobody_run_sandboxed_with_health_checks") {
+        return;
+    }
+    if !Path::new("/usr/sbin/nginx").exists() || !Path::new("/usr/bin/memcached").exists() {
+        eprintln!("SKIPPED: needs nginx and memcached (apt-get install nginx memcached)");
+        return;
+    }
+    let (nport, mport) = (free_port(), free_port());
+    let conf = Scratch::new("sbx-nginx-conf");
+    // nginx's master stays root of its user namespace; its worker switches to nobody:nogroup,
+    // named in the sandbox's /etc/passwd and /etc/group. Switching users takes the capabilities
+    // to do so (every capability is dropped unless listed; in the app's user namespace they act
+    // on its own range of host ids only).
+    std::fs::write(
+        conf.path().join("nginx.conf"),
+        format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser nobody nogroup;\npid /tmp/nginx.pid;\nerror_log stderr notice;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path /tmp/body; proxy_temp_path /tmp/proxy; fastcgi_temp_path /tmp/fastcgi; uwsgi_temp_path /tmp/uwsgi; scgi_temp_path /tmp/scgi;\n\
+             server {{ listen 127.0.0.1:{nport}; root /usr/share/nginx/html; }} }}\n"
+        ),
+    )
+    .unwrap();
+    let nginx = format!(
+        "isolation = \"sandbox\"\nbundle = \"nginx\"\ncommand = [\"/usr/sbin/nginx\", \"-e\", \"stderr\", \"-p\", \"/tmp\", \"-c\", \"{c}/nginx.conf\"]\n\
+         [readiness]\nhealth = true\n[health]\nkind = \"http\"\nurl = \"http://127.0.0.1:{nport}/\"\ninterval = \"200ms\"\n\
+         [sandbox]\nnetwork = \"host\"\ntcp_bind = [{nport}]\nread_only = [\"{c}\"]\ncapabilities = [\"SETUID\", \"SETGID\", \"CHOWN\"]\n",
+        c = conf.path().display()
+    );
+    let memcached = format!(
+        "isolation = \"sandbox\"\nbundle = \"memcached\"\ncommand = [\"memcached\", \"-u\", \"nobody\", \"-l\", \"127.0.0.1\", \"-p\", \"{mport}\", \"-U\", \"0\"]\n\
+         [readiness]\nhealth = true\n[health]\nkind = \"tcp\"\naddress = \"127.0.0.1:{mport}\"\ninterval = \"200ms\"\n\
+         [sandbox]\nnetwork = \"host\"\ntcp_bind = [{mport}]\ncapabilities = [\"SETUID\", \"SETGID\"]\n"
+    );
+    let p = serve(
+        "sbx-daemons",
+        &[("nginx", &nginx), ("memcached", &memcached)],
+    );
+    for app in ["nginx", "memcached"] {
+        wait_for(Duration::from_secs(30), "READY or FATAL", || {
+            ["READY", "FATAL"].contains(&p.app(app).state.as_str())
+        });
+        assert_eq!(p.app(app).state, "READY", "{app}: {:?}", err(&p, app));
+        let st = p.app(app);
+        assert_eq!(
+            st.health,
+            Some(paddock::supervise::Health::Healthy),
+            "{app}"
+        );
+    }
+    let ask = |port: u16, req: &str| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.write_all(req.as_bytes()).unwrap();
+        let mut b = vec![0u8; 4096];
+        let n = c.read(&mut b).unwrap();
+        String::from_utf8_lossy(&b[..n]).into_owned()
+    };
+    let page = ask(nport, "GET / HTTP/1.0\r\n\r\n");
+    assert!(page.starts_with("HTTP/1.1 200"), "nginx: {page:?}");
+    assert!(
+        ask(mport, "version\r\n").starts_with("VERSION"),
+        "memcached"
+    );
+    // memcached switched to nobody inside: its host uid is the app's range + 65534.
+    let pid = p.app("memcached").pid.unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid: u32 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse().ok())
+        .unwrap();
+    assert!(
+        uid >= 0x80000 && uid % 65536 == 65534,
+        "memcached runs as host uid {uid}"
+    );
 }

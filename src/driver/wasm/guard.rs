@@ -98,6 +98,8 @@ pub(super) enum Refusal {
 pub(super) struct Files {
     /// `[limits] nofile`.
     pub max: usize,
+    /// The preopened directories: open from the start, held by the WASI context.
+    preopens: usize,
     /// `[wasm] symlinks`.
     pub symlinks: bool,
     /// An upper bound of the descriptors held: the count at the last scan of the table plus the
@@ -110,11 +112,12 @@ pub(super) struct Files {
 }
 
 impl Files {
-    pub fn new(max: u64, symlinks: bool) -> Files {
+    pub fn new(max: u64, symlinks: bool, preopens: usize) -> Files {
         Files {
             max: usize::try_from(max).unwrap_or(usize::MAX),
+            preopens,
             symlinks,
-            estimate: 0,
+            estimate: preopens,
             refused: None,
             symlinks_refused: 0,
         }
@@ -123,7 +126,7 @@ impl Files {
     /// May the guest open one more descriptor? `table` is its resource table.
     pub fn admit(&mut self, table: &mut ResourceTable) -> Result<(), Refusal> {
         if self.estimate >= self.max {
-            self.estimate = count(table);
+            self.estimate = self.preopens + count(table);
         }
         let r = if self.estimate >= self.max {
             Err(Refusal::App)
@@ -158,14 +161,18 @@ impl Files {
     }
 }
 
-/// Files, directories and sockets in a guest's table: each holds one of paddock's descriptors.
+/// Files, directories and sockets the guest opened, from its table: each holds one of
+/// paddock's descriptors. A preopen's entries (p1 makes one at its first call, p2 one per
+/// `get-directories`) share the context's descriptor (`Arc`), which is counted apart; a directory
+/// the guest opened has the only reference to its own.
 fn count(table: &mut ResourceTable) -> usize {
+    use wasmtime_wasi::filesystem::Descriptor;
     table
         .iter_mut()
-        .filter(|e| {
-            e.is::<wasmtime_wasi::filesystem::Descriptor>()
-                || e.is::<wasmtime_wasi::p2::TcpSocket>()
-                || e.is::<wasmtime_wasi::p2::UdpSocket>()
+        .filter(|e| match e.downcast_ref::<Descriptor>() {
+            Some(Descriptor::File(_)) => true,
+            Some(Descriptor::Dir(d)) => std::sync::Arc::strong_count(&d.dir) == 1,
+            None => e.is::<wasmtime_wasi::p2::TcpSocket>() || e.is::<wasmtime_wasi::p2::UdpSocket>(),
         })
         .count()
 }
@@ -353,13 +360,13 @@ mod tests {
     fn cap_counts_and_refuses() {
         init();
         let mut table = ResourceTable::new();
-        let mut f = Files::new(2, false);
+        let mut f = Files::new(3, false, 1);
         assert_eq!(f.admit(&mut table), Ok(()));
         assert_eq!(f.admit(&mut table), Ok(()));
         // The estimate says 2 (nothing was opened really): a scan finds the table empty.
         assert_eq!(f.admit(&mut table), Ok(()));
         assert!(f.refused.is_none());
-        let mut none = Files::new(0, false);
+        let mut none = Files::new(0, false, 0);
         assert_eq!(none.admit(&mut table), Err(Refusal::App));
         assert!(none.note().unwrap().contains("[limits] nofile = 0"));
         assert!(paddock_has_room());

@@ -1002,7 +1002,7 @@ impl Flavor {
                     instances: 0,
                     refused: None,
                     shared: Arc::new(Shared::new(Instant::now())),
-                    files: guard::Files::new(0, false),
+                    files: guard::Files::new(0, false, 0),
                 },
                 cpu: None,
                 shared: Arc::new(Shared::new(Instant::now())),
@@ -1160,7 +1160,7 @@ fn new_store<W: Send + 'static>(
             instances: program.max_instances as usize,
             refused: None,
             shared: shared.clone(),
-            files: guard::Files::new(program.nofile, program.symlinks),
+            files: guard::Files::new(program.nofile, program.symlinks, program.preopens.len()),
         },
         cpu: program.cpu.map(|c| CpuBudget::new(c, Instant::now())),
         shared: shared.clone(),
@@ -1529,7 +1529,7 @@ mod tests {
             instances: 4,
             refused: None,
             shared: shared.clone(),
-            files: guard::Files::new(16, false),
+            files: guard::Files::new(16, false, 0),
         };
         assert!(l.grow(0, 512 << 10));
         assert!(l.grow(512 << 10, 1 << 20));

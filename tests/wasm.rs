@@ -1097,16 +1097,21 @@ const RESTARTING: &str = "command = [\"/bin/sh\", \"-c\", \"sleep 0.05\"]\n[rest
 /// answers, while the guests hold what they could open.
 fn native_keeps_restarting(p: &Paddock) {
     let before = p.app("native").restarts;
-    wait_for(Duration::from_secs(20), "10 more restarts of the native app", || {
-        p.app("native").restarts >= before + 10
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "10 more restarts of the native app",
+        || p.app("native").restarts >= before + 10,
+    );
     let a = p.app("native");
     assert_ne!(a.state, "FATAL", "{a:?}");
     assert!(!a.message.contains("Too many open files"), "{a:?}");
     // It answers (and exits 3 when not every app is READY).
     let o = p.cli(&["status"]);
     assert!(matches!(o.status.code(), Some(0 | 3)), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stdout).contains("native"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("native"),
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -1120,7 +1125,10 @@ fn descriptor_exhaustion_stops_at_the_cap() {
     let pre = format!("[wasm]\npreopens = {{ \"/d\" = \"{}\" }}\n", ro.display());
     let never = "[restart]\npolicy = \"never\"\n";
     let wasm = |m: &Path, extra: &str| {
-        format!("isolation = \"wasm\"\nmodule = \"{}\"\n{extra}", m.display())
+        format!(
+            "isolation = \"wasm\"\nmodule = \"{}\"\n{extra}",
+            m.display()
+        )
     };
     let p = Paddock::with_apps("wasm-nofile", &[("native", RESTARTING)]).start();
     p.wait_state("native", "READY", Duration::from_secs(10));
@@ -1219,7 +1227,10 @@ fn memory_without_limits_stops_at_the_default() {
         "wasm-memory-default",
         &[(
             "grow",
-            &app("crasher.wasm", "args = [\"grow\"]\n[restart]\npolicy = \"never\"\n"),
+            &app(
+                "crasher.wasm",
+                "args = [\"grow\"]\n[restart]\npolicy = \"never\"\n",
+            ),
         )],
     )
     .start();
@@ -1243,7 +1254,12 @@ fn symlinks_are_refused_unless_allowed() {
     std::fs::write(s.path().join("secret.txt"), "secret").unwrap();
     let wat = wat_module(s.path(), "symlink.wasm", SYMLINK_WAT);
     let mut apps = vec![];
-    for (name, allow) in [("p1-default", false), ("p1-allowed", true), ("p2-default", false), ("p2-allowed", true)] {
+    for (name, allow) in [
+        ("p1-default", false),
+        ("p1-allowed", true),
+        ("p2-default", false),
+        ("p2-allowed", true),
+    ] {
         let dir = s.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let keys = format!(
@@ -1252,7 +1268,10 @@ fn symlinks_are_refused_unless_allowed() {
             if allow { "symlinks = true\n" } else { "" }
         );
         let text = if name.starts_with("p1") {
-            format!("isolation = \"wasm\"\nmodule = \"{}\"\n{keys}", wat.display())
+            format!(
+                "isolation = \"wasm\"\nmodule = \"{}\"\n{keys}",
+                wat.display()
+            )
         } else {
             app(
                 "files.wasm",

@@ -720,7 +720,10 @@ tcp_connect = ["10.0.0.0/8:*"]
         let a = r.unwrap();
         let w = a.wasm.unwrap();
         assert!(w.symlinks && !w.default_memory);
-        assert_eq!((a.limits.nofile, a.limits.memory), (Some(32), Some(1 << 30)));
+        assert_eq!(
+            (a.limits.nofile, a.limits.memory),
+            (Some(32), Some(1 << 30))
+        );
         let _ = std::fs::remove_dir_all(&d);
         let w = "isolation = \"wasm\"\nmodule = \"m.wasm\"\n[wasm]\n";
         let e = err(&format!("{w}symlinks = \"yes\"\n"));
@@ -729,9 +732,15 @@ tcp_connect = ["10.0.0.0/8:*"]
             "{e}"
         );
         let e = err(&format!("{w}symlinks = 1\n"));
-        assert!(e.contains("key `wasm.symlinks`: must be true or false, not integer 1"), "{e}");
+        assert!(
+            e.contains("key `wasm.symlinks`: must be true or false, not integer 1"),
+            "{e}"
+        );
         let e = err(&format!("{w}[limits]\nnofile = 2\n"));
-        assert!(e.contains("key `limits.nofile`: must be a number of open files"), "{e}");
+        assert!(
+            e.contains("key `limits.nofile`: must be a number of open files"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

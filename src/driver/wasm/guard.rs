@@ -172,7 +172,9 @@ fn count(table: &mut ResourceTable) -> usize {
         .filter(|e| match e.downcast_ref::<Descriptor>() {
             Some(Descriptor::File(_)) => true,
             Some(Descriptor::Dir(d)) => std::sync::Arc::strong_count(&d.dir) == 1,
-            None => e.is::<wasmtime_wasi::p2::TcpSocket>() || e.is::<wasmtime_wasi::p2::UdpSocket>(),
+            None => {
+                e.is::<wasmtime_wasi::p2::TcpSocket>() || e.is::<wasmtime_wasi::p2::UdpSocket>()
+            }
         })
         .count()
 }
@@ -248,7 +250,9 @@ fn guest_memory<'a>(
             let (mem, g) = m.data_and_store_mut(caller);
             Ok((wiggle::GuestMemory::Unshared(mem), g))
         }
-        Some(Extern::SharedMemory(m)) => Ok((wiggle::GuestMemory::Shared(m.data()), caller.data_mut())),
+        Some(Extern::SharedMemory(m)) => {
+            Ok((wiggle::GuestMemory::Shared(m.data()), caller.data_mut()))
+        }
         _ => wasmtime::bail!("missing required memory export"),
     }
 }
@@ -281,8 +285,10 @@ pub(super) fn shadow_p2(
                     Ok(()) => {}
                 }
                 let mut view = g.filesystem();
-                match fs::HostDescriptor::open_at(&mut view, this, path_flags, path, open_flags, flags)
-                    .await
+                match fs::HostDescriptor::open_at(
+                    &mut view, this, path_flags, path, open_flags, flags,
+                )
+                .await
                 {
                     Ok(d) => Ok((Ok(d),)),
                     Err(e) => Ok((Err(fs::Host::convert_error_code(&mut view, e)?),)),

@@ -1015,3 +1015,288 @@ fn http_example_passes_an_http_health_check() {
     assert_eq!(p.app("good").restarts, 0);
     assert!(p.shutdown().success());
 }
+
+/// A core module that opens `f` in its first preopen until an open fails, then prints
+/// `opened N errno E` and, with `hold`, keeps them open (sleeping), else exits with status E.
+fn open_loop_wat(hold: bool) -> String {
+    let end = if hold {
+        // poll_oneoff on a one-hour monotonic clock, forever.
+        "(i32.store8 (i32.const 520) (i32.const 0))
+         (i32.store (i32.const 528) (i32.const 1))
+         (i64.store (i32.const 536) (i64.const 3600000000000))
+         (loop $h (drop (call $poll (i32.const 512) (i32.const 640) (i32.const 1) (i32.const 768))) (br $h))"
+    } else {
+        "(call $exit (local.get $e))"
+    };
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "path_open" (func $open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "f")
+  (data (i32.const 100) "opened ")
+  (data (i32.const 120) " errno ")
+  ;; Writes the decimal digits of $n to end just before $end; returns where they start.
+  (func $num (param $n i32) (param $end i32) (result i32)
+    (loop $l
+      (local.set $end (i32.sub (local.get $end) (i32.const 1)))
+      (i32.store8 (local.get $end) (i32.add (i32.const 48) (i32.rem_u (local.get $n) (i32.const 10))))
+      (local.set $n (i32.div_u (local.get $n) (i32.const 10)))
+      (br_if $l (local.get $n)))
+    (local.get $end))
+  (func (export "_start") (local $e i32) (local $n i32) (local $p i32) (local $q i32)
+    (block $done (loop $again
+      (local.set $e (call $open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 1)
+        (i32.const 0) (i64.const 2) (i64.const 0) (i32.const 0) (i32.const 64)))
+      (br_if $done (local.get $e))
+      (local.set $n (i32.add (local.get $n) (i32.const 1)))
+      (br_if $done (i32.ge_u (local.get $n) (i32.const 100000)))
+      (br $again)))
+    ;; "opened N errno E\n" at 400
+    (memory.copy (i32.const 400) (i32.const 100) (i32.const 7))
+    (local.set $p (call $num (local.get $n) (i32.const 220)))
+    (memory.copy (i32.const 407) (local.get $p) (i32.sub (i32.const 220) (local.get $p)))
+    (local.set $q (i32.add (i32.const 407) (i32.sub (i32.const 220) (local.get $p))))
+    (memory.copy (local.get $q) (i32.const 120) (i32.const 7))
+    (local.set $q (i32.add (local.get $q) (i32.const 7)))
+    (local.set $p (call $num (local.get $e) (i32.const 250)))
+    (memory.copy (local.get $q) (local.get $p) (i32.sub (i32.const 250) (local.get $p)))
+    (local.set $q (i32.add (local.get $q) (i32.sub (i32.const 250) (local.get $p))))
+    (i32.store8 (local.get $q) (i32.const 10))
+    (i32.store (i32.const 300) (i32.const 400))
+    (i32.store (i32.const 304) (i32.sub (i32.add (local.get $q) (i32.const 1)) (i32.const 400)))
+    (drop (call $write (i32.const 1) (i32.const 300) (i32.const 1) (i32.const 308)))
+    {end}))"#
+    )
+}
+
+/// A core module that creates `made-rel -> ../secret.txt` in its first preopen and exits with
+/// the errno (0: created).
+const SYMLINK_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "path_symlink" (func $sym (param i32 i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "../secret.txt")
+  (data (i32.const 32) "made-rel")
+  (func (export "_start")
+    (call $exit (call $sym (i32.const 0) (i32.const 13) (i32.const 3) (i32.const 32) (i32.const 8)))))"#;
+
+/// Descriptors paddock holds.
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// A native app that exits after 50 ms and is restarted at once, forever.
+const RESTARTING: &str = "command = [\"/bin/sh\", \"-c\", \"sleep 0.05\"]\n[restart]\npolicy = \"always\"\nbackoff_initial = \"10ms\"\nstable_after = \"0s\"\nmax_failures = 0\n";
+
+/// The native app keeps restarting (nothing refused for lack of descriptors) and `status`
+/// answers, while the guests hold what they could open.
+fn native_keeps_restarting(p: &Paddock) {
+    let before = p.app("native").restarts;
+    wait_for(
+        Duration::from_secs(20),
+        "10 more restarts of the native app",
+        || p.app("native").restarts >= before + 10,
+    );
+    let a = p.app("native");
+    assert_ne!(a.state, "FATAL", "{a:?}");
+    assert!(!a.message.contains("Too many open files"), "{a:?}");
+    // It answers (and exits 3 when not every app is READY).
+    let o = p.cli(&["status"]);
+    assert!(matches!(o.status.code(), Some(0 | 3)), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("native"),
+        "{o:?}"
+    );
+}
+
+#[test]
+fn descriptor_exhaustion_stops_at_the_cap() {
+    let s = Scratch::new("wasm-nofile-files");
+    let ro = s.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("f"), "x").unwrap();
+    let hold = wat_module(s.path(), "hold.wasm", &open_loop_wat(true));
+    let exit = wat_module(s.path(), "exit.wasm", &open_loop_wat(false));
+    let pre = format!("[wasm]\npreopens = {{ \"/d\" = \"{}\" }}\n", ro.display());
+    let never = "[restart]\npolicy = \"never\"\n";
+    let wasm = |m: &Path, extra: &str| {
+        format!(
+            "isolation = \"wasm\"\nmodule = \"{}\"\n{extra}",
+            m.display()
+        )
+    };
+    let p = Paddock::with_apps("wasm-nofile", &[("native", RESTARTING)]).start();
+    p.wait_state("native", "READY", Duration::from_secs(10));
+    let base = fd_count(p.pid());
+    // No [limits]: the default cap, 256 (the preopen is one of them).
+    p.write_app("hog", &wasm(&hold, &pre));
+    p.write_app(
+        "hog-exit",
+        &wasm(&exit, &format!("{pre}[limits]\nnofile = 16\n{never}")),
+    );
+    p.write_app(
+        "hog-p2",
+        &format!(
+            "{}args = [\"open-loop\", \"/d/f\", \"hold\"]\n{pre}[limits]\nnofile = 64\n",
+            app("files.wasm", "")
+        ),
+    );
+    let o = p.cli(&["update"]);
+    assert!(o.status.success(), "{o:?}");
+    // The core module: EMFILE (33) at its cap, as an ordinary error.
+    let out = wait_log(&p, "hog.out", "opened", Duration::from_secs(30));
+    assert!(out.contains("opened 255 errno 33\n"), "{out}");
+    let a = p.wait_state("hog-exit", "EXITED", Duration::from_secs(30));
+    assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(33), "{a:?}");
+    assert!(log(&p, "hog-exit.out").contains("opened 15 errno 33\n"));
+    // The component: error-code `quota` (EDQUOT in wasi-libc) at its cap.
+    let out = wait_log(&p, "hog-p2.out", "opened", Duration::from_secs(30));
+    assert!(out.contains("opened 63: then "), "{out}");
+    assert!(out.to_lowercase().contains("quota"), "{out}");
+    // paddock holds what the guests hold, plus the new apps' log files and the wasm runtime
+    // (about a dozen), no more.
+    let n = fd_count(p.pid());
+    eprintln!("guests at their caps: paddock holds {n} descriptors ({base} at the start)");
+    assert!(
+        n <= base + 255 + 63 + 24,
+        "paddock has {n} descriptors ({base} at the start)"
+    );
+    let a = p.app("hog");
+    assert_eq!(a.state, "READY", "{a:?} {}", log(&p, "hog.err"));
+    native_keeps_restarting(&p);
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn guests_cannot_take_paddocks_reserve() {
+    let s = Scratch::new("wasm-reserve-files");
+    let ro = s.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("f"), "x").unwrap();
+    let hold = wat_module(s.path(), "hold.wasm", &open_loop_wat(true));
+    let hog = format!(
+        "isolation = \"wasm\"\nmodule = \"{}\"\n[wasm]\npreopens = {{ \"/d\" = \"{}\" }}\n[limits]\nnofile = 100000\n",
+        hold.display(),
+        ro.display()
+    );
+    let p = Paddock::with_apps(
+        "wasm-reserve",
+        &[("native", RESTARTING), ("hog1", &hog), ("hog2", &hog)],
+    );
+    // paddock with a limit of 1024 descriptors (it raises its soft limit to the hard one).
+    let p = p.start_cmd(&[], |c| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit is async-signal-safe and touches only the child being spawned.
+        unsafe {
+            c.pre_exec(|| {
+                let rl = libc::rlimit {
+                    rlim_cur: 1024,
+                    rlim_max: 1024,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    // Both guests stop with ENFILE (41): the top 256 of paddock's 1024 are not theirs.
+    for h in ["hog1", "hog2"] {
+        let out = wait_log(&p, &format!("{h}.out"), "opened", Duration::from_secs(30));
+        assert!(out.contains(" errno 41\n"), "{h}: {out}");
+    }
+    let n = fd_count(p.pid());
+    eprintln!("two guests with nofile = 100000: paddock holds {n} of its 1024 descriptors");
+    assert!(
+        (1024 - 256 - 8..=1024 - 256 + 8).contains(&n),
+        "paddock has {n} descriptors"
+    );
+    native_keeps_restarting(&p);
+    assert!(fd_count(p.pid()) < 1024 - 64);
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn memory_without_limits_stops_at_the_default() {
+    let p = Paddock::with_apps(
+        "wasm-memory-default",
+        &[(
+            "grow",
+            &app(
+                "crasher.wasm",
+                "args = [\"grow\"]\n[restart]\npolicy = \"never\"\n",
+            ),
+        )],
+    )
+    .start();
+    let a = p.wait_state("grow", "EXITED", Duration::from_secs(60));
+    let d = exit_desc(&a);
+    assert!(
+        d.ends_with("was refused: [limits] memory = 128MiB (the default for wasm apps; set [limits] memory to change it))"),
+        "{d}"
+    );
+    let out = log(&p, "grow.out");
+    assert!(
+        out.contains("holding 120 MiB") && !out.contains("holding 128 MiB"),
+        "{out}"
+    );
+    assert!(p.shutdown().success());
+}
+
+#[test]
+fn symlinks_are_refused_unless_allowed() {
+    let s = Scratch::new("wasm-symlinks-files");
+    std::fs::write(s.path().join("secret.txt"), "secret").unwrap();
+    let wat = wat_module(s.path(), "symlink.wasm", SYMLINK_WAT);
+    let mut apps = vec![];
+    for (name, allow) in [
+        ("p1-default", false),
+        ("p1-allowed", true),
+        ("p2-default", false),
+        ("p2-allowed", true),
+    ] {
+        let dir = s.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys = format!(
+            "[wasm]\npreopens = {{ \"/d\" = \"{}:rw\" }}\n{}[restart]\npolicy = \"never\"\n",
+            dir.display(),
+            if allow { "symlinks = true\n" } else { "" }
+        );
+        let text = if name.starts_with("p1") {
+            format!(
+                "isolation = \"wasm\"\nmodule = \"{}\"\n{keys}",
+                wat.display()
+            )
+        } else {
+            app(
+                "files.wasm",
+                &format!("args = [\"symlink\", \"../secret.txt\", \"/d/made-rel\"]\n{keys}"),
+            )
+        };
+        apps.push((name, text));
+    }
+    let list: Vec<(&str, &str)> = apps.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let p = Paddock::with_apps("wasm-symlinks", &list).start();
+    let link = |name: &str| std::fs::read_link(s.path().join(name).join("made-rel")).ok();
+    // Refused by default: EPERM (63) for a core module, `not-permitted` for a component.
+    let a = p.wait_state("p1-default", "EXITED", Duration::from_secs(30));
+    assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(63), "{a:?}");
+    assert_eq!(link("p1-default"), None);
+    let a = p.wait_state("p2-default", "EXITED", Duration::from_secs(30));
+    assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(1), "{a:?}");
+    let out = wait_log(&p, "p2-default.out", "symlink", Duration::from_secs(10));
+    assert!(out.contains("Operation not permitted"), "{out}");
+    assert_eq!(link("p2-default"), None);
+    // Allowed with `[wasm] symlinks = true`.
+    for name in ["p1-allowed", "p2-allowed"] {
+        let a = p.wait_state(name, "EXITED", Duration::from_secs(30));
+        assert_eq!(a.last_exit.as_ref().and_then(|e| e.code), Some(0), "{a:?}");
+        assert_eq!(link(name), Some(PathBuf::from("../secret.txt")), "{name}");
+    }
+    assert!(p.shutdown().success());
+}

@@ -22,6 +22,8 @@ build hello wasm32-wasip1 hello.wasm
 build hello wasm32-wasip2 hello-p2.wasm
 build worker wasm32-wasip1 worker.wasm
 build crasher wasm32-wasip1 crasher.wasm
+# Preopens used carelessly (descriptor exhaustion, symbolic links): tests/wasm.rs.
+build files wasm32-wasip2 files.wasm
 build http wasm32-wasip2 http.wasm
 # The escape matrix's wasm probe (src/escape.rs; the native probe is src/bin/paddock-probe.rs).
 build probe wasm32-wasip2 probe.wasm

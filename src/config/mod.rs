@@ -611,7 +611,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
 
     let identity = resolve_identity(&mut cx, raw.user.as_ref(), raw.group.as_ref());
 
-    let limits = wasm::parse_limits(&mut cx, raw.limits.as_ref());
+    let mut limits = wasm::parse_limits(&mut cx, raw.limits.as_ref());
     let wasm_keys = wasm::RawWasmKeys {
         module: raw.module.as_ref(),
         args: raw.args.as_ref(),
@@ -629,7 +629,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
             .or(raw.launch.as_ref().map(|l| l.span())),
     };
     let (wasm, command, program) = if isolation == Isolation::Wasm {
-        let w = wasm::parse_wasm(&mut cx, &wasm_keys, &limits, file);
+        let w = wasm::parse_wasm(&mut cx, &wasm_keys, &mut limits, file);
         // What `status` shows as the command: the module as written, then the arguments.
         let shown = raw.module.as_ref().map(|m| m.get_ref().clone());
         let command = shown

@@ -10,9 +10,11 @@
 //! preopens = { "/data" = "/var/lib/app:rw", "/etc/app" = "/etc/app" }   # read-only unless :rw
 //! max_instances = 16                 # core instances the app's store may hold
 //! fuel = 1000000000                  # optional deterministic budget of wasm instructions
+//! symlinks = false                   # may the guest create symbolic links in its preopens
 //! [limits]
-//! memory = "64MiB"                   # linear memories + tables
+//! memory = "64MiB"                   # linear memories + tables (default 128MiB)
 //! cpu = 0.5                          # share of one core
+//! nofile = 256                       # open files, directories, sockets (default 256)
 //! [sandbox]
 //! network = "host"                   # default "none"
 //! tcp_bind = ["127.0.0.1:8080"]
@@ -31,8 +33,10 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 /// `[limits]`: the same keys for every level. `memory` and `cpu` apply to every level (a
-/// cgroup for native apps, the store's limits for wasm); `pids` (a cgroup's pids.max) and
-/// `nofile` (RLIMIT_NOFILE) are for native apps only.
+/// cgroup for native apps, the store's limits for wasm); `nofile` is RLIMIT_NOFILE for native
+/// apps and the cap on the descriptors a wasm guest holds; `pids` (a cgroup's pids.max) is for
+/// native apps only. A wasm app always has `memory` and `nofile`: unset, they are
+/// [`DEFAULT_WASM_MEMORY`] and [`DEFAULT_WASM_NOFILE`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Limits {
     /// Bytes: a cgroup's memory.max (native), linear memory and tables (wasm).
@@ -41,7 +45,8 @@ pub struct Limits {
     pub cpu: Option<f64>,
     /// Processes and threads in the app's cgroup.
     pub pids: Option<u64>,
-    /// Open-file limit (soft = hard) of the app's processes.
+    /// Open-file limit (soft = hard) of the app's processes; for a wasm app, the files,
+    /// directories (preopens included) and sockets its guest may hold open at once.
     pub nofile: Option<u64>,
 }
 
@@ -87,6 +92,10 @@ pub struct WasmSpec {
     pub max_instances: u32,
     pub fuel: Option<u64>,
     pub net: NetPolicy,
+    /// `[wasm] symlinks`: the guest may create symbolic links in its writable preopens.
+    pub symlinks: bool,
+    /// `[limits] memory` was left out (the limit is [`DEFAULT_WASM_MEMORY`]).
+    pub default_memory: bool,
 }
 
 pub const DEFAULT_MAX_INSTANCES: u32 = 16;
@@ -94,6 +103,12 @@ pub const DEFAULT_MAX_INSTANCES: u32 = 16;
 pub const MAX_MAX_INSTANCES: u32 = 64;
 /// A wasm32 linear memory cannot be larger.
 pub const MAX_WASM_MEMORY: u64 = 4 << 30;
+/// `[limits] memory` of a wasm app that does not set it: a guest lives in paddock's own address
+/// space, so it never grows without a bound (a wasm32 memory could reach 4GiB).
+pub const DEFAULT_WASM_MEMORY: u64 = 128 << 20;
+/// `[limits] nofile` of a wasm app that does not set it: a guest's descriptors are paddock's
+/// own, so one guest opening files in a loop must stop long before paddock's limit.
+pub const DEFAULT_WASM_NOFILE: u64 = 256;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +116,7 @@ pub(super) struct RawWasm {
     preopens: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
     max_instances: Option<Spanned<u32>>,
     fuel: Option<Spanned<u64>>,
+    symlinks: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -221,10 +237,11 @@ pub(super) fn refuse_for_native(cx: &mut FileCtx, k: &RawWasmKeys, level: Isolat
 
 /// The wasm part of an app: module file, args, capabilities. `app_file` is the TOML file (a
 /// relative `module` or preopen is relative to its directory).
+/// `limits` gets the wasm defaults for `memory` and `nofile` when they are unset.
 pub(super) fn parse_wasm(
     cx: &mut FileCtx,
     k: &RawWasmKeys,
-    limits: &Limits,
+    limits: &mut Limits,
     app_file: &Path,
 ) -> Option<WasmSpec> {
     let base = app_file.parent().unwrap_or(Path::new("."));
@@ -318,6 +335,7 @@ pub(super) fn parse_wasm(
     let mut preopens = vec![];
     let mut max_instances = DEFAULT_MAX_INSTANCES;
     let mut fuel = None;
+    let mut symlinks = false;
     if let Some(w) = k.wasm {
         let w = w.get_ref();
         for (g, h) in w.preopens.iter().flatten() {
@@ -399,6 +417,22 @@ pub(super) fn parse_wasm(
                 fuel = Some(*f.get_ref());
             }
         }
+        if let Some(v) = &w.symlinks {
+            match v.get_ref() {
+                toml::Value::Boolean(b) => symlinks = *b,
+                other => {
+                    cx.err_at(
+                        Some(v.span()),
+                        "wasm.symlinks",
+                        format!(
+                            "must be true or false, not {} {other}: true lets the guest create symbolic links in its writable preopens (refused by default)",
+                            other.type_str()
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
     }
 
     if let (Some(mem), Some(r)) = (limits.memory, k.limits) {
@@ -411,22 +445,20 @@ pub(super) fn parse_wasm(
             ok = false;
         }
     }
-    if let Some(r) = k.limits {
-        let raw = r.get_ref();
-        for (span, key) in [
-            (raw.pids.as_ref().map(|p| p.span()), "limits.pids"),
-            (raw.nofile.as_ref().map(|n| n.span()), "limits.nofile"),
-        ] {
-            if span.is_some() {
-                cx.err_at(
-                    span,
-                    key,
-                    "a wasm app runs inside paddock's process: it has no processes or file descriptors of its own to limit (its limits are memory and cpu)",
-                );
-                ok = false;
-            }
-        }
+    if let Some(span) = k
+        .limits
+        .and_then(|r| r.get_ref().pids.as_ref().map(|p| p.span()))
+    {
+        cx.err_at(
+            Some(span),
+            "limits.pids",
+            "a wasm app runs inside paddock's process: it has no processes of its own to limit (its limits are memory, cpu and nofile)",
+        );
+        ok = false;
     }
+    let default_memory = limits.memory.is_none();
+    limits.memory.get_or_insert(DEFAULT_WASM_MEMORY);
+    limits.nofile.get_or_insert(DEFAULT_WASM_NOFILE);
     if let (Some(cpu), Some(r)) = (limits.cpu, k.limits) {
         if cpu > 1.0 {
             cx.err_at(
@@ -514,6 +546,8 @@ pub(super) fn parse_wasm(
         max_instances,
         fuel,
         net,
+        symlinks,
+        default_memory,
     })
 }
 
@@ -665,7 +699,48 @@ tcp_connect = ["10.0.0.0/8:*"]
         assert_eq!(w.kind, super::Kind::Core);
         assert!(w.args.is_empty() && w.preopens.is_empty() && !w.net.host);
         assert_eq!(w.max_instances, super::DEFAULT_MAX_INSTANCES);
-        assert_eq!(a.limits, super::Limits::default());
+        // A wasm app always has a memory and a descriptor limit.
+        assert_eq!(
+            a.limits,
+            super::Limits {
+                memory: Some(super::DEFAULT_WASM_MEMORY),
+                nofile: Some(super::DEFAULT_WASM_NOFILE),
+                ..Default::default()
+            }
+        );
+        assert!(w.default_memory && !w.symlinks);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn wasm_nofile_and_symlinks() {
+        let (r, d) = parse(
+            "isolation = \"wasm\"\nmodule = \"m.wasm\"\n[wasm]\nsymlinks = true\n[limits]\nnofile = 32\nmemory = \"1GiB\"\n",
+        );
+        let a = r.unwrap();
+        let w = a.wasm.unwrap();
+        assert!(w.symlinks && !w.default_memory);
+        assert_eq!(
+            (a.limits.nofile, a.limits.memory),
+            (Some(32), Some(1 << 30))
+        );
+        let _ = std::fs::remove_dir_all(&d);
+        let w = "isolation = \"wasm\"\nmodule = \"m.wasm\"\n[wasm]\n";
+        let e = err(&format!("{w}symlinks = \"yes\"\n"));
+        assert!(
+            e.contains(":4:12: key `wasm.symlinks`: must be true or false, not string \"yes\""),
+            "{e}"
+        );
+        let e = err(&format!("{w}symlinks = 1\n"));
+        assert!(
+            e.contains("key `wasm.symlinks`: must be true or false, not integer 1"),
+            "{e}"
+        );
+        let e = err(&format!("{w}[limits]\nnofile = 2\n"));
+        assert!(
+            e.contains("key `limits.nofile`: must be a number of open files"),
+            "{e}"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

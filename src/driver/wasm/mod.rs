@@ -10,14 +10,18 @@
 //!   guest yields to the scheduler, so a spinning module cannot hold a worker, and the
 //!   `[limits] cpu` share is enforced there by making the guest sleep off its excess.
 //! - **Limits.** `[limits] memory` through a `ResourceLimiter` (growth past it fails; the trap
-//!   that usually follows is reported with that reason), `[wasm] max_instances`, `fuel`.
+//!   that usually follows is reported with that reason; 128MiB when unset), `[wasm]
+//!   max_instances`, `fuel`; `[limits] nofile` caps the descriptors a guest holds (256 when
+//!   unset) and paddock keeps a reserve of descriptors no guest can take (`guard`).
 //! - **Capabilities.** Args, env, preopened directories and network allow lists come from the app
-//!   file and nothing else: no inherited environment, no ambient filesystem or network.
+//!   file and nothing else: no inherited environment, no ambient filesystem or network; no
+//!   symbolic links created in preopens unless `[wasm] symlinks = true`.
 //! - **Same policy.** Guest stdout/stderr go into the app's log pipes; the end of an instance
 //!   (`proc_exit` code, trap, interruption) is reported to the supervisor as an `Exit`, which the
 //!   same state machine turns into restarts, backoff and FATAL.
 
 pub mod cache;
+mod guard;
 pub mod inspect;
 pub mod net;
 
@@ -135,6 +139,10 @@ pub struct Program {
     preopens: Vec<Preopen>,
     net: Arc<NetPolicy>,
     memory: Option<u64>,
+    /// `[limits] memory` was left out: `memory` is the wasm default.
+    default_memory: bool,
+    nofile: u64,
+    symlinks: bool,
     cpu: Option<f64>,
     fuel: Option<u64>,
     max_instances: u32,
@@ -312,14 +320,18 @@ impl<W> Guest<W> {
     }
 }
 
-/// `[limits] memory` and `[wasm] max_instances`, and the memory figure for `status`.
+/// `[limits] memory`, `nofile` and `[wasm] max_instances`, and the memory figure for `status`.
 struct Limiter {
     max: Option<u64>,
+    /// `max` is the default for wasm apps (for reports).
+    default_max: bool,
     used: u64,
     instances: usize,
     /// The first refused growth: the total it would have reached.
     refused: Option<u64>,
     shared: Arc<Shared>,
+    /// Descriptors and symbolic links.
+    files: guard::Files,
 }
 
 impl Limiter {
@@ -336,12 +348,22 @@ impl Limiter {
 
     /// Why a failure may have happened, for reports.
     fn note(&self) -> Option<String> {
-        let (max, wanted) = (self.max?, self.refused?);
-        Some(format!(
-            "memory growth to {} was refused: [limits] memory = {}",
-            human_bytes(wanted),
-            human_bytes(max)
-        ))
+        let memory = self.max.zip(self.refused).map(|(max, wanted)| {
+            format!(
+                "memory growth to {} was refused: [limits] memory = {}{}",
+                human_bytes(wanted),
+                human_bytes(max),
+                if self.default_max {
+                    " (the default for wasm apps; set [limits] memory to change it)"
+                } else {
+                    ""
+                }
+            )
+        });
+        match (memory, self.files.note()) {
+            (Some(m), Some(f)) => Some(format!("{m}; {f}")),
+            (m, f) => m.or(f),
+        }
     }
 }
 
@@ -586,6 +608,7 @@ impl<F: Future> Future for Metered<F> {
 impl WasmHost {
     pub fn new(opts: HostOptions, on_exit: ExitSink) -> Result<WasmHost, String> {
         let cache = cache::Cache::new(opts.cache_dir.clone())?;
+        guard::init();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(opts.workers.max(1))
             .max_blocking_threads(16)
@@ -657,7 +680,17 @@ impl WasmHost {
                 .collect(),
             preopens: w.preopens.clone(),
             net: Arc::new(w.net.clone()),
-            memory: spec.limits.memory,
+            memory: Some(
+                spec.limits
+                    .memory
+                    .unwrap_or(crate::config::wasm::DEFAULT_WASM_MEMORY),
+            ),
+            default_memory: w.default_memory || spec.limits.memory.is_none(),
+            nofile: spec
+                .limits
+                .nofile
+                .unwrap_or(crate::config::wasm::DEFAULT_WASM_NOFILE),
+            symlinks: w.symlinks,
             cpu: spec.limits.cpu,
             fuel: w.fuel,
             max_instances: w.max_instances,
@@ -952,9 +985,11 @@ impl Flavor {
         })?;
         let mut p1 = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut p1, |g: &mut Guest<WasiP1Ctx>| &mut g.wasi)
+            .and_then(|()| guard::shadow_p1(&mut p1))
             .map_err(|e| format!("cannot set up WASI preview 1: {}", one_line(&e)))?;
         let mut p2 = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2)
+            .and_then(|()| guard::shadow_p2(&mut p2))
             .map_err(|e| format!("cannot set up WASI preview 2: {}", one_line(&e)))?;
         // The names p1 defines, from the linker itself (a throwaway store; no instance).
         let p1_names = {
@@ -962,10 +997,12 @@ impl Flavor {
                 wasi: WasiCtxBuilder::new().build_p1(),
                 limiter: Limiter {
                     max: None,
+                    default_max: false,
                     used: 0,
                     instances: 0,
                     refused: None,
                     shared: Arc::new(Shared::new(Instant::now())),
+                    files: guard::Files::new(0, false, 0),
                 },
                 cpu: None,
                 shared: Arc::new(Shared::new(Instant::now())),
@@ -1118,10 +1155,12 @@ fn new_store<W: Send + 'static>(
         wasi,
         limiter: Limiter {
             max: program.memory,
+            default_max: program.default_memory,
             used: 0,
             instances: program.max_instances as usize,
             refused: None,
             shared: shared.clone(),
+            files: guard::Files::new(program.nofile, program.symlinks, program.preopens.len()),
         },
         cpu: program.cpu.map(|c| CpuBudget::new(c, Instant::now())),
         shared: shared.clone(),
@@ -1485,10 +1524,12 @@ mod tests {
         let shared = Arc::new(Shared::new(Instant::now()));
         let mut l = Limiter {
             max: Some(1 << 20),
+            default_max: false,
             used: 0,
             instances: 4,
             refused: None,
             shared: shared.clone(),
+            files: guard::Files::new(16, false, 0),
         };
         assert!(l.grow(0, 512 << 10));
         assert!(l.grow(512 << 10, 1 << 20));

@@ -1013,6 +1013,20 @@ mod tests {
                 "key `sandbox.network`: unknown value \"bridge\"",
             ),
             ("[sandbox]\nuserns = \"yes\"\n", "key `sandbox.userns`"),
+            ("[sandbox]\nudp = 1\n", "key `sandbox.udp`"),
+            (
+                "[sandbox]\naddress_families = [\"AF_NETLINK\", \"AF_FOO\"]\n",
+                ":5:35: key `sandbox.address_families`: unknown or unsupported family \"AF_FOO\"; AF_UNIX, AF_INET and AF_INET6 are always allowed, and these can be added: AF_NETLINK,",
+            ),
+            (
+                "[sandbox]\nsyscalls = [\"io_uring_setup\", \"nosuchcall\"]\n",
+                ":5:31: key `sandbox.syscalls`: unknown system call \"nosuchcall\"",
+            ),
+            (
+                "[sandbox]\ntmp_size = \"1KiB\"\n",
+                "key `sandbox.tmp_size`: must be at least 1MiB",
+            ),
+            ("[sandbox]\ntmp_size = \"lots\"\n", "key `sandbox.tmp_size`: "),
             ("[sandbox]\nhostname = \"x\"\n", "unknown field `hostname`"),
             (
                 "fallback = \"wasm\"\n",

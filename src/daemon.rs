@@ -2108,6 +2108,8 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
         }
         s
     })?;
+    // One paddock per state directory and cgroup name, or both would start every app.
+    let _locks = crate::lock::serve_locks(&opts.state_dir, &cg_name)?;
     raise_nofile();
     native::reserve_low_fds().map_err(|e| {
         format!(

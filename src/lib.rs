@@ -19,6 +19,7 @@ pub mod doctor;
 pub mod driver;
 pub mod escape;
 pub mod health;
+pub mod lock;
 pub mod logs;
 pub mod pid1;
 pub mod sandbox;

@@ -91,3 +91,103 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(90_000)), "1d 1h");
     }
 }
+
+/// Reads a file that must be a regular file of at most `limit` bytes: a FIFO, a device
+/// (`/dev/zero`), a socket or a directory is refused by its type without reading (the open does
+/// not block, even on a FIFO), and a larger file by its size, so a hostile path can neither
+/// hang nor exhaust the reader.
+pub fn read_regular(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| io_reason(&e))?;
+    let meta = f.metadata().map_err(|e| io_reason(&e))?;
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("a directory")
+    } else if t.is_fifo() {
+        Some("a FIFO")
+    } else if t.is_char_device() {
+        Some("a character device")
+    } else if t.is_block_device() {
+        Some("a block device")
+    } else if t.is_socket() {
+        Some("a socket")
+    } else {
+        Some("not a regular file")
+    };
+    if let Some(kind) = kind {
+        return Err(format!(
+            "is {kind}, not a regular file; give a regular file"
+        ));
+    }
+    let too_big = || {
+        format!(
+            "is larger than {} (the limit for this kind of file)",
+            crate::config::units::format_size(limit)
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_big());
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| io_reason(&e))?;
+    if buf.len() as u64 > limit {
+        return Err(too_big());
+    }
+    Ok(buf)
+}
+
+/// [`read_regular`] as UTF-8 text.
+pub fn read_regular_text(path: &std::path::Path, limit: u64) -> Result<String, String> {
+    String::from_utf8(read_regular(path, limit)?).map_err(|_| "is not valid UTF-8 text".to_string())
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    #[test]
+    fn fifos_devices_and_huge_files_are_refused_without_reading() {
+        let dir = std::env::temp_dir().join(format!("paddock-read-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("app.toml");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        assert!(
+            read_regular(&fifo, 1 << 20)
+                .unwrap_err()
+                .contains("is a FIFO")
+        );
+        let zero = std::path::Path::new("/dev/zero");
+        assert!(
+            read_regular(zero, 1 << 20)
+                .unwrap_err()
+                .contains("character device")
+        );
+        assert!(
+            read_regular(&dir, 1 << 20)
+                .unwrap_err()
+                .contains("a directory")
+        );
+        let big = dir.join("big.toml");
+        std::fs::write(&big, vec![b'#'; 2 << 20]).unwrap();
+        assert!(
+            read_regular(&big, 1 << 20)
+                .unwrap_err()
+                .contains("larger than 1MiB")
+        );
+        std::fs::write(&big, "x = 1\n").unwrap();
+        assert_eq!(read_regular_text(&big, 1 << 20).unwrap(), "x = 1\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -129,7 +129,8 @@ fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
          echo PROCS $(ls /proc | grep -c '^[0-9]'); echo PID $$; \
          cat {secret} && echo SECRET-READ; \
          echo RO $(cat {ro}/config); echo x > {ro}/new && echo RO-WRITTEN; \
-         echo data > {rw}/out && echo RW-WRITTEN; \
+         echo data > {rw}/out && echo RW-WRITTEN; ln -s ../secret {rw}/made-rel && echo RW-LINKED; \
+         ln -s /etc/passwd /tmp/scratch/l && echo SCRATCH-LINKED; \
          echo t > /tmp/t && echo TMP-WRITTEN; echo c > /cache/c && echo CACHE-WRITTEN; echo s > /tmp/scratch/s && echo SCRATCH-WRITTEN; \
          touch /usr/x && echo USR-WRITTEN; \
          mount -t tmpfs none /tmp/bin && echo MOUNTED; \
@@ -143,7 +144,7 @@ fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
     let app = script_app(
         &script,
         &format!(
-            "read_only = [\"{}\"]\nread_write = [\"{}\"]\ntmpfs = [\"/cache\", \"/tmp/scratch\"]\naddress_families = [\"AF_NETLINK\"]",
+            "read_only = [\"{}\"]\nread_write = [\"{}\"]\ntmpfs = [\"/cache\", \"/tmp/scratch\", \"/tmp/bin\"]\naddress_families = [\"AF_NETLINK\"]",
             ro.display(),
             rw.display()
         ),
@@ -196,6 +197,10 @@ fn a_sandboxed_app_sees_only_its_bundle_and_what_it_is_given() {
     assert!(has(&o, "RO from-host"));
     assert!(!has(&o, "RO-WRITTEN") && !ro.join("new").exists());
     assert!(has(&o, "RW-WRITTEN"));
+    // No symbolic links planted in a host dir (a trap for host tools), nor on the /tmp that
+    // holds it here; a tmpfs of its own is free.
+    assert!(!has(&o, "RW-LINKED") && std::fs::symlink_metadata(rw.join("made-rel")).is_err());
+    assert!(has(&o, "SCRATCH-LINKED"), "{o:?}");
     assert_eq!(std::fs::read_to_string(rw.join("out")).unwrap(), "data\n");
     // Root inside is not root outside: what it writes belongs to an unprivileged host uid.
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(rw.join("out")).unwrap());

@@ -255,11 +255,7 @@ pub fn load(path: &Path) -> Result<Recipe, Vec<RecipeError>> {
         .file_stem()
         .and_then(|s| s.to_str())
         .ok_or_else(|| err("file name is not valid UTF-8".into()))?;
-    let meta = std::fs::metadata(path).map_err(|e| err(crate::util::io_reason(&e)))?;
-    if meta.len() > 1 << 20 {
-        return Err(err("file is larger than 1 MiB".into()));
-    }
-    let src = std::fs::read_to_string(path).map_err(|e| err(crate::util::io_reason(&e)))?;
+    let src = crate::util::read_regular_text(path, 1 << 20).map_err(err)?;
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {

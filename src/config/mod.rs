@@ -839,13 +839,9 @@ pub fn load_file(path: &Path) -> Result<AppSpec, Vec<ConfigError>> {
         .file_stem()
         .and_then(|s| s.to_str())
         .ok_or_else(|| err("file name is not valid UTF-8".into()))?;
-    let meta = std::fs::metadata(path).map_err(|e| err(crate::util::io_reason(&e)))?;
-    if meta.len() > 1 << 20 {
-        return Err(err(
-            "file is larger than 1 MiB; an app file should be a few lines".into(),
-        ));
-    }
-    let src = std::fs::read_to_string(path).map_err(|e| err(crate::util::io_reason(&e)))?;
+    // A regular file of at most 1 MiB (an app file is a few lines): a FIFO or a device is
+    // refused by its type, without reading.
+    let src = crate::util::read_regular_text(path, 1 << 20).map_err(err)?;
     parse_app(name, path, &src)
 }
 
@@ -1026,7 +1022,10 @@ mod tests {
                 "[sandbox]\ntmp_size = \"1KiB\"\n",
                 "key `sandbox.tmp_size`: must be at least 1MiB",
             ),
-            ("[sandbox]\ntmp_size = \"lots\"\n", "key `sandbox.tmp_size`: "),
+            (
+                "[sandbox]\ntmp_size = \"lots\"\n",
+                "key `sandbox.tmp_size`: ",
+            ),
             ("[sandbox]\nhostname = \"x\"\n", "unknown field `hostname`"),
             (
                 "fallback = \"wasm\"\n",

@@ -19,6 +19,7 @@
 //! seccomp = "default"                  # the allow list, or "off"
 //! syscalls = ["io_uring_setup"]        # system calls allowed beyond the default filter
 //! tmp_size = "64MiB"                   # size of /tmp and /dev/shm (default: [limits] memory, else 64MiB)
+//! symlinks = false                     # may it make symbolic links in read_write paths?
 //! ```
 
 use super::FileCtx;
@@ -52,6 +53,7 @@ pub(super) struct RawSandbox {
     pub address_families: List<String>,
     pub syscalls: List<String>,
     pub tmp_size: Option<Spanned<String>>,
+    pub symlinks: Option<Spanned<bool>>,
 }
 
 impl RawSandbox {
@@ -85,6 +87,7 @@ impl RawSandbox {
         );
         push("sandbox.syscalls", self.syscalls.as_ref().map(|x| x.span()));
         push("sandbox.tmp_size", self.tmp_size.as_ref().map(|x| x.span()));
+        push("sandbox.symlinks", self.symlinks.as_ref().map(|x| x.span()));
         v
     }
 }
@@ -113,6 +116,8 @@ pub struct SandboxSpec {
     pub syscalls: Vec<(String, i64)>,
     /// Size of /tmp and /dev/shm in bytes (None: `[limits] memory`, else `DEFAULT_TMP_SIZE`).
     pub tmp_size: Option<u64>,
+    /// Symbolic links may be made in `read_write` paths.
+    pub symlinks: bool,
 }
 
 /// The size of a sandbox's /tmp and /dev/shm when neither `tmp_size` nor `[limits] memory`
@@ -262,6 +267,7 @@ pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> Sand
     }
     spec.userns = s.userns.as_ref().is_none_or(|u| *u.get_ref());
     spec.udp = s.udp.as_ref().is_some_and(|u| *u.get_ref());
+    spec.symlinks = s.symlinks.as_ref().is_some_and(|u| *u.get_ref());
     for f in s.address_families.iter().flat_map(|l| l.get_ref()) {
         let name = f.get_ref().to_ascii_uppercase();
         let name = if name.starts_with("AF_") {

@@ -298,6 +298,7 @@ impl Plan {
                     .tmp_size
                     .or(memory)
                     .unwrap_or(crate::config::sandbox::DEFAULT_TMP_SIZE),
+                symlinks: spec.symlinks,
             },
         )?;
         let mut landlock = Rules::new(h.landlock_abi, &spec.tcp_bind, &spec.tcp_connect);

@@ -103,6 +103,8 @@ pub struct Paths<'a> {
     pub files: &'a [(PathBuf, PathBuf)],
     /// Size of /tmp and /dev/shm, bytes.
     pub tmp_size: u64,
+    /// The app may make symbolic links in its `read_write` paths.
+    pub symlinks: bool,
 }
 
 /// Files of /proc that tell about or act on the host, hidden behind /dev/null, and directories
@@ -296,6 +298,25 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
     });
     // The writable parts.
     let (uid, gid) = paths.owner;
+    let host_write = if paths.symlinks {
+        Grant::ReadWrite
+    } else {
+        Grant::HostWrite
+    };
+    // Landlock's rights add up along a path: a tmpfs holding a host path (a `read_write` dir
+    // under /tmp) must not grant the symbolic links the host path may not have.
+    let tmpfs_grant = |t: &Path| {
+        if paths
+            .read_write
+            .iter()
+            .chain(paths.sockets)
+            .any(|h| h.starts_with(t))
+        {
+            host_write
+        } else {
+            Grant::ReadWrite
+        }
+    };
     for (p, hole) in &holes {
         if let Hole::Tmpfs { mode } = hole {
             let data = if p == Path::new("/tmp") {
@@ -309,7 +330,7 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
                 flags: libc::MS_NOSUID | libc::MS_NODEV,
                 data: CString::new(data).map_err(|e| e.to_string())?,
             });
-            fs.rules_for.push((p.clone(), Grant::ReadWrite));
+            fs.rules_for.push((p.clone(), tmpfs_grant(p)));
         }
     }
     fs.ops.push(Op::Mount {
@@ -331,7 +352,7 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
         .chain(paths.sockets)
         .filter(|p| !on_tmpfs(p))
     {
-        bind(p, p, RW_ATTRS, Grant::ReadWrite, &mut fs, &inside)?;
+        bind(p, p, RW_ATTRS, host_write, &mut fs, &inside)?;
     }
     // Paths on a tmpfs (as /tmp/app): each mount point right before its mount, parents first,
     // so a tmpfs mounted on a tmpfs does not hide the mount points made for what goes on it.
@@ -348,7 +369,7 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
                     data: CString::new(format!("mode={mode},uid={uid},gid={gid}"))
                         .map_err(|e| e.to_string())?,
                 });
-                fs.rules_for.push((p.clone(), Grant::ReadWrite));
+                fs.rules_for.push((p.clone(), tmpfs_grant(p)));
             }
             Hole::ReadOnly(h) => bind(
                 h,
@@ -359,7 +380,7 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
                 &inside,
             )?,
             Hole::ReadWrite(h) | Hole::Socket(h) => {
-                bind(h, p, RW_ATTRS, Grant::ReadWrite, &mut fs, &inside)?
+                bind(h, p, RW_ATTRS, host_write, &mut fs, &inside)?
             }
             Hole::Dev | Hole::Proc => {}
         }
@@ -694,6 +715,7 @@ mod tests {
                 owner: (1000, 1000),
                 files: &[(PathBuf::from("/etc/passwd"), b.join("usr/bin/app"))],
                 tmp_size: 1 << 20,
+                symlinks: false,
             },
         )
         .unwrap();
@@ -759,6 +781,7 @@ mod tests {
                     owner: (0, 0),
                     files: &[],
                     tmp_size: 1 << 20,
+                    symlinks: false,
                 },
             )
             .err()

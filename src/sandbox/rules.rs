@@ -31,8 +31,12 @@ pub enum Grant {
     Read,
     /// Read and write files, no creating or removing: /dev and /dev/pts.
     Device,
-    /// Everything but execute and device nodes: /tmp, `tmpfs`, `read_write`, /dev/shm.
+    /// Everything but execute and device nodes: /tmp, `tmpfs`, /dev/shm (the sandbox's own).
     ReadWrite,
+    /// `ReadWrite` without making symbolic links: `read_write` host paths, where a link the app
+    /// plants (`made-rel -> ../secret`) would be a trap for the host's tools (unless
+    /// `[sandbox] symlinks = true`).
+    HostWrite,
 }
 
 /// `struct landlock_ruleset_attr`.
@@ -149,11 +153,17 @@ impl Rules {
             Grant::Device => {
                 read | bits(AccessFs::WriteFile | AccessFs::IoctlDev | AccessFs::Truncate)
             }
-            Grant::ReadWrite => {
+            Grant::ReadWrite | Grant::HostWrite => {
+                let links = if grant == Grant::HostWrite {
+                    bits(BitFlags::from(AccessFs::MakeSym))
+                } else {
+                    0
+                };
                 bits(AccessFs::from_all(a))
                     & !bits(BitFlags::from(AccessFs::Execute))
                     & !dev_nodes
                     & !bits(BitFlags::from(AccessFs::IoctlDev))
+                    & !links
             }
         } & handled;
         self.paths.push(PathRule {

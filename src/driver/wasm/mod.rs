@@ -810,17 +810,8 @@ impl Inner {
     }
 
     fn module_hash(&self, w: &WasmSpec) -> Result<([u8; 32], Vec<u8>), String> {
-        let reason =
-            |e: std::io::Error| format!("{}: {}", w.module.display(), crate::util::io_reason(&e));
-        let meta = std::fs::metadata(&w.module).map_err(reason)?;
-        if meta.len() > MAX_MODULE_BYTES {
-            return Err(format!(
-                "{} is larger than {}",
-                w.module.display(),
-                crate::config::units::format_size(MAX_MODULE_BYTES)
-            ));
-        }
-        let bytes = std::fs::read(&w.module).map_err(reason)?;
+        let bytes = crate::util::read_regular(&w.module, MAX_MODULE_BYTES)
+            .map_err(|e| format!("{}: {e}", w.module.display()))?;
         let sha = cache::sha256(&bytes);
         Ok((sha, bytes))
     }

@@ -1022,6 +1022,36 @@ mod tests {
     }
 
     #[test]
+    fn attempts_are_unique_and_the_wasm_probe_makes_them_all() {
+        let names: Vec<&str> = ATTEMPTS.iter().map(|(a, _)| *a).collect();
+        assert!(names.len() >= 40, "{}", names.len());
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate attempt names");
+        for a in NETWORK_ATTEMPTS {
+            assert!(names.contains(a), "{a}");
+        }
+        // The wasm probe has its own copy of the list (it cannot link paddock): same order.
+        let src = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/wasm/probe/src/main.rs"
+        ))
+        .unwrap();
+        let list = src
+            .split("const ATTEMPTS: &[&str] = &[")
+            .nth(1)
+            .and_then(|r| r.split("];").next())
+            .unwrap();
+        let wasm: Vec<&str> = list
+            .split(',')
+            .map(|x| x.trim().trim_matches('"'))
+            .filter(|x| !x.is_empty())
+            .collect();
+        assert_eq!(wasm, names);
+    }
+
+    #[test]
     fn report_and_matrix() {
         let text = ATTEMPTS
             .iter()

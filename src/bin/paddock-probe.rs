@@ -7,25 +7,38 @@
 //! ```
 //!
 //! It runs on the real host at level `none`, so every attempt that succeeds undoes itself at
-//! once: the tmpfs is mounted on a scratch dir given by the caller and unmounted, the hostname is
-//! restored, written files are deleted, the fork bomb stops at 500 processes and kills and reaps
-//! them, the memory bomb stops at 256 MiB and frees it, the CPU hog spins for 1 s. A kernel
-//! module is never loaded: `init_module` gets an invalid image, and anything but EPERM means the
-//! kernel would have looked at a real one. Each attempt runs in a child process of its own, so an
-//! attempt killed by the level (seccomp's SIGSYS, the OOM killer's SIGKILL) is reported as
-//! blocked and the next attempt still runs.
+//! once and stays bounded: the tmpfs is mounted on a scratch dir given by the caller and
+//! unmounted, the hostname is restored, written files, set-user-ID files, the device node and the
+//! planted symlink are deleted, the cgroup move is moved back, `open_tree_attr`'s detached mount
+//! and every descriptor (io_uring, BPF map, perf counter, userfaultfd, sockets) is closed, the key
+//! is invalidated, the fork bomb stops at 500 processes and kills and reaps them, the memory bomb
+//! stops at 256 MiB, the /tmp fill at 256 MiB (and never leaves the host's /tmp with less than
+//! 1 GiB free), the descriptor loop at 4096, the CPU hog spins for 1 s. Files that only need
+//! opening for writing (`/proc/sysrq-trigger`, `/proc/sys/kernel/hostname`, a file of its
+//! program's dir) are opened and closed, never written. Namespace changes (`unshare`, `setns`,
+//! `chroot`, `personality`) happen in the attempt's own process, which exits right after. A
+//! kernel module is never loaded: `init_module` gets an invalid image, and anything but EPERM
+//! means the kernel would have looked at a real one (but note that creating an `AF_VSOCK` socket
+//! as root may make a modular kernel load the vsock module). Each attempt runs in a child
+//! process of its own, so an attempt killed by the level (seccomp's SIGSYS, the OOM killer's
+//! SIGKILL) is reported as blocked and the next attempt still runs.
 //!
 //! Parameters (environment; an attempt whose parameter is missing is reported `skipped`):
-//! `PROBE_SECRET` (a file to read), `PROBE_OUTSIDE` (a dir it must not write to),
-//! `PROBE_VICTIM_MARK` (a word in the command line of a host process), `PROBE_VICTIM_PID` (that
-//! process, for ptrace), `PROBE_SIGNAL_PID` (a host process to kill with SIGUSR1),
-//! `PROBE_CONNECT_PORT` (a listener on the host's 127.0.0.1), `PROBE_BIND_PORT` (a port the
-//! config does not allow), `PROBE_MOUNT_DIR` (an empty scratch dir), `PROBE_HOST_UTS` and
-//! `PROBE_HOST_MNT` (the host's `/proc/self/ns/uts` and `ns/mnt` links), `PROBE_SETUID` (a
-//! setuid-root copy of this program, run with `--ids`), `PROBE_FORKS` (500), `PROBE_MEM_MIB`
-//! (256), `PROBE_CPU_MAX` (0.5).
+//! `PROBE_SECRET` (a file to read), `PROBE_OUTSIDE` (a dir it must not write to), `PROBE_RW`
+//! (its writable dir), `PROBE_VICTIM_MARK` (a word in the command line of a host process),
+//! `PROBE_VICTIM_PID` (that process, for ptrace), `PROBE_SIGNAL_PID` (a host process to kill
+//! with SIGUSR1), `PROBE_CONNECT_PORT` (a TCP listener on the host's 127.0.0.1),
+//! `PROBE_UDP_PORT` (a UDP echo listener there), `PROBE_BIND_PORT` (a port the config does not
+//! allow), `PROBE_MOUNT_DIR` (an empty scratch dir), `PROBE_HOST_UTS`, `PROBE_HOST_MNT`,
+//! `PROBE_HOST_PID` and `PROBE_HOST_USER` (the host's `/proc/self/ns/*` links), `PROBE_SETUID`
+//! (a setuid-root copy of this program, run with `--ids`), `PROBE_PADDOCK_PID_FILE` (where the
+//! runner writes paddock serve's pid), `PROBE_HEALTH_REPORT` (where the exec health check
+//! writes), `PROBE_FORKS` (500), `PROBE_MEM_MIB` (256), `PROBE_CPU_MAX` (0.5). Arguments: the
+//! attempts to make (default: all).
 //!
-//! `paddock-probe --ids` prints `euid=N capeff=HEX` and exits (what the setuid copy reports).
+//! Modes: `paddock-probe --ids` prints `euid=N capeff=HEX` and exits (what the setuid copy
+//! reports); `--exit0` exits 0 at once (what the memfd copies run); `--health-check FILE` writes
+//! its namespaces, seccomp mode and no_new_privs to FILE and exits 0 (the exec health check).
 
 use paddock::escape::{ATTEMPTS, Outcome, format_line};
 use std::io::{Read, Write};

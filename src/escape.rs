@@ -656,6 +656,9 @@ pub fn run_matrix(o: &MatrixOptions) -> Result<Vec<LevelRun>, String> {
     for d in [&rw, &outside, &mnt, &w.join("suid")] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
+    // The app's writable dir is writable by whatever uid the level runs it as (an unprivileged
+    // host uid in a user namespace), as an operator would make it.
+    let _ = std::fs::set_permissions(&rw, std::fs::Permissions::from_mode(0o777));
     let secret = w.join("secret");
     std::fs::write(&secret, "paddock-probe planted secret\n").map_err(|e| e.to_string())?;
     let _ = std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600));

@@ -1400,6 +1400,7 @@ fn kcore() -> Verdict {
 
 fn kallsyms() -> Verdict {
     match read_some("/proc/kallsyms", 8192) {
+        Ok(b) if b.is_empty() => (Outcome::Blocked, "/proc/kallsyms is empty (masked)".into()),
         Ok(b) => {
             let text = String::from_utf8_lossy(&b);
             match text.lines().find(|l| {
@@ -1643,7 +1644,6 @@ fn fill_path() -> String {
 
 fn tmp_fill() -> Verdict {
     const CAP: u64 = 256 << 20;
-    // Never leave the host's /tmp with less than 1 GiB free (at level none it is the host's).
     // SAFETY: an all-zero statvfs is a valid value of the plain C struct.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     let t = cstr("/tmp");
@@ -1652,7 +1652,13 @@ fn tmp_fill() -> Verdict {
         return (Outcome::Blocked, format!("/tmp: {}", last_errno()));
     }
     let free = st.f_bavail as u64 * st.f_frsize as u64;
-    let cap = CAP.min(free.saturating_sub(1 << 30));
+    // In the host's mount namespace /tmp is the host's: never leave it with less than 1 GiB free.
+    let host = env("PROBE_HOST_MNT").is_none_or(|h| h == ns_link("mnt"));
+    let cap = if host {
+        CAP.min(free.saturating_sub(1 << 30))
+    } else {
+        CAP
+    };
     // /tmp on a tmpfs is memory, charged to the app's cgroup but to no process: if the memory
     // limit comes first, the OOM killer must pick this attempt, not the probe that runs the rest.
     // Hence the ballast: 16 MiB of its own, touched, so it is the largest process.

@@ -885,6 +885,16 @@ fn run_level(
                 .arg("--store")
                 .arg(store)
                 .env(CANARY, &nonce)
+                // Cgroups of its own: another paddock on the host (another matrix, a test) may
+                // run an app named `probe` too.
+                .env(
+                    "PADDOCK_CGROUP_NAME",
+                    format!(
+                        "paddock-escape-{}-{}",
+                        std::process::id(),
+                        level.replace('/', "-")
+                    ),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -1406,7 +1406,7 @@ fn kallsyms() -> Verdict {
             match text.lines().find(|l| {
                 l.split(' ')
                     .next()
-                    .is_some_and(|a| a.trim_start_matches('0') != "")
+                    .is_some_and(|a| !a.trim_start_matches('0').is_empty())
             }) {
                 Some(l) => (Outcome::Escaped, format!("kernel addresses visible: {l}")),
                 None => (

@@ -12,7 +12,8 @@
 //!   paddock), divided by N;
 //! - density: instances added in growing batches until the memory added passes the budget (or a
 //!   cap): the largest count measured within the budget;
-//! - escapes blocked: the escape matrix of src/escape.rs (needs root);
+//! - escapes blocked: the escape matrix of src/escape.rs (needs root), with the probe's evidence
+//!   line per attempt;
 //! - supervisor overhead: paddock's PSS growth and CPU time over 2 s of idle, per app.
 
 use crate::control::client::Client;
@@ -850,8 +851,10 @@ pub fn table(r: &Report) -> String {
         r.levels.iter().map(|l| l.instances).max().unwrap_or(0)
     );
     if !r.escape_matrix.is_empty() {
-        s += "\nescape matrix:\n";
+        s += "\nescape matrix (· : the column does not make that attempt):\n";
         s += &escape::matrix(&r.escape_matrix);
+        s += "\nthe probe's evidence per attempt (every line at sandbox and wasm; at none and bundle what they blocked):\n";
+        s += &escape::evidence(&r.escape_matrix);
     }
     s
 }

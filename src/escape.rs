@@ -17,8 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Every attempt, in the order the probe makes them, with what it does.
+/// Every attempt, in the order the probe makes them, with what it does. The native probe
+/// (src/bin/paddock-probe.rs) and the wasm probe (examples/wasm/probe) report every one; an
+/// attempt a level cannot even express (a WASI guest has no `fork`) is reported blocked with that
+/// reason.
 pub const ATTEMPTS: &[(&str, &str)] = &[
+    // Files, processes, TCP, the classic container escapes.
     (
         "read-secret",
         "read a planted host file outside the app's dirs",
@@ -51,13 +55,161 @@ pub const ATTEMPTS: &[(&str, &str)] = &[
         "kernel-module",
         "init_module (with an invalid image: never loads one)",
     ),
+    // Syscall families a deny list misses or a service never needs: the verdict is what the
+    // kernel answered (ENOSYS or EPERM: blocked; anything else: the call reached the kernel).
+    ("listmount", "listmount(2) of the root mount (Linux 6.8)"),
+    ("statmount", "statmount(2) of the root mount (Linux 6.8)"),
+    (
+        "open-tree-attr",
+        "open_tree_attr(2) clone of a scratch dir's mount (6.15; closed at once)",
+    ),
+    (
+        "file-getattr",
+        "file_getattr(2) of its writable dir (Linux 6.17)",
+    ),
+    ("io-uring", "io_uring_setup(2) (closed at once)"),
+    ("bpf", "bpf(BPF_MAP_CREATE) of a one-entry array map"),
+    ("userfaultfd", "userfaultfd(2)"),
+    (
+        "perf-event",
+        "perf_event_open(2) of a software counter on itself",
+    ),
+    (
+        "keyctl",
+        "add_key(2) to its process keyring (invalidated at once)",
+    ),
+    ("unshare-user", "unshare(CLONE_NEWUSER)"),
+    (
+        "clone-newns",
+        "clone(CLONE_NEWNS) (the child exits at once)",
+    ),
+    (
+        "setns",
+        "setns into a host process's mount namespace (/proc/1, else the victim's)",
+    ),
+    ("chroot", "chroot(2) into a scratch dir"),
+    (
+        "open-by-handle",
+        "open_by_handle_at(2), the 'shocker' container escape",
+    ),
+    ("syslog", "read the kernel log (syslog(2), like dmesg)"),
+    ("memfd-secret", "memfd_secret(2)"),
+    (
+        "process-madvise",
+        "process_madvise(2) on itself through a pidfd (Linux 5.10)",
+    ),
+    ("personality", "personality(ADDR_NO_RANDOMIZE)"),
+    // Code that is not in the bundle.
+    (
+        "memfd-exec",
+        "run a memfd copy of its own program (execveat AT_EMPTY_PATH)",
+    ),
+    (
+        "memfd-exec-path",
+        "run a memfd copy through execve(/proc/self/fd/N)",
+    ),
+    // Set-user-ID files and devices in its writable dir (removed at once).
+    ("setuid-chmod", "chmod 04755 a file it created"),
+    ("setuid-create", "open(O_CREAT) a file with mode 04755"),
+    (
+        "mknod-dev",
+        "mknod a char device 1:3 (like /dev/null) and open it",
+    ),
+    // paddock's environment.
+    (
+        "env-leak",
+        "see a variable of paddock serve's own environment",
+    ),
+    // Networks other than TCP.
+    (
+        "udp-host",
+        "UDP echo with a listener on the host's 127.0.0.1",
+    ),
+    ("vsock", "socket(AF_VSOCK)"),
+    ("netlink", "socket(AF_NETLINK, NETLINK_ROUTE)"),
+    ("packet", "socket(AF_PACKET) (closed, nothing read)"),
+    ("raw-icmp", "a raw ICMP socket"),
+    (
+        "mptcp",
+        "MPTCP connect to the host's TCP listener on 127.0.0.1",
+    ),
+    // /proc and /sys.
+    (
+        "sysrq-trigger",
+        "open /proc/sysrq-trigger for writing (nothing written)",
+    ),
+    ("kcore", "read /proc/kcore"),
+    ("kallsyms", "kernel addresses in /proc/kallsyms"),
+    ("timer-list", "read /proc/timer_list"),
+    ("proc-keys", "read /proc/keys"),
+    (
+        "proc-sys-write",
+        "open /proc/sys/kernel/hostname for writing (nothing written)",
+    ),
+    ("sys", "see /sys"),
+    (
+        "cgroup-move",
+        "move itself to its cgroup tree's root (moved back at once)",
+    ),
+    // Privileges.
+    ("capabilities", "hold effective capabilities"),
+    ("no-new-privs", "run without no_new_privs"),
+    ("seccomp-off", "run without a seccomp filter"),
+    (
+        "signal-paddock",
+        "signal 0 to paddock serve (its pid from the runner)",
+    ),
+    (
+        "write-program",
+        "create or open for writing a file of its own program's dir",
+    ),
+    (
+        "tmp-fill",
+        "fill /tmp (256 MiB at most, deleted after): no ENOSPC first is an escape",
+    ),
+    ("read-shadow", "read /etc/shadow"),
+    // Where paddock runs what an app asks for.
+    (
+        "health-check",
+        "its exec health check runs in the host's namespaces",
+    ),
+    // Exhaustion.
+    (
+        "fd-exhaustion",
+        "open descriptors until refused: more than 1024 is an escape",
+    ),
     ("fork-bomb", "fork 500 processes (killed and reaped after)"),
     ("memory-bomb", "touch 256 MiB (released after)"),
+    (
+        "memory-nolimit",
+        "grow to 1 GiB inside paddock's own process, no [limits]",
+    ),
     (
         "cpu-hog",
         "spin for 1 s: more than 0.5 of a core is an escape",
     ),
+    (
+        "symlink-plant",
+        "plant made-rel -> ../secret.txt in its writable dir (removed after)",
+    ),
 ];
+
+/// The attempts of the `sandbox/host-net` column: the network ones, run again with `[sandbox]
+/// network = "host"` and no TCP port allowed.
+pub const NETWORK_ATTEMPTS: &[&str] = &[
+    "connect-host",
+    "bind-port",
+    "udp-host",
+    "vsock",
+    "netlink",
+    "packet",
+    "raw-icmp",
+    "mptcp",
+];
+
+/// The variable the runner puts in `paddock serve`'s own environment; an app that sees it got
+/// paddock's environment.
+pub const CANARY: &str = "PADDOCK_PROBE_CANARY";
 
 /// The line prefix the probe writes and the parser looks for.
 pub const PREFIX: &str = "paddock-probe ";
@@ -150,12 +302,29 @@ pub fn parse_report(text: &str) -> Vec<AttemptResult> {
 
 /// The attempts of [`ATTEMPTS`] that a report lacks.
 pub fn missing(report: &[AttemptResult]) -> Vec<&'static str> {
-    ATTEMPTS
-        .iter()
-        .map(|(a, _)| *a)
+    missing_of("", report)
+}
+
+/// The attempts a level's column makes: every one, or the network ones at `sandbox/host-net`.
+pub fn attempts_of(level: &str) -> Vec<&'static str> {
+    if level == HOST_NET {
+        NETWORK_ATTEMPTS.to_vec()
+    } else {
+        ATTEMPTS.iter().map(|(a, _)| *a).collect()
+    }
+}
+
+/// The attempts of `level`'s column that a report lacks.
+pub fn missing_of(level: &str, report: &[AttemptResult]) -> Vec<&'static str> {
+    attempts_of(level)
+        .into_iter()
         .filter(|a| !report.iter().any(|r| r.attempt == *a))
         .collect()
 }
+
+/// The extra column of the matrix: the network attempts again at level `sandbox` with
+/// `network = "host"` (and no TCP port allowed). [`run_matrix`] adds it after `sandbox`.
+pub const HOST_NET: &str = "sandbox/host-net";
 
 /// One level's column of the matrix: its report, or why it did not run.
 #[derive(Clone, Debug, Serialize)]
@@ -168,13 +337,25 @@ pub struct LevelReport {
 }
 
 impl LevelReport {
-    /// "12/14 blocked", or the skip reason.
+    /// How many of its column's attempts were blocked.
+    pub fn blocked(&self) -> usize {
+        self.results.as_ref().map_or(0, |r| {
+            r.iter()
+                .filter(|x| {
+                    x.result == Outcome::Blocked
+                        && attempts_of(&self.level).contains(&x.attempt.as_str())
+                })
+                .count()
+        })
+    }
+
+    /// "52/63 blocked", or the skip reason.
     pub fn summary(&self) -> String {
         match (&self.results, &self.skipped) {
-            (Some(r), _) => format!(
+            (Some(_), _) => format!(
                 "{}/{} blocked",
-                r.iter().filter(|x| x.result == Outcome::Blocked).count(),
-                ATTEMPTS.len()
+                self.blocked(),
+                attempts_of(&self.level).len()
             ),
             (None, Some(why)) => format!("skipped: {}", why.trim().replace('\n', "; ")),
             (None, None) => "skipped".into(),
@@ -182,44 +363,67 @@ impl LevelReport {
     }
 }
 
-/// The matrix as an aligned table: one row per attempt, one column per level.
+/// The matrix as an aligned table: one row per attempt, one column per level (`·`: the
+/// column does not make that attempt), then the totals.
 pub fn matrix(levels: &[LevelReport]) -> String {
     let w = ATTEMPTS.iter().map(|(a, _)| a.len()).max().unwrap_or(8);
+    let cw: Vec<usize> = levels.iter().map(|l| l.level.len().max(9)).collect();
     let mut s = format!("{:w$}", "attempt");
-    for l in levels {
-        s += &format!("  {:9}", l.level);
+    for (l, cw) in levels.iter().zip(&cw) {
+        s += &format!("  {:cw$}", l.level);
     }
     s.push('\n');
     for (a, _) in ATTEMPTS {
         s += &format!("{a:w$}");
-        for l in levels {
+        for (l, cw) in levels.iter().zip(&cw) {
             let cell = match &l.results {
+                _ if !attempts_of(&l.level).contains(a) => "·",
                 Some(r) => r
                     .iter()
                     .find(|x| x.attempt == *a)
                     .map_or("missing", |x| x.result.as_str()),
                 None => "-",
             };
-            s += &format!("  {cell:9}");
+            s += &format!("  {cell:cw$}");
         }
         s.push('\n');
     }
     s += &format!("{:w$}", "blocked");
-    for l in levels {
+    for (l, cw) in levels.iter().zip(&cw) {
         let cell = match &l.results {
-            Some(r) => format!(
-                "{}/{}",
-                r.iter().filter(|x| x.result == Outcome::Blocked).count(),
-                ATTEMPTS.len()
-            ),
+            Some(_) => format!("{}/{}", l.blocked(), attempts_of(&l.level).len()),
             None => "skipped".into(),
         };
-        s += &format!("  {cell:9}");
+        s += &format!("  {cell:cw$}");
     }
     s.push('\n');
     for l in levels {
         if let Some(why) = &l.skipped {
             s += &format!("{}: skipped: {why}\n", l.level);
+        }
+    }
+    s
+}
+
+/// The probe's evidence per attempt: for every level that claims isolation (`sandbox`,
+/// `sandbox/host-net`, `wasm`) every line, for `none` and `bundle` the attempts they blocked
+/// (what stopped them there is a property of the host, such as a kernel without modules).
+pub fn evidence(levels: &[LevelReport]) -> String {
+    let mut s = String::new();
+    for (a, what) in ATTEMPTS {
+        s += &format!("{a}: {what}\n");
+        for l in levels {
+            let Some(x) = l
+                .results
+                .as_ref()
+                .and_then(|r| r.iter().find(|x| x.attempt == *a))
+            else {
+                continue;
+            };
+            let confining = !matches!(l.level.as_str(), "none" | "bundle");
+            if confining || x.result != Outcome::Escaped {
+                s += &format!("  {:16} {:8} {}\n", l.level, x.result.as_str(), x.detail);
+            }
         }
     }
     s
@@ -252,10 +456,19 @@ pub struct LevelRun {
     pub config_error: Option<String>,
 }
 
-/// The app file of the probe at `level`. `none` and `bundle` get no limits (this build refuses
-/// `[limits]` at native levels); `sandbox` gets the limits and `[sandbox]` keys of its issue, so
-/// it lights up when that level lands.
+/// The app file of the probe at `level`. `none` and `bundle` get no limits; `sandbox` gets the
+/// `[limits]` the exhaustion attempts need and otherwise the DEFAULT `[sandbox]` settings (only
+/// its writable dir is named); `sandbox/host-net` adds `network = "host"` with no TCP port and
+/// runs only the network attempts. Every native level gets an exec health check that runs the
+/// probe in `--health-check` mode (the `health-check` attempt compares where it ran). `wasm`
+/// runs the wasm probe with `[limits] memory` and `cpu` and one read-write preopen, but no
+/// `nofile` (the default descriptor cap is what `fd-exhaustion` measures); its
+/// `memory-nolimit` attempt runs in a second app, [`nolimit_app`].
 pub fn probe_app(level: &str, probe: &Path, env: &[(String, String)], rw: &Path) -> String {
+    let mut env = env.to_vec();
+    if level == "wasm" {
+        env.push(("PROBE_EXCEPT".into(), "memory-nolimit".into()));
+    }
     let env = env
         .iter()
         .map(|(k, v)| format!("{k} = {v:?}"))
@@ -264,16 +477,33 @@ pub fn probe_app(level: &str, probe: &Path, env: &[(String, String)], rw: &Path)
     let common = format!(
         "env = {{ {env} }}\nstop_timeout = \"5s\"\n\n[restart]\npolicy = \"never\"\n\n[logs]\ncombine = true\n"
     );
+    let health = format!(
+        "\n[health]\nkind = \"exec\"\ncommand = [{:?}, \"--health-check\", {:?}]\ninterval = \"1s\"\ntimeout = \"5s\"\nfailures = 1000\n",
+        probe.display().to_string(),
+        rw.join(HEALTH_REPORT).display().to_string()
+    );
+    let limits = "\n[limits]\npids = 64\nmemory = \"64MiB\"\ncpu = 0.2\nnofile = 1024\n";
+    let rw_s = rw.display().to_string();
+    let net_args = NETWORK_ATTEMPTS
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     match level {
-        "none" => format!("command = [{:?}]\n{common}", probe.display().to_string()),
+        "none" => format!(
+            "command = [{:?}]\n{common}{health}",
+            probe.display().to_string()
+        ),
         "bundle" => format!(
-            "isolation = \"bundle\"\nbundle = \"paddock-probe\"\ncommand = [\"paddock-probe\"]\n{common}"
+            "isolation = \"bundle\"\nbundle = \"paddock-probe\"\ncommand = [\"paddock-probe\"]\n{common}{health}"
         ),
         "sandbox" => format!(
-            "isolation = \"sandbox\"\nbundle = \"paddock-probe\"\ncommand = [\"paddock-probe\"]\n{common}\n\
-             [limits]\npids = 64\nmemory = \"64MiB\"\ncpu = 0.2\n\n\
-             [sandbox]\nread_write = [{:?}]\nnetwork = \"none\"\ntcp_bind = []\ntcp_connect = []\nseccomp = \"default\"\n",
-            rw.display().to_string()
+            "isolation = \"sandbox\"\nbundle = \"paddock-probe\"\ncommand = [\"paddock-probe\"]\n{common}{limits}{health}\n\
+             [sandbox]\nread_write = [{rw_s:?}]\n"
+        ),
+        HOST_NET => format!(
+            "isolation = \"sandbox\"\nbundle = \"paddock-probe\"\ncommand = [\"paddock-probe\", {net_args}]\n{common}{limits}\n\
+             [sandbox]\nread_write = [{rw_s:?}]\nnetwork = \"host\"\ntcp_bind = []\ntcp_connect = []\n"
         ),
         "wasm" => format!(
             "isolation = \"wasm\"\nmodule = {:?}\n{common}\n\
@@ -285,6 +515,28 @@ pub fn probe_app(level: &str, probe: &Path, env: &[(String, String)], rw: &Path)
         other => format!("isolation = {other:?}\n{common}"),
     }
 }
+
+/// The second app of level `wasm`: the `memory-nolimit` attempt alone, without `[limits]`, so
+/// paddock's default memory limit for wasm (if any) is what stops it.
+pub fn nolimit_app(probe: &Path, env: &[(String, String)], rw: &Path) -> String {
+    let env = env
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "isolation = \"wasm\"\nmodule = {:?}\nargs = [\"memory-nolimit\"]\nenv = {{ {env} }}\nstop_timeout = \"5s\"\n\n\
+         [restart]\npolicy = \"never\"\n\n[logs]\ncombine = true\n\n\
+         [wasm]\npreopens = {{ \"/rw\" = \"{}:rw\" }}\n",
+        probe.display().to_string(),
+        rw.display()
+    )
+}
+
+/// The file the exec health check writes into the writable dir.
+const HEALTH_REPORT: &str = "health-report";
+/// The file the runner writes paddock serve's pid into (for `signal-paddock`).
+const PADDOCK_PID: &str = "paddock.pid";
 
 fn sh(cmd: &mut Command) -> Result<String, String> {
     let o = cmd
@@ -312,16 +564,27 @@ fn ns(kind: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<i32> {
+/// This run's probe processes still alive: a command line naming `paddock-probe` and either the
+/// run's victim mark in the environment (the probe, its attempts, its health check) or the run's
+/// work dir in the command line. Other sessions' processes on the same host (a build of
+/// paddock-probe, another matrix) are not this run's leftovers.
+fn probe_processes(mark: &str, work: &Path) -> Vec<i32> {
     let mut out = vec![];
     let me = std::process::id() as i32;
+    let mark = format!("PROBE_VICTIM_MARK={mark}");
+    let work = work.display().to_string();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if pid != me && String::from_utf8_lossy(&cmd).contains(needle) {
+        let cmd = String::from_utf8_lossy(&cmd);
+        if pid == me || !cmd.contains("paddock-probe") {
+            continue;
+        }
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let ours = env.split(|&b| b == 0).any(|v| v == mark.as_bytes()) || cmd.contains(&work);
+        if ours {
             out.push(pid);
         }
     }
@@ -339,11 +602,51 @@ fn wait_until(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// A UDP echo listener on the host's 127.0.0.1 (the `udp-host` attempt), stopped on drop.
+struct UdpEcho {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    fn start() -> std::io::Result<UdpEcho> {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        s.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let port = s.local_addr()?.port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let st = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Ok(UdpEcho {
+            port,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Runs the probe as a paddock app at each level, one `paddock serve` per level, and collects
 /// its reports. A level that this paddock refuses (`paddock check` fails for the probe's app
 /// file) is reported as skipped with paddock's own words; `wasm` runs the wasm probe when
-/// it is given. Needs root for a meaningful `none` column (otherwise most attempts are
-/// blocked by plain Unix permissions).
+/// it is given; `sandbox` is followed by its `sandbox/host-net` column ([`HOST_NET`]). Needs
+/// root for a meaningful `none` column (otherwise most attempts are blocked by plain Unix
+/// permissions).
 pub fn run_matrix(o: &MatrixOptions) -> Result<Vec<LevelRun>, String> {
     let w = &o.work;
     let _ = std::fs::remove_dir_all(w);
@@ -353,6 +656,9 @@ pub fn run_matrix(o: &MatrixOptions) -> Result<Vec<LevelRun>, String> {
     for d in [&rw, &outside, &mnt, &w.join("suid")] {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
     }
+    // The app's writable dir is writable by whatever uid the level runs it as (an unprivileged
+    // host uid in a user namespace), as an operator would make it.
+    let _ = std::fs::set_permissions(&rw, std::fs::Permissions::from_mode(0o777));
     let secret = w.join("secret");
     std::fs::write(&secret, "paddock-probe planted secret\n").map_err(|e| e.to_string())?;
     let _ = std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600));
@@ -377,8 +683,15 @@ pub fn run_matrix(o: &MatrixOptions) -> Result<Vec<LevelRun>, String> {
         .arg(&store))
     .err();
     let host_name = hostname();
+    let mut levels: Vec<String> = vec![];
+    for l in &o.levels {
+        levels.push(l.clone());
+        if l == "sandbox" && !o.levels.iter().any(|x| x == HOST_NET) {
+            levels.push(HOST_NET.into());
+        }
+    }
     let mut runs = vec![];
-    for level in &o.levels {
+    for level in &levels {
         if o.verbose {
             eprintln!("escape matrix: level {level}");
         }
@@ -413,6 +726,9 @@ pub fn run_matrix(o: &MatrixOptions) -> Result<Vec<LevelRun>, String> {
     Ok(runs)
 }
 
+/// What the writable dir holds between levels; anything else is a probe's leftover.
+const RW_KEEP: &[&str] = &["mnt", "paddock-probe-suid"];
+
 #[allow(clippy::too_many_arguments)]
 fn run_level(
     o: &MatrixOptions,
@@ -425,9 +741,12 @@ fn run_level(
     store: &Path,
     host_name: &str,
 ) -> LevelRun {
-    let dir = o.work.join(level);
+    let dir = o.work.join(level.replace('/', "-"));
     let apps = dir.join("apps");
     let _ = std::fs::create_dir_all(&apps);
+    for f in [PADDOCK_PID, HEALTH_REPORT] {
+        let _ = std::fs::remove_file(rw.join(f));
+    }
     let nonce = format!(
         "{}.{}",
         3600 + std::process::id() % 1000,
@@ -447,12 +766,17 @@ fn run_level(
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or(0);
-    let (Ok(v), Ok(sv), Ok(l)) = (&mut victim, &mut sig_victim, &listener) else {
+    let udp = UdpEcho::start();
+    let (Ok(v), Ok(sv), Ok(l), Ok(udp)) = (&mut victim, &mut sig_victim, &listener, &udp) else {
+        for c in [&mut victim, &mut sig_victim].into_iter().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         return LevelRun {
             report: LevelReport {
                 level: level.into(),
                 results: None,
-                skipped: Some("could not start the victims or the listener".into()),
+                skipped: Some("could not start the victims or the listeners".into()),
             },
             host_problems: vec![],
             config_error: None,
@@ -462,6 +786,7 @@ fn run_level(
     let env: Vec<(String, String)> = vec![
         ("PROBE_SECRET".into(), s(secret)),
         ("PROBE_OUTSIDE".into(), s(outside)),
+        ("PROBE_RW".into(), s(rw)),
         ("PROBE_VICTIM_MARK".into(), nonce.clone()),
         ("PROBE_VICTIM_PID".into(), v.id().to_string()),
         ("PROBE_SIGNAL_PID".into(), sv.id().to_string()),
@@ -470,10 +795,15 @@ fn run_level(
             l.local_addr().map(|a| a.port()).unwrap_or(0).to_string(),
         ),
         ("PROBE_BIND_PORT".into(), bind_port.to_string()),
+        ("PROBE_UDP_PORT".into(), udp.port.to_string()),
         ("PROBE_MOUNT_DIR".into(), s(mnt)),
         ("PROBE_HOST_UTS".into(), ns("uts")),
         ("PROBE_HOST_MNT".into(), ns("mnt")),
+        ("PROBE_HOST_PID".into(), ns("pid")),
+        ("PROBE_HOST_USER".into(), ns("user")),
         ("PROBE_SETUID".into(), s(suid)),
+        ("PROBE_PADDOCK_PID_FILE".into(), s(&rw.join(PADDOCK_PID))),
+        ("PROBE_HEALTH_REPORT".into(), s(&rw.join(HEALTH_REPORT))),
     ];
     // First the level alone (a level this paddock lacks is refused at `isolation`, but a
     // syntax error elsewhere, such as a `[limits]` key it does not know yet, would hide that).
@@ -496,6 +826,14 @@ fn run_level(
             .map(|l| l.split("key `isolation`: ").nth(1).unwrap_or(l).to_string())
     });
     let _ = std::fs::write(apps.join("probe.toml"), probe_app(level, probe, &env, rw));
+    let mut app_names = vec!["probe"];
+    if level == "wasm" {
+        let _ = std::fs::write(
+            apps.join("probe-nolimit.toml"),
+            nolimit_app(probe, &env, rw),
+        );
+        app_names.push("probe-nolimit");
+    }
     let mut run = LevelRun {
         report: LevelReport {
             level: level.into(),
@@ -535,6 +873,7 @@ fn run_level(
         }
         Ok(_) => {
             let sock = dir.join("paddock.sock");
+            // The canary: in paddock serve's own environment, never in an app file.
             let serve = Command::new(&o.paddock)
                 .arg("serve")
                 .arg("--config")
@@ -545,6 +884,17 @@ fn run_level(
                 .arg(dir.join("state"))
                 .arg("--store")
                 .arg(store)
+                .env(CANARY, &nonce)
+                // Cgroups of its own: another paddock on the host (another matrix, a test) may
+                // run an app named `probe` too.
+                .env(
+                    "PADDOCK_CGROUP_NAME",
+                    format!(
+                        "paddock-escape-{}-{}",
+                        std::process::id(),
+                        level.replace('/', "-")
+                    ),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -552,21 +902,34 @@ fn run_level(
             match serve {
                 Err(e) => run.report.skipped = Some(format!("paddock serve: {e}")),
                 Ok(mut child) => {
+                    let _ = std::fs::write(rw.join(PADDOCK_PID), format!("{}\n", child.id()));
                     let client = crate::control::client::Client::new(&sock);
-                    let done = wait_until(Duration::from_secs(120), || {
+                    let done = wait_until(Duration::from_secs(180), || {
                         client
-                            .json::<crate::control::api::StatusList>("GET", "/v1/apps/probe")
+                            .json::<crate::control::api::StatusList>("GET", "/v1/apps")
                             .is_ok_and(|(_, l)| {
-                                l.apps.first().is_some_and(|a| {
-                                    matches!(a.state.as_str(), "EXITED" | "FATAL" | "STOPPED")
+                                app_names.iter().all(|n| {
+                                    l.apps.iter().any(|a| {
+                                        a.name == *n
+                                            && matches!(
+                                                a.state.as_str(),
+                                                "EXITED" | "FATAL" | "STOPPED"
+                                            )
+                                    })
                                 })
                             })
                     });
-                    let log = std::fs::read_to_string(dir.join("state/logs/probe.out"))
-                        .unwrap_or_default();
+                    let log: String = app_names
+                        .iter()
+                        .map(|n| {
+                            std::fs::read_to_string(dir.join(format!("state/logs/{n}.out")))
+                                .unwrap_or_default()
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n");
                     if !done {
                         run.host_problems
-                            .push("the probe did not finish within 120 s".into());
+                            .push("the probe did not finish within 180 s".into());
                     }
                     let mut results = parse_report(&log);
                     if results.is_empty() {
@@ -620,7 +983,31 @@ fn run_level(
         run.host_problems
             .push(format!("{} is not empty", outside.display()));
     }
-    let left = processes_with("paddock-probe");
+    for f in [PADDOCK_PID, HEALTH_REPORT] {
+        let _ = std::fs::remove_file(rw.join(f));
+    }
+    let left: Vec<String> = std::fs::read_dir(rw)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !RW_KEEP.contains(&n.as_str()))
+        .collect();
+    if !left.is_empty() {
+        run.host_problems
+            .push(format!("left in {}: {left:?}", rw.display()));
+    }
+    let fills: Vec<String> = std::fs::read_dir("/tmp")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("paddock-probe-fill-"))
+        .collect();
+    if !fills.is_empty() {
+        run.host_problems.push(format!("left in /tmp: {fills:?}"));
+    }
+    let left = probe_processes(&nonce, &o.work);
     if !left.is_empty() {
         run.host_problems
             .push(format!("probe processes left: {left:?}"));
@@ -648,6 +1035,36 @@ mod tests {
     }
 
     #[test]
+    fn attempts_are_unique_and_the_wasm_probe_makes_them_all() {
+        let names: Vec<&str> = ATTEMPTS.iter().map(|(a, _)| *a).collect();
+        assert!(names.len() >= 40, "{}", names.len());
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "duplicate attempt names");
+        for a in NETWORK_ATTEMPTS {
+            assert!(names.contains(a), "{a}");
+        }
+        // The wasm probe has its own copy of the list (it cannot link paddock): same order.
+        let src = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/wasm/probe/src/main.rs"
+        ))
+        .unwrap();
+        let list = src
+            .split("const ATTEMPTS: &[&str] = &[")
+            .nth(1)
+            .and_then(|r| r.split("];").next())
+            .unwrap();
+        let wasm: Vec<&str> = list
+            .split(',')
+            .map(|x| x.trim().trim_matches('"'))
+            .filter(|x| !x.is_empty())
+            .collect();
+        assert_eq!(wasm, names);
+    }
+
+    #[test]
     fn report_and_matrix() {
         let text = ATTEMPTS
             .iter()
@@ -669,7 +1086,7 @@ mod tests {
                 skipped: Some("not available".into()),
             },
         ]);
-        assert!(m.contains("14/14"), "{m}");
+        assert!(m.contains(&format!("{n}/{n}", n = ATTEMPTS.len())), "{m}");
         assert!(m.contains("sandbox: skipped: not available"), "{m}");
     }
 }

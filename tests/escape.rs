@@ -1,11 +1,15 @@
-//! The escape matrix (issue 5): `paddock-probe` runs as an app at levels none, bundle and
-//! sandbox, and its wasm build (examples/wasm/probe) at level wasm, and tries 14 escapes; at
-//! `sandbox` and `wasm` every one must be blocked. Also checks that the
-//! host is unaffected afterwards: the probe undoes whatever it managed at level `none`.
+//! The escape matrix (issues 5 and 12): `paddock-probe` runs as an app at levels none, bundle
+//! and sandbox (default settings), its network attempts again at `sandbox/host-net`, and its
+//! wasm build (examples/wasm/probe) at level wasm; it makes every attempt of
+//! `paddock::escape::ATTEMPTS`. At `sandbox`, `sandbox/host-net` and `wasm` every one must be
+//! blocked. Also checks that the host is unaffected afterwards: the probe undoes whatever it
+//! managed at level `none`.
 
 mod common;
 use common::*;
-use paddock::escape::{ATTEMPTS, MatrixOptions, Outcome, matrix, missing, run_matrix};
+use paddock::escape::{
+    ATTEMPTS, HOST_NET, MatrixOptions, Outcome, evidence, matrix, missing, missing_of, run_matrix,
+};
 use std::path::PathBuf;
 
 #[test]
@@ -40,19 +44,9 @@ fn escape_matrix() {
     let runs = run_matrix(&opts).expect("run the matrix");
     let reports: Vec<_> = runs.iter().map(|r| r.report.clone()).collect();
     println!("{}", matrix(&reports));
-    for r in &runs {
-        if let Some(res) = &r.report.results {
-            for x in res {
-                println!(
-                    "{:8} {:15} {:8} {}",
-                    r.report.level,
-                    x.attempt,
-                    x.result.as_str(),
-                    x.detail
-                );
-            }
-        }
-    }
+    println!("{}", evidence(&reports));
+    let levels: Vec<&str> = runs.iter().map(|r| r.report.level.as_str()).collect();
+    assert_eq!(levels, ["none", "bundle", "sandbox", HOST_NET, "wasm"]);
     for r in &runs {
         assert!(
             r.config_error.is_none(),
@@ -92,7 +86,8 @@ fn escape_matrix() {
         none.iter()
             .any(|x| x.attempt == "read-secret" && x.result == Outcome::Escaped)
     );
-    // sandbox and wasm block every attempt.
+    // sandbox (at its defaults), its host-network column and wasm block every attempt.
+    let mut let_through = vec![];
     for r in &runs[2..] {
         let level = &r.report.level;
         let res = r
@@ -101,16 +96,25 @@ fn escape_matrix() {
             .as_ref()
             .unwrap_or_else(|| panic!("level {level} did not run: {:?}", r.report.skipped));
         assert!(
-            missing(res).is_empty(),
+            missing_of(level, res).is_empty(),
             "{level}: missing {:?}",
-            missing(res)
+            missing_of(level, res)
         );
         for x in res {
-            assert_eq!(
-                x.result,
-                Outcome::Blocked,
-                "{level} let this through: {x:?}"
-            );
+            if x.result != Outcome::Blocked {
+                let_through.push(format!(
+                    "{level} {} {}: {}",
+                    x.attempt,
+                    x.result.as_str(),
+                    x.detail
+                ));
+            }
         }
     }
+    assert!(
+        let_through.is_empty(),
+        "{} attempts not blocked:\n{}",
+        let_through.len(),
+        let_through.join("\n")
+    );
 }

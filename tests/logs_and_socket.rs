@@ -291,3 +291,123 @@ fn a_thousand_apps() {
         "every app stopped at shutdown"
     );
 }
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Opens a streaming request and reads its response head.
+fn stream(p: &Paddock, path: &str) -> UnixStream {
+    let mut s = UnixStream::connect(p.socket()).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: paddock\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{path}");
+    s
+}
+
+#[test]
+fn abandoned_streams_are_freed_and_trickling_clients_do_not_stop_status() {
+    let app = "command = [\"/bin/sleep\", \"100007\"]\n";
+    let p = Paddock::with_apps("abandon", &[("quiet", app)]).start();
+    p.wait_state("quiet", "READY", Duration::from_secs(10));
+    let pid = p.pid();
+    let before = open_fds(pid);
+    // 200 event streams and 50 `tail -f` of an app that writes nothing, then their clients go
+    // away without a word: nothing would ever be written to them again.
+    let mut clients: Vec<UnixStream> = (0..200).map(|_| stream(&p, "/v1/events")).collect();
+    clients.extend((0..50).map(|_| stream(&p, "/v1/apps/quiet/logs?follow=1")));
+    let during = open_fds(pid);
+    assert!(during >= before + 240, "{before} -> {during}");
+    drop(clients);
+    let t = Instant::now();
+    wait_for(Duration::from_secs(1), "abandoned streams closed", || {
+        open_fds(pid) <= before + 2
+    });
+    println!("250 abandoned streams closed in {:?}", t.elapsed());
+    // A client that half-closes after its request still gets the stream until it hangs up.
+    let mut half = stream(&p, "/v1/events");
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    p.cli(&["restart", "quiet"]);
+    let mut line = String::new();
+    BufReader::new(&mut half).read_line(&mut line).unwrap();
+    assert!(line.contains("quiet"), "{line}");
+    drop(half);
+
+    // Slowloris: 1000 clients that trickle their requests. `status` is still answered, at once.
+    let mut slow: Vec<UnixStream> = (0..1000)
+        .map(|_| {
+            let mut s = UnixStream::connect(p.socket()).unwrap();
+            s.write_all(b"GET /v1/ap").unwrap();
+            s
+        })
+        .collect();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let o = p.cli(&["status", "quiet"]);
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("quiet"),
+            "status under slowloris: {o:?}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        for s in slow.iter_mut().take(100) {
+            let _ = s.write_all(b"p");
+        }
+    }
+    // They are cut off after the request deadline (3 s) with 408, and their descriptors freed.
+    wait_for(Duration::from_secs(8), "trickling clients cut off", || {
+        open_fds(pid) <= before + 2
+    });
+    let mut reply = String::new();
+    let _ = slow[500].read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+}
+
+#[test]
+fn stalled_followers_stay_within_a_bound() {
+    // An app writing as fast as it can, and 50 `tail -f` readers that never read.
+    let app = "command = [\"/bin/sh\", \"-c\", \"yes 'a line of about eighty bytes, written again and again as fast as the app can write'\"]\n[logs]\nmax_size = \"4MiB\"\nkeep = 1\n";
+    let p = Paddock::with_apps("stalled", &[("firehose", app)]).start();
+    p.wait_state("firehose", "READY", Duration::from_secs(10));
+    let pid = p.pid();
+    let readers: Vec<UnixStream> = (0..50)
+        .map(|_| stream(&p, "/v1/apps/firehose/logs?follow=1&lines=0"))
+        .collect();
+    let mut peak = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(4) {
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("paddock RSS with 50 stalled followers: peak {peak} KiB");
+    // Each follower holds at most 256 KiB in paddock (plus its socket's buffer in the kernel).
+    assert!(peak < 64 * 1024, "paddock grew to {peak} KiB");
+    // A reader that catches up is told what it missed.
+    let mut r = readers.into_iter().next().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut seen = Vec::new();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5)
+        && !String::from_utf8_lossy(&seen).contains("bytes dropped")
+    {
+        let n = r.read(&mut buf).unwrap();
+        seen.extend_from_slice(&buf[..n]);
+        if seen.len() > 64 << 20 {
+            break;
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&seen).contains("bytes dropped, the reader was too slow"),
+        "no drop notice in {} bytes",
+        seen.len()
+    );
+    let o = p.cli(&["status", "firehose"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("firehose"));
+}

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn counting_app(counter: &std::path::Path, tail: &str, extra: &str) -> String {
@@ -691,4 +692,70 @@ fn a_chatty_app_does_not_slow_down_supervision() {
     let out = std::fs::metadata(p.logs_dir().join("chatty.out")).map_or(0, |m| m.len());
     assert!(out <= 1 << 20, "log rotation bounds the file: {out}");
     assert!(!p.logs_dir().join("chatty.out.2").exists());
+}
+
+#[test]
+fn fifos_devices_and_huge_app_files_are_refused_without_hanging() {
+    let p = Paddock::with_apps("hostile", &[("a", "command = [\"/bin/sleep\", \"1001\"]")]).start();
+    p.wait_state("a", "READY", Duration::from_secs(5));
+    let before: Vec<(String, Option<i32>)> =
+        p.status().into_iter().map(|a| (a.name, a.pid)).collect();
+    let dir = p.apps_dir();
+    let fifo =
+        std::ffi::CString::new(dir.join("fifo.toml").as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.toml")).unwrap();
+    let big = std::fs::File::create(dir.join("big.toml")).unwrap();
+    big.set_len(100 << 20).unwrap();
+    // `check` and `update` answer at once, name each file and its type, and change nothing.
+    let t = std::time::Instant::now();
+    let o = check(&[&dir]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("fifo.toml") && err.contains("is a FIFO, not a regular file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("zero.toml") && err.contains("is a character device"),
+        "{err}"
+    );
+    assert!(
+        err.contains("big.toml") && err.contains("is larger than 1MiB"),
+        "{err}"
+    );
+    let out = p.cli(&["update"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let after: Vec<(String, Option<i32>)> =
+        p.status().into_iter().map(|a| (a.name, a.pid)).collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_second_paddock_on_the_same_state_dir_is_refused() {
+    let p = Paddock::with_apps("twice", &[("a", "command = [\"/bin/sleep\", \"1001\"]")]).start();
+    let st = p.wait_state("a", "READY", Duration::from_secs(5));
+    // The same state directory, another socket: refused with the holder's pid, nothing started.
+    let state = p.apps_dir().parent().unwrap().join("state");
+    let o = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(p.apps_dir())
+        .arg("--socket")
+        .arg(p.apps_dir().parent().unwrap().join("other.sock"))
+        .arg("--state-dir")
+        .arg(&state)
+        .env("PADDOCK_CGROUP_NAME", common::cgroup_name())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("another paddock (pid {})", p.pid()))
+            && err.contains("this state directory"),
+        "{err}"
+    );
+    assert_eq!(p.app("a").pid, st.pid, "the running app is untouched");
+    let sleepers = children_of(p.pid()).len();
+    assert_eq!(sleepers, 1, "one copy of the app");
 }

@@ -12,10 +12,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// How long a client may take to send its request.
-const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
-/// Connections served at once; more get 503.
-const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send its request (the CLI sends it at once): a client that
+/// trickles it (slowloris) is answered 408 and its slot freed.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
+/// Connections open at once, each bounded in time until its request is in; more get 503. High
+/// enough that thousands of trickling clients leave room for `paddock status`.
+const MAX_CONNECTIONS: usize = 4096;
+/// Of those, long-lived streams (`tail -f`, `events`): each holds a buffer, so they have a
+/// budget of their own, and short requests never wait for one.
+const MAX_STREAMS: usize = 256;
 
 /// Creates the socket (mode 0600). A live paddock on the same path is an error; a stale socket
 /// file left by a crash is replaced.
@@ -60,6 +65,7 @@ pub async fn serve(
     events: broadcast::Sender<String>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let streams = Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS));
     let reserve = Arc::new(std::sync::Mutex::new(Vec::new()));
     refill(&reserve);
     let mut told = false;
@@ -93,8 +99,9 @@ pub async fn serve(
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let reserve = reserve.clone();
+                let streams = streams.clone();
                 tokio::spawn(async move {
-                    connection(stream, sup, logs, events).await;
+                    connection(stream, sup, logs, events, streams).await;
                     drop(permit);
                     refill(&reserve);
                 });
@@ -164,6 +171,7 @@ async fn connection(
     sup: mpsc::UnboundedSender<Msg>,
     logs: Logs,
     events: broadcast::Sender<String>,
+    streams: Arc<tokio::sync::Semaphore>,
 ) {
     if !allowed(&s) {
         let uid = s.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
@@ -188,10 +196,26 @@ async fn connection(
         }
         Ok(Ok(r)) => r,
     };
-    if let Some((name, stream, lines, follow)) = log_route(&req) {
+    let log = log_route(&req);
+    let is_events = req.method == "GET" && req.path.trim_matches('/') == "v1/events";
+    let _stream = if log.as_ref().is_some_and(|l| l.3) || is_events {
+        match streams.try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                let msg = format!(
+                    "too many log and event streams ({MAX_STREAMS}) are open; close some and try again"
+                );
+                let _ = write_reply(&mut s, Reply::error(503, msg)).await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    if let Some((name, stream, lines, follow)) = log {
         return tail(s, sup, logs, name, stream, lines, follow).await;
     }
-    if req.method == "GET" && req.path.trim_matches('/') == "v1/events" {
+    if is_events {
         return stream_events(s, events.subscribe()).await;
     }
     IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -361,12 +385,14 @@ async fn tail(
         return;
     }
     let (tx, mut rx) = mpsc::channel(1024);
+    let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     logs.send(Ctl::Tail {
         app: name.as_str().into(),
         stream,
         lines,
         follow,
         tx,
+        queued: queued.clone(),
     });
     if s.write_all(http::response_head(200, "text/plain; charset=utf-8", None).as_bytes())
         .await
@@ -377,24 +403,50 @@ async fn tail(
     let (mut rd, mut wr) = s.into_split();
     let mut scratch = [0u8; 256];
     let mut client_open = true;
+    let mut watch = tokio::time::interval(HANGUP_CHECK);
     loop {
         tokio::select! {
             chunk = rx.recv() => match chunk {
                 Some(c) => {
-                    if wr.write_all(&c).await.is_err() {
+                    let written = wr.write_all(&c).await;
+                    queued.fetch_sub(c.len(), std::sync::atomic::Ordering::Relaxed);
+                    if written.is_err() {
                         return;
                     }
                 }
                 None => break,
             },
             n = rd.read(&mut scratch), if client_open => match n {
-                Ok(0) => client_open = false, // half-closed: keep writing until a write fails
+                // The client closed: gone (hung up), or only its sending side (half-closed:
+                // keep writing, and look again now and then).
+                Ok(0) if hung_up(rd.as_ref()) => return,
+                Ok(0) => client_open = false,
                 Ok(_) => {}
                 Err(_) => return, // the client went away
+            },
+            _ = watch.tick(), if !client_open => if hung_up(rd.as_ref()) {
+                return;
             },
         }
     }
     let _ = wr.shutdown().await;
+}
+
+/// How often a half-closed streaming client is looked at again for a hang-up.
+const HANGUP_CHECK: Duration = Duration::from_millis(500);
+
+/// Whether the peer of a Unix stream has closed it entirely (POLLHUP: both directions shut), as
+/// opposed to a half-close (POLLRDHUP only), which a client may do after its request.
+fn hung_up(s: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLHUP | libc::POLLERR) != 0
 }
 
 /// `GET /v1/events`: every state change from now on, one JSON object per line, until the client
@@ -410,8 +462,12 @@ async fn stream_events(s: UnixStream, mut rx: broadcast::Receiver<String>) {
     }
     let mut scratch = [0u8; 256];
     let mut client_open = true;
+    let mut watch = tokio::time::interval(HANGUP_CHECK);
     loop {
         tokio::select! {
+            _ = watch.tick(), if !client_open => if hung_up(rd.as_ref()) {
+                return;
+            },
             ev = rx.recv() => {
                 let line = match ev {
                     Ok(l) => l,
@@ -423,6 +479,7 @@ async fn stream_events(s: UnixStream, mut rx: broadcast::Receiver<String>) {
                 }
             }
             n = rd.read(&mut scratch), if client_open => match n {
+                Ok(0) if hung_up(rd.as_ref()) => return,
                 Ok(0) => client_open = false,
                 Ok(_) => {}
                 Err(_) => return,

@@ -49,6 +49,9 @@ pub enum Ctl {
         lines: usize,
         follow: bool,
         tx: mpsc::Sender<Vec<u8>>,
+        /// Bytes sent to `tx` and not yet written to the reader (the reader subtracts what it
+        /// writes): a follower holds at most `FOLLOW_BUDGET` of them.
+        queued: Arc<std::sync::atomic::AtomicUsize>,
     },
     /// Answered once everything received before it is written.
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -294,7 +297,31 @@ pub fn log_path(dir: &Path, app: &str, stream: Stream) -> PathBuf {
 
 struct Follower {
     tx: mpsc::Sender<Vec<u8>>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
     dropped: u64,
+}
+
+/// The most a follower (`tail -f`) may have queued in paddock: a reader that falls further
+/// behind loses lines, and is told how many bytes, as journald's and s6-log's readers are. Fifty
+/// stalled readers then hold about 12 MiB (plus their sockets' buffers), not a copy each of
+/// everything the app writes.
+pub const FOLLOW_BUDGET: usize = 256 << 10;
+
+impl Follower {
+    /// Queues `chunk` within the budget; false when it did not fit (or the reader is gone).
+    fn offer(&self, chunk: Vec<u8>) -> bool {
+        use std::sync::atomic::Ordering;
+        let n = chunk.len();
+        if self.queued.load(Ordering::Relaxed) + n > FOLLOW_BUDGET {
+            return false;
+        }
+        self.queued.fetch_add(n, Ordering::Relaxed);
+        if self.tx.try_send(chunk).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
 }
 
 #[derive(Default)]
@@ -368,6 +395,7 @@ impl Writer {
                 lines,
                 follow,
                 tx,
+                queued,
             } => {
                 let combine = self.apps.get(&app).is_some_and(|a| a.spec.combine);
                 let stream = if combine { Stream::Out } else { stream };
@@ -383,7 +411,11 @@ impl Writer {
                     } else {
                         &mut a.err
                     };
-                    sf.followers.push(Follower { tx, dropped: 0 });
+                    sf.followers.push(Follower {
+                        tx,
+                        queued,
+                        dropped: 0,
+                    });
                 }
             }
             Ctl::Flush(done) => {
@@ -489,20 +521,19 @@ impl Writer {
                     f.dropped
                 )
                 .into_bytes();
-                if f.tx.try_send(note).is_err() {
+                if !f.offer(note) {
                     f.dropped += buf.len() as u64;
                     return !f.tx.is_closed();
                 }
                 f.dropped = 0;
             }
-            match f.tx.try_send(buf.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    f.dropped += buf.len() as u64;
-                    true
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            if f.tx.is_closed() {
+                return false;
             }
+            if !f.offer(buf.clone()) {
+                f.dropped += buf.len() as u64;
+            }
+            true
         });
         self.buf = buf;
     }

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 mod bundles;
+mod publishing;
 mod wasm_apps;
 
 #[derive(Clone, Debug)]
@@ -291,6 +292,8 @@ pub struct Supervisor {
     /// Directory names of the app cgroups in use (two instances of an app during a bundle
     /// switch, or a removed app still stopping next to its re-added namesake, need two).
     cg_names: std::collections::HashSet<String>,
+    /// `[sandbox] publish`: host listeners forwarded into apps' network namespaces.
+    publisher: crate::publish::Publisher,
 }
 
 impl Supervisor {
@@ -332,6 +335,7 @@ impl Supervisor {
             ready_sent: false,
             cgroups: crate::cgroup::Cgroups::disabled("not set up"),
             cg_names: Default::default(),
+            publisher: Default::default(),
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -588,6 +592,7 @@ impl Supervisor {
             return Err("app removed".into());
         };
         let prepared = app.prepared.clone()?;
+        self.publish_before_spawn(idx)?;
         let join = self.ensure_cgroup(idx)?;
         let Some(app) = self.apps[idx].as_mut() else {
             return Err("app removed".into());
@@ -1290,6 +1295,7 @@ impl Supervisor {
             } else {
                 vec![]
             },
+            published: self.publisher.status(&app.name),
         }
     }
 
@@ -1588,6 +1594,7 @@ impl Supervisor {
                 added.push((self.add_app(spec), autostart));
             }
         }
+        self.sync_publish();
         self.refresh_deps();
         for (idx, autostart) in added {
             if autostart {
@@ -1892,6 +1899,7 @@ impl Supervisor {
 
     /// Runs until shutdown completes; returns paddock's exit code.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) -> Outcome {
+        self.sync_publish();
         self.autostart();
         self.tell_parent_when_ready();
         let ready = self

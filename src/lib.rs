@@ -22,6 +22,7 @@ pub mod health;
 pub mod lock;
 pub mod logs;
 pub mod pid1;
+pub mod publish;
 pub mod sandbox;
 pub mod supervise;
 pub mod util;

@@ -458,12 +458,27 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
             a.name, a.state, level, pid, up, a.restarts, mem, info
         );
         // Named apps: their cgroup, usage and limits below the line.
-        if !apps.is_empty() && (a.cgroup.is_some() || a.limits.is_some() || a.sandbox.is_some()) {
+        if !apps.is_empty()
+            && (a.cgroup.is_some()
+                || a.limits.is_some()
+                || a.sandbox.is_some()
+                || !a.published.is_empty())
+        {
             let l = a.limits.clone().unwrap_or_default();
             let of = |v: Option<String>| v.map_or(String::new(), |v| format!(" of {v}"));
             let mut d = vec![];
             if let Some(sb) = &a.sandbox {
                 d.push(format!("sandbox: {sb}"));
+            }
+            for p in &a.published {
+                d.push(format!(
+                    "published {} -> port {} inside{}",
+                    p.address,
+                    p.port,
+                    p.error
+                        .as_ref()
+                        .map_or(String::new(), |e| format!(" ({e})"))
+                ));
             }
             if let Some(c) = &a.cgroup {
                 d.push(format!("cgroup {c}"));

@@ -644,6 +644,9 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     };
     let sandbox =
         (isolation == Isolation::Sandbox).then(|| sandbox::parse(&mut cx, raw.sandbox.as_ref()));
+    if isolation == Isolation::Wasm {
+        sandbox::refuse_publish(&mut cx, raw.sandbox.as_ref());
+    }
     let fallback = match (&raw.fallback, isolation) {
         (None, _) => None,
         (Some(f), Isolation::Sandbox) => match f.get_ref().as_str() {
@@ -909,6 +912,7 @@ pub fn load_dirs_all(dirs: &[PathBuf]) -> (BTreeMap<String, AppSpec>, Vec<Config
     if errors.is_empty() {
         errors = health::check_graph(&apps);
     }
+    errors.extend(sandbox::check_publish(&apps));
     (apps, errors)
 }
 

@@ -24,6 +24,7 @@
 
 use super::FileCtx;
 use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use toml::Spanned;
 
@@ -54,6 +55,7 @@ pub(super) struct RawSandbox {
     pub syscalls: List<String>,
     pub tmp_size: Option<Spanned<String>>,
     pub symlinks: Option<Spanned<bool>>,
+    pub publish: List<PortOrPattern>,
 }
 
 impl RawSandbox {
@@ -118,6 +120,8 @@ pub struct SandboxSpec {
     pub tmp_size: Option<u64>,
     /// Symbolic links may be made in `read_write` paths.
     pub symlinks: bool,
+    /// `publish`: host listeners paddock forwards into the app's network namespace.
+    pub publish: Vec<Publish>,
 }
 
 /// The size of a sandbox's /tmp and /dev/shm when neither `tmp_size` nor `[limits] memory`
@@ -218,6 +222,7 @@ pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> Sand
         ),
     }
     spec.tcp_bind = ports(cx, "sandbox.tcp_bind", &s.tcp_bind);
+    parse_publish(cx, s, &mut spec);
     spec.tcp_connect = ports(cx, "sandbox.tcp_connect", &s.tcp_connect);
     let mut seen: Vec<(PathBuf, &str)> = vec![];
     for (key, list, must_exist) in [
@@ -339,6 +344,186 @@ pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> Sand
     spec
 }
 
+// ---- `publish` (issue 12): host listeners forwarded into the app's network namespace ----
+
+/// One `[sandbox] publish` entry: paddock listens on `host` and forwards each connection to
+/// 127.0.0.1:`port` inside the app's network namespace (see `crate::publish`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Publish {
+    pub host: SocketAddr,
+    pub port: u16,
+    /// Line and column of the entry in its file, for conflicts found across files.
+    #[serde(skip)]
+    pub at: super::Ignored<(usize, usize)>,
+}
+
+impl std::fmt::Display for Publish {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        if self.port == self.host.port() {
+            write!(f, "{}", self.host)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+const PUBLISH_SHAPE: &str = "give \"address:port\" or \"address:port:port inside\", as in \"127.0.0.1:8080\", \"127.0.0.1:8081:80\" or \"[::1]:8080\"";
+
+fn publish_port(p: &str, what: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(0) => Err(format!(
+            "{what} 0 would be a port the kernel picks; give a fixed port (1-65535)"
+        )),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{what} \"{p}\" is not a port number (1-65535)")),
+    }
+}
+
+/// `"127.0.0.1:8080"`, `"127.0.0.1:8081:80"`, `"[::1]:8080"`, `"[::1]:8080:80"`.
+fn publish_entry(text: &str) -> Result<(SocketAddr, u16), String> {
+    let (addr, ports) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((a, ports)) = rest.split_once("]:") else {
+            return Err(format!("\"{text}\": {PUBLISH_SHAPE}"));
+        };
+        let a: Ipv6Addr = a
+            .parse()
+            .map_err(|_| format!("\"{a}\" is not an IPv6 address; {PUBLISH_SHAPE}"))?;
+        (IpAddr::V6(a), ports)
+    } else {
+        let Some((a, ports)) = text.split_once(':') else {
+            return Err(format!(
+                "\"{text}\" names no host address: give it, as in \"127.0.0.1:{text}\" (only this host) or \"0.0.0.0:{text}\" (every interface)"
+            ));
+        };
+        if ports.split(':').count() > 2 {
+            return Err(if a.parse::<Ipv4Addr>().is_ok() {
+                format!("\"{text}\": {PUBLISH_SHAPE}")
+            } else {
+                format!("\"{text}\": an IPv6 address goes in brackets, as in \"[::1]:8080\"")
+            });
+        }
+        let a: Ipv4Addr = a.parse().map_err(|_| {
+            format!("\"{a}\" is not an IP address (host names are not resolved); {PUBLISH_SHAPE}")
+        })?;
+        (IpAddr::V4(a), ports)
+    };
+    let (host_port, inside) = match ports.split_once(':') {
+        Some((h, i)) => (publish_port(h, "host port")?, publish_port(i, "port inside")?),
+        None => {
+            let p = publish_port(ports, "port")?;
+            (p, p)
+        }
+    };
+    Ok((SocketAddr::new(addr, host_port), inside))
+}
+
+/// Whether two host listeners cannot both be bound: the same port and the same address, or a
+/// wildcard of the same family (`[::]` also takes IPv4, as a dual-stack socket).
+pub fn publish_overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+    if a.port() != b.port() {
+        return false;
+    }
+    let (x, y) = (a.ip(), b.ip());
+    x == y
+        || (x.is_unspecified() && (x.is_ipv6() || y.is_ipv4()))
+        || (y.is_unspecified() && (y.is_ipv6() || x.is_ipv4()))
+}
+
+/// `[sandbox] publish`: checked and added to `spec` (the ports inside are added to `tcp_bind`:
+/// the app must be able to listen on them).
+fn parse_publish(cx: &mut FileCtx, raw: &RawSandbox, spec: &mut SandboxSpec) {
+    let Some(list) = &raw.publish else { return };
+    if spec.host_network && !list.get_ref().is_empty() {
+        cx.err_at(
+            Some(list.span()),
+            "sandbox.publish",
+            "is for network = \"none\": with network = \"host\" the app listens on the host's addresses itself (allowed by tcp_bind); remove publish, or the network key",
+        );
+        return;
+    }
+    for e in list.get_ref() {
+        let text = match e.get_ref() {
+            PortOrPattern::Pattern(t) => t.clone(),
+            PortOrPattern::Port(n) => {
+                cx.err_at(
+                    Some(e.span()),
+                    "sandbox.publish",
+                    format!("give the host address too, as a string: \"127.0.0.1:{n}\" (only this host) or \"0.0.0.0:{n}\" (every interface)"),
+                );
+                continue;
+            }
+        };
+        let (host, port) = match publish_entry(&text) {
+            Ok(x) => x,
+            Err(m) => {
+                cx.err_at(Some(e.span()), "sandbox.publish", m);
+                continue;
+            }
+        };
+        if let Some(prev) = spec.publish.iter().find(|p| publish_overlaps(&p.host, &host)) {
+            cx.err_at(
+                Some(e.span()),
+                "sandbox.publish",
+                format!(
+                    "{host} is already published by \"{prev}\" (line {}): a host address and port can be bound once",
+                    prev.at.0.0
+                ),
+            );
+            continue;
+        }
+        let at = super::line_col(cx.src, e.span().start);
+        spec.publish.push(Publish {
+            host,
+            port,
+            at: super::Ignored(at),
+        });
+        if !spec.tcp_bind.contains(&port) {
+            spec.tcp_bind.push(port);
+            spec.tcp_bind.sort_unstable();
+        }
+    }
+}
+
+/// Refuses `[sandbox] publish` for a level other than `sandbox` (the table itself is refused
+/// at `none` and `bundle`; level `wasm` reads its network keys).
+pub(super) fn refuse_publish(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) {
+    if let Some(l) = raw.and_then(|r| r.get_ref().publish.as_ref()) {
+        cx.err_at(
+            Some(l.span()),
+            "sandbox.publish",
+            "is for isolation = \"sandbox\" (an app in its own network namespace); a wasm app with network = \"host\" listens on the addresses its tcp_bind allows",
+        );
+    }
+}
+
+/// Host addresses published by two apps (both could not be bound), as errors at the second.
+pub fn check_publish(apps: &std::collections::BTreeMap<String, super::AppSpec>) -> Vec<super::ConfigError> {
+    let mut errors = vec![];
+    let mut seen: Vec<(&super::AppSpec, &Publish)> = vec![];
+    for a in apps.values() {
+        for p in a.sandbox.iter().flat_map(|s| &s.publish) {
+            if let Some((other, q)) = seen.iter().find(|(_, q)| publish_overlaps(&q.host, &p.host)) {
+                errors.push(super::ConfigError {
+                    file: a.file.clone(),
+                    line: p.at.0.0,
+                    col: p.at.0.1,
+                    message: format!(
+                        "key `sandbox.publish`: {} is already published by app \"{}\" ({}:{}:{}); a host address and port can be bound once",
+                        p.host,
+                        other.name,
+                        other.file.display(),
+                        q.at.0.0,
+                        q.at.0.1
+                    ),
+                });
+            } else {
+                seen.push((a, p));
+            }
+        }
+    }
+    errors
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,4 +565,110 @@ mod tests {
                 .contains("unknown capability")
         );
     }
+
+    #[test]
+    fn publish_entries() {
+        let ok = |t: &str| publish_entry(t).unwrap();
+        assert_eq!(ok("127.0.0.1:8080"), ("127.0.0.1:8080".parse().unwrap(), 8080));
+        assert_eq!(ok("127.0.0.1:8081:80"), ("127.0.0.1:8081".parse().unwrap(), 80));
+        assert_eq!(ok("[::1]:8080"), ("[::1]:8080".parse().unwrap(), 8080));
+        assert_eq!(ok("[::]:8080:80"), ("[::]:8080".parse().unwrap(), 80));
+        let err = |t: &str| publish_entry(t).unwrap_err();
+        assert!(err("8080").contains("names no host address"));
+        assert!(err("127.0.0.1:0").contains("port 0"));
+        assert!(err("127.0.0.1:8080:0").contains("port inside 0"));
+        assert!(err("localhost:8080").contains("not an IP address"));
+        assert!(err("::1:8080").contains("in brackets"));
+        assert!(err("[::1:8080").contains("address:port"));
+        assert!(err("127.0.0.1:http").contains("not a port number"));
+        assert!(err("127.0.0.1:70000").contains("not a port number"));
+        let a = |t: &str| t.parse::<SocketAddr>().unwrap();
+        assert!(publish_overlaps(&a("0.0.0.0:80"), &a("127.0.0.1:80")));
+        assert!(publish_overlaps(&a("[::]:80"), &a("127.0.0.1:80")));
+        assert!(!publish_overlaps(&a("0.0.0.0:80"), &a("[::1]:80")));
+        assert!(!publish_overlaps(&a("127.0.0.1:80"), &a("127.0.0.2:80")));
+        assert!(!publish_overlaps(&a("127.0.0.1:80"), &a("127.0.0.1:81")));
+    }
+
+    fn errs(src: &str) -> String {
+        let file = Path::new("/etc/paddock/apps/web.toml");
+        super::super::parse_app("web", file, src)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn publish_errors_name_the_entry() {
+        let sb = "isolation = \"sandbox\"\nbundle = \"/nonexistent/bundle\"\ncommand = [\"x\"]\n";
+        for (tail, want) in [
+            (
+                "[sandbox]\npublish = [\"127.0.0.1:8080\", \"bad:80\"]\n",
+                "web.toml:5:30: key `sandbox.publish`: \"bad\" is not an IP address",
+            ),
+            (
+                "[sandbox]\npublish = [8080]\n",
+                "web.toml:5:12: key `sandbox.publish`: give the host address too, as a string: \"127.0.0.1:8080\"",
+            ),
+            (
+                "[sandbox]\npublish = [\"127.0.0.1:0\"]\n",
+                "web.toml:5:12: key `sandbox.publish`: port 0 would be",
+            ),
+            (
+                "[sandbox]\npublish = [\"0.0.0.0:80\", \"127.0.0.1:80:81\"]\n",
+                "web.toml:5:26: key `sandbox.publish`: 127.0.0.1:80 is already published by \"0.0.0.0:80\" (line 5)",
+            ),
+            (
+                "[sandbox]\nnetwork = \"host\"\npublish = [\"127.0.0.1:80\"]\n",
+                "web.toml:6:11: key `sandbox.publish`: is for network = \"none\"",
+            ),
+        ] {
+            let e = errs(&format!("{sb}{tail}"));
+            assert!(e.contains(want), "{tail}: {e}");
+        }
+        let e = errs(
+            "isolation = \"wasm\"\nmodule = \"/nonexistent/m.wasm\"\n[sandbox]\npublish = [\"127.0.0.1:80\"]\n",
+        );
+        assert!(
+            e.contains(":4:11: key `sandbox.publish`: is for isolation = \"sandbox\""),
+            "{e}"
+        );
+        let e = errs("command = [\"/bin/true\"]\n[sandbox]\npublish = [\"127.0.0.1:80\"]\n");
+        assert!(e.contains("the [sandbox] table is for isolation"), "{e}");
+    }
+
+    #[test]
+    fn publish_conflicts_across_apps() {
+        let app = |name: &str, at: (usize, usize), host: &str| {
+            let file = PathBuf::from(format!("/etc/paddock/apps/{name}.toml"));
+            let mut a =
+                super::super::parse_app(name, &file, "command = [\"/bin/true\"]\n").unwrap();
+            a.sandbox = Some(SandboxSpec {
+                publish: vec![Publish {
+                    host: host.parse().unwrap(),
+                    port: 80,
+                    at: super::super::Ignored(at),
+                }],
+                ..Default::default()
+            });
+            (name.to_string(), a)
+        };
+        let apps = [
+            app("a", (7, 12), "127.0.0.1:8080"),
+            app("b", (6, 14), "0.0.0.0:8080"),
+            app("c", (6, 14), "127.0.0.1:8081"),
+        ]
+        .into_iter()
+        .collect();
+        let e = check_publish(&apps);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(
+            e[0].to_string(),
+            "/etc/paddock/apps/b.toml:6:14: key `sandbox.publish`: 0.0.0.0:8080 is already published by app \"a\" (/etc/paddock/apps/a.toml:7:12); a host address and port can be bound once"
+        );
+    }
 }
+

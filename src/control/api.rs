@@ -56,6 +56,9 @@ pub struct AppStatus {
     /// Dependencies not ready yet, as "name: state" (while STARTING without a process).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for: Vec<String>,
+    /// `[sandbox] publish`: the host addresses paddock listens on for the app.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub published: Vec<crate::publish::PublishedPort>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

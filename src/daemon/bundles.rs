@@ -120,6 +120,7 @@ impl Supervisor {
             id.unwrap_or_default(),
             old_pid.unwrap_or(0)
         );
+        self.publish_switched(new);
         self.feed(old, Event::Stop);
     }
 

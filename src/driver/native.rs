@@ -345,6 +345,16 @@ impl Prepared {
     pub fn sandbox_summary(&self) -> Option<&str> {
         self.sandbox.as_ref().map(|s| s.summary.as_str())
     }
+
+    /// Level `sandbox` as root with `network = "none"`: the app's network namespace, kept
+    /// across its restarts (what `[sandbox] publish` forwards into).
+    pub fn netns(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.sandbox
+            .as_ref()
+            .and_then(|s| s.netns.as_ref())
+            .map(|fd| fd.as_fd())
+    }
 }
 
 /// File descriptors for the child's fd 0, 1, 2 (`None` keeps paddock's own), and optionally one

@@ -1,0 +1,58 @@
+//! `[sandbox] publish` in the supervisor (see `crate::publish`): the listeners follow the loaded
+//! apps (bound at load, changed by `update`, closed when an app is removed), and each app's
+//! connections go to the network namespace of its current instance.
+
+use super::*;
+
+impl Supervisor {
+    /// Makes the listeners match the loaded apps (at start, after `update`, after a bundle
+    /// switch). An app being removed publishes nothing any more; a changed app publishes what
+    /// its new file says at once.
+    pub(super) fn sync_publish(&mut self) {
+        let mut want = vec![];
+        for &idx in self.by_name.values() {
+            let Some(app) = self.apps[idx].as_ref() else {
+                continue;
+            };
+            if app.remove_when_down {
+                continue;
+            }
+            let spec = app.pending.as_ref().unwrap_or(&app.spec);
+            for p in spec.sandbox.iter().flat_map(|s| &s.publish) {
+                want.push((app.name.clone(), p.clone()));
+            }
+        }
+        if !want.is_empty() || self.publisher.any() {
+            self.publisher.sync(&want);
+        }
+    }
+
+    /// Before a spawn of an app's current instance: its connections go to the namespace it is
+    /// prepared with, and its listeners must be bound (else the start fails, and is retried).
+    pub(super) fn publish_before_spawn(&mut self, idx: usize) -> Result<(), String> {
+        let Some(name) = self.publish_target(idx) else {
+            return Ok(());
+        };
+        self.publisher.retry(&name)
+    }
+
+    /// A bundle switch committed: the new instance's addresses, and its namespace.
+    pub(super) fn publish_switched(&mut self, idx: usize) {
+        self.sync_publish();
+        self.publish_target(idx);
+    }
+
+    fn publish_target(&mut self, idx: usize) -> Option<Arc<str>> {
+        let app = self.apps[idx].as_ref()?;
+        if self.by_name.get(&*app.name) != Some(&idx) || !self.publisher.has(&app.name) {
+            return None;
+        }
+        let target = match &app.prepared {
+            Ok(p) => crate::publish::target_of(p),
+            Err(e) => Err(e.clone()),
+        };
+        let name = app.name.clone();
+        self.publisher.set_target(&name, target);
+        Some(name)
+    }
+}

@@ -56,7 +56,10 @@ fn ping(s: &mut TcpStream) -> std::io::Result<()> {
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(30), "{what}: not within 30s");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{what}: not within 30s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -172,7 +175,10 @@ fn main() {
             .arg(tmp.join("state"))
             .arg("--store")
             .arg(&store)
-            .env("PADDOCK_CGROUP_NAME", format!("paddock-bench-publish-{}", std::process::id()))
+            .env(
+                "PADDOCK_CGROUP_NAME",
+                format!("paddock-bench-publish-{}", std::process::id()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -184,7 +190,9 @@ fn main() {
     wait_until("web-published answers", || http_once(wp).is_ok());
     wait_until("web-host answers", || http_once(wh).is_ok());
 
-    println!("published port vs network = \"host\", side by side (paddock's runtime forwards; one helper thread makes sockets in the app's namespace)");
+    println!(
+        "published port vs network = \"host\", side by side (paddock's runtime forwards; one helper thread makes sockets in the app's namespace)"
+    );
     let rounds = if quick { 300 } else { 3000 };
     let (mut t_pub, mut t_host) = (vec![], vec![]);
     for _ in 0..20 {
@@ -194,7 +202,11 @@ fn main() {
     let cpu0 = cpu_ticks(serve.0.id());
     for i in 0..rounds {
         // Alternate which goes first, so neither always follows the other.
-        let order = if i % 2 == 0 { [true, false] } else { [false, true] };
+        let order = if i % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
         for published in order {
             let t = Instant::now();
             http_once(if published { wp } else { wh }).unwrap();
@@ -207,7 +219,9 @@ fn main() {
     }
     let ticks = cpu_ticks(serve.0.id()) - cpu0;
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    println!("per connection (connect, GET of a 6-byte file from busybox httpd, close), {rounds} each:");
+    println!(
+        "per connection (connect, GET of a 6-byte file from busybox httpd, close), {rounds} each:"
+    );
     let (a, b) = (stats(t_pub), stats(t_host));
     row("through the published port", a);
     row("network = \"host\", directly", b);
@@ -239,7 +253,11 @@ fn main() {
         }
         let cpu0 = cpu_ticks(serve.0.id());
         for i in 0..n {
-            let order = if i % 2 == 0 { [true, false] } else { [false, true] };
+            let order = if i % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
             for published in order {
                 let t = Instant::now();
                 ping(if published { &mut sp } else { &mut sh }).unwrap();

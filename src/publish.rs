@@ -167,7 +167,10 @@ impl Publisher {
             Some(f) => f.clone(),
             None => {
                 let f = start_factory().map_err(|e| {
-                    format!("cannot start the publishing thread: {}", crate::util::io_reason(&e))
+                    format!(
+                        "cannot start the publishing thread: {}",
+                        crate::util::io_reason(&e)
+                    )
                 })?;
                 self.factory = Some(f.clone());
                 f
@@ -175,7 +178,9 @@ impl Publisher {
         };
         let listener = bind(host).map_err(|e| {
             let hint = match e.raw_os_error() {
-                Some(libc::EADDRINUSE) => "; another program (or app) has it: stop it, or publish another port",
+                Some(libc::EADDRINUSE) => {
+                    "; another program (or app) has it: stop it, or publish another port"
+                }
                 Some(libc::EADDRNOTAVAIL) => "; no interface of this host has that address",
                 Some(libc::EACCES) => "; ports below 1024 need paddock to run as root",
                 _ => "",
@@ -206,8 +211,7 @@ impl Publisher {
             .collect();
         let mut first = Ok(());
         for host in hosts {
-            let Some((app, port)) = self.entries.get(&host).map(|e| (e.app.clone(), e.port))
-            else {
+            let Some((app, port)) = self.entries.get(&host).map(|e| (e.app.clone(), e.port)) else {
                 continue;
             };
             let target = self.target_of(&app);
@@ -234,7 +238,11 @@ impl Publisher {
 
     /// Sends the connections of `app` to `target` from now on.
     pub fn set_target(&mut self, app: &str, target: Result<OwnedFd, String>) {
-        let Some(name) = self.entries.values().find(|e| &*e.app == app).map(|e| e.app.clone())
+        let Some(name) = self
+            .entries
+            .values()
+            .find(|e| &*e.app == app)
+            .map(|e| e.app.clone())
         else {
             return;
         };
@@ -417,9 +425,9 @@ async fn connect_inside(
     sock.connect(SocketAddr::from(([127, 0, 0, 1], port)))
         .await
         .map_err(|e| match e.raw_os_error() {
-            Some(libc::ECONNREFUSED) => format!(
-                "nothing listens on port {port} in the app's network namespace"
-            ),
+            Some(libc::ECONNREFUSED) => {
+                format!("nothing listens on port {port} in the app's network namespace")
+            }
             _ => format!(
                 "connecting to port {port} in the app's network namespace: {}",
                 crate::util::io_reason(&e)

@@ -36,13 +36,20 @@ fn store() -> &'static Path {
         std::fs::create_dir_all(&dir).unwrap();
         let o = Command::new(BIN)
             .args(["bundle", "build"])
-            .arg(format!("{}/bundles/busybox.toml", env!("CARGO_MANIFEST_DIR")))
+            .arg(format!(
+                "{}/bundles/busybox.toml",
+                env!("CARGO_MANIFEST_DIR")
+            ))
             .arg("--store")
             .arg(&dir)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let _ = Command::new("chmod").arg("-R").arg("a+rX").arg(&dir).status();
+        let _ = Command::new("chmod")
+            .arg("-R")
+            .arg("a+rX")
+            .arg(&dir)
+            .status();
         dir
     })
 }
@@ -120,7 +127,9 @@ fn listener_inode(addr: SocketAddr) -> Option<u64> {
 }
 
 fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 fn has_ipv6_loopback() -> bool {
@@ -152,10 +161,14 @@ fn sandboxed_http_server_answers_through_its_published_port() {
         std::fs::read_link("/proc/self/ns/net").unwrap()
     );
     let mut resp = String::new();
-    wait_for(Duration::from_secs(10), "an answer through the port", || {
-        resp = get(host, "/index.html").unwrap_or_default();
-        resp.contains("hello from the sandbox")
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "an answer through the port",
+        || {
+            resp = get(host, "/index.html").unwrap_or_default();
+            resp.contains("hello from the sandbox")
+        },
+    );
     assert!(resp.starts_with("HTTP/1.1 200 OK"), "{resp}");
     if let Some(a) = v6 {
         let r = get(a, "/index.html").unwrap();
@@ -176,7 +189,10 @@ fn sandboxed_http_server_answers_through_its_published_port() {
     assert_eq!(s.published.len(), publish.len(), "{s:?}");
     assert_eq!(s.published[0].address, host.to_string());
     assert_eq!(s.published[0].port, 8000);
-    assert!(s.published[0].listening && s.published[0].error.is_none(), "{s:?}");
+    assert!(
+        s.published[0].listening && s.published[0].error.is_none(),
+        "{s:?}"
+    );
     let o = p.cli(&["status", "web"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -192,9 +208,11 @@ fn sandboxed_http_server_answers_through_its_published_port() {
     let again = p.wait_state("web", "READY", Duration::from_secs(20));
     assert_ne!(again.pid, st.pid);
     assert_eq!(listener_inode(host), Some(inode));
-    wait_for(Duration::from_secs(10), "an answer after the restart", || {
-        get(host, "/index.html").is_ok_and(|r| r.contains("hello from the sandbox"))
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "an answer after the restart",
+        || get(host, "/index.html").is_ok_and(|r| r.contains("hello from the sandbox")),
+    );
     // Stopped: still bound (nobody else can take the port), connections reset.
     let o = p.cli(&["stop", "web"]);
     assert!(o.status.success(), "{o:?}");
@@ -251,7 +269,11 @@ fn nothing_listening_inside_resets_its_clients_and_others_are_served() {
     }
     // No descriptor left behind (a little slack for the runtime's own).
     std::thread::sleep(Duration::from_millis(200));
-    assert!(open_fds(p.pid()) <= fds + 2, "{fds} -> {}", open_fds(p.pid()));
+    assert!(
+        open_fds(p.pid()) <= fds + 2,
+        "{fds} -> {}",
+        open_fds(p.pid())
+    );
     let l = log.lock().unwrap().clone();
     let lines: Vec<&str> = l.lines().filter(|l| l.contains("publish")).collect();
     assert!(
@@ -268,7 +290,9 @@ fn nothing_listening_inside_resets_its_clients_and_others_are_served() {
 #[test]
 fn publish_config_errors_name_file_line_and_column() {
     if !Path::new("/usr/bin/busybox").exists() {
-        eprintln!("SKIPPED publish_config_errors_name_file_line_and_column: needs /usr/bin/busybox");
+        eprintln!(
+            "SKIPPED publish_config_errors_name_file_line_and_column: needs /usr/bin/busybox"
+        );
         return;
     }
     let dir = Scratch::new("publish-check");
@@ -282,11 +306,7 @@ fn publish_config_errors_name_file_line_and_column() {
         app("\"127.0.0.1:18080\", \"127.0.0.1:18081:80\"", ""),
     )
     .unwrap();
-    std::fs::write(
-        dir.path().join("b.toml"),
-        app("\"0.0.0.0:18081\"", ""),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("b.toml"), app("\"0.0.0.0:18081\"", "")).unwrap();
     std::fs::write(dir.path().join("c.toml"), app("\"localhost:80\"", "")).unwrap();
     std::fs::write(
         dir.path().join("d.toml"),
@@ -305,11 +325,69 @@ fn publish_config_errors_name_file_line_and_column() {
     let e = String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout);
     let d = dir.path().display();
     for want in [
-        format!("{d}/b.toml:5:12: key `sandbox.publish`: 0.0.0.0:18081 is already published by app \"a\" ({d}/a.toml:5:31)"),
+        format!(
+            "{d}/b.toml:5:12: key `sandbox.publish`: 0.0.0.0:18081 is already published by app \"a\" ({d}/a.toml:5:31)"
+        ),
         format!("{d}/c.toml:5:12: key `sandbox.publish`: \"localhost\" is not an IP address"),
         format!("{d}/d.toml:6:11: key `sandbox.publish`: is for network = \"none\""),
         format!("{d}/e.toml:5:12: key `sandbox.publish`: port 0 would be a port the kernel picks"),
     ] {
         assert!(e.contains(&want), "{want}\n---\n{e}");
     }
+}
+
+#[test]
+fn without_root_the_listener_says_why_it_does_not_forward() {
+    if skip("without_root_the_listener_says_why_it_does_not_forward") {
+        return;
+    }
+    // paddock as nobody: a sandbox falls back to level bundle (userns = false), or runs
+    // rootless in a network namespace of its own user namespace, which paddock cannot enter.
+    let (a, b) = (free_port(), free_port());
+    let app = |port: u16, extra: &str| {
+        format!(
+            "isolation = \"sandbox\"\nbundle = \"busybox\"\ncommand = [\"busybox\", \"sleep\", \"100\"]\n{extra}\
+             [sandbox]\npublish = [\"127.0.0.1:{port}:8000\"]\n"
+        )
+    };
+    let fallback = format!("{}userns = false\n", app(a, "fallback = \"bundle\"\n"));
+    let rootless = app(b, "");
+    let p = Paddock::with_apps(
+        "publish-rootless",
+        &[("fallback", &fallback), ("rootless", &rootless)],
+    )
+    .start_as(65534, &["--store".as_ref(), store().as_os_str()]);
+    let st = p.wait_state("fallback", "READY", Duration::from_secs(20));
+    assert_eq!(st.isolation, "bundle");
+    let pp = &st.published[0];
+    assert!(pp.listening, "{st:?}");
+    assert!(
+        pp.error
+            .as_deref()
+            .is_some_and(|e| e.contains("not forwarding: the app runs at level bundle")),
+        "{st:?}"
+    );
+    let reset = |port: u16| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = vec![];
+        s.read_to_end(&mut buf).map_or(true, |_| buf.is_empty())
+    };
+    assert!(reset(a));
+    let unpriv = std::fs::read_to_string("/proc/sys/kernel/unprivileged_userns_clone")
+        .map_or(true, |s| s.trim() != "0");
+    if !unpriv {
+        eprintln!("(rootless part skipped: unprivileged user namespaces are off)");
+        return;
+    }
+    let st = p.wait_state("rootless", "READY", Duration::from_secs(20));
+    assert_eq!(st.isolation, "sandbox");
+    assert!(
+        st.published[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("paddock is not root")),
+        "{st:?}"
+    );
+    assert!(reset(b));
 }

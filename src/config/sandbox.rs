@@ -408,7 +408,10 @@ fn publish_entry(text: &str) -> Result<(SocketAddr, u16), String> {
         (IpAddr::V4(a), ports)
     };
     let (host_port, inside) = match ports.split_once(':') {
-        Some((h, i)) => (publish_port(h, "host port")?, publish_port(i, "port inside")?),
+        Some((h, i)) => (
+            publish_port(h, "host port")?,
+            publish_port(i, "port inside")?,
+        ),
         None => {
             let p = publish_port(ports, "port")?;
             (p, p)
@@ -460,7 +463,11 @@ fn parse_publish(cx: &mut FileCtx, raw: &RawSandbox, spec: &mut SandboxSpec) {
                 continue;
             }
         };
-        if let Some(prev) = spec.publish.iter().find(|p| publish_overlaps(&p.host, &host)) {
+        if let Some(prev) = spec
+            .publish
+            .iter()
+            .find(|p| publish_overlaps(&p.host, &host))
+        {
             cx.err_at(
                 Some(e.span()),
                 "sandbox.publish",
@@ -497,12 +504,17 @@ pub(super) fn refuse_publish(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>
 }
 
 /// Host addresses published by two apps (both could not be bound), as errors at the second.
-pub fn check_publish(apps: &std::collections::BTreeMap<String, super::AppSpec>) -> Vec<super::ConfigError> {
+pub fn check_publish(
+    apps: &std::collections::BTreeMap<String, super::AppSpec>,
+) -> Vec<super::ConfigError> {
     let mut errors = vec![];
     let mut seen: Vec<(&super::AppSpec, &Publish)> = vec![];
     for a in apps.values() {
         for p in a.sandbox.iter().flat_map(|s| &s.publish) {
-            if let Some((other, q)) = seen.iter().find(|(_, q)| publish_overlaps(&q.host, &p.host)) {
+            if let Some((other, q)) = seen
+                .iter()
+                .find(|(_, q)| publish_overlaps(&q.host, &p.host))
+            {
                 errors.push(super::ConfigError {
                     file: a.file.clone(),
                     line: p.at.0.0,
@@ -569,8 +581,14 @@ mod tests {
     #[test]
     fn publish_entries() {
         let ok = |t: &str| publish_entry(t).unwrap();
-        assert_eq!(ok("127.0.0.1:8080"), ("127.0.0.1:8080".parse().unwrap(), 8080));
-        assert_eq!(ok("127.0.0.1:8081:80"), ("127.0.0.1:8081".parse().unwrap(), 80));
+        assert_eq!(
+            ok("127.0.0.1:8080"),
+            ("127.0.0.1:8080".parse().unwrap(), 8080)
+        );
+        assert_eq!(
+            ok("127.0.0.1:8081:80"),
+            ("127.0.0.1:8081".parse().unwrap(), 80)
+        );
         assert_eq!(ok("[::1]:8080"), ("[::1]:8080".parse().unwrap(), 8080));
         assert_eq!(ok("[::]:8080:80"), ("[::]:8080".parse().unwrap(), 80));
         let err = |t: &str| publish_entry(t).unwrap_err();
@@ -671,4 +689,3 @@ mod tests {
         );
     }
 }
-

@@ -60,7 +60,11 @@ struct Shared {
     host: SocketAddr,
     route: Mutex<Route>,
     log: Mutex<LogLimit>,
+    /// The same for the line saying that the connection limit is reached.
+    log_full: Mutex<LogLimit>,
     factory: mpsc::Sender<Req>,
+    /// Connections in flight across all published addresses (two descriptors each).
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 #[derive(Default)]
@@ -72,7 +76,11 @@ struct LogLimit {
 impl Shared {
     /// One line to paddock's stderr, at most one a second per address.
     fn log(&self, line: String) {
-        let mut l = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        Self::limited(&self.log, line)
+    }
+
+    fn limited(limit: &Mutex<LogLimit>, line: String) {
+        let mut l = limit.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if l.last
             .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
@@ -115,6 +123,20 @@ pub struct Publisher {
     entries: BTreeMap<SocketAddr, Entry>,
     targets: HashMap<Arc<str>, Target>,
     factory: Option<mpsc::Sender<Req>>,
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// How many forwarded connections may be open at once, across all published addresses: a
+/// quarter of paddock's descriptor limit (each takes two), so that clients of a published port
+/// cannot take the descriptors paddock needs to supervise. Further clients wait in the
+/// listen backlog.
+pub fn max_connections() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft);
+        (soft / 4).clamp(64, 16384) as usize
+    })
 }
 
 impl Publisher {
@@ -176,6 +198,10 @@ impl Publisher {
                 f
             }
         };
+        let slots = self
+            .slots
+            .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max_connections())))
+            .clone();
         let listener = bind(host).map_err(|e| {
             let hint = match e.raw_os_error() {
                 Some(libc::EADDRINUSE) => {
@@ -195,7 +221,9 @@ impl Publisher {
                 target,
             }),
             log: Mutex::new(LogLimit::default()),
+            log_full: Mutex::new(LogLimit::default()),
             factory,
+            slots,
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(Live { shared, task })
@@ -333,9 +361,30 @@ fn bind(host: SocketAddr) -> io::Result<TcpListener> {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
+        let slot = match shared.slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                Shared::limited(
+                    &shared.log_full,
+                    format!(
+                        "paddock: publish {}: {} connections are open through published ports, the most paddock forwards at once; new clients wait",
+                        shared.host,
+                        max_connections()
+                    ),
+                );
+                let Ok(slot) = shared.slots.clone().acquire_owned().await else {
+                    return;
+                };
+                slot
+            }
+        };
         match listener.accept().await {
             Ok((client, peer)) => {
-                tokio::spawn(forward(shared.clone(), client, peer));
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    forward(shared, client, peer).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 let app = shared

@@ -391,3 +391,78 @@ fn without_root_the_listener_says_why_it_does_not_forward() {
     );
     assert!(reset(b));
 }
+
+#[test]
+fn forwarded_connections_are_capped_below_paddocks_descriptor_limit() {
+    if skip("forwarded_connections_are_capped_below_paddocks_descriptor_limit") {
+        return;
+    }
+    // paddock with 256 descriptors forwards at most 64 connections at once; the next client
+    // waits in the backlog (its request unanswered) until one of them closes.
+    let www = Scratch::new("publish-www3");
+    std::fs::write(www.path().join("index.html"), "capped\n").unwrap();
+    let host: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut p = Paddock::with_apps(
+        "publish-cap",
+        &[("web", &httpd(www.path(), &[format!("{host}:8000")]))],
+    )
+    .start_cmd(&["--store".as_ref(), store().as_os_str()], |c| {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setrlimit only, between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                let rl = libc::rlimit {
+                    rlim_cur: 256,
+                    rlim_max: 256,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+                Ok(())
+            })
+        };
+    });
+    let mut err = p.child.as_mut().unwrap().stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    p.wait_state("web", "READY", Duration::from_secs(20));
+    wait_for(Duration::from_secs(10), "web answers", || {
+        get(host, "/index.html").is_ok_and(|r| r.contains("capped"))
+    });
+    // 64 idle connections (httpd waits for their requests).
+    let held: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(host).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut waiting = TcpStream::connect(host).unwrap();
+    waiting
+        .write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let e = waiting.read(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "{e}"
+    );
+    // Supervision goes on meanwhile.
+    let o = p.cli(&["status", "web"]);
+    assert!(o.status.success(), "{o:?}");
+    drop(held);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut resp = String::new();
+    waiting.read_to_string(&mut resp).unwrap();
+    assert!(resp.contains("capped"), "{resp}");
+    drop(p);
+    let l = log.join().unwrap();
+    assert!(
+        l.contains("64 connections are open through published ports, the most paddock forwards at once; new clients wait"),
+        "{l}"
+    );
+}

@@ -466,3 +466,63 @@ fn forwarded_connections_are_capped_below_paddocks_descriptor_limit() {
         "{l}"
     );
 }
+
+#[test]
+fn a_bundle_switch_moves_the_published_port_to_the_new_instance() {
+    if skip("a_bundle_switch_moves_the_published_port_to_the_new_instance") {
+        return;
+    }
+    // The site is part of the bundle: a new version of it is a new bundle id, and `update`
+    // starts the new instance (in a network namespace of its own) next to the old one.
+    let s = Scratch::new("publish-switch");
+    let (site, store) = (s.path().join("site"), s.path().join("store"));
+    std::fs::create_dir_all(&site).unwrap();
+    let recipe = site.join("site-bb.toml");
+    std::fs::write(
+        &recipe,
+        "entry = \"/usr/bin/busybox\"\ndata = [\"index.html\"]\n",
+    )
+    .unwrap();
+    let build = |v: &str| {
+        std::fs::write(site.join("index.html"), format!("version {v}\n")).unwrap();
+        let o = Command::new(BIN)
+            .args(["bundle", "build"])
+            .arg(&recipe)
+            .arg("--store")
+            .arg(&store)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    build("1");
+    let host: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let app = format!(
+        "isolation = \"sandbox\"\nbundle = \"site-bb\"\n\
+         command = [\"busybox\", \"httpd\", \"-f\", \"-p\", \"127.0.0.1:8000\", \"-h\", \"{}\"]\n\
+         [sandbox]\npublish = [\"{host}:8000\"]\n",
+        site.display()
+    );
+    let p = Paddock::with_apps("publish-switch", &[("web", &app)])
+        .start_with(&["--store".as_ref(), store.as_os_str()]);
+    let first = p.wait_state("web", "READY", Duration::from_secs(20)).pid;
+    wait_for(Duration::from_secs(10), "version 1", || {
+        get(host, "/index.html").is_ok_and(|r| r.contains("version 1"))
+    });
+    let inode = listener_inode(host);
+    build("2");
+    let o = p.cli(&["update"]);
+    assert!(o.status.success(), "{o:?}");
+    wait_for(
+        Duration::from_secs(10),
+        "version 2 through the same port",
+        || get(host, "/index.html").is_ok_and(|r| r.contains("version 2")),
+    );
+    assert_eq!(listener_inode(host), inode);
+    wait_for(Duration::from_secs(10), "the old instance gone", || {
+        first.is_some_and(|pid| !alive(pid))
+    });
+    let st = p.app("web");
+    assert_eq!(st.published.len(), 1, "{st:?}");
+    assert!(st.published[0].error.is_none(), "{st:?}");
+    assert_eq!(p.status().len(), 1);
+}

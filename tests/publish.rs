@@ -1,8 +1,11 @@
 //! `[sandbox] publish` against the real kernel: a busybox httpd sandboxed with
-//! `network = "none"` answers host clients through the port paddock publishes; the listener
-//! stays bound across the app's restarts and closes when `update` removes the app; a published
-//! port with nothing listening inside resets its clients while the others are served; config
-//! errors name the file, line and column.
+//! `network = "none"` answers host clients through the port paddock publishes (IPv4, IPv6,
+//! curl, half-close); the listener stays bound across the app's restarts and stops, follows a
+//! bundle switch to the new instance, and closes when `update` removes the app; a published port
+//! with nothing listening inside resets its clients while the others are served, without a
+//! descriptor left behind; an address in use fails the start with the reason until it is free;
+//! forwarded connections are capped below paddock's descriptor limit; without root the listener
+//! says why it does not forward; config errors name the file, line and column.
 //!
 //! Needs root (CI runs as root) and Debian's busybox.
 
@@ -525,4 +528,39 @@ fn a_bundle_switch_moves_the_published_port_to_the_new_instance() {
     assert_eq!(st.published.len(), 1, "{st:?}");
     assert!(st.published[0].error.is_none(), "{st:?}");
     assert_eq!(p.status().len(), 1);
+}
+
+#[test]
+fn an_address_in_use_fails_the_start_with_the_reason_and_is_tried_again() {
+    if skip("an_address_in_use_fails_the_start_with_the_reason_and_is_tried_again") {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = taken.local_addr().unwrap();
+    let www = Scratch::new("publish-www4");
+    std::fs::write(www.path().join("index.html"), "bound at last\n").unwrap();
+    let app = format!(
+        "{}[restart]\nbackoff_initial = \"200ms\"\nbackoff_max = \"200ms\"\nmax_failures = 1000\n",
+        httpd(www.path(), &[format!("{host}:8000")])
+    );
+    let (p, _log) = serve("publish-inuse", &[("web", &app)]);
+    let mut last = String::new();
+    wait_for(Duration::from_secs(10), "the reason in status", || {
+        let st = p.app("web");
+        last = format!("{st:?}");
+        st.pid.is_none()
+            && st.published.first().is_some_and(|pp| {
+                !pp.listening
+                    && pp.error.as_deref().is_some_and(|e| {
+                        e.contains(&format!("publish {host}: Address already in use"))
+                    })
+            })
+    });
+    assert!(!last.is_empty());
+    drop(taken);
+    p.wait_state("web", "READY", Duration::from_secs(10));
+    wait_for(Duration::from_secs(10), "an answer once bound", || {
+        get(host, "/index.html").is_ok_and(|r| r.contains("bound at last"))
+    });
+    assert!(p.app("web").published[0].listening);
 }

@@ -281,14 +281,14 @@ impl Publisher {
             (t, _) => t.map(Arc::new),
         };
         for e in self.entries.values() {
-            if e.app == name {
-                if let Ok(live) = &e.state {
-                    live.shared
-                        .route
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .target = target.clone();
-                }
+            if e.app == name
+                && let Ok(live) = &e.state
+            {
+                live.shared
+                    .route
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .target = target.clone();
             }
         }
         self.targets.insert(name, target);

@@ -72,10 +72,11 @@ fn serve_until_ready(dir: &Path, store: &Path, n: usize) -> Duration {
         .expect("paddock serve");
     let client = Client::new(&sock);
     let d = loop {
-        if let Ok((_, l)) = client.json::<StatusList>("GET", "/v1/apps") {
-            if l.apps.len() == n && l.apps.iter().all(|a| a.state == "READY") {
-                break t.elapsed();
-            }
+        if let Ok((_, l)) = client.json::<StatusList>("GET", "/v1/apps")
+            && l.apps.len() == n
+            && l.apps.iter().all(|a| a.state == "READY")
+        {
+            break t.elapsed();
         }
         if t.elapsed() > Duration::from_secs(120) {
             panic!("apps not READY after 2 minutes");

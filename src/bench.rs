@@ -415,10 +415,10 @@ fn restarts(s: &Serve, level: &str, n: usize) -> Result<Vec<f64>, String> {
         }
         if e.from == "READY" {
             left = Some(e);
-        } else if e.to == "READY" {
-            if let Some(l) = left.take() {
-                out.push(us(&l, &e));
-            }
+        } else if e.to == "READY"
+            && let Some(l) = left.take()
+        {
+            out.push(us(&l, &e));
         }
     }
     s.post(&format!("/v1/apps/{app}/stop?wait=true"))?;

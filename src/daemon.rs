@@ -380,10 +380,10 @@ impl Supervisor {
                     Err(e) => return (app, Some(Err(e))),
                 };
                 // A sandboxed app's check is a program of its bundle, run inside its sandbox.
-                if let Ok(a) = &app {
-                    if let Some(check) = Prepared::check_in(a, &s, command, &self.base_env) {
-                        return (app, Some(check.map(Arc::new)));
-                    }
+                if let Ok(a) = &app
+                    && let Some(check) = Prepared::check_in(a, &s, command, &self.base_env)
+                {
+                    return (app, Some(check.map(Arc::new)));
                 }
                 c.command = command.clone();
                 // Other levels: the check is a host program, run as the app's user.
@@ -470,12 +470,11 @@ impl Supervisor {
             app.notify = None;
             app.ready_w = None;
         }
-        if spec.limits != app.spec.limits {
-            if let Some(cg) = app.cgroup.as_mut() {
-                if let Err(e) = cg.apply(&spec.limits.cgroup()) {
-                    eprintln!("paddock: {}: new [limits]: {e}", app.name);
-                }
-            }
+        if spec.limits != app.spec.limits
+            && let Some(cg) = app.cgroup.as_mut()
+            && let Err(e) = cg.apply(&spec.limits.cgroup())
+        {
+            eprintln!("paddock: {}: new [limits]: {e}", app.name);
         }
         app.prepared = prepared;
         app.check = check;
@@ -852,18 +851,17 @@ impl Supervisor {
                             // A sandboxed app is PID 1 of its namespace, where the kernel
                             // drops a signal it does not handle: give it what a plain process
                             // would get from that signal.
-                            if let (Some(pid), Ok(p)) = (app.pid, &app.prepared) {
-                                if p.sandbox_summary().is_some()
-                                    && crate::sandbox::init_drops(pid, sig)
-                                {
-                                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                                }
+                            if let (Some(pid), Ok(p)) = (app.pid, &app.prepared)
+                                && p.sandbox_summary().is_some()
+                                && crate::sandbox::init_drops(pid, sig)
+                            {
+                                unsafe { libc::kill(pid, libc::SIGKILL) };
                             }
                         }
-                        if let Some(pg) = self.apps[idx].as_ref().and_then(|a| a.pgid) {
-                            if unsafe { libc::kill(-pg, sig) } != 0 {
-                                unsafe { libc::kill(pg, sig) };
-                            }
+                        if let Some(pg) = self.apps[idx].as_ref().and_then(|a| a.pgid)
+                            && unsafe { libc::kill(-pg, sig) } != 0
+                        {
+                            unsafe { libc::kill(pg, sig) };
                         }
                     }
                     Action::KillGroup => {
@@ -876,10 +874,10 @@ impl Supervisor {
                             }
                             // The whole cgroup: also what left the process group (setsid,
                             // double forks). A restart waits for it to be empty (ensure_cgroup).
-                            if let Some(cg) = &app.cgroup {
-                                if let Err(e) = cg.kill() {
-                                    eprintln!("paddock: {}: killing its cgroup: {e}", app.name);
-                                }
+                            if let Some(cg) = &app.cgroup
+                                && let Err(e) = cg.kill()
+                            {
+                                eprintln!("paddock: {}: killing its cgroup: {e}", app.name);
                             }
                         }
                     }
@@ -888,10 +886,10 @@ impl Supervisor {
                     Action::RunHealthCheck => self.run_check(idx),
                 }
             }
-            if let Some(app) = self.apps[idx].as_ref() {
-                if app.m.state() != step_from {
-                    self.publish(app, step_from, step_t);
-                }
+            if let Some(app) = self.apps[idx].as_ref()
+                && app.m.state() != step_from
+            {
+                self.publish(app, step_from, step_t);
             }
         }
         self.after_change(idx, before);
@@ -936,10 +934,10 @@ impl Supervisor {
         };
         let (state, down, remove) = (app.m.state(), app.m.state().is_down(), app.remove_when_down);
         if state != before {
-            if state != State::Stopping {
-                if let Some(a) = self.apps[idx].as_mut() {
-                    a.stop_why.clear();
-                }
+            if state != State::Stopping
+                && let Some(a) = self.apps[idx].as_mut()
+            {
+                a.stop_why.clear();
             }
             if state == State::Fatal
                 && !self.shutting_down
@@ -1007,10 +1005,8 @@ impl Supervisor {
             }
             let ok = self.waiting_for(app).is_empty();
             if ok != app.m.deps_ok() {
-                if !ok {
-                    if let Some(a) = self.apps[idx].as_mut() {
-                        a.stop_why = "a required app went away".into();
-                    }
+                if !ok && let Some(a) = self.apps[idx].as_mut() {
+                    a.stop_why = "a required app went away".into();
                 }
                 self.feed(idx, Event::Deps(ok));
             }

@@ -774,10 +774,10 @@ fn bench(a: BenchArgs) -> ExitCode {
     } else {
         print!("{}", paddock::bench::table(&report));
     }
-    if let Some(p) = a.svg {
-        if let Err(e) = std::fs::write(&p, paddock::bench::svg(&report)) {
-            return fail(format!("{}: {e}", p.display()));
-        }
+    if let Some(p) = a.svg
+        && let Err(e) = std::fs::write(&p, paddock::bench::svg(&report))
+    {
+        return fail(format!("{}: {e}", p.display()));
     }
     ExitCode::SUCCESS
 }

@@ -344,7 +344,7 @@ fn user_namespace_maps_the_app_to_an_unprivileged_host_uid() {
     let host_uid: u32 = uid.split_whitespace().nth(1).unwrap().parse().unwrap();
     // A range of its own, between systemd-nspawn's bounds: never a real user's uid.
     assert!(
-        (0x80000..0x6fff_0000).contains(&host_uid) && host_uid % 65536 == 0,
+        (0x80000..0x6fff_0000).contains(&host_uid) && host_uid.is_multiple_of(65536),
         "host view: {uid}"
     );
     let summary = st.sandbox.unwrap_or_default();

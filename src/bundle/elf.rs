@@ -72,12 +72,11 @@ impl Abi {
     /// What `$LIB` expands to: Debian's loader uses its multiarch directory, others `lib64` or
     /// `lib`.
     pub fn lib_dst(&self) -> String {
-        if let Some(t) = self.triplet() {
-            if std::path::Path::new("/lib").join(t).is_dir()
-                || std::path::Path::new("/usr/lib").join(t).is_dir()
-            {
-                return format!("lib/{t}");
-            }
+        if let Some(t) = self.triplet()
+            && (std::path::Path::new("/lib").join(t).is_dir()
+                || std::path::Path::new("/usr/lib").join(t).is_dir())
+        {
+            return format!("lib/{t}");
         }
         if self.class64 { "lib64" } else { "lib" }.into()
     }

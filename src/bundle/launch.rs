@@ -261,11 +261,11 @@ impl BundleLaunch {
             }
             (Some(_), LaunchMode::LdLibraryPath) => {
                 let mut lp = self.library_path_value(inside);
-                if let Some(own) = app_env.get("LD_LIBRARY_PATH") {
-                    if !own.is_empty() {
-                        lp.push(":");
-                        lp.push(own);
-                    }
+                if let Some(own) = app_env.get("LD_LIBRARY_PATH")
+                    && !own.is_empty()
+                {
+                    lp.push(":");
+                    lp.push(own);
                 }
                 env.push(("LD_LIBRARY_PATH".into(), lp));
                 let argv = std::iter::once(OsString::from(argv0)).chain(rest).collect();

@@ -420,16 +420,16 @@ pub fn parse(file: &Path, src: &str) -> Result<Manifest, String> {
                 format!("program {} is not a file of the bundle", p.path),
             ));
         }
-        if let Some(i) = &p.interpreter {
-            if m.resolve(i).is_none() {
-                return Err(at(
-                    sp,
-                    format!(
-                        "program {}: its interpreter {i} is not in the bundle",
-                        p.path
-                    ),
-                ));
-            }
+        if let Some(i) = &p.interpreter
+            && m.resolve(i).is_none()
+        {
+            return Err(at(
+                sp,
+                format!(
+                    "program {}: its interpreter {i} is not in the bundle",
+                    p.path
+                ),
+            ));
         }
         m.programs.push(ProgramEntry {
             path: p.path.clone(),
@@ -485,13 +485,14 @@ impl Bundle {
         let bytes = std::fs::read(&file)
             .map_err(|e| format!("{}: {}", file.display(), crate::util::io_reason(&e)))?;
         let id = super::sha256_bytes(&bytes);
-        if let Some(n) = dir.file_name().and_then(|n| n.to_str()) {
-            if super::is_id(n) && n != id {
-                return Err(format!(
-                    "{}: its sha256 is {id}, but the bundle is {n}: the manifest was changed after the bundle was built; rebuild it",
-                    file.display()
-                ));
-            }
+        if let Some(n) = dir.file_name().and_then(|n| n.to_str())
+            && super::is_id(n)
+            && n != id
+        {
+            return Err(format!(
+                "{}: its sha256 is {id}, but the bundle is {n}: the manifest was changed after the bundle was built; rebuild it",
+                file.display()
+            ));
         }
         let src = String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", file.display()))?;
         let manifest = parse(&file, &src)?;

@@ -268,10 +268,10 @@ impl Resolver<'_> {
                 .map(str::to_string)
                 .collect();
             for v in hits {
-                if let Some(p) = normalize(&v) {
-                    if self.try_candidate(&p, &abi, &mut notes) {
-                        return Ok((p, "ld.so.cache".into(), true));
-                    }
+                if let Some(p) = normalize(&v)
+                    && self.try_candidate(&p, &abi, &mut notes)
+                {
+                    return Ok((p, "ld.so.cache".into(), true));
                 }
             }
             for d in abi.default_dirs() {

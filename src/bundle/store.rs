@@ -475,13 +475,13 @@ pub fn remove_tree(p: &Path) -> std::io::Result<()> {
 }
 
 fn make_writable(p: &Path) {
-    if let Ok(m) = std::fs::symlink_metadata(p) {
-        if m.is_dir() {
-            let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
-            if let Ok(rd) = std::fs::read_dir(p) {
-                for e in rd.flatten() {
-                    make_writable(&e.path());
-                }
+    if let Ok(m) = std::fs::symlink_metadata(p)
+        && m.is_dir()
+    {
+        let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755));
+        if let Ok(rd) = std::fs::read_dir(p) {
+            for e in rd.flatten() {
+                make_writable(&e.path());
             }
         }
     }

@@ -398,10 +398,10 @@ fn resolve_identity(
                 id.gid = pw.gid.as_raw();
                 id.home = Some(pw.dir.clone());
                 id.user = Some(pw.name.clone());
-                if let Ok(cname) = CString::new(pw.name.as_str()) {
-                    if let Ok(gs) = nix::unistd::getgrouplist(&cname, pw.gid) {
-                        id.groups = gs.iter().map(|g| g.as_raw()).collect();
-                    }
+                if let Ok(cname) = CString::new(pw.name.as_str())
+                    && let Ok(gs) = nix::unistd::getgrouplist(&cname, pw.gid)
+                {
+                    id.groups = gs.iter().map(|g| g.as_raw()).collect();
                 }
             }
             Ok(None) => {

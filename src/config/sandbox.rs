@@ -247,19 +247,17 @@ pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> Sand
                 );
                 continue;
             }
-            if must_exist {
-                if let Err(e) = std::fs::metadata(&path) {
-                    cx.err_at(
-                        Some(p.span()),
-                        key,
-                        format!(
-                            "{}: {} on this host; create it, or remove it from the list",
-                            path.display(),
-                            crate::util::io_reason(&e)
-                        ),
-                    );
-                    continue;
-                }
+            if must_exist && let Err(e) = std::fs::metadata(&path) {
+                cx.err_at(
+                    Some(p.span()),
+                    key,
+                    format!(
+                        "{}: {} on this host; create it, or remove it from the list",
+                        path.display(),
+                        crate::util::io_reason(&e)
+                    ),
+                );
+                continue;
             }
             seen.push((path.clone(), key));
             out.push(path);

@@ -39,13 +39,13 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 && !d.is_zero() {
         format!("{}us", d.as_micros())
-    } else if ms % 1000 != 0 || ms == 0 {
+    } else if !ms.is_multiple_of(1000) || ms == 0 {
         if ms == 0 {
             "0s".into()
         } else {
             format!("{ms}ms")
         }
-    } else if ms % 60_000 != 0 {
+    } else if !ms.is_multiple_of(60_000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{}m", ms / 60_000)
@@ -124,7 +124,7 @@ pub fn format_size(n: u64) -> String {
         ("B", 1),
     ];
     for (u, m) in UNITS {
-        if n >= m && n % m == 0 {
+        if n >= m && n.is_multiple_of(m) {
             return format!("{}{u}", n / m);
         }
     }

@@ -224,14 +224,14 @@ pub(super) fn refuse_for_native(cx: &mut FileCtx, k: &RawWasmKeys, level: Isolat
             "the [wasm] table is for isolation = \"wasm\" only",
         );
     }
-    if let Some(s) = k.sandbox {
-        if level != "sandbox" {
-            cx.err_at(
+    if let Some(s) = k.sandbox
+        && level != "sandbox"
+    {
+        cx.err_at(
                 Some(s.span()),
                 "sandbox",
                 format!("the [sandbox] table is for isolation = \"sandbox\" (or \"wasm\"); isolation = \"{level}\" runs the app unconfined"),
             );
-        }
     }
 }
 
@@ -435,15 +435,15 @@ pub(super) fn parse_wasm(
         }
     }
 
-    if let (Some(mem), Some(r)) = (limits.memory, k.limits) {
-        if mem > MAX_WASM_MEMORY {
-            cx.err_at(
-                r.get_ref().memory.as_ref().map(|m| m.span()),
-                "limits.memory",
-                "a wasm app's memory cannot exceed 4GiB (the wasm32 address space)",
-            );
-            ok = false;
-        }
+    if let (Some(mem), Some(r)) = (limits.memory, k.limits)
+        && mem > MAX_WASM_MEMORY
+    {
+        cx.err_at(
+            r.get_ref().memory.as_ref().map(|m| m.span()),
+            "limits.memory",
+            "a wasm app's memory cannot exceed 4GiB (the wasm32 address space)",
+        );
+        ok = false;
     }
     if let Some(span) = k
         .limits
@@ -459,15 +459,15 @@ pub(super) fn parse_wasm(
     let default_memory = limits.memory.is_none();
     limits.memory.get_or_insert(DEFAULT_WASM_MEMORY);
     limits.nofile.get_or_insert(DEFAULT_WASM_NOFILE);
-    if let (Some(cpu), Some(r)) = (limits.cpu, k.limits) {
-        if cpu > 1.0 {
-            cx.err_at(
-                r.get_ref().cpu.as_ref().map(|c| c.span()),
-                "limits.cpu",
-                "a wasm instance runs on one thread at a time: give a share of one core, 0 < cpu <= 1",
-            );
-            ok = false;
-        }
+    if let (Some(cpu), Some(r)) = (limits.cpu, k.limits)
+        && cpu > 1.0
+    {
+        cx.err_at(
+            r.get_ref().cpu.as_ref().map(|c| c.span()),
+            "limits.cpu",
+            "a wasm instance runs on one thread at a time: give a share of one core, 0 < cpu <= 1",
+        );
+        ok = false;
     }
 
     let mut net = NetPolicy::default();

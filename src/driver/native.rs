@@ -559,10 +559,10 @@ unsafe fn child(
                     .unwrap_or(0) as u8;
                 report_and_exit(report, SANDBOX_STEP + n, f.errno, f.idx);
             }
-        } else if let Some(w) = &p.workdir {
-            if libc::chdir(w.as_ptr()) < 0 {
-                fail(report, Step::Chdir);
-            }
+        } else if let Some(w) = &p.workdir
+            && libc::chdir(w.as_ptr()) < 0
+        {
+            fail(report, Step::Chdir);
         }
         if let (None, Some((uid, gid, groups))) = (&p.sandbox, &p.creds) {
             // Raw syscalls: glibc's wrappers would apply the change to paddock's other threads.

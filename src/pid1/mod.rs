@@ -73,18 +73,17 @@ pub fn load_global(path: &Path, required: bool) -> Result<Global, String> {
         let (line, col) = e.span().map_or((0, 0), |s| crate::config::line_col(&src, s.start));
         format!("{}:{line}:{col}: {} (keys: hostname, log_dir, state_dir, socket, shutdown_timeout, on_exit)", path.display(), e.message().trim())
     })?;
-    if let Some(h) = &raw.hostname {
-        if h.is_empty()
+    if let Some(h) = &raw.hostname
+        && (h.is_empty()
             || h.len() > 64
             || !h
                 .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
-        {
-            return Err(format!(
-                "{}: hostname \"{h}\" must be 1 to 64 letters, digits, '-' or '.'",
-                path.display()
-            ));
-        }
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+    {
+        return Err(format!(
+            "{}: hostname \"{h}\" must be 1 to 64 letters, digits, '-' or '.'",
+            path.display()
+        ));
     }
     for (k, p) in [
         ("log_dir", &raw.log_dir),

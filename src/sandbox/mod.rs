@@ -799,12 +799,12 @@ fn etc_files(
         .join(name);
     let mut passwd = String::from("root:x:0:0:root:/root:/bin/sh\n");
     let mut group = String::from("root:x:0:\n");
-    if let Some(id) = identity {
-        if let (Some(user), true) = (&id.user, id.uid != 0 && id.uid != 65534) {
-            let home = id.home.as_deref().unwrap_or(Path::new("/")).display();
-            passwd.push_str(&format!("{user}:x:{}:{}::{home}:/bin/sh\n", id.uid, id.gid));
-            group.push_str(&format!("{user}:x:{}:\n", id.gid));
-        }
+    if let Some(id) = identity
+        && let (Some(user), true) = (&id.user, id.uid != 0 && id.uid != 65534)
+    {
+        let home = id.home.as_deref().unwrap_or(Path::new("/")).display();
+        passwd.push_str(&format!("{user}:x:{}:{}::{home}:/bin/sh\n", id.uid, id.gid));
+        group.push_str(&format!("{user}:x:{}:\n", id.gid));
     }
     passwd.push_str("nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
     group.push_str("nogroup:x:65534:\n");

@@ -722,11 +722,11 @@ impl Machine {
                 }
             }
             Event::Timer(TimerKind::Watchdog) => {
-                if self.up_and_alive() {
-                    if let Some(w) = self.policy.watchdog {
-                        let t = crate::config::units::format_duration(w);
-                        self.fail(format!("watchdog: no WATCHDOG=1 for {t}"), now, out);
-                    }
+                if self.up_and_alive()
+                    && let Some(w) = self.policy.watchdog
+                {
+                    let t = crate::config::units::format_duration(w);
+                    self.fail(format!("watchdog: no WATCHDOG=1 for {t}"), now, out);
                 }
             }
             Event::Timer(TimerKind::HealthCheck) => {

@@ -157,14 +157,14 @@ impl Cache {
         }
         let artifact = build()?;
         let t = deserialize(&artifact)?;
-        if let Some(p) = &path {
-            if let Err(e) = write_entry(p, &artifact) {
-                eprintln!(
-                    "paddock: wasm cache: cannot write {}: {}; the module will be compiled again at the next start",
-                    p.display(),
-                    crate::util::io_reason(&e)
-                );
-            }
+        if let Some(p) = &path
+            && let Err(e) = write_entry(p, &artifact)
+        {
+            eprintln!(
+                "paddock: wasm cache: cannot write {}: {}; the module will be compiled again at the next start",
+                p.display(),
+                crate::util::io_reason(&e)
+            );
         }
         Ok((
             t,

@@ -307,13 +307,13 @@ impl<W> Guest<W> {
             }
             *left -= 1;
         }
-        if let Some(cpu) = &mut self.cpu {
-            if let Some(pause) = cpu.charge(Instant::now(), self.shared.busy_now()) {
-                return Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::time::sleep(pause)),
-                ));
-            }
+        if let Some(cpu) = &mut self.cpu
+            && let Some(pause) = cpu.charge(Instant::now(), self.shared.busy_now())
+        {
+            return Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::time::sleep(pause)),
+            ));
         }
         // Let the other tasks on this worker run.
         Ok(UpdateDeadline::Yield(1))
@@ -491,12 +491,12 @@ impl MapBudget {
         if live < self.cap.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if let Ok(r) = self.refused.lock() {
-            if let Some((n, at, why)) = &*r {
-                if live >= *n && at.elapsed() < Duration::from_secs(5) {
-                    return Err(why.clone());
-                }
-            }
+        if let Ok(r) = self.refused.lock()
+            && let Some((n, at, why)) = &*r
+            && live >= *n
+            && at.elapsed() < Duration::from_secs(5)
+        {
+            return Err(why.clone());
         }
         let max = max_map_count();
         let now = count_maps();
@@ -562,10 +562,10 @@ impl Ticker {
         Ok(t)
     }
     fn enter(&self) {
-        if self.active.fetch_add(1, Ordering::SeqCst) == 0 {
-            if let Some(th) = self.thread.get() {
-                th.unpark();
-            }
+        if self.active.fetch_add(1, Ordering::SeqCst) == 0
+            && let Some(th) = self.thread.get()
+        {
+            th.unpark();
         }
     }
     fn leave(&self) {
@@ -799,10 +799,10 @@ impl Inner {
         let cell = if fuel { &self.fueled } else { &self.plain };
         cell.get_or_init(|| {
             let f = Flavor::new(&self.opts, fuel).map(Arc::new);
-            if let Ok(f) = &f {
-                if let Ok(mut e) = self.ticker.engines.lock() {
-                    e.push(f.engine.clone());
-                }
+            if let Ok(f) = &f
+                && let Ok(mut e) = self.ticker.engines.lock()
+            {
+                e.push(f.engine.clone());
             }
             f
         })
@@ -824,15 +824,14 @@ impl Inner {
             .lock()
             .ok()
             .and_then(|h| h.get(&w.module).filter(|(s, _)| *s == w.stamp).map(|x| x.1));
-        if let Some(sha) = known {
-            if let Some(r) = self
+        if let Some(sha) = known
+            && let Some(r) = self
                 .modules
                 .lock()
                 .ok()
                 .and_then(|m| m.get(&(fuel, sha)).cloned())
-            {
-                return r;
-            }
+        {
+            return r;
         }
         let (sha, bytes) = self.module_hash(w)?;
         if let Ok(mut h) = self.hashes.lock() {

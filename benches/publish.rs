@@ -82,6 +82,43 @@ impl Drop for Serve {
     }
 }
 
+/// Times `op(true)` (through the published port) and `op(false)` (directly) `rounds` times each,
+/// alternating which goes first so neither always follows the other, and prints both with the
+/// difference and paddock's CPU (`pid`) per published operation.
+fn side_by_side(
+    title: &str,
+    per: &str,
+    rounds: usize,
+    pid: u32,
+    hz: f64,
+    mut op: impl FnMut(bool),
+) {
+    let (mut t_pub, mut t_host) = (vec![], vec![]);
+    let cpu0 = cpu_ticks(pid);
+    for i in 0..rounds {
+        for published in [i % 2 == 0, i % 2 != 0] {
+            let t = Instant::now();
+            op(published);
+            if published {
+                t_pub.push(t.elapsed());
+            } else {
+                t_host.push(t.elapsed());
+            }
+        }
+    }
+    let ticks = cpu_ticks(pid) - cpu0;
+    println!("{title}");
+    let (a, b) = (stats(t_pub), stats(t_host));
+    row("through the published port", a);
+    row("network = \"host\", directly", b);
+    println!(
+        "  cost of the published port: {:+.1} µs median, {:+.1} µs p99; paddock's CPU {:.1} µs per forwarded {per}",
+        (a.0.as_secs_f64() - b.0.as_secs_f64()) * 1e6,
+        (a.1.as_secs_f64() - b.1.as_secs_f64()) * 1e6,
+        ticks as f64 / hz * 1e6 / rounds as f64
+    );
+}
+
 fn row(what: &str, (med, p99): (Duration, Duration)) {
     println!(
         "  {what:44} median {:>7.1} µs   p99 {:>7.1} µs",
@@ -194,42 +231,22 @@ fn main() {
         "published port vs network = \"host\", side by side (paddock's runtime forwards; one helper thread makes sockets in the app's namespace)"
     );
     let rounds = if quick { 300 } else { 3000 };
-    let (mut t_pub, mut t_host) = (vec![], vec![]);
     for _ in 0..20 {
         http_once(wp).unwrap();
         http_once(wh).unwrap();
     }
-    let cpu0 = cpu_ticks(serve.0.id());
-    for i in 0..rounds {
-        // Alternate which goes first, so neither always follows the other.
-        let order = if i % 2 == 0 {
-            [true, false]
-        } else {
-            [false, true]
-        };
-        for published in order {
-            let t = Instant::now();
-            http_once(if published { wp } else { wh }).unwrap();
-            if published {
-                t_pub.push(t.elapsed());
-            } else {
-                t_host.push(t.elapsed());
-            }
-        }
-    }
-    let ticks = cpu_ticks(serve.0.id()) - cpu0;
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    println!(
-        "per connection (connect, GET of a 6-byte file from busybox httpd, close), {rounds} each:"
-    );
-    let (a, b) = (stats(t_pub), stats(t_host));
-    row("through the published port", a);
-    row("network = \"host\", directly", b);
-    println!(
-        "  cost of the published port: {:+.1} µs median, {:+.1} µs p99; paddock's CPU {:.1} µs per forwarded connection",
-        (a.0.as_secs_f64() - b.0.as_secs_f64()) * 1e6,
-        (a.1.as_secs_f64() - b.1.as_secs_f64()) * 1e6,
-        ticks as f64 / hz * 1e6 / rounds as f64
+    side_by_side(
+        &format!(
+            "per connection (connect, GET of a 6-byte file from busybox httpd, close), {rounds} each:"
+        ),
+        "connection",
+        rounds,
+        serve.0.id(),
+        hz,
+        |published| {
+            http_once(if published { wp } else { wh }).unwrap();
+        },
     );
 
     if redis {
@@ -246,38 +263,17 @@ fn main() {
         wait_until("redis-host answers", || conn(rh).is_ok());
         let (mut sp, mut sh) = (conn(rp).unwrap(), conn(rh).unwrap());
         let n = if quick { 3000 } else { 30000 };
-        let (mut t_pub, mut t_host) = (vec![], vec![]);
         for _ in 0..200 {
             ping(&mut sp).unwrap();
             ping(&mut sh).unwrap();
         }
-        let cpu0 = cpu_ticks(serve.0.id());
-        for i in 0..n {
-            let order = if i % 2 == 0 {
-                [true, false]
-            } else {
-                [false, true]
-            };
-            for published in order {
-                let t = Instant::now();
-                ping(if published { &mut sp } else { &mut sh }).unwrap();
-                if published {
-                    t_pub.push(t.elapsed());
-                } else {
-                    t_host.push(t.elapsed());
-                }
-            }
-        }
-        let ticks = cpu_ticks(serve.0.id()) - cpu0;
-        println!("per request on a kept connection (redis PING/PONG), {n} each:");
-        let (a, b) = (stats(t_pub), stats(t_host));
-        row("through the published port", a);
-        row("network = \"host\", directly", b);
-        println!(
-            "  cost of the published port: {:+.1} µs median, {:+.1} µs p99; paddock's CPU {:.1} µs per forwarded request",
-            (a.0.as_secs_f64() - b.0.as_secs_f64()) * 1e6,
-            (a.1.as_secs_f64() - b.1.as_secs_f64()) * 1e6,
-            ticks as f64 / hz * 1e6 / n as f64
+        side_by_side(
+            &format!("per request on a kept connection (redis PING/PONG), {n} each:"),
+            "request",
+            n,
+            serve.0.id(),
+            hz,
+            |published| ping(if published { &mut sp } else { &mut sh }).unwrap(),
         );
     } else {
         println!("per request on a kept connection: skipped (needs /usr/bin/redis-server)");

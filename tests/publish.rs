@@ -19,42 +19,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 fn skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("SKIPPED {test}: needs root (paddock enters the app's network namespace)");
-        return true;
-    }
-    if !Path::new("/usr/bin/busybox").exists() {
-        eprintln!("SKIPPED {test}: needs /usr/bin/busybox (apt-get install busybox)");
-        return true;
-    }
-    false
+    skip_sandbox(
+        test,
+        "needs root (paddock enters the app's network namespace)",
+    )
 }
 
 fn store() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
-    STORE.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("paddock-t-publish-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let o = Command::new(BIN)
-            .args(["bundle", "build"])
-            .arg(format!(
-                "{}/bundles/busybox.toml",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .arg("--store")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let _ = Command::new("chmod")
-            .arg("-R")
-            .arg("a+rX")
-            .arg(&dir)
-            .status();
-        dir
-    })
+    STORE.get_or_init(|| bundle_store("publish", &[("/usr/bin/busybox", "busybox")]))
 }
 
 /// paddock serving `apps`, with its stderr collected.

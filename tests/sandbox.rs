@@ -12,56 +12,23 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 fn skip(test: &str) -> bool {
-    if !is_root() {
-        eprintln!("SKIPPED {test}: level sandbox tests need root (CI runs them as root)");
-        return true;
-    }
-    if !Path::new("/usr/bin/busybox").exists() {
-        eprintln!("SKIPPED {test}: needs /usr/bin/busybox (apt-get install busybox)");
-        return true;
-    }
-    false
+    skip_sandbox(test, "level sandbox tests need root (CI runs them as root)")
 }
 
-/// One store per test process with the busybox (and, when installed, redis) bundles, readable
-/// by an unprivileged user too.
+/// One store per test process with the busybox bundle and, when installed, redis, nginx and
+/// memcached.
 fn store() -> &'static Path {
     static STORE: OnceLock<PathBuf> = OnceLock::new();
     STORE.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("paddock-t-sandbox-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut recipes = vec![format!(
-            "{}/bundles/busybox.toml",
-            env!("CARGO_MANIFEST_DIR")
-        )];
-        for (program, recipe) in [
-            ("/usr/bin/redis-server", "redis-server"),
-            ("/usr/sbin/nginx", "nginx"),
-            ("/usr/bin/memcached", "memcached"),
-        ] {
-            if Path::new(program).exists() {
-                recipes.push(format!(
-                    "{}/bundles/{recipe}.toml",
-                    env!("CARGO_MANIFEST_DIR")
-                ));
-            }
-        }
-        let o = Command::new(BIN)
-            .args(["bundle", "build"])
-            .args(&recipes)
-            .arg("--store")
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let _ = Command::new("chmod")
-            .arg("-R")
-            .arg("a+rX")
-            .arg(&dir)
-            .status();
-        dir
+        bundle_store(
+            "sandbox",
+            &[
+                ("/usr/bin/busybox", "busybox"),
+                ("/usr/bin/redis-server", "redis-server"),
+                ("/usr/sbin/nginx", "nginx"),
+                ("/usr/bin/memcached", "memcached"),
+            ],
+        )
     })
 }
 

@@ -536,7 +536,7 @@ fn second_paddock_on_the_same_socket_is_refused() {
         .arg("--socket")
         .arg(p.socket())
         .arg("--state-dir")
-        .arg(p.dir.path().join("state"))
+        .arg(p.dir.path().join("state2")) // the same state dir is refused before (its lock)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -268,6 +268,12 @@ const ALLOW: &[Sys] = &[
     ("futex_waitv", libc::SYS_futex_waitv),
     ("set_mempolicy_home_node", libc::SYS_set_mempolicy_home_node),
     ("mseal", libc::SYS_mseal),
+    // Numbers shared by every architecture since 6.x, not yet in the libc crate: shadow stacks
+    // for new threads (glibc with CET), the futex2 calls.
+    ("map_shadow_stack", 453),
+    ("futex_wake", 454),
+    ("futex_wait", 455),
+    ("futex_requeue", 456),
     ("fchownat", libc::SYS_fchownat),
     ("newfstatat", libc::SYS_newfstatat),
 ];

@@ -335,3 +335,44 @@ pub fn check(dirs: &[&Path]) -> std::process::Output {
         .output()
         .expect("run paddock check")
 }
+
+/// Skips a test of level sandbox where it cannot run: not root, or no busybox (the bundle its
+/// apps run). `why_root` says what needs root.
+pub fn skip_sandbox(test: &str, why_root: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED {test}: {why_root}");
+        return true;
+    }
+    if !Path::new("/usr/bin/busybox").exists() {
+        eprintln!("SKIPPED {test}: needs /usr/bin/busybox (apt-get install busybox)");
+        return true;
+    }
+    false
+}
+
+/// A bundle store of this test process (`tag` names it), holding the bundles of `recipes`
+/// (names in bundles/) whose program is installed, readable by an unprivileged user too.
+pub fn bundle_store(tag: &str, recipes: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("paddock-t-{tag}-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<String> = recipes
+        .iter()
+        .filter(|(program, _)| Path::new(program).exists())
+        .map(|(_, recipe)| format!("{}/bundles/{recipe}.toml", env!("CARGO_MANIFEST_DIR")))
+        .collect();
+    let o = Command::new(BIN)
+        .args(["bundle", "build"])
+        .args(&files)
+        .arg("--store")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let _ = Command::new("chmod")
+        .arg("-R")
+        .arg("a+rX")
+        .arg(&dir)
+        .status();
+    dir
+}

@@ -83,7 +83,9 @@ pub struct Density {
     pub instances: usize,
     /// Host memory they added, bytes.
     pub bytes: u64,
-    /// Why the ramp stopped: "budget" (the next batch went past it) or "cap".
+    /// Why the ramp stopped: "budget" (the next batch went past it), "cap", or the host limit
+    /// that refused the next batch (`vm.max_map_count`, `descriptors`, `pids`, `memory`, or the
+    /// refusal itself): the ramp ends there, the rest of the bench goes on.
     pub stopped_by: String,
 }
 
@@ -539,6 +541,25 @@ fn added(s: &Serve, level: &str, base: u64) -> (u64, u64) {
     (procs + growth, growth)
 }
 
+/// The host limit an error of a refused batch names, in a few words.
+fn host_limit(e: &str) -> String {
+    if e.contains("max_map_count") {
+        "vm.max_map_count".into()
+    } else if e.contains("descriptor") || e.contains("Too many open files") {
+        "descriptors".into()
+    } else if e.contains("pids") || e.contains("Resource temporarily unavailable") {
+        "pids".into()
+    } else if e.contains("memory") || e.contains("Cannot allocate") {
+        "memory".into()
+    } else {
+        let mut short: String = e.chars().take(80).collect();
+        if short.len() < e.len() {
+            short.push('…');
+        }
+        format!("stopped: {short}")
+    }
+}
+
 fn settle() {
     std::thread::sleep(Duration::from_millis(300));
 }
@@ -581,8 +602,13 @@ fn memory_and_density(s: &Serve, o: &Options, r: &mut LevelResult) -> Result<(),
     }
     while bytes <= o.budget && count < cap {
         let next = (count + count / 2).max(count + 1).min(cap);
-        add_instances(s, o, &level, count, next)?;
+        let grown = add_instances(s, o, &level, count, next);
         count = next;
+        if let Err(e) = grown {
+            // A host limit ended the ramp: the figure is what ran before it, with the reason.
+            d.stopped_by = host_limit(&e);
+            break;
+        }
         settle();
         let (b, _) = added(s, &level, base);
         if b > o.budget {
@@ -801,9 +827,13 @@ pub fn table(r: &Report) -> String {
             l.density.as_ref().map_or("-".into(), |d| {
                 format!(
                     "{}{} ({})",
-                    if d.stopped_by == "cap" { "≥ " } else { "" },
+                    if d.stopped_by == "budget" { "" } else { "≥ " },
                     d.instances,
-                    fmt_bytes(d.bytes)
+                    if d.stopped_by == "budget" || d.stopped_by == "cap" {
+                        fmt_bytes(d.bytes)
+                    } else {
+                        format!("{}, {}", fmt_bytes(d.bytes), d.stopped_by)
+                    }
                 )
             }),
             // A skipped column's reason is printed in full under the matrix.
@@ -847,7 +877,7 @@ pub fn table(r: &Report) -> String {
     s += &format!(
         "\ncold start: STOPPED→STARTING to READY; restart: exit seen to READY again (zero backoff); \
          mem/instance: PSS of the app processes + paddock's PSS growth, over {} instances; \
-         density: the most instances measured within the budget (≥ when a cap stopped the ramp)\n",
+         density: the most instances measured within the budget (≥ when a cap or the named host limit stopped the ramp)\n",
         r.levels.iter().map(|l| l.instances).max().unwrap_or(0)
     );
     if !r.escape_matrix.is_empty() {
@@ -942,4 +972,20 @@ fn xml(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_batch_names_the_host_limit() {
+        assert_eq!(
+            host_limit("an instance did not start: d-wasm-9: wasm: no room for another instance: paddock has 65000 memory mappings and the kernel allows 65530 (vm.max_map_count)"),
+            "vm.max_map_count"
+        );
+        assert_eq!(host_limit("spawn failed: Too many open files"), "descriptors");
+        assert!(host_limit(&"x".repeat(200)).starts_with("stopped: xxx"));
+        assert!(host_limit(&"x".repeat(200)).ends_with('…'));
+    }
 }

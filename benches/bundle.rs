@@ -83,6 +83,8 @@ fn serve_until_ready(dir: &Path, store: &Path, n: usize) -> Duration {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
+    // SAFETY: kill(2) takes no pointers; the pid is of the child this bench started and has not
+    // waited for yet, so it cannot have been reused.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
     d

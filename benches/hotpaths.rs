@@ -173,6 +173,8 @@ fn api_status(quick: bool) {
         stats(samples),
         n,
     );
+    // SAFETY: kill(2) takes no pointers; the pid is of the child this bench started and has not
+    // waited for yet, so it cannot have been reused.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);

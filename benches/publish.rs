@@ -77,6 +77,8 @@ struct Serve(Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
+        // SAFETY: kill(2) takes no pointers; the pid is of the child this bench started and has not
+        // waited for yet, so it cannot have been reused.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
     }
@@ -129,6 +131,7 @@ fn row(what: &str, (med, p99): (Duration, Duration)) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         println!("publish bench skipped: needs root");
         return;
@@ -235,6 +238,7 @@ fn main() {
         http_once(wp).unwrap();
         http_once(wh).unwrap();
     }
+    // SAFETY: sysconf takes an integer name only.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     side_by_side(
         &format!(

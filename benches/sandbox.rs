@@ -19,6 +19,7 @@ fn stats(mut v: Vec<Duration>) -> (Duration, Duration) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         println!("sandbox bench skipped: needs root");
         return;

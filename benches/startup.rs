@@ -63,6 +63,8 @@ impl Serve {
             .unwrap_or(StatusList { apps: vec![] })
     }
     fn stop(mut self) {
+        // SAFETY: kill(2) takes no pointers; the pid is of the child this bench started and has not
+        // waited for yet, so it cannot have been reused.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -167,6 +169,7 @@ fn main() {
     while t.elapsed().as_secs_f64() < secs {
         let pid = paddock::driver::native::spawn(&prepared, &io).unwrap();
         let mut st = 0;
+        // SAFETY: waitpid writes only to `st`; `pid` is the child spawn just started, reaped here.
         unsafe { libc::waitpid(pid, &mut st, 0) };
         cycles += 1;
     }

@@ -99,6 +99,8 @@ impl Serve {
     }
     /// Stops paddock; `keep` keeps its directory (state and cache) for another start.
     fn stop(mut self, keep: bool) {
+        // SAFETY: kill(2) takes no pointers; the pid is of the child this bench started and has not
+        // waited for yet, so it cannot have been reused.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
         if !keep {

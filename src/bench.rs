@@ -319,6 +319,8 @@ impl Serve {
     }
 
     fn stop(mut self) {
+        // SAFETY: kill(2) takes no pointers; the pid is of the child this bench started and has not
+        // waited for yet, so it cannot have been reused.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let t = Instant::now();
         while t.elapsed() < Duration::from_secs(60) {

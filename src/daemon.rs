@@ -855,18 +855,28 @@ impl Supervisor {
                                 && p.sandbox_summary().is_some()
                                 && crate::sandbox::init_drops(pid, sig)
                             {
+                                // SAFETY: kill(2) takes no pointers; `pid` is our child and not yet
+                                // reaped (reap() clears app.pid on this same thread when it
+                                // collects it), so it names no other process.
                                 unsafe { libc::kill(pid, libc::SIGKILL) };
                             }
                         }
+                        // SAFETY: kill(2) takes no pointers; `pg` is the group our unreaped child
+                        // leads (gone() sends KillGroup, which clears pgid, right after the exit).
                         if let Some(pg) = self.apps[idx].as_ref().and_then(|a| a.pgid)
                             && unsafe { libc::kill(-pg, sig) } != 0
                         {
+                            // SAFETY: as above: `pg` is also the leader's pid, the same unreaped
+                            // child.
                             unsafe { libc::kill(pg, sig) };
                         }
                     }
                     Action::KillGroup => {
                         if let Some(app) = self.apps[idx].as_mut() {
                             if let Some(pg) = app.pgid {
+                                // SAFETY: kill(2) takes no pointers; the group of our child (after
+                                // its exit this is the final sweep, run in the same feed() call as
+                                // the reap, and pgid is cleared).
                                 unsafe { libc::kill(-pg, libc::SIGKILL) };
                                 if app.pid.is_none() {
                                     app.pgid = None; // main process gone: this was the final sweep
@@ -1103,6 +1113,7 @@ impl Supervisor {
     fn reap(&mut self) {
         loop {
             let mut status = 0;
+            // SAFETY: waitpid writes only to `status`, a live local; it reaps children of ours.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
                 return;
@@ -1777,6 +1788,9 @@ impl Supervisor {
                             None if app.spec.isolation == config::Isolation::Wasm => {
                                 (false, wasm_apps::NO_SIGNALS.to_string())
                             }
+                            // SAFETY: kill(2) takes no pointers; `pid` is our unreaped child
+                            // (reap() clears it); a bad signal number is refused by the kernel
+                            // (EINVAL).
                             Some(pid) if unsafe { libc::kill(pid, signal) } == 0 => (
                                 true,
                                 format!(
@@ -1941,6 +1955,9 @@ impl Supervisor {
                 }
                 Some(Msg::CheckTimeout { pid }) => {
                     if let Some((idx, spawn)) = self.checks.remove(&pid) {
+                        // SAFETY: kill(2) takes no pointers; `pid` was still in `checks`, so the
+                        // check is not reaped yet (reap() removes it first); it leads its own group
+                        // (setsid in the child).
                         unsafe { libc::kill(-pid, libc::SIGKILL) };
                         let timeout = self.apps[idx]
                             .as_ref()
@@ -2064,6 +2081,7 @@ pub fn raise_nofile() {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // SAFETY: getrlimit and setrlimit only read and write `rl`, a live local.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
             native::set_child_nofile(rl.rlim_cur, rl.rlim_max);
@@ -2123,6 +2141,8 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
     })?;
     if !crate::pid1::is_pid1() {
         // Orphans of our apps (double-forking daemons) are reparented to us, not to init.
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only and changes only who inherits
+        // orphans.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
     let log_dir = opts

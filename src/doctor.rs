@@ -64,20 +64,26 @@ pub struct CgroupInfo {
 
 fn try_unshare(flag: libc::c_int) -> Result<(), String> {
     // In a child, so the probe changes nothing of paddock's own.
+    // SAFETY: the child only calls unshare, reads errno and _exits (no allocation, no locks), which
+    // is sound after fork even with other threads; the parent reaps it below.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(nix::errno::Errno::last().desc().into());
     }
     if pid == 0 {
+        // SAFETY: unshare takes a flag only; this is the throwaway child.
         let r = unsafe { libc::unshare(flag) };
         let e = if r == 0 {
             0
         } else {
             std::io::Error::last_os_error().raw_os_error().unwrap_or(1)
         };
+        // SAFETY: _exit ends the child at once, running none of the parent's destructors or atexit
+        // handlers.
         unsafe { libc::_exit(e.min(255)) };
     }
     let mut st = 0;
+    // SAFETY: waitpid writes only to `st`, a live local; `pid` is the child forked above.
     unsafe { libc::waitpid(pid, &mut st, 0) };
     match libc::WEXITSTATUS(st) {
         0 => Ok(()),
@@ -119,6 +125,8 @@ fn cgroups() -> CgroupInfo {
 
 fn landlock_abi() -> Result<i64, String> {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: the version query: a null attr with size 0 and the VERSION flag, so the kernel reads
+    // no memory.
     let r = unsafe {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
@@ -163,11 +171,13 @@ pub fn probe() -> Report {
     .into_iter()
     .map(|(n, f)| check(n, try_unshare(f)))
     .collect::<Vec<_>>();
+    // SAFETY: prctl(PR_GET_SECCOMP) only reports this process' mode; the other arguments are zero.
     let seccomp = if unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) } >= 0 {
         Ok(())
     } else {
         Err(nix::errno::Errno::last().desc().to_string())
     };
+    // SAFETY: prctl(PR_GET_NO_NEW_PRIVS) only reports a flag; the other arguments are zero.
     let no_new_privs = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) } >= 0;
     let root = nix::unistd::geteuid().is_root();
     let cgroup = cgroups();

@@ -959,6 +959,8 @@ fn run_level(
                         }
                         run.report.results = Some(results);
                     }
+                    // SAFETY: kill(2) takes no pointers; the pid is of the child this run started
+                    // and has not waited for yet, so it cannot have been reused.
                     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
                     let _ = wait_until(Duration::from_secs(20), || {
                         child.try_wait().ok().flatten().is_some()

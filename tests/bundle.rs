@@ -924,6 +924,9 @@ fn hide_host_libraries(cmd: &mut Command) {
     .iter()
     .map(|d| std::ffi::CString::new(*d).unwrap())
     .collect();
+    // SAFETY: the closure runs in the forked child before exec: only unshare, mount and access
+    // (async-signal-safe) with C-string literals and the CStrings of `dirs`, allocated before the
+    // fork; no allocation.
     unsafe {
         cmd.pre_exec(move || {
             if libc::unshare(libc::CLONE_NEWNS) != 0 {
@@ -1209,6 +1212,8 @@ fn bundles_run_with_the_hosts_libraries_hidden() {
             );
         }
     }
+    // SAFETY: kill(2) takes no pointers; the pid is of the child this test started and has not
+    // waited for yet, so it cannot have been reused.
     unsafe { libc::kill(pd as i32, libc::SIGTERM) };
     let code = wait_child(&mut child, Duration::from_secs(30));
     assert_eq!(code.code(), Some(0), "{}", errlog());

@@ -459,6 +459,8 @@ fn a_limit_that_cannot_be_enforced_is_refused_not_ignored() {
             apps = status();
             apps.len() == 2 && apps.iter().all(|a| a.state != "STARTING")
         });
+    // SAFETY: kill(2) takes no pointers; the pid is of the child this test started and has not
+    // waited for yet, so it cannot have been reused.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     wait_child(&mut child, Duration::from_secs(15));
     assert!(settled, "paddock did not come up: {apps:?}");

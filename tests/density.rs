@@ -55,6 +55,8 @@ fn cli_status(p: &Paddock, args: &[&str]) -> String {
 /// Caps paddock's descriptors (soft and hard, so its own raise to the hard limit cannot lift it).
 fn limit_fds(c: &mut Command, n: u64) {
     use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec: only setrlimit on a local
+    // (async-signal-safe), no allocation.
     unsafe {
         c.pre_exec(move || {
             let rl = libc::rlimit {

@@ -107,6 +107,8 @@ fn tail_follow_sees_new_lines() {
         p.logs_dir().join("ticker.out.moved"),
     )
     .unwrap();
+    // SAFETY: kill(2) takes no pointers; the pid is of the child this test started and has not
+    // waited for yet, so it cannot have been reused.
     unsafe { libc::kill(p.pid(), libc::SIGUSR2) };
     wait_for(Duration::from_secs(5), "a fresh file after SIGUSR2", || {
         p.logs_dir().join("ticker.out").exists()

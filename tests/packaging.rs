@@ -139,6 +139,7 @@ fn shipped_app_files_are_valid() {
     let apps = dir.join("apps");
     std::fs::create_dir_all(&apps).unwrap();
     std::fs::write(apps.join("web.toml"), example).unwrap();
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } == 0 && Path::new("/usr/bin/python3").exists() {
         check_dir(&apps);
     }
@@ -175,6 +176,7 @@ fn deb_builds_and_installs() {
         );
         return;
     }
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED deb_builds_and_installs: needs root (dpkg -i)");
         return;

@@ -91,6 +91,8 @@ impl Drop for Init {
     fn drop(&mut self) {
         // An orderly shutdown first (paddock removes its cgroups), then the hard way.
         if let Some((pid, _)) = children_of(self.unshare.id() as i32).first() {
+            // SAFETY: kill(2) takes no pointers; `pid` was just read as a child of our `unshare`
+            // process, which is still running.
             unsafe { libc::kill(*pid, libc::SIGTERM) };
             try_wait(Duration::from_secs(10), || {
                 matches!(self.unshare.try_wait(), Ok(Some(_)))
@@ -157,6 +159,8 @@ fn sigterm_from_outside_the_namespace_stops_everything_in_order_and_exits_0() {
     init.wait_ready("web");
     init.wait_ready("stubborn");
     let t = Instant::now();
+    // SAFETY: kill(2) takes no pointers; paddock as PID 1 of the test's namespace, seen from here,
+    // still running.
     unsafe { libc::kill(init.host_pid(), libc::SIGTERM) };
     let status = wait_child(&mut init.unshare, Duration::from_secs(20));
     assert_eq!(
@@ -308,6 +312,8 @@ fn tells_its_parent_ready_and_stopping_and_hides_notify_socket_from_apps() {
             .any(|l| l.starts_with("NOTIFY_SOCKET=")),
         "paddock's NOTIFY_SOCKET leaked to an app"
     );
+    // SAFETY: kill(2) takes no pointers; the pid is of the child this test started and has not
+    // waited for yet, so it cannot have been reused.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let n = sock.recv(&mut buf).expect("STOPPING=1");
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));

@@ -315,6 +315,8 @@ fn broken_file_on_update_changes_nothing() {
         p.status().into_iter().map(|a| (a.name, a.pid)).collect();
     assert_eq!(before, after);
     // SIGHUP (= update) with the same broken file also changes nothing.
+    // SAFETY: kill(2) takes no pointers; the pid is of the child this test started and has not
+    // waited for yet, so it cannot have been reused.
     unsafe { libc::kill(p.pid(), libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(200));
     let after: Vec<(String, Option<i32>)> =
@@ -327,6 +329,8 @@ fn sighup_updates() {
     let p = Paddock::with_apps("hup", &[("a", "command = [\"/bin/sleep\", \"1001\"]")]).start();
     p.wait_state("a", "READY", Duration::from_secs(5));
     p.write_app("b", "command = [\"/bin/sleep\", \"1002\"]");
+    // SAFETY: kill(2) takes no pointers; the pid is of the child this test started and has not
+    // waited for yet, so it cannot have been reused.
     unsafe { libc::kill(p.pid(), libc::SIGHUP) };
     p.wait_state("b", "READY", Duration::from_secs(5));
 }
@@ -625,6 +629,7 @@ fn children_get_only_stdio_and_the_original_fd_limit() {
             rlim_cur: 0,
             rlim_max: 0,
         };
+        // SAFETY: getrlimit writes only into `rl`, a live local.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
         assert_eq!(
             soft, rl.rlim_cur,
@@ -703,6 +708,7 @@ fn fifos_devices_and_huge_app_files_are_refused_without_hanging() {
     let dir = p.apps_dir();
     let fifo =
         std::ffi::CString::new(dir.join("fifo.toml").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with `fifo`, a NUL-terminated CString alive for the call.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
     std::os::unix::fs::symlink("/dev/zero", dir.join("zero.toml")).unwrap();
     let big = std::fs::File::create(dir.join("big.toml")).unwrap();

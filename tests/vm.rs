@@ -216,6 +216,7 @@ fn vm_boots_with_paddock_as_pid1_and_powers_off() {
         );
         return;
     }
+    // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
             "SKIPPED vm_boots_with_paddock_as_pid1_and_powers_off: needs root (device nodes in \

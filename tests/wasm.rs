@@ -82,6 +82,7 @@ fn cpu_secs(pid: i32) -> f64 {
     let f: Vec<&str> = rest.split(' ').collect();
     let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf takes an integer name only.
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
@@ -545,6 +546,8 @@ fn run_once(p: Paddock, app: &str) -> (Paddock, String) {
     p.wait_state(app, "READY", Duration::from_secs(30));
     let mut err = p.child.as_mut().unwrap().stderr.take().unwrap();
     let mut child = p.child.take().unwrap();
+    // SAFETY: kill(2) takes no pointers; the pid is of the child this test started and has not
+    // waited for yet, so it cannot have been reused.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(wait_child(&mut child, Duration::from_secs(30)).success());
     let mut s = String::new();

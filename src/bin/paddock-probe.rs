@@ -148,6 +148,8 @@ fn signal_host() -> Verdict {
     if pid <= 1 || pid as u32 == std::process::id() {
         return (Outcome::Error, format!("bad PROBE_SIGNAL_PID {pid}"));
     }
+    // SAFETY: kill(2) takes no pointers; signalling a host process is the attempt (pid > 1 and not
+    // ourselves was checked).
     if unsafe { libc::kill(pid, libc::SIGUSR1) } == 0 {
         (
             Outcome::Escaped,
@@ -192,6 +194,7 @@ fn ptrace() -> Verdict {
     if pid <= 1 {
         return (Outcome::Error, format!("bad PROBE_VICTIM_PID {pid}"));
     }
+    // SAFETY: PTRACE_ATTACH ignores addr and data (null); an attempt the sandbox should refuse.
     let r = unsafe {
         libc::ptrace(
             libc::PTRACE_ATTACH,
@@ -207,7 +210,9 @@ fn ptrace() -> Verdict {
         );
     }
     let mut st = 0;
+    // SAFETY: waitpid writes only to `st`; the tracee reports its attach stop.
     unsafe { libc::waitpid(pid, &mut st, libc::__WALL) };
+    // SAFETY: PTRACE_DETACH with null addr and data (no signal delivered).
     let d = unsafe {
         libc::ptrace(
             libc::PTRACE_DETACH,
@@ -296,6 +301,7 @@ fn setuid() -> Verdict {
     let p = need!("PROBE_SETUID");
     let own = format!(
         "probe euid={} capeff={}",
+        // SAFETY: geteuid takes no arguments and cannot fail.
         unsafe { libc::geteuid() },
         cap_eff()
     );
@@ -343,6 +349,8 @@ fn kernel_module() -> Verdict {
     // Not an ELF file: the kernel refuses it after the permission checks. Never a real module.
     let image = [0u8; 64];
     let params = b"\0";
+    // SAFETY: init_module reads `image` (64 bytes, length given) and `params`, a NUL-terminated
+    // literal; both live for the call.
     let r = unsafe {
         libc::syscall(
             libc::SYS_init_module,
@@ -384,8 +392,12 @@ fn fork_bomb() -> Verdict {
     let mut kids = vec![];
     let mut refused = None;
     for _ in 0..max {
+        // SAFETY: the probe is single-threaded (it never spawns a thread), so the child may run
+        // anything; it only calls prctl and pause.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            // SAFETY: prctl and pause take integers; the child never returns (we kill it, or it
+            // dies with us).
             unsafe {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 loop {
@@ -401,10 +413,12 @@ fn fork_bomb() -> Verdict {
     }
     let n = kids.len();
     for &k in &kids {
+        // SAFETY: kill(2) takes no pointers; `k` is a child forked above, not reaped yet.
         unsafe { libc::kill(k, libc::SIGKILL) };
     }
     for &k in &kids {
         let mut st = 0;
+        // SAFETY: waitpid writes only to `st`; it reaps child `k`.
         unsafe { libc::waitpid(k, &mut st, 0) };
     }
     match refused {
@@ -429,6 +443,7 @@ fn memory_bomb() -> Verdict {
     let mut chunks = vec![];
     let mut refused = None;
     while chunks.len() * CHUNK < mib << 20 {
+        // SAFETY: an anonymous mapping without an address hint: fresh memory that aliases nothing.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
@@ -445,12 +460,14 @@ fn memory_bomb() -> Verdict {
         }
         // Touch every page, so the memory is really charged.
         for off in (0..CHUNK).step_by(4096) {
+            // SAFETY: off < CHUNK: inside the read-write mapping made above.
             unsafe { *(p as *mut u8).add(off) = 1 };
         }
         chunks.push(p);
     }
     let got = chunks.len() * 16;
     for p in chunks {
+        // SAFETY: unmaps a mapping made above, with its length; no reference into it remains.
         unsafe { libc::munmap(p, CHUNK) };
     }
     match refused {
@@ -470,6 +487,7 @@ fn cpu_time() -> Duration {
         tv_sec: 0,
         tv_nsec: 0,
     };
+    // SAFETY: clock_gettime writes only into `ts`, a live local.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
@@ -1060,6 +1078,9 @@ fn run_memfd(by_path: bool) -> Verdict {
     // async-signal-safe functions (open, dup2, exec, write, _exit).
     let pid = unsafe { libc::fork() };
     if pid == 0 {
+        // SAFETY: the forked child of a single-threaded process: open, dup2, execve/execveat,
+        // write, _exit, with the C strings and NULL-terminated arrays built before the fork and
+        // `e`, a local.
         unsafe {
             let n = libc::open(devnull.as_ptr(), libc::O_WRONLY);
             if n >= 0 {
@@ -1928,12 +1949,16 @@ fn run(name: &str) -> Verdict {
 /// Runs one attempt in a child process; its verdict comes back through a pipe.
 fn in_child(name: &str) -> Verdict {
     let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`, a live [c_int; 2].
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
         return (Outcome::Error, format!("pipe: {}", last_errno()));
     }
+    // SAFETY: the probe is single-threaded (it never spawns a thread), so the child may run
+    // ordinary code (run) before _exit.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         let e = last_errno();
+        // SAFETY: closes both pipe ends that pipe2 just gave us; nothing else owns them.
         unsafe {
             libc::close(fds[0]);
             libc::close(fds[1]);
@@ -1941,19 +1966,24 @@ fn in_child(name: &str) -> Verdict {
         return (Outcome::Error, format!("fork for the attempt: {e}"));
     }
     if pid == 0 {
+        // SAFETY: the child closes its copy of the read end, owned by nothing else.
         unsafe { libc::close(fds[0]) };
         let (o, d) = run(name);
         let msg = format!("{}\t{d}", o.as_str());
+        // SAFETY: write reads `msg`, alive for the call; _exit skips the parent's destructors.
         unsafe {
             libc::write(fds[1], msg.as_ptr().cast(), msg.len());
             libc::_exit(0);
         }
     }
+    // SAFETY: the parent closes its write end, owned by nothing else.
     unsafe { libc::close(fds[1]) };
+    // SAFETY: fds[0] is the read end from pipe2, owned by nothing else: the File takes it over.
     let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
     let mut msg = String::new();
     let _ = f.read_to_string(&mut msg);
     let mut st = 0;
+    // SAFETY: waitpid writes only to `st`; `pid` is the child forked above.
     unsafe { libc::waitpid(pid, &mut st, 0) };
     // What an attempt killed midway leaves behind.
     if name == "tmp-fill" {
@@ -1989,6 +2019,7 @@ fn main() {
         // What the memfd copies are run with: prove they ran, and nothing else.
         Some("--exit0") => std::process::exit(0),
         Some("--ids") => {
+            // SAFETY: geteuid takes no arguments and cannot fail.
             println!("euid={} capeff={}", unsafe { libc::geteuid() }, cap_eff());
             return;
         }
@@ -2011,6 +2042,7 @@ fn main() {
         out,
         "paddock-probe start pid={} euid={} capeff={} uts={} mnt={}",
         std::process::id(),
+        // SAFETY: geteuid takes no arguments and cannot fail.
         unsafe { libc::geteuid() },
         cap_eff(),
         ns_link("uts"),

@@ -97,6 +97,7 @@ impl Store {
             .mode(0o600)
             .open(&p)
             .map_err(|e| io(&p, &e))?;
+        // SAFETY: flock on the descriptor of `f`, which owns it and is alive.
         if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io(&p, &std::io::Error::last_os_error()));
         }

@@ -278,6 +278,7 @@ fn writable(p: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
         return false;
     };
+    // SAFETY: access with `c`, a NUL-terminated CString alive for the call.
     unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
@@ -715,6 +716,7 @@ impl AppCgroup {
         self.procs
             .iter()
             .map(|c| {
+                // SAFETY: open with `c`, a NUL-terminated CString of ours.
                 let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
                 if fd < 0 {
                     let e = std::io::Error::last_os_error();
@@ -724,6 +726,7 @@ impl AppCgroup {
                         crate::util::io_reason(&e)
                     ));
                 }
+                // SAFETY: `fd` is the new descriptor just opened; nothing else owns it.
                 Ok(unsafe { OwnedFd::from_raw_fd(fd) })
             })
             .collect()
@@ -821,6 +824,9 @@ impl AppCgroup {
                 break;
             }
             for pid in m {
+                // SAFETY: kill(2) takes no pointers; pids just read from the app's cgroup.procs (a
+                // member that exits meanwhile could in theory be reused: the usual race of pid
+                // kills, frozen away with a freezer).
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
             if freezer.is_some() {

@@ -43,8 +43,10 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
         }
         let _ = std::fs::remove_file(path);
     }
+    // SAFETY: umask takes and returns a mode; the old one is restored right after the bind.
     let old = unsafe { libc::umask(0o177) };
     let l = UnixListener::bind(path);
+    // SAFETY: as above.
     unsafe { libc::umask(old) };
     let l = l.map_err(|e| {
         format!(
@@ -159,6 +161,7 @@ async fn write_reply_tail(s: &mut UnixStream) -> std::io::Result<()> {
 }
 
 fn allowed(s: &UnixStream) -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     let me = unsafe { libc::geteuid() };
     match s.peer_cred() {
         Ok(c) => c.uid() == 0 || c.uid() == me,

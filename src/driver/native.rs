@@ -143,8 +143,11 @@ pub struct Prepared {
     nofile: Option<u64>,
 }
 
-// The raw pointers point into the CStrings owned by the same struct, which never change.
+// SAFETY: the only raw pointers (argv_ptrs, envp_ptrs) point into CStrings this struct owns (_argv,
+// _envp, _base's Arc): their heap buffers do not move with the struct and are never changed after
+// new(). Prepared is not Clone, so no copy outlives them.
 unsafe impl Send for Prepared {}
+// SAFETY: as for Send: shared references only read those immutable strings (execve in the child).
 unsafe impl Sync for Prepared {}
 
 fn cstring(b: &[u8], what: &str) -> Result<CString, String> {
@@ -406,6 +409,9 @@ static PLACEHOLDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32:
 ///
 /// Call once, early (whatever was at 3..=6 is moved higher and made close-on-exec).
 pub fn reserve_low_fds() -> std::io::Result<()> {
+    // SAFETY: open with a C-string literal, and fcntl/dup3/close on descriptor numbers. dup3 swaps
+    // what is at 3..=9 under its owner, so this must run before anything holds those (in serve()
+    // only the lock files do: their flocks are kept by the copies made above FIRST_FREE).
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if null < 0 {
@@ -436,6 +442,11 @@ fn errno() -> i32 {
 }
 
 /// The child side. Only async-signal-safe libc calls: no allocation, no locks.
+///
+/// # Safety
+/// Only in the child of the vfork-style clone in `spawn_inner`, before exec: it shares paddock's
+/// memory and (with `slots`) descriptor table, and the parent, suspended until the exec or exit,
+/// keeps `p`, `io` and `join` alive. It never returns.
 unsafe fn child(
     p: &Prepared,
     io: &Stdio,
@@ -444,19 +455,29 @@ unsafe fn child(
     join: &[RawFd],
     ns: (RawFd, RawFd),
 ) -> ! {
+    /// # Safety
+    /// Only in the cloned child: writes the report to `report` and `_exit`s.
     unsafe fn report_and_exit(report: RawFd, step: u8, e: i32, idx: u16) -> ! {
         let mut msg = [0u8; REPORT_LEN];
         msg[0] = step;
         msg[1..5].copy_from_slice(&e.to_ne_bytes());
         msg[5..7].copy_from_slice(&idx.to_ne_bytes());
+        // SAFETY: write reads `msg`, a live local; _exit ends the child without unwinding or atexit
+        // handlers.
         unsafe {
             libc::write(report, msg.as_ptr().cast(), msg.len());
             libc::_exit(127)
         }
     }
+    /// # Safety
+    /// As `report_and_exit`.
     unsafe fn fail(report: RawFd, step: Step) -> ! {
+        // SAFETY: fail's contract is report_and_exit's.
         unsafe { report_and_exit(report, step as u8, errno(), 0) }
     }
+    // SAFETY: this fn's contract: the vfork-style child with the parent suspended, so `p`, `io` and
+    // `join` are alive and unchanged; calls take descriptors of our table, the C strings and
+    // NULL-terminated pointer arrays of `Prepared`, and live locals; nothing allocates.
     unsafe {
         // Into the app's cgroups first, before anything is allocated or exec'd (memory is
         // charged to the cgroup a process is in when it is touched), and while the descriptor
@@ -626,6 +647,8 @@ fn read_report(fd: &OwnedFd) -> Vec<u8> {
     let mut msg = [0u8; REPORT_LEN];
     let mut got = 0;
     while got < msg.len() {
+        // SAFETY: reads at most len - got bytes into msg[got..], inside the array; the pipe is
+        // ours.
         let n = unsafe {
             libc::read(
                 fd.as_raw_fd(),
@@ -673,13 +696,23 @@ extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
 /// A health check's first child: joins the app's cgroup, namespaces and root, then starts the
 /// check in a grandchild (a process joins a pid namespace only through its children), whose
 /// parent is paddock (`CLONE_PARENT`), reports its pid and exits. System calls only.
+///
+/// # Safety
+/// As `child`: only in the vfork-style child; `stack` is the top of a free stack region for the
+/// grandchild, and `pidfd`/`rootfd` are open.
 unsafe fn join_app(a: &ChildArgs, pidfd: RawFd, rootfd: RawFd, stack: usize) -> ! {
+    /// # Safety
+    /// Only in the cloned child: writes `msg` to `fd` and `_exit`s.
     unsafe fn report(fd: RawFd, msg: [u8; REPORT_LEN]) -> ! {
+        // SAFETY: write reads `msg`, a live local; _exit ends the child without unwinding.
         unsafe {
             libc::write(fd, msg.as_ptr().cast(), msg.len());
             libc::_exit(0)
         }
     }
+    // SAFETY: this fn's contract: `a` points into the suspended parent's frame; `next` stays on
+    // this child's stack until the grandchild (CLONE_VFORK) has exec'd or exited, on `stack`; only
+    // system calls, no allocation.
     unsafe {
         let fail = |step: u8, errno: i32, idx: u16| {
             let mut msg = [0u8; REPORT_LEN];
@@ -809,6 +842,7 @@ fn spawn_inner(
     };
     // A health check joining an app: a second stack below, for the grandchild.
     let mut stack = vec![0u8; if app.is_some() { 2 * size } else { size }];
+    // SAFETY: add(len) is one past the end of `stack`'s allocation, which is allowed.
     let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
     let app = app.map(|(pidfd, rootfd)| {
         // SAFETY: within the allocation.
@@ -840,17 +874,23 @@ fn spawn_inner(
             (SLOT_ERR, io.stderr),
         ] {
             if let Some(src) = src {
+                // SAFETY: dup3 onto a slot that reserve_low_fds parked on /dev/null (nothing reads
+                // or writes it there), from a descriptor the caller keeps open for the call.
                 unsafe { libc::dup3(src, slot, libc::O_CLOEXEC) };
             }
         }
+        // SAFETY: as above, from our report pipe's write end.
         unsafe { libc::dup3(wr.as_raw_fd(), SLOT_REPORT, libc::O_CLOEXEC) };
         if let Some((src, _)) = io.extra {
+            // SAFETY: as above, the caller's extra descriptor.
             unsafe { libc::dup3(src, SLOT_EXTRA, libc::O_CLOEXEC) };
         }
         if userns >= 0 {
+            // SAFETY: as above, the plan's user namespace descriptor.
             unsafe { libc::dup3(userns, SLOT_USERNS, libc::O_CLOEXEC) };
         }
         if netns >= 0 {
+            // SAFETY: as above, the plan's network namespace descriptor.
             unsafe { libc::dup3(netns, SLOT_NETNS, libc::O_CLOEXEC) };
         }
         slot_io = Stdio {
@@ -879,6 +919,9 @@ fn spawn_inner(
             app,
         }
     };
+    // SAFETY: sigsets are live locals; the child runs child_entry on the top of `stack` (dropped
+    // only after this) with `args`, in this frame, and CLONE_VFORK suspends us until it has exec'd
+    // or exited; all signals are blocked so no handler of ours runs in it.
     let pid = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
@@ -925,9 +968,11 @@ pub fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// /dev/null, opened once, for every child's stdin.
 pub fn dev_null() -> std::io::Result<OwnedFd> {
+    // SAFETY: open with a C-string literal.
     let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: `fd` is the new descriptor just opened; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -274,6 +274,8 @@ impl tokio::io::AsyncWrite for SinkWriter {
 fn read_chunk(fd: i32) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
+        // SAFETY: reads at most buf.len() bytes into `buf`; `fd` is borrowed from the AsyncFd that
+        // owns the pipe's read end, for the call.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             let e = std::io::Error::last_os_error();

@@ -183,6 +183,8 @@ pub fn set_hostname(name: &str) -> Result<(), String> {
 
 /// Ctrl-Alt-Del sends SIGINT to PID 1 (an orderly shutdown) instead of rebooting at once.
 pub fn disable_cad() {
+    // SAFETY: reboot(RB_DISABLE_CAD) takes an integer command; it only changes what Ctrl-Alt-Del
+    // does.
     unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
 }
 
@@ -190,10 +192,13 @@ pub fn disable_cad() {
 /// period, SIGKILL; reaping all the while. Only meaningful as PID 1, where kill(-1) reaches every
 /// process but ourselves.
 pub fn kill_everything_left(grace: Duration) {
+    // SAFETY: kill(2) takes no pointers; as PID 1, kill(-1) reaches every process but ourselves,
+    // which is the intent.
     unsafe { libc::kill(-1, libc::SIGTERM) };
     let deadline = std::time::Instant::now() + grace;
     loop {
         let mut st = 0;
+        // SAFETY: waitpid writes only to `st`, a live local.
         let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
         if r < 0 {
             return; // ECHILD: nothing left
@@ -205,12 +210,16 @@ pub fn kill_everything_left(grace: Duration) {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    // SAFETY: kill(2) takes no pointers; as above, everything but ourselves.
     unsafe { libc::kill(-1, libc::SIGKILL) };
+    // SAFETY: waitpid accepts a null status pointer (no status is written).
     while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
 }
 
 /// The last act of PID 1 in a VM: flush the disks and power off (or reboot). Does not return.
 pub fn halt(reboot: bool) -> ! {
+    // SAFETY: sync takes nothing and reboot an integer command; if reboot returns we wait forever
+    // below (PID 1 must not exit).
     unsafe {
         libc::sync();
         libc::reboot(if reboot {

@@ -46,6 +46,7 @@ fn scratch_dir() -> Result<PathBuf, String> {
     if let Some(d) = SCRATCH.get() {
         return Ok(d.clone());
     }
+    // SAFETY: geteuid takes no arguments and cannot fail.
     let d = std::env::temp_dir().join(format!("paddock-sandbox-{}", unsafe { libc::geteuid() }));
     std::fs::create_dir_all(&d)
         .map_err(|e| format!("{}: {}", d.display(), crate::util::io_reason(&e)))?;
@@ -72,8 +73,11 @@ pub fn host() -> &'static HostSupport {
             .unwrap_or(0);
         let unpriv = read("/proc/sys/kernel/unprivileged_userns_clone");
         HostSupport {
+            // SAFETY: geteuid takes no arguments and cannot fail.
             root: unsafe { libc::geteuid() } == 0,
             landlock_abi: rules::kernel_abi(),
+            // SAFETY: prctl(PR_GET_SECCOMP) only reports this process' mode (it ignores the other
+            // arguments).
             seccomp: unsafe { libc::prctl(libc::PR_GET_SECCOMP) } >= 0,
             user_namespaces: max_userns > 0 && unpriv.trim() != "0",
         }
@@ -203,8 +207,10 @@ pub struct Plan {
     pub host_uid: Option<u32>,
 }
 
-// The plan's pointers point into its own strings.
+// SAFETY: every field (CStrings, OwnedFds, integers, Vecs of plain structs) is Send and Sync on its
+// own: the plan holds no raw pointers, so these impls add nothing unsound (they are redundant).
 unsafe impl Send for Plan {}
+// SAFETY: as for Send: shared references only read the plan.
 unsafe impl Sync for Plan {}
 
 /// The highest capability number of the running kernel.
@@ -260,6 +266,7 @@ impl Plan {
             // Only our own ids can be mapped: the app is root of its user namespace, backed by
             // paddock's uid on the host.
             flags |= libc::CLONE_NEWUSER;
+            // SAFETY: geteuid and getegid take no arguments and cannot fail.
             let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
             self_maps = Some((
                 CString::new(format!("0 {euid} 1\n")).map_err(|e| e.to_string())?,
@@ -401,6 +408,9 @@ impl Plan {
             idx: idx.min(u16::MAX as usize) as u16,
             errno: errno(),
         };
+        // SAFETY: the caller upholds this fn's contract (the vfork-style child, before exec): every
+        // call takes descriptors of the child's table, NUL-terminated C strings the plan owns or
+        // literals, and pointers to live locals; nothing allocates.
         unsafe {
             if self.netns.is_some() && libc::setns(netns_fd, libc::CLONE_NEWNET) < 0 {
                 return Err(fail(Step::Loopback, 0));
@@ -510,6 +520,8 @@ impl Plan {
             idx: idx as u16,
             errno: errno(),
         };
+        // SAFETY: in the vfork-style child (this fn's contract): `pidfd` and `rootfd` are kept open
+        // by spawn_in_app until the spawn returns; the paths are C-string literals.
         unsafe {
             if libc::setns(pidfd, self.join_flags()) < 0 {
                 return Err(fail(0));
@@ -535,6 +547,9 @@ impl Plan {
             idx: idx.min(u16::MAX as usize) as u16,
             errno: errno(),
         };
+        // SAFETY: in the vfork-style child (this fn's contract): integer arguments, pointers into
+        // the plan's own Vecs (groups, the seccomp program) and `fprog`, a local that outlives the
+        // prctl.
         unsafe {
             if self.userns.is_some() && libc::setns(userns_fd, libc::CLONE_NEWUSER) < 0 {
                 return Err(fail(Step::UserNs, 0));
@@ -598,6 +613,9 @@ impl Plan {
 
 /// Sets effective, permitted and inheritable to `keep`, and raises the ambient set for each,
 /// so the capabilities survive exec for a non-root user too.
+///
+/// # Safety
+/// Only in the sandbox child before exec (`confine`): it changes the calling process' capabilities.
 unsafe fn set_caps(keep: u64) -> bool {
     #[repr(C)]
     struct Header {
@@ -630,6 +648,8 @@ unsafe fn set_caps(keep: u64) -> bool {
             inheritable: hi,
         },
     ];
+    // SAFETY: capset reads `hdr` and `data`, two structs as version 3 expects; prctl takes
+    // integers. Only in the sandbox child (this fn's contract).
     unsafe {
         if libc::syscall(libc::SYS_capset, &mut hdr as *mut Header, data.as_ptr()) < 0 {
             return false;
@@ -652,7 +672,13 @@ unsafe fn set_caps(keep: u64) -> bool {
 }
 
 /// `ip link set lo up`, with one socket and two ioctls.
+///
+/// # Safety
+/// In a process that may not allocate (the sandbox child or `make_netns`'s helper): system calls
+/// only.
 unsafe fn loopback_up() -> bool {
+    // SAFETY: a socket of our own and `req`, a zeroed live ifreq naming "lo", for the two ioctls;
+    // the socket is closed before returning. No allocation (this fn's contract).
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if s < 0 {
@@ -680,7 +706,12 @@ fn make_netns(low_ports: bool) -> Result<OwnedFd, String> {
         low_ports: bool,
     }
     extern "C" fn helper(arg: *mut libc::c_void) -> libc::c_int {
+        // SAFETY: `arg` is `&shared` of make_netns, whose frame stays alive until ns_helper has
+        // reaped this helper; its mutable fields are atomics.
         let sh = unsafe { &*(arg as *const Shared) };
+        // SAFETY: the helper shares our memory (CLONE_VM) on its own stack and runs beside us: it
+        // only makes system calls with C-string literals, stores to atomics and _exits; it never
+        // allocates or locks.
         unsafe {
             if !loopback_up() {
                 sh.err.store(errno().max(1), Ordering::SeqCst);
@@ -726,6 +757,8 @@ fn make_netns(low_ports: bool) -> Result<OwnedFd, String> {
         shared.fd.load(Ordering::SeqCst),
         shared.err.load(Ordering::SeqCst),
     ) {
+        // SAFETY: `fd` was opened by the helper into our shared descriptor table (CLONE_FILES);
+        // nothing else owns it.
         (fd, _) if fd >= 0 => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
         (_, e) => Err(format!(
             "network namespace: bringing loopback up: {}",
@@ -834,6 +867,8 @@ fn make_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, String> {
     extern "C" fn wait_for_parent(arg: *mut libc::c_void) -> libc::c_int {
         let fd = arg as usize as RawFd;
         let mut b = [0u8; 1];
+        // SAFETY: reads one byte into a live local from the pipe's read end, which make_userns
+        // keeps open until the helper is reaped; then _exit. No allocation.
         unsafe {
             libc::read(fd, b.as_mut_ptr().cast(), 1);
             libc::_exit(0)
@@ -851,6 +886,8 @@ fn make_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, String> {
                     std::fs::write(format!("/proc/{pid}/{file}"), data)
                         .map_err(|e| format!("user namespace: writing {file}: {e}"))?;
                 }
+                // SAFETY: open with a NUL-terminated CString, a temporary alive until the call
+                // returns.
                 let fd = unsafe {
                     libc::open(
                         CString::new(format!("/proc/{pid}/ns/user"))
@@ -865,6 +902,7 @@ fn make_userns(uid_map: &str, gid_map: &str) -> Result<OwnedFd, String> {
                         std::io::Error::last_os_error()
                     ));
                 }
+                // SAFETY: `fd` is the new descriptor just opened; nothing else owns it.
                 Ok(unsafe { OwnedFd::from_raw_fd(fd) })
             })();
             // The helper shares our descriptor table: closing the write end ends its wait.
@@ -884,7 +922,10 @@ fn ns_helper<T>(
     meanwhile: impl FnOnce(libc::pid_t) -> T,
 ) -> Result<T, String> {
     let mut stack = vec![0u8; 64 * 1024];
+    // SAFETY: add(len) is one past the end of `stack`'s allocation, which is allowed.
     let top = unsafe { stack.as_mut_ptr().add(stack.len()) } as usize & !15;
+    // SAFETY: `stack` is freed only after the waitpid below; `entry` and `arg` come from this
+    // file's two callers, whose helpers only make system calls and touch `arg` while it is alive.
     let pid = unsafe {
         libc::clone(
             entry,
@@ -900,6 +941,7 @@ fn ns_helper<T>(
         ));
     }
     let out = meanwhile(pid);
+    // SAFETY: waitpid writes only to `st`, a live local; `pid` is the helper cloned above.
     unsafe {
         let mut st = 0;
         libc::waitpid(pid, &mut st, libc::__WALL);

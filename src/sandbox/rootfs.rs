@@ -552,6 +552,9 @@ impl Op {
     /// # Safety
     /// In the child, in its own mount namespace.
     pub unsafe fn run(&self) -> libc::c_int {
+        // SAFETY: in the child (this fn's contract): paths and data are C strings the op owns (or
+        // 'static), `attr` is a live local with its size, and __errno_location always returns this
+        // thread's errno.
         unsafe {
             match self {
                 Op::Mkdir(p) => {
@@ -791,6 +794,7 @@ mod tests {
         assert!(e.contains("/lib is a symbolic link in the bundle"), "{e}");
         let fifo =
             std::ffi::CString::new(b.join("usr/bin/pipe").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with `fifo`, a NUL-terminated CString alive for the call.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         std::fs::remove_dir_all(b.join("etc")).unwrap();
         std::fs::remove_dir_all(b.join("tmp")).unwrap();

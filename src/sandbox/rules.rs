@@ -9,6 +9,8 @@ use std::ffi::CString;
 /// The Landlock ABI of the running kernel (0: Landlock unavailable).
 pub fn kernel_abi() -> i32 {
     const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: the version query: a null attr with size 0 and the VERSION flag, so the kernel reads
+    // no memory.
     let v = unsafe {
         libc::syscall(
             libc::SYS_landlock_create_ruleset,
@@ -179,6 +181,9 @@ impl Rules {
     /// Call in the child between clone and exec (or in a throwaway process).
     pub unsafe fn apply(&self) -> Result<(), (usize, i32)> {
         let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        // SAFETY: in the child before exec (this fn's contract): the calls read `self.attr` with
+        // its size, the locals `attr` alive for each call, and paths the rules own as C strings; no
+        // allocation.
         unsafe {
             let rs = libc::syscall(
                 libc::SYS_landlock_create_ruleset,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_paddock");
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
@@ -199,6 +200,8 @@ impl Paddock {
     /// Shuts paddock down and returns its exit status.
     pub fn shutdown(mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().unwrap();
+        // SAFETY: kill(2) takes no pointers; the pid is of the child this test started and has not
+        // waited for yet, so it cannot have been reused.
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         wait_child(&mut child, Duration::from_secs(30))
     }
@@ -207,6 +210,8 @@ impl Paddock {
 impl Drop for Paddock {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) takes no pointers; the pid is of the child this test started and has
+            // not waited for yet, so it cannot have been reused.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = wait_child(&mut c, Duration::from_secs(15));
         }
@@ -249,6 +254,7 @@ pub fn wait_for(within: Duration, what: &str, f: impl FnMut() -> bool) {
 
 pub fn alive(pid: i32) -> bool {
     // A zombie still answers kill(0): look at its state too.
+    // SAFETY: kill with signal 0 only checks that the pid exists; it takes no pointers.
     if unsafe { libc::kill(pid, 0) } != 0 {
         return false;
     }

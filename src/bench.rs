@@ -983,10 +983,15 @@ mod tests {
     #[test]
     fn a_refused_batch_names_the_host_limit() {
         assert_eq!(
-            host_limit("an instance did not start: d-wasm-9: wasm: no room for another instance: paddock has 65000 memory mappings and the kernel allows 65530 (vm.max_map_count)"),
+            host_limit(
+                "an instance did not start: d-wasm-9: wasm: no room for another instance: paddock has 65000 memory mappings and the kernel allows 65530 (vm.max_map_count)"
+            ),
             "vm.max_map_count"
         );
-        assert_eq!(host_limit("spawn failed: Too many open files"), "descriptors");
+        assert_eq!(
+            host_limit("spawn failed: Too many open files"),
+            "descriptors"
+        );
         assert!(host_limit(&"x".repeat(200)).starts_with("stopped: xxx"));
         assert!(host_limit(&"x".repeat(200)).ends_with('…'));
     }

@@ -2130,8 +2130,6 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
         }
         s
     })?;
-    // One paddock per state directory and cgroup name, or both would start every app.
-    let _locks = crate::lock::serve_locks(&opts.state_dir, &cg_name)?;
     raise_nofile();
     native::reserve_low_fds().map_err(|e| {
         format!(
@@ -2139,6 +2137,9 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             crate::util::io_reason(&e)
         )
     })?;
+    // One paddock per state directory and cgroup name, or both would start every app. After
+    // the descriptor slots are reserved, so the lock files get descriptors of their own.
+    let _locks = crate::lock::serve_locks(&opts.state_dir, &cg_name)?;
     if !crate::pid1::is_pid1() {
         // Orphans of our apps (double-forking daemons) are reparented to us, not to init.
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only and changes only who inherits

@@ -410,8 +410,8 @@ static PLACEHOLDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32:
 /// Call once, early (whatever was at 3..=6 is moved higher and made close-on-exec).
 pub fn reserve_low_fds() -> std::io::Result<()> {
     // SAFETY: open with a C-string literal, and fcntl/dup3/close on descriptor numbers. dup3 swaps
-    // what is at 3..=9 under its owner, so this must run before anything holds those (in serve()
-    // only the lock files do: their flocks are kept by the copies made above FIRST_FREE).
+    // what is at 3..=9 under its owner, so this runs before paddock opens anything it keeps
+    // (serve() takes its lock files right after it).
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if null < 0 {

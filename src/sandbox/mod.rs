@@ -940,14 +940,19 @@ fn ns_helper<T>(
             std::io::Error::last_os_error()
         ));
     }
-    let out = meanwhile(pid);
+    // The helper runs on `stack` until it exits: it is waited for before the stack can go, even
+    // if `meanwhile` panics (the panic goes on afterwards).
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| meanwhile(pid)));
     // SAFETY: waitpid writes only to `st`, a live local; `pid` is the helper cloned above.
     unsafe {
         let mut st = 0;
         libc::waitpid(pid, &mut st, libc::__WALL);
     }
     drop(stack);
-    Ok(out)
+    match out {
+        Ok(out) => Ok(out),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// Whether the kernel would drop `sig` sent to `pid`, the init of a pid namespace: it delivers

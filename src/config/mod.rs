@@ -333,6 +333,10 @@ pub fn valid_app_name(name: &str) -> Result<(), String> {
 }
 
 /// Finds an executable the way execvp would, but at load time so a typo is a config error.
+/// The search path when neither the app's `env.PATH` nor paddock's `PATH` gives one, and the
+/// `PATH` of a sandboxed app (which gets none of paddock's environment).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 pub fn resolve_program(
     prog: &str,
     env_path: Option<&str>,
@@ -360,7 +364,7 @@ pub fn resolve_program(
     let path = env_path
         .map(str::to_string)
         .or_else(|| std::env::var("PATH").ok())
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        .unwrap_or_else(|| DEFAULT_PATH.into());
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let p = Path::new(dir).join(prog);
         if is_exec(&p) {

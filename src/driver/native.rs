@@ -253,10 +253,7 @@ impl Prepared {
         // programs get supervisord's).
         let clean = sandbox.is_some();
         if clean {
-            own.push((
-                "PATH".into(),
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            ));
+            own.push(("PATH".into(), crate::config::DEFAULT_PATH.into()));
             own.push(("HOME".into(), "/".into()));
             if let Some(t) = std::env::var_os("TERM") {
                 own.push(("TERM".into(), t));
@@ -458,10 +455,7 @@ unsafe fn child(
     /// # Safety
     /// Only in the cloned child: writes the report to `report` and `_exit`s.
     unsafe fn report_and_exit(report: RawFd, step: u8, e: i32, idx: u16) -> ! {
-        let mut msg = [0u8; REPORT_LEN];
-        msg[0] = step;
-        msg[1..5].copy_from_slice(&e.to_ne_bytes());
-        msg[5..7].copy_from_slice(&idx.to_ne_bytes());
+        let msg = report_msg(step, e, idx);
         // SAFETY: write reads `msg`, a live local; _exit ends the child without unwinding or atexit
         // handlers.
         unsafe {
@@ -604,6 +598,15 @@ unsafe fn child(
 
 /// A report: step, errno, index of the operation (sandbox steps).
 const REPORT_LEN: usize = 7;
+
+/// The bytes of a report: `step`, then `n` (an errno, or the pid with `STARTED`), then `idx`.
+fn report_msg(step: u8, n: i32, idx: u16) -> [u8; REPORT_LEN] {
+    let mut msg = [0u8; REPORT_LEN];
+    msg[0] = step;
+    msg[1..5].copy_from_slice(&n.to_ne_bytes());
+    msg[5..7].copy_from_slice(&idx.to_ne_bytes());
+    msg
+}
 /// A report's first byte when it says "started as pid N" (bytes 1..5): a health check that
 /// joined an app's pid namespace runs in a grandchild, whose pid the child reports.
 const STARTED: u8 = 0xff;
@@ -714,25 +717,18 @@ unsafe fn join_app(a: &ChildArgs, pidfd: RawFd, rootfd: RawFd, stack: usize) -> 
     // this child's stack until the grandchild (CLONE_VFORK) has exec'd or exited, on `stack`; only
     // system calls, no allocation.
     unsafe {
-        let fail = |step: u8, errno: i32, idx: u16| {
-            let mut msg = [0u8; REPORT_LEN];
-            msg[0] = step;
-            msg[1..5].copy_from_slice(&errno.to_ne_bytes());
-            msg[5..7].copy_from_slice(&idx.to_ne_bytes());
-            msg
-        };
         // sandbox::Step::JoinApp is the first of the sandbox's steps.
         let join_step = SANDBOX_STEP;
         for &fd in a.join {
             if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                report(a.report, fail(Step::JoinCgroup as u8, errno(), 0));
+                report(a.report, report_msg(Step::JoinCgroup as u8, errno(), 0));
             }
         }
         let Some(sb) = &a.p.sandbox else {
             libc::_exit(127)
         };
         if let Err(f) = sb.join(pidfd, rootfd) {
-            report(a.report, fail(join_step, f.errno, f.idx));
+            report(a.report, report_msg(join_step, f.errno, f.idx));
         }
         let next = ChildArgs {
             app: None,
@@ -750,13 +746,10 @@ unsafe fn join_app(a: &ChildArgs, pidfd: RawFd, rootfd: RawFd, stack: usize) -> 
             &next as *const ChildArgs as *mut libc::c_void,
         );
         if pid < 0 {
-            report(a.report, fail(join_step, errno(), 0));
+            report(a.report, report_msg(join_step, errno(), 0));
         }
         // The grandchild has exec'd (or reported its failure, which the parent reads first).
-        let mut msg = [0u8; REPORT_LEN];
-        msg[0] = STARTED;
-        msg[1..5].copy_from_slice(&pid.to_ne_bytes());
-        report(a.report, msg)
+        report(a.report, report_msg(STARTED, pid, 0))
     }
 }
 

@@ -179,6 +179,15 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// The failure of `step` at operation `idx`, with the errno the failing call left.
+fn fail(step: Step, idx: usize) -> Fail {
+    Fail {
+        step,
+        idx: idx.min(u16::MAX as usize) as u16,
+        errno: errno(),
+    }
+}
+
 /// Everything the child needs, prepared once per app.
 pub struct Plan {
     pub clone_flags: libc::c_int,
@@ -259,6 +268,8 @@ impl Plan {
             .map(|i| (i.uid, i.gid, i.groups.clone()))
             .unwrap_or((0, 0, vec![]));
         let mut self_maps = None;
+        // With a user namespace as root: the first host id of the app's range (its root).
+        let mut id_base = None;
         let mut userns = None;
         let creds;
         let owner;
@@ -279,6 +290,7 @@ impl Plan {
             // `user`, if it has one, keeps its host uid and gid): root inside is nobody in
             // particular outside, and a daemon can still switch to `nobody` inside.
             let base = id_range(name);
+            id_base = Some(base);
             userns = Some(make_userns(&id_map(base, uid), &id_map(base, gid))?);
             creds = Some((uid, gid, vec![]));
             owner = (host_id(base, uid), host_id(base, gid));
@@ -326,11 +338,8 @@ impl Plan {
             }
             .into(),
         );
-        if userns.is_some() {
-            summary.push(format!(
-                "user namespace (root = host uid {})",
-                id_range(name)
-            ));
+        if let Some(base) = id_base {
+            summary.push(format!("user namespace (root = host uid {base})"));
         } else if self_maps.is_some() {
             summary.push("user namespace".into());
         } else {
@@ -403,11 +412,6 @@ impl Plan {
     /// # Safety
     /// Only in the child of `driver::native::spawn`: system calls, no allocation.
     pub unsafe fn enter(&self, userns_fd: RawFd, netns_fd: RawFd) -> Result<(), Fail> {
-        let fail = |step: Step, idx: usize| Fail {
-            step,
-            idx: idx.min(u16::MAX as usize) as u16,
-            errno: errno(),
-        };
         // SAFETY: the caller upholds this fn's contract (the vfork-style child, before exec): every
         // call takes descriptors of the child's table, NUL-terminated C strings the plan owns or
         // literals, and pointers to live locals; nothing allocates.
@@ -515,22 +519,17 @@ impl Plan {
     /// # Safety
     /// Only in the child of `driver::native::spawn`: system calls, no allocation.
     pub unsafe fn join(&self, pidfd: RawFd, rootfd: RawFd) -> Result<(), Fail> {
-        let fail = |idx: usize| Fail {
-            step: Step::JoinApp,
-            idx: idx as u16,
-            errno: errno(),
-        };
         // SAFETY: in the vfork-style child (this fn's contract): `pidfd` and `rootfd` are kept open
         // by spawn_in_app until the spawn returns; the paths are C-string literals.
         unsafe {
             if libc::setns(pidfd, self.join_flags()) < 0 {
-                return Err(fail(0));
+                return Err(fail(Step::JoinApp, 0));
             }
             if libc::fchdir(rootfd) < 0 || libc::chroot(c".".as_ptr()) < 0 {
-                return Err(fail(1));
+                return Err(fail(Step::JoinApp, 1));
             }
             if libc::chdir(c"/".as_ptr()) < 0 {
-                return Err(fail(1));
+                return Err(fail(Step::JoinApp, 1));
             }
         }
         Ok(())
@@ -542,11 +541,6 @@ impl Plan {
     /// # Safety
     /// Only in the child of `driver::native::spawn`: system calls, no allocation.
     pub unsafe fn confine(&self, userns_fd: RawFd) -> Result<(), Fail> {
-        let fail = |step: Step, idx: usize| Fail {
-            step,
-            idx: idx.min(u16::MAX as usize) as u16,
-            errno: errno(),
-        };
         // SAFETY: in the vfork-style child (this fn's contract): integer arguments, pointers into
         // the plan's own Vecs (groups, the seccomp program) and `fprog`, a local that outlives the
         // prctl.

@@ -27,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+mod adoption;
 mod bundles;
 mod publishing;
 mod wasm_apps;
@@ -51,12 +52,14 @@ pub enum Halt {
 }
 
 /// How `paddock serve` ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// 0, or 1 when an essential app went FATAL.
     pub code: i32,
     /// A poweroff or reboot was asked for.
     pub halt: Option<Halt>,
+    /// `paddock reexec`: the caller executes this binary in place of paddock, apps kept.
+    pub reexec: Option<PathBuf>,
 }
 
 /// A reply to a control request: HTTP status, content type, body.
@@ -109,6 +112,8 @@ pub enum Request {
     Version,
     /// Checks that an app exists and writes its logs to files.
     LogTarget(String),
+    /// `paddock reexec`: execute the paddock binary anew, keeping every app.
+    Reexec,
 }
 
 pub enum Msg {
@@ -137,6 +142,10 @@ pub enum Msg {
     },
     /// An exec health check ran out of time.
     CheckTimeout {
+        pid: i32,
+    },
+    /// The pidfd of an adopted process (not necessarily our child) says it has ended.
+    PidGone {
         pid: i32,
     },
 }
@@ -192,6 +201,9 @@ struct App {
     /// The app's cgroup (native apps, when the host gives paddock cgroups): created at the
     /// first start, kept across restarts, removed with the app.
     cgroup: Option<crate::cgroup::AppCgroup>,
+    /// What its record in the state directory says (pid, ready), so it is rewritten only on a
+    /// change (see `adoption.rs`).
+    recorded: Option<(i32, bool)>,
 }
 
 /// How to start an app (or its exec health check), or why it cannot be started.
@@ -266,6 +278,8 @@ pub struct Supervisor {
     timers: BTreeSet<(Instant, usize, TimerKind)>,
     timer_of: HashMap<(usize, TimerKind), Instant>,
     origin: Instant,
+    /// When this paddock started.
+    started: Instant,
     logs: Logs,
     devnull: OwnedFd,
     waiters: Vec<Waiter>,
@@ -294,6 +308,16 @@ pub struct Supervisor {
     cg_names: std::collections::HashSet<String>,
     /// `[sandbox] publish`: host listeners forwarded into apps' network namespaces.
     publisher: crate::publish::Publisher,
+    /// The descriptor holder (log pipes' read ends, the control listener), when it runs.
+    pub fdstore: Option<crate::fdstore::Client>,
+    /// STATE_DIR/run: a record of each running app process (see `adoption.rs`).
+    run_dir: PathBuf,
+    boot_id: String,
+    /// paddock's own binary as it was started (what `reexec` executes; after a package upgrade
+    /// it is the new version).
+    exe: Option<PathBuf>,
+    /// Set by `reexec`: the run ends without stopping anything.
+    reexec: Option<PathBuf>,
 }
 
 impl Supervisor {
@@ -315,7 +339,12 @@ impl Supervisor {
             checks: HashMap::new(),
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
-            origin: Instant::now(),
+            // Far enough in the past that an adopted process's start (see adoption.rs) is after
+            // it: uptimes of adopted apps count from their real start.
+            origin: Instant::now()
+                .checked_sub(Duration::from_secs(10 * 366 * 86400))
+                .unwrap_or_else(Instant::now),
+            started: Instant::now(),
             logs,
             devnull: native::dev_null()?,
             waiters: vec![],
@@ -336,6 +365,11 @@ impl Supervisor {
             cgroups: crate::cgroup::Cgroups::disabled("not set up"),
             cg_names: Default::default(),
             publisher: Default::default(),
+            fdstore: None,
+            run_dir: crate::adopt::run_dir(&state_dir),
+            boot_id: crate::adopt::boot_id(),
+            exe: std::env::current_exe().ok(),
+            reexec: None,
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -430,6 +464,7 @@ impl Supervisor {
             health_detail: String::new(),
             stop_why: String::new(),
             cgroup: None,
+            recorded: None,
         };
         let idx = self.apps.len();
         self.by_name.insert(app.spec.name.clone(), idx);
@@ -486,7 +521,9 @@ impl Supervisor {
         app.spec = Arc::new(spec);
     }
 
-    fn ensure_channels(&mut self, idx: usize) -> std::io::Result<()> {
+    /// The app's log pipes (unless `with_pipes` is false: an adopted process keeps its own),
+    /// notify socket and readiness pipe, created where missing.
+    fn ensure_channels(&mut self, idx: usize, with_pipes: bool) -> std::io::Result<()> {
         let notify_path = self.apps[idx]
             .as_ref()
             .map(|a| self.notify_path(&a.name, idx));
@@ -495,17 +532,31 @@ impl Supervisor {
             return Ok(());
         };
         // A wasm app's output goes to the logs without a pipe (`wasm_apps::spawn_wasm`).
-        if app.pipes.is_none()
+        if with_pipes
+            && app.pipes.is_none()
             && app.spec.logs.stdout != StdoutMode::Inherit
             && app.spec.isolation != config::Isolation::Wasm
         {
+            // The read ends also go to the descriptor holder, so that the app's output
+            // outlives a crash of paddock (a newer pipe of the app replaces the older there).
             let (out_r, out_w) = native::output_pipe()?;
+            if let Some(fs) = self.fdstore.as_mut() {
+                use std::os::fd::AsFd;
+                fs.put(&adoption::pipe_name(&app.name, Stream::Out), out_r.as_fd());
+            }
             self.logs
                 .spawn_reader(out_r, app.name.clone(), Stream::Out)?;
             let err_w = if app.spec.logs.combine {
+                if let Some(fs) = self.fdstore.as_mut() {
+                    fs.del(&adoption::pipe_name(&app.name, Stream::Err));
+                }
                 None
             } else {
                 let (err_r, err_w) = native::output_pipe()?;
+                if let Some(fs) = self.fdstore.as_mut() {
+                    use std::os::fd::AsFd;
+                    fs.put(&adoption::pipe_name(&app.name, Stream::Err), err_r.as_fd());
+                }
                 self.logs
                     .spawn_reader(err_r, app.name.clone(), Stream::Err)?;
                 Some(err_w)
@@ -574,7 +625,7 @@ impl Supervisor {
 
     fn do_spawn(&mut self, idx: usize) -> Result<i32, String> {
         self.apply_pending(idx);
-        self.ensure_channels(idx).map_err(|e| {
+        self.ensure_channels(idx, true).map_err(|e| {
             format!(
                 "setting up pipes and sockets: {}",
                 crate::util::io_reason(&e)
@@ -902,6 +953,7 @@ impl Supervisor {
                 self.publish(app, step_from, step_t);
             }
         }
+        self.sync_record(idx);
         self.after_change(idx, before);
     }
 
@@ -1101,6 +1153,7 @@ impl Supervisor {
             // `update` may have added a new app of the same name meanwhile: leave that one be.
             if self.by_name.get(&*app.name) == Some(&idx) {
                 self.by_name.remove(&*app.name);
+                self.forget_app(&app.name);
                 self.logs.send(Ctl::Remove {
                     app: app.name.clone(),
                 });
@@ -1690,7 +1743,7 @@ impl Supervisor {
                 a.m.uptime(now).unwrap_or_default().as_secs_f64()
             );
         }
-        s.push_str("# HELP paddock_app_last_exit_code Exit code of the last exit (128+N for death by signal N, -1 for a failed spawn or check).\n# TYPE paddock_app_last_exit_code gauge\n");
+        s.push_str("# HELP paddock_app_last_exit_code Exit code of the last exit (128+N for death by signal N, -1 for a failed spawn or check, -2 a wasm trap, -3 a wasm interrupt, -4 unknown: a process adopted from an earlier paddock).\n# TYPE paddock_app_last_exit_code gauge\n");
         for a in &apps {
             if let Some(e) = a.m.last_exit() {
                 let code = match e {
@@ -1700,6 +1753,7 @@ impl Supervisor {
                     Exit::SpawnFailed(_) | Exit::Failed(_) => -1,
                     Exit::Trap(_) => -2,
                     Exit::Interrupted => -3,
+                    Exit::Unknown => -4,
                 };
                 let _ = writeln!(s, "paddock_app_last_exit_code{{app=\"{}\"}} {code}", a.name);
             }
@@ -1831,6 +1885,13 @@ impl Supervisor {
                     &serde_json::json!({"ok": true, "message": "shutting down"}),
                 )
             }
+            Request::Reexec => match self.begin_reexec() {
+                Ok(exe) => Reply::json(
+                    202,
+                    &serde_json::json!({"ok": true, "message": format!("re-executing {}", exe.display())}),
+                ),
+                Err(e) => Reply::error(409, e),
+            },
             Request::ReopenLogs => {
                 self.logs.send(Ctl::Reopen);
                 Reply::json(200, &serde_json::json!({"ok": true}))
@@ -1903,6 +1964,10 @@ impl Supervisor {
                 eprintln!("paddock: SIGHUP: update: {}", r.body.trim());
             }
             libc::SIGUSR2 => self.logs.send(Ctl::Reopen),
+            libc::SIGUSR1 => match self.begin_reexec() {
+                Ok(exe) => eprintln!("paddock: SIGUSR1: re-executing {}", exe.display()),
+                Err(e) => eprintln!("paddock: SIGUSR1: cannot re-execute: {e}"),
+            },
             _ => {}
         }
     }
@@ -1921,7 +1986,7 @@ impl Supervisor {
         eprintln!(
             "paddock: {ready} of {} apps ready, {:.1} ms after start",
             self.by_name.len(),
-            self.origin.elapsed().as_secs_f64() * 1000.0
+            self.started.elapsed().as_secs_f64() * 1000.0
         );
         while !self.done {
             let msg = match self.timers.first().map(|t| t.0) {
@@ -1953,6 +2018,7 @@ impl Supervisor {
                         self.feed_health(idx, result);
                     }
                 }
+                Some(Msg::PidGone { pid }) => self.pid_gone(pid),
                 Some(Msg::CheckTimeout { pid }) => {
                     if let Some((idx, spawn)) = self.checks.remove(&pid) {
                         // SAFETY: kill(2) takes no pointers; `pid` was still in `checks`, so the
@@ -1983,6 +2049,16 @@ impl Supervisor {
         // Let the connection tasks woken by the last replies (the shutdown request's 202) write
         // them before the runtime goes away; with nothing left to stop, that is the same turn.
         tokio::task::yield_now().await;
+        if let Some(exe) = self.reexec.take() {
+            // Everything stays: apps, cgroups, records, the holder's descriptors. Only what
+            // this process buffered is written out.
+            self.logs.flush().await;
+            return Outcome {
+                code: 0,
+                halt: None,
+                reexec: Some(exe),
+            };
+        }
         for idx in 0..self.apps.len() {
             if let Some(mut app) = self.apps[idx].take() {
                 self.drop_cgroup(&mut app);
@@ -1992,9 +2068,13 @@ impl Supervisor {
         self.cgroups.remove_bases();
         self.logs.flush().await;
         let _ = std::fs::remove_file(&self.opts.socket);
+        if let Some(fs) = self.fdstore.take() {
+            fs.bye();
+        }
         Outcome {
             code: self.exit_code,
             halt: self.halt,
+            reexec: None,
         }
     }
 
@@ -2060,6 +2140,7 @@ pub fn forward_signals(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
         libc::SIGTERM,
         libc::SIGINT,
         libc::SIGHUP,
+        libc::SIGUSR1,
         libc::SIGUSR2,
         libc::SIGPWR,
     ])?;
@@ -2193,10 +2274,39 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             }
             return Err(s);
         }
-        let listener = crate::control::server::bind(&opts.socket)?;
+        let mut sup = sup;
+        // The descriptor holder: started now, or found running after a crash or a re-exec
+        // with the descriptors an earlier paddock left in it.
+        let mut held = BTreeMap::new();
+        match crate::fdstore::Client::connect_or_start(&opts.state_dir) {
+            Ok((mut fs, existing)) => {
+                if existing {
+                    match fs.get_all() {
+                        Ok(h) => held = h,
+                        Err(e) => eprintln!("paddock: the descriptor holder: {e}"),
+                    }
+                }
+                sup.fdstore = Some(fs);
+            }
+            Err(e) => eprintln!(
+                "paddock: {e}; going on without it: app output will not survive a crash of paddock"
+            ),
+        }
+        let listener = match held.remove("control") {
+            Some(fd) if crate::control::server::listens_on(&fd, &opts.socket) => {
+                crate::control::server::from_held(fd)?
+            }
+            _ => {
+                let l = crate::control::server::bind(&opts.socket)?;
+                if let Some(fs) = sup.fdstore.as_mut() {
+                    use std::os::fd::AsFd;
+                    fs.put("control", l.as_fd());
+                }
+                l
+            }
+        };
         // Only once nothing can refuse the start any more: the directories are removed at
         // shutdown.
-        let mut sup = sup;
         sup.cgroups = crate::cgroup::Cgroups::init(&cg_name);
         eprintln!("paddock: {}", sup.cgroups.summary());
         eprintln!(
@@ -2215,14 +2325,23 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
                 ""
             }
         );
-        tokio::spawn(crate::control::server::serve(
+        let server = tokio::spawn(crate::control::server::serve(
             listener,
             tx.clone(),
             logs,
             events,
         ));
+        sup.adopt_all(held);
         let out = sup.run(rx).await;
+        if out.reexec.is_some() {
+            // New connections wait in the listener's backlog (the holder keeps it) for the
+            // next paddock; only the answers already decided are written.
+            server.abort();
+        }
         crate::control::server::drain(Duration::from_secs(2)).await;
+        if out.reexec.is_some() {
+            return Ok(out);
+        }
         eprintln!(
             "paddock: all apps stopped{}",
             if out.code != 0 {

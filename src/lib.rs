@@ -9,6 +9,7 @@
 //! - `control`: the HTTP/JSON API on a Unix socket, and its client;
 //! - `daemon`: the event loop that ties them together (`paddock serve`).
 
+pub mod adopt;
 pub mod bench;
 pub mod bundle;
 pub mod cgroup;
@@ -18,6 +19,7 @@ pub mod daemon;
 pub mod doctor;
 pub mod driver;
 pub mod escape;
+pub mod fdstore;
 pub mod health;
 pub mod lock;
 pub mod logs;

@@ -119,6 +119,9 @@ enum Cmd {
     Update,
     /// Print state changes as they happen, one JSON object per line.
     Events,
+    /// Execute the paddock binary anew (a new version after an upgrade), keeping every app
+    /// running: same pids, logs, sockets (also on SIGUSR1).
+    Reexec,
     /// Stop every app, then exit paddock.
     Shutdown {
         #[arg(long)]
@@ -200,6 +203,11 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    // The descriptor holder `serve` starts (see src/fdstore.rs): kept out of the CLI's parser.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().take(3).collect();
+    if args.len() == 3 && args[1] == "__fdholder" {
+        paddock::fdstore::holder_main(std::path::Path::new(&args[2]));
+    }
     let mut cli = Cli::parse();
     if cli.cmd.is_none() {
         if !paddock::pid1::is_pid1() {
@@ -337,6 +345,41 @@ fn main() -> ExitCode {
         },
         Cmd::Reread => diff(&client, "GET", "/v1/reread"),
         Cmd::Update => diff(&client, "POST", "/v1/update"),
+        Cmd::Reexec => {
+            let before = client
+                .request("GET", "/v1/version", None)
+                .ok()
+                .and_then(|r| serde_json::from_str::<VersionInfo>(&r.body).ok());
+            match client.request("POST", "/v1/reexec", None) {
+                Ok(r) if r.status == 202 => {}
+                Ok(r) => return fail(r.body.trim()),
+                Err(e) => return fail(e),
+            }
+            // The next paddock answers on the same socket (requests wait in its backlog).
+            let t = std::time::Instant::now();
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                if let Ok(r) = client.request("GET", "/v1/version", None)
+                    && let Ok(v) = serde_json::from_str::<VersionInfo>(&r.body)
+                {
+                    println!(
+                        "re-executed: paddock {}{} (pid {}), {} apps",
+                        before
+                            .as_ref()
+                            .filter(|b| b.version != v.version)
+                            .map(|b| format!("{} -> ", b.version))
+                            .unwrap_or_default(),
+                        v.version,
+                        v.pid,
+                        v.apps
+                    );
+                    return ExitCode::SUCCESS;
+                }
+                if t.elapsed() > std::time::Duration::from_secs(30) {
+                    return fail("paddock did not answer within 30 s of re-executing; see its log");
+                }
+            }
+        }
         Cmd::Shutdown { no_wait } => match client.request("POST", "/v1/shutdown", None) {
             Ok(r) if r.status == 202 => {
                 if !no_wait {
@@ -642,6 +685,23 @@ fn serve(
     };
     let result = std::panic::catch_unwind(|| paddock::daemon::serve(opts));
     let (code, halt) = match result {
+        Ok(Ok(paddock::daemon::Outcome {
+            reexec: Some(exe), ..
+        })) => {
+            // `paddock reexec`: the same pid runs the (possibly new) binary with the same
+            // arguments; it adopts the apps, which are still its children.
+            use std::os::unix::process::CommandExt;
+            eprintln!("paddock: re-executing {}", exe.display());
+            let e = std::process::Command::new(&exe)
+                .args(std::env::args_os().skip(1))
+                .env("PADDOCK_REEXEC", "1")
+                .exec();
+            eprintln!(
+                "paddock: cannot execute {}: {e}; the apps keep running: start paddock again to take them back",
+                exe.display()
+            );
+            (1, None)
+        }
         Ok(Ok(out)) => (out.code, out.halt),
         Ok(Err(e)) => {
             eprintln!("paddock: {e}");

@@ -617,6 +617,19 @@ impl Cgroups {
     /// Creates (or takes over) the cgroup `dir_name` of an app with its limits, and opens the
     /// `cgroup.procs` files its children write to before exec.
     pub fn create(&self, dir_name: &str, limits: &CgLimits) -> Result<AppCgroup, String> {
+        self.open(dir_name, limits, false)
+    }
+
+    /// Takes over the cgroup `dir_name` of an app adopted from an earlier paddock, with the
+    /// processes in it.
+    pub fn adopt(&self, dir_name: &str, limits: &CgLimits) -> Result<AppCgroup, String> {
+        if dir_name.is_empty() || dir_name.contains('/') || dir_name.starts_with('.') {
+            return Err(format!("{dir_name:?} is not an app cgroup name"));
+        }
+        self.open(dir_name, limits, true)
+    }
+
+    fn open(&self, dir_name: &str, limits: &CgLimits, adopt: bool) -> Result<AppCgroup, String> {
         if let Some(why) = self.refuse(limits) {
             return Err(why);
         }
@@ -639,15 +652,21 @@ impl Cgroups {
             oom_seen: 0,
         };
         let left = cg.members();
-        if !left.is_empty() {
-            return Err(format!(
-                "cgroup {} already holds processes ({}): left over from an earlier paddock, or another paddock uses the same cgroup name (set PADDOCK_CGROUP_NAME); stop them first",
+        if !adopt && !left.is_empty() {
+            // No other paddock uses this cgroup name (serve holds its lock): these are processes
+            // an earlier paddock of ours left behind and nobody adopted. Stop them before the new
+            // start, so that nothing runs twice.
+            eprintln!(
+                "paddock: cgroup {}: killing {} process{} left by an earlier paddock ({})",
                 cg.dirs[0].path.display(),
+                left.len(),
+                if left.len() == 1 { "" } else { "es" },
                 left.iter()
                     .map(|p| p.to_string())
                     .collect::<Vec<_>>()
                     .join(" ")
-            ));
+            );
+            cg.kill_and_wait(std::time::Duration::from_secs(2))?;
         }
         cg.apply(limits)?;
         for d in &cg.dirs {

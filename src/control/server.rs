@@ -60,6 +60,29 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(l)
 }
 
+/// A listener kept by the descriptor holder is still the socket at `path` (nobody removed or
+/// replaced the file meanwhile).
+pub fn listens_on(fd: &std::os::fd::OwnedFd, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(addr) = nix::sys::socket::getsockname::<nix::sys::socket::UnixAddr>(
+        std::os::fd::AsRawFd::as_raw_fd(fd),
+    ) else {
+        return false;
+    };
+    let same_path = addr.path().is_some_and(|p| p == path);
+    let is_socket =
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.mode() & libc::S_IFMT == libc::S_IFSOCK);
+    same_path && is_socket
+}
+
+/// The control listener handed back by the descriptor holder (after a crash or a re-exec).
+pub fn from_held(fd: std::os::fd::OwnedFd) -> Result<UnixListener, String> {
+    let l = std::os::unix::net::UnixListener::from(fd);
+    l.set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(l))
+        .map_err(|e| format!("the control socket kept by the holder: {e}"))
+}
+
 pub async fn serve(
     listener: UnixListener,
     sup: mpsc::UnboundedSender<Msg>,
@@ -282,6 +305,7 @@ fn route(req: &HttpRequest) -> Result<Request, Reply> {
     Ok(match parts.as_slice() {
         ["metrics"] if m == "GET" => Request::Metrics,
         ["v1", "version"] if m == "GET" => Request::Version,
+        ["v1", "reexec"] if m == "POST" => Request::Reexec,
         ["v1", "apps"] if m == "GET" => {
             Request::Status(req.param("names").map(names).unwrap_or_default())
         }
@@ -336,6 +360,7 @@ fn route(req: &HttpRequest) -> Result<Request, Reply> {
         | ["v1", "reread"]
         | ["v1", "update"]
         | ["v1", "shutdown"]
+        | ["v1", "reexec"]
         | ["v1", "logs", "reopen"] => return Err(wrong()),
         _ => {
             return Err(Reply::error(

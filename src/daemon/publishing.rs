@@ -42,7 +42,7 @@ impl Supervisor {
         self.publish_target(idx);
     }
 
-    fn publish_target(&mut self, idx: usize) -> Option<Arc<str>> {
+    pub(super) fn publish_target(&mut self, idx: usize) -> Option<Arc<str>> {
         let app = self.apps[idx].as_ref()?;
         if self.by_name.get(&*app.name) != Some(&idx) || !self.publisher.has(&app.name) {
             return None;

@@ -75,6 +75,9 @@ pub enum Exit {
     /// paddock stopped it because it failed a check: not ready in time, failing health checks,
     /// a silent watchdog.
     Failed(String),
+    /// An adopted process (started by an earlier paddock) ended: it is not paddock's child, so
+    /// its exit status is not known.
+    Unknown,
     /// The main process was SIGKILLed by the kernel's OOM killer (its cgroup's memory limit).
     OomKilled,
 }
@@ -92,6 +95,7 @@ impl Exit {
             Exit::Interrupted => "interrupted by paddock".into(),
             Exit::Failed(why) => format!("stopped by paddock: {why}"),
             Exit::OomKilled => "oom-killed".into(),
+            Exit::Unknown => "exited (status unknown: adopted from an earlier paddock)".into(),
         }
     }
 }
@@ -138,6 +142,12 @@ pub enum Event {
     SpawnRefused(String),
     /// The app's main process exited.
     Exited(Exit),
+    /// A live process of the app, started by an earlier paddock (before a crash or a re-exec),
+    /// is taken over: the app is up again without a spawn, READY at once if it was before.
+    Adopted {
+        ready: bool,
+        age: Duration,
+    },
     /// The app signalled readiness (`READY=1`, a newline on its readiness descriptor).
     Ready,
     /// `WATCHDOG=1` from the app.
@@ -519,6 +529,28 @@ impl Machine {
         self.alive && matches!(self.state, State::Running | State::Ready)
     }
 
+    /// The process runs (spawned, or adopted — then `ready` if it was READY before).
+    fn started(&mut self, ready: bool, now: Time, out: &mut Vec<Action>) {
+        if let Some(w) = self.policy.watchdog {
+            out.push(Action::Arm(TimerKind::Watchdog, w));
+        }
+        if let Some(h) = &self.policy.health {
+            out.push(Action::Arm(
+                TimerKind::HealthCheck,
+                h.interval.min(FIRST_CHECK),
+            ));
+        }
+        if ready || self.policy.ready == ReadyMode::Immediate {
+            self.on_ready(now, out);
+        } else {
+            self.set(State::Running, now);
+            out.push(Action::Arm(
+                TimerKind::ReadyTimeout,
+                self.policy.ready_timeout,
+            ));
+        }
+    }
+
     /// Feeds one event; appends the resulting actions to `out`.
     pub fn handle(&mut self, ev: Event, now: Time, out: &mut Vec<Action>) {
         use State::*;
@@ -592,24 +624,19 @@ impl Machine {
                 if self.state != Starting {
                     return;
                 }
-                if let Some(w) = self.policy.watchdog {
-                    out.push(Action::Arm(TimerKind::Watchdog, w));
+                self.started(false, now, out);
+            }
+            Event::Adopted { ready, age } => {
+                if self.alive || !matches!(self.state, Stopped | Exited | Fatal) {
+                    return;
                 }
-                if let Some(h) = &self.policy.health {
-                    out.push(Action::Arm(
-                        TimerKind::HealthCheck,
-                        h.interval.min(FIRST_CHECK),
-                    ));
-                }
-                if self.policy.ready == ReadyMode::Immediate {
-                    self.on_ready(now, out);
-                } else {
-                    self.set(Running, now);
-                    out.push(Action::Arm(
-                        TimerKind::ReadyTimeout,
-                        self.policy.ready_timeout,
-                    ));
-                }
+                self.wants_up = true;
+                self.failures = 0;
+                self.spawn(now, out);
+                out.retain(|a| *a != Action::Spawn);
+                self.started_at = Some(now.saturating_sub(age));
+                self.spawns += 1;
+                self.started(ready, now, out);
             }
             Event::SpawnFailed(e) => {
                 if self.alive && matches!(self.state, Starting | Stopping) {

@@ -6,6 +6,10 @@ use super::*;
 use crate::config::RestartSpec;
 use std::collections::BTreeMap;
 
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -716,4 +720,63 @@ fn refused_spawn_while_stopping_ends_stopped() {
     assert!(!m.refused() && !m.alive());
     assert!(acts.contains(&Action::Cancel(TimerKind::StopTimeout)));
     assert!(!acts.contains(&Action::Spawn), "{acts:?}");
+}
+
+#[test]
+fn adopted_process_is_up_without_a_spawn() {
+    let mut m = Machine::new(Policy::simple(RestartSpec::default(), 15, secs(5)), 1);
+    let mut out = vec![];
+    m.handle(
+        Event::Adopted {
+            ready: true,
+            age: secs(30),
+        },
+        secs(100),
+        &mut out,
+    );
+    assert!(!out.contains(&Action::Spawn));
+    assert_eq!(m.state(), State::Ready);
+    assert!(m.alive() && m.wants_up());
+    assert_eq!(m.uptime(secs(100)), Some(secs(30)));
+    // Its end (status unknown) is an ordinary unexpected exit: restarted by the policy.
+    out.clear();
+    m.handle(Event::Exited(Exit::Unknown), secs(101), &mut out);
+    assert!(out.contains(&Action::KillGroup));
+    assert_ne!(m.state(), State::Ready);
+    // Adopting twice, or while up, does nothing.
+    let mut m2 = Machine::new(Policy::simple(RestartSpec::default(), 15, secs(5)), 1);
+    m2.handle(Event::Start, secs(1), &mut out);
+    out.clear();
+    m2.handle(
+        Event::Adopted {
+            ready: true,
+            age: secs(0),
+        },
+        secs(2),
+        &mut out,
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn adopted_not_ready_waits_for_readiness_with_its_timeout() {
+    let mut p = Policy::simple(RestartSpec::default(), 15, secs(5));
+    p.ready = ReadyMode::Signal;
+    let mut m = Machine::new(p, 1);
+    let mut out = vec![];
+    m.handle(
+        Event::Adopted {
+            ready: false,
+            age: secs(1),
+        },
+        secs(10),
+        &mut out,
+    );
+    assert_eq!(m.state(), State::Running);
+    assert!(
+        out.iter()
+            .any(|a| matches!(a, Action::Arm(TimerKind::ReadyTimeout, _)))
+    );
+    m.handle(Event::Ready, secs(11), &mut out);
+    assert_eq!(m.state(), State::Ready);
 }

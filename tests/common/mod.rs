@@ -98,7 +98,10 @@ impl Paddock {
     /// with a copy of the binary: the checkout may be in a directory that user cannot enter).
     pub fn start_as(self, uid: u32, extra: &[&std::ffi::OsStr]) -> Paddock {
         let bin = self.dir.0.join("paddock-bin");
-        std::fs::copy(BIN, &bin).expect("copy the paddock binary");
+        if !bin.exists() {
+            // (A second start after a crash: the first copy may still run as the holder.)
+            std::fs::copy(BIN, &bin).expect("copy the paddock binary");
+        }
         let st = Command::new("chown")
             .arg("-R")
             .arg(format!("{uid}:{uid}"))

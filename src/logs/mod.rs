@@ -332,7 +332,21 @@ struct StreamFile {
     size: u64,
     /// The last write ended mid-line.
     partial: bool,
+    /// The file as an earlier paddock left it was looked at (see `ends_mid_line`).
+    resumed: bool,
     followers: Vec<Follower>,
+}
+
+/// Whether a log file ends in the middle of a line: an earlier paddock (before a crash or a
+/// re-exec) wrote the start of a line whose rest is still to come, without a new time stamp.
+fn ends_mid_line(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut last = [0u8; 1];
+    len > 0 && f.read_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
 }
 
 struct AppLog {
@@ -442,6 +456,11 @@ impl Writer {
         } else {
             &mut a.err
         };
+        let path = log_path(&dir, &d.app, stream);
+        if !sf.resumed {
+            sf.resumed = true;
+            sf.partial = ends_mid_line(&path);
+        }
         let was_partial = sf.partial;
         let mut stamp = Vec::with_capacity(25);
         crate::util::rfc3339(d.time, &mut stamp);
@@ -453,7 +472,6 @@ impl Writer {
             buf.extend_from_slice(piece);
             sf.partial = piece.last() != Some(&b'\n');
         }
-        let path = log_path(&dir, &d.app, stream);
         // Write, rotating at line boundaries so no file exceeds max_size (unless a single line
         // is longer than max_size) and no line is split across files.
         let mut rest = &buf[..];

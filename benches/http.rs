@@ -80,7 +80,10 @@ fn wrk(port: u16, conns: u32, secs: u32) -> (String, String, String) {
             .unwrap_or_else(|| "-".into())
     };
     let mut rps = find("Requests/sec:");
-    if let Some(errs) = text.lines().find(|l| l.contains("Non-2xx") || l.contains("Socket errors")) {
+    if let Some(errs) = text
+        .lines()
+        .find(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+    {
         rps.push_str(&format!(" ({})", errs.trim()));
     }
     (rps, find("50%"), find("99%"))
@@ -208,12 +211,14 @@ fn main() {
             continue;
         }
         let port = free_port();
-        let bundle = if level == "sandbox" { "isolation = \"sandbox\"\n" } else { "" };
+        let bundle = if level == "sandbox" {
+            "isolation = \"sandbox\"\n"
+        } else {
+            ""
+        };
         let s = paddock(
             level,
-            &format!(
-                "{bundle}command = [\"{NATIVE}\", \"--http\", \"127.0.0.1:{port}\"]\n{extra}"
-            ),
+            &format!("{bundle}command = [\"{NATIVE}\", \"--http\", \"127.0.0.1:{port}\"]\n{extra}"),
         );
         rows.push(if wait_up(port) {
             // The server's memory is its own process's, not paddock's: paddock's RSS is shown.
@@ -234,7 +239,10 @@ fn main() {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("wasmtime serve");
-            let name = format!("wasmtime serve ({})", String::from_utf8_lossy(&v.stdout).trim());
+            let name = format!(
+                "wasmtime serve ({})",
+                String::from_utf8_lossy(&v.stdout).trim()
+            );
             rows.push(if wait_up(port) {
                 measure(&name, port, Some(c.id()), secs)
             } else {
@@ -243,7 +251,10 @@ fn main() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        _ => rows.push(skip("wasmtime serve", "wasmtime is not installed (cargo install wasmtime-cli --version 48.0.8 --locked)")),
+        _ => rows.push(skip(
+            "wasmtime serve",
+            "wasmtime is not installed (cargo install wasmtime-cli --version 48.0.8 --locked)",
+        )),
     }
 
     println!(

@@ -98,9 +98,10 @@ impl Socket {
         match addr {
             Addr::Tcp(a) => {
                 let l = std::net::TcpListener::bind(a).map_err(|e| fail("listen on", e))?;
-                l.set_nonblocking(true)
-                    .map_err(|e| fail("set up", e))?;
-                let local = l.local_addr().map_or_else(|_| a.to_string(), |x| x.to_string());
+                l.set_nonblocking(true).map_err(|e| fail("set up", e))?;
+                let local = l
+                    .local_addr()
+                    .map_or_else(|_| a.to_string(), |x| x.to_string());
                 let fd = OwnedFd::from(l);
                 set_backlog(&fd);
                 Ok(Socket {
@@ -119,10 +120,9 @@ impl Socket {
                     }
                     let _ = std::fs::remove_file(p);
                 }
-                let l = std::os::unix::net::UnixListener::bind(p)
-                    .map_err(|e| fail("listen on", e))?;
-                l.set_nonblocking(true)
-                    .map_err(|e| fail("set up", e))?;
+                let l =
+                    std::os::unix::net::UnixListener::bind(p).map_err(|e| fail("listen on", e))?;
+                l.set_nonblocking(true).map_err(|e| fail("set up", e))?;
                 let fd = OwnedFd::from(l);
                 set_backlog(&fd);
                 Ok(Socket {
@@ -301,7 +301,11 @@ mod tests {
         let e = Addr::parse("localhost:80").unwrap_err();
         assert!(e.contains("IP address and a port"), "{e}");
         assert!(Addr::parse("unix:run/a").unwrap_err().contains("absolute"));
-        assert!(Addr::parse(&format!("/{}", "a".repeat(120))).unwrap_err().contains("107"));
+        assert!(
+            Addr::parse(&format!("/{}", "a".repeat(120)))
+                .unwrap_err()
+                .contains("107")
+        );
         assert_eq!(Addr::parse("/x.sock").unwrap().to_string(), "unix:/x.sock");
     }
 
@@ -311,7 +315,11 @@ mod tests {
         let a = Addr::parse("127.0.0.1:0").unwrap();
         let s1 = r.acquire(std::slice::from_ref(&a)).unwrap();
         let s2 = r.acquire(std::slice::from_ref(&a)).unwrap();
-        assert_eq!(s1[0].raw_fd(), s2[0].raw_fd(), "the same socket, bound once");
+        assert_eq!(
+            s1[0].raw_fd(),
+            s2[0].raw_fd(),
+            "the same socket, bound once"
+        );
         assert!(s1[0].local.starts_with("127.0.0.1:") && !s1[0].local.ends_with(":0"));
         drop((s1, s2));
         r.sweep();

@@ -258,7 +258,9 @@ pub(super) fn health(cx: &mut FileCtx, raw: Option<&RawHealth>) -> Option<Health
             cx.err_at(
                 Some(h.kind.span()),
                 "health.kind",
-                format!("unknown kind \"{other}\"; expected \"exec\", \"tcp\", \"http\" or \"wasm\""),
+                format!(
+                    "unknown kind \"{other}\"; expected \"exec\", \"tcp\", \"http\" or \"wasm\""
+                ),
             );
             return None;
         }

@@ -15,8 +15,8 @@
 //! memory = "32MiB"             # per request
 //! ```
 
-use super::units::Dur;
 use super::FileCtx;
+use super::units::Dur;
 use crate::listen::Addr;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -119,16 +119,15 @@ pub(super) fn parse(
             }
         },
     }
-    let mut int = |v: &Option<Spanned<i64>>, key: &str, lo: i64, hi: i64, what: &str, default: u32| {
-        match v {
+    let mut int =
+        |v: &Option<Spanned<i64>>, key: &str, lo: i64, hi: i64, what: &str, default: u32| match v {
             None => Some(default),
             Some(n) if (lo..=hi).contains(n.get_ref()) => Some(*n.get_ref() as u32),
             Some(n) => {
                 cx.err_at(Some(n.span()), key, format!("must be {lo} to {hi}: {what}"));
                 None
             }
-        }
-    };
+        };
     let max_concurrent = int(
         &r.max_concurrent,
         "http.max_concurrent",
@@ -244,26 +243,66 @@ mod tests {
     fn bad_values_name_file_line_and_key() {
         let cases: &[(&str, &str)] = &[
             ("[http]\n", "web.toml:3:1: key `http.listen`: missing"),
-            ("[http]\nlisten = []\n", "key `http.listen`: must be a non-empty list"),
-            ("[http]\nlisten = \"127.0.0.1:80\"\n", "must be a non-empty list of addresses"),
-            ("[http]\nlisten = [80]\n", "must be a list of strings, not integer 80"),
-            ("[http]\nlisten = [\"localhost:80\"]\n", "web.toml:4:10: key `http.listen`: \"localhost:80\" is not an address"),
+            (
+                "[http]\nlisten = []\n",
+                "key `http.listen`: must be a non-empty list",
+            ),
+            (
+                "[http]\nlisten = \"127.0.0.1:80\"\n",
+                "must be a non-empty list of addresses",
+            ),
+            (
+                "[http]\nlisten = [80]\n",
+                "must be a list of strings, not integer 80",
+            ),
+            (
+                "[http]\nlisten = [\"localhost:80\"]\n",
+                "web.toml:4:10: key `http.listen`: \"localhost:80\" is not an address",
+            ),
             ("[http]\nlisten = [\"unix:x.sock\"]\n", "must be absolute"),
-            ("[http]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n", "127.0.0.1:1 is listed twice"),
-            ("[http]\nlisten = [\"127.0.0.1:1\"]\nmax_concurrent = 0\n", "web.toml:5:18: key `http.max_concurrent`: must be 1 to 4096"),
-            ("[http]\nlisten = [\"127.0.0.1:1\"]\nreuse = -1\n", "key `http.reuse`: must be 0 to 1000000"),
-            ("[http]\nlisten = [\"127.0.0.1:1\"]\nfailures = 0\n", "key `http.failures`: must be 1 to"),
-            ("[http]\nlisten = [\"127.0.0.1:1\"]\nrequest_timeout = \"0s\"\n", "key `http.request_timeout`: must be at least 1ms"),
-            ("[http]\nlisten = [\"127.0.0.1:1\"]\nfailure_window = \"0ms\"\n", "key `http.failure_window`: must be at least 1ms"),
-            ("[http]\nlisten = [\"127.0.0.1:1\"]\nrequest_timeout = \"soon\"\n", "http.request_timeout"),
-            ("[http]\nlisten = [\"127.0.0.1:1\"]\nport = 1\n", "unknown field `port`"),
+            (
+                "[http]\nlisten = [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
+                "127.0.0.1:1 is listed twice",
+            ),
+            (
+                "[http]\nlisten = [\"127.0.0.1:1\"]\nmax_concurrent = 0\n",
+                "web.toml:5:18: key `http.max_concurrent`: must be 1 to 4096",
+            ),
+            (
+                "[http]\nlisten = [\"127.0.0.1:1\"]\nreuse = -1\n",
+                "key `http.reuse`: must be 0 to 1000000",
+            ),
+            (
+                "[http]\nlisten = [\"127.0.0.1:1\"]\nfailures = 0\n",
+                "key `http.failures`: must be 1 to",
+            ),
+            (
+                "[http]\nlisten = [\"127.0.0.1:1\"]\nrequest_timeout = \"0s\"\n",
+                "key `http.request_timeout`: must be at least 1ms",
+            ),
+            (
+                "[http]\nlisten = [\"127.0.0.1:1\"]\nfailure_window = \"0ms\"\n",
+                "key `http.failure_window`: must be at least 1ms",
+            ),
+            (
+                "[http]\nlisten = [\"127.0.0.1:1\"]\nrequest_timeout = \"soon\"\n",
+                "http.request_timeout",
+            ),
+            (
+                "[http]\nlisten = [\"127.0.0.1:1\"]\nport = 1\n",
+                "unknown field `port`",
+            ),
         ];
         for (tail, want) in cases {
             let e = err(&format!("{HEAD}{tail}"));
             assert!(e.contains(want), "{tail:?}: {e}");
         }
-        let e = err("isolation = \"wasm\"\nmodule = \"m.wasm\"\n[http]\nlisten = [\"127.0.0.1:1\"]\n");
-        assert!(e.contains("key `http`: m.wasm is a WASI preview 1 core module"), "{e}");
+        let e =
+            err("isolation = \"wasm\"\nmodule = \"m.wasm\"\n[http]\nlisten = [\"127.0.0.1:1\"]\n");
+        assert!(
+            e.contains("key `http`: m.wasm is a WASI preview 1 core module"),
+            "{e}"
+        );
         let e = err("command = [\"/bin/true\"]\n[http]\nlisten = [\"127.0.0.1:1\"]\n");
         assert!(e.contains("key `http`: [http] is for wasm apps"), "{e}");
         let _ = PathBuf::new();

@@ -749,7 +749,9 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
 
     let health = health::health(&mut cx, raw.health.as_ref());
     let readiness = health::readiness(&mut cx, raw.readiness.as_ref(), raw.health.is_some());
-    if health.as_ref().is_some_and(|h| h.probe == health::Probe::Wasm)
+    if health
+        .as_ref()
+        .is_some_and(|h| h.probe == health::Probe::Wasm)
         && isolation != Isolation::Wasm
         && let Some(h) = &raw.health
     {

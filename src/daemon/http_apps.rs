@@ -57,7 +57,9 @@ impl Supervisor {
     /// A failure is reported and tried again at each start.
     pub(super) fn http_load(&mut self, idx: usize) {
         if let Err(e) = self.http_sockets(idx) {
-            let name = self.apps[idx].as_ref().map_or("?".into(), |a| a.name.clone());
+            let name = self.apps[idx]
+                .as_ref()
+                .map_or("?".into(), |a| a.name.clone());
             eprintln!("paddock: {name}: {e}");
         }
     }
@@ -152,9 +154,10 @@ impl Supervisor {
             .map(|e| format!(" (last: {})", e.describe()))
             .unwrap_or_default();
         match app.m.state() {
-            State::Backoff => h
-                .served
-                .close(format!("the app is backing off before its next start{last}"), false),
+            State::Backoff => h.served.close(
+                format!("the app is backing off before its next start{last}"),
+                false,
+            ),
             State::Fatal => h.served.close(
                 format!("the app is FATAL: its restarts failed{last}; `paddock start` it"),
                 false,
@@ -234,7 +237,7 @@ impl Supervisor {
         &mut self,
         idx: usize,
         budget: std::time::Duration,
-    ) -> Option<impl Future<Output = Result<u32, String>> + Send + 'static> {
+    ) -> Option<impl Future<Output = Result<u32, String>> + Send + 'static + use<>> {
         let n = self.by_name.len();
         let program = self.apps[idx]
             .as_ref()?
@@ -265,28 +268,64 @@ pub(super) fn metrics(s: &mut String, apps: &[&App]) {
         return;
     }
     let counters: [(&str, &str, fn(&HttpFigures) -> u64); 5] = [
-        ("requests_total", "Requests received by a per-request wasm app.", |f| f.requests),
-        ("traps_total", "Requests whose instance trapped (answered 500).", |f| f.traps),
-        ("timeouts_total", "Requests interrupted at [http] request_timeout (answered 504).", |f| f.timeouts),
-        ("refused_total", "Requests answered 503 by paddock (stopped, backing off, FATAL, busy).", |f| f.refused),
-        ("memory_high_bytes", "Most linear memory and tables one request's instance used.", |f| f.memory_high_bytes),
+        (
+            "requests_total",
+            "Requests received by a per-request wasm app.",
+            |f| f.requests,
+        ),
+        (
+            "traps_total",
+            "Requests whose instance trapped (answered 500).",
+            |f| f.traps,
+        ),
+        (
+            "timeouts_total",
+            "Requests interrupted at [http] request_timeout (answered 504).",
+            |f| f.timeouts,
+        ),
+        (
+            "refused_total",
+            "Requests answered 503 by paddock (stopped, backing off, FATAL, busy).",
+            |f| f.refused,
+        ),
+        (
+            "memory_high_bytes",
+            "Most linear memory and tables one request's instance used.",
+            |f| f.memory_high_bytes,
+        ),
     ];
     for (name, help, get) in counters {
-        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-        let _ = writeln!(s, "# HELP paddock_http_{name} {help}\n# TYPE paddock_http_{name} {kind}");
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(
+            s,
+            "# HELP paddock_http_{name} {help}\n# TYPE paddock_http_{name} {kind}"
+        );
         for (app, f) in &figs {
             let _ = writeln!(s, "paddock_http_{name}{{app=\"{app}\"}} {}", get(f));
         }
     }
-    let _ = writeln!(s, "# HELP paddock_http_in_flight Requests being served now.\n# TYPE paddock_http_in_flight gauge");
+    let _ = writeln!(
+        s,
+        "# HELP paddock_http_in_flight Requests being served now.\n# TYPE paddock_http_in_flight gauge"
+    );
     for (app, f) in &figs {
         let _ = writeln!(s, "paddock_http_in_flight{{app=\"{app}\"}} {}", f.in_flight);
     }
-    let _ = writeln!(s, "# HELP paddock_http_instances Wasm instances alive now (0: scaled to zero).\n# TYPE paddock_http_instances gauge");
+    let _ = writeln!(
+        s,
+        "# HELP paddock_http_instances Wasm instances alive now (0: scaled to zero).\n# TYPE paddock_http_instances gauge"
+    );
     for (app, f) in &figs {
         let _ = writeln!(s, "paddock_http_instances{{app=\"{app}\"}} {}", f.instances);
     }
-    let _ = writeln!(s, "# HELP paddock_http_latency_seconds Request latency to the response head (log buckets, ±4.5%).\n# TYPE paddock_http_latency_seconds summary");
+    let _ = writeln!(
+        s,
+        "# HELP paddock_http_latency_seconds Request latency to the response head (log buckets, ±4.5%).\n# TYPE paddock_http_latency_seconds summary"
+    );
     for (app, f) in &figs {
         for (q, v) in [("0.5", f.latency_p50_ms), ("0.99", f.latency_p99_ms)] {
             if let Some(ms) = v {
@@ -297,11 +336,21 @@ pub(super) fn metrics(s: &mut String, apps: &[&App]) {
                 );
             }
         }
-        let _ = writeln!(s, "paddock_http_latency_seconds_count{{app=\"{app}\"}} {}", f.ok);
+        let _ = writeln!(
+            s,
+            "paddock_http_latency_seconds_count{{app=\"{app}\"}} {}",
+            f.ok
+        );
     }
-    let _ = writeln!(s, "# HELP paddock_http_instantiation_seconds Time to instantiate a request's instance (log buckets).\n# TYPE paddock_http_instantiation_seconds summary");
+    let _ = writeln!(
+        s,
+        "# HELP paddock_http_instantiation_seconds Time to instantiate a request's instance (log buckets).\n# TYPE paddock_http_instantiation_seconds summary"
+    );
     for (app, f) in &figs {
-        for (q, v) in [("0.5", f.instantiation_p50_us), ("0.99", f.instantiation_p99_us)] {
+        for (q, v) in [
+            ("0.5", f.instantiation_p50_us),
+            ("0.99", f.instantiation_p99_us),
+        ] {
             if let Some(us) = v {
                 let _ = writeln!(
                     s,

@@ -7,11 +7,11 @@
 use super::{App, Msg, Supervisor};
 use crate::config::{AppSpec, ConfigError, Isolation};
 use crate::driver::wasm::{ExitSink, HostOptions, Instance, Program, Stdio, WasmHost};
+use crate::listen::Registry;
 use crate::supervise::{Event, Exit};
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use crate::listen::Registry;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 

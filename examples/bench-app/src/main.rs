@@ -57,7 +57,11 @@ fn http(addr: &str) {
                         return;
                     }
                 }
-                let end = buf[..have].windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(0) + 4;
+                let end = buf[..have]
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .unwrap_or(0)
+                    + 4;
                 let close = String::from_utf8_lossy(&buf[..end])
                     .to_ascii_lowercase()
                     .contains("connection: close");

@@ -26,7 +26,6 @@ use crate::listen::Socket;
 use crate::supervise::Exit;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,13 +47,13 @@ pub struct Hooks;
 impl wasmtime_wasi_http::WasiHttpHooks for Hooks {
     fn send_request(
         &mut self,
-        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _request: hyper::Request<wasmtime_wasi_http::WasiBody>,
         _options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<
         dyn Future<
                 Output = wasmtime_wasi_http::Result<(
-                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    hyper::Response<wasmtime_wasi_http::WasiBody>,
                     Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
                 )>,
             > + Send,
@@ -184,7 +183,12 @@ struct Pooled {
 }
 
 impl Served {
-    pub(super) fn new(name: Arc<str>, app: usize, inner: Arc<Inner>, rt: tokio::runtime::Handle) -> Arc<Served> {
+    pub(super) fn new(
+        name: Arc<str>,
+        app: usize,
+        inner: Arc<Inner>,
+        rt: tokio::runtime::Handle,
+    ) -> Arc<Served> {
         Arc::new(Served {
             name,
             app,
@@ -239,7 +243,8 @@ impl Served {
                 t.abort();
             }
         }
-        self.gate.send_replace(Gate::Closed("the app was removed".into()));
+        self.gate
+            .send_replace(Gate::Closed("the app was removed".into()));
     }
 
     /// Starts serving `program`: requests go to the new run from now on; an older run keeps
@@ -295,7 +300,11 @@ impl Served {
             if matches!(g, Gate::Open(_)) {
                 return false;
             }
-            *g = if wait { Gate::Wait(why) } else { Gate::Closed(why) };
+            *g = if wait {
+                Gate::Wait(why)
+            } else {
+                Gate::Closed(why)
+            };
             true
         });
     }
@@ -396,12 +405,10 @@ impl Served {
             match g {
                 Gate::Open(r) => return Ok(r),
                 Gate::Closed(why) => return Err(why),
-                Gate::Wait(why) => {
-                    match tokio::time::timeout_at(deadline, rx.changed()).await {
-                        Ok(Ok(())) => continue,
-                        _ => return Err(why),
-                    }
-                }
+                Gate::Wait(why) => match tokio::time::timeout_at(deadline, rx.changed()).await {
+                    Ok(Ok(())) => continue,
+                    _ => return Err(why),
+                },
             }
         }
     }
@@ -423,7 +430,9 @@ impl Run {
         let Ok(mut f) = self.fails.lock() else {
             return None;
         };
-        if f.1.is_none_or(|t| now.duration_since(t) > self.conf.failure_window) {
+        if f.1
+            .is_none_or(|t| now.duration_since(t) > self.conf.failure_window)
+        {
             *f = (0, Some(now));
         }
         f.0 += 1;
@@ -470,7 +479,8 @@ fn plain(status: u16, text: String) -> Resp {
         .map_err(|never: Infallible| match never {})
         .boxed_unsync();
     let mut r = hyper::Response::new(body);
-    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -518,7 +528,8 @@ async fn handle(s: Arc<Served>, req: hyper::Request<hyper::body::Incoming>) -> R
     };
     // The gate's wait and the queue for a turn are bounded by the default timeout until the
     // run (and its own timeout) is known.
-    let admit_deadline = tokio::time::Instant::now() + crate::config::http::DEFAULT_REQUEST_TIMEOUT.min(Duration::from_secs(10));
+    let admit_deadline = tokio::time::Instant::now()
+        + crate::config::http::DEFAULT_REQUEST_TIMEOUT.min(Duration::from_secs(10));
     let run = match s.admit(admit_deadline).await {
         Ok(r) => r,
         Err(why) => return refuse(&s, why),
@@ -578,11 +589,20 @@ async fn handle(s: Arc<Served>, req: hyper::Request<hyper::body::Incoming>) -> R
             s.stats.ok.fetch_add(1, Ordering::Relaxed);
             resp
         }
-        Ok(Err(code)) => plain(500, format!("500 Internal Server Error: {}: request {id}: the handler answered with an error: {code:?}\n", s.name)),
+        Ok(Err(code)) => plain(
+            500,
+            format!(
+                "500 Internal Server Error: {}: request {id}: the handler answered with an error: {code:?}\n",
+                s.name
+            ),
+        ),
         Err(_) => match task.await {
             Ok(Outcome::Trap(msg)) => plain(
                 500,
-                format!("500 Internal Server Error: {}: request {id}: wasm trap: {msg}\n", s.name),
+                format!(
+                    "500 Internal Server Error: {}: request {id}: wasm trap: {msg}\n",
+                    s.name
+                ),
             ),
             Ok(Outcome::Timeout) => plain(
                 504,
@@ -596,7 +616,10 @@ async fn handle(s: Arc<Served>, req: hyper::Request<hyper::body::Incoming>) -> R
             Ok(Outcome::Refused(why)) => refuse(&s, why),
             Ok(Outcome::Done) | Err(_) => plain(
                 500,
-                format!("500 Internal Server Error: {}: request {id}: the handler returned without a response\n", s.name),
+                format!(
+                    "500 Internal Server Error: {}: request {id}: the handler returned without a response\n",
+                    s.name
+                ),
             ),
         },
     };
@@ -610,7 +633,9 @@ async fn guest(
     run: &Arc<Run>,
     id: u64,
     req: hyper::Request<hyper::body::Incoming>,
-    tx: tokio::sync::oneshot::Sender<Result<Resp, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>>,
+    tx: tokio::sync::oneshot::Sender<
+        Result<Resp, wasmtime_wasi_http::p2::bindings::http::types::ErrorCode>,
+    >,
     deadline: tokio::time::Instant,
 ) -> Outcome {
     if run.kill.load(Ordering::SeqCst) {

@@ -686,7 +686,11 @@ impl WasmHost {
 
     /// The per-request side of an `[http]` app (see `http`): its accept loops and requests run
     /// on this host's runtime, its instance ends are reported through the exit sink.
-    pub fn served(&self, name: std::sync::Arc<str>, app: usize) -> Result<Arc<http::Served>, String> {
+    pub fn served(
+        &self,
+        name: std::sync::Arc<str>,
+        app: usize,
+    ) -> Result<Arc<http::Served>, String> {
         let rt = self
             .rt
             .as_ref()
@@ -703,11 +707,12 @@ impl WasmHost {
         &self,
         program: &Arc<Program>,
         budget: Duration,
-    ) -> impl Future<Output = Result<u32, String>> + Send + 'static {
+    ) -> impl Future<Output = Result<u32, String>> + Send + 'static + use<> {
         let (program, inner) = (program.clone(), self.inner.clone());
-        let task = self.rt.as_ref().map(|rt| {
-            rt.spawn(async move { health_call(&inner, &program, budget).await })
-        });
+        let task = self
+            .rt
+            .as_ref()
+            .map(|rt| rt.spawn(async move { health_call(&inner, &program, budget).await }));
         async move {
             let Some(task) = task else {
                 return Err("the wasm runtime has shut down".into());

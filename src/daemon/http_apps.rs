@@ -257,6 +257,9 @@ pub(super) fn figures(app: &App) -> Option<HttpFigures> {
     app.wasm.http.as_ref().map(|h| h.served.figures(h.reuse))
 }
 
+/// A `/metrics` series: name, help, value.
+type Counter = (&'static str, &'static str, fn(&HttpFigures) -> u64);
+
 /// The `/metrics` lines of the `[http]` apps.
 pub(super) fn metrics(s: &mut String, apps: &[&App]) {
     use std::fmt::Write;
@@ -267,7 +270,7 @@ pub(super) fn metrics(s: &mut String, apps: &[&App]) {
     if figs.is_empty() {
         return;
     }
-    let counters: [(&str, &str, fn(&HttpFigures) -> u64); 5] = [
+    let counters: [Counter; 5] = [
         (
             "requests_total",
             "Requests received by a per-request wasm app.",

@@ -1235,7 +1235,7 @@ fn link_component(
     }
     if !exports.iter().any(|n| n.starts_with("wasi:cli/run@0.2")) {
         return Err(format!(
-            "{file} is a component of an unsupported world: it exports {} but neither `wasi:cli/run@0.2.x` nor `wasi:http/incoming-handler@0.2.x`; paddock runs components of the wasi:cli/command world (a program with a `main`, built for wasm32-wasip2) and, with [http], of the wasi:http/proxy world",
+            "{file} is a component of an unsupported world: it exports {}, and neither `wasi:cli/run@0.2.x` nor `wasi:http/incoming-handler@0.2.x`; paddock runs components of the wasi:cli/command world (a program with a `main`, built for wasm32-wasip2) and, with [http], of the wasi:http/proxy world",
             if exports.is_empty() {
                 "nothing".to_string()
             } else {

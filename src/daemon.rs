@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 mod adoption;
 mod bundles;
+mod http_apps;
 mod publishing;
 mod wasm_apps;
 
@@ -469,6 +470,7 @@ impl Supervisor {
         let idx = self.apps.len();
         self.by_name.insert(app.spec.name.clone(), idx);
         self.apps.push(Some(app));
+        self.http_load(idx);
         idx
     }
 
@@ -827,6 +829,19 @@ impl Supervisor {
                     let _ = tx.send(Msg::Probe { idx, spawn, result });
                 });
             }
+            Probe::Wasm => {
+                let Some(call) = self.wasm_health_call(idx, h.timeout) else {
+                    return self.feed_health(idx, Err("the app's module is not loaded".into()));
+                };
+                tokio::spawn(async move {
+                    let result = match call.await {
+                        Ok(0) => Ok(()),
+                        Ok(n) => Err(format!("the module's health function returned {n}")),
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.send(Msg::Probe { idx, spawn, result });
+                });
+            }
         }
     }
 
@@ -896,7 +911,8 @@ impl Supervisor {
                             queue.push_back(ev)
                         }
                     },
-                    Action::Signal(_) | Action::KillGroup if self.wasm_interrupt(idx) => {}
+                    Action::Signal(_) if self.wasm_interrupt(idx, false) => {}
+                    Action::KillGroup if self.wasm_interrupt(idx, true) => {}
                     Action::Signal(sig) => {
                         if let Some(app) = self.apps[idx].as_ref() {
                             // A sandboxed app is PID 1 of its namespace, where the kernel
@@ -996,6 +1012,7 @@ impl Supervisor {
         };
         let (state, down, remove) = (app.m.state(), app.m.state().is_down(), app.remove_when_down);
         if state != before {
+            self.http_state_changed(idx);
             if state != State::Stopping
                 && let Some(a) = self.apps[idx].as_mut()
             {
@@ -1356,6 +1373,7 @@ impl Supervisor {
                 vec![]
             },
             published: self.publisher.status(&app.name),
+            http: http_apps::figures(app),
         }
     }
 
@@ -1631,6 +1649,9 @@ impl Supervisor {
             if self.apps[idx].as_ref().is_some_and(|a| *a.spec == spec) {
                 continue; // a switch was called off: the running instance has these settings
             }
+            if self.http_update(idx, &spec) {
+                continue; // served in place by the new module (http_apps.rs)
+            }
             if self.wants_switch(idx, &spec) {
                 self.begin_switch(idx, spec);
                 continue;
@@ -1810,6 +1831,7 @@ impl Supervisor {
                 let _ = writeln!(s, "paddock_app_pids_limit{{app=\"{}\"}} {p}", a.name);
             }
         }
+        http_apps::metrics(&mut s, &apps);
         s
     }
 

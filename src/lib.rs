@@ -21,6 +21,7 @@ pub mod driver;
 pub mod escape;
 pub mod fdstore;
 pub mod health;
+pub mod listen;
 pub mod lock;
 pub mod logs;
 pub mod pid1;

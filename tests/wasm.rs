@@ -666,7 +666,7 @@ fn bad_modules_give_precise_errors_and_change_nothing() {
         (
             "world",
             "world.wasm",
-            "world.wasm is a component of an unsupported world: it exports nothing but not `wasi:cli/run@0.2.x`",
+            "world.wasm is a component of an unsupported world: it exports nothing, and neither `wasi:cli/run@0.2.x` nor `wasi:http/incoming-handler@0.2.x`",
         ),
         (
             "invalid",

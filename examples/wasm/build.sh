@@ -25,6 +25,10 @@ build crasher wasm32-wasip1 crasher.wasm
 # Preopens used carelessly (descriptor exhaustion, symbolic links): tests/wasm.rs.
 build files wasm32-wasip2 files.wasm
 build http wasm32-wasip2 http.wasm
+# A wasi:http/incoming-handler component (a library crate), served per request: examples/http.
+cargo build --quiet --release --locked --manifest-path "$here/http-hello/Cargo.toml" --target wasm32-wasip2
+cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/http_hello.wasm" "$out/http-hello.wasm"
+echo "built $out/http-hello.wasm ($(wc -c <"$out/http-hello.wasm") bytes)"
 # The escape matrix's wasm probe (src/escape.rs; the native probe is src/bin/paddock-probe.rs).
 build probe wasm32-wasip2 probe.wasm
 # paddock bench's app (examples/bench-app), whose native build is paddock's binary paddock-bench-app.

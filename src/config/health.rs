@@ -55,6 +55,8 @@ pub enum Probe {
         path: String,
         expect_body: Option<String>,
     },
+    /// A wasm app's exported `health` function (0 = healthy), called in a fresh instance.
+    Wasm,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -80,7 +82,7 @@ pub(super) struct RawReadiness {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHealth {
-    kind: Spanned<String>,
+    pub(super) kind: Spanned<String>,
     command: Option<Spanned<Vec<String>>>,
     address: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
@@ -251,11 +253,14 @@ pub(super) fn health(cx: &mut FileCtx, raw: Option<&RawHealth>) -> Option<Health
                 return None;
             }
         },
+        "wasm" => Probe::Wasm,
         other => {
             cx.err_at(
                 Some(h.kind.span()),
                 "health.kind",
-                format!("unknown kind \"{other}\"; expected \"exec\", \"tcp\" or \"http\""),
+                format!(
+                    "unknown kind \"{other}\"; expected \"exec\", \"tcp\", \"http\" or \"wasm\""
+                ),
             );
             return None;
         }
@@ -272,6 +277,10 @@ pub(super) fn health(cx: &mut FileCtx, raw: Option<&RawHealth>) -> Option<Health
         Probe::Http { .. } => [
             h.command.as_ref().map(|_| "command"),
             h.address.as_ref().map(|_| "address"),
+        ],
+        Probe::Wasm => [
+            h.command.as_ref().map(|_| "command"),
+            h.address.as_ref().or(h.url.as_ref()).map(|_| "address/url"),
         ],
     };
     for k in extra.into_iter().flatten() {

@@ -3,6 +3,7 @@
 //! diff used by `reread` / `update`.
 
 pub mod health;
+pub mod http;
 pub mod sandbox;
 pub mod units;
 pub mod wasm;
@@ -136,6 +137,8 @@ pub struct AppSpec {
     pub limits: wasm::Limits,
     /// Level `wasm`: the module and its capabilities.
     pub wasm: Option<wasm::WasmSpec>,
+    /// A wasm app served per request (`[http]`, see config/http.rs).
+    pub http: Option<http::HttpSpec>,
     /// Level `sandbox`: what the app is given (`[sandbox]`).
     pub sandbox: Option<sandbox::SandboxSpec>,
     /// Level `sandbox`: the level to run at when this host cannot sandbox (`fallback`).
@@ -185,6 +188,7 @@ struct RawApp {
     module: Option<Spanned<String>>,
     args: Option<Spanned<Vec<String>>>,
     wasm: Option<Spanned<wasm::RawWasm>>,
+    http: Option<Spanned<http::RawHttp>>,
     limits: Option<Spanned<wasm::RawLimits>>,
     sandbox: Option<Spanned<sandbox::RawSandbox>>,
     fallback: Option<Spanned<String>>,
@@ -646,6 +650,19 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         wasm::refuse_for_native(&mut cx, &wasm_keys, isolation);
         (None, command, program)
     };
+    let http = match (&raw.http, isolation) {
+        (None, _) => None,
+        (Some(h), Isolation::Wasm) => http::parse(
+            &mut cx,
+            h,
+            wasm.as_ref().map(|w| w.kind),
+            raw.module.as_ref().map_or("the module", |m| m.get_ref()),
+        ),
+        (Some(h), level) => {
+            http::refuse_for_native(&mut cx, h, level.as_str());
+            None
+        }
+    };
     let sandbox =
         (isolation == Isolation::Sandbox).then(|| sandbox::parse(&mut cx, raw.sandbox.as_ref()));
     if isolation == Isolation::Wasm {
@@ -732,6 +749,18 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
 
     let health = health::health(&mut cx, raw.health.as_ref());
     let readiness = health::readiness(&mut cx, raw.readiness.as_ref(), raw.health.is_some());
+    if health
+        .as_ref()
+        .is_some_and(|h| h.probe == health::Probe::Wasm)
+        && isolation != Isolation::Wasm
+        && let Some(h) = &raw.health
+    {
+        cx.err_at(
+            Some(h.kind.span()),
+            "health.kind",
+            "kind = \"wasm\" calls a wasm module's exported `health` function: it is for isolation = \"wasm\" apps",
+        );
+    }
     if isolation == Isolation::Wasm {
         wasm::refuse_readiness(
             &mut cx,
@@ -777,6 +806,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         logs,
         limits,
         wasm,
+        http,
         sandbox,
         fallback,
     })

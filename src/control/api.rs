@@ -59,6 +59,36 @@ pub struct AppStatus {
     /// `[sandbox] publish`: the host addresses paddock listens on for the app.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<crate::publish::PublishedPort>,
+    /// A wasm app served per request (`[http]`): its sockets and request figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpFigures>,
+}
+
+/// The figures of an app served per request, since paddock loaded it (counters survive
+/// restarts and updates). Latencies are from the request's arrival to its response head,
+/// in log buckets of ±4.5%.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpFigures {
+    /// The addresses it accepts on, as bound (a port 0 resolved).
+    pub listen: Vec<String>,
+    pub requests: u64,
+    /// Answered by the guest (any status it chose).
+    pub ok: u64,
+    pub in_flight: u64,
+    /// Instances alive now: 0 when idle (scaled to zero), unless `reuse` keeps some.
+    pub instances: u64,
+    pub traps: u64,
+    pub timeouts: u64,
+    /// Answered 503 by paddock: stopped, backing off, FATAL, or busy past the timeout.
+    pub refused: u64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub instantiation_p50_us: Option<f64>,
+    pub instantiation_p99_us: Option<f64>,
+    /// The most linear memory and tables one request's instance used.
+    pub memory_high_bytes: u64,
+    /// `[http] reuse` (0: a fresh instance per request).
+    pub reuse: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

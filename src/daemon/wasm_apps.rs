@@ -7,20 +7,23 @@
 use super::{App, Msg, Supervisor};
 use crate::config::{AppSpec, ConfigError, Isolation};
 use crate::driver::wasm::{ExitSink, HostOptions, Instance, Program, Stdio, WasmHost};
+use crate::listen::Registry;
 use crate::supervise::{Event, Exit};
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 
 /// Per app.
 #[derive(Default)]
 pub(super) struct WasmApp {
     /// Prepared at the first spawn after (re)configuration.
-    program: Option<Result<Arc<Program>, String>>,
+    pub(super) program: Option<Result<Arc<Program>, String>>,
     /// The running instance and its generation (exits of older generations are ignored).
     running: Option<(u64, Instance)>,
+    /// An app served per request (`[http]`): listeners, runs, figures (see `http_apps.rs`).
+    pub(super) http: Option<super::http_apps::HttpApp>,
 }
 
 /// Paddock-wide.
@@ -29,7 +32,9 @@ pub(super) struct WasmState {
     cache_dir: PathBuf,
     slots: Option<u32>,
     tx: mpsc::UnboundedSender<Msg>,
-    generation: u64,
+    pub(super) generation: u64,
+    /// The sockets paddock holds for apps (`crate::listen`).
+    pub(super) listeners: Arc<Mutex<Registry>>,
 }
 
 impl WasmState {
@@ -45,10 +50,11 @@ impl WasmState {
             slots,
             tx,
             generation: 0,
+            listeners: Default::default(),
         }
     }
 
-    fn host(&self, wasm_apps: usize) -> Result<&WasmHost, String> {
+    pub(super) fn host(&self, wasm_apps: usize) -> Result<&WasmHost, String> {
         self.host
             .get_or_init(|| {
                 let tx = self.tx.clone();
@@ -131,7 +137,7 @@ fn check_with<'h>(
 }
 
 impl Supervisor {
-    /// Instantiates a wasm app (the spawn of level `wasm`).
+    /// Instantiates a wasm app (the spawn of level `wasm`); an `[http]` app starts serving.
     pub(super) fn spawn_wasm(&mut self, idx: usize) -> Result<i32, String> {
         let n = self.by_name.len();
         self.wasm.generation += 1;
@@ -145,24 +151,37 @@ impl Supervisor {
             .program
             .get_or_insert_with(|| host.program(&app.spec))
             .clone()?;
-        // Straight into the logs: no pipe (see `crate::logs::Sink`).
-        let stdio = if app.spec.logs.stdout == crate::config::StdoutMode::Inherit {
-            Stdio::default()
-        } else {
-            let out = self.logs.sink(app.name.clone(), crate::logs::Stream::Out);
-            let err = if app.spec.logs.combine {
-                out.clone()
-            } else {
-                self.logs.sink(app.name.clone(), crate::logs::Stream::Err)
-            };
-            Stdio {
-                stdout: Some(out),
-                stderr: Some(err),
-            }
-        };
+        let stdio = self.wasm_stdio(idx);
+        if program.is_http() {
+            return self.spawn_http(idx, program, generation, stdio);
+        }
+        let host = self.wasm.host(n)?;
         let inst = host.start(&program, idx, generation, stdio)?;
-        app.wasm.running = Some((generation, inst));
+        if let Some(app) = self.apps[idx].as_mut() {
+            app.wasm.running = Some((generation, inst));
+        }
         Ok(0)
+    }
+
+    /// Where a wasm app's output goes: straight into the logs, no pipe (see
+    /// `crate::logs::Sink`).
+    pub(super) fn wasm_stdio(&self, idx: usize) -> Stdio {
+        let Some(app) = self.apps[idx].as_ref() else {
+            return Stdio::default();
+        };
+        if app.spec.logs.stdout == crate::config::StdoutMode::Inherit {
+            return Stdio::default();
+        }
+        let out = self.logs.sink(app.name.clone(), crate::logs::Stream::Out);
+        let err = if app.spec.logs.combine {
+            out.clone()
+        } else {
+            self.logs.sink(app.name.clone(), crate::logs::Stream::Err)
+        };
+        Stdio {
+            stdout: Some(out),
+            stderr: Some(err),
+        }
     }
 
     /// An instance ended.
@@ -170,16 +189,26 @@ impl Supervisor {
         let Some(app) = self.apps.get_mut(idx).and_then(|a| a.as_mut()) else {
             return;
         };
-        if app.wasm.running.as_ref().map(|r| r.0) != Some(generation) {
+        let http_run = app.wasm.http.as_ref().and_then(|h| h.run_generation());
+        if app.wasm.running.as_ref().map(|r| r.0) != Some(generation)
+            && http_run != Some(generation)
+        {
             return; // an instance the app no longer tracks
         }
         app.wasm.running = None;
+        if let Some(h) = app.wasm.http.as_mut() {
+            h.end_run();
+        }
         self.feed(idx, Event::Exited(exit));
     }
 
-    /// `Signal` and `KillGroup` for a wasm app: interrupt the instance. Returns false for a
-    /// native app (the caller signals its process group).
-    pub(super) fn wasm_interrupt(&mut self, idx: usize) -> bool {
+    /// `Signal` and `KillGroup` (`kill`) for a wasm app: interrupt the instance (an `[http]`
+    /// app: drain, or interrupt, its requests). Returns false for a native app (the caller
+    /// signals its process group).
+    pub(super) fn wasm_interrupt(&mut self, idx: usize, kill: bool) -> bool {
+        if self.http_stop(idx, kill) {
+            return true;
+        }
         let Some(app) = self.apps[idx].as_ref() else {
             return false;
         };

@@ -11,6 +11,9 @@ pub enum Kind {
     Core,
     /// A component of the `wasi:cli/command` world exporting `wasi:cli/run` (wasm32-wasip2).
     Component,
+    /// A component exporting `wasi:http/incoming-handler` (the `wasi:http/proxy` world),
+    /// served per request (`[http]`). Known once the component is loaded, not from its header.
+    Http,
 }
 
 impl Kind {
@@ -18,6 +21,7 @@ impl Kind {
         match self {
             Kind::Core => "a WASI preview 1 core module",
             Kind::Component => "a WASI preview 2 component",
+            Kind::Http => "a wasi:http component (served per request)",
         }
     }
 }

@@ -22,6 +22,7 @@
 
 pub mod cache;
 mod guard;
+pub mod http;
 pub mod inspect;
 pub mod net;
 
@@ -128,6 +129,11 @@ enum Compiled {
         command: CommandPre<Guest<P2Wasi>>,
         health: bool,
     },
+    /// A `wasi:http/incoming-handler` component: instantiated per request (`http`).
+    Http {
+        pre: wasmtime_wasi_http::p2::bindings::ProxyPre<Guest<P2Wasi>>,
+        health: bool,
+    },
 }
 
 /// One app's module with everything a start needs, prepared once.
@@ -148,6 +154,8 @@ pub struct Program {
     max_instances: u32,
     pub kind: Kind,
     pub module: PathBuf,
+    /// `[http]` of a per-request app.
+    pub http: Option<crate::config::http::HttpSpec>,
 }
 
 impl Program {
@@ -155,8 +163,15 @@ impl Program {
     /// `health: func() -> u32` for a component); see [`Instance::call_health`].
     pub fn has_health(&self) -> bool {
         match &*self.compiled {
-            Compiled::Core { health, .. } | Compiled::Component { health, .. } => *health,
+            Compiled::Core { health, .. }
+            | Compiled::Component { health, .. }
+            | Compiled::Http { health, .. } => *health,
         }
+    }
+
+    /// A component served per request (`[http]`), not started as a command.
+    pub fn is_http(&self) -> bool {
+        matches!(&*self.compiled, Compiled::Http { .. })
     }
 }
 
@@ -270,10 +285,34 @@ impl Instance {
 // ---------------------------------------------------------------------------------------------
 // Store data
 
-/// WASI preview 2 state of a component's store.
+/// WASI preview 2 state of a component's store (`wasi:http` included: the same store type
+/// serves commands and per-request components).
 pub struct P2Wasi {
     ctx: WasiCtx,
     table: ResourceTable,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    hooks: http::Hooks,
+}
+
+impl P2Wasi {
+    fn new(ctx: WasiCtx) -> P2Wasi {
+        P2Wasi {
+            ctx,
+            table: ResourceTable::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            hooks: http::Hooks,
+        }
+    }
+}
+
+impl wasmtime_wasi_http::WasiHttpView for Guest<P2Wasi> {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.wasi.http,
+            table: &mut self.wasi.table,
+            hooks: &mut self.wasi.hooks,
+        }
+    }
 }
 
 /// What a store holds: the WASI state and paddock's accounting.
@@ -645,6 +684,50 @@ impl WasmHost {
         &self.inner.opts
     }
 
+    /// The per-request side of an `[http]` app (see `http`): its accept loops and requests run
+    /// on this host's runtime, its instance ends are reported through the exit sink.
+    pub fn served(
+        &self,
+        name: std::sync::Arc<str>,
+        app: usize,
+    ) -> Result<Arc<http::Served>, String> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or("the wasm runtime has shut down")?
+            .handle()
+            .clone();
+        Ok(http::Served::new(name, app, self.inner.clone(), rt))
+    }
+
+    /// Calls `program`'s exported health function in a fresh instance (see
+    /// [`Instance::call_health`]), for an app without a running instance of its own (an
+    /// `[http]` app).
+    pub fn call_health(
+        &self,
+        program: &Arc<Program>,
+        budget: Duration,
+    ) -> impl Future<Output = Result<u32, String>> + Send + 'static + use<> {
+        let (program, inner) = (program.clone(), self.inner.clone());
+        let task = self
+            .rt
+            .as_ref()
+            .map(|rt| rt.spawn(async move { health_call(&inner, &program, budget).await }));
+        async move {
+            let Some(task) = task else {
+                return Err("the wasm runtime has shut down".into());
+            };
+            match tokio::time::timeout(budget + Duration::from_secs(1), task).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => Err(format!("health task failed: {e}")),
+                Err(_) => Err(format!(
+                    "health function did not return within {}",
+                    crate::config::units::format_duration(budget + Duration::from_secs(1))
+                )),
+            }
+        }
+    }
+
     /// Running instances.
     pub fn live(&self) -> usize {
         self.inner.live.load(Ordering::SeqCst)
@@ -659,6 +742,38 @@ impl WasmHost {
             .ok_or_else(|| format!("{} is not a wasm app", spec.name))?;
         let flavor = self.inner.flavor(w.fuel.is_some())?;
         let compiled = self.inner.compiled(&flavor, w)?;
+        match (&*compiled, &spec.http) {
+            (Compiled::Http { .. }, None) => {
+                return Err(format!(
+                    "{} is a wasi:http component (it exports wasi:http/incoming-handler): paddock serves it per request; add an [http] table with the addresses to serve, as in listen = [\"127.0.0.1:8080\"]",
+                    w.module.display()
+                ));
+            }
+            (c, _)
+                if spec
+                    .health
+                    .as_ref()
+                    .is_some_and(|h| h.probe == crate::config::health::Probe::Wasm)
+                    && !matches!(
+                        c,
+                        Compiled::Core { health: true, .. }
+                            | Compiled::Component { health: true, .. }
+                            | Compiled::Http { health: true, .. }
+                    ) =>
+            {
+                return Err(format!(
+                    "{} exports no `health` function, which [health] kind = \"wasm\" calls: export `health` (() -> i32 from a core module, `health: func() -> u32` from a component), or use another kind of check",
+                    w.module.display()
+                ));
+            }
+            (Compiled::Component { .. }, Some(_)) => {
+                return Err(format!(
+                    "{} is a wasi:cli/command component (it exports wasi:cli/run, not wasi:http/incoming-handler): remove [http], or build the module for the wasi:http/proxy world",
+                    w.module.display()
+                ));
+            }
+            _ => {}
+        }
         let argv0 = w
             .module
             .file_name()
@@ -667,7 +782,9 @@ impl WasmHost {
             kind: match &*compiled {
                 Compiled::Core { .. } => Kind::Core,
                 Compiled::Component { .. } => Kind::Component,
+                Compiled::Http { .. } => Kind::Http,
             },
+            http: spec.http.clone(),
             compiled,
             flavor,
             argv: std::iter::once(argv0)
@@ -863,14 +980,14 @@ impl Inner {
         let kind = inspect::sniff(bytes)
             .map_err(|why| format!("{} is not a WebAssembly module: {why}", path.display()))?;
         let engine = &flavor.engine;
-        let key = cache::key(sha, kind == Kind::Component, engine);
+        let key = cache::key(sha, kind != Kind::Core, engine);
         let invalid = |e: wasmtime::Error| {
             format!(
                 "{} is not a valid {}: {}",
                 path.display(),
                 match kind {
                     Kind::Core => "WebAssembly module",
-                    Kind::Component => "WebAssembly component",
+                    Kind::Component | Kind::Http => "WebAssembly component",
                 },
                 one_line(&e)
             )
@@ -890,7 +1007,7 @@ impl Inner {
                 note_outcome(path, outcome);
                 link_core(flavor, path, &module)
             }
-            Kind::Component => {
+            Kind::Component | Kind::Http => {
                 let (component, outcome) = self.cache.load_or_build(
                     &key,
                     || engine.precompile_component(bytes).map_err(invalid),
@@ -980,6 +1097,7 @@ impl Flavor {
         let mut p2 = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2)
             .and_then(|()| guard::shadow_p2(&mut p2))
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2))
             .map_err(|e| format!("cannot set up WASI preview 2: {}", one_line(&e)))?;
         // The names p1 defines, from the linker itself (a throwaway store; no instance).
         let p1_names = {
@@ -1088,17 +1206,36 @@ fn link_component(
     let file = path.display();
     let engine = &flavor.engine;
     let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let http = exports
+        .iter()
+        .any(|n| n.starts_with("wasi:http/incoming-handler@0.2"));
     for (name, _) in ty.imports(engine) {
-        if !P2_PACKAGES.iter().any(|p| name.starts_with(p)) {
+        let provided = P2_PACKAGES.iter().any(|p| name.starts_with(p))
+            || (http && name.starts_with("wasi:http/"));
+        if !provided {
             return Err(format!(
-                "{file} imports `{name}`, which paddock does not provide: paddock runs components of the wasi:cli/command world and provides WASI 0.2 wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random and wasi:sockets"
+                "{file} imports `{name}`, which paddock does not provide: paddock runs components of the wasi:cli/command world (WASI 0.2 wasi:cli, wasi:clocks, wasi:filesystem, wasi:io, wasi:random and wasi:sockets) and, served per request with [http], of the wasi:http/proxy world"
             ));
         }
     }
-    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let health = exports.iter().any(|n| n == "health");
+    if http {
+        let pre = flavor
+            .p2
+            .instantiate_pre(component)
+            .map_err(|e| format!("{file} cannot be linked: {}", one_line(&e)))?;
+        let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(|e| {
+            format!(
+                "{file}: no usable `wasi:http/incoming-handler` export: {}",
+                one_line(&e)
+            )
+        })?;
+        return Ok(Compiled::Http { pre, health });
+    }
     if !exports.iter().any(|n| n.starts_with("wasi:cli/run@0.2")) {
         return Err(format!(
-            "{file} is a component of an unsupported world: it exports {} but not `wasi:cli/run@0.2.x`; paddock runs components of the wasi:cli/command world (a program with a `main`, built for wasm32-wasip2)",
+            "{file} is a component of an unsupported world: it exports {}, and neither `wasi:cli/run@0.2.x` nor `wasi:http/incoming-handler@0.2.x`; paddock runs components of the wasi:cli/command world (a program with a `main`, built for wasm32-wasip2) and, with [http], of the wasi:http/proxy world",
             if exports.is_empty() {
                 "nothing".to_string()
             } else {
@@ -1110,7 +1247,6 @@ fn link_component(
             }
         ));
     }
-    let health = exports.iter().any(|n| n == "health");
     let pre = flavor
         .p2
         .instantiate_pre(component)
@@ -1283,10 +1419,7 @@ async fn guest_main(
         }
         Compiled::Component { command, .. } => {
             let mut b = b;
-            let wasi = P2Wasi {
-                ctx: b.build(),
-                table: ResourceTable::new(),
-            };
+            let wasi = P2Wasi::new(b.build());
             let mut store = match new_store(program, wasi, shared, None) {
                 Ok(s) => s,
                 Err(e) => return (Exit::SpawnFailed(e), None),
@@ -1302,6 +1435,13 @@ async fn guest_main(
                 .map(|res| if res.is_ok() { 0 } else { 1 });
             classify(r, program, shared, &store.data().limiter)
         }
+        Compiled::Http { .. } => (
+            Exit::SpawnFailed(format!(
+                "{} is a wasi:http component: it is served per request, not started",
+                program.module.display()
+            )),
+            None,
+        ),
     }
 }
 
@@ -1404,10 +1544,14 @@ async fn instantiate_only(program: &Program, shared: &Arc<Shared>) -> bool {
             pre.instantiate_async(&mut store).await.is_ok()
         }
         Compiled::Component { pre, .. } => {
-            let wasi = P2Wasi {
-                ctx: b.build(),
-                table: ResourceTable::new(),
+            let wasi = P2Wasi::new(b.build());
+            let Ok(mut store) = new_store(program, wasi, shared, None) else {
+                return false;
             };
+            pre.instantiate_async(&mut store).await.is_ok()
+        }
+        Compiled::Http { pre, .. } => {
+            let wasi = P2Wasi::new(b.build());
             let Ok(mut store) = new_store(program, wasi, shared, None) else {
                 return false;
             };
@@ -1454,11 +1598,13 @@ async fn health_call(inner: &Inner, program: &Program, budget: Duration) -> Resu
                 let v = f.call_async(&mut store, ()).await.map_err(over)?;
                 Ok(v as u32)
             }
-            Compiled::Component { pre, .. } => {
-                let wasi = P2Wasi {
-                    ctx: b.build(),
-                    table: ResourceTable::new(),
+            Compiled::Component { .. } | Compiled::Http { .. } => {
+                let pre = match &*program.compiled {
+                    Compiled::Component { pre, .. } => pre,
+                    Compiled::Http { pre, .. } => pre.instance_pre(),
+                    Compiled::Core { .. } => return Err("not a component".into()),
                 };
+                let wasi = P2Wasi::new(b.build());
                 let mut store = new_store(program, wasi, &shared, Some(ticks))?;
                 let inst = pre.instantiate_async(&mut store).await.map_err(over)?;
                 let f = inst

@@ -1,0 +1,339 @@
+//! Sockets paddock owns on behalf of its apps.
+//!
+//! A listening socket is bound once, when the app that names it is loaded, and kept in a
+//! [`Registry`] keyed by the address as configured: a restart, a crash, or an `update` that
+//! keeps the address finds the same socket (same descriptor, same backlog), so a client never
+//! meets a closed port while the app behind it changes. A socket is closed only when no app
+//! names its address any more ([`Registry::sweep`]).
+//!
+//! One abstraction for every consumer: today the per-request wasm apps (`[http] listen`) accept
+//! on it inside paddock ([`Socket::tokio`]); a native app can be handed the same descriptor with
+//! the systemd protocol (`LISTEN_FDS`, descriptors from 3) through [`Socket::fd`] — the socket
+//! is not tied to how it is served.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Connections waiting to be accepted before the kernel refuses more.
+pub const BACKLOG: i32 = 1024;
+
+/// Where a socket listens.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(into = "String")]
+pub enum Addr {
+    Tcp(SocketAddr),
+    /// A Unix stream socket at this absolute path.
+    Unix(PathBuf),
+}
+
+impl From<Addr> for String {
+    fn from(a: Addr) -> String {
+        a.to_string()
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Addr::Tcp(a) => write!(f, "{a}"),
+            Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl Addr {
+    /// `"127.0.0.1:8080"`, `"[::1]:8080"`, `"0.0.0.0:80"`, or a Unix socket: `"/run/app.sock"`
+    /// or `"unix:/run/app.sock"` (an absolute path). Port 0 asks the kernel for a free port
+    /// (`status` shows the one it gave).
+    pub fn parse(s: &str) -> Result<Addr, String> {
+        let path = s.strip_prefix("unix:").unwrap_or(s);
+        if path.starts_with('/') {
+            if path.contains('\0') || path.ends_with('/') {
+                return Err(format!("\"{s}\" is not a socket file path"));
+            }
+            // sockaddr_un.sun_path holds 108 bytes with the terminating NUL.
+            if path.len() > 107 {
+                return Err(format!(
+                    "the Unix socket path \"{path}\" is {} bytes long; the kernel allows at most 107",
+                    path.len()
+                ));
+            }
+            return Ok(Addr::Unix(PathBuf::from(path)));
+        }
+        if s.starts_with("unix:") {
+            return Err(format!(
+                "\"{s}\": a Unix socket path must be absolute, as in \"unix:/run/app.sock\""
+            ));
+        }
+        s.parse::<SocketAddr>().map(Addr::Tcp).map_err(|_| {
+            format!(
+                "\"{s}\" is not an address to listen on: give an IP address and a port, as in \"127.0.0.1:8080\" or \"[::1]:8080\", or an absolute Unix socket path, as in \"/run/app.sock\""
+            )
+        })
+    }
+}
+
+/// A bound, listening socket.
+#[derive(Debug)]
+pub struct Socket {
+    /// The address as configured (the registry's key).
+    pub addr: Addr,
+    /// The address the kernel bound (a port 0 resolved).
+    pub local: String,
+    fd: OwnedFd,
+}
+
+impl Socket {
+    /// Binds and listens (non-blocking, close-on-exec; SO_REUSEADDR for TCP). A stale Unix
+    /// socket file is replaced; any other file at the path is left alone and refused.
+    pub fn bind(addr: &Addr) -> Result<Socket, String> {
+        let fail = |what: &str, e: std::io::Error| {
+            format!("cannot {what} {addr}: {}", crate::util::io_reason(&e))
+        };
+        match addr {
+            Addr::Tcp(a) => {
+                let l = std::net::TcpListener::bind(a).map_err(|e| fail("listen on", e))?;
+                l.set_nonblocking(true).map_err(|e| fail("set up", e))?;
+                let local = l
+                    .local_addr()
+                    .map_or_else(|_| a.to_string(), |x| x.to_string());
+                let fd = OwnedFd::from(l);
+                set_backlog(&fd);
+                Ok(Socket {
+                    addr: addr.clone(),
+                    local,
+                    fd,
+                })
+            }
+            Addr::Unix(p) => {
+                if let Ok(md) = std::fs::symlink_metadata(p) {
+                    if !md.file_type().is_socket() {
+                        return Err(format!(
+                            "cannot listen on {addr}: {} exists and is not a socket (paddock replaces only a stale socket file)",
+                            p.display()
+                        ));
+                    }
+                    let _ = std::fs::remove_file(p);
+                }
+                let l =
+                    std::os::unix::net::UnixListener::bind(p).map_err(|e| fail("listen on", e))?;
+                l.set_nonblocking(true).map_err(|e| fail("set up", e))?;
+                let fd = OwnedFd::from(l);
+                set_backlog(&fd);
+                Ok(Socket {
+                    addr: addr.clone(),
+                    local: addr.to_string(),
+                    fd,
+                })
+            }
+        }
+    }
+
+    /// The listening descriptor itself: what a native app would receive as `LISTEN_FDS`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// A tokio listener on a duplicate of the descriptor (the socket stays open while this
+    /// one is dropped). Must be called within a tokio runtime.
+    pub fn tokio(&self) -> std::io::Result<Listener> {
+        let dup = self.fd.try_clone()?;
+        Ok(match self.addr {
+            Addr::Tcp(_) => Listener::Tcp(tokio::net::TcpListener::from_std(
+                std::net::TcpListener::from(dup),
+            )?),
+            Addr::Unix(_) => Listener::Unix(tokio::net::UnixListener::from_std(
+                std::os::unix::net::UnixListener::from(dup),
+            )?),
+        })
+    }
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if let Addr::Unix(p) = &self.addr {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// listen(2) again with paddock's backlog (std uses 128).
+fn set_backlog(fd: &OwnedFd) {
+    // SAFETY: listen(2) on a descriptor we own; no pointers.
+    unsafe { libc::listen(fd.as_raw_fd(), BACKLOG) };
+}
+
+/// A socket accepting inside paddock.
+pub enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// An accepted connection.
+pub enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Listener {
+    pub async fn accept(&self) -> std::io::Result<Conn> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok(Conn::Tcp(s))
+            }
+            Listener::Unix(l) => Ok(Conn::Unix(l.accept().await?.0)),
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Conn::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Conn::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Conn::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Conn::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Every socket paddock holds, by configured address.
+#[derive(Default)]
+pub struct Registry {
+    sockets: HashMap<Addr, Arc<Socket>>,
+}
+
+impl Registry {
+    /// The sockets for `addrs`: the ones already bound are reused, the others bound now.
+    pub fn acquire(&mut self, addrs: &[Addr]) -> Result<Vec<Arc<Socket>>, String> {
+        let mut out = Vec::with_capacity(addrs.len());
+        for a in addrs {
+            let s = match self.sockets.get(a) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(Socket::bind(a)?);
+                    self.sockets.insert(a.clone(), s.clone());
+                    s
+                }
+            };
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    /// Closes the sockets no app holds any more.
+    pub fn sweep(&mut self) {
+        self.sockets.retain(|_, s| Arc::strong_count(s) > 1);
+    }
+
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_addresses() {
+        assert_eq!(
+            Addr::parse("127.0.0.1:8080").unwrap(),
+            Addr::Tcp("127.0.0.1:8080".parse().unwrap())
+        );
+        assert!(matches!(Addr::parse("[::1]:80").unwrap(), Addr::Tcp(_)));
+        assert_eq!(
+            Addr::parse("unix:/run/a.sock").unwrap(),
+            Addr::Unix("/run/a.sock".into())
+        );
+        assert_eq!(
+            Addr::parse("/run/a.sock").unwrap(),
+            Addr::Unix("/run/a.sock".into())
+        );
+        let e = Addr::parse("localhost:80").unwrap_err();
+        assert!(e.contains("IP address and a port"), "{e}");
+        assert!(Addr::parse("unix:run/a").unwrap_err().contains("absolute"));
+        assert!(
+            Addr::parse(&format!("/{}", "a".repeat(120)))
+                .unwrap_err()
+                .contains("107")
+        );
+        assert_eq!(Addr::parse("/x.sock").unwrap().to_string(), "unix:/x.sock");
+    }
+
+    #[test]
+    fn registry_keeps_and_sweeps() {
+        let mut r = Registry::default();
+        let a = Addr::parse("127.0.0.1:0").unwrap();
+        let s1 = r.acquire(std::slice::from_ref(&a)).unwrap();
+        let s2 = r.acquire(std::slice::from_ref(&a)).unwrap();
+        assert_eq!(
+            s1[0].raw_fd(),
+            s2[0].raw_fd(),
+            "the same socket, bound once"
+        );
+        assert!(s1[0].local.starts_with("127.0.0.1:") && !s1[0].local.ends_with(":0"));
+        drop((s1, s2));
+        r.sweep();
+        assert!(r.is_empty());
+        let dir = std::env::temp_dir().join(format!("paddock-listen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("s.sock");
+        std::fs::write(&p, b"x").unwrap();
+        let e = Socket::bind(&Addr::Unix(p.clone())).unwrap_err();
+        assert!(e.contains("is not a socket"), "{e}");
+        std::fs::remove_file(&p).unwrap();
+        let s = Socket::bind(&Addr::Unix(p.clone())).unwrap();
+        drop(s);
+        assert!(!p.exists(), "the socket file goes with the socket");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

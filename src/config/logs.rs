@@ -30,7 +30,8 @@ pub(super) struct RawLogs {
     format: Option<Spanned<String>>,
 }
 
-const STDOUT_VALUES: &str = "\"file\", \"inherit\", or an absolute path (a file, or a directory ending in /)";
+const STDOUT_VALUES: &str =
+    "\"file\", \"inherit\", or an absolute path (a file, or a directory ending in /)";
 
 pub(super) fn logs(cx: &mut FileCtx, name: &str, raw: Option<&RawLogs>) -> LogSpec {
     let mut logs = LogSpec::default();
@@ -163,9 +164,7 @@ pub fn target(p: &str, name: &str, ext: &str) -> Result<PathBuf, String> {
         .components()
         .any(|c| c == std::path::Component::ParentDir)
     {
-        return Err(format!(
-            "{p} contains `..`: write the path without it"
-        ));
+        return Err(format!("{p} contains `..`: write the path without it"));
     }
     let meta = std::fs::metadata(path);
     let dir = p.ends_with('/') || meta.as_ref().is_ok_and(|m| m.is_dir());

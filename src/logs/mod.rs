@@ -350,8 +350,8 @@ struct StreamFile {
     size: u64,
     /// The file ends mid-line (text format: a line arrives in pieces).
     partial: bool,
-    /// Where in `file` that unfinished line begins (None: in an earlier file, after a reopen).
-    line_start: Option<u64>,
+    /// How many bytes of that unfinished line are in `file` (0 after a reopen or rotation).
+    partial_len: u64,
     /// The beginning of the current line was dropped: its other pieces are dropped too.
     skipping: bool,
     /// Lines dropped since the last successful write (disk full …), since when, and why.
@@ -515,16 +515,21 @@ impl StreamFile {
                 let base = self.size;
                 let (n, err) = write_counted(f, &rest[..cut]);
                 if let Some(e) = err {
-                    // Back to the last line end written: the line being written goes.
+                    // Back to the last line end written: the line being written goes. The
+                    // file's real length is the reference (someone may have truncated it, as
+                    // logrotate's copytruncate does), and the file is never lengthened.
+                    let end = f.metadata().map_or(base + n as u64, |m| m.len());
+                    let start = end.saturating_sub(n as u64);
                     let keep = match rest[..n].iter().rposition(|&b| b == b'\n') {
                         Some(p) => p + 1,
                         None => 0,
                     };
                     let to = if keep == 0 && mid_line {
-                        self.line_start.unwrap_or(base)
+                        start.saturating_sub(self.partial_len)
                     } else {
-                        base + keep as u64
-                    };
+                        start + keep as u64
+                    }
+                    .min(end);
                     if let Err(te) = f.set_len(to) {
                         eprintln!(
                             "paddock: {app}: cannot cut {} back to its last whole line: {}",
@@ -541,14 +546,16 @@ impl StreamFile {
                     return pos + keep;
                 }
                 self.size += cut as u64;
-                // Where the line the file now ends with began, if it is unfinished.
-                if rest[cut - 1] != b'\n' {
+                // How much of the line the file now ends with is in it, if it is unfinished.
+                self.partial_len = if rest[cut - 1] == b'\n' {
+                    0
+                } else {
                     match rest[..cut].iter().rposition(|&b| b == b'\n') {
-                        Some(p) => self.line_start = Some(base + p as u64 + 1),
-                        None if !mid_line => self.line_start = Some(base),
-                        None => {}
+                        Some(p) => (cut - p - 1) as u64,
+                        None if mid_line => self.partial_len + cut as u64,
+                        None => cut as u64,
                     }
-                }
+                };
                 mid_line = rest[cut - 1] != b'\n';
                 pos += cut;
             }
@@ -556,7 +563,7 @@ impl StreamFile {
                 self.file = None;
                 rotate(path, spec.keep);
                 self.size = 0;
-                self.line_start = None;
+                self.partial_len = 0;
             }
         }
         self.partial = mid_line;
@@ -576,7 +583,7 @@ impl StreamFile {
         }
         self.lost += count_lines(rest);
         self.partial = false;
-        self.line_start = None;
+        self.partial_len = 0;
         // The rest of an unfinished line that was dropped is dropped too.
         self.skipping = !rest.is_empty() && !rest.ends_with(b"\n");
     }
@@ -632,7 +639,7 @@ impl Writer {
                     for sf in [&mut a.out, &mut a.err] {
                         sf.file = None;
                         sf.partial = false;
-                        sf.line_start = None;
+                        sf.partial_len = 0;
                     }
                 }
                 a.spec = spec;
@@ -644,9 +651,9 @@ impl Writer {
             Ctl::Reopen => {
                 for a in self.apps.values_mut() {
                     a.out.file = None;
-                    a.out.line_start = None;
+                    a.out.partial_len = 0;
                     a.err.file = None;
-                    a.err.line_start = None;
+                    a.err.partial_len = 0;
                 }
             }
             Ctl::Tail {
@@ -801,7 +808,7 @@ impl Writer {
         if sf.lost > 0 {
             let now = SystemTime::now();
             let text = format!(
-                "paddock: {} lines dropped ({}) since {}",
+                "{} lines dropped ({}) since {}",
                 sf.lost,
                 sf.lost_why,
                 crate::util::rfc3339_string(sf.lost_since.unwrap_or(now))
@@ -810,11 +817,13 @@ impl Writer {
                 crate::config::logs::LogFormat::Text => {
                     crate::util::rfc3339(now, &mut notice);
                     notice.push(b' ');
+                    notice.extend_from_slice(b"paddock: ");
                     notice.extend_from_slice(text.as_bytes());
                     notice.push(b'\n');
                 }
                 crate::config::logs::LogFormat::Json => {
-                    json_line(&mut notice, now, app, stream, text.as_bytes(), false);
+                    let line = format!("paddock: {text}");
+                    json_line(&mut notice, now, app, stream, line.as_bytes(), false);
                 }
             }
             let n = sf.put(app, &path, &a.spec, &notice);

@@ -133,7 +133,9 @@ pub(super) fn logs(cx: &mut FileCtx, name: &str, raw: Option<&RawLogs>) -> LogSp
 
 fn kind(t: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
+    if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
         "a directory"
     } else if t.is_fifo() {
         "a FIFO"
@@ -169,7 +171,9 @@ pub fn target(p: &str, name: &str, ext: &str) -> Result<PathBuf, String> {
     let meta = std::fs::metadata(path);
     let dir = p.ends_with('/') || meta.as_ref().is_ok_and(|m| m.is_dir());
     let (dir_path, file) = if dir {
-        (path.to_path_buf(), path.join(format!("{name}.{ext}")))
+        let trimmed = p.trim_end_matches('/');
+        let d = Path::new(if trimmed.is_empty() { "/" } else { trimmed });
+        (d.to_path_buf(), d.join(format!("{name}.{ext}")))
     } else {
         let parent = path.parent().unwrap_or(Path::new("/"));
         (parent.to_path_buf(), path.to_path_buf())

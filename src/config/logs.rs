@@ -270,3 +270,31 @@ pub fn check_log_files(apps: &BTreeMap<String, AppSpec>) -> Vec<ConfigError> {
     }
     errors
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_are_files_or_files_in_directories() {
+        let d = std::env::temp_dir().join(format!("paddock-logtarget-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let ds = d.display().to_string();
+        assert_eq!(
+            target(&format!("{ds}/"), "web", "out").unwrap(),
+            d.join("web.out")
+        );
+        assert_eq!(target(&ds, "web", "err").unwrap(), d.join("web.err"));
+        assert_eq!(
+            target(&format!("{ds}/x.log"), "web", "out").unwrap(),
+            d.join("x.log")
+        );
+        assert!(
+            target("x.log", "web", "out")
+                .unwrap_err()
+                .contains("must be absolute")
+        );
+        assert!(target("/a\0b", "web", "out").unwrap_err().contains("NUL"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

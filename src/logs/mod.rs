@@ -1022,6 +1022,70 @@ mod tests {
     }
 
     #[test]
+    fn json_lines_are_valid_for_any_bytes() {
+        let mut out = vec![];
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_000_000_123);
+        json_line(
+            &mut out,
+            t,
+            "a\"b",
+            Stream::Err,
+            b"x\xff\xfe\"\\\t\x1b\x00",
+            true,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(out.ends_with(b"}\n") && out.iter().filter(|&&c| c == b'\n').count() == 1);
+        assert_eq!(v["app"], "a\"b");
+        assert_eq!(v["stream"], "stderr");
+        assert_eq!(v["line"], "x\u{fffd}\u{fffd}\"\\\t\u{1b}\u{0}");
+        assert_eq!(v["partial"], true);
+        assert_eq!(v["time"], "2025-11-24T16:00:00.123Z");
+    }
+
+    #[test]
+    fn cuts_keep_utf8_characters_whole() {
+        let s = "aé€😀".as_bytes(); // 1 + 2 + 3 + 4 bytes
+        assert_eq!(utf8_cut(s, 100), s.len());
+        assert_eq!(utf8_cut(s, 2), 1);
+        assert_eq!(utf8_cut(s, 3), 3);
+        assert_eq!(utf8_cut(s, 5), 3);
+        assert_eq!(utf8_cut(s, 6), 6);
+        assert_eq!(utf8_cut(s, 9), 6);
+        assert_eq!(
+            utf8_cut(b"\x80\x80\x80\x80\x80", 3),
+            3,
+            "not UTF-8: cut anyway"
+        );
+        assert_eq!(count_lines(b""), 0);
+        assert_eq!(count_lines(b"a\nb"), 2);
+        assert_eq!(count_lines(b"a\nb\n"), 2);
+    }
+
+    #[test]
+    fn a_failed_write_drops_whole_lines() {
+        // /dev/full refuses every write with ENOSPC, as a full disk does.
+        let mut sf = StreamFile::default();
+        let spec = LogSpec::default();
+        let n = sf.put("t", Path::new("/dev/full"), &spec, b"one\ntwo\nthr");
+        assert_eq!(n, 0);
+        assert_eq!(sf.lost, 3);
+        assert!(sf.skipping, "the rest of `thr…` is dropped too");
+        assert!(!sf.partial);
+        assert_eq!(sf.lost_why, "disk full");
+        // A regular file takes the next lines again.
+        let d = tmp("put");
+        let p = d.join("a.out");
+        let mut sf = StreamFile::default();
+        assert_eq!(sf.put("t", &p, &spec, b"ab"), 2);
+        assert!(sf.partial);
+        assert_eq!(sf.partial_len, 2);
+        assert_eq!(sf.put("t", &p, &spec, b"c\nd"), 3);
+        assert_eq!(sf.partial_len, 1);
+        assert_eq!(std::fs::read(&p).unwrap(), b"abc\nd");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn rotation_keeps_n() {
         let d = tmp("rot");
         let p = d.join("a.out");

@@ -289,6 +289,26 @@ fn per_app_files_directories_and_json_lines() {
     assert!(!out_dir.join("rot.log.3").exists());
     let t = p.cli(&["tail", "-n", "1", "rot"]);
     assert!(String::from_utf8_lossy(&t.stdout).contains("line 2999 "));
+    // `update` moves an app's log to a directory and to JSON: the next run writes there.
+    let moved = out_dir.join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    p.write_app(
+        "rot",
+        &rot.replace(
+            &format!("stdout = \"{}/rot.log\"", out_dir.display()),
+            &format!("stdout = \"{}/\"\nformat = \"json\"", moved.display()),
+        ),
+    );
+    let u = p.cli(&["update"]);
+    assert!(u.status.success(), "{}", String::from_utf8_lossy(&u.stderr));
+    wait_for(
+        Duration::from_secs(10),
+        "rot's log in its new place",
+        || {
+            std::fs::read_to_string(moved.join("rot.out"))
+                .is_ok_and(|t| t.contains("\"line\":\"line 2999 "))
+        },
+    );
     // Follow works on an app's own file too, in both formats.
     let mut child = Command::new(BIN)
         .args(["tail", "-f", "-n", "0", "json"])

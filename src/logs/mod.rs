@@ -350,8 +350,11 @@ struct StreamFile {
     size: u64,
     /// The file ends mid-line (text format: a line arrives in pieces).
     partial: bool,
-    /// How many bytes of that unfinished line are in `file` (0 after a reopen or rotation).
+    /// How many bytes of that unfinished line are in `file` (0 after a reopen or rotation, or
+    /// when an earlier paddock wrote them).
     partial_len: u64,
+    /// The file as an earlier paddock left it was looked at (see `ends_mid_line`).
+    resumed: bool,
     /// The beginning of the current line was dropped: its other pieces are dropped too.
     skipping: bool,
     /// Lines dropped since the last successful write (disk full …), since when, and why.
@@ -359,6 +362,18 @@ struct StreamFile {
     lost_since: Option<SystemTime>,
     lost_why: String,
     followers: Vec<Follower>,
+}
+
+/// Whether a log file ends in the middle of a line: an earlier paddock (before a crash or a
+/// re-exec) wrote the start of a line whose rest is still to come, without a new time stamp.
+fn ends_mid_line(path: &Path) -> bool {
+    use std::os::unix::fs::FileExt;
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut last = [0u8; 1];
+    len > 0 && f.read_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
 }
 
 /// JSON format: a line whose newline has not come yet.
@@ -640,6 +655,7 @@ impl Writer {
                         sf.file = None;
                         sf.partial = false;
                         sf.partial_len = 0;
+                        sf.resumed = false;
                     }
                 }
                 a.spec = spec;
@@ -716,6 +732,12 @@ impl Writer {
         } = entry;
         let stream = if spec.combine { Stream::Out } else { d.stream };
         let sf = if stream == Stream::Out { out } else { err };
+        if !sf.resumed {
+            sf.resumed = true;
+            if spec.format == crate::config::logs::LogFormat::Text {
+                sf.partial = ends_mid_line(&stream_path(&self.dir, &d.app, stream, spec));
+            }
+        }
         let mut pieces = d.bytes.split_inclusive(|&b| b == b'\n');
         if sf.skipping {
             // The rest of a line whose beginning was dropped.

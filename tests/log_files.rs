@@ -461,6 +461,11 @@ fn dev_stdout_is_writable_by_the_apps_user_at_every_native_level() {
             "sandboxhost" => "sandbox".to_string(),
             a => a.to_string(),
         };
+        // The lines may reach the files just after the exit is seen.
+        try_wait(Duration::from_secs(5), || {
+            out_lines(&p, app, "out").contains(&format!("ok-{tag}"))
+                && out_lines(&p, app, "err").contains(&format!("err-{tag}"))
+        });
         let out = out_lines(&p, app, "out");
         let err = out_lines(&p, app, "err");
         assert!(

@@ -1374,6 +1374,7 @@ impl Supervisor {
             },
             published: self.publisher.status(&app.name),
             http: http_apps::figures(app),
+            log_lines_dropped: self.logs.dropped(&app.name),
         }
     }
 
@@ -1753,6 +1754,15 @@ impl Supervisor {
                 "paddock_app_restarts_total{{app=\"{}\"}} {}",
                 a.name,
                 a.m.restarts()
+            );
+        }
+        s.push_str("# HELP paddock_app_log_lines_dropped_total Lines of output that could not be written to the app's log files (disk full …).\n# TYPE paddock_app_log_lines_dropped_total counter\n");
+        for a in &apps {
+            let _ = writeln!(
+                s,
+                "paddock_app_log_lines_dropped_total{{app=\"{}\"}} {}",
+                a.name,
+                self.logs.dropped(&a.name)
             );
         }
         s.push_str("# HELP paddock_app_uptime_seconds Seconds since the app's process started (0 when not running).\n# TYPE paddock_app_uptime_seconds gauge\n");

@@ -4,6 +4,7 @@
 
 pub mod health;
 pub mod http;
+pub mod logs;
 pub mod sandbox;
 pub mod units;
 pub mod wasm;
@@ -16,7 +17,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
-use units::{Dur, Sig, Size};
+use units::{Dur, Sig};
 
 /// Where an app runs. `none`, `bundle` and `wasm` exist in this build; the other levels are
 /// named so that a file asking for them gets a precise error rather than a generic "unknown
@@ -91,6 +92,15 @@ pub struct LogSpec {
     pub stdout: StdoutMode,
     /// stderr goes into the same file as stdout (`NAME.out`).
     pub combine: bool,
+    /// `stdout = "<path>"`: the file stdout goes to instead of `LOG_DIR/NAME.out` (for a
+    /// directory, `DIR/NAME.out`).
+    pub stdout_file: Option<PathBuf>,
+    /// `stderr = "<path>"`, likewise.
+    pub stderr_file: Option<PathBuf>,
+    pub format: logs::LogFormat,
+    /// Line and column of the `stdout` and `stderr` keys, for errors found across files.
+    #[serde(skip)]
+    pub at: Ignored<[(usize, usize); 2]>,
 }
 
 impl Default for LogSpec {
@@ -100,6 +110,10 @@ impl Default for LogSpec {
             keep: 5,
             stdout: StdoutMode::File,
             combine: false,
+            stdout_file: None,
+            stderr_file: None,
+            format: logs::LogFormat::Text,
+            at: Ignored([(0, 0); 2]),
         }
     }
 }
@@ -183,7 +197,7 @@ struct RawApp {
     bundle: Option<Spanned<String>>,
     launch: Option<Spanned<String>>,
     restart: Option<RawRestart>,
-    logs: Option<RawLogs>,
+    logs: Option<logs::RawLogs>,
     // Level `wasm` and [limits]: see config/wasm.rs.
     module: Option<Spanned<String>>,
     args: Option<Spanned<Vec<String>>>,
@@ -207,15 +221,6 @@ struct RawRestart {
     backoff_max: Option<Spanned<Dur>>,
     stable_after: Option<Dur>,
     max_failures: Option<u32>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLogs {
-    max_size: Option<Spanned<Size>>,
-    keep: Option<Spanned<u32>>,
-    stdout: Option<StdoutMode>,
-    combine: Option<bool>,
 }
 
 /// One problem in one app file, with its position.
@@ -293,6 +298,11 @@ pub(crate) struct FileCtx<'a> {
 }
 
 impl FileCtx<'_> {
+    /// Line and column of a byte offset of the file.
+    pub(crate) fn pos(&self, offset: usize) -> (usize, usize) {
+        line_col(self.src, offset)
+    }
+
     pub(crate) fn err_at(
         &mut self,
         span: Option<std::ops::Range<usize>>,
@@ -721,31 +731,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         restart.backoff_max = restart.backoff_initial;
     }
 
-    let mut logs = LogSpec::default();
-    if let Some(l) = &raw.logs {
-        if let Some(s) = &l.max_size {
-            logs.max_size = s.get_ref().0;
-            if logs.max_size < 1024 {
-                cx.err_at(Some(s.span()), "logs.max_size", "must be at least 1KiB");
-            }
-        }
-        if let Some(k) = &l.keep {
-            logs.keep = *k.get_ref();
-            if logs.keep > 1000 {
-                cx.err_at(
-                    Some(k.span()),
-                    "logs.keep",
-                    "at most 1000 rotated files can be kept",
-                );
-            }
-        }
-        if let Some(s) = l.stdout {
-            logs.stdout = s;
-        }
-        if let Some(c) = l.combine {
-            logs.combine = c;
-        }
-    }
+    let logs = logs::logs(&mut cx, name, raw.logs.as_ref());
 
     let health = health::health(&mut cx, raw.health.as_ref());
     let readiness = health::readiness(&mut cx, raw.readiness.as_ref(), raw.health.is_some());
@@ -947,6 +933,7 @@ pub fn load_dirs_all(dirs: &[PathBuf]) -> (BTreeMap<String, AppSpec>, Vec<Config
         errors = health::check_graph(&apps);
     }
     errors.extend(sandbox::check_publish(&apps));
+    errors.extend(logs::check_log_files(&apps));
     (apps, errors)
 }
 

@@ -62,6 +62,10 @@ pub struct AppStatus {
     /// A wasm app served per request (`[http]`): its sockets and request figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpFigures>,
+    /// Lines of output that could not be written to the app's log files (disk full …) since
+    /// paddock started; each line is written whole or not at all.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
 }
 
 /// The figures of an app served per request, since paddock loaded it (counters survive

@@ -336,6 +336,15 @@ impl Prepared {
         self.sandbox.as_ref().and_then(|s| s.host_uid)
     }
 
+    /// The host uid and gid the app's processes start as, when not paddock's own: the log pipes
+    /// handed to it are given to them (see `give_pipes`).
+    pub fn stdio_owner(&self) -> Option<(u32, u32)> {
+        match &self.sandbox {
+            Some(s) => Some(s.host_ids),
+            None => self.creds.as_ref().map(|(u, g, _)| (*u, *g)),
+        }
+    }
+
     /// An exec health check that runs inside its app's sandbox (`spawn_in_app`).
     pub fn joins_app(&self) -> bool {
         self.joins_app
@@ -817,12 +826,50 @@ pub fn spawn_in_app(
     spawn_inner(p, io, join, Some((pidfd.as_raw_fd(), rootfd.as_raw_fd())))
 }
 
+/// Gives the pipes among the child's descriptors to the user it runs as.
+///
+/// A pipe belongs to its creator with mode 0600, so a process of another user cannot reopen it
+/// through `/proc/self/fd/1` — which is what opening `/dev/stdout` or `/dev/stderr` does (nginx's
+/// `access_log /dev/stdout`, `sh -c 'echo x > /dev/stdout'`): EACCES. The pipe goes to the app's
+/// host ids (in a user namespace, those its ids are mapped to, so that the pipe's owner is
+/// mapped there). Only pipes are touched (paddock's own stdout, with `stdout = "inherit"`, is
+/// never handed over this way), and only when their owner differs.
+fn give_pipes(p: &Prepared, io: &Stdio) -> Result<(), SpawnError> {
+    let Some((uid, gid)) = p.stdio_owner() else {
+        return Ok(());
+    };
+    for fd in [io.stdout, io.stderr, io.extra.map(|(fd, _)| fd)]
+        .into_iter()
+        .flatten()
+    {
+        // SAFETY: fstat of a descriptor the caller keeps open, into a zeroed stat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(fd, &mut st) } != 0
+            || st.st_mode & libc::S_IFMT != libc::S_IFIFO
+            || (st.st_uid == uid && st.st_gid == gid)
+        {
+            continue;
+        }
+        // SAFETY: fchown of the same descriptor; it changes only the pipe's (anonymous) inode.
+        if unsafe { libc::fchown(fd, uid, gid) } != 0 {
+            return Err(SpawnError {
+                step: Some(Failed::Spawn(Step::Stdio)),
+                errno: nix::errno::Errno::last(),
+                detail: format!("giving the log pipe to uid {uid}, gid {gid}"),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn spawn_inner(
     p: &Prepared,
     io: &Stdio,
     join: &[RawFd],
     app: Option<(RawFd, RawFd)>,
 ) -> Result<libc::pid_t, SpawnError> {
+    give_pipes(p, io)?;
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError {
         step: None,
         errno: e,

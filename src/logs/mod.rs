@@ -70,6 +70,7 @@ pub struct Logs {
     pub dir: PathBuf,
     data: mpsc::Sender<Data>,
     ctl: mpsc::UnboundedSender<Ctl>,
+    dropped: DropCounts,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -86,10 +87,15 @@ impl Logs {
         let (data, data_rx) = mpsc::channel(QUEUE);
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let wdir = dir.clone();
+        let dropped = DropCounts::default();
+        let wdropped = dropped.clone();
         std::thread::Builder::new()
             .name("paddock-logs".into())
             .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread().build() {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => {
                         eprintln!("paddock: log writer cannot start: {e}");
@@ -101,11 +107,27 @@ impl Logs {
                         dir: wdir,
                         apps: HashMap::new(),
                         buf: Vec::with_capacity(READ_CHUNK * 2),
+                        dropped: wdropped,
+                        holding: vec![],
                     }
                     .run(data_rx, ctl_rx),
                 );
             })?;
-        Ok(Logs { dir, data, ctl })
+        Ok(Logs {
+            dir,
+            data,
+            ctl,
+            dropped,
+        })
+    }
+
+    /// Lines of `app` that could not be written (disk full …) since paddock started.
+    pub fn dropped(&self, app: &str) -> u64 {
+        let counts = match self.dropped.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        counts.get(app).copied().unwrap_or(0)
     }
 
     pub fn send(&self, c: Ctl) {
@@ -116,10 +138,6 @@ impl Logs {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Ctl::Flush(tx));
         let _ = rx.await;
-    }
-
-    pub fn path(&self, app: &str, stream: Stream) -> PathBuf {
-        log_path(&self.dir, app, stream)
     }
 
     /// Reads a pipe until EOF, forwarding everything to the writer. Runs as a task.
@@ -330,10 +348,19 @@ impl Follower {
 struct StreamFile {
     file: Option<File>,
     size: u64,
-    /// The last write ended mid-line.
+    /// The file ends mid-line (text format: a line arrives in pieces).
     partial: bool,
+    /// How many bytes of that unfinished line are in `file` (0 after a reopen or rotation, or
+    /// when an earlier paddock wrote them).
+    partial_len: u64,
     /// The file as an earlier paddock left it was looked at (see `ends_mid_line`).
     resumed: bool,
+    /// The beginning of the current line was dropped: its other pieces are dropped too.
+    skipping: bool,
+    /// Lines dropped since the last successful write (disk full …), since when, and why.
+    lost: u64,
+    lost_since: Option<SystemTime>,
+    lost_why: String,
     followers: Vec<Follower>,
 }
 
@@ -349,20 +376,238 @@ fn ends_mid_line(path: &Path) -> bool {
     len > 0 && f.read_at(&mut last, len - 1).is_ok() && last[0] != b'\n'
 }
 
+/// JSON format: a line whose newline has not come yet.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    time: Option<SystemTime>,
+    since: Option<std::time::Instant>,
+}
+
+/// JSON format: an unfinished line is written as it is (`"partial": true`) once it is this long
+/// or this old, and its next piece starts a new object.
+const JSON_LINE_MAX: usize = 64 << 10;
+const HOLD: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct AppLog {
     spec: LogSpec,
     out: StreamFile,
     err: StreamFile,
+    /// JSON format: unfinished lines of stdout and stderr (as written by the app, before
+    /// `combine` merges them).
+    held: [Held; 2],
 }
+
+/// Lines each app lost (disk full and other write errors), shared with the supervisor.
+pub type DropCounts = Arc<std::sync::Mutex<HashMap<Arc<str>, u64>>>;
 
 struct Writer {
     dir: PathBuf,
     apps: HashMap<Arc<str>, AppLog>,
     buf: Vec<u8>,
+    dropped: DropCounts,
+    /// Streams holding an unfinished JSON line.
+    holding: Vec<(Arc<str>, Stream)>,
+}
+
+fn stream_name(s: Stream) -> &'static str {
+    match s {
+        Stream::Out => "stdout",
+        Stream::Err => "stderr",
+    }
+}
+
+/// One JSON log object and its newline. Invalid UTF-8 becomes U+FFFD; control characters are
+/// escaped, so any input gives one valid JSON line.
+fn json_line(
+    out: &mut Vec<u8>,
+    time: SystemTime,
+    app: &str,
+    stream: Stream,
+    line: &[u8],
+    partial: bool,
+) {
+    out.extend_from_slice(b"{\"time\":\"");
+    crate::util::rfc3339(time, out);
+    out.extend_from_slice(b"\",\"app\":");
+    json_str(out, app);
+    out.extend_from_slice(b",\"stream\":\"");
+    out.extend_from_slice(stream_name(stream).as_bytes());
+    out.extend_from_slice(b"\",\"line\":");
+    json_str(out, &String::from_utf8_lossy(line));
+    if partial {
+        out.extend_from_slice(b",\"partial\":true");
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // serde_json escapes quotes, backslashes and control characters and never fails on a str.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// How many lines `b` holds or starts (an unfinished last line counts).
+fn count_lines(b: &[u8]) -> u64 {
+    let n = b.iter().filter(|&&c| c == b'\n').count() as u64;
+    n + u64::from(!b.is_empty() && !b.ends_with(b"\n"))
+}
+
+fn drop_reason(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => "disk full".into(),
+        Some(libc::EDQUOT) => "disk quota exceeded".into(),
+        _ => crate::util::io_reason(e),
+    }
+}
+
+/// Writes all of `b`, or says how much was written before the error.
+fn write_counted(f: &mut File, b: &[u8]) -> (usize, Option<std::io::Error>) {
+    let mut done = 0;
+    while done < b.len() {
+        match f.write(&b[done..]) {
+            Ok(0) => return (done, Some(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Some(e)),
+        }
+    }
+    (done, None)
+}
+
+/// The file a stream of an app goes to.
+pub fn stream_path(dir: &Path, app: &str, stream: Stream, spec: &LogSpec) -> PathBuf {
+    let own = match stream {
+        Stream::Out => &spec.stdout_file,
+        Stream::Err => &spec.stderr_file,
+    };
+    own.clone().unwrap_or_else(|| log_path(dir, app, stream))
+}
+
+impl StreamFile {
+    /// Writes `buf` (whole lines; the first may finish the line the file ends with, the last
+    /// may be unfinished), rotating at line ends. A line is written whole or not at all: when
+    /// a write fails (disk full), the file is cut back to its last line end and the lines not
+    /// written are counted as lost. Returns how much of `buf` is in the file.
+    fn put(&mut self, app: &str, path: &Path, spec: &LogSpec, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        let mut mid_line = self.partial;
+        while pos < buf.len() {
+            if self.file.is_none() {
+                match OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o640)
+                    .custom_flags(libc::O_CLOEXEC)
+                    .open(path)
+                {
+                    Ok(f) => {
+                        self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                        self.file = Some(f);
+                    }
+                    Err(e) => {
+                        self.lose(app, path, &e, &buf[pos..]);
+                        return pos;
+                    }
+                }
+            }
+            let rest = &buf[pos..];
+            let room = spec.max_size.saturating_sub(self.size) as usize;
+            let cut = if rest.len() <= room {
+                rest.len()
+            } else {
+                let to_line_end = rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len(), |p| p + 1);
+                match rest[..room].iter().rposition(|&b| b == b'\n') {
+                    Some(p) => p + 1,
+                    None if self.size == 0 || mid_line => to_line_end, // finish the line first
+                    None => 0,
+                }
+            };
+            if cut > 0 {
+                let Some(f) = self.file.as_mut() else { break };
+                let base = self.size;
+                let (n, err) = write_counted(f, &rest[..cut]);
+                if let Some(e) = err {
+                    // Back to the last line end written: the line being written goes. The
+                    // file's real length is the reference (someone may have truncated it, as
+                    // logrotate's copytruncate does), and the file is never lengthened.
+                    let end = f.metadata().map_or(base + n as u64, |m| m.len());
+                    let start = end.saturating_sub(n as u64);
+                    let keep = match rest[..n].iter().rposition(|&b| b == b'\n') {
+                        Some(p) => p + 1,
+                        None => 0,
+                    };
+                    let to = if keep == 0 && mid_line {
+                        start.saturating_sub(self.partial_len)
+                    } else {
+                        start + keep as u64
+                    }
+                    .min(end);
+                    if let Err(te) = f.set_len(to) {
+                        eprintln!(
+                            "paddock: {app}: cannot cut {} back to its last whole line: {}",
+                            path.display(),
+                            crate::util::io_reason(&te)
+                        );
+                    }
+                    self.size = to;
+                    let full = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+                    if !full {
+                        self.file = None;
+                    }
+                    self.lose(app, path, &e, &rest[keep..]);
+                    return pos + keep;
+                }
+                self.size += cut as u64;
+                // How much of the line the file now ends with is in it, if it is unfinished.
+                self.partial_len = if rest[cut - 1] == b'\n' {
+                    0
+                } else {
+                    match rest[..cut].iter().rposition(|&b| b == b'\n') {
+                        Some(p) => (cut - p - 1) as u64,
+                        None if mid_line => self.partial_len + cut as u64,
+                        None => cut as u64,
+                    }
+                };
+                mid_line = rest[cut - 1] != b'\n';
+                pos += cut;
+            }
+            if pos < buf.len() {
+                self.file = None;
+                rotate(path, spec.keep);
+                self.size = 0;
+                self.partial_len = 0;
+            }
+        }
+        self.partial = mid_line;
+        pos
+    }
+
+    /// Counts `rest` (not written) as lost lines (the file ends at a line end).
+    fn lose(&mut self, app: &str, path: &Path, e: &std::io::Error, rest: &[u8]) {
+        if self.lost == 0 {
+            eprintln!(
+                "paddock: {app}: writing {}: {}; its lines are dropped until writing works again",
+                path.display(),
+                crate::util::io_reason(e)
+            );
+            self.lost_since = Some(SystemTime::now());
+            self.lost_why = drop_reason(e);
+        }
+        self.lost += count_lines(rest);
+        self.partial = false;
+        self.partial_len = 0;
+        // The rest of an unfinished line that was dropped is dropped too.
+        self.skipping = !rest.is_empty() && !rest.ends_with(b"\n");
+    }
 }
 
 impl Writer {
     async fn run(mut self, mut data: mpsc::Receiver<Data>, mut ctl: mpsc::UnboundedReceiver<Ctl>) {
+        let mut tick = tokio::time::interval(HOLD / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -372,6 +617,7 @@ impl Writer {
                         while let Ok(d) = data.try_recv() {
                             self.write(d);
                         }
+                        self.release_held(true);
                         let _ = done.send(());
                     }
                     Some(c) => self.control(c),
@@ -381,6 +627,7 @@ impl Writer {
                     Some(d) => self.write(d),
                     None => return,
                 },
+                _ = tick.tick(), if !self.holding.is_empty() => self.release_held(false),
             }
         }
     }
@@ -390,19 +637,39 @@ impl Writer {
             spec: LogSpec::default(),
             out: StreamFile::default(),
             err: StreamFile::default(),
+            held: Default::default(),
         })
     }
 
     fn control(&mut self, c: Ctl) {
         match c {
-            Ctl::Configure { app, spec } => self.app(&app).spec = spec,
+            Ctl::Configure { app, spec } => {
+                let a = self.app(&app);
+                if a.spec.stdout_file != spec.stdout_file
+                    || a.spec.stderr_file != spec.stderr_file
+                    || a.spec.combine != spec.combine
+                    || a.spec.format != spec.format
+                {
+                    // Another file or format: start afresh at the next write.
+                    for sf in [&mut a.out, &mut a.err] {
+                        sf.file = None;
+                        sf.partial = false;
+                        sf.partial_len = 0;
+                        sf.resumed = false;
+                    }
+                }
+                a.spec = spec;
+            }
             Ctl::Remove { app } => {
                 self.apps.remove(&app);
+                self.holding.retain(|(a, _)| *a != app);
             }
             Ctl::Reopen => {
                 for a in self.apps.values_mut() {
                     a.out.file = None;
+                    a.out.partial_len = 0;
                     a.err.file = None;
+                    a.err.partial_len = 0;
                 }
             }
             Ctl::Tail {
@@ -413,9 +680,17 @@ impl Writer {
                 tx,
                 queued,
             } => {
-                let combine = self.apps.get(&app).is_some_and(|a| a.spec.combine);
+                let (combine, path) = match self.apps.get(&app) {
+                    Some(a) => {
+                        let stream = if a.spec.combine { Stream::Out } else { stream };
+                        (
+                            a.spec.combine,
+                            stream_path(&self.dir, &app, stream, &a.spec),
+                        )
+                    }
+                    None => (false, log_path(&self.dir, &app, stream)),
+                };
                 let stream = if combine { Stream::Out } else { stream };
-                let path = log_path(&self.dir, &app, stream);
                 let text = last_lines(&path, lines.min(MAX_TAIL_LINES)).unwrap_or_default();
                 if !text.is_empty() && tx.try_send(text).is_err() {
                     return;
@@ -441,99 +716,171 @@ impl Writer {
     }
 
     fn write(&mut self, d: Data) {
-        let dir = self.dir.clone();
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let a = self.app(&d.app);
-        let stream = if a.spec.combine {
-            Stream::Out
-        } else {
-            d.stream
+        let entry = self.apps.entry(d.app.clone()).or_insert_with(|| AppLog {
+            spec: LogSpec::default(),
+            out: StreamFile::default(),
+            err: StreamFile::default(),
+            held: Default::default(),
+        });
+        let AppLog {
+            spec,
+            out,
+            err,
+            held,
+        } = entry;
+        let stream = if spec.combine { Stream::Out } else { d.stream };
+        let sf = if stream == Stream::Out { out } else { err };
+        if !sf.resumed {
+            sf.resumed = true;
+            if spec.format == crate::config::logs::LogFormat::Text {
+                sf.partial = ends_mid_line(&stream_path(&self.dir, &d.app, stream, spec));
+            }
+        }
+        let mut pieces = d.bytes.split_inclusive(|&b| b == b'\n');
+        if sf.skipping {
+            // The rest of a line whose beginning was dropped.
+            for piece in pieces.by_ref() {
+                if piece.ends_with(b"\n") {
+                    sf.skipping = false;
+                    break;
+                }
+            }
+        }
+        match spec.format {
+            crate::config::logs::LogFormat::Text => {
+                let mut stamp = Vec::with_capacity(25);
+                crate::util::rfc3339(d.time, &mut stamp);
+                stamp.push(b' ');
+                let mut partial = sf.partial;
+                for piece in pieces {
+                    if !partial {
+                        buf.extend_from_slice(&stamp);
+                    }
+                    buf.extend_from_slice(piece);
+                    partial = piece.last() != Some(&b'\n');
+                }
+            }
+            crate::config::logs::LogFormat::Json => {
+                let h = &mut held[d.stream as usize];
+                let was_empty = h.bytes.is_empty();
+                for piece in pieces {
+                    if let Some(line) = piece.strip_suffix(b"\n") {
+                        let (time, line) = if h.bytes.is_empty() {
+                            (d.time, line)
+                        } else {
+                            h.bytes.extend_from_slice(line);
+                            (h.time.unwrap_or(d.time), &h.bytes[..])
+                        };
+                        json_line(&mut buf, time, &d.app, d.stream, line, false);
+                        h.bytes.clear();
+                        h.time = None;
+                        h.since = None;
+                    } else {
+                        if h.bytes.is_empty() {
+                            h.time = Some(d.time);
+                            h.since = Some(std::time::Instant::now());
+                        }
+                        h.bytes.extend_from_slice(piece);
+                        while h.bytes.len() >= JSON_LINE_MAX {
+                            let cut = utf8_cut(&h.bytes, JSON_LINE_MAX);
+                            json_line(
+                                &mut buf,
+                                h.time.unwrap_or(d.time),
+                                &d.app,
+                                d.stream,
+                                &h.bytes[..cut],
+                                true,
+                            );
+                            h.bytes.drain(..cut);
+                            h.time = Some(d.time);
+                        }
+                    }
+                }
+                if was_empty && !h.bytes.is_empty() {
+                    self.holding.push((d.app.clone(), d.stream));
+                }
+            }
+        }
+        self.output(&d.app, stream, &buf);
+        self.buf = buf;
+    }
+
+    /// Writes formatted lines to an app's stream file (after the notice of lines lost before,
+    /// if any), and passes what was written on to the followers.
+    fn output(&mut self, app: &Arc<str>, stream: Stream, buf: &[u8]) {
+        if buf.is_empty() {
+            return;
+        }
+        let dir = &self.dir;
+        let Some(a) = self.apps.get_mut(app) else {
+            return;
         };
-        let spec = a.spec.clone();
+        let path = stream_path(dir, app, stream, &a.spec);
+        let format = a.spec.format;
         let sf = if stream == Stream::Out {
             &mut a.out
         } else {
             &mut a.err
         };
-        let path = log_path(&dir, &d.app, stream);
-        if !sf.resumed {
-            sf.resumed = true;
-            sf.partial = ends_mid_line(&path);
-        }
-        let was_partial = sf.partial;
-        let mut stamp = Vec::with_capacity(25);
-        crate::util::rfc3339(d.time, &mut stamp);
-        stamp.push(b' ');
-        for piece in d.bytes.split_inclusive(|&b| b == b'\n') {
-            if !sf.partial {
-                buf.extend_from_slice(&stamp);
-            }
-            buf.extend_from_slice(piece);
-            sf.partial = piece.last() != Some(&b'\n');
-        }
-        // Write, rotating at line boundaries so no file exceeds max_size (unless a single line
-        // is longer than max_size) and no line is split across files.
-        let mut rest = &buf[..];
-        let mut mid_line = was_partial;
-        while !rest.is_empty() {
-            if sf.file.is_none() {
-                match OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o640)
-                    .custom_flags(libc::O_CLOEXEC)
-                    .open(&path)
-                {
-                    Ok(f) => {
-                        sf.size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                        sf.file = Some(f);
-                    }
-                    Err(e) => {
-                        eprintln!(
-                            "paddock: cannot open log {}: {}",
-                            path.display(),
-                            crate::util::io_reason(&e)
-                        );
-                        break;
-                    }
+        let lost_before = sf.lost;
+        let mut notice = vec![];
+        let mut written = 0;
+        if sf.lost > 0 {
+            let now = SystemTime::now();
+            let text = format!(
+                "{} lines dropped ({}) since {}",
+                sf.lost,
+                sf.lost_why,
+                crate::util::rfc3339_string(sf.lost_since.unwrap_or(now))
+            );
+            match format {
+                crate::config::logs::LogFormat::Text => {
+                    crate::util::rfc3339(now, &mut notice);
+                    notice.push(b' ');
+                    notice.extend_from_slice(b"paddock: ");
+                    notice.extend_from_slice(text.as_bytes());
+                    notice.push(b'\n');
+                }
+                crate::config::logs::LogFormat::Json => {
+                    let line = format!("paddock: {text}");
+                    json_line(&mut notice, now, app, stream, line.as_bytes(), false);
                 }
             }
-            let room = spec.max_size.saturating_sub(sf.size) as usize;
-            let cut = if rest.len() <= room {
-                rest.len()
+            let n = sf.put(app, &path, &a.spec, &notice);
+            if n == notice.len() {
+                eprintln!("paddock: {app}: {text}; writing {} again", path.display());
+                sf.lost = 0;
+                sf.lost_since = None;
+                written = n;
             } else {
-                let to_line_end = rest
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(rest.len(), |p| p + 1);
-                match rest[..room].iter().rposition(|&b| b == b'\n') {
-                    Some(p) => p + 1,
-                    None if sf.size == 0 || mid_line => to_line_end, // finish the line first
-                    None => 0,
-                }
-            };
-            if cut > 0 {
-                let Some(f) = sf.file.as_mut() else { break };
-                if let Err(e) = f.write_all(&rest[..cut]) {
-                    eprintln!(
-                        "paddock: writing {}: {}",
-                        path.display(),
-                        crate::util::io_reason(&e)
-                    );
-                    sf.file = None;
-                    break;
-                }
-                sf.size += cut as u64;
-                mid_line = rest[cut - 1] != b'\n';
-                rest = &rest[cut..];
-            }
-            if !rest.is_empty() {
-                sf.file = None;
-                rotate(&path, spec.keep);
-                sf.size = 0;
+                // Still failing: the notice itself is not a lost line, the data is.
+                sf.lost = lost_before + count_lines(buf);
+                sf.skipping = !buf.ends_with(b"\n");
+                notice.clear();
             }
         }
+        let done = if written > 0 || lost_before == 0 {
+            sf.put(app, &path, &a.spec, buf)
+        } else {
+            0
+        };
+        let newly_lost = sf
+            .lost
+            .saturating_sub(if written > 0 { 0 } else { lost_before });
+        if newly_lost > 0 {
+            let mut counts = match self.dropped.lock() {
+                Ok(c) => c,
+                Err(p) => p.into_inner(),
+            };
+            *counts.entry(app.clone()).or_insert(0) += newly_lost;
+        }
+        notice.extend_from_slice(&buf[..done]);
+        if notice.is_empty() {
+            return;
+        }
+        let sent = &notice;
         sf.followers.retain_mut(|f| {
             if f.dropped > 0 {
                 let note = format!(
@@ -542,7 +889,7 @@ impl Writer {
                 )
                 .into_bytes();
                 if !f.offer(note) {
-                    f.dropped += buf.len() as u64;
+                    f.dropped += sent.len() as u64;
                     return !f.tx.is_closed();
                 }
                 f.dropped = 0;
@@ -550,13 +897,62 @@ impl Writer {
             if f.tx.is_closed() {
                 return false;
             }
-            if !f.offer(buf.clone()) {
-                f.dropped += buf.len() as u64;
+            if !f.offer(sent.clone()) {
+                f.dropped += sent.len() as u64;
             }
             true
         });
+    }
+
+    /// JSON format: writes unfinished lines held for longer than HOLD (all of them with
+    /// `all`), each as an object with `"partial": true`.
+    fn release_held(&mut self, all: bool) {
+        let holding = std::mem::take(&mut self.holding);
+        let mut buf = std::mem::take(&mut self.buf);
+        for (app, stream) in holding {
+            let Some(a) = self.apps.get_mut(&app) else {
+                continue;
+            };
+            let h = &mut a.held[stream as usize];
+            if h.bytes.is_empty() {
+                continue;
+            }
+            if !all && h.since.is_some_and(|s| s.elapsed() < HOLD) {
+                self.holding.push((app, stream));
+                continue;
+            }
+            buf.clear();
+            json_line(
+                &mut buf,
+                h.time.unwrap_or_else(SystemTime::now),
+                &app,
+                stream,
+                &h.bytes,
+                true,
+            );
+            h.bytes.clear();
+            h.time = None;
+            h.since = None;
+            let to = if a.spec.combine { Stream::Out } else { stream };
+            self.output(&app, to, &buf);
+        }
         self.buf = buf;
     }
+}
+
+/// The longest prefix of `b` of at most `max` bytes that does not end inside a UTF-8 character.
+fn utf8_cut(b: &[u8], max: usize) -> usize {
+    if b.len() <= max {
+        return b.len();
+    }
+    let mut cut = max;
+    // Back over at most 3 continuation bytes to the start of the character they belong to.
+    let mut back = 0;
+    while cut > 0 && back < 4 && b[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+        back += 1;
+    }
+    if cut == 0 || back == 4 { max } else { cut }
 }
 
 /// NAME.out.(k-1) → NAME.out.k, …, NAME.out → NAME.out.1; keeps `keep` old files.
@@ -644,6 +1040,70 @@ mod tests {
             b"line 99997\nline 99998\nline 99999\n"
         );
         assert_eq!(last_lines(&p, 100_000).unwrap().len(), big.len());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn json_lines_are_valid_for_any_bytes() {
+        let mut out = vec![];
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_000_000_123);
+        json_line(
+            &mut out,
+            t,
+            "a\"b",
+            Stream::Err,
+            b"x\xff\xfe\"\\\t\x1b\x00",
+            true,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(out.ends_with(b"}\n") && out.iter().filter(|&&c| c == b'\n').count() == 1);
+        assert_eq!(v["app"], "a\"b");
+        assert_eq!(v["stream"], "stderr");
+        assert_eq!(v["line"], "x\u{fffd}\u{fffd}\"\\\t\u{1b}\u{0}");
+        assert_eq!(v["partial"], true);
+        assert_eq!(v["time"], "2025-11-24T16:00:00.123Z");
+    }
+
+    #[test]
+    fn cuts_keep_utf8_characters_whole() {
+        let s = "aé€😀".as_bytes(); // 1 + 2 + 3 + 4 bytes
+        assert_eq!(utf8_cut(s, 100), s.len());
+        assert_eq!(utf8_cut(s, 2), 1);
+        assert_eq!(utf8_cut(s, 3), 3);
+        assert_eq!(utf8_cut(s, 5), 3);
+        assert_eq!(utf8_cut(s, 6), 6);
+        assert_eq!(utf8_cut(s, 9), 6);
+        assert_eq!(
+            utf8_cut(b"\x80\x80\x80\x80\x80", 3),
+            3,
+            "not UTF-8: cut anyway"
+        );
+        assert_eq!(count_lines(b""), 0);
+        assert_eq!(count_lines(b"a\nb"), 2);
+        assert_eq!(count_lines(b"a\nb\n"), 2);
+    }
+
+    #[test]
+    fn a_failed_write_drops_whole_lines() {
+        // /dev/full refuses every write with ENOSPC, as a full disk does.
+        let mut sf = StreamFile::default();
+        let spec = LogSpec::default();
+        let n = sf.put("t", Path::new("/dev/full"), &spec, b"one\ntwo\nthr");
+        assert_eq!(n, 0);
+        assert_eq!(sf.lost, 3);
+        assert!(sf.skipping, "the rest of `thr…` is dropped too");
+        assert!(!sf.partial);
+        assert_eq!(sf.lost_why, "disk full");
+        // A regular file takes the next lines again.
+        let d = tmp("put");
+        let p = d.join("a.out");
+        let mut sf = StreamFile::default();
+        assert_eq!(sf.put("t", &p, &spec, b"ab"), 2);
+        assert!(sf.partial);
+        assert_eq!(sf.partial_len, 2);
+        assert_eq!(sf.put("t", &p, &spec, b"c\nd"), 3);
+        assert_eq!(sf.partial_len, 1);
+        assert_eq!(std::fs::read(&p).unwrap(), b"abc\nd");
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -214,6 +214,9 @@ pub struct Plan {
     /// With a user namespace: the host uid the app's processes have (files paddock makes for
     /// the app, like its notify socket, are given to it).
     pub host_uid: Option<u32>,
+    /// The host uid and gid the app's processes start as (paddock's own when it is not root):
+    /// its log pipes are given to them, so `/dev/stdout` can be reopened inside.
+    pub host_ids: (u32, u32),
 }
 
 // SAFETY: every field (CStrings, OwnedFds, integers, Vecs of plain structs) is Send and Sync on its
@@ -376,6 +379,7 @@ impl Plan {
                 .map_err(|e| e.to_string())?,
             summary: summary.join(", "),
             host_uid: (h.root && spec.userns).then_some(owner.0),
+            host_ids: owner,
         })
     }
 

@@ -1378,27 +1378,28 @@ impl Supervisor {
     }
 
     /// App indexes for a list of names; `all` means every app. An empty list is an error (a
-    /// stray empty argument must not mean "everything").
+    /// stray empty argument must not mean "everything"), and so is any unknown name, also
+    /// beside `all`: nothing is done then.
     fn resolve(&self, names: &[String]) -> Result<Vec<usize>, Reply> {
         if names.is_empty() {
             return Err(Reply::error(400, "name at least one app, or `all`"));
         }
+        let unknown: Vec<&str> = names
+            .iter()
+            .filter(|n| *n != "all" && !self.by_name.contains_key(*n))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            let known = self.by_name.keys().map(String::as_str);
+            return Err(Reply::error(
+                404,
+                config::suggest::no_such_apps(&unknown, known),
+            ));
+        }
         if names.iter().any(|n| n == "all") {
             return Ok(self.app_idxs());
         }
-        let mut out = vec![];
-        for n in names {
-            match self.by_name.get(n) {
-                Some(&i) => out.push(i),
-                None => {
-                    return Err(Reply::error(
-                        404,
-                        format!("no such app: {n} (see `paddock status`)"),
-                    ));
-                }
-            }
-        }
-        Ok(out)
+        Ok(names.iter().map(|n| self.by_name[n]).collect())
     }
 
     fn check_waiters(&mut self) {
@@ -1586,6 +1587,7 @@ impl Supervisor {
         let (new, mut errs) = config::load_dirs_all(&self.opts.config_dirs);
         // A wasm app's module is loaded and linked now: a bad one is a config error.
         errs.extend(self.wasm.check(&new));
+        config::sort_errors(&mut errs);
         let loaded = if errs.is_empty() { Ok(new) } else { Err(errs) };
         match loaded {
             Err(errs) => {
@@ -1933,9 +1935,13 @@ impl Supervisor {
             ),
             Request::LogTarget(name) => {
                 match self.by_name.get(&name).and_then(|&i| self.apps[i].as_ref()) {
-                    None => {
-                        Reply::error(404, format!("no such app: {name} (see `paddock status`)"))
-                    }
+                    None => Reply::error(
+                        404,
+                        config::suggest::no_such_apps(
+                            &[name.as_str()],
+                            self.by_name.keys().map(String::as_str),
+                        ),
+                    ),
                     Some(a) if a.spec.logs.stdout == StdoutMode::Inherit => Reply::error(
                         409,
                         format!(
@@ -2201,6 +2207,7 @@ pub fn check_config(
 ) -> Result<BTreeMap<String, AppSpec>, Vec<config::ConfigError>> {
     let (specs, mut errs) = config::load_dirs_all(dirs);
     errs.extend(wasm_apps::check_standalone(&specs));
+    config::sort_errors(&mut errs);
     if errs.is_empty() {
         Ok(specs)
     } else {
@@ -2227,6 +2234,7 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
         // Refusing anyway: also report what is wrong with the modules of the valid files.
         let (valid, _) = config::load_dirs_all(&opts.config_dirs);
         errs.extend(wasm_apps::check_standalone(&valid));
+        config::sort_errors(&mut errs);
         let mut s = String::from("the configuration has errors; nothing was started:\n");
         for e in errs {
             s.push_str(&format!("  {e}\n"));

@@ -1,0 +1,114 @@
+//! What an operator coming from supervisord or systemd runs into: every config error in one
+//! run, unknown names refused, what `update` did, the status table and probe, Prometheus over
+//! TCP, `paddock import`. Against a real `paddock serve` and real processes.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const SLEEPER: &str = "command = [\"/bin/sleep\", \"1000\"]\nstop_timeout = \"2s\"\n";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The four broken files of issue 18, plus a cycle between two others: one run of `check`
+/// names every error, in file and line order, with the likely key or app.
+#[test]
+fn check_reports_every_error_of_every_file_in_one_run() {
+    let s = Scratch::new("allerrs");
+    let d = s.path();
+    let w = |n: &str, t: &str| std::fs::write(d.join(format!("{n}.toml")), t).unwrap();
+    w(
+        "a-web",
+        "command = [\"/bin/true\"]\nstop_timout = \"5s\"\nstopsignal = \"INT\"\n",
+    );
+    w(
+        "b-cache",
+        "command = [\"/bin/true\"]\n[restart]\npolcy = \"always\"\nbackoff_max = 30\n",
+    );
+    w(
+        "c-worker",
+        "command = [\"/bin/true\"]\nafter = [\"zzz\", \"a-wbe\"]\n",
+    );
+    w("d-syntax", "command = [\"/bin/true\"\n");
+    w("e-loop", "command = [\"/bin/true\"]\nrequires = [\"f-loop\"]\n");
+    w("f-loop", "command = [\"/bin/true\"]\n\nafter = [\"e-loop\"]\n");
+    let out = check(&[d]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let want = [
+        "a-web.toml:2:1: key `stop_timout`: unknown field `stop_timout`; did you mean `stop_timeout`?",
+        "a-web.toml:3:1: key `stopsignal`: unknown field `stopsignal`; did you mean `stop_signal`?",
+        "b-cache.toml:3:1: key `restart.polcy`: unknown field `polcy`; did you mean `policy`?",
+        "b-cache.toml:4:15: key `restart.backoff_max`:",
+        "c-worker.toml:2:1: depends on \"zzz\", but no app has that name (known:",
+        "c-worker.toml:2:1: depends on \"a-wbe\", but no app has that name; did you mean \"a-web\"?",
+        "d-syntax.toml:",
+        "e-loop.toml:2:1: dependency cycle: e-loop -> f-loop -> e-loop",
+    ];
+    let mut at = 0;
+    for w in want {
+        let Some(i) = err[at..].find(w) else {
+            panic!("missing or out of order: {w}\n---\n{err}");
+        };
+        at += i + w.len();
+    }
+    assert!(err.contains("8 errors found"), "{err}");
+    // serve refuses the same directory with the same list, and starts nothing.
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(d)
+        .arg("--socket")
+        .arg(d.join("sock"))
+        .arg("--state-dir")
+        .arg(d.join("state"))
+        .env("PADDOCK_CGROUP_NAME", cgroup_name())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("did you mean `stop_signal`?"), "{err}");
+    assert!(err.contains("dependency cycle: e-loop -> f-loop"), "{err}");
+}
+
+/// `paddock stop nosuch all` used to stop everything and exit 0. Every verb refuses unknown
+/// names, beside `all` too, names the likely app, and changes nothing.
+#[test]
+fn unknown_names_are_refused_in_every_verb_and_nothing_changes() {
+    let p = Paddock::with_apps("unknown", &[("web", SLEEPER), ("db", SLEEPER)]).start();
+    p.wait_state("web", "READY", Duration::from_secs(10));
+    p.wait_state("db", "READY", Duration::from_secs(10));
+    let pids: Vec<_> = p.status().iter().map(|a| a.pid).collect();
+    for args in [
+        &["stop", "nosuch", "all"][..],
+        &["stop", "all", "wbe"],
+        &["restart", "web", "nosuch"],
+        &["start", "nosuch"],
+        &["signal", "HUP", "all", "nosuch"],
+        &["status", "web", "nosuch"],
+        &["pid", "nosuch"],
+        &["tail", "nosuch"],
+    ] {
+        let out = p.cli(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(err.contains("no such app"), "{args:?}: {err}");
+        assert!(!err.contains("no such app: all"), "{args:?}: {err}");
+    }
+    let out = p.cli(&["stop", "all", "wbe"]);
+    assert!(
+        text(&out.stderr).contains("no such app: wbe (did you mean web?)"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = p.cli(&["restart", "nosuch", "nope"]);
+    assert!(
+        text(&out.stderr).contains("no such apps: nosuch, nope"),
+        "{}",
+        text(&out.stderr)
+    );
+    let now: Vec<_> = p.status().iter().map(|a| a.pid).collect();
+    assert_eq!(pids, now, "nothing was stopped or restarted");
+    assert!(p.status().iter().all(|a| a.state == "READY"));
+}

@@ -31,6 +31,7 @@ mod adoption;
 mod bundles;
 mod http_apps;
 mod publishing;
+mod update;
 mod wasm_apps;
 
 #[derive(Clone, Debug)]
@@ -1576,116 +1577,6 @@ impl Supervisor {
                 .collect();
             let _ = reply.send(Reply::json(200, &ActionResponse { ok: true, results }));
         }
-    }
-
-    fn reread(
-        &self,
-    ) -> (
-        Result<BTreeMap<String, AppSpec>, Vec<String>>,
-        UpdateResponse,
-    ) {
-        let (new, mut errs) = config::load_dirs_all(&self.opts.config_dirs);
-        // A wasm app's module is loaded and linked now: a bad one is a config error.
-        errs.extend(self.wasm.check(&new));
-        config::sort_errors(&mut errs);
-        let loaded = if errs.is_empty() { Ok(new) } else { Err(errs) };
-        match loaded {
-            Err(errs) => {
-                let errors: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-                (
-                    Err(errors.clone()),
-                    UpdateResponse {
-                        ok: false,
-                        applied: false,
-                        added: vec![],
-                        changed: vec![],
-                        removed: vec![],
-                        errors,
-                    },
-                )
-            }
-            Ok(new) => {
-                let old: BTreeMap<String, &AppSpec> = self
-                    .apps
-                    .iter()
-                    .flatten()
-                    .filter(|a| !a.remove_when_down)
-                    .map(|a| (a.spec.name.clone(), a.pending.as_ref().unwrap_or(&a.spec)))
-                    .collect();
-                let d = config::diff(&old, &new);
-                let r = UpdateResponse {
-                    ok: true,
-                    applied: false,
-                    added: d.added,
-                    changed: d.changed,
-                    removed: d.removed,
-                    errors: vec![],
-                };
-                (Ok(new), r)
-            }
-        }
-    }
-
-    fn update(&mut self) -> Reply {
-        if self.shutting_down {
-            return Reply::error(409, "paddock is shutting down");
-        }
-        let (new, mut r) = self.reread();
-        let Ok(mut new) = new else {
-            return Reply::json(422, &r);
-        };
-        for name in &r.removed {
-            if let Some(&idx) = self.by_name.get(name) {
-                if let Some(app) = self.apps[idx].as_mut() {
-                    app.remove_when_down = true;
-                }
-                self.request_stop(idx, StopScope::AllDependants);
-            }
-        }
-        for name in &r.changed {
-            let (Some(&idx), Some(spec)) = (self.by_name.get(name), new.remove(name)) else {
-                continue;
-            };
-            // A new bundle for a running app: start it next to the old one (see bundles.rs).
-            self.cancel_successor(idx);
-            if self.apps[idx].as_ref().is_some_and(|a| *a.spec == spec) {
-                continue; // a switch was called off: the running instance has these settings
-            }
-            if self.http_update(idx, &spec) {
-                continue; // served in place by the new module (http_apps.rs)
-            }
-            if self.wants_switch(idx, &spec) {
-                self.begin_switch(idx, spec);
-                continue;
-            }
-            let Some(app) = self.apps[idx].as_mut() else {
-                continue;
-            };
-            app.pending = Some(spec);
-            let st = app.m.state();
-            // An app being stopped stays stopped: its new spec applies when it is down.
-            if st.is_up() && !app.m.waiting() {
-                self.feed(idx, Event::Restart);
-            } else {
-                self.apply_pending(idx);
-            }
-        }
-        let mut added = vec![];
-        for name in &r.added {
-            if let Some(spec) = new.remove(name) {
-                let autostart = spec.autostart;
-                added.push((self.add_app(spec), autostart));
-            }
-        }
-        self.sync_publish();
-        self.refresh_deps();
-        for (idx, autostart) in added {
-            if autostart {
-                self.feed(idx, Event::Start);
-            }
-        }
-        r.applied = true;
-        Reply::json(200, &r)
     }
 
     fn metrics(&self) -> String {

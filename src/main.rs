@@ -114,9 +114,16 @@ enum Cmd {
         stderr: bool,
     },
     /// Show which apps were added, changed or removed on disk, without acting.
-    Reread,
-    /// Apply the app files on disk: add new apps, remove deleted ones, restart changed ones.
-    Update,
+    Reread {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the app files on disk: add new apps, remove deleted ones, restart changed ones
+    /// (and start a changed autostart app that was FATAL or EXITED); says what it did per app.
+    Update {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print state changes as they happen, one JSON object per line.
     Events,
     /// Execute the paddock binary anew (a new version after an upgrade), keeping every app
@@ -343,8 +350,8 @@ fn main() -> ExitCode {
             Ok((status, _)) => fail(format!("paddock answered HTTP {status}")),
             Err(e) => fail(e),
         },
-        Cmd::Reread => diff(&client, "GET", "/v1/reread"),
-        Cmd::Update => diff(&client, "POST", "/v1/update"),
+        Cmd::Reread { json } => diff(&client, "GET", "/v1/reread", json),
+        Cmd::Update { json } => diff(&client, "POST", "/v1/update", json),
         Cmd::Reexec => {
             let before = client
                 .request("GET", "/v1/version", None)
@@ -603,8 +610,16 @@ fn action(client: &Client, verb: &str, apps: &[String], wait: bool) -> ExitCode 
     report_actions(client.json::<ActionResponse>("POST", &path))
 }
 
-fn diff(client: &Client, method: &str, path: &str) -> ExitCode {
+fn diff(client: &Client, method: &str, path: &str, json: bool) -> ExitCode {
     match client.json::<UpdateResponse>(method, path) {
+        Ok((_, r)) if json => {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
         Ok((_, r)) => {
             for e in &r.errors {
                 eprintln!("{e}");
@@ -612,6 +627,16 @@ fn diff(client: &Client, method: &str, path: &str) -> ExitCode {
             if !r.ok {
                 eprintln!("paddock: the app files have errors; nothing was changed");
                 return ExitCode::from(1);
+            }
+            if r.applied && !r.apps.is_empty() {
+                for a in &r.apps {
+                    match a.change.as_str() {
+                        "unchanged" => println!("{}: unchanged", a.app),
+                        "removed" => println!("{}: {}", a.app, a.did),
+                        c => println!("{}: {c}, {}", a.app, a.did),
+                    }
+                }
+                return ExitCode::SUCCESS;
             }
             let verb = |done: &str, todo: &str| {
                 if r.applied {

@@ -112,3 +112,63 @@ fn unknown_names_are_refused_in_every_verb_and_nothing_changes() {
     assert_eq!(pids, now, "nothing was stopped or restarted");
     assert!(p.status().iter().all(|a| a.state == "READY"));
 }
+
+/// `update` says per app what it did, and brings back an autostart app that went FATAL once
+/// its file changed (supervisorctl's `update` habit).
+#[test]
+fn update_reports_per_app_and_starts_a_fixed_fatal_app() {
+    let broken = "command = [\"/bin/sh\", \"-c\", \"exit 1\"]\n[restart]\nbackoff_initial = \"10ms\"\nmax_failures = 1\n";
+    let p = Paddock::with_apps(
+        "updreport",
+        &[
+            ("keep", SLEEPER),
+            ("change", SLEEPER),
+            ("fatal", broken),
+            ("held", SLEEPER),
+            ("gone", SLEEPER),
+        ],
+    )
+    .start();
+    for a in ["keep", "change", "held", "gone"] {
+        p.wait_state(a, "READY", Duration::from_secs(10));
+    }
+    p.wait_state("fatal", "FATAL", Duration::from_secs(10));
+    assert!(p.cli(&["stop", "held"]).status.success());
+    let sleeper2 = SLEEPER.replace("1000", "1001");
+    p.write_app("change", &sleeper2);
+    p.write_app("fatal", &sleeper2);
+    p.write_app("held", &sleeper2);
+    std::fs::remove_file(p.apps_dir().join("gone.toml")).unwrap();
+    p.write_app("added", SLEEPER);
+    p.write_app("manual", &format!("{SLEEPER}autostart = false\n"));
+    let out = p.cli(&["update"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let got = text(&out.stdout);
+    for line in [
+        "added: added, started",
+        "change: changed, restarted",
+        "fatal: changed, started",
+        "gone: stopped and removed",
+        "held: changed, not running: applies at next start",
+        "keep: unchanged",
+        "manual: added, not started (autostart = false)",
+    ] {
+        assert!(got.lines().any(|l| l == line), "missing {line:?} in:\n{got}");
+    }
+    p.wait_state("fatal", "READY", Duration::from_secs(10));
+    p.wait_state("added", "READY", Duration::from_secs(10));
+    assert_eq!(p.app("held").state, "STOPPED");
+    assert_eq!(p.app("manual").state, "STOPPED");
+    // --json: the same, as data; a second update changes nothing.
+    let out = p.cli(&["update", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let apps = v["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), 6, "{v}");
+    assert!(
+        apps.iter()
+            .all(|a| a["change"] == "unchanged" && a["did"] == "nothing"),
+        "{v}"
+    );
+    assert_eq!(v["applied"], true);
+}

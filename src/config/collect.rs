@@ -4,7 +4,7 @@
 //! reported. Later checks skip the keys taken out (a key with a bad type is not also "missing").
 
 use super::FileCtx;
-use super::suggest::improve_serde_message;
+use super::suggest::improve_with_suggestion;
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -35,8 +35,9 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(cx: &mut FileCtx, src: &str) 
             Ok(v) => return Some(v),
             Err(e) => e,
         };
-        let mut msg = improve_serde_message(e.message().trim());
-        if msg.starts_with("unknown field") {
+        let (mut msg, likely) = improve_with_suggestion(e.message().trim());
+        let unknown_key = msg.starts_with("unknown field");
+        if unknown_key {
             msg.push_str("; see the config reference in README.md");
         }
         let Some(at) = e.span() else {
@@ -44,10 +45,18 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(cx: &mut FileCtx, src: &str) 
             return None;
         };
         match take_out(&mut table, at.start) {
-            Some(path) => {
+            Some(mut path) => {
                 let key = path.join(".");
                 cx.err_at(Some(at), &key, msg);
                 cx.removed.push(key);
+                if let (true, Some(likely)) = (unknown_key, likely) {
+                    // `comand = …`: the key meant, when absent, is not also reported missing.
+                    path.pop();
+                    path.push(likely);
+                    if !has(&table, &path) {
+                        cx.removed.push(path.join("."));
+                    }
+                }
             }
             None => {
                 let key = super::key_at(src, at.start).unwrap_or_default();
@@ -62,6 +71,21 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(cx: &mut FileCtx, src: &str) 
         format!("more than {MAX_ERRORS} errors; fix these first"),
     );
     None
+}
+
+/// Whether the dotted `path` is in the document.
+fn has(t: &DeTable, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return true;
+    };
+    match t.get(first.as_str()) {
+        None => false,
+        Some(_) if rest.is_empty() => true,
+        Some(v) => match v.get_ref() {
+            DeValue::Table(inner) => has(inner, rest),
+            _ => false,
+        },
+    }
 }
 
 fn holds(span: std::ops::Range<usize>, at: usize) -> bool {
@@ -132,6 +156,10 @@ mod tests {
         assert!(e[0].contains(":1:11: key `command`: invalid type"), "{e:#?}");
         assert!(e[1].contains(":2:8: key `user`: no such user"), "{e:#?}");
         let e = errs("command = [\"/bin/true\"]\n[restart]\npolicy = \"sometimes\"\nmax_failures = \"x\"\n");
+        assert_eq!(e.len(), 2, "{e:#?}");
+        let e = errs("comand = [\"/bin/true\"]\n");
+        assert_eq!(e.len(), 1, "{e:#?}");
+        let e = errs("comand = [\"/bin/true\"]\ncommand = []\n");
         assert_eq!(e.len(), 2, "{e:#?}");
         let e = errs("command = [\"/bin/true\"\nx = = 1\n");
         assert!(!e.is_empty() && e[0].contains("web.toml:"), "{e:#?}");

@@ -63,14 +63,19 @@ where
 /// serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"), rewritten to
 /// lead with the likely key: "unknown field `x`; did you mean `a`? (expected one of …)".
 pub fn improve_serde_message(msg: &str) -> String {
+    improve_with_suggestion(msg).0
+}
+
+/// `improve_serde_message`, and the key or value suggested.
+pub fn improve_with_suggestion(msg: &str) -> (String, Option<String>) {
     let Some(rest) = msg
         .strip_prefix("unknown field `")
         .or_else(|| msg.strip_prefix("unknown variant `"))
     else {
-        return msg.to_string();
+        return (msg.to_string(), None);
     };
     let Some((word, tail)) = rest.split_once('`') else {
-        return msg.to_string();
+        return (msg.to_string(), None);
     };
     let expected: Vec<&str> = tail
         .split('`')
@@ -82,9 +87,12 @@ pub fn improve_serde_message(msg: &str) -> String {
     match closest(word, expected.iter().copied()) {
         Some(c) => {
             let tail = tail.trim_start_matches(',').trim();
-            format!("{head}; did you mean `{c}`? ({tail})")
+            (
+                format!("{head}; did you mean `{c}`? ({tail})"),
+                Some(c.to_string()),
+            )
         }
-        None => msg.to_string(),
+        None => (msg.to_string(), None),
     }
 }
 

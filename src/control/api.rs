@@ -127,6 +127,21 @@ pub struct UpdateResponse {
     pub changed: Vec<String>,
     pub removed: Vec<String>,
     pub errors: Vec<String>,
+    /// After `update`: every app and what was done to it, by name.
+    #[serde(default)]
+    pub apps: Vec<UpdateItem>,
+}
+
+/// One app in `update`'s answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpdateItem {
+    pub app: String,
+    /// Its file: `added`, `changed`, `removed` or `unchanged`.
+    pub change: String,
+    /// What paddock did: `started`, `restarted`, `stopped`, `removed`, `not started
+    /// (autostart = false)`, `not running: applies at next start`, `stopping: applies at next
+    /// start`, `waiting: applies when it starts`, `nothing`.
+    pub did: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1365,6 +1365,7 @@ impl Supervisor {
                 .and_then(|c| c.paths().first().map(|p| p.display().to_string())),
             limits: limits_info(&app.spec.limits),
             autostart: app.spec.autostart,
+            restart_policy: app.spec.restart.policy,
             command: app.spec.command.clone(),
             health: app.spec.health.as_ref().map(|_| m.health()),
             health_detail: app.spec.health.as_ref().map(|_| app.health_detail.clone()),

@@ -68,11 +68,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: paddock::bundle::cli::BundleCmd,
     },
-    /// Show apps: state, pid, uptime, restarts, last exit.
+    /// Show apps: state, pid, uptime, restarts, memory, health, last exit.
     Status {
         apps: Vec<String>,
         #[arg(long)]
         json: bool,
+        /// For containers and orchestrators: exit 0 when every app is as its file wants it
+        /// (autostart apps READY, others as asked), else 1, naming the apps that are not.
+        #[arg(long, conflicts_with = "json")]
+        probe: bool,
     },
     /// Start apps (or `all`) and wait until they run.
     Start {
@@ -264,7 +268,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Status { apps, json } => status(&client, &apps, json),
+        Cmd::Status { apps, json, probe } => status(&client, &apps, json, probe),
         Cmd::Start { apps, no_wait } => action(&client, "start", &apps, !no_wait),
         Cmd::Stop { apps, no_wait } => action(&client, "stop", &apps, !no_wait),
         Cmd::Restart { apps, no_wait } => action(&client, "restart", &apps, !no_wait),
@@ -450,7 +454,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
+fn status(client: &Client, apps: &[String], json: bool, probe: bool) -> ExitCode {
+    use paddock::control::view;
     let path = if apps.is_empty() {
         "/v1/apps".to_string()
     } else {
@@ -458,9 +463,25 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
     };
     let list = match client.json::<StatusList>("GET", &path) {
         Ok((_, l)) => l,
+        // A probe says "unhealthy" with 1 (a container engine reserves 2).
+        Err(e) if probe => {
+            eprintln!("paddock: {e}");
+            return ExitCode::from(1);
+        }
         Err(e) => return fail(e),
     };
     let mut out = std::io::stdout().lock();
+    if probe {
+        let bad = view::probe(&list);
+        if bad.is_empty() {
+            let _ = writeln!(out, "ok: {} apps as their files want", list.apps.len());
+            return ExitCode::SUCCESS;
+        }
+        for b in &bad {
+            let _ = writeln!(out, "{b}");
+        }
+        return ExitCode::from(1);
+    }
     if json {
         let _ = writeln!(
             out,
@@ -469,119 +490,16 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let w = list
-        .apps
-        .iter()
-        .map(|a| a.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>9}  LAST EXIT / INFO",
-        "NAME", "STATE", "LEVEL", "PID", "UPTIME", "RESTARTS", "MEMORY"
+        "{}",
+        view::table(&list, !apps.is_empty(), view::terminal_width())
     );
-    for a in &list.apps {
-        let pid = a.pid.map_or("-".into(), |p| p.to_string());
-        let up = a.uptime_secs.map_or("-".into(), |s| {
-            paddock::util::human_duration(std::time::Duration::from_secs_f64(s))
-        });
-        let level = if a.fallback.is_some() {
-            format!("{}*", a.isolation)
-        } else {
-            a.isolation.clone()
-        };
-        let info = if !a.message.is_empty() {
-            a.message.clone()
-        } else if let Some(why) = &a.fallback {
-            format!("* fallback from sandbox: {why}")
-        } else {
-            a.last_exit
-                .as_ref()
-                .map(|e| format!("last: {}", e.description))
-                .unwrap_or_default()
-        };
-        let mem = a.memory_bytes.map_or("-".into(), short_size);
-        let _ = writeln!(
-            out,
-            "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>9}  {}",
-            a.name, a.state, level, pid, up, a.restarts, mem, info
-        );
-        // Named apps: their cgroup, usage and limits below the line.
-        if !apps.is_empty()
-            && (a.cgroup.is_some()
-                || a.limits.is_some()
-                || a.sandbox.is_some()
-                || !a.published.is_empty())
-        {
-            let l = a.limits.clone().unwrap_or_default();
-            let of = |v: Option<String>| v.map_or(String::new(), |v| format!(" of {v}"));
-            let mut d = vec![];
-            if let Some(sb) = &a.sandbox {
-                d.push(format!("sandbox: {sb}"));
-            }
-            for p in &a.published {
-                d.push(format!(
-                    "published {} -> port {} inside{}",
-                    p.address,
-                    p.port,
-                    p.error
-                        .as_ref()
-                        .map_or(String::new(), |e| format!(" ({e})"))
-                ));
-            }
-            if let Some(c) = &a.cgroup {
-                d.push(format!("cgroup {c}"));
-            }
-            if a.memory_bytes.is_some() || l.memory_bytes.is_some() {
-                d.push(format!(
-                    "memory {}{}",
-                    a.memory_bytes.map_or("-".into(), short_size),
-                    of(l.memory_bytes.map(short_size))
-                ));
-            }
-            if a.cpu_usec.is_some() || l.cpu.is_some() {
-                d.push(format!(
-                    "cpu {}{}",
-                    a.cpu_usec
-                        .map_or("-".into(), |u| format!("{:.2}s", u as f64 / 1e6)),
-                    l.cpu
-                        .map_or(String::new(), |c| format!(" (limit {c} cores)"))
-                ));
-            }
-            if a.pids.is_some() || l.pids.is_some() {
-                d.push(format!(
-                    "pids {}{}",
-                    a.pids.map_or("-".into(), |p| p.to_string()),
-                    of(l.pids.map(|p| p.to_string()))
-                ));
-            }
-            if let Some(n) = l.nofile {
-                d.push(format!("nofile {n}"));
-            }
-            let _ = writeln!(out, "{:w$}  {}", "", d.join(", "));
-        }
-    }
     // Like supervisorctl: non-zero when any listed app is not up and ready.
     if list.apps.iter().all(|a| a.state == "READY") {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
-    }
-}
-
-/// A size for the status table: "12.3M", "256M", "1.5G".
-fn short_size(n: u64) -> String {
-    let (v, u) = match n {
-        n if n >= 1 << 30 => (n as f64 / (1u64 << 30) as f64, "G"),
-        n if n >= 1 << 20 => (n as f64 / (1u64 << 20) as f64, "M"),
-        n if n >= 1 << 10 => (n as f64 / 1024.0, "K"),
-        n => return format!("{n}B"),
-    };
-    if v >= 100.0 || v.fract() < 0.05 {
-        format!("{v:.0}{u}")
-    } else {
-        format!("{v:.1}{u}")
     }
 }
 

@@ -172,3 +172,89 @@ fn update_reports_per_app_and_starts_a_fixed_fatal_app() {
     );
     assert_eq!(v["applied"], true);
 }
+
+/// The status table has HEALTH, one size format, INFO cut to the terminal width (`COLUMNS`
+/// here) and whole for a named app; `status --probe` is 0 only when every app is as its file
+/// wants it, and names the ones that are not.
+#[test]
+fn status_table_and_probe() {
+    let long = format!(
+        "command = [\"/bin/sh\", \"-c\", \"exit 7\"]\n[restart]\npolicy = \"never\"\n# {}\n",
+        "x".repeat(10)
+    );
+    let p = Paddock::with_apps(
+        "statusprobe",
+        &[
+            ("web", SLEEPER),
+            (
+                "checked",
+                &format!("{SLEEPER}[health]\nkind = \"exec\"\ncommand = [\"/bin/true\"]\ninterval = \"100ms\"\n"),
+            ),
+            ("manual", &format!("{SLEEPER}autostart = false\n")),
+            ("oneshot", "command = [\"/bin/true\"]\n[restart]\npolicy = \"on-failure\"\n"),
+        ],
+    )
+    .start();
+    p.wait_state("web", "READY", Duration::from_secs(10));
+    p.wait_state("oneshot", "EXITED", Duration::from_secs(10));
+    wait_for(Duration::from_secs(10), "health verdict", || {
+        p.app("checked").health == Some(paddock::supervise::Health::Healthy)
+    });
+    let out = p.cli(&["status", "--probe"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(text(&out.stdout), "ok: 4 apps as their files want\n");
+    let out = p.cli(&["status"]);
+    let t = text(&out.stdout);
+    assert!(t.lines().next().unwrap().contains(" HEALTH "), "{t}");
+    assert!(
+        t.lines().any(|l| l.starts_with("checked") && l.contains(" healthy")),
+        "{t}"
+    );
+    // An autostart app stopped by hand, and one that failed: the probe says so, exit 1.
+    assert!(p.cli(&["stop", "web"]).status.success());
+    p.write_app("bad", &long);
+    assert!(p.cli(&["update"]).status.success());
+    p.wait_state("bad", "EXITED", Duration::from_secs(10));
+    let out = p.cli(&["status", "--probe"]);
+    assert_eq!(out.status.code(), Some(1));
+    let t = text(&out.stdout);
+    assert!(
+        t.contains("web: STOPPED, but its file says autostart: start it"),
+        "{t}"
+    );
+    assert!(t.contains("bad: EXITED, not READY: exit status 7"), "{t}");
+    assert!(!t.contains("manual") && !t.contains("oneshot"), "{t}");
+    // A failing health check: INFO is cut to COLUMNS
+    // in the table, and whole for the named app.
+    let long = "y".repeat(300);
+    p.write_app(
+        "sick",
+        &format!("{SLEEPER}[health]\nkind = \"exec\"\ncommand = [\"/bin/sh\", \"-c\", \"echo {long}; exit 1\"]\ninterval = \"100ms\"\nfailures = 1000\n"),
+    );
+    assert!(p.cli(&["update"]).status.success());
+    wait_for(Duration::from_secs(10), "a failing check", || {
+        p.app("sick").message.contains("health check failing")
+    });
+    let wide = std::process::Command::new(BIN)
+        .args(["status"])
+        .env("PADDOCK_SOCKET", p.socket())
+        .env("COLUMNS", "130")
+        .output()
+        .unwrap();
+    let t = text(&wide.stdout);
+    assert_eq!(wide.status.code(), Some(3));
+    for l in t.lines() {
+        assert!(l.chars().count() <= 130, "{l:?}");
+    }
+    let sick = t.lines().find(|l| l.starts_with("sick")).unwrap();
+    assert!(sick.ends_with('…') && sick.contains(" unknown "), "{sick}");
+    let t = text(&p.cli(&["status", "sick"]).stdout);
+    assert!(t.contains("in a row): check command: exit status 1\n"), "{t}");
+    // Not reachable: a probe says unhealthy (1), never 2 (reserved by container engines).
+    let out = std::process::Command::new(BIN)
+        .args(["status", "--probe"])
+        .env("PADDOCK_SOCKET", "/nonexistent/paddock.sock")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -46,6 +46,9 @@ pub struct AppStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsInfo>,
     pub autostart: bool,
+    /// `[restart] policy`: with `autostart`, what the app's file wants (see `status --probe`).
+    #[serde(default)]
+    pub restart_policy: crate::config::RestartPolicy,
     pub command: Vec<String>,
     /// Health check verdict (`healthy`, `unhealthy`, `unknown`); absent without a check.
     #[serde(default, skip_serializing_if = "Option::is_none")]

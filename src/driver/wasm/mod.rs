@@ -1033,19 +1033,7 @@ fn note_outcome(path: &Path, outcome: cache::Outcome) {
     }
 }
 
-/// "32MiB", "32.06MiB", "640KiB", "100B".
-pub fn human_bytes(n: u64) -> String {
-    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (u, size) in units {
-        if n >= size {
-            let v = n as f64 / size as f64;
-            let s = format!("{v:.2}");
-            let s = s.trim_end_matches('0').trim_end_matches('.');
-            return format!("{s}{u}");
-        }
-    }
-    format!("{n}B")
-}
+pub use crate::util::human_bytes;
 
 /// An error with its causes on one line.
 fn one_line(e: &wasmtime::Error) -> String {

@@ -51,6 +51,10 @@ enum Cmd {
         /// on_exit); used when present. Command-line flags win over it.
         #[arg(long, default_value = paddock::pid1::DEFAULT_GLOBAL)]
         global: PathBuf,
+        /// Also serve Prometheus metrics (GET /metrics only, read-only) on this TCP address,
+        /// e.g. 127.0.0.1:9464, [::]:9464 or :9464.
+        #[arg(long, value_name = "ADDR", env = "PADDOCK_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
     },
     /// Validate app files without running anything; exits non-zero on any error.
     Check {
@@ -232,6 +236,7 @@ fn main() -> ExitCode {
             store: PathBuf::from(DEFAULT_STORE),
             global: PathBuf::from(paddock::pid1::DEFAULT_GLOBAL),
             wasm_slots: None,
+            metrics_listen: None,
         });
     }
     let Some(cmd) = cli.cmd else {
@@ -248,8 +253,16 @@ fn main() -> ExitCode {
             state_dir,
             global,
             wasm_slots,
+            metrics_listen,
             ..
-        } => serve(config, state_dir, cli.socket.clone(), &global, wasm_slots),
+        } => serve(
+            config,
+            state_dir,
+            cli.socket.clone(),
+            &global,
+            wasm_slots,
+            metrics_listen,
+        ),
         Cmd::Bundle { store, cmd } => paddock::bundle::cli::run(&store, cmd),
         Cmd::Check { dirs, .. } => match paddock::daemon::check_config(&dirs) {
             Ok(apps) => {
@@ -593,6 +606,7 @@ fn serve(
     socket: PathBuf,
     global_path: &std::path::Path,
     wasm_slots: Option<u32>,
+    metrics_listen: Option<String>,
 ) -> ExitCode {
     use paddock::pid1::{self, OnExit};
     let explicit = global_path != std::path::Path::new(pid1::DEFAULT_GLOBAL);
@@ -625,6 +639,7 @@ fn serve(
         state_dir,
         global: global.clone(),
         wasm_slots,
+        metrics_listen,
     };
     let result = std::panic::catch_unwind(|| paddock::daemon::serve(opts));
     let (code, halt) = match result {

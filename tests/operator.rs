@@ -258,3 +258,90 @@ fn status_table_and_probe() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+fn http(port: u16, req: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// `serve --metrics-listen`: Prometheus scrapes over TCP; GET /metrics only, nothing that
+/// controls; one series per app and state; bounded connections; a bad address refused.
+#[test]
+fn metrics_over_tcp_are_read_only_and_stable() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let p = Paddock::with_apps("metricstcp", &[("web", SLEEPER)])
+        .start_with(&["--metrics-listen".as_ref(), addr.as_ref()]);
+    p.wait_state("web", "READY", Duration::from_secs(10));
+    let pid = p.app("web").pid;
+    let r = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    for st in ["STOPPED", "STARTING", "RUNNING", "READY", "BACKOFF", "STOPPING", "EXITED", "FATAL"] {
+        let want = format!(
+            "paddock_app_state{{app=\"web\",state=\"{st}\"}} {}",
+            u8::from(st == "READY")
+        );
+        assert!(r.contains(&want), "{want} missing:\n{r}");
+    }
+    assert!(r.contains("paddock_app_restarts_total{app=\"web\"} 0"), "{r}");
+    assert!(r.contains("paddock_app_uptime_seconds{app=\"web\"}"), "{r}");
+    assert!(r.contains("paddock_build_info{version=\""), "{r}");
+    // After a stop, the same series, the 1 moved.
+    assert!(p.cli(&["stop", "web"]).status.success());
+    let r = http(port, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(r.contains("paddock_app_state{app=\"web\",state=\"READY\"} 0"), "{r}");
+    assert!(r.contains("paddock_app_state{app=\"web\",state=\"STOPPED\"} 1"), "{r}");
+    assert!(p.cli(&["start", "web"]).status.success());
+    let pid = p.app("web").pid.or(pid);
+    // Nothing else is served: no control verb, no status, other methods refused.
+    for (req, code) in [
+        ("POST /v1/apps/web/stop HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "404"),
+        ("GET /v1/apps HTTP/1.1\r\n\r\n", "404"),
+        ("POST /v1/shutdown HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "404"),
+        ("POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "405"),
+        ("garbage\r\n\r\n", "400"),
+    ] {
+        let r = http(port, req);
+        assert!(r.starts_with(&format!("HTTP/1.1 {code}")), "{req:?}: {r}");
+    }
+    assert_eq!(p.app("web").pid, pid, "still running, untouched");
+    assert_eq!(p.app("web").state, "READY");
+    // Bounded: idle connections hold at most 64 slots; more are answered 503 at once, and
+    // a scrape works again once they are gone.
+    let idle: Vec<_> = (0..64)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = http(port, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+    drop(idle);
+    wait_for(Duration::from_secs(10), "a slot again", || {
+        http(port, "GET /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200")
+    });
+    // A bad or busy address: serve refuses to start, saying why.
+    for (a, want) in [
+        ("localhost", "expected an address and port"),
+        (addr.as_str(), "cannot listen: Address already in use"),
+    ] {
+        let s = Scratch::new("metricsbad");
+        std::fs::create_dir_all(s.path().join("apps")).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(s.path().join("apps"))
+            .arg("--socket")
+            .arg(s.path().join("sock"))
+            .arg("--state-dir")
+            .arg(s.path().join("state"))
+            .args(["--metrics-listen", a])
+            .env("PADDOCK_CGROUP_NAME", cgroup_name())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
+    }
+}

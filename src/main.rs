@@ -64,6 +64,18 @@ enum Cmd {
         #[arg(long, env = "PADDOCK_STORE", default_value = DEFAULT_STORE)]
         store: PathBuf,
     },
+    /// Write app files from a supervisord config ([program:NAME] sections) or systemd .service
+    /// units, reporting each key that could not be mapped and why (see docs/migrating.md).
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The directory to write NAME.toml files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace app files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Build, list, inspect, verify and garbage-collect dependency bundles.
     Bundle {
         /// The bundle store.
@@ -264,6 +276,7 @@ fn main() -> ExitCode {
             metrics_listen,
         ),
         Cmd::Bundle { store, cmd } => paddock::bundle::cli::run(&store, cmd),
+        Cmd::Import { files, out, force } => paddock::import::run(&files, &out, force),
         Cmd::Check { dirs, .. } => match paddock::daemon::check_config(&dirs) {
             Ok(apps) => {
                 println!("ok: {} apps", apps.len());

@@ -345,3 +345,178 @@ fn metrics_over_tcp_are_read_only_and_stable() {
         assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
     }
 }
+
+/// Issue 18's port: a supervisord config with redis on 6390, memcached with `-u nobody` and a
+/// shell worker with env and a working directory (two processes) gives running apps with no
+/// hand edits; what could not be mapped is reported with its line and why.
+#[test]
+fn import_a_supervisord_config_and_run_it() {
+    if !is_root() {
+        eprintln!("SKIPPED import_a_supervisord_config_and_run_it: needs root (memcached -u nobody)");
+        return;
+    }
+    for p in ["/usr/bin/redis-server", "/usr/bin/memcached"] {
+        if !std::path::Path::new(p).exists() {
+            eprintln!("SKIPPED import_a_supervisord_config_and_run_it: needs {p} (apt-get install redis-server memcached)");
+            return;
+        }
+    }
+    if std::net::TcpStream::connect(("127.0.0.1", 6390)).is_ok() {
+        eprintln!("SKIPPED import_a_supervisord_config_and_run_it: port 6390 is in use");
+        return;
+    }
+    let s = Scratch::new("import");
+    let work = s.path().join("work dir");
+    std::fs::create_dir_all(&work).unwrap();
+    let mc_port = free_port();
+    let conf = format!(
+        r#"; a typical supervisord.conf
+[unix_http_server]
+file=/var/run/supervisor.sock
+
+[supervisord]
+logfile=/var/log/supervisord.log
+nodaemon=true
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[program:redis]
+command=/usr/bin/redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no
+autostart=true
+autorestart=true
+startsecs=2
+stdout_logfile=/var/log/redis.log
+stderr_logfile=/var/log/redis.err
+priority=10
+
+[program:memcached]
+command=/usr/bin/memcached -u nobody -l 127.0.0.1 -p {mc_port} -m 16
+autorestart=true
+stopwaitsecs=5
+stopsignal=TERM
+
+[program:worker]
+command=/bin/sh -c 'while true; do echo "$GREETING from $(pwd) as %(process_num)d"; sleep 0.2; done'
+directory={work}
+environment=GREETING="hello world",MODE=test
+numprocs=2
+process_name=%(program_name)s_%(process_num)02d
+redirect_stderr=true
+stopasgroup=true
+"#,
+        work = work.display()
+    );
+    let conf_path = s.path().join("supervisord.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let p = Paddock::with_apps("import-run", &[]);
+    let out = std::process::Command::new(BIN)
+        .arg("import")
+        .arg(&conf_path)
+        .arg("--out")
+        .arg(p.apps_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let report = text(&out.stdout);
+    for want in [
+        "wrote ",
+        "supervisord.conf:1", // the [unix_http_server] section is noted, by line
+        "[program:redis] startsecs: mapped to [restart] stable_after",
+        "[program:redis] stdout_logfile: not mapped:",
+        "[program:redis] priority: not mapped: paddock orders by `after`/`requires`",
+        "[program:worker] numprocs: written as 2 app files",
+        "[rpcinterface:supervisor]: not mapped",
+    ] {
+        assert!(report.contains(want), "{want:?} missing:\n{report}");
+    }
+    for f in ["redis", "memcached", "worker_00", "worker_01"] {
+        assert!(p.apps_dir().join(format!("{f}.toml")).is_file(), "{f}");
+    }
+    // A second import does not overwrite.
+    let again = std::process::Command::new(BIN)
+        .arg("import")
+        .arg(&conf_path)
+        .arg("--out")
+        .arg(p.apps_dir())
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again.stderr).contains("exists; nothing was written (use --force"));
+    // Run them, as written.
+    let p = p.start();
+    for a in ["redis", "memcached", "worker_00", "worker_01"] {
+        p.wait_state(a, "READY", Duration::from_secs(20));
+    }
+    wait_for(Duration::from_secs(10), "redis answers on 6390", || {
+        std::process::Command::new("redis-cli")
+            .args(["-p", "6390", "ping"])
+            .output()
+            .is_ok_and(|o| text(&o.stdout).trim() == "PONG")
+    });
+    wait_for(Duration::from_secs(10), "memcached answers", || {
+        use std::io::{Read, Write};
+        let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", mc_port)) else {
+            return false;
+        };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut b = [0u8; 64];
+        c.write_all(b"version\r\n").is_ok()
+            && c.read(&mut b).is_ok_and(|n| b[..n].starts_with(b"VERSION"))
+    });
+    // memcached dropped to nobody itself.
+    let mc = p.app("memcached").pid.unwrap();
+    let st = std::fs::read_to_string(format!("/proc/{mc}/status")).unwrap();
+    let uid = st.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    assert!(!uid.contains("\t0\t"), "{uid}");
+    for (a, n) in [("worker_00", 0), ("worker_01", 1)] {
+        let want = format!("hello world from {} as {n}", work.display());
+        wait_for(Duration::from_secs(10), "the worker's line", || {
+            std::fs::read_to_string(p.logs_dir().join(format!("{a}.out")))
+                .is_ok_and(|l| l.contains(&want))
+        });
+    }
+    assert!(p.shutdown().success());
+}
+
+/// A systemd unit imports too; a file that is neither format is refused precisely.
+#[test]
+fn import_a_systemd_unit_and_refuse_the_unknown() {
+    let s = Scratch::new("import-unit");
+    let unit = s.path().join("ticker.service");
+    std::fs::write(
+        &unit,
+        "[Unit]\nDescription=Ticker\nAfter=network.target\n\n[Service]\nExecStart=/bin/sh -c 'echo tick; sleep 1000'\nEnvironment=A=1\nRestart=always\nRestartSec=1\nProtectSystem=strict\n\n[Install]\nWantedBy=multi-user.target\n",
+    )
+    .unwrap();
+    let p = Paddock::with_apps("import-unit-run", &[]);
+    let out = std::process::Command::new(BIN)
+        .arg("import")
+        .arg(&unit)
+        .arg("--out")
+        .arg(p.apps_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r = text(&out.stdout);
+    assert!(r.contains("ticker.service:10: [Service] ProtectSystem: not mapped"), "{r}");
+    assert!(r.contains("ticker.service:3: [Unit] After: not mapped"), "{r}");
+    let p = p.start();
+    p.wait_state("ticker", "READY", Duration::from_secs(10));
+    let other = s.path().join("x.ini");
+    std::fs::write(&other, "[section]\nk=v\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("import")
+        .arg(&other)
+        .arg("--out")
+        .arg(s.path().join("o"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("neither a systemd unit (NAME.service) nor a supervisord config"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!s.path().join("o").exists());
+}

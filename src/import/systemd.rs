@@ -162,10 +162,9 @@ pub(super) fn convert(file: &str, src: &str) -> Result<Import, String> {
                 Some(n) => a.set_in("limits", "nofile", n.to_string()),
                 None => note(ln, &section, k, format!("not mapped: {v:?}")),
             },
-            ("Service", "MemoryMax" | "MemoryLimit") if v != "infinity" => {
-                a.set_in("limits", "memory", q(v))
-            }
-            ("Service", "TasksMax") if v != "infinity" => match v.parse::<u64>() {
+            ("Service", "MemoryMax" | "MemoryLimit" | "TasksMax") if v == "infinity" => {}
+            ("Service", "MemoryMax" | "MemoryLimit") => a.set_in("limits", "memory", q(v)),
+            ("Service", "TasksMax") => match v.parse::<u64>() {
                 Ok(n) => a.set_in("limits", "pids", n.to_string()),
                 Err(_) => note(ln, &section, k, format!("not mapped: {v:?} (a number, not a percentage)")),
             },

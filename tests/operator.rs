@@ -32,8 +32,14 @@ fn check_reports_every_error_of_every_file_in_one_run() {
         "command = [\"/bin/true\"]\nafter = [\"zzz\", \"a-wbe\"]\n",
     );
     w("d-syntax", "command = [\"/bin/true\"\n");
-    w("e-loop", "command = [\"/bin/true\"]\nrequires = [\"f-loop\"]\n");
-    w("f-loop", "command = [\"/bin/true\"]\n\nafter = [\"e-loop\"]\n");
+    w(
+        "e-loop",
+        "command = [\"/bin/true\"]\nrequires = [\"f-loop\"]\n",
+    );
+    w(
+        "f-loop",
+        "command = [\"/bin/true\"]\n\nafter = [\"e-loop\"]\n",
+    );
     let out = check(&[d]);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
@@ -153,7 +159,10 @@ fn update_reports_per_app_and_starts_a_fixed_fatal_app() {
         "keep: unchanged",
         "manual: added, not started (autostart = false)",
     ] {
-        assert!(got.lines().any(|l| l == line), "missing {line:?} in:\n{got}");
+        assert!(
+            got.lines().any(|l| l == line),
+            "missing {line:?} in:\n{got}"
+        );
     }
     p.wait_state("fatal", "READY", Duration::from_secs(10));
     p.wait_state("added", "READY", Duration::from_secs(10));
@@ -207,7 +216,8 @@ fn status_table_and_probe() {
     let t = text(&out.stdout);
     assert!(t.lines().next().unwrap().contains(" HEALTH "), "{t}");
     assert!(
-        t.lines().any(|l| l.starts_with("checked") && l.contains(" healthy")),
+        t.lines()
+            .any(|l| l.starts_with("checked") && l.contains(" healthy")),
         "{t}"
     );
     // An autostart app stopped by hand, and one that failed: the probe says so, exit 1.
@@ -249,7 +259,10 @@ fn status_table_and_probe() {
     let sick = t.lines().find(|l| l.starts_with("sick")).unwrap();
     assert!(sick.ends_with('…') && sick.contains(" unknown "), "{sick}");
     let t = text(&p.cli(&["status", "sick"]).stdout);
-    assert!(t.contains("in a row): check command: exit status 1\n"), "{t}");
+    assert!(
+        t.contains("in a row): check command: exit status 1\n"),
+        "{t}"
+    );
     // Not reachable: a probe says unhealthy (1), never 2 (reserved by container engines).
     let out = std::process::Command::new(BIN)
         .args(["status", "--probe"])
@@ -281,28 +294,45 @@ fn metrics_over_tcp_are_read_only_and_stable() {
     let pid = p.app("web").pid;
     let r = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
-    for st in ["STOPPED", "STARTING", "RUNNING", "READY", "BACKOFF", "STOPPING", "EXITED", "FATAL"] {
+    for st in [
+        "STOPPED", "STARTING", "RUNNING", "READY", "BACKOFF", "STOPPING", "EXITED", "FATAL",
+    ] {
         let want = format!(
             "paddock_app_state{{app=\"web\",state=\"{st}\"}} {}",
             u8::from(st == "READY")
         );
         assert!(r.contains(&want), "{want} missing:\n{r}");
     }
-    assert!(r.contains("paddock_app_restarts_total{app=\"web\"} 0"), "{r}");
+    assert!(
+        r.contains("paddock_app_restarts_total{app=\"web\"} 0"),
+        "{r}"
+    );
     assert!(r.contains("paddock_app_uptime_seconds{app=\"web\"}"), "{r}");
     assert!(r.contains("paddock_build_info{version=\""), "{r}");
     // After a stop, the same series, the 1 moved.
     assert!(p.cli(&["stop", "web"]).status.success());
     let r = http(port, "GET /metrics HTTP/1.1\r\n\r\n");
-    assert!(r.contains("paddock_app_state{app=\"web\",state=\"READY\"} 0"), "{r}");
-    assert!(r.contains("paddock_app_state{app=\"web\",state=\"STOPPED\"} 1"), "{r}");
+    assert!(
+        r.contains("paddock_app_state{app=\"web\",state=\"READY\"} 0"),
+        "{r}"
+    );
+    assert!(
+        r.contains("paddock_app_state{app=\"web\",state=\"STOPPED\"} 1"),
+        "{r}"
+    );
     assert!(p.cli(&["start", "web"]).status.success());
     let pid = p.app("web").pid.or(pid);
     // Nothing else is served: no control verb, no status, other methods refused.
     for (req, code) in [
-        ("POST /v1/apps/web/stop HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "404"),
+        (
+            "POST /v1/apps/web/stop HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "404",
+        ),
         ("GET /v1/apps HTTP/1.1\r\n\r\n", "404"),
-        ("POST /v1/shutdown HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "404"),
+        (
+            "POST /v1/shutdown HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+            "404",
+        ),
         ("POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "405"),
         ("garbage\r\n\r\n", "400"),
     ] {
@@ -352,12 +382,16 @@ fn metrics_over_tcp_are_read_only_and_stable() {
 #[test]
 fn import_a_supervisord_config_and_run_it() {
     if !is_root() {
-        eprintln!("SKIPPED import_a_supervisord_config_and_run_it: needs root (memcached -u nobody)");
+        eprintln!(
+            "SKIPPED import_a_supervisord_config_and_run_it: needs root (memcached -u nobody)"
+        );
         return;
     }
     for p in ["/usr/bin/redis-server", "/usr/bin/memcached"] {
         if !std::path::Path::new(p).exists() {
-            eprintln!("SKIPPED import_a_supervisord_config_and_run_it: needs {p} (apt-get install redis-server memcached)");
+            eprintln!(
+                "SKIPPED import_a_supervisord_config_and_run_it: needs {p} (apt-get install redis-server memcached)"
+            );
             return;
         }
     }
@@ -417,7 +451,12 @@ stopasgroup=true
         .arg(p.apps_dir())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     let report = text(&out.stdout);
     for want in [
         "wrote ",
@@ -467,7 +506,11 @@ stopasgroup=true
     // memcached dropped to nobody itself.
     let mc = p.app("memcached").pid.unwrap();
     let st = std::fs::read_to_string(format!("/proc/{mc}/status")).unwrap();
-    let uid = st.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    let uid = st
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
     assert!(!uid.contains("\t0\t"), "{uid}");
     for (a, n) in [("worker_00", 0), ("worker_01", 1)] {
         let want = format!("hello world from {} as {n}", work.display());
@@ -499,8 +542,14 @@ fn import_a_systemd_unit_and_refuse_the_unknown() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let r = text(&out.stdout);
-    assert!(r.contains("ticker.service:10: [Service] ProtectSystem: not mapped"), "{r}");
-    assert!(r.contains("ticker.service:3: [Unit] After: not mapped"), "{r}");
+    assert!(
+        r.contains("ticker.service:10: [Service] ProtectSystem: not mapped"),
+        "{r}"
+    );
+    assert!(
+        r.contains("ticker.service:3: [Unit] After: not mapped"),
+        "{r}"
+    );
     let p = p.start();
     p.wait_state("ticker", "READY", Duration::from_secs(10));
     let other = s.path().join("x.ini");
@@ -514,7 +563,8 @@ fn import_a_systemd_unit_and_refuse_the_unknown() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("neither a systemd unit (NAME.service) nor a supervisord config"),
+        text(&out.stderr)
+            .contains("neither a systemd unit (NAME.service) nor a supervisord config"),
         "{}",
         text(&out.stderr)
     );

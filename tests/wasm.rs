@@ -315,7 +315,9 @@ fn traps_are_logged_with_message_and_backtrace() {
         if name == "panic" {
             assert!(
                 d.starts_with("trap: panicked at src/main.rs:")
-                    && d.ends_with(": crasher: deliberate panic (wasm `unreachable` instruction executed)"),
+                    && d.ends_with(
+                        ": crasher: deliberate panic (wasm `unreachable` instruction executed)"
+                    ),
                 "{d}"
             );
         } else {

@@ -153,9 +153,14 @@ mod tests {
     fn a_key_taken_out_is_not_also_missing_and_later_checks_still_run() {
         let e = errs("command = 5\nuser = \"no-such-user-xyz\"\n");
         assert_eq!(e.len(), 2, "{e:#?}");
-        assert!(e[0].contains(":1:11: key `command`: invalid type"), "{e:#?}");
+        assert!(
+            e[0].contains(":1:11: key `command`: invalid type"),
+            "{e:#?}"
+        );
         assert!(e[1].contains(":2:8: key `user`: no such user"), "{e:#?}");
-        let e = errs("command = [\"/bin/true\"]\n[restart]\npolicy = \"sometimes\"\nmax_failures = \"x\"\n");
+        let e = errs(
+            "command = [\"/bin/true\"]\n[restart]\npolicy = \"sometimes\"\nmax_failures = \"x\"\n",
+        );
         assert_eq!(e.len(), 2, "{e:#?}");
         let e = errs("comand = [\"/bin/true\"]\n");
         assert_eq!(e.len(), 1, "{e:#?}");

@@ -1,8 +1,8 @@
 //! `[readiness]`, `[health]` and the ordering keys (`after`, `requires`, `essential`): parsing,
 //! validation, and the dependency graph checks across apps (unknown names, cycles).
 
-use super::units::Dur;
 use super::FileCtx;
+use super::units::Dur;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use toml::Spanned;

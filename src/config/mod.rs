@@ -305,11 +305,12 @@ impl FileCtx<'_> {
         key: &str,
         msg: impl Into<String>,
     ) {
-        if self
-            .removed
-            .iter()
-            .any(|r| key == r || key.strip_prefix(r.as_str()).is_some_and(|t| t.starts_with('.')))
-        {
+        if self.removed.iter().any(|r| {
+            key == r
+                || key
+                    .strip_prefix(r.as_str())
+                    .is_some_and(|t| t.starts_with('.'))
+        }) {
             return;
         }
         let (line, col) = span.map_or((0, 0), |s| line_col(self.src, s.start));

@@ -9,13 +9,15 @@ pub fn distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }
@@ -127,7 +129,13 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        let keys = ["stop_timeout", "stop_signal", "command", "after", "requires"];
+        let keys = [
+            "stop_timeout",
+            "stop_signal",
+            "command",
+            "after",
+            "requires",
+        ];
         assert_eq!(closest("stop_timout", keys), Some("stop_timeout"));
         assert_eq!(closest("stopsignal", keys), Some("stop_signal"));
         assert_eq!(closest("stop-signal", keys), Some("stop_signal"));

@@ -78,7 +78,9 @@ async fn connection(mut s: TcpStream, sup: mpsc::UnboundedSender<Msg>) {
             (_, "/metrics") => Reply::error(405, format!("{} is not allowed: GET only", r.method)),
             (_, p) => Reply::error(
                 404,
-                format!("{p}: this address serves GET /metrics only (control paddock through its socket)"),
+                format!(
+                    "{p}: this address serves GET /metrics only (control paddock through its socket)"
+                ),
             ),
         },
     };

@@ -50,10 +50,8 @@ pub fn table(list: &StatusList, named: bool, width: Option<usize>) -> String {
             _ => line.push_str(&info),
         }
         let _ = writeln!(out, "{}", line.trim_end());
-        if named {
-            if let Some(d) = detail(a) {
-                let _ = writeln!(out, "{:w$}  {d}", "");
-            }
+        if named && let Some(d) = detail(a) {
+            let _ = writeln!(out, "{:w$}  {d}", "");
         }
     }
     out
@@ -87,8 +85,7 @@ pub fn cut(s: &str, room: usize) -> String {
 
 /// The line below a named app: its sandbox, published ports, cgroup, usage and limits.
 fn detail(a: &AppStatus) -> Option<String> {
-    if a.cgroup.is_none() && a.limits.is_none() && a.sandbox.is_none() && a.published.is_empty()
-    {
+    if a.cgroup.is_none() && a.limits.is_none() && a.sandbox.is_none() && a.published.is_empty() {
         return None;
     }
     let l = a.limits.clone().unwrap_or_default();

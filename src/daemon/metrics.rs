@@ -179,5 +179,4 @@ impl Supervisor {
         http_apps::metrics(&mut s, &apps);
         s
     }
-
 }

@@ -72,7 +72,9 @@ impl Supervisor {
             .collect();
         for name in &r.removed {
             if let Some(&idx) = self.by_name.get(name) {
-                let up = self.apps[idx].as_ref().is_some_and(|a| !a.m.state().is_down());
+                let up = self.apps[idx]
+                    .as_ref()
+                    .is_some_and(|a| !a.m.state().is_down());
                 if let Some(app) = self.apps[idx].as_mut() {
                     app.remove_when_down = true;
                 }

@@ -273,13 +273,7 @@ pub fn run(files: &[PathBuf], out: &Path, force: bool) -> ExitCode {
             println!("wrote {}", t.display());
         }
         for n in &i.notes {
-            println!(
-                "{}:{}: {}: {}",
-                f.display(),
-                n.line,
-                n.key,
-                n.why
-            );
+            println!("{}:{}: {}: {}", f.display(), n.line, n.key, n.why);
         }
     }
     for t in &targets {

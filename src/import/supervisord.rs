@@ -29,16 +29,18 @@ fn parse_ini(src: &str) -> Result<Vec<Section>, String> {
             }
             s[..end].trim().to_string()
         };
-        if raw.starts_with([' ', '\t']) {
-            if let Some((_, v, _)) = out.last_mut().and_then(|s| s.keys.last_mut()) {
-                v.push('\n');
-                v.push_str(&cut(trimmed));
-                continue;
-            }
+        if raw.starts_with([' ', '\t'])
+            && let Some((_, v, _)) = out.last_mut().and_then(|s| s.keys.last_mut())
+        {
+            v.push('\n');
+            v.push_str(&cut(trimmed));
+            continue;
         }
         if let Some(h) = trimmed.strip_prefix('[') {
             let Some(name) = h.strip_suffix(']') else {
-                return Err(format!("line {line_no}: a section header must end with ']'"));
+                return Err(format!(
+                    "line {line_no}: a section header must end with ']'"
+                ));
             };
             out.push(Section {
                 name: name.trim().to_string(),
@@ -47,9 +49,9 @@ fn parse_ini(src: &str) -> Result<Vec<Section>, String> {
             });
             continue;
         }
-        let sep = trimmed.find(['=', ':']).ok_or_else(|| {
-            format!("line {line_no}: expected `key = value`, found {trimmed:?}")
-        })?;
+        let sep = trimmed
+            .find(['=', ':'])
+            .ok_or_else(|| format!("line {line_no}: expected `key = value`, found {trimmed:?}"))?;
         let Some(sec) = out.last_mut() else {
             return Err(format!("line {line_no}: a key before any [section]"));
         };
@@ -150,9 +152,13 @@ pub(super) fn convert(file: &str, src: &str, here: &Path) -> Result<Import, Stri
                     "paddock's own settings are `serve` flags and /etc/paddock/paddock.toml (see README, Running as PID 1)"
                 }
                 "rpcinterface" => "paddock's API is HTTP/JSON on its control socket",
-                "group" => "paddock has no groups: name several apps on the command line (`paddock restart a b`), or order them with `after`/`requires`",
+                "group" => {
+                    "paddock has no groups: name several apps on the command line (`paddock restart a b`), or order them with `after`/`requires`"
+                }
                 "include" => "import the included files too (`paddock import a.conf b.conf …`)",
-                "eventlistener" => "no event listeners: read `paddock events` (one JSON line per state change)",
+                "eventlistener" => {
+                    "no event listeners: read `paddock events` (one JSON line per state change)"
+                }
                 "fcgi-program" => "no FastCGI sockets: run it as a plain program",
                 _ => "unknown section",
             };
@@ -221,7 +227,13 @@ fn program(
             }
         };
         if name != pname {
-            note(sec.line, "process_name", format!("the app is named \"{name}\" (paddock's names are letters, digits, - _ . @)"));
+            note(
+                sec.line,
+                "process_name",
+                format!(
+                    "the app is named \"{name}\" (paddock's names are letters, digits, - _ . @)"
+                ),
+            );
         }
         let autorestart = get("autorestart").map(|(_, v, _)| v.to_ascii_lowercase());
         for (k, v, l) in &sec.keys {
@@ -315,7 +327,10 @@ fn program(
             }
         }
         if !a.has("command") {
-            return Err(format!("line {}: [program:{prog}] has no command", sec.line));
+            return Err(format!(
+                "line {}: [program:{prog}] has no command",
+                sec.line
+            ));
         }
         imp.notes.extend(notes);
         imp.apps.push(a);
@@ -335,7 +350,10 @@ mod tests {
         assert_eq!(i.apps[0].name, "w_00");
         assert_eq!(i.apps[1].name, "w_01");
         let t = i.apps[0].to_toml();
-        assert!(t.contains("command = [\"/bin/sh\", \"-c\", 'echo \"$G\"']"), "{t}");
+        assert!(
+            t.contains("command = [\"/bin/sh\", \"-c\", 'echo \"$G\"']"),
+            "{t}"
+        );
         assert!(t.contains("G = \"hello world\""), "{t}");
         assert!(t.contains("policy = \"on-failure\""), "{t}");
         assert!(t.contains("stable_after = \"3s\""), "{t}");
@@ -343,15 +361,31 @@ mod tests {
         assert!(keys.contains(&"[supervisord]"), "{keys:?}");
         assert!(keys.contains(&"[program:w] priority"), "{keys:?}");
         assert!(keys.contains(&"[program:w] startsecs"), "{keys:?}");
-        assert_eq!(i.notes.iter().filter(|n| n.key.ends_with("priority")).count(), 1);
+        assert_eq!(
+            i.notes
+                .iter()
+                .filter(|n| n.key.ends_with("priority"))
+                .count(),
+            1
+        );
         assert!(convert("s.conf", "[program:x]\ndirectory=/\n", Path::new("/")).is_err());
-        assert!(convert("s.conf", "[program:x]\ncommand='a\n", Path::new("/")).unwrap_err().contains("line 2"));
+        assert!(
+            convert("s.conf", "[program:x]\ncommand='a\n", Path::new("/"))
+                .unwrap_err()
+                .contains("line 2")
+        );
     }
 
     #[test]
     fn expansions() {
-        let vars = [("program_name", "web".to_string()), ("process_num", "3".to_string())];
-        assert_eq!(expand("%(program_name)s-%(process_num)03d 100%%", &vars).unwrap(), "web-003 100%");
+        let vars = [
+            ("program_name", "web".to_string()),
+            ("process_num", "3".to_string()),
+        ];
+        assert_eq!(
+            expand("%(program_name)s-%(process_num)03d 100%%", &vars).unwrap(),
+            "web-003 100%"
+        );
         assert!(expand("%(nope)s", &vars).is_err());
     }
 }

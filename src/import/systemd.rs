@@ -187,7 +187,8 @@ pub(super) fn convert(file: &str, src: &str) -> Result<Import, String> {
         imp.notes.push(Note {
             line: 0,
             key: "[Service] Type".into(),
-            why: "oneshot: written with [restart] policy = \"never\"; it shows EXITED once done".into(),
+            why: "oneshot: written with [restart] policy = \"never\"; it shows EXITED once done"
+                .into(),
         });
     }
     imp.apps.push(a);
@@ -217,7 +218,12 @@ mod tests {
             assert!(t.contains(want), "{want} missing:\n{t}");
         }
         let keys: Vec<&str> = i.notes.iter().map(|n| n.key.as_str()).collect();
-        for k in ["[Unit] After", "[Service] PrivateTmp", "[Install] WantedBy", "[Service] Restart"] {
+        for k in [
+            "[Unit] After",
+            "[Service] PrivateTmp",
+            "[Install] WantedBy",
+            "[Service] Restart",
+        ] {
             assert!(keys.contains(&k), "{k}: {keys:?}");
         }
         assert!(convert("x.service", "[Service]\nUser=x\n").is_err());

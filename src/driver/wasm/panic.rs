@@ -122,14 +122,23 @@ mod tests {
             "panicked at src/main.rs:19:13: crasher: deliberate panic"
         );
         let t = "thread 'main' panicked at 'boom', src/main.rs:2:5\nnote: …\n";
-        assert_eq!(panic_message(t).unwrap(), "panicked at src/main.rs:2:5: boom");
+        assert_eq!(
+            panic_message(t).unwrap(),
+            "panicked at src/main.rs:2:5: boom"
+        );
         let t = "thread 'main' panicked at src/lib.rs:1:1:\nline one\nline two\n";
         assert_eq!(
             panic_message(t).unwrap(),
             "panicked at src/lib.rs:1:1: line one / line two"
         );
-        assert_eq!(panic_message("memory allocation of 1048576 bytes failed\n"), None);
-        let long = format!("thread 'main' panicked at a.rs:1:1:\n{}\n", "x".repeat(1000));
+        assert_eq!(
+            panic_message("memory allocation of 1048576 bytes failed\n"),
+            None
+        );
+        let long = format!(
+            "thread 'main' panicked at a.rs:1:1:\n{}\n",
+            "x".repeat(1000)
+        );
         assert_eq!(panic_message(&long).unwrap().chars().count(), MAX_MESSAGE);
     }
 

@@ -30,7 +30,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 mod adoption;
 mod bundles;
 mod http_apps;
+mod metrics;
 mod publishing;
+mod update;
 mod wasm_apps;
 
 #[derive(Clone, Debug)]
@@ -42,6 +44,8 @@ pub struct Options {
     pub wasm_slots: Option<u32>,
     /// Host-wide settings (`/etc/paddock/paddock.toml`).
     pub global: crate::pid1::Global,
+    /// `--metrics-listen`: a TCP address serving `GET /metrics` only (read-only).
+    pub metrics_listen: Option<String>,
 }
 
 /// What happens to the machine once paddock has stopped everything (`paddock poweroff`,
@@ -1364,6 +1368,7 @@ impl Supervisor {
                 .and_then(|c| c.paths().first().map(|p| p.display().to_string())),
             limits: limits_info(&app.spec.limits),
             autostart: app.spec.autostart,
+            restart_policy: app.spec.restart.policy,
             command: app.spec.command.clone(),
             health: app.spec.health.as_ref().map(|_| m.health()),
             health_detail: app.spec.health.as_ref().map(|_| app.health_detail.clone()),
@@ -1379,27 +1384,28 @@ impl Supervisor {
     }
 
     /// App indexes for a list of names; `all` means every app. An empty list is an error (a
-    /// stray empty argument must not mean "everything").
+    /// stray empty argument must not mean "everything"), and so is any unknown name, also
+    /// beside `all`: nothing is done then.
     fn resolve(&self, names: &[String]) -> Result<Vec<usize>, Reply> {
         if names.is_empty() {
             return Err(Reply::error(400, "name at least one app, or `all`"));
         }
+        let unknown: Vec<&str> = names
+            .iter()
+            .filter(|n| *n != "all" && !self.by_name.contains_key(*n))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            let known = self.by_name.keys().map(String::as_str);
+            return Err(Reply::error(
+                404,
+                config::suggest::no_such_apps(&unknown, known),
+            ));
+        }
         if names.iter().any(|n| n == "all") {
             return Ok(self.app_idxs());
         }
-        let mut out = vec![];
-        for n in names {
-            match self.by_name.get(n) {
-                Some(&i) => out.push(i),
-                None => {
-                    return Err(Reply::error(
-                        404,
-                        format!("no such app: {n} (see `paddock status`)"),
-                    ));
-                }
-            }
-        }
-        Ok(out)
+        Ok(names.iter().map(|n| self.by_name[n]).collect())
     }
 
     fn check_waiters(&mut self) {
@@ -1578,273 +1584,6 @@ impl Supervisor {
         }
     }
 
-    fn reread(
-        &self,
-    ) -> (
-        Result<BTreeMap<String, AppSpec>, Vec<String>>,
-        UpdateResponse,
-    ) {
-        let (new, mut errs) = config::load_dirs_all(&self.opts.config_dirs);
-        // A wasm app's module is loaded and linked now: a bad one is a config error.
-        errs.extend(self.wasm.check(&new));
-        let loaded = if errs.is_empty() { Ok(new) } else { Err(errs) };
-        match loaded {
-            Err(errs) => {
-                let errors: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-                (
-                    Err(errors.clone()),
-                    UpdateResponse {
-                        ok: false,
-                        applied: false,
-                        added: vec![],
-                        changed: vec![],
-                        removed: vec![],
-                        errors,
-                    },
-                )
-            }
-            Ok(new) => {
-                let old: BTreeMap<String, &AppSpec> = self
-                    .apps
-                    .iter()
-                    .flatten()
-                    .filter(|a| !a.remove_when_down)
-                    .map(|a| (a.spec.name.clone(), a.pending.as_ref().unwrap_or(&a.spec)))
-                    .collect();
-                let d = config::diff(&old, &new);
-                let r = UpdateResponse {
-                    ok: true,
-                    applied: false,
-                    added: d.added,
-                    changed: d.changed,
-                    removed: d.removed,
-                    errors: vec![],
-                };
-                (Ok(new), r)
-            }
-        }
-    }
-
-    fn update(&mut self) -> Reply {
-        if self.shutting_down {
-            return Reply::error(409, "paddock is shutting down");
-        }
-        let (new, mut r) = self.reread();
-        let Ok(mut new) = new else {
-            return Reply::json(422, &r);
-        };
-        for name in &r.removed {
-            if let Some(&idx) = self.by_name.get(name) {
-                if let Some(app) = self.apps[idx].as_mut() {
-                    app.remove_when_down = true;
-                }
-                self.request_stop(idx, StopScope::AllDependants);
-            }
-        }
-        for name in &r.changed {
-            let (Some(&idx), Some(spec)) = (self.by_name.get(name), new.remove(name)) else {
-                continue;
-            };
-            // A new bundle for a running app: start it next to the old one (see bundles.rs).
-            self.cancel_successor(idx);
-            if self.apps[idx].as_ref().is_some_and(|a| *a.spec == spec) {
-                continue; // a switch was called off: the running instance has these settings
-            }
-            if self.http_update(idx, &spec) {
-                continue; // served in place by the new module (http_apps.rs)
-            }
-            if self.wants_switch(idx, &spec) {
-                self.begin_switch(idx, spec);
-                continue;
-            }
-            let Some(app) = self.apps[idx].as_mut() else {
-                continue;
-            };
-            app.pending = Some(spec);
-            let st = app.m.state();
-            // An app being stopped stays stopped: its new spec applies when it is down.
-            if st.is_up() && !app.m.waiting() {
-                self.feed(idx, Event::Restart);
-            } else {
-                self.apply_pending(idx);
-            }
-        }
-        let mut added = vec![];
-        for name in &r.added {
-            if let Some(spec) = new.remove(name) {
-                let autostart = spec.autostart;
-                added.push((self.add_app(spec), autostart));
-            }
-        }
-        self.sync_publish();
-        self.refresh_deps();
-        for (idx, autostart) in added {
-            if autostart {
-                self.feed(idx, Event::Start);
-            }
-        }
-        r.applied = true;
-        Reply::json(200, &r)
-    }
-
-    fn metrics(&self) -> String {
-        use std::fmt::Write;
-        let mut s = String::with_capacity(256 + self.by_name.len() * 500);
-        let apps: Vec<&App> = self
-            .by_name
-            .values()
-            .filter_map(|&i| self.apps[i].as_ref())
-            .collect();
-        let now = self.now();
-        s.push_str(
-            "# HELP paddock_apps Number of apps paddock supervises.\n# TYPE paddock_apps gauge\n",
-        );
-        let _ = writeln!(s, "paddock_apps {}", apps.len());
-        s.push_str("# HELP paddock_app_state Current state of each app (1 for the state it is in).\n# TYPE paddock_app_state gauge\n");
-        for a in &apps {
-            let _ = writeln!(
-                s,
-                "paddock_app_state{{app=\"{}\",state=\"{}\"}} 1",
-                a.name,
-                a.m.state().as_str()
-            );
-        }
-        s.push_str("# HELP paddock_app_up 1 if the app's process is running.\n# TYPE paddock_app_up gauge\n");
-        for a in &apps {
-            let _ = writeln!(
-                s,
-                "paddock_app_up{{app=\"{}\"}} {}",
-                a.name,
-                u8::from(a.m.alive())
-            );
-        }
-        s.push_str(
-            "# HELP paddock_app_ready 1 if the app is READY.\n# TYPE paddock_app_ready gauge\n",
-        );
-        for a in &apps {
-            let _ = writeln!(
-                s,
-                "paddock_app_ready{{app=\"{}\"}} {}",
-                a.name,
-                u8::from(a.m.state() == State::Ready)
-            );
-        }
-        s.push_str("# HELP paddock_app_healthy Health check verdict: 1 healthy, 0 unhealthy, -1 unknown (apps with a [health] check only).\n# TYPE paddock_app_healthy gauge\n");
-        for a in apps.iter().filter(|a| a.spec.health.is_some()) {
-            let v = match a.m.health() {
-                Health::Healthy => 1,
-                Health::Unhealthy => 0,
-                Health::Unknown => -1,
-            };
-            let _ = writeln!(s, "paddock_app_healthy{{app=\"{}\"}} {v}", a.name);
-        }
-        s.push_str("# HELP paddock_app_health_failures Consecutive failed health checks.\n# TYPE paddock_app_health_failures gauge\n");
-        for a in apps.iter().filter(|a| a.spec.health.is_some()) {
-            let _ = writeln!(
-                s,
-                "paddock_app_health_failures{{app=\"{}\"}} {}",
-                a.name,
-                a.m.checks_failed()
-            );
-        }
-        s.push_str("# HELP paddock_app_restarts_total Automatic restarts of each app.\n# TYPE paddock_app_restarts_total counter\n");
-        for a in &apps {
-            let _ = writeln!(
-                s,
-                "paddock_app_restarts_total{{app=\"{}\"}} {}",
-                a.name,
-                a.m.restarts()
-            );
-        }
-        s.push_str("# HELP paddock_app_log_lines_dropped_total Lines of output that could not be written to the app's log files (disk full …).\n# TYPE paddock_app_log_lines_dropped_total counter\n");
-        for a in &apps {
-            let _ = writeln!(
-                s,
-                "paddock_app_log_lines_dropped_total{{app=\"{}\"}} {}",
-                a.name,
-                self.logs.dropped(&a.name)
-            );
-        }
-        s.push_str("# HELP paddock_app_uptime_seconds Seconds since the app's process started (0 when not running).\n# TYPE paddock_app_uptime_seconds gauge\n");
-        for a in &apps {
-            let _ = writeln!(
-                s,
-                "paddock_app_uptime_seconds{{app=\"{}\"}} {:.3}",
-                a.name,
-                a.m.uptime(now).unwrap_or_default().as_secs_f64()
-            );
-        }
-        s.push_str("# HELP paddock_app_last_exit_code Exit code of the last exit (128+N for death by signal N, -1 for a failed spawn or check, -2 a wasm trap, -3 a wasm interrupt, -4 unknown: a process adopted from an earlier paddock).\n# TYPE paddock_app_last_exit_code gauge\n");
-        for a in &apps {
-            if let Some(e) = a.m.last_exit() {
-                let code = match e {
-                    Exit::Code(c) => *c,
-                    Exit::Signal(sg) => 128 + sg,
-                    Exit::OomKilled => 128 + libc::SIGKILL,
-                    Exit::SpawnFailed(_) | Exit::Failed(_) => -1,
-                    Exit::Trap(_) => -2,
-                    Exit::Interrupted => -3,
-                    Exit::Unknown => -4,
-                };
-                let _ = writeln!(s, "paddock_app_last_exit_code{{app=\"{}\"}} {code}", a.name);
-            }
-        }
-        let usage: Vec<(&App, crate::cgroup::Usage)> = apps
-            .iter()
-            .map(|a| {
-                let u = a.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
-                (*a, u)
-            })
-            .collect();
-        s.push_str("# HELP paddock_app_memory_bytes Memory in use by the app (native: its cgroup's memory; wasm: linear memory and tables).\n# TYPE paddock_app_memory_bytes gauge\n");
-        for (a, u) in &usage {
-            if let Some(m) = wasm_apps::memory_bytes(a).or(u.memory_bytes) {
-                let _ = writeln!(s, "paddock_app_memory_bytes{{app=\"{}\"}} {m}", a.name);
-            }
-        }
-        s.push_str("# HELP paddock_app_cpu_seconds_total CPU time used by the app's cgroup (user and system).\n# TYPE paddock_app_cpu_seconds_total counter\n");
-        for (a, u) in &usage {
-            if let Some(c) = u.cpu_usec {
-                let _ = writeln!(
-                    s,
-                    "paddock_app_cpu_seconds_total{{app=\"{}\"}} {:.6}",
-                    a.name,
-                    c as f64 / 1e6
-                );
-            }
-        }
-        s.push_str("# HELP paddock_app_pids Processes and threads in the app's cgroup.\n# TYPE paddock_app_pids gauge\n");
-        for (a, u) in &usage {
-            if let Some(p) = u.pids {
-                let _ = writeln!(s, "paddock_app_pids{{app=\"{}\"}} {p}", a.name);
-            }
-        }
-        s.push_str("# HELP paddock_app_memory_limit_bytes [limits] memory of the app.\n# TYPE paddock_app_memory_limit_bytes gauge\n");
-        for a in &apps {
-            if let Some(m) = a.spec.limits.memory {
-                let _ = writeln!(
-                    s,
-                    "paddock_app_memory_limit_bytes{{app=\"{}\"}} {m}",
-                    a.name
-                );
-            }
-        }
-        s.push_str("# HELP paddock_app_cpu_limit_cores [limits] cpu of the app.\n# TYPE paddock_app_cpu_limit_cores gauge\n");
-        for a in &apps {
-            if let Some(c) = a.spec.limits.cpu {
-                let _ = writeln!(s, "paddock_app_cpu_limit_cores{{app=\"{}\"}} {c}", a.name);
-            }
-        }
-        s.push_str("# HELP paddock_app_pids_limit [limits] pids of the app.\n# TYPE paddock_app_pids_limit gauge\n");
-        for a in &apps {
-            if let Some(p) = a.spec.limits.pids {
-                let _ = writeln!(s, "paddock_app_pids_limit{{app=\"{}\"}} {p}", a.name);
-            }
-        }
-        http_apps::metrics(&mut s, &apps);
-        s
-    }
-
     fn handle(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
         let r = match req {
             Request::Status(names) => match if names.is_empty() {
@@ -1943,9 +1682,13 @@ impl Supervisor {
             ),
             Request::LogTarget(name) => {
                 match self.by_name.get(&name).and_then(|&i| self.apps[i].as_ref()) {
-                    None => {
-                        Reply::error(404, format!("no such app: {name} (see `paddock status`)"))
-                    }
+                    None => Reply::error(
+                        404,
+                        config::suggest::no_such_apps(
+                            &[name.as_str()],
+                            self.by_name.keys().map(String::as_str),
+                        ),
+                    ),
                     Some(a) if a.spec.logs.stdout == StdoutMode::Inherit => Reply::error(
                         409,
                         format!(
@@ -2211,6 +1954,7 @@ pub fn check_config(
 ) -> Result<BTreeMap<String, AppSpec>, Vec<config::ConfigError>> {
     let (specs, mut errs) = config::load_dirs_all(dirs);
     errs.extend(wasm_apps::check_standalone(&specs));
+    config::sort_errors(&mut errs);
     if errs.is_empty() {
         Ok(specs)
     } else {
@@ -2237,6 +1981,7 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
         // Refusing anyway: also report what is wrong with the modules of the valid files.
         let (valid, _) = config::load_dirs_all(&opts.config_dirs);
         errs.extend(wasm_apps::check_standalone(&valid));
+        config::sort_errors(&mut errs);
         let mut s = String::from("the configuration has errors; nothing was started:\n");
         for e in errs {
             s.push_str(&format!("  {e}\n"));
@@ -2306,6 +2051,10 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             }
             return Err(s);
         }
+        let metrics_listener = match &opts.metrics_listen {
+            Some(a) => Some(crate::control::metrics_tcp::bind(a)?),
+            None => None,
+        };
         let mut sup = sup;
         // The descriptor holder: started now, or found running after a crash or a re-exec
         // with the descriptors an earlier paddock left in it.
@@ -2364,6 +2113,9 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             events,
         ));
         sup.adopt_all(held);
+        if let Some(l) = metrics_listener {
+            tokio::spawn(crate::control::metrics_tcp::serve(l, tx.clone()));
+        }
         let out = sup.run(rx).await;
         if out.reexec.is_some() {
             // New connections wait in the listener's backlog (the holder keeps it) for the

@@ -7,7 +7,8 @@
 //! - `bundle`: dependency bundles (recipes, ELF closure, store, verification, launch);
 //! - `logs`: output pipes to rotated files, tail and follow;
 //! - `control`: the HTTP/JSON API on a Unix socket, and its client;
-//! - `daemon`: the event loop that ties them together (`paddock serve`).
+//! - `daemon`: the event loop that ties them together (`paddock serve`);
+//! - `import`: app files from supervisord configs and systemd units (`paddock import`).
 
 pub mod adopt;
 pub mod bench;
@@ -21,6 +22,7 @@ pub mod driver;
 pub mod escape;
 pub mod fdstore;
 pub mod health;
+pub mod import;
 pub mod listen;
 pub mod lock;
 pub mod logs;

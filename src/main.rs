@@ -51,6 +51,10 @@ enum Cmd {
         /// on_exit); used when present. Command-line flags win over it.
         #[arg(long, default_value = paddock::pid1::DEFAULT_GLOBAL)]
         global: PathBuf,
+        /// Also serve Prometheus metrics (GET /metrics only, read-only) on this TCP address,
+        /// e.g. 127.0.0.1:9464, [::]:9464 or :9464.
+        #[arg(long, value_name = "ADDR", env = "PADDOCK_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
     },
     /// Validate app files without running anything; exits non-zero on any error.
     Check {
@@ -60,6 +64,18 @@ enum Cmd {
         #[arg(long, env = "PADDOCK_STORE", default_value = DEFAULT_STORE)]
         store: PathBuf,
     },
+    /// Write app files from a supervisord config ([program:NAME] sections) or systemd .service
+    /// units, reporting each key that could not be mapped and why (see docs/migrating.md).
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The directory to write NAME.toml files into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace app files that already exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Build, list, inspect, verify and garbage-collect dependency bundles.
     Bundle {
         /// The bundle store.
@@ -68,11 +84,15 @@ enum Cmd {
         #[command(subcommand)]
         cmd: paddock::bundle::cli::BundleCmd,
     },
-    /// Show apps: state, pid, uptime, restarts, last exit.
+    /// Show apps: state, pid, uptime, restarts, memory, health, last exit.
     Status {
         apps: Vec<String>,
         #[arg(long)]
         json: bool,
+        /// For containers and orchestrators: exit 0 when every app is as its file wants it
+        /// (autostart apps READY, others as asked), else 1, naming the apps that are not.
+        #[arg(long, conflicts_with = "json")]
+        probe: bool,
     },
     /// Start apps (or `all`) and wait until they run.
     Start {
@@ -114,9 +134,16 @@ enum Cmd {
         stderr: bool,
     },
     /// Show which apps were added, changed or removed on disk, without acting.
-    Reread,
-    /// Apply the app files on disk: add new apps, remove deleted ones, restart changed ones.
-    Update,
+    Reread {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply the app files on disk: add new apps, remove deleted ones, restart changed ones
+    /// (and start a changed autostart app that was FATAL or EXITED); says what it did per app.
+    Update {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print state changes as they happen, one JSON object per line.
     Events,
     /// Execute the paddock binary anew (a new version after an upgrade), keeping every app
@@ -221,6 +248,7 @@ fn main() -> ExitCode {
             store: PathBuf::from(DEFAULT_STORE),
             global: PathBuf::from(paddock::pid1::DEFAULT_GLOBAL),
             wasm_slots: None,
+            metrics_listen: None,
         });
     }
     let Some(cmd) = cli.cmd else {
@@ -237,9 +265,18 @@ fn main() -> ExitCode {
             state_dir,
             global,
             wasm_slots,
+            metrics_listen,
             ..
-        } => serve(config, state_dir, cli.socket.clone(), &global, wasm_slots),
+        } => serve(
+            config,
+            state_dir,
+            cli.socket.clone(),
+            &global,
+            wasm_slots,
+            metrics_listen,
+        ),
         Cmd::Bundle { store, cmd } => paddock::bundle::cli::run(&store, cmd),
+        Cmd::Import { files, out, force } => paddock::import::run(&files, &out, force),
         Cmd::Check { dirs, .. } => match paddock::daemon::check_config(&dirs) {
             Ok(apps) => {
                 println!("ok: {} apps", apps.len());
@@ -257,7 +294,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Cmd::Status { apps, json } => status(&client, &apps, json),
+        Cmd::Status { apps, json, probe } => status(&client, &apps, json, probe),
         Cmd::Start { apps, no_wait } => action(&client, "start", &apps, !no_wait),
         Cmd::Stop { apps, no_wait } => action(&client, "stop", &apps, !no_wait),
         Cmd::Restart { apps, no_wait } => action(&client, "restart", &apps, !no_wait),
@@ -343,8 +380,8 @@ fn main() -> ExitCode {
             Ok((status, _)) => fail(format!("paddock answered HTTP {status}")),
             Err(e) => fail(e),
         },
-        Cmd::Reread => diff(&client, "GET", "/v1/reread"),
-        Cmd::Update => diff(&client, "POST", "/v1/update"),
+        Cmd::Reread { json } => diff(&client, "GET", "/v1/reread", json),
+        Cmd::Update { json } => diff(&client, "POST", "/v1/update", json),
         Cmd::Reexec => {
             let before = client
                 .request("GET", "/v1/version", None)
@@ -443,7 +480,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
+fn status(client: &Client, apps: &[String], json: bool, probe: bool) -> ExitCode {
+    use paddock::control::view;
     let path = if apps.is_empty() {
         "/v1/apps".to_string()
     } else {
@@ -451,9 +489,25 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
     };
     let list = match client.json::<StatusList>("GET", &path) {
         Ok((_, l)) => l,
+        // A probe says "unhealthy" with 1 (a container engine reserves 2).
+        Err(e) if probe => {
+            eprintln!("paddock: {e}");
+            return ExitCode::from(1);
+        }
         Err(e) => return fail(e),
     };
     let mut out = std::io::stdout().lock();
+    if probe {
+        let bad = view::probe(&list);
+        if bad.is_empty() {
+            let _ = writeln!(out, "ok: {} apps as their files want", list.apps.len());
+            return ExitCode::SUCCESS;
+        }
+        for b in &bad {
+            let _ = writeln!(out, "{b}");
+        }
+        return ExitCode::from(1);
+    }
     if json {
         let _ = writeln!(
             out,
@@ -462,119 +516,16 @@ fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    let w = list
-        .apps
-        .iter()
-        .map(|a| a.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let _ = writeln!(
+    let _ = write!(
         out,
-        "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>9}  LAST EXIT / INFO",
-        "NAME", "STATE", "LEVEL", "PID", "UPTIME", "RESTARTS", "MEMORY"
+        "{}",
+        view::table(&list, !apps.is_empty(), view::terminal_width())
     );
-    for a in &list.apps {
-        let pid = a.pid.map_or("-".into(), |p| p.to_string());
-        let up = a.uptime_secs.map_or("-".into(), |s| {
-            paddock::util::human_duration(std::time::Duration::from_secs_f64(s))
-        });
-        let level = if a.fallback.is_some() {
-            format!("{}*", a.isolation)
-        } else {
-            a.isolation.clone()
-        };
-        let info = if !a.message.is_empty() {
-            a.message.clone()
-        } else if let Some(why) = &a.fallback {
-            format!("* fallback from sandbox: {why}")
-        } else {
-            a.last_exit
-                .as_ref()
-                .map(|e| format!("last: {}", e.description))
-                .unwrap_or_default()
-        };
-        let mem = a.memory_bytes.map_or("-".into(), short_size);
-        let _ = writeln!(
-            out,
-            "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>9}  {}",
-            a.name, a.state, level, pid, up, a.restarts, mem, info
-        );
-        // Named apps: their cgroup, usage and limits below the line.
-        if !apps.is_empty()
-            && (a.cgroup.is_some()
-                || a.limits.is_some()
-                || a.sandbox.is_some()
-                || !a.published.is_empty())
-        {
-            let l = a.limits.clone().unwrap_or_default();
-            let of = |v: Option<String>| v.map_or(String::new(), |v| format!(" of {v}"));
-            let mut d = vec![];
-            if let Some(sb) = &a.sandbox {
-                d.push(format!("sandbox: {sb}"));
-            }
-            for p in &a.published {
-                d.push(format!(
-                    "published {} -> port {} inside{}",
-                    p.address,
-                    p.port,
-                    p.error
-                        .as_ref()
-                        .map_or(String::new(), |e| format!(" ({e})"))
-                ));
-            }
-            if let Some(c) = &a.cgroup {
-                d.push(format!("cgroup {c}"));
-            }
-            if a.memory_bytes.is_some() || l.memory_bytes.is_some() {
-                d.push(format!(
-                    "memory {}{}",
-                    a.memory_bytes.map_or("-".into(), short_size),
-                    of(l.memory_bytes.map(short_size))
-                ));
-            }
-            if a.cpu_usec.is_some() || l.cpu.is_some() {
-                d.push(format!(
-                    "cpu {}{}",
-                    a.cpu_usec
-                        .map_or("-".into(), |u| format!("{:.2}s", u as f64 / 1e6)),
-                    l.cpu
-                        .map_or(String::new(), |c| format!(" (limit {c} cores)"))
-                ));
-            }
-            if a.pids.is_some() || l.pids.is_some() {
-                d.push(format!(
-                    "pids {}{}",
-                    a.pids.map_or("-".into(), |p| p.to_string()),
-                    of(l.pids.map(|p| p.to_string()))
-                ));
-            }
-            if let Some(n) = l.nofile {
-                d.push(format!("nofile {n}"));
-            }
-            let _ = writeln!(out, "{:w$}  {}", "", d.join(", "));
-        }
-    }
     // Like supervisorctl: non-zero when any listed app is not up and ready.
     if list.apps.iter().all(|a| a.state == "READY") {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
-    }
-}
-
-/// A size for the status table: "12.3M", "256M", "1.5G".
-fn short_size(n: u64) -> String {
-    let (v, u) = match n {
-        n if n >= 1 << 30 => (n as f64 / (1u64 << 30) as f64, "G"),
-        n if n >= 1 << 20 => (n as f64 / (1u64 << 20) as f64, "M"),
-        n if n >= 1 << 10 => (n as f64 / 1024.0, "K"),
-        n => return format!("{n}B"),
-    };
-    if v >= 100.0 || v.fract() < 0.05 {
-        format!("{v:.0}{u}")
-    } else {
-        format!("{v:.1}{u}")
     }
 }
 
@@ -603,8 +554,16 @@ fn action(client: &Client, verb: &str, apps: &[String], wait: bool) -> ExitCode 
     report_actions(client.json::<ActionResponse>("POST", &path))
 }
 
-fn diff(client: &Client, method: &str, path: &str) -> ExitCode {
+fn diff(client: &Client, method: &str, path: &str, json: bool) -> ExitCode {
     match client.json::<UpdateResponse>(method, path) {
+        Ok((_, r)) if json => {
+            println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+            if r.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
         Ok((_, r)) => {
             for e in &r.errors {
                 eprintln!("{e}");
@@ -612,6 +571,16 @@ fn diff(client: &Client, method: &str, path: &str) -> ExitCode {
             if !r.ok {
                 eprintln!("paddock: the app files have errors; nothing was changed");
                 return ExitCode::from(1);
+            }
+            if r.applied && !r.apps.is_empty() {
+                for a in &r.apps {
+                    match a.change.as_str() {
+                        "unchanged" => println!("{}: unchanged", a.app),
+                        "removed" => println!("{}: {}", a.app, a.did),
+                        c => println!("{}: {c}, {}", a.app, a.did),
+                    }
+                }
+                return ExitCode::SUCCESS;
             }
             let verb = |done: &str, todo: &str| {
                 if r.applied {
@@ -650,6 +619,7 @@ fn serve(
     socket: PathBuf,
     global_path: &std::path::Path,
     wasm_slots: Option<u32>,
+    metrics_listen: Option<String>,
 ) -> ExitCode {
     use paddock::pid1::{self, OnExit};
     let explicit = global_path != std::path::Path::new(pid1::DEFAULT_GLOBAL);
@@ -682,6 +652,7 @@ fn serve(
         state_dir,
         global: global.clone(),
         wasm_slots,
+        metrics_listen,
     };
     let result = std::panic::catch_unwind(|| paddock::daemon::serve(opts));
     let (code, halt) = match result {

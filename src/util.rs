@@ -58,6 +58,21 @@ pub fn rfc3339_string(t: SystemTime) -> String {
 }
 
 /// "1d 2h", "3h 04m", "5m 06s", "7.2s": compact uptime for tables.
+/// The one way paddock writes a size (status, limits, messages), in the units app files use:
+/// "32MiB", "32.06MiB", "640KiB", "100B".
+pub fn human_bytes(n: u64) -> String {
+    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (u, size) in units {
+        if n >= size {
+            let v = n as f64 / size as f64;
+            let s = format!("{v:.2}");
+            let s = s.trim_end_matches('0').trim_end_matches('.');
+            return format!("{s}{u}");
+        }
+    }
+    format!("{n}B")
+}
+
 pub fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     if s >= 86_400 {

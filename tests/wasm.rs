@@ -310,22 +310,34 @@ fn traps_are_logged_with_message_and_backtrace() {
     .start();
     for name in ["panic", "trap"] {
         let a = p.wait_state(name, "EXITED", Duration::from_secs(20));
-        assert_eq!(
-            exit_desc(&a),
-            "trap: wasm `unreachable` instruction executed",
-            "{a:?}"
-        );
+        let d = exit_desc(&a);
+        // A panic's message is in the exit, before the trap it ended in.
+        if name == "panic" {
+            assert!(
+                d.starts_with("trap: panicked at src/main.rs:")
+                    && d.ends_with(
+                        ": crasher: deliberate panic (wasm `unreachable` instruction executed)"
+                    ),
+                "{d}"
+            );
+        } else {
+            assert_eq!(d, "trap: wasm `unreachable` instruction executed", "{a:?}");
+        }
         let err = wait_log(
             &p,
             &format!("{name}.err"),
             "crasher::main",
             Duration::from_secs(10),
         );
-        assert!(
-            err.contains("paddock: wasm trap: wasm `unreachable` instruction executed"),
-            "{err}"
-        );
         assert!(err.contains("wasm backtrace"), "{err}");
+        // The summary is the last line, where `tail` (10 lines) shows it.
+        let out = p.cli(&["tail", name, "--stderr"]);
+        let tail = String::from_utf8_lossy(&out.stdout);
+        let last = tail.lines().last().unwrap_or_default();
+        assert!(
+            last.ends_with(&format!("paddock: wasm trap: {}", &d["trap: ".len()..])),
+            "{tail}"
+        );
     }
     assert!(log(&p, "panic.err").contains("crasher: deliberate panic"));
     // A trap is a failure like any other: restarted with backoff, then FATAL.

@@ -1,10 +1,9 @@
 //! `[readiness]`, `[health]` and the ordering keys (`after`, `requires`, `essential`): parsing,
 //! validation, and the dependency graph checks across apps (unknown names, cycles).
 
+use super::FileCtx;
 use super::units::Dur;
-use super::{ConfigError, FileCtx};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::time::Duration;
 use toml::Spanned;
 
@@ -326,85 +325,7 @@ pub(super) fn health(cx: &mut FileCtx, raw: Option<&RawHealth>) -> Option<Health
     Some(spec)
 }
 
-/// Checks `after` / `requires` across all apps: every name exists, no app depends on itself, no
-/// cycle. Errors point at the dependant's file and the line of its `after`/`requires` key.
-pub fn check_graph(apps: &BTreeMap<String, super::AppSpec>) -> Vec<ConfigError> {
-    let mut errors = vec![];
-    for a in apps.values() {
-        for d in a.after.iter().chain(&a.requires) {
-            if d == &a.name {
-                errors.push(ConfigError {
-                    file: a.file.clone(),
-                    line: a.deps_line.0,
-                    col: 1,
-                    message: format!("app \"{}\" cannot depend on itself", a.name),
-                });
-            } else if !apps.contains_key(d) {
-                errors.push(ConfigError {
-                    file: a.file.clone(),
-                    line: a.deps_line.0,
-                    col: 1,
-                    message: format!(
-                        "depends on \"{d}\", but no app has that name (known: {})",
-                        apps.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                });
-            }
-        }
-    }
-    if !errors.is_empty() {
-        return errors;
-    }
-    // Depth-first search for a cycle; report each cycle once, naming it.
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        New,
-        Active,
-        Done,
-    }
-    let mut mark: BTreeMap<&str, Mark> = apps.keys().map(|k| (k.as_str(), Mark::New)).collect();
-    fn visit<'a>(
-        n: &'a str,
-        apps: &'a BTreeMap<String, super::AppSpec>,
-        mark: &mut BTreeMap<&'a str, Mark>,
-        stack: &mut Vec<&'a str>,
-        errors: &mut Vec<ConfigError>,
-    ) {
-        mark.insert(n, Mark::Active);
-        stack.push(n);
-        let a = &apps[n];
-        for d in a.after.iter().chain(&a.requires) {
-            match mark.get(d.as_str()).copied() {
-                Some(Mark::New) => visit(d, apps, mark, stack, errors),
-                Some(Mark::Active) => {
-                    let start = stack.iter().position(|s| *s == d).unwrap_or(0);
-                    let mut cycle: Vec<&str> = stack[start..].to_vec();
-                    cycle.push(d);
-                    let first = &apps[cycle[0]];
-                    errors.push(ConfigError {
-                        file: first.file.clone(),
-                        line: first.deps_line.0,
-                        col: 1,
-                        message: format!(
-                            "dependency cycle: {} (after/requires must form no loop)",
-                            cycle.join(" -> ")
-                        ),
-                    });
-                }
-                _ => {}
-            }
-        }
-        stack.pop();
-        mark.insert(n, Mark::Done);
-    }
-    let names: Vec<&str> = apps.keys().map(String::as_str).collect();
-    for n in names {
-        if mark[n] == Mark::New {
-            visit(n, apps, &mut mark, &mut vec![], &mut errors);
-        }
-    }
-    errors
-}
+pub use super::graph::check_graph;
 
 #[cfg(test)]
 mod tests {

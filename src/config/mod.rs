@@ -2,10 +2,13 @@
 //! refused), validation with `file:line:col` errors that name the key, loading a directory, and the
 //! diff used by `reread` / `update`.
 
+mod collect;
+pub mod graph;
 pub mod health;
 pub mod http;
 pub mod logs;
 pub mod sandbox;
+pub mod suggest;
 pub mod units;
 pub mod wasm;
 
@@ -165,9 +168,9 @@ pub struct AppSpec {
     pub essential: bool,
     pub readiness: health::ReadinessSpec,
     pub health: Option<health::HealthSpec>,
-    /// Line of the `after`/`requires` key, for dependency errors found across files.
+    /// Lines of the `after` and `requires` keys, for dependency errors found across files.
     #[serde(skip)]
-    pub deps_line: Ignored<usize>,
+    pub deps_line: Ignored<[usize; 2]>,
 }
 
 /// A value carried along but never part of equality: moving a key to another line is not a
@@ -295,6 +298,9 @@ pub(crate) struct FileCtx<'a> {
     file: &'a Path,
     src: &'a str,
     errors: Vec<ConfigError>,
+    /// Keys taken out because they did not deserialize: already reported, so later checks
+    /// say nothing more about them (a `command = 5` is not also "missing").
+    removed: Vec<String>,
 }
 
 impl FileCtx<'_> {
@@ -309,6 +315,14 @@ impl FileCtx<'_> {
         key: &str,
         msg: impl Into<String>,
     ) {
+        if self.removed.iter().any(|r| {
+            key == r
+                || key
+                    .strip_prefix(r.as_str())
+                    .is_some_and(|t| t.starts_with('.'))
+        }) {
+            return;
+        }
         let (line, col) = span.map_or((0, 0), |s| line_col(self.src, s.start));
         let key = if key.is_empty() {
             String::new()
@@ -487,26 +501,19 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         file,
         src,
         errors: vec![],
+        removed: vec![],
     };
     if let Err(e) = valid_app_name(name) {
         cx.err_at(None, "", e);
         return Err(cx.errors);
     }
-    let raw: RawApp = match toml::from_str(src) {
-        Ok(r) => r,
-        Err(e) => {
-            let key = e
-                .span()
-                .and_then(|s| key_at(src, s.start))
-                .unwrap_or_default();
-            let mut msg = e.message().trim().to_string();
-            if msg.starts_with("unknown field") {
-                msg.push_str("; check the spelling, or see the config reference in README.md");
-            }
-            cx.err_at(e.span(), &key, msg);
-            return Err(cx.errors);
-        }
+    let Some(raw) = collect::deserialize_all::<RawApp>(&mut cx, src) else {
+        return Err(cx.errors);
     };
+    if cx.removed.iter().any(|k| k == "isolation") {
+        // Every other key's meaning depends on the level.
+        return Err(cx.errors);
+    }
 
     let isolation = match &raw.isolation {
         None => Isolation::None,
@@ -756,14 +763,14 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     }
 
     if !cx.errors.is_empty() {
+        // In line order, whatever order the checks ran in.
+        cx.errors.sort_by_key(|e| (e.line, e.col));
         return Err(cx.errors);
     }
-    let deps_line = Ignored(
-        raw.requires
-            .as_ref()
-            .or(raw.after.as_ref())
-            .map_or(0, |s| line_col(src, s.span().start).0),
-    );
+    let line_of = |k: &Option<Spanned<Vec<String>>>| {
+        k.as_ref().map_or(0, |s| line_col(src, s.span().start).0)
+    };
+    let deps_line = Ignored([line_of(&raw.after), line_of(&raw.requires)]);
     let mut requires: Vec<String> = raw.requires.map(|r| r.into_inner()).unwrap_or_default();
     requires.dedup();
     let mut after: Vec<String> = raw.after.map(|r| r.into_inner()).unwrap_or_default();
@@ -850,6 +857,12 @@ fn bundle_keys(
 
 /// Reads one app file.
 pub fn load_file(path: &Path) -> Result<AppSpec, Vec<ConfigError>> {
+    load_one(path).0
+}
+
+/// One app file, and when it has errors, its place in the dependency graph as far as it can be
+/// read (so the graph is checked in the same run).
+fn load_one(path: &Path) -> (Result<AppSpec, Vec<ConfigError>>, Option<graph::Node>) {
     let err = |m: String| {
         vec![ConfigError {
             file: path.to_path_buf(),
@@ -858,14 +871,22 @@ pub fn load_file(path: &Path) -> Result<AppSpec, Vec<ConfigError>> {
             message: m,
         }]
     };
-    let name = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .ok_or_else(|| err("file name is not valid UTF-8".into()))?;
+    let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+        return (Err(err("file name is not valid UTF-8".into())), None);
+    };
     // A regular file of at most 1 MiB (an app file is a few lines): a FIFO or a device is
     // refused by its type, without reading.
-    let src = crate::util::read_regular_text(path, 1 << 20).map_err(err)?;
-    parse_app(name, path, &src)
+    let src = match crate::util::read_regular_text(path, 1 << 20) {
+        Ok(s) => s,
+        Err(e) => {
+            let node = graph::Node::lenient(name, path, "");
+            return (Err(err(e)), Some(node));
+        }
+    };
+    match parse_app(name, path, &src) {
+        Ok(a) => (Ok(a), None),
+        Err(e) => (Err(e), Some(graph::Node::lenient(name, path, &src))),
+    }
 }
 
 /// All apps of a set of config directories, or every error found in them (all files are read,
@@ -879,10 +900,18 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<BTreeMap<String, AppSpec>, Vec<Conf
     }
 }
 
+/// Errors in file, line and column order (a file's own errors before the file-level ones of the
+/// next file); the order `check`, `serve` and `update` print them in.
+pub fn sort_errors(errors: &mut [ConfigError]) {
+    errors.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+}
+
 /// The valid apps of a set of config directories and the errors of the others (for checks
-/// that go on with the valid ones, such as loading wasm modules in `paddock check`).
+/// that go on with the valid ones, such as loading wasm modules in `paddock check`), every
+/// error of every file and of the graph between them, sorted.
 pub fn load_dirs_all(dirs: &[PathBuf]) -> (BTreeMap<String, AppSpec>, Vec<ConfigError>) {
     let mut apps: BTreeMap<String, AppSpec> = BTreeMap::new();
+    let mut broken: BTreeMap<String, graph::Node> = BTreeMap::new();
     let mut errors = vec![];
     for dir in dirs {
         let rd = match std::fs::read_dir(dir) {
@@ -912,28 +941,43 @@ pub fn load_dirs_all(dirs: &[PathBuf]) -> (BTreeMap<String, AppSpec>, Vec<Config
             .collect();
         files.sort();
         for f in files {
-            match load_file(&f) {
+            let (loaded, node) = load_one(&f);
+            let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+            let prev = apps
+                .get(name)
+                .map(|a| &a.file)
+                .or(broken.get(name).map(|n| &n.file));
+            if let Some(prev) = prev {
+                errors.push(ConfigError {
+                    file: f.clone(),
+                    line: 0,
+                    col: 0,
+                    message: format!("duplicate app name \"{name}\": already defined by {}; app names must be unique across config directories", prev.display()),
+                });
+                continue;
+            }
+            match loaded {
                 Ok(spec) => {
-                    if let Some(prev) = apps.get(&spec.name) {
-                        errors.push(ConfigError {
-                            file: f.clone(),
-                            line: 0,
-                            col: 0,
-                            message: format!("duplicate app name \"{}\": already defined by {}; app names must be unique across config directories", spec.name, prev.file.display()),
-                        });
-                    } else {
-                        apps.insert(spec.name.clone(), spec);
+                    apps.insert(spec.name.clone(), spec);
+                }
+                Err(mut e) => {
+                    errors.append(&mut e);
+                    if let Some(n) = node {
+                        broken.insert(n.name.clone(), n);
                     }
                 }
-                Err(mut e) => errors.append(&mut e),
             }
         }
     }
-    if errors.is_empty() {
-        errors = health::check_graph(&apps);
-    }
+    let nodes: Vec<graph::Node> = apps
+        .values()
+        .map(graph::Node::of)
+        .chain(broken.into_values())
+        .collect();
+    errors.extend(graph::check_nodes(&nodes));
     errors.extend(sandbox::check_publish(&apps));
     errors.extend(logs::check_log_files(&apps));
+    sort_errors(&mut errors);
     (apps, errors)
 }
 

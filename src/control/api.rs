@@ -46,6 +46,9 @@ pub struct AppStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsInfo>,
     pub autostart: bool,
+    /// `[restart] policy`: with `autostart`, what the app's file wants (see `status --probe`).
+    #[serde(default)]
+    pub restart_policy: crate::config::RestartPolicy,
     pub command: Vec<String>,
     /// Health check verdict (`healthy`, `unhealthy`, `unknown`); absent without a check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -131,6 +134,21 @@ pub struct UpdateResponse {
     pub changed: Vec<String>,
     pub removed: Vec<String>,
     pub errors: Vec<String>,
+    /// After `update`: every app and what was done to it, by name.
+    #[serde(default)]
+    pub apps: Vec<UpdateItem>,
+}
+
+/// One app in `update`'s answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpdateItem {
+    pub app: String,
+    /// Its file: `added`, `changed`, `removed` or `unchanged`.
+    pub change: String,
+    /// What paddock did: `started`, `restarted`, `stopped`, `removed`, `not started
+    /// (autostart = false)`, `not running: applies at next start`, `stopping: applies at next
+    /// start`, `waiting: applies when it starts`, `nothing`.
+    pub did: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -3,4 +3,6 @@
 pub mod api;
 pub mod client;
 pub mod http;
+pub mod metrics_tcp;
 pub mod server;
+pub mod view;

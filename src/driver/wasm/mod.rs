@@ -25,6 +25,7 @@ mod guard;
 pub mod http;
 pub mod inspect;
 pub mod net;
+mod panic;
 
 use crate::config::AppSpec;
 use crate::config::wasm::{Preopen, WasmSpec};
@@ -842,6 +843,7 @@ impl WasmHost {
             out: stdio.stdout,
             err: stdio.stderr.clone(),
             report: stdio.stderr,
+            err_tail: Arc::default(),
         };
         let shared = Arc::new(Shared::new(inner.origin));
         inner.live.fetch_add(1, Ordering::SeqCst);
@@ -1033,19 +1035,7 @@ fn note_outcome(path: &Path, outcome: cache::Outcome) {
     }
 }
 
-/// "32MiB", "32.06MiB", "640KiB", "100B".
-pub fn human_bytes(n: u64) -> String {
-    let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
-    for (u, size) in units {
-        if n >= size {
-            let v = n as f64 / size as f64;
-            let s = format!("{v:.2}");
-            let s = s.trim_end_matches('0').trim_end_matches('.');
-            return format!("{s}{u}");
-        }
-    }
-    format!("{n}B")
-}
+pub use crate::util::human_bytes;
 
 /// An error with its causes on one line.
 fn one_line(e: &wasmtime::Error) -> String {
@@ -1268,6 +1258,8 @@ struct GuestIo {
     err: Option<crate::logs::Sink>,
     /// For paddock's own report of a trap (the guest's stream is in its store).
     report: Option<crate::logs::Sink>,
+    /// The end of what the guest wrote to stderr (for the panic message of a trap).
+    err_tail: Arc<panic::Tail>,
 }
 
 /// The store of a new instance, with limits, epoch deadline and fuel set.
@@ -1329,11 +1321,14 @@ fn wasi_builder(
             Some(sink) => {
                 b.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(
                     64 << 10,
-                    sink.writer(),
+                    panic::TailWriter::new(sink.writer(), io.err_tail.clone()),
                 ));
             }
             None => {
-                b.stderr(tokio::io::stderr());
+                b.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(
+                    64 << 10,
+                    panic::TailWriter::new(tokio::io::stderr(), io.err_tail.clone()),
+                ));
             }
         }
     }
@@ -1415,7 +1410,7 @@ async fn guest_main(
                 Ok(start) => start.call_async(&mut store, ()).await.map(|()| 0),
                 Err(e) => return (Exit::SpawnFailed(one_line(&e)), None),
             };
-            classify(r, program, shared, &store.data().limiter)
+            classify(r, program, shared, &store.data().limiter, &io.err_tail)
         }
         Compiled::Component { command, .. } => {
             let mut b = b;
@@ -1433,7 +1428,7 @@ async fn guest_main(
                 .call_run(&mut store)
                 .await
                 .map(|res| if res.is_ok() { 0 } else { 1 });
-            classify(r, program, shared, &store.data().limiter)
+            classify(r, program, shared, &store.data().limiter, &io.err_tail)
         }
         Compiled::Http { .. } => (
             Exit::SpawnFailed(format!(
@@ -1463,6 +1458,7 @@ fn classify(
     program: &Program,
     shared: &Shared,
     limiter: &Limiter,
+    err_tail: &panic::Tail,
 ) -> (Exit, Option<String>) {
     let e = match r {
         Ok(code) => {
@@ -1496,7 +1492,12 @@ fn classify(
         None => one_line(&e),
     };
     let note = limiter.note();
-    let mut text = format!("paddock: wasm trap: {msg}\n");
+    // The summary comes last, after the backtrace, where `paddock tail` (10 lines) shows it;
+    // with the guest's panic message when it panicked.
+    if let Some(p) = err_tail.panic_message() {
+        msg = format!("{p} ({msg})");
+    }
+    let mut text = String::new();
     if let Some(bt) = e.downcast_ref::<wasmtime::WasmBacktrace>() {
         for line in bt.to_string().lines() {
             text.push_str("paddock: ");
@@ -1508,6 +1509,7 @@ fn classify(
         text.push_str(&format!("paddock: note: {n}\n"));
         msg.push_str(&format!(" (after {n})"));
     }
+    text.push_str(&format!("paddock: wasm trap: {msg}\n"));
     (Exit::Trap(msg), Some(text))
 }
 
@@ -1531,6 +1533,7 @@ async fn instantiate_only(program: &Program, shared: &Arc<Shared>) -> bool {
         out: None,
         err: None,
         report: None,
+        err_tail: Arc::default(),
     };
     let Ok(b) = wasi_builder(program, &mut io, true) else {
         return false;
@@ -1573,6 +1576,7 @@ async fn health_call(inner: &Inner, program: &Program, budget: Duration) -> Resu
         out: None,
         err: None,
         report: None,
+        err_tail: Arc::default(),
     };
     let mut b = wasi_builder(program, &mut io, true)?;
     let over = |e: wasmtime::Error| match e.downcast_ref::<Trap>() {

@@ -1,0 +1,391 @@
+//! supervisord's INI config: each `[program:NAME]` becomes an app file (`numprocs = N` becomes
+//! N files, named by `process_name`); every other key and section is mapped or noted.
+
+use super::{AppOut, Import, Note, app_name, arr, q, secs, split_words};
+use std::path::Path;
+
+struct Section {
+    name: String,
+    line: usize,
+    keys: Vec<(String, String, usize)>,
+}
+
+/// INI as supervisord reads it: `key = value` (or `key: value`), `;` and `#` comments (inline
+/// after whitespace), indented continuation lines.
+fn parse_ini(src: &str) -> Result<Vec<Section>, String> {
+    let mut out: Vec<Section> = vec![];
+    for (i, raw) in src.lines().enumerate() {
+        let line_no = i + 1;
+        let trimmed = raw.trim();
+        if trimmed.is_empty() || trimmed.starts_with(';') || trimmed.starts_with('#') {
+            continue;
+        }
+        let cut = |s: &str| -> String {
+            let mut end = s.len();
+            for pat in [" ;", "\t;", " #", "\t#"] {
+                if let Some(p) = s.find(pat) {
+                    end = end.min(p);
+                }
+            }
+            s[..end].trim().to_string()
+        };
+        if raw.starts_with([' ', '\t'])
+            && let Some((_, v, _)) = out.last_mut().and_then(|s| s.keys.last_mut())
+        {
+            v.push('\n');
+            v.push_str(&cut(trimmed));
+            continue;
+        }
+        if let Some(h) = trimmed.strip_prefix('[') {
+            let Some(name) = h.strip_suffix(']') else {
+                return Err(format!(
+                    "line {line_no}: a section header must end with ']'"
+                ));
+            };
+            out.push(Section {
+                name: name.trim().to_string(),
+                line: line_no,
+                keys: vec![],
+            });
+            continue;
+        }
+        let sep = trimmed
+            .find(['=', ':'])
+            .ok_or_else(|| format!("line {line_no}: expected `key = value`, found {trimmed:?}"))?;
+        let Some(sec) = out.last_mut() else {
+            return Err(format!("line {line_no}: a key before any [section]"));
+        };
+        let key = trimmed[..sep].trim().to_ascii_lowercase();
+        sec.keys
+            .push((key, cut(trimmed[sep + 1..].trim()), line_no));
+    }
+    Ok(out)
+}
+
+/// `%(program_name)s`, `%(process_num)02d`, `%(here)s`, `%(ENV_X)s`, `%%`.
+fn expand(v: &str, vars: &[(&str, String)]) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = v;
+    while let Some(p) = rest.find('%') {
+        out.push_str(&rest[..p]);
+        rest = &rest[p + 1..];
+        if let Some(r) = rest.strip_prefix('%') {
+            out.push('%');
+            rest = r;
+            continue;
+        }
+        let Some(r) = rest.strip_prefix('(') else {
+            out.push('%');
+            continue;
+        };
+        let close = r.find(')').ok_or("unterminated %(…)")?;
+        let name = &r[..close];
+        let spec_end = r[close + 1..]
+            .find(|c: char| c.is_ascii_alphabetic())
+            .ok_or("%(…) without a conversion such as s or d")?;
+        let spec = &r[close + 1..close + 1 + spec_end];
+        let value = if let Some(env) = name.strip_prefix("ENV_") {
+            std::env::var(env).map_err(|_| format!("%({name})s: {env} is not set here"))?
+        } else {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.clone())
+                .ok_or_else(|| format!("unknown expansion %({name})"))?
+        };
+        let width: usize = spec.trim_start_matches('0').parse().unwrap_or(0);
+        if spec.starts_with('0') {
+            out.push_str(&format!("{value:0>width$}"));
+        } else {
+            out.push_str(&format!("{value:>width$}"));
+        }
+        rest = &r[close + 1 + spec_end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// `A="1",B=two` → pairs.
+fn env_pairs(v: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = vec![];
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut parts = vec![];
+    for c in v.chars() {
+        match (quote, c) {
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                cur.push(c);
+            }
+            (Some(q), c) if c == q => {
+                quote = None;
+                cur.push(c);
+            }
+            (None, ',') => parts.push(std::mem::take(&mut cur)),
+            _ => cur.push(c),
+        }
+    }
+    parts.push(cur);
+    for p in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let (k, val) = p
+            .split_once('=')
+            .ok_or_else(|| format!("{p:?} is not KEY=value"))?;
+        let val = split_words(val)?.join(" ");
+        out.push((k.trim().to_string(), val));
+    }
+    Ok(out)
+}
+
+fn truthy(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+pub(super) fn convert(file: &str, src: &str, here: &Path) -> Result<Import, String> {
+    let mut imp = Import::default();
+    for sec in parse_ini(src)? {
+        let Some(prog) = sec.name.strip_prefix("program:") else {
+            let why = match sec.name.split(':').next().unwrap_or("") {
+                "supervisord" | "unix_http_server" | "inet_http_server" | "supervisorctl" => {
+                    "paddock's own settings are `serve` flags and /etc/paddock/paddock.toml (see README, Running as PID 1)"
+                }
+                "rpcinterface" => "paddock's API is HTTP/JSON on its control socket",
+                "group" => {
+                    "paddock has no groups: name several apps on the command line (`paddock restart a b`), or order them with `after`/`requires`"
+                }
+                "include" => "import the included files too (`paddock import a.conf b.conf …`)",
+                "eventlistener" => {
+                    "no event listeners: read `paddock events` (one JSON line per state change)"
+                }
+                "fcgi-program" => "no FastCGI sockets: run it as a plain program",
+                _ => "unknown section",
+            };
+            imp.notes.push(Note {
+                line: sec.line,
+                key: format!("[{}]", sec.name),
+                why: format!("not mapped: {why}"),
+            });
+            continue;
+        };
+        program(file, prog.trim(), &sec, here, &mut imp)?;
+    }
+    Ok(imp)
+}
+
+fn program(
+    file: &str,
+    prog: &str,
+    sec: &Section,
+    here: &Path,
+    imp: &mut Import,
+) -> Result<(), String> {
+    let get = |k: &str| sec.keys.iter().find(|(kk, _, _)| kk == k);
+    let numprocs: usize = match get("numprocs") {
+        None => 1,
+        Some((_, v, l)) => v
+            .parse()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("line {l}: numprocs = {v:?}: expected 1 to 1000"))?,
+    };
+    let numprocs_start: usize = get("numprocs_start")
+        .and_then(|(_, v, _)| v.parse().ok())
+        .unwrap_or(0);
+    for i in 0..numprocs {
+        let num = numprocs_start + i;
+        let vars = [
+            ("program_name", prog.to_string()),
+            ("group_name", prog.to_string()),
+            ("process_num", num.to_string()),
+            ("numprocs", numprocs.to_string()),
+            ("here", here.display().to_string()),
+            (
+                "host_node_name",
+                nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            ),
+        ];
+        let x = |v: &str, l: usize| expand(v, &vars).map_err(|e| format!("line {l}: {e}"));
+        let pname = match get("process_name") {
+            Some((_, v, l)) if numprocs > 1 || v != "%(program_name)s" => x(v, *l)?,
+            _ => prog.to_string(),
+        };
+        let name = app_name(&pname);
+        let mut a = AppOut::new(&name, format!("{file} [program:{prog}]"));
+        // Notes are taken once, from the first process.
+        let mut notes = vec![];
+        let mut note = |l: usize, k: &str, why: String| {
+            if i == 0 {
+                notes.push(Note {
+                    line: l,
+                    key: format!("[program:{prog}] {k}"),
+                    why,
+                });
+            }
+        };
+        if name != pname {
+            note(
+                sec.line,
+                "process_name",
+                format!(
+                    "the app is named \"{name}\" (paddock's names are letters, digits, - _ . @)"
+                ),
+            );
+        }
+        let autorestart = get("autorestart").map(|(_, v, _)| v.to_ascii_lowercase());
+        for (k, v, l) in &sec.keys {
+            let l = *l;
+            let v = x(v, l)?;
+            match k.as_str() {
+                "command" => {
+                    let words = split_words(&v).map_err(|e| format!("line {l}: command: {e}"))?;
+                    if words.is_empty() {
+                        return Err(format!("line {l}: command is empty"));
+                    }
+                    a.set("command", arr(&words));
+                }
+                "directory" => a.set("workdir", q(&v)),
+                "environment" => {
+                    for (ek, ev) in env_pairs(&v).map_err(|e| format!("line {l}: environment: {e}"))? {
+                        a.set_in("env", &ek, q(&ev));
+                    }
+                }
+                "user" => a.set("user", q(&v)),
+                "autostart" => match truthy(&v) {
+                    Some(b) => a.set("autostart", b.to_string()),
+                    None => note(l, k, format!("not mapped: {v:?} is not true or false")),
+                },
+                "autorestart" => {
+                    let p = match v.to_ascii_lowercase().as_str() {
+                        "true" => "always",
+                        "false" => "never",
+                        "unexpected" => "on-failure",
+                        _ => {
+                            note(l, k, format!("not mapped: {v:?}"));
+                            continue;
+                        }
+                    };
+                    a.set_in("restart", "policy", q(p));
+                }
+                "exitcodes" => {
+                    let codes: Vec<&str> = v.split(',').map(str::trim).collect();
+                    if codes != ["0"] && autorestart.as_deref() != Some("true") && autorestart.as_deref() != Some("false") {
+                        note(l, k, format!("not mapped: paddock counts every non-zero exit as a failure (exitcodes = {v}); make the program exit 0 when it ends as expected"));
+                    }
+                }
+                "startsecs" => {
+                    if let Some(d) = secs(&v) {
+                        a.set_in("restart", "stable_after", d);
+                    }
+                    note(l, k, format!("mapped to [restart] stable_after = \"{v}s\" (a run that long resets the failure count); for when the app is ready, give it [readiness] (health = true with a [health] check, or notify) instead of a delay"));
+                }
+                "startretries" => match v.parse::<u32>() {
+                    Ok(n) => a.set_in("restart", "max_failures", (n + 1).to_string()),
+                    Err(_) => note(l, k, format!("not mapped: {v:?} is not a number")),
+                },
+                "stopsignal" => a.set("stop_signal", q(&v)),
+                "stopwaitsecs" => match secs(&v) {
+                    Some(d) => a.set("stop_timeout", d),
+                    None => note(l, k, format!("not mapped: {v:?} is not a number of seconds")),
+                },
+                "stopasgroup" | "killasgroup" => note(l, k, "not needed: paddock always signals the app's whole process group and kills its whole cgroup".into()),
+                "redirect_stderr" => {
+                    if truthy(&v) == Some(true) {
+                        a.set_in("logs", "combine", "true".into());
+                    }
+                }
+                "stdout_logfile" | "stderr_logfile" => {
+                    let up = v.to_ascii_uppercase();
+                    if v == "/dev/stdout" || v == "/dev/stderr" || v == "/dev/fd/1" || v == "/dev/fd/2" {
+                        a.set_in("logs", "stdout", q("inherit"));
+                    } else if up != "AUTO" {
+                        note(l, k, format!("not mapped: paddock writes STATE_DIR/logs/{name}.{}; see [logs] in README.md for per-app log paths", if k == "stdout_logfile" { "out" } else { "err" }));
+                    }
+                }
+                "stdout_logfile_maxbytes" | "stderr_logfile_maxbytes" => {
+                    if v != "0" {
+                        a.set_in("logs", "max_size", q(&v));
+                    }
+                }
+                "stdout_logfile_backups" | "stderr_logfile_backups" => match v.parse::<u32>() {
+                    Ok(n) => a.set_in("logs", "keep", n.min(1000).to_string()),
+                    Err(_) => note(l, k, format!("not mapped: {v:?}")),
+                },
+                "numprocs" => {
+                    if numprocs > 1 {
+                        note(l, k, format!("written as {numprocs} app files named by process_name ({name}, …); start and stop them together with `paddock start {prog}_*`-style lists or `all`"));
+                    }
+                }
+                "numprocs_start" | "process_name" => {}
+                "priority" => note(l, k, "not mapped: paddock orders by `after`/`requires` (start once another is READY), not by number".into()),
+                "umask" => note(l, k, "not mapped: set it in the command (`sh -c 'umask 022; exec …'`)".into()),
+                "serverurl" => note(l, k, "not needed: paddock's CLI finds its socket by --socket or PADDOCK_SOCKET".into()),
+                other => note(l, other, "not mapped: paddock has no such setting".into()),
+            }
+        }
+        if !a.has("command") {
+            return Err(format!(
+                "line {}: [program:{prog}] has no command",
+                sec.line
+            ));
+        }
+        imp.notes.extend(notes);
+        imp.apps.push(a);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_programs_and_notes_the_rest() {
+        let src = "[supervisord]\nlogfile=/tmp/s.log\n\n[program:w]\ncommand=/bin/sh -c 'echo \"$G\"' ; comment\ndirectory=/tmp\nenvironment=G=\"hello world\",M=x\nnumprocs=2\nprocess_name=%(program_name)s_%(process_num)02d\nautorestart=unexpected\nstartsecs=3\npriority=5\n";
+        let i = convert("s.conf", src, Path::new("/etc")).unwrap();
+        assert_eq!(i.apps.len(), 2);
+        assert_eq!(i.apps[0].name, "w_00");
+        assert_eq!(i.apps[1].name, "w_01");
+        let t = i.apps[0].to_toml();
+        assert!(
+            t.contains("command = [\"/bin/sh\", \"-c\", 'echo \"$G\"']"),
+            "{t}"
+        );
+        assert!(t.contains("G = \"hello world\""), "{t}");
+        assert!(t.contains("policy = \"on-failure\""), "{t}");
+        assert!(t.contains("stable_after = \"3s\""), "{t}");
+        let keys: Vec<&str> = i.notes.iter().map(|n| n.key.as_str()).collect();
+        assert!(keys.contains(&"[supervisord]"), "{keys:?}");
+        assert!(keys.contains(&"[program:w] priority"), "{keys:?}");
+        assert!(keys.contains(&"[program:w] startsecs"), "{keys:?}");
+        assert_eq!(
+            i.notes
+                .iter()
+                .filter(|n| n.key.ends_with("priority"))
+                .count(),
+            1
+        );
+        assert!(convert("s.conf", "[program:x]\ndirectory=/\n", Path::new("/")).is_err());
+        assert!(
+            convert("s.conf", "[program:x]\ncommand='a\n", Path::new("/"))
+                .unwrap_err()
+                .contains("line 2")
+        );
+    }
+
+    #[test]
+    fn expansions() {
+        let vars = [
+            ("program_name", "web".to_string()),
+            ("process_num", "3".to_string()),
+        ];
+        assert_eq!(
+            expand("%(program_name)s-%(process_num)03d 100%%", &vars).unwrap(),
+            "web-003 100%"
+        );
+        assert!(expand("%(nope)s", &vars).is_err());
+    }
+}

@@ -95,7 +95,8 @@ pub enum Verb {
 
 #[derive(Debug)]
 pub enum Request {
-    Status(Vec<String>),
+    /// `table`: the CLI's table (`?format=table`) instead of JSON.
+    Status(Vec<String>, bool),
     Action {
         names: Vec<String>,
         verb: Verb,
@@ -319,6 +320,10 @@ pub struct Supervisor {
     exe: Option<PathBuf>,
     /// Set by `reexec`: the run ends without stopping anything.
     reexec: Option<PathBuf>,
+    /// The slots of apps with `after`/`requires`, for `refresh_deps` (None: to be listed again
+    /// after an app was added, changed or removed). Walking all apps on every READY made a
+    /// start of 1000 apps quadratic.
+    with_deps: Option<Vec<usize>>,
 }
 
 impl Supervisor {
@@ -371,6 +376,7 @@ impl Supervisor {
             boot_id: crate::adopt::boot_id(),
             exe: std::env::current_exe().ok(),
             reexec: None,
+            with_deps: None,
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -471,6 +477,7 @@ impl Supervisor {
         self.by_name.insert(app.spec.name.clone(), idx);
         self.apps.push(Some(app));
         self.http_load(idx);
+        self.with_deps = None;
         idx
     }
 
@@ -521,6 +528,7 @@ impl Supervisor {
             spec: spec.logs.clone(),
         });
         app.spec = Arc::new(spec);
+        self.with_deps = None;
     }
 
     /// The app's log pipes (unless `with_pipes` is false: an adopted process keeps its own),
@@ -1075,13 +1083,22 @@ impl Supervisor {
     /// Tells every app whether its dependencies are ready, where that changed.
     fn refresh_deps(&mut self) {
         // By slot, not by name: this runs on every READY transition and must stay cheap.
-        for idx in 0..self.apps.len() {
+        let with_deps = match self.with_deps.take() {
+            Some(v) => v,
+            None => (0..self.apps.len())
+                .filter(|&i| {
+                    self.apps[i]
+                        .as_ref()
+                        .is_some_and(|a| !a.spec.after.is_empty() || !a.spec.requires.is_empty())
+                })
+                .collect(),
+        };
+        // feed() below may add, change or remove apps (and clear the list): keep it only then.
+        self.with_deps = Some(with_deps.clone());
+        for idx in with_deps {
             let Some(app) = self.apps[idx].as_ref() else {
                 continue;
             };
-            if app.spec.after.is_empty() && app.spec.requires.is_empty() {
-                continue;
-            }
             let ok = self.waiting_for(app).is_empty();
             if ok != app.m.deps_ok() {
                 if !ok && let Some(a) = self.apps[idx].as_mut() {
@@ -1161,6 +1178,7 @@ impl Supervisor {
     }
 
     fn remove_app(&mut self, idx: usize) {
+        self.with_deps = None;
         if let Some(mut app) = self.apps[idx].take() {
             self.drop_cgroup(&mut app);
             for k in TIMER_KINDS {
@@ -1837,18 +1855,31 @@ impl Supervisor {
 
     fn handle(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
         let r = match req {
-            Request::Status(names) => match if names.is_empty() {
+            Request::Status(names, table) => match if names.is_empty() {
                 Ok(self.app_idxs())
             } else {
                 self.resolve(&names)
             } {
                 Ok(idxs) => {
-                    let apps = idxs
+                    let apps: Vec<AppStatus> = idxs
                         .iter()
                         .filter_map(|&i| self.apps[i].as_ref())
                         .map(|a| self.status_of(a))
                         .collect();
-                    Reply::json(200, &StatusList { apps })
+                    if table {
+                        let ready = crate::control::table::all_ready(&apps);
+                        Reply {
+                            status: 200,
+                            content_type: if ready {
+                                crate::control::table::ALL_READY
+                            } else {
+                                crate::control::table::NOT_ALL_READY
+                            },
+                            body: crate::control::table::render(&apps, !names.is_empty()),
+                        }
+                    } else {
+                        Reply::json(200, &StatusList { apps })
+                    }
                 }
                 Err(r) => r,
             },
@@ -2330,6 +2361,14 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
         // Only once nothing can refuse the start any more: the directories are removed at
         // shutdown.
         sup.cgroups = crate::cgroup::Cgroups::init(&cg_name);
+        sup.cgroups.precreate(
+            sup.apps
+                .iter()
+                .flatten()
+                .filter(|a| a.spec.autostart && a.spec.isolation != config::Isolation::Wasm)
+                .map(|a| a.name.to_string())
+                .collect(),
+        );
         eprintln!("paddock: {}", sup.cgroups.summary());
         eprintln!(
             "paddock {}: supervising {} apps from {}; control socket {}{}",

@@ -444,137 +444,56 @@ fn main() -> ExitCode {
 }
 
 fn status(client: &Client, apps: &[String], json: bool) -> ExitCode {
-    let path = if apps.is_empty() {
-        "/v1/apps".to_string()
+    let names = if apps.is_empty() {
+        String::new()
     } else {
-        format!("/v1/apps/{}", apps.join(","))
+        format!("/{}", apps.join(","))
     };
-    let list = match client.json::<StatusList>("GET", &path) {
-        Ok((_, l)) => l,
+    // The server renders the table (and the JSON): the CLI copies it, nothing more.
+    let path = if json {
+        format!("/v1/apps{names}")
+    } else {
+        format!("/v1/apps{names}?format=table")
+    };
+    let (code, ctype, body) = match client.get_typed(&path) {
+        Ok(r) => r,
         Err(e) => return fail(e),
     };
-    let mut out = std::io::stdout().lock();
-    if json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
-        return ExitCode::SUCCESS;
+    // A paddock from before `?format=table` answers JSON: rendered here then.
+    if !json
+        && code < 300
+        && ctype.starts_with("application/json")
+        && let Ok(list) = serde_json::from_str::<StatusList>(&body)
+    {
+        let _ = std::io::stdout()
+            .lock()
+            .write_all(paddock::control::table::render(&list.apps, !apps.is_empty()).as_bytes());
+        return if paddock::control::table::all_ready(&list.apps) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        };
     }
-    let w = list
-        .apps
-        .iter()
-        .map(|a| a.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let _ = writeln!(
-        out,
-        "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>9}  LAST EXIT / INFO",
-        "NAME", "STATE", "LEVEL", "PID", "UPTIME", "RESTARTS", "MEMORY"
-    );
-    for a in &list.apps {
-        let pid = a.pid.map_or("-".into(), |p| p.to_string());
-        let up = a.uptime_secs.map_or("-".into(), |s| {
-            paddock::util::human_duration(std::time::Duration::from_secs_f64(s))
+    let expected = if json {
+        ctype.starts_with("application/json")
+    } else {
+        ctype.starts_with("text/plain")
+    };
+    if code >= 300 || !expected {
+        return fail(match serde_json::from_str::<ErrorBody>(&body) {
+            Ok(e) => e.error,
+            Err(_) => format!(
+                "unexpected answer from paddock (HTTP {code}): {}",
+                body.trim()
+            ),
         });
-        let level = if a.fallback.is_some() {
-            format!("{}*", a.isolation)
-        } else {
-            a.isolation.clone()
-        };
-        let info = if !a.message.is_empty() {
-            a.message.clone()
-        } else if let Some(why) = &a.fallback {
-            format!("* fallback from sandbox: {why}")
-        } else {
-            a.last_exit
-                .as_ref()
-                .map(|e| format!("last: {}", e.description))
-                .unwrap_or_default()
-        };
-        let mem = a.memory_bytes.map_or("-".into(), short_size);
-        let _ = writeln!(
-            out,
-            "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>9}  {}",
-            a.name, a.state, level, pid, up, a.restarts, mem, info
-        );
-        // Named apps: their cgroup, usage and limits below the line.
-        if !apps.is_empty()
-            && (a.cgroup.is_some()
-                || a.limits.is_some()
-                || a.sandbox.is_some()
-                || !a.published.is_empty())
-        {
-            let l = a.limits.clone().unwrap_or_default();
-            let of = |v: Option<String>| v.map_or(String::new(), |v| format!(" of {v}"));
-            let mut d = vec![];
-            if let Some(sb) = &a.sandbox {
-                d.push(format!("sandbox: {sb}"));
-            }
-            for p in &a.published {
-                d.push(format!(
-                    "published {} -> port {} inside{}",
-                    p.address,
-                    p.port,
-                    p.error
-                        .as_ref()
-                        .map_or(String::new(), |e| format!(" ({e})"))
-                ));
-            }
-            if let Some(c) = &a.cgroup {
-                d.push(format!("cgroup {c}"));
-            }
-            if a.memory_bytes.is_some() || l.memory_bytes.is_some() {
-                d.push(format!(
-                    "memory {}{}",
-                    a.memory_bytes.map_or("-".into(), short_size),
-                    of(l.memory_bytes.map(short_size))
-                ));
-            }
-            if a.cpu_usec.is_some() || l.cpu.is_some() {
-                d.push(format!(
-                    "cpu {}{}",
-                    a.cpu_usec
-                        .map_or("-".into(), |u| format!("{:.2}s", u as f64 / 1e6)),
-                    l.cpu
-                        .map_or(String::new(), |c| format!(" (limit {c} cores)"))
-                ));
-            }
-            if a.pids.is_some() || l.pids.is_some() {
-                d.push(format!(
-                    "pids {}{}",
-                    a.pids.map_or("-".into(), |p| p.to_string()),
-                    of(l.pids.map(|p| p.to_string()))
-                ));
-            }
-            if let Some(n) = l.nofile {
-                d.push(format!("nofile {n}"));
-            }
-            let _ = writeln!(out, "{:w$}  {}", "", d.join(", "));
-        }
     }
+    let _ = std::io::stdout().lock().write_all(body.as_bytes());
     // Like supervisorctl: non-zero when any listed app is not up and ready.
-    if list.apps.iter().all(|a| a.state == "READY") {
+    if json || ctype == paddock::control::table::ALL_READY {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
-    }
-}
-
-/// A size for the status table: "12.3M", "256M", "1.5G".
-fn short_size(n: u64) -> String {
-    let (v, u) = match n {
-        n if n >= 1 << 30 => (n as f64 / (1u64 << 30) as f64, "G"),
-        n if n >= 1 << 20 => (n as f64 / (1u64 << 20) as f64, "M"),
-        n if n >= 1 << 10 => (n as f64 / 1024.0, "K"),
-        n => return format!("{n}B"),
-    };
-    if v >= 100.0 || v.fract() < 0.05 {
-        format!("{v:.0}{u}")
-    } else {
-        format!("{v:.1}{u}")
     }
 }
 

@@ -178,7 +178,7 @@ struct App {
     /// The exec health check, prepared like the app (same user, environment, directory).
     check: Option<Result<Arc<Prepared>, String>>,
     /// A new spec from `update`, applied at the next spawn (or at once when the app is down).
-    pending: Option<AppSpec>,
+    pending: Option<Box<AppSpec>>,
     m: Machine,
     pid: Option<i32>,
     pgid: Option<i32>,
@@ -499,6 +499,7 @@ impl Supervisor {
         let Some(spec) = self.apps[idx].as_mut().and_then(|a| a.pending.take()) else {
             return;
         };
+        let spec = *spec;
         let (prepared, check) = self.prepare(&spec, idx);
         let Some(app) = self.apps[idx].as_mut() else {
             return;
@@ -736,7 +737,7 @@ impl Supervisor {
         let Some(app) = self.apps[idx].as_ref() else {
             return Ok(());
         };
-        let spec = app.pending.as_ref().unwrap_or(&app.spec);
+        let spec = app.pending.as_deref().unwrap_or(&app.spec);
         if spec.isolation == config::Isolation::Wasm {
             return Ok(());
         }
@@ -1626,7 +1627,7 @@ impl Supervisor {
                     .iter()
                     .flatten()
                     .filter(|a| !a.remove_when_down)
-                    .map(|a| (a.spec.name.clone(), a.pending.as_ref().unwrap_or(&a.spec)))
+                    .map(|a| (a.spec.name.clone(), a.pending.as_deref().unwrap_or(&a.spec)))
                     .collect();
                 let d = config::diff(&old, &new);
                 let r = UpdateResponse {
@@ -1677,7 +1678,7 @@ impl Supervisor {
             let Some(app) = self.apps[idx].as_mut() else {
                 continue;
             };
-            app.pending = Some(spec);
+            app.pending = Some(Box::new(spec));
             let st = app.m.state();
             // An app being stopped stays stopped: its new spec applies when it is down.
             if st.is_up() && !app.m.waiting() {
@@ -2041,6 +2042,13 @@ impl Supervisor {
             self.by_name.len(),
             self.started.elapsed().as_secs_f64() * 1000.0
         );
+        // What the start used and freed (the app files parsed, their map) goes back to the
+        // kernel instead of staying in the heap: 1000 apps left ~2 MB free there.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim takes a size and only gives free heap pages back to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         while !self.done {
             let msg = match self.timers.first().map(|t| t.0) {
                 Some(at) => tokio::select! {

@@ -324,6 +324,27 @@ pub struct Supervisor {
     /// after an app was added, changed or removed). Walking all apps on every READY made a
     /// start of 1000 apps quadratic.
     with_deps: Option<Vec<usize>>,
+    /// `reap` stopped at its batch: let the control socket and the other tasks run first.
+    yield_soon: bool,
+}
+
+/// Exits handled per turn of the loop (and at most `REAP_TIME` of handling them). A
+/// crash-looping app is restarted while its exit is handled, so with 50 of them a reap that ran
+/// until no child was left never ended: the control socket, and SIGTERM, starved. The rest of
+/// the exits are handled after a yield, behind the requests that came meanwhile.
+const REAP_BATCH: usize = 8;
+const REAP_TIME: Duration = Duration::from_millis(2);
+
+/// A SIGCHLD message is queued: the signal thread sends no other (50 crash-looping apps made
+/// hundreds a second, and a request queued behind them waited for ever).
+static CHLD_QUEUED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Queues one SIGCHLD message unless one is queued already.
+fn queue_sigchld(tx: &mpsc::UnboundedSender<Msg>) -> bool {
+    if CHLD_QUEUED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return true;
+    }
+    tx.send(Msg::Signal(libc::SIGCHLD)).is_ok()
 }
 
 impl Supervisor {
@@ -377,6 +398,7 @@ impl Supervisor {
             exe: std::env::current_exe().ok(),
             reexec: None,
             with_deps: None,
+            yield_soon: false,
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -1200,7 +1222,11 @@ impl Supervisor {
     }
 
     fn reap(&mut self) {
-        loop {
+        let t0 = Instant::now();
+        for _ in 0..REAP_BATCH {
+            if t0.elapsed() > REAP_TIME {
+                break;
+            }
             let mut status = 0;
             // SAFETY: waitpid writes only to `status`, a live local; it reaps children of ours.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
@@ -1230,6 +1256,9 @@ impl Supervisor {
             }
             self.exited(pid, exit);
         }
+        // More may be waiting: continued after the messages that came meanwhile.
+        queue_sigchld(&self.tx);
+        self.yield_soon = true;
     }
 
     /// A child that paddock started is gone. Unknown pids (orphans reparented to paddock, failed
@@ -2062,7 +2091,18 @@ impl Supervisor {
             };
             match msg {
                 None => break,
-                Some(Msg::Signal(sig)) => self.on_signal(sig),
+                Some(Msg::Signal(sig)) => {
+                    if sig == libc::SIGCHLD {
+                        // A SIGCHLD from now on queues a new message.
+                        CHLD_QUEUED.store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    self.on_signal(sig);
+                    if std::mem::take(&mut self.yield_soon) {
+                        // The I/O driver runs before this task again: accepted connections
+                        // get their requests in.
+                        tokio::task::yield_now().await;
+                    }
+                }
                 Some(Msg::Request(req, reply)) => self.handle(req, reply),
                 Some(Msg::WasmExited {
                     app,
@@ -2209,7 +2249,12 @@ pub fn forward_signals(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
         .name("paddock-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
-                if tx.send(Msg::Signal(sig)).is_err() {
+                let sent = if sig == libc::SIGCHLD {
+                    queue_sigchld(&tx)
+                } else {
+                    tx.send(Msg::Signal(sig)).is_ok()
+                };
+                if !sent {
                     return;
                 }
             }

@@ -51,7 +51,15 @@ pub struct Options {
     pub max_processes: usize,
     pub max_wasm: usize,
     pub escapes: bool,
+    /// Progress on stderr: a bar when `tty`, else a line per phase.
     pub progress: bool,
+    pub tty: bool,
+    /// Seconds of idle over which paddock's own CPU time is measured.
+    pub idle_secs: f64,
+    /// Also run the peers (bench_peers.rs).
+    pub peers: bool,
+    /// `--quick`: fewer samples, no escape matrix (said in the report).
+    pub quick: bool,
     pub work: PathBuf,
 }
 
@@ -63,7 +71,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn of(mut v: Vec<f64>) -> Option<Stats> {
+    pub(crate) fn of(mut v: Vec<f64>) -> Option<Stats> {
         if v.is_empty() {
             return None;
         }
@@ -128,6 +136,11 @@ pub struct Report {
     pub levels: Vec<LevelResult>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub escape_matrix: Vec<escape::LevelReport>,
+    /// `--peers`: the same app under other runners, measured in the same run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<crate::bench_peers::PeerResult>,
+    /// `--quick` (fewer samples, no escape matrix).
+    pub quick: bool,
 }
 
 pub fn host() -> Host {
@@ -190,13 +203,29 @@ fn cpu_ns(pid: i32) -> u64 {
 
 struct Progress {
     on: bool,
+    tty: bool,
     total: usize,
     done: usize,
+    /// The phase last printed (a line per phase when stderr is not a terminal).
+    phase: String,
+    t0: Instant,
 }
 
 impl Progress {
     fn step(&mut self, what: &str) {
         self.done = (self.done + 1).min(self.total);
+        if self.on && !self.tty {
+            if what != self.phase {
+                eprintln!(
+                    "paddock bench: {what} ({}/{} steps, {:.1} s)",
+                    self.done,
+                    self.total,
+                    self.t0.elapsed().as_secs_f64()
+                );
+                self.phase = what.to_string();
+            }
+            return;
+        }
         if self.on {
             let w = 30;
             let fill = self.done * w / self.total.max(1);
@@ -211,8 +240,13 @@ impl Progress {
         }
     }
     fn finish(&self) {
-        if self.on {
+        if self.on && self.tty {
             eprintln!();
+        } else if self.on {
+            eprintln!(
+                "paddock bench: done in {:.1} s",
+                self.t0.elapsed().as_secs_f64()
+            );
         }
     }
 }
@@ -581,7 +615,7 @@ fn memory_and_density(s: &Serve, o: &Options, r: &mut LevelResult) -> Result<(),
     // Idle: paddock's CPU over 2 s with n apps up.
     let c0 = cpu_ns(s.pid());
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs_f64(o.idle_secs));
     let cpu = (cpu_ns(s.pid()) - c0) as f64 / 1000.0 / t0.elapsed().as_secs_f64();
     r.supervisor_cpu_us_per_app_per_s = Some(cpu / n as f64);
     // Density: grow by half each step until the budget is passed or the cap is reached.
@@ -634,7 +668,7 @@ fn fmt_us(v: f64) -> String {
     }
 }
 
-fn fmt_bytes(b: u64) -> String {
+pub(crate) fn fmt_bytes(b: u64) -> String {
     if b >= 1 << 30 {
         format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
     } else if b >= 1 << 20 {
@@ -723,9 +757,13 @@ pub fn run_bench(o: &Options) -> Result<Report, String> {
     }
     let mut p = Progress {
         on: o.progress,
-        total: live.len() * (o.starts + 2) + usize::from(o.escapes),
+        tty: o.tty,
+        total: live.len() * (o.starts + 2) + usize::from(o.escapes) + if o.peers { 5 } else { 0 },
         done: 0,
+        phase: String::new(),
+        t0: Instant::now(),
     };
+    p.step("starting paddock serve");
     let s = serve(o, &store)?;
     let res = (|| -> Result<(), String> {
         // Cold starts, interleaved: one start of each level in turn.
@@ -776,6 +814,24 @@ pub fn run_bench(o: &Options) -> Result<Report, String> {
         }
         p.step("escape matrix");
     }
+    let mut peers = vec![];
+    if o.peers {
+        let bundle = std::fs::read_to_string(store.join("refs/bench-app"))
+            .ok()
+            .map(|id| store.join(id.trim()))
+            .filter(|b| bundle_err.is_none() && b.join("root").is_dir());
+        peers = crate::bench_peers::run(
+            &crate::bench_peers::Options {
+                native: o.native.clone(),
+                wasm: o.wasm.clone(),
+                bundle,
+                work: o.work.clone(),
+                runs: o.starts,
+                instances: o.instances.clamp(1, 50),
+            },
+            |what| p.step(what),
+        );
+    }
     p.finish();
     let _ = std::fs::remove_dir_all(&o.work);
     Ok(Report {
@@ -783,6 +839,8 @@ pub fn run_bench(o: &Options) -> Result<Report, String> {
         budget: o.budget,
         levels: results,
         escape_matrix: matrix,
+        peers,
+        quick: o.quick,
     })
 }
 
@@ -846,9 +904,19 @@ pub fn table(r: &Report) -> String {
                     e.to_string()
                 }
             }),
-            l.supervisor_bytes_per_app.map_or("-".into(), fmt_bytes),
-            l.supervisor_cpu_us_per_app_per_s
-                .map_or("-".into(), |c| format!("{c:.2} µs/s")),
+            if l.level == "wasm" {
+                // The instance lives in paddock: its growth is the instance itself.
+                "= mem/instance".into()
+            } else {
+                l.supervisor_bytes_per_app.map_or("-".into(), fmt_bytes)
+            },
+            l.supervisor_cpu_us_per_app_per_s.map_or("-".into(), |c| {
+                if c >= 0.1 {
+                    format!("{c:.2} µs/s")
+                } else {
+                    format!("{:.1} ns/s", c * 1000.0)
+                }
+            }),
         ]);
     }
     let cols = head.len();
@@ -882,6 +950,8 @@ pub fn table(r: &Report) -> String {
          density: the most instances measured within the budget (≥ when a cap or the named host limit stopped the ramp)\n",
         r.levels.iter().map(|l| l.instances).max().unwrap_or(0)
     );
+    s += &crate::bench_peers::notes(r);
+    s += &crate::bench_peers::table(r);
     if !r.escape_matrix.is_empty() {
         s += "\nescape matrix (· : the column does not make that attempt):\n";
         s += &escape::matrix(&r.escape_matrix);

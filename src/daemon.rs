@@ -99,7 +99,8 @@ pub enum Verb {
 
 #[derive(Debug)]
 pub enum Request {
-    Status(Vec<String>),
+    /// `table`: the CLI's table (`?format=table`) instead of JSON.
+    Status(Vec<String>, bool),
     Action {
         names: Vec<String>,
         verb: Verb,
@@ -181,7 +182,7 @@ struct App {
     /// The exec health check, prepared like the app (same user, environment, directory).
     check: Option<Result<Arc<Prepared>, String>>,
     /// A new spec from `update`, applied at the next spawn (or at once when the app is down).
-    pending: Option<AppSpec>,
+    pending: Option<Box<AppSpec>>,
     m: Machine,
     pid: Option<i32>,
     pgid: Option<i32>,
@@ -323,6 +324,31 @@ pub struct Supervisor {
     exe: Option<PathBuf>,
     /// Set by `reexec`: the run ends without stopping anything.
     reexec: Option<PathBuf>,
+    /// The slots of apps with `after`/`requires`, for `refresh_deps` (None: to be listed again
+    /// after an app was added, changed or removed). Walking all apps on every READY made a
+    /// start of 1000 apps quadratic.
+    with_deps: Option<Vec<usize>>,
+    /// `reap` stopped at its batch: let the control socket and the other tasks run first.
+    yield_soon: bool,
+}
+
+/// Exits handled per turn of the loop (and at most `REAP_TIME` of handling them). A
+/// crash-looping app is restarted while its exit is handled, so with 50 of them a reap that ran
+/// until no child was left never ended: the control socket, and SIGTERM, starved. The rest of
+/// the exits are handled after a yield, behind the requests that came meanwhile.
+const REAP_BATCH: usize = 8;
+const REAP_TIME: Duration = Duration::from_millis(2);
+
+/// A SIGCHLD message is queued: the signal thread sends no other (50 crash-looping apps made
+/// hundreds a second, and a request queued behind them waited for ever).
+static CHLD_QUEUED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Queues one SIGCHLD message unless one is queued already.
+fn queue_sigchld(tx: &mpsc::UnboundedSender<Msg>) -> bool {
+    if CHLD_QUEUED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return true;
+    }
+    tx.send(Msg::Signal(libc::SIGCHLD)).is_ok()
 }
 
 impl Supervisor {
@@ -375,6 +401,8 @@ impl Supervisor {
             boot_id: crate::adopt::boot_id(),
             exe: std::env::current_exe().ok(),
             reexec: None,
+            with_deps: None,
+            yield_soon: false,
         };
         for (_, spec) in specs {
             s.add_app(spec);
@@ -475,6 +503,7 @@ impl Supervisor {
         self.by_name.insert(app.spec.name.clone(), idx);
         self.apps.push(Some(app));
         self.http_load(idx);
+        self.with_deps = None;
         idx
     }
 
@@ -496,6 +525,7 @@ impl Supervisor {
         let Some(spec) = self.apps[idx].as_mut().and_then(|a| a.pending.take()) else {
             return;
         };
+        let spec = *spec;
         let (prepared, check) = self.prepare(&spec, idx);
         let Some(app) = self.apps[idx].as_mut() else {
             return;
@@ -525,6 +555,7 @@ impl Supervisor {
             spec: spec.logs.clone(),
         });
         app.spec = Arc::new(spec);
+        self.with_deps = None;
     }
 
     /// The app's log pipes (unless `with_pipes` is false: an adopted process keeps its own),
@@ -732,7 +763,7 @@ impl Supervisor {
         let Some(app) = self.apps[idx].as_ref() else {
             return Ok(());
         };
-        let spec = app.pending.as_ref().unwrap_or(&app.spec);
+        let spec = app.pending.as_deref().unwrap_or(&app.spec);
         if spec.isolation == config::Isolation::Wasm {
             return Ok(());
         }
@@ -1079,13 +1110,22 @@ impl Supervisor {
     /// Tells every app whether its dependencies are ready, where that changed.
     fn refresh_deps(&mut self) {
         // By slot, not by name: this runs on every READY transition and must stay cheap.
-        for idx in 0..self.apps.len() {
+        let with_deps = match self.with_deps.take() {
+            Some(v) => v,
+            None => (0..self.apps.len())
+                .filter(|&i| {
+                    self.apps[i]
+                        .as_ref()
+                        .is_some_and(|a| !a.spec.after.is_empty() || !a.spec.requires.is_empty())
+                })
+                .collect(),
+        };
+        // feed() below may add, change or remove apps (and clear the list): keep it only then.
+        self.with_deps = Some(with_deps.clone());
+        for idx in with_deps {
             let Some(app) = self.apps[idx].as_ref() else {
                 continue;
             };
-            if app.spec.after.is_empty() && app.spec.requires.is_empty() {
-                continue;
-            }
             let ok = self.waiting_for(app).is_empty();
             if ok != app.m.deps_ok() {
                 if !ok && let Some(a) = self.apps[idx].as_mut() {
@@ -1165,6 +1205,7 @@ impl Supervisor {
     }
 
     fn remove_app(&mut self, idx: usize) {
+        self.with_deps = None;
         if let Some(mut app) = self.apps[idx].take() {
             self.drop_cgroup(&mut app);
             for k in TIMER_KINDS {
@@ -1185,7 +1226,11 @@ impl Supervisor {
     }
 
     fn reap(&mut self) {
-        loop {
+        let t0 = Instant::now();
+        for _ in 0..REAP_BATCH {
+            if t0.elapsed() > REAP_TIME {
+                break;
+            }
             let mut status = 0;
             // SAFETY: waitpid writes only to `status`, a live local; it reaps children of ours.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
@@ -1215,6 +1260,9 @@ impl Supervisor {
             }
             self.exited(pid, exit);
         }
+        // More may be waiting: continued after the messages that came meanwhile.
+        queue_sigchld(&self.tx);
+        self.yield_soon = true;
     }
 
     /// A child that paddock started is gone. Unknown pids (orphans reparented to paddock, failed
@@ -1586,18 +1634,31 @@ impl Supervisor {
 
     fn handle(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
         let r = match req {
-            Request::Status(names) => match if names.is_empty() {
+            Request::Status(names, table) => match if names.is_empty() {
                 Ok(self.app_idxs())
             } else {
                 self.resolve(&names)
             } {
                 Ok(idxs) => {
-                    let apps = idxs
+                    let apps: Vec<AppStatus> = idxs
                         .iter()
                         .filter_map(|&i| self.apps[i].as_ref())
                         .map(|a| self.status_of(a))
                         .collect();
-                    Reply::json(200, &StatusList { apps })
+                    if table {
+                        let ready = crate::control::table::all_ready(&apps);
+                        Reply {
+                            status: 200,
+                            content_type: if ready {
+                                crate::control::table::ALL_READY
+                            } else {
+                                crate::control::table::NOT_ALL_READY
+                            },
+                            body: crate::control::table::render(&apps, !names.is_empty()),
+                        }
+                    } else {
+                        Reply::json(200, &StatusList { apps })
+                    }
                 }
                 Err(r) => r,
             },
@@ -1763,6 +1824,13 @@ impl Supervisor {
             self.by_name.len(),
             self.started.elapsed().as_secs_f64() * 1000.0
         );
+        // What the start used and freed (the app files parsed, their map) goes back to the
+        // kernel instead of staying in the heap: 1000 apps left ~2 MB free there.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim takes a size and only gives free heap pages back to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
         while !self.done {
             let msg = match self.timers.first().map(|t| t.0) {
                 Some(at) => tokio::select! {
@@ -1776,7 +1844,18 @@ impl Supervisor {
             };
             match msg {
                 None => break,
-                Some(Msg::Signal(sig)) => self.on_signal(sig),
+                Some(Msg::Signal(sig)) => {
+                    if sig == libc::SIGCHLD {
+                        // A SIGCHLD from now on queues a new message.
+                        CHLD_QUEUED.store(false, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    self.on_signal(sig);
+                    if std::mem::take(&mut self.yield_soon) {
+                        // The I/O driver runs before this task again: accepted connections
+                        // get their requests in.
+                        tokio::task::yield_now().await;
+                    }
+                }
                 Some(Msg::Request(req, reply)) => self.handle(req, reply),
                 Some(Msg::WasmExited {
                     app,
@@ -1923,7 +2002,12 @@ pub fn forward_signals(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
         .name("paddock-signals".into())
         .spawn(move || {
             for sig in signals.forever() {
-                if tx.send(Msg::Signal(sig)).is_err() {
+                let sent = if sig == libc::SIGCHLD {
+                    queue_sigchld(&tx)
+                } else {
+                    tx.send(Msg::Signal(sig)).is_ok()
+                };
+                if !sent {
                     return;
                 }
             }
@@ -2089,6 +2173,14 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
         // Only once nothing can refuse the start any more: the directories are removed at
         // shutdown.
         sup.cgroups = crate::cgroup::Cgroups::init(&cg_name);
+        sup.cgroups.precreate(
+            sup.apps
+                .iter()
+                .flatten()
+                .filter(|a| a.spec.autostart && a.spec.isolation != config::Isolation::Wasm)
+                .map(|a| a.name.to_string())
+                .collect(),
+        );
         eprintln!("paddock: {}", sup.cgroups.summary());
         eprintln!(
             "paddock {}: supervising {} apps from {}; control socket {}{}",

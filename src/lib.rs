@@ -12,6 +12,7 @@
 
 pub mod adopt;
 pub mod bench;
+pub mod bench_peers;
 pub mod bundle;
 pub mod cgroup;
 pub mod config;

@@ -189,27 +189,35 @@ struct BenchArgs {
         default_value = "none,bundle,sandbox,wasm"
     )]
     levels: Vec<String>,
-    /// Concurrent instances for the memory-per-instance figure.
-    #[arg(long, default_value_t = 100)]
-    instances: usize,
-    /// Cold starts per level.
-    #[arg(long, default_value_t = 200)]
-    starts: usize,
-    /// Restarts per level.
-    #[arg(long, default_value_t = 200)]
-    restarts: usize,
-    /// Memory budget for the density figure.
-    #[arg(long, default_value = "1GiB")]
-    budget: String,
-    /// Density cap for process levels (none, bundle, sandbox).
-    #[arg(long, default_value_t = 2000)]
-    max_processes: usize,
-    /// Density cap for wasm instances.
-    #[arg(long, default_value_t = 12000)]
-    max_wasm: usize,
-    /// Skip the escape matrix.
+    /// Concurrent instances for the memory-per-instance figure [default: 100; --quick: 10].
+    #[arg(long)]
+    instances: Option<usize>,
+    /// Cold starts per level (and runs per peer) [default: 200; --quick: 20].
+    #[arg(long)]
+    starts: Option<usize>,
+    /// Restarts per level [default: 200; --quick: 20].
+    #[arg(long)]
+    restarts: Option<usize>,
+    /// Memory budget for the density figure [default: 1GiB; --quick: 128MiB].
+    #[arg(long)]
+    budget: Option<String>,
+    /// Density cap for process levels (none, bundle, sandbox) [default: 2000; --quick: 30].
+    #[arg(long)]
+    max_processes: Option<usize>,
+    /// Density cap for wasm instances [default: 12000; --quick: 200].
+    #[arg(long)]
+    max_wasm: Option<usize>,
+    /// Skip the escape matrix (--quick skips it too).
     #[arg(long)]
     no_escapes: bool,
+    /// A short run (under 30 s): few samples, small ramps, no escape matrix. For a quick look;
+    /// quote figures from a full run.
+    #[arg(long)]
+    quick: bool,
+    /// Also run the same app under the other runners installed (bwrap, crun, wasmtime,
+    /// systemd-run), side by side with ratios to a plain exec, and say which are missing.
+    #[arg(long)]
+    peers: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -709,7 +717,23 @@ fn serve(
 /// `paddock bench`: finds the bench app's builds (naming what to build when one is missing),
 /// runs the levels, prints the table (or JSON) and writes the SVG.
 fn bench(a: BenchArgs) -> ExitCode {
-    let budget = match paddock::config::units::parse_size(&a.budget) {
+    let q = a.quick;
+    let pick =
+        |v: Option<usize>, full: usize, quick: usize| v.unwrap_or(if q { quick } else { full });
+    let (instances, starts, restarts) = (
+        pick(a.instances, 100, 10),
+        pick(a.starts, 200, 20),
+        pick(a.restarts, 200, 20),
+    );
+    let (max_processes, max_wasm) = (
+        pick(a.max_processes, 2000, 30),
+        pick(a.max_wasm, 12000, 200),
+    );
+    let budget = a
+        .budget
+        .clone()
+        .unwrap_or_else(|| if q { "128MiB" } else { "1GiB" }.into());
+    let budget = match paddock::config::units::parse_size(&budget) {
         Ok(b) => b,
         Err(e) => return fail(format!("--budget: {e}")),
     };
@@ -764,7 +788,7 @@ fn bench(a: BenchArgs) -> ExitCode {
                 .join(", ")
         ));
     }
-    let escapes = !a.no_escapes;
+    let escapes = !a.no_escapes && !a.quick;
     if escapes && !probe.is_file() {
         return fail(format!(
             "the escape probe {} is missing: build it with `cargo build --release`, or pass --no-escapes",
@@ -780,14 +804,19 @@ fn bench(a: BenchArgs) -> ExitCode {
         probe,
         wasm_probe,
         levels: a.levels,
-        instances: a.instances,
-        starts: a.starts,
-        restarts: a.restarts,
+        instances,
+        starts,
+        restarts,
         budget,
-        max_processes: a.max_processes,
-        max_wasm: a.max_wasm,
+        max_processes,
+        max_wasm,
         escapes,
-        progress: !a.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        // Progress goes to stderr in every mode (the report, table or JSON, to stdout).
+        progress: true,
+        tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        idle_secs: if q { 0.5 } else { 2.0 },
+        peers: a.peers,
+        quick: q,
         work: std::env::temp_dir().join(format!("paddock-bench-{}", std::process::id())),
     };
     let report = match paddock::bench::run_bench(&opts) {

@@ -141,3 +141,93 @@ fn bench_names_what_to_build() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("cargo build --release"), "{err}");
 }
+
+/// `--quick --peers` with paddock held to 256 descriptors: the density ramp of level none runs
+/// into that limit, which ends the ramp with the reason; the report is complete, every peer is
+/// either measured or says why not, progress went to stderr, and the exit status is 0.
+#[test]
+fn bench_quick_degrades_with_a_reason_and_exits_0() {
+    use std::os::unix::process::CommandExt;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let wasm = [
+        "target/wasm-examples/bench-app.wasm",
+        "examples/wasm/bench-app.wasm",
+    ]
+    .iter()
+    .map(|p| root.join(p))
+    .find(|p| p.is_file())
+    .expect("bench-app.wasm (examples/wasm/build.sh builds it)");
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-quick-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(
+        env!("CARGO_BIN_EXE_paddock-bench-app"),
+        dir.join("paddock-bench-app"),
+    )
+    .unwrap();
+    std::fs::copy(&wasm, dir.join("bench-app.wasm")).unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("bench").arg(&dir).args([
+        "--quick",
+        "--peers",
+        "--levels",
+        "none,wasm",
+        "--max-processes",
+        "400",
+        "--json",
+    ]);
+    // SAFETY: setrlimit only changes the limits of the child about to exec; it allocates
+    // nothing and is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            let rl = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(o.status.success(), "paddock bench failed:\n{out}\n{err}");
+    assert!(
+        err.contains("paddock bench: memory and density none") && err.contains("done in"),
+        "no progress lines on stderr: {err}"
+    );
+    let r: serde_json::Value = serde_json::from_str(&out).expect("JSON report");
+    assert_eq!(r["quick"], true);
+    let levels = r["levels"].as_array().unwrap();
+    let none = levels.iter().find(|l| l["level"] == "none").unwrap();
+    let d = &none["density"];
+    assert_eq!(d["stopped_by"], "descriptors", "{d}");
+    assert!(d["instances"].as_u64().unwrap() >= 10, "{d}");
+    let wasm = levels.iter().find(|l| l["level"] == "wasm").unwrap();
+    assert!(
+        wasm["cold_start"]["median_us"].as_f64().unwrap() > 0.0,
+        "{wasm}"
+    );
+    let peers = r["peers"].as_array().unwrap();
+    let names: Vec<&str> = peers.iter().filter_map(|p| p["runner"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["plain", "bwrap", "crun", "wasmtime", "systemd-run"],
+        "{peers:?}"
+    );
+    for p in peers {
+        assert!(
+            p["cold_start"].is_object() || p["skipped"].as_str().is_some_and(|s| !s.is_empty()),
+            "a peer neither measured nor explained: {p}"
+        );
+    }
+    assert!(
+        peers[0]["cold_start"].is_object(),
+        "plain must run: {}",
+        peers[0]
+    );
+}

@@ -16,6 +16,7 @@
 //! Everything per app (directories, limits, the `cgroup.procs` descriptors the child writes
 //! to before exec) is prepared once per app, not per spawn.
 
+mod lean;
 pub mod v1;
 pub mod v2;
 
@@ -384,6 +385,11 @@ pub struct Cgroups {
     pub unavailable: Option<String>,
     /// Problems that limit what is possible (a controller that could not be enabled).
     pub notes: Vec<String>,
+    /// The app directories of cgroup2 have `cgroup.kill` (so v1 freezer and cpuacct are not
+    /// needed; see lean.rs).
+    v2_kill: bool,
+    /// The thread of `precreate`.
+    precreating: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 const ROOT_HINT: &str =
@@ -402,6 +408,8 @@ impl Cgroups {
             bases: vec![],
             unavailable: Some(why.into()),
             notes: vec![],
+            v2_kill: false,
+            precreating: Default::default(),
         }
     }
 
@@ -413,6 +421,8 @@ impl Cgroups {
             bases: vec![],
             unavailable: None,
             notes: vec![],
+            v2_kill: false,
+            precreating: Default::default(),
         };
         let r = match host.layout {
             Layout::None => Err("this host has no cgroup hierarchy mounted".into()),
@@ -423,6 +433,9 @@ impl Cgroups {
             cg.unavailable = Some(e);
             cg.bases.clear();
         }
+        cg.v2_kill = cg.bases.iter().any(|(k, b)| {
+            matches!(k, Kind::V2 { .. } | Kind::Unified) && b.join("cgroup.kill").exists()
+        });
         cg
     }
 
@@ -636,20 +649,28 @@ impl Cgroups {
         if self.unavailable.is_some() {
             return Err("cgroups are not available".into());
         }
-        let mut dirs = vec![];
+        let (mut dirs, mut deferred) = (vec![], vec![]);
         for (k, base) in &self.bases {
-            let p = base.join(dir_name);
-            mkdir(&p)?;
-            dirs.push(Dir {
+            let d = Dir {
                 kind: k.clone(),
-                path: p,
-            });
+                path: base.join(dir_name),
+            };
+            match self.need(k, limits) {
+                lean::Need::Now => {
+                    mkdir(&d.path)?;
+                    dirs.push(d);
+                }
+                lean::Need::Later => deferred.push(d),
+                lean::Need::Never => {}
+            }
         }
         let mut cg = AppCgroup {
             dirs,
+            deferred,
             procs: vec![],
             limits: CgLimits::default(),
             oom_seen: 0,
+            cached: Default::default(),
         };
         let left = cg.members();
         if !adopt && !left.is_empty() {
@@ -676,8 +697,6 @@ impl Cgroups {
                     .map_err(|_| "cgroup path contains a NUL byte".to_string())?,
             );
         }
-        // Checked once here, so a permission problem shows at creation.
-        drop(cg.open_procs()?);
         cg.oom_seen = cg.oom_kills().unwrap_or(0);
         Ok(cg)
     }
@@ -715,6 +734,8 @@ pub struct Usage {
 #[derive(Debug)]
 pub struct AppCgroup {
     dirs: Vec<Dir>,
+    /// Directories made only once a limit needs them (lean.rs).
+    deferred: Vec<Dir>,
     /// `cgroup.procs` of each directory: opened for each spawn (`open_procs`), the child writes
     /// "0" to each. Not kept open: six descriptors per app on a hybrid host would bound how
     /// many apps fit under paddock's descriptor limit.
@@ -722,7 +743,13 @@ pub struct AppCgroup {
     pub limits: CgLimits,
     /// The OOM-kill counter when the current process started.
     oom_seen: u64,
+    /// The last usage read and when (`usage`).
+    cached: std::cell::Cell<Option<(std::time::Instant, Usage)>>,
 }
+
+/// How old the usage in status and metrics may be: reading three cgroup files per app on every
+/// `paddock status` took 30 ms with 1000 apps.
+pub const USAGE_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(1000);
 
 impl AppCgroup {
     /// The directories (the first one is the one shown in status).
@@ -753,6 +780,7 @@ impl AppCgroup {
 
     /// Sets (or, for keys now absent, removes) the limits.
     pub fn apply(&mut self, l: &CgLimits) -> Result<(), String> {
+        self.create_deferred(l)?;
         for d in &self.dirs {
             let p = &d.path;
             let v2 = matches!(d.kind, Kind::V2 { .. });
@@ -915,7 +943,21 @@ impl AppCgroup {
         }
     }
 
+    /// The usage, read at most `USAGE_MAX_AGE` ago.
     pub fn usage(&self) -> Usage {
+        let now = std::time::Instant::now();
+        if let Some((at, u)) = self.cached.get()
+            && now.duration_since(at) < USAGE_MAX_AGE
+        {
+            return u;
+        }
+        let u = self.read_usage();
+        self.cached.set(Some((now, u)));
+        u
+    }
+
+    /// The usage as the kernel has it now.
+    pub fn read_usage(&self) -> Usage {
         let mut u = Usage::default();
         let rd = |p: PathBuf| std::fs::read_to_string(p).ok();
         for d in &self.dirs {
@@ -987,6 +1029,7 @@ impl Cgroups {
     /// Removes paddock's parent directories (at shutdown, once every app cgroup is gone; on
     /// v2 outside the root, paddock's own leaf stays until it exits).
     pub fn remove_bases(&self) {
+        self.remove_leftovers();
         for (_, b) in &self.bases {
             let _ = std::fs::remove_dir(b);
         }

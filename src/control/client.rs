@@ -47,6 +47,25 @@ impl Client {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, BufReader<UnixStream>), String> {
+        self.open_typed(method, path, body).map(|(s, _, r)| (s, r))
+    }
+
+    /// A GET: status, content type and body.
+    pub fn get_typed(&self, path: &str) -> Result<(u16, String, String), String> {
+        let (status, ctype, mut r) = self.open_typed("GET", path, None)?;
+        let mut body = String::new();
+        r.read_to_string(&mut body)
+            .map_err(|e| format!("reading the response: {e}"))?;
+        Ok((status, ctype, body))
+    }
+
+    /// Like `open`, with the response's content type.
+    fn open_typed(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String, BufReader<UnixStream>), String> {
         let mut s = self.connect()?;
         let body = body.unwrap_or("");
         let req = format!(
@@ -64,6 +83,7 @@ impl Client {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| format!("paddock sent a malformed response: {:?}", line.trim()))?;
+        let mut ctype = String::new();
         loop {
             line.clear();
             let n = r
@@ -72,8 +92,13 @@ impl Client {
             if n == 0 || line == "\r\n" || line == "\n" {
                 break;
             }
+            if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-type")
+            {
+                ctype = v.trim().to_string();
+            }
         }
-        Ok((status, r))
+        Ok((status, ctype, r))
     }
 
     pub fn request(

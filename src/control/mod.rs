@@ -5,4 +5,5 @@ pub mod client;
 pub mod http;
 pub mod metrics_tcp;
 pub mod server;
+pub mod table;
 pub mod view;

@@ -292,6 +292,18 @@ fn body_json(req: &HttpRequest) -> Result<serde_json::Value, Reply> {
         .map_err(|e| Reply::error(400, format!("request body is not valid JSON: {e}")))
 }
 
+/// `?format=table` (the CLI's status table) or `?format=json` (the default).
+fn table_format(req: &HttpRequest) -> Result<bool, Reply> {
+    match req.param("format") {
+        None | Some("json") => Ok(false),
+        Some("table") => Ok(true),
+        Some(other) => Err(Reply::error(
+            400,
+            format!("format={other}: expected json or table"),
+        )),
+    }
+}
+
 /// Maps a request to a supervisor request (or an HTTP error).
 fn route(req: &HttpRequest) -> Result<Request, Reply> {
     let parts: Vec<&str> = req.path.trim_matches('/').split('/').collect();
@@ -306,10 +318,11 @@ fn route(req: &HttpRequest) -> Result<Request, Reply> {
         ["metrics"] if m == "GET" => Request::Metrics,
         ["v1", "version"] if m == "GET" => Request::Version,
         ["v1", "reexec"] if m == "POST" => Request::Reexec,
-        ["v1", "apps"] if m == "GET" => {
-            Request::Status(req.param("names").map(names).unwrap_or_default())
-        }
-        ["v1", "apps", n] if m == "GET" => Request::Status(names(n)),
+        ["v1", "apps"] if m == "GET" => Request::Status(
+            req.param("names").map(names).unwrap_or_default(),
+            table_format(req)?,
+        ),
+        ["v1", "apps", n] if m == "GET" => Request::Status(names(n), table_format(req)?),
         ["v1", "apps", n, verb @ ("start" | "stop" | "restart")] if m == "POST" => {
             Request::Action {
                 names: names(n),

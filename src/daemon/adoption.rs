@@ -266,10 +266,24 @@ impl Supervisor {
     /// An adopted process ended (its pidfd said so). Our own child is reaped with its status;
     /// another's exit status is not ours to know.
     pub(super) fn pid_gone(&mut self, pid: i32) {
-        self.reap();
-        if self.pids.contains_key(&pid) {
+        if !self.pids.contains_key(&pid) {
+            return;
+        }
+        let mut status = 0;
+        // SAFETY: waitpid writes only to `status`, a live local; `pid` is an app's process
+        // (after a re-exec our child, after a crash another's: then ECHILD).
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            let exit = if libc::WIFSIGNALED(status) {
+                Exit::Signal(libc::WTERMSIG(status))
+            } else {
+                Exit::Code(libc::WEXITSTATUS(status))
+            };
+            self.exited(pid, exit);
+        } else if r < 0 {
             self.exited(pid, Exit::Unknown);
         }
+        // r == 0: our child, not yet a zombie; SIGCHLD will bring it.
     }
 
     /// `paddock reexec` / SIGUSR1: checks that there is a binary to execute, then ends the run

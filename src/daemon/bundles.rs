@@ -88,7 +88,7 @@ impl Supervisor {
                 .flatten();
             self.cancel_successor(idx);
             if let (Some(spec), Some(a)) = (pending, self.apps[idx].as_mut()) {
-                a.pending = Some(spec); // applied by after_change: the app is down
+                a.pending = Some(Box::new(spec)); // applied by after_change: the app is down
             }
         }
     }

@@ -194,7 +194,7 @@ impl Supervisor {
             _ => return false,
         };
         if let Some(app) = self.apps[idx].as_mut() {
-            app.pending = Some(spec.clone());
+            app.pending = Some(Box::new(spec.clone()));
         }
         self.apply_pending(idx);
         if let Err(e) = self.http_sockets(idx) {

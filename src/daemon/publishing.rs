@@ -17,7 +17,7 @@ impl Supervisor {
             if app.remove_when_down {
                 continue;
             }
-            let spec = app.pending.as_ref().unwrap_or(&app.spec);
+            let spec = app.pending.as_deref().unwrap_or(&app.spec);
             for p in spec.sandbox.iter().flat_map(|s| &s.publish) {
                 want.push((app.name.clone(), p.clone()));
             }

@@ -42,7 +42,7 @@ impl Supervisor {
             .iter()
             .flatten()
             .filter(|a| !a.remove_when_down)
-            .map(|a| (a.spec.name.clone(), a.pending.as_ref().unwrap_or(&a.spec)))
+            .map(|a| (a.spec.name.clone(), a.pending.as_deref().unwrap_or(&a.spec)))
             .collect();
         let d = config::diff(&old, &new);
         let r = UpdateResponse {
@@ -142,7 +142,7 @@ impl Supervisor {
         let Some(app) = self.apps[idx].as_mut() else {
             return "nothing".into();
         };
-        app.pending = Some(spec);
+        app.pending = Some(Box::new(spec));
         let st = app.m.state();
         let waiting = app.m.waiting();
         // An app being stopped stays stopped: its new spec applies when it is down.

@@ -654,6 +654,7 @@ async fn guest(
                 out: None,
                 err: None,
                 report: None,
+                err_tail: Arc::default(),
             };
             let store = wasi_builder(&run.program, &mut io, true)
                 .map(|mut b| {
@@ -750,7 +751,9 @@ async fn guest(
             Outcome::Timeout
         }
         Err(e) => {
-            let (exit, text) = classify(Err(e), program, &shared, &store.data().limiter);
+            // The app's stderr is shared by its requests: no panic message is told apart.
+            let no_tail = super::panic::Tail::default();
+            let (exit, text) = classify(Err(e), program, &shared, &store.data().limiter, &no_tail);
             let msg = match exit {
                 Exit::Trap(m) => m,
                 other => other.describe(),

@@ -148,11 +148,12 @@ fn paddock(tag: &str, app: &str, store: Option<&Path>) -> Serve {
     std::fs::create_dir_all(dir.join("apps")).unwrap();
     std::fs::write(dir.join("apps/web.toml"), app).unwrap();
     let mut cmd = Command::new(BIN);
+    cmd.arg("serve");
     if let Some(store) = store {
         cmd.arg("--store").arg(store);
     }
     let child = cmd
-        .args(["serve", "--config"])
+        .arg("--config")
         .arg(dir.join("apps"))
         .arg("--socket")
         .arg(dir.join("p.sock"))

@@ -141,13 +141,19 @@ impl Drop for Serve {
     }
 }
 
-fn paddock(tag: &str, app: &str) -> Serve {
+/// paddock serving `app` (an app file), with a bundle store when `store` is given.
+fn paddock(tag: &str, app: &str, store: Option<&Path>) -> Serve {
     let dir = std::env::temp_dir().join(format!("paddock-bench-http-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("apps")).unwrap();
     std::fs::write(dir.join("apps/web.toml"), app).unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--config"])
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve");
+    if let Some(store) = store {
+        cmd.arg("--store").arg(store);
+    }
+    let child = cmd
+        .arg("--config")
         .arg(dir.join("apps"))
         .arg("--socket")
         .arg(dir.join("p.sock"))
@@ -195,6 +201,7 @@ fn main() {
             "isolation = \"wasm\"\nmodule = \"{}\"\n[http]\nlisten = [\"127.0.0.1:{port}\"]\nmax_concurrent = 128\n[limits]\nmemory = \"32MiB\"\n",
             component.display()
         ),
+        None,
     );
     rows.push(if wait_up(port) {
         measure("paddock, per-request wasm", port, Some(s.child.id()), secs)
@@ -203,7 +210,11 @@ fn main() {
     });
     drop(s);
 
-    for (level, extra) in [("none", ""), ("sandbox", "[sandbox]\nnetwork = \"host\"\n")] {
+    // The sandboxed server runs from a bundle of the bench app (built into a scratch store),
+    // on the host's network, allowed to bind its one port.
+    let scratch = std::env::temp_dir().join(format!("paddock-bench-http-{}", std::process::id()));
+    let store = scratch.join("store");
+    for level in ["none", "sandbox"] {
         let name = format!("paddock, native at {level}");
         // SAFETY: geteuid takes no arguments and cannot fail.
         if level == "sandbox" && unsafe { libc::geteuid() } != 0 {
@@ -211,15 +222,41 @@ fn main() {
             continue;
         }
         let port = free_port();
-        let bundle = if level == "sandbox" {
-            "isolation = \"sandbox\"\n"
+        let (app, store) = if level == "sandbox" {
+            let _ = std::fs::remove_dir_all(&scratch);
+            std::fs::create_dir_all(&scratch).unwrap();
+            let recipe = scratch.join("benchapp.toml");
+            std::fs::write(&recipe, format!("entry = \"{NATIVE}\"\n")).unwrap();
+            let o = Command::new(BIN)
+                .args(["bundle", "build"])
+                .arg(&recipe)
+                .arg("--store")
+                .arg(&store)
+                .output()
+                .expect("paddock bundle build");
+            if !o.status.success() {
+                rows.push(skip(
+                    &name,
+                    &format!(
+                        "bundle build failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    ),
+                ));
+                continue;
+            }
+            (
+                format!(
+                    "isolation = \"sandbox\"\nbundle = \"benchapp\"\ncommand = [\"paddock-bench-app\", \"--http\", \"127.0.0.1:{port}\"]\n[sandbox]\nnetwork = \"host\"\ntcp_bind = [{port}]\n"
+                ),
+                Some(store.as_path()),
+            )
         } else {
-            ""
+            (
+                format!("command = [\"{NATIVE}\", \"--http\", \"127.0.0.1:{port}\"]\n"),
+                None,
+            )
         };
-        let s = paddock(
-            level,
-            &format!("{bundle}command = [\"{NATIVE}\", \"--http\", \"127.0.0.1:{port}\"]\n{extra}"),
-        );
+        let s = paddock(level, &app, store);
         rows.push(if wait_up(port) {
             // The server's memory is its own process's, not paddock's: paddock's RSS is shown.
             measure(&name, port, Some(s.child.id()), secs)
@@ -227,6 +264,7 @@ fn main() {
             skip(&name, "did not come up (see `paddock check`)")
         });
     }
+    let _ = std::fs::remove_dir_all(&scratch);
 
     let wasmtime = Command::new("wasmtime").arg("--version").output();
     match wasmtime {

@@ -1315,3 +1315,78 @@ fn symlinks_are_refused_unless_allowed() {
     }
     assert!(p.shutdown().success());
 }
+
+/// A command module that sleeps forever, exporting a `health` that answers 0 (healthy) until the
+/// realtime clock passes `unhealthy_after_ns` (Unix time), 1 from then on.
+fn health_wat(unhealthy_after_ns: u64) -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "clock_time_get" (func $clock (param i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    ;; poll_oneoff on a one-hour monotonic clock, forever.
+    (i32.store8 (i32.const 520) (i32.const 0))
+    (i32.store (i32.const 528) (i32.const 1))
+    (i64.store (i32.const 536) (i64.const 3600000000000))
+    (loop $h (drop (call $poll (i32.const 512) (i32.const 640) (i32.const 1) (i32.const 768))) (br $h)))
+  (func (export "health") (result i32)
+    (drop (call $clock (i32.const 0) (i64.const 0) (i32.const 0)))
+    (i64.gt_u (i64.load (i32.const 0)) (i64.const {unhealthy_after_ns}))))"#
+    )
+}
+
+#[test]
+fn wasm_health_check_restarts_an_unhealthy_app_and_needs_the_export() {
+    let d = Scratch::new("wasm-health-kind");
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let sours = wat_module(d.path(), "sours.wasm", &health_wat(now_ns + 5_000_000_000));
+    let fine = wat_module(d.path(), "fine.wasm", &health_wat(u64::MAX / 2));
+    let conf = |m: &Path| {
+        format!(
+            "isolation = \"wasm\"\nmodule = \"{}\"\n[readiness]\nhealth = true\n[health]\nkind = \"wasm\"\ninterval = \"100ms\"\nfailures = 2\n[restart]\nbackoff_initial = \"10ms\"\n",
+            m.display()
+        )
+    };
+    let p = Paddock::with_apps(
+        "wasm-health-kind",
+        &[("sours", &conf(&sours)), ("fine", &conf(&fine))],
+    )
+    .start();
+    // Ready once the exported function first answers 0.
+    p.wait_state("sours", "READY", Duration::from_secs(20));
+    p.wait_state("fine", "READY", Duration::from_secs(20));
+    // Once it answers 1, the app is stopped and restarted like a process with a failing check.
+    wait_for(
+        Duration::from_secs(30),
+        "a restart after failed wasm checks",
+        || p.app("sours").restarts >= 1,
+    );
+    let a = p.app("sours");
+    assert!(
+        exit_desc(&a).contains("health check failed 2 times"),
+        "{a:?}"
+    );
+    assert_eq!(p.app("fine").restarts, 0, "{:?}", p.app("fine"));
+    assert!(p.shutdown().success());
+
+    // Without a `health` export, kind = "wasm" is refused at load, naming the file and key.
+    let bare = wat_module(
+        d.path(),
+        "bare.wasm",
+        r#"(module (func (export "_start")))"#,
+    );
+    let apps = d.path().join("apps");
+    std::fs::create_dir_all(&apps).unwrap();
+    std::fs::write(apps.join("bare.toml"), conf(&bare)).unwrap();
+    let o = check(&[&apps]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bare.toml") && err.contains("exports no `health` function"),
+        "{err}"
+    );
+}

@@ -383,14 +383,27 @@ fn serve(o: &Options, store: &Path) -> Result<Serve, String> {
         .arg(store)
         .arg("--wasm-slots")
         .arg((o.max_wasm.max(o.instances) + 300).to_string())
+        // A cgroup name of its own: the host's paddock (or another bench) holds `paddock`'s.
+        .env(
+            "PADDOCK_CGROUP_NAME",
+            format!("paddock-bench-{}", std::process::id()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("paddock serve: {e}"))?;
+    let mut child = child;
     let client = Client::new(&sock);
     let t = Instant::now();
     while client.request("GET", "/v1/version", None).is_err() {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!(
+                "paddock serve exited at start ({st}); run `paddock serve --config {} --state-dir {}` to see why",
+                apps.display(),
+                o.work.join("state").display()
+            ));
+        }
         if t.elapsed() > Duration::from_secs(60) {
             return Err("paddock serve did not open its socket within 60 s".into());
         }

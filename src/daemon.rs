@@ -1237,11 +1237,7 @@ impl Supervisor {
             if pid <= 0 {
                 return;
             }
-            let exit = if libc::WIFEXITED(status) {
-                Exit::Code(libc::WEXITSTATUS(status))
-            } else if libc::WIFSIGNALED(status) {
-                Exit::Signal(libc::WTERMSIG(status))
-            } else {
+            let Some(exit) = exit_of(status) else {
                 continue;
             };
             if let Some((idx, spawn)) = self.checks.remove(&pid) {
@@ -1960,6 +1956,17 @@ impl Supervisor {
                 self.by_name.len()
             ));
         }
+    }
+}
+
+/// How a waited-for child ended (None: stopped or continued, not ended).
+fn exit_of(status: i32) -> Option<Exit> {
+    if libc::WIFEXITED(status) {
+        Some(Exit::Code(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(Exit::Signal(libc::WTERMSIG(status)))
+    } else {
+        None
     }
 }
 

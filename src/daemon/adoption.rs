@@ -274,12 +274,9 @@ impl Supervisor {
         // (after a re-exec our child, after a crash another's: then ECHILD).
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
-            let exit = if libc::WIFSIGNALED(status) {
-                Exit::Signal(libc::WTERMSIG(status))
-            } else {
-                Exit::Code(libc::WEXITSTATUS(status))
-            };
-            self.exited(pid, exit);
+            if let Some(exit) = exit_of(status) {
+                self.exited(pid, exit);
+            }
         } else if r < 0 {
             self.exited(pid, Exit::Unknown);
         }

@@ -22,6 +22,7 @@ pub mod doctor;
 pub mod driver;
 pub mod escape;
 pub mod fdstore;
+pub mod fleet;
 pub mod health;
 pub mod import;
 pub mod listen;

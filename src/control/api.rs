@@ -1,6 +1,7 @@
 //! The JSON shapes of the control API, shared by the server and the CLI.
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ExitInfo {
@@ -161,4 +162,86 @@ pub struct VersionInfo {
     pub version: String,
     pub pid: i32,
     pub apps: usize,
+}
+
+/// What happens to the machine once paddock has stopped everything (`paddock poweroff`,
+/// `paddock reboot`; only honoured when paddock is PID 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Halt {
+    Poweroff,
+    Reboot,
+}
+
+/// A reply to a control request: HTTP status, content type, body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json<T: serde::Serialize>(status: u16, v: &T) -> Reply {
+        let body =
+            serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        Reply {
+            status,
+            content_type: "application/json",
+            body: body + "\n",
+        }
+    }
+    pub fn error(status: u16, msg: impl Into<String>) -> Reply {
+        Reply::json(status, &ErrorBody { error: msg.into() })
+    }
+}
+
+/// What a control request asks of its apps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Start,
+    Stop,
+    Restart,
+}
+
+/// A control request, as the server parsed it.
+#[derive(Debug)]
+pub enum Request {
+    /// `table`: the CLI's table (`?format=table`) instead of JSON.
+    Status(Vec<String>, bool),
+    Action {
+        names: Vec<String>,
+        verb: Verb,
+        wait: bool,
+    },
+    Signal {
+        names: Vec<String>,
+        signal: i32,
+    },
+    Reread,
+    Update,
+    Shutdown(Option<Halt>),
+    ReopenLogs,
+    Metrics,
+    Version,
+    /// Checks that an app exists and writes its logs to files.
+    LogTarget(String),
+    /// `paddock reexec`: execute the paddock binary anew, keeping every app.
+    Reexec,
+}
+
+/// A request and where its reply goes: what the control servers hand to the supervisor.
+pub struct Call(pub Request, pub oneshot::Sender<Reply>);
+
+/// A state change, as streamed by `GET /v1/events`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StateEvent {
+    pub time: String,
+    /// CLOCK_MONOTONIC in nanoseconds when paddock made the change: for precise intervals
+    /// between events (`paddock bench`); `time` has milliseconds only.
+    #[serde(default)]
+    pub mono_ns: u64,
+    pub app: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
 }

@@ -3,8 +3,8 @@
 //! who can reach the address can use it. Bounded like the control socket: a request must
 //! arrive within 3 s, and at most 64 connections are open at once (more get 503).
 
+use super::api::{Call, Reply, Request};
 use super::http::{self, HttpError};
-use crate::daemon::{Msg, Reply, Request};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,7 +38,7 @@ pub fn bind(addr: &str) -> Result<TcpListener, String> {
         .map_err(|e| format!("--metrics-listen {addr}: {}", crate::util::io_reason(&e)))
 }
 
-pub async fn serve(listener: TcpListener, sup: mpsc::UnboundedSender<Msg>) {
+pub async fn serve(listener: TcpListener, sup: mpsc::UnboundedSender<Call>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -65,7 +65,7 @@ pub async fn serve(listener: TcpListener, sup: mpsc::UnboundedSender<Msg>) {
     }
 }
 
-async fn connection(mut s: TcpStream, sup: mpsc::UnboundedSender<Msg>) {
+async fn connection(mut s: TcpStream, sup: mpsc::UnboundedSender<Call>) {
     let req = match tokio::time::timeout(REQUEST_DEADLINE, http::read_request(&mut s)).await {
         Err(_) => Err(Reply::error(408, "request not received in time")),
         Ok(Err(HttpError(status, msg))) => Err(Reply::error(status, msg)),
@@ -87,9 +87,9 @@ async fn connection(mut s: TcpStream, sup: mpsc::UnboundedSender<Msg>) {
     let _ = write_reply(&mut s, reply).await;
 }
 
-async fn ask(sup: &mpsc::UnboundedSender<Msg>) -> Reply {
+async fn ask(sup: &mpsc::UnboundedSender<Call>) -> Reply {
     let (tx, rx) = oneshot::channel();
-    if sup.send(Msg::Request(Request::Metrics, tx)).is_err() {
+    if sup.send(Call(Request::Metrics, tx)).is_err() {
         return Reply::error(503, "paddock is exiting");
     }
     rx.await

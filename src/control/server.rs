@@ -2,8 +2,8 @@
 //! request, routes it to the supervisor task and writes the answer. Bad input gets an HTTP error
 //! and never reaches the supervisor; a slow client is cut off; concurrency is bounded.
 
+use super::api::{Call, Halt, Reply, Request, Verb};
 use super::http::{self, HttpError, HttpRequest};
-use crate::daemon::{Msg, Reply, Request, Verb};
 use crate::logs::{Ctl, Logs, Stream};
 use std::path::Path;
 use std::sync::Arc;
@@ -85,7 +85,7 @@ pub fn from_held(fd: std::os::fd::OwnedFd) -> Result<UnixListener, String> {
 
 pub async fn serve(
     listener: UnixListener,
-    sup: mpsc::UnboundedSender<Msg>,
+    sup: mpsc::UnboundedSender<Call>,
     logs: Logs,
     events: broadcast::Sender<String>,
 ) {
@@ -194,7 +194,7 @@ fn allowed(s: &UnixStream) -> bool {
 
 async fn connection(
     mut s: UnixStream,
-    sup: mpsc::UnboundedSender<Msg>,
+    sup: mpsc::UnboundedSender<Call>,
     logs: Logs,
     events: broadcast::Sender<String>,
     streams: Arc<tokio::sync::Semaphore>,
@@ -268,9 +268,9 @@ pub async fn drain(limit: Duration) {
     }
 }
 
-async fn ask(sup: &mpsc::UnboundedSender<Msg>, r: Request) -> Reply {
+async fn ask(sup: &mpsc::UnboundedSender<Call>, r: Request) -> Reply {
     let (tx, rx) = oneshot::channel();
-    if sup.send(Msg::Request(r, tx)).is_err() {
+    if sup.send(Call(r, tx)).is_err() {
         return Reply::error(503, "paddock is exiting");
     }
     rx.await
@@ -355,8 +355,8 @@ fn route(req: &HttpRequest) -> Result<Request, Reply> {
         ["v1", "update"] if m == "POST" => Request::Update,
         ["v1", "shutdown"] if m == "POST" => Request::Shutdown(match req.param("then") {
             None | Some("exit") => None,
-            Some("poweroff") => Some(crate::daemon::Halt::Poweroff),
-            Some("reboot") => Some(crate::daemon::Halt::Reboot),
+            Some("poweroff") => Some(Halt::Poweroff),
+            Some("reboot") => Some(Halt::Reboot),
             Some(other) => {
                 return Err(Reply::error(
                     400,
@@ -413,7 +413,7 @@ fn log_route(req: &HttpRequest) -> Option<LogRoute> {
 /// follow, every new line until the client goes away. The body is close-delimited text.
 async fn tail(
     mut s: UnixStream,
-    sup: mpsc::UnboundedSender<Msg>,
+    sup: mpsc::UnboundedSender<Call>,
     logs: Logs,
     name: String,
     stream: Stream,

@@ -20,14 +20,17 @@ impl Supervisor {
         };
         // A bundle switch's second instance is not the app's record holder.
         if app.spec.isolation == config::Isolation::Wasm
-            || self.by_name.get(&*app.name) != Some(&idx)
+            || self.fleet.slot_of(&app.name) != Some(idx)
         {
             return;
         }
+        let Some(u) = self.fleet.unit(idx) else {
+            return;
+        };
         let want = app
             .pid
-            .filter(|_| app.m.alive())
-            .map(|p| (p, app.m.state() == State::Ready));
+            .filter(|_| u.m.alive())
+            .map(|p| (p, u.m.state() == State::Ready));
         if want == app.recorded {
             return;
         }
@@ -88,7 +91,7 @@ impl Supervisor {
         }
         let (mut adopted, mut stopped) = (0, 0);
         for r in records {
-            let idx = self.by_name.get(&r.app).copied();
+            let idx = self.fleet.slot_of(&r.app);
             let native = idx
                 .and_then(|i| self.apps[i].as_ref())
                 .is_some_and(|a| a.spec.isolation != config::Isolation::Wasm);
@@ -286,7 +289,7 @@ impl Supervisor {
     /// `paddock reexec` / SIGUSR1: checks that there is a binary to execute, then ends the run
     /// without stopping anything; `serve`'s caller executes it.
     pub(super) fn begin_reexec(&mut self) -> Result<PathBuf, String> {
-        if self.shutting_down {
+        if self.fleet.shutting_down() {
             return Err("paddock is shutting down".into());
         }
         if self.fdstore.as_ref().is_none_or(|f| f.broken.is_some()) {
@@ -308,8 +311,7 @@ impl Supervisor {
                 crate::util::io_reason(&std::io::Error::last_os_error())
             ));
         }
-        self.reexec = Some(exe.clone());
-        self.done = true;
+        self.reexec = Some(exe.clone()); // ends `run`
         Ok(exe)
     }
 }

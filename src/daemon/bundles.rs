@@ -6,6 +6,9 @@
 //! start (`Event::SpawnRefused`): the app goes `FATAL` at once, with the file named, and is not
 //! retried until an operator starts it.
 //!
+//! The decisions of a switch (when the new instance takes the name, when the switch is
+//! abandoned or called off) are the fleet's (`crate::fleet`); this file does their I/O side.
+//!
 //! **Switch.** When `update` gives a running app (`RUNNING` or `READY`) a different bundle id,
 //! the old instance is not stopped first. A second instance (a hidden app slot with the new
 //! spec, the *successor*, with its own notify socket) is started; once it is `READY` it takes the
@@ -37,99 +40,56 @@ impl Supervisor {
 
     /// `update` switches a running app whose bundle id changes.
     pub(super) fn wants_switch(&self, idx: usize, new: &AppSpec) -> bool {
-        let (Some(app), Some(nb)) = (self.apps[idx].as_ref(), new.bundle.as_ref()) else {
+        let (Some(app), Some(u), Some(nb)) =
+            (self.app(idx), self.fleet.unit(idx), new.bundle.as_ref())
+        else {
             return false;
         };
-        !self.shutting_down
-            && matches!(app.m.state(), State::Running | State::Ready)
-            && app.m.alive()
+        !self.fleet.shutting_down()
+            && matches!(u.m.state(), State::Running | State::Ready)
+            && u.m.alive()
             && app.spec.bundle.as_ref().map(|b| &b.id) != Some(&nb.id)
     }
 
     pub(super) fn begin_switch(&mut self, idx: usize, spec: AppSpec) {
-        let name = spec.name.clone();
         let id = spec.bundle.as_ref().map(|b| short(&b.id).to_string());
-        let succ = self.add_app(spec);
-        // The running instance keeps the name until the new one runs.
-        self.by_name.insert(name.clone(), idx);
-        if let Some(a) = self.apps[succ].as_mut() {
-            a.predecessor = Some(idx);
-        }
-        if let Some(a) = self.apps[idx].as_mut() {
-            a.successor = Some(succ);
-            a.switch_note = None;
-        }
         eprintln!(
-            "paddock: {name}: starting bundle {} next to the running instance",
+            "paddock: {}: starting bundle {} next to the running instance",
+            spec.name,
             id.unwrap_or_default()
         );
-        self.feed(succ, Event::Start);
+        let unit = unit_spec(&spec);
+        let succ = self.new_app(&spec);
+        if let Some(a) = self.apps[idx].as_mut() {
+            a.switch_note = None;
+        }
+        let now = self.now();
+        let slot = self.fleet.begin_switch(idx, unit, now);
+        debug_assert_eq!(slot, succ);
+        self.http_load(succ);
     }
 
-    /// Moves a switch on after any change of either instance.
-    pub(super) fn switch_progress(&mut self, idx: usize) {
-        let Some(app) = self.apps[idx].as_ref() else {
+    /// The new instance is READY and has the name: the old one is being stopped.
+    pub(super) fn switched(&mut self, old: usize, new: usize) {
+        let Some(n) = self.app(new) else {
             return;
         };
-        if let Some(old) = app.predecessor {
-            let st = app.m.state();
-            if st == State::Ready && app.m.alive() && !self.shutting_down {
-                self.commit_switch(old, idx);
-            } else if st.is_down() {
-                self.abandon_switch(old, idx);
-            }
-        } else if app.successor.is_some() && (app.m.state().is_down() || self.shutting_down) {
-            let pending = (!self.shutting_down)
-                .then(|| {
-                    app.successor
-                        .and_then(|s| self.apps[s].as_ref())
-                        .map(|s| (*s.spec).clone())
-                })
-                .flatten();
-            self.cancel_successor(idx);
-            if let (Some(spec), Some(a)) = (pending, self.apps[idx].as_mut()) {
-                a.pending = Some(Box::new(spec)); // applied by after_change: the app is down
-            }
-        }
-    }
-
-    fn unlink(&mut self, old: usize, new: usize) {
-        if let Some(a) = self.apps[old].as_mut() {
-            a.successor = None;
-        }
-        if let Some(a) = self.apps[new].as_mut() {
-            a.predecessor = None;
-        }
-    }
-
-    fn commit_switch(&mut self, old: usize, new: usize) {
-        self.unlink(old, new);
-        let Some(n) = self.apps[new].as_ref() else {
-            return;
-        };
-        let name = n.name.to_string();
         let id = n.spec.bundle.as_ref().map(|b| short(&b.id).to_string());
-        let pid = n.pid.unwrap_or(0);
-        self.by_name.insert(name.clone(), new);
-        let old_pid = self.apps[old].as_mut().map(|a| {
-            a.remove_when_down = true;
-            a.pid.unwrap_or(0)
-        });
         eprintln!(
-            "paddock: {name}: bundle {} is running (pid {pid}); stopping the old instance (pid {})",
+            "paddock: {}: bundle {} is running (pid {}); stopping the old instance (pid {})",
+            n.name,
             id.unwrap_or_default(),
-            old_pid.unwrap_or(0)
+            n.pid.unwrap_or(0),
+            self.app(old).and_then(|a| a.pid).unwrap_or(0)
         );
         self.publish_switched(new);
-        self.feed(old, Event::Stop);
     }
 
-    fn abandon_switch(&mut self, old: usize, new: usize) {
-        self.unlink(old, new);
-        let Some(n) = self.apps[new].as_ref() else {
+    /// The new instance gave up: the old one keeps running, and says why in its status.
+    pub(super) fn switch_failed(&mut self, old: usize, new: usize, why: &str) {
+        let Some(n) = self.app(new) else {
             return;
         };
-        let why = n.m.last_exit().map(|e| e.describe()).unwrap_or_default();
         let new_id = n.spec.bundle.as_ref().map(|b| short(&b.id).to_string());
         let name = n.name.clone();
         if let Some(o) = self.apps[old].as_mut() {
@@ -146,46 +106,36 @@ impl Supervisor {
                 spec: o.spec.logs.clone(),
             });
         }
-        self.remove_app(new);
     }
 
-    /// Calls off every switch in progress (shutdown).
-    pub(super) fn cancel_switches(&mut self) {
-        for idx in 0..self.apps.len() {
-            self.cancel_successor(idx);
-        }
-    }
-
-    /// Calls off a switch in progress: the successor is stopped and dropped.
-    pub(super) fn cancel_successor(&mut self, idx: usize) {
-        let Some(succ) = self.apps[idx].as_ref().and_then(|a| a.successor) else {
-            return;
-        };
-        self.unlink(idx, succ);
-        if let Some(s) = self.apps[succ].as_mut() {
-            s.remove_when_down = true;
-        }
-        self.feed(succ, Event::Stop);
-        if self.apps[succ]
-            .as_ref()
-            .is_some_and(|s| s.m.state().is_down())
-        {
-            self.remove_app(succ);
+    /// The old instance went down during a switch: it takes the new settings (applied now,
+    /// as for any changed app that is down), unless paddock is shutting down.
+    pub(super) fn switch_cancelled(&mut self, old: usize, new: usize, take_spec: bool) {
+        let spec = self.app(new).map(|n| (*n.spec).clone());
+        if let (true, Some(spec), Some(o)) = (take_spec, spec, self.apps[old].as_mut()) {
+            o.pending = Some(Box::new(spec));
+            if self.fleet.unit(old).is_some_and(|u| u.m.state().is_down()) {
+                self.apply_pending(old);
+            }
         }
     }
 
     /// The status message of an app during or after a switch.
-    pub(super) fn switch_message(&self, app: &App) -> Option<String> {
-        if let Some(s) = app.successor.and_then(|s| self.apps[s].as_ref()) {
+    pub(super) fn switch_message(&self, idx: usize) -> Option<String> {
+        let succ = self.fleet.unit(idx).and_then(|u| u.successor);
+        if let Some(s) = succ.and_then(|s| self.fleet.unit(s)) {
+            let bundle = succ
+                .and_then(|s| self.app(s))
+                .and_then(|a| a.spec.bundle.as_ref().map(|b| short(&b.id).to_string()));
             return Some(format!(
                 "switching to bundle {}: new instance {}{}",
-                s.spec.bundle.as_ref().map_or("?", |b| short(&b.id)),
+                bundle.as_deref().unwrap_or("?"),
                 s.m.state().as_str(),
                 s.m.last_exit()
                     .map(|e| format!(" ({})", e.describe()))
                     .unwrap_or_default()
             ));
         }
-        app.switch_note.clone()
+        self.app(idx).and_then(|a| a.switch_note.clone())
     }
 }

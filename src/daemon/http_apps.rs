@@ -66,7 +66,7 @@ impl Supervisor {
 
     /// Makes sure the app has its `HttpApp` and accepts on the addresses of its spec.
     fn http_sockets(&mut self, idx: usize) -> Result<(), String> {
-        let n = self.by_name.len();
+        let n = self.fleet.named().len();
         let Some(app) = self.apps[idx].as_ref() else {
             return Ok(());
         };
@@ -142,18 +142,17 @@ impl Supervisor {
 
     /// The app changed state: requests wait during a restart, get 503 while it is down.
     pub(super) fn http_state_changed(&mut self, idx: usize) {
-        let Some(app) = self.apps[idx].as_ref() else {
+        let (Some(app), Some(u)) = (self.app(idx), self.fleet.unit(idx)) else {
             return;
         };
         let Some(h) = &app.wasm.http else {
             return;
         };
-        let last = app
-            .m
-            .last_exit()
-            .map(|e| format!(" (last: {})", e.describe()))
-            .unwrap_or_default();
-        match app.m.state() {
+        let last =
+            u.m.last_exit()
+                .map(|e| format!(" (last: {})", e.describe()))
+                .unwrap_or_default();
+        match u.m.state() {
             State::Backoff => h.served.close(
                 format!("the app is backing off before its next start{last}"),
                 false,
@@ -176,13 +175,13 @@ impl Supervisor {
     /// the next requests at once, the old run finishes its own. False when the app is not
     /// serving, or the new spec cannot be served this way (the caller restarts it).
     pub(super) fn http_update(&mut self, idx: usize, spec: &AppSpec) -> bool {
-        let n = self.by_name.len();
-        let Some(app) = self.apps[idx].as_ref() else {
+        let n = self.fleet.named().len();
+        let (Some(app), Some(u)) = (self.app(idx), self.fleet.unit(idx)) else {
             return false;
         };
         let serving = app.wasm.http.as_ref().is_some_and(|h| h.run.is_some())
-            && matches!(app.m.state(), State::Running | State::Ready)
-            && !app.m.waiting();
+            && matches!(u.m.state(), State::Running | State::Ready)
+            && !u.m.waiting();
         if !serving || spec.http.is_none() || app.spec.http.is_none() {
             return false;
         }
@@ -238,7 +237,7 @@ impl Supervisor {
         idx: usize,
         budget: std::time::Duration,
     ) -> Option<impl Future<Output = Result<u32, String>> + Send + 'static + use<>> {
-        let n = self.by_name.len();
+        let n = self.fleet.named().len();
         let program = self.apps[idx]
             .as_ref()?
             .wasm

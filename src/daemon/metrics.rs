@@ -23,11 +23,12 @@ const STATES: [State; 8] = [
 impl Supervisor {
     pub(super) fn metrics(&self) -> String {
         use std::fmt::Write;
-        let mut s = String::with_capacity(256 + self.by_name.len() * 500);
-        let apps: Vec<&App> = self
-            .by_name
+        let mut s = String::with_capacity(256 + self.fleet.named().len() * 500);
+        let apps: Vec<(&App, &crate::fleet::Unit)> = self
+            .fleet
+            .named()
             .values()
-            .filter_map(|&i| self.apps[i].as_ref())
+            .filter_map(|&i| Some((self.app(i)?, self.fleet.unit(i)?)))
             .collect();
         let now = self.now();
         s.push_str(
@@ -41,8 +42,8 @@ impl Supervisor {
             env!("CARGO_PKG_VERSION")
         );
         s.push_str("# HELP paddock_app_state State of each app: one series per app and state, 1 for the state it is in and 0 for the others (the series stay when the state changes).\n# TYPE paddock_app_state gauge\n");
-        for a in &apps {
-            let now_in = a.m.state();
+        for (a, u) in &apps {
+            let now_in = u.m.state();
             for st in STATES {
                 let _ = writeln!(
                     s,
@@ -54,28 +55,28 @@ impl Supervisor {
             }
         }
         s.push_str("# HELP paddock_app_up 1 if the app's process is running.\n# TYPE paddock_app_up gauge\n");
-        for a in &apps {
+        for (a, u) in &apps {
             let _ = writeln!(
                 s,
                 "paddock_app_up{{app=\"{}\"}} {}",
                 a.name,
-                u8::from(a.m.alive())
+                u8::from(u.m.alive())
             );
         }
         s.push_str(
             "# HELP paddock_app_ready 1 if the app is READY.\n# TYPE paddock_app_ready gauge\n",
         );
-        for a in &apps {
+        for (a, u) in &apps {
             let _ = writeln!(
                 s,
                 "paddock_app_ready{{app=\"{}\"}} {}",
                 a.name,
-                u8::from(a.m.state() == State::Ready)
+                u8::from(u.m.state() == State::Ready)
             );
         }
         s.push_str("# HELP paddock_app_healthy Health check verdict: 1 healthy, 0 unhealthy, -1 unknown (apps with a [health] check only).\n# TYPE paddock_app_healthy gauge\n");
-        for a in apps.iter().filter(|a| a.spec.health.is_some()) {
-            let v = match a.m.health() {
+        for (a, u) in apps.iter().filter(|a| a.0.spec.health.is_some()) {
+            let v = match u.m.health() {
                 Health::Healthy => 1,
                 Health::Unhealthy => 0,
                 Health::Unknown => -1,
@@ -83,35 +84,35 @@ impl Supervisor {
             let _ = writeln!(s, "paddock_app_healthy{{app=\"{}\"}} {v}", a.name);
         }
         s.push_str("# HELP paddock_app_health_failures Consecutive failed health checks.\n# TYPE paddock_app_health_failures gauge\n");
-        for a in apps.iter().filter(|a| a.spec.health.is_some()) {
+        for (a, u) in apps.iter().filter(|a| a.0.spec.health.is_some()) {
             let _ = writeln!(
                 s,
                 "paddock_app_health_failures{{app=\"{}\"}} {}",
                 a.name,
-                a.m.checks_failed()
+                u.m.checks_failed()
             );
         }
         s.push_str("# HELP paddock_app_restarts_total Automatic restarts of each app.\n# TYPE paddock_app_restarts_total counter\n");
-        for a in &apps {
+        for (a, u) in &apps {
             let _ = writeln!(
                 s,
                 "paddock_app_restarts_total{{app=\"{}\"}} {}",
                 a.name,
-                a.m.restarts()
+                u.m.restarts()
             );
         }
         s.push_str("# HELP paddock_app_uptime_seconds Seconds since the app's process started (0 when not running).\n# TYPE paddock_app_uptime_seconds gauge\n");
-        for a in &apps {
+        for (a, u) in &apps {
             let _ = writeln!(
                 s,
                 "paddock_app_uptime_seconds{{app=\"{}\"}} {:.3}",
                 a.name,
-                a.m.uptime(now).unwrap_or_default().as_secs_f64()
+                u.m.uptime(now).unwrap_or_default().as_secs_f64()
             );
         }
         s.push_str("# HELP paddock_app_last_exit_code Exit code of the last exit (128+N for death by signal N, -1 for a failed spawn or check, -2 a wasm trap, -3 a wasm interrupt, -4 unknown: a process adopted from an earlier paddock).\n# TYPE paddock_app_last_exit_code gauge\n");
-        for a in &apps {
-            if let Some(e) = a.m.last_exit() {
+        for (a, u) in &apps {
+            if let Some(e) = u.m.last_exit() {
                 let code = match e {
                     Exit::Code(c) => *c,
                     Exit::Signal(sg) => 128 + sg,
@@ -126,7 +127,7 @@ impl Supervisor {
         }
         let usage: Vec<(&App, crate::cgroup::Usage)> = apps
             .iter()
-            .map(|a| {
+            .map(|(a, _)| {
                 let u = a.cgroup.as_ref().map(|c| c.usage()).unwrap_or_default();
                 (*a, u)
             })
@@ -155,7 +156,7 @@ impl Supervisor {
             }
         }
         s.push_str("# HELP paddock_app_memory_limit_bytes [limits] memory of the app.\n# TYPE paddock_app_memory_limit_bytes gauge\n");
-        for a in &apps {
+        for (a, _) in &apps {
             if let Some(m) = a.spec.limits.memory {
                 let _ = writeln!(
                     s,
@@ -165,19 +166,19 @@ impl Supervisor {
             }
         }
         s.push_str("# HELP paddock_app_cpu_limit_cores [limits] cpu of the app.\n# TYPE paddock_app_cpu_limit_cores gauge\n");
-        for a in &apps {
+        for (a, _) in &apps {
             if let Some(c) = a.spec.limits.cpu {
                 let _ = writeln!(s, "paddock_app_cpu_limit_cores{{app=\"{}\"}} {c}", a.name);
             }
         }
         s.push_str("# HELP paddock_app_pids_limit [limits] pids of the app.\n# TYPE paddock_app_pids_limit gauge\n");
-        for a in &apps {
+        for (a, _) in &apps {
             if let Some(p) = a.spec.limits.pids {
                 let _ = writeln!(s, "paddock_app_pids_limit{{app=\"{}\"}} {p}", a.name);
             }
         }
         s.push_str("# HELP paddock_app_log_lines_dropped_total Lines of output that could not be written to the app's log files (disk full …).\n# TYPE paddock_app_log_lines_dropped_total counter\n");
-        for a in &apps {
+        for (a, _) in &apps {
             let _ = writeln!(
                 s,
                 "paddock_app_log_lines_dropped_total{{app=\"{}\"}} {}",
@@ -185,6 +186,7 @@ impl Supervisor {
                 self.logs.dropped(&a.name)
             );
         }
+        let apps: Vec<&App> = apps.iter().map(|a| a.0).collect();
         http_apps::metrics(&mut s, &apps);
         s
     }

@@ -10,11 +10,16 @@ impl Supervisor {
     /// its new file says at once.
     pub(super) fn sync_publish(&mut self) {
         let mut want = vec![];
-        for &idx in self.by_name.values() {
+        for (&idx, u) in self
+            .fleet
+            .named()
+            .values()
+            .filter_map(|i| Some((i, self.fleet.unit(*i)?)))
+        {
             let Some(app) = self.apps[idx].as_ref() else {
                 continue;
             };
-            if app.remove_when_down {
+            if u.remove_when_down {
                 continue;
             }
             let spec = app.pending.as_deref().unwrap_or(&app.spec);
@@ -44,7 +49,7 @@ impl Supervisor {
 
     pub(super) fn publish_target(&mut self, idx: usize) -> Option<Arc<str>> {
         let app = self.apps[idx].as_ref()?;
-        if self.by_name.get(&*app.name) != Some(&idx) || !self.publisher.has(&app.name) {
+        if self.fleet.slot_of(&app.name) != Some(idx) || !self.publisher.has(&app.name) {
             return None;
         }
         let target = match &app.prepared {

@@ -38,10 +38,10 @@ impl Supervisor {
             );
         }
         let old: BTreeMap<String, &AppSpec> = self
-            .apps
-            .iter()
-            .flatten()
-            .filter(|a| !a.remove_when_down)
+            .fleet
+            .units()
+            .filter(|(_, u)| !u.remove_when_down)
+            .filter_map(|(i, _)| self.app(i))
             .map(|a| (a.spec.name.clone(), a.pending.as_deref().unwrap_or(&a.spec)))
             .collect();
         let d = config::diff(&old, &new);
@@ -58,7 +58,7 @@ impl Supervisor {
     }
 
     pub(super) fn update(&mut self) -> Reply {
-        if self.shutting_down {
+        if self.fleet.shutting_down() {
             return Reply::error(409, "paddock is shutting down");
         }
         let (new, mut r) = self.reread();
@@ -71,21 +71,18 @@ impl Supervisor {
             .map(|n| (n.clone(), ("unchanged", "nothing".to_string())))
             .collect();
         for name in &r.removed {
-            if let Some(&idx) = self.by_name.get(name) {
-                let up = self.apps[idx]
-                    .as_ref()
-                    .is_some_and(|a| !a.m.state().is_down());
-                if let Some(app) = self.apps[idx].as_mut() {
-                    app.remove_when_down = true;
-                }
-                self.request_stop(idx, StopScope::AllDependants);
+            if let Some(idx) = self.fleet.slot_of(name) {
+                let up = self.fleet.unit(idx).is_some_and(|u| !u.m.state().is_down());
+                self.fleet.remove_when_down(idx);
+                let now = self.now();
+                self.fleet.request_stop(idx, StopScope::AllDependants, now);
                 let what = if up { "stopped and removed" } else { "removed" };
                 did.insert(name.clone(), ("removed", what.into()));
             }
         }
         let mut to_start = vec![];
         for name in &r.changed {
-            let (Some(&idx), Some(spec)) = (self.by_name.get(name), new.remove(name)) else {
+            let (Some(idx), Some(spec)) = (self.fleet.slot_of(name), new.remove(name)) else {
                 continue;
             };
             let what = self.apply_changed(idx, spec, &mut to_start);
@@ -105,7 +102,6 @@ impl Supervisor {
             }
         }
         self.sync_publish();
-        self.refresh_deps();
         for idx in to_start {
             self.feed(idx, Event::Start);
         }
@@ -125,7 +121,8 @@ impl Supervisor {
     /// graph is refreshed go to `to_start`.
     fn apply_changed(&mut self, idx: usize, spec: AppSpec, to_start: &mut Vec<usize>) -> String {
         // A new bundle for a running app: start it next to the old one (see bundles.rs).
-        self.cancel_successor(idx);
+        let now = self.now();
+        self.fleet.call_off_switch(idx, now);
         if self.apps[idx].as_ref().is_some_and(|a| *a.spec == spec) {
             // A switch was called off: the running instance has these settings.
             return "nothing (the running instance has these settings)".into();
@@ -139,12 +136,12 @@ impl Supervisor {
             return format!("{RESTARTED} (the new bundle starts next to the running instance)");
         }
         let autostart = spec.autostart;
-        let Some(app) = self.apps[idx].as_mut() else {
+        let (Some(app), Some(u)) = (self.apps[idx].as_mut(), self.fleet.unit(idx)) else {
             return "nothing".into();
         };
         app.pending = Some(Box::new(spec));
-        let st = app.m.state();
-        let waiting = app.m.waiting();
+        let st = u.m.state();
+        let waiting = u.m.waiting();
         // An app being stopped stays stopped: its new spec applies when it is down.
         if st.is_up() && !waiting {
             self.feed(idx, Event::Restart);

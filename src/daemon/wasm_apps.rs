@@ -8,7 +8,7 @@ use super::{App, Msg, Supervisor};
 use crate::config::{AppSpec, ConfigError, Isolation};
 use crate::driver::wasm::{ExitSink, HostOptions, Instance, Program, Stdio, WasmHost};
 use crate::listen::Registry;
-use crate::supervise::{Event, Exit};
+use crate::supervise::Exit;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -139,7 +139,7 @@ fn check_with<'h>(
 impl Supervisor {
     /// Instantiates a wasm app (the spawn of level `wasm`); an `[http]` app starts serving.
     pub(super) fn spawn_wasm(&mut self, idx: usize) -> Result<i32, String> {
-        let n = self.by_name.len();
+        let n = self.fleet.named().len();
         self.wasm.generation += 1;
         let generation = self.wasm.generation;
         let host = self.wasm.host(n)?;
@@ -199,7 +199,8 @@ impl Supervisor {
         if let Some(h) = app.wasm.http.as_mut() {
             h.end_run();
         }
-        self.feed(idx, Event::Exited(exit));
+        let now = self.now();
+        self.fleet.exited(idx, exit, now);
     }
 
     /// `Signal` and `KillGroup` (`kill`) for a wasm app: interrupt the instance (an `[http]`

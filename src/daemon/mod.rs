@@ -1,0 +1,804 @@
+//! `paddock serve`: the driver around the fleet core (`crate::fleet`).
+//!
+//! One task owns all supervisor state and is woken only by messages (signals forwarded by the
+//! signal thread, control requests, readiness notices, health results) and by the fleet's
+//! earliest timer. Each message becomes an input of the fleet; the fleet's effects (spawn,
+//! signal, kill, health check, state event, reply) are then carried out in order by `pump`
+//! (effects.rs), their results fed back as inputs. Decisions (restart policy, dependency order,
+//! stop order, waiters, bundle switches) are the fleet's; this module and its children do the
+//! I/O: processes, pipes, cgroups, sockets, wasm instances, records.
+//!
+//! It reaps every exit status itself (`waitpid(-1)` on SIGCHLD), so exits of apps, of
+//! health-check commands, of orphans reparented to it and of failed spawns are all told apart by
+//! the pid tables, which only hold live children it started.
+
+use crate::config::health::{Probe, ReadyWhen};
+use crate::config::{self, AppSpec, StdoutMode};
+use crate::control::api::*;
+pub use crate::control::api::{Halt, Reply, Request, StateEvent, Verb};
+use crate::driver::native::{self, Prepared, Stdio};
+use crate::fleet::{Fleet, StopScope, UnitSpec};
+use crate::logs::{Ctl, Logs, Stream};
+use crate::supervise::{Event, Exit, Health, HealthPolicy, Policy, ReadyMode, State};
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+mod adoption;
+mod bundles;
+mod checks;
+mod effects;
+mod http_apps;
+mod metrics;
+mod publishing;
+mod requests;
+mod spawn;
+mod update;
+mod wasm_apps;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub config_dirs: Vec<PathBuf>,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    /// Wasm instance pool size (`--wasm-slots`); default from the number of wasm apps.
+    pub wasm_slots: Option<u32>,
+    /// Host-wide settings (`/etc/paddock/paddock.toml`).
+    pub global: crate::pid1::Global,
+    /// `--metrics-listen`: a TCP address serving `GET /metrics` only (read-only).
+    pub metrics_listen: Option<String>,
+}
+
+/// How `paddock serve` ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// 0, or 1 when an essential app went FATAL.
+    pub code: i32,
+    /// A poweroff or reboot was asked for.
+    pub halt: Option<Halt>,
+    /// `paddock reexec`: the caller executes this binary in place of paddock, apps kept.
+    pub reexec: Option<PathBuf>,
+}
+
+pub enum Msg {
+    Signal(i32),
+    /// A wasm instance ended (sent from the wasm runtime).
+    WasmExited {
+        app: usize,
+        generation: u64,
+        exit: Exit,
+    },
+    /// A datagram on an app's notify socket.
+    Notify {
+        idx: usize,
+        text: String,
+    },
+    /// A newline on an app's readiness descriptor.
+    ReadyFd {
+        idx: usize,
+    },
+    /// A tcp/http health probe finished. `spawn` is the app's spawn count when it started.
+    Probe {
+        idx: usize,
+        spawn: u64,
+        result: Result<(), String>,
+    },
+    /// An exec health check ran out of time.
+    CheckTimeout {
+        pid: i32,
+    },
+    /// The pidfd of an adopted process (not necessarily our child) says it has ended.
+    PidGone {
+        pid: i32,
+    },
+}
+
+struct Pipes {
+    out_w: OwnedFd,
+    err_w: Option<OwnedFd>,
+}
+
+struct App {
+    name: Arc<str>,
+    spec: Arc<AppSpec>,
+    prepared: Result<Arc<Prepared>, String>,
+    /// The exec health check, prepared like the app (same user, environment, directory).
+    check: Option<Result<Arc<Prepared>, String>>,
+    /// A new spec from `update`, applied at the next spawn (or at once when the app is down).
+    pending: Option<Box<AppSpec>>,
+    pid: Option<i32>,
+    pgid: Option<i32>,
+    pipes: Option<Pipes>,
+    /// sd_notify socket (the reader task is aborted on drop).
+    notify: Option<NotifyChannel>,
+    /// s6-style readiness pipe: paddock keeps the write end to hand to each child.
+    ready_w: Option<OwnedFd>,
+    wasm: wasm_apps::WasmApp,
+    /// Why the last bundle switch failed (see `bundles.rs`).
+    switch_note: Option<String>,
+    /// STATUS= from sd_notify.
+    status_text: String,
+    /// The app's cgroup (native apps, when the host gives paddock cgroups): created at the
+    /// first start, kept across restarts, removed with the app.
+    cgroup: Option<crate::cgroup::AppCgroup>,
+    /// What its record in the state directory says (pid, ready), so it is rewritten only on a
+    /// change (see `adoption.rs`).
+    recorded: Option<(i32, bool)>,
+}
+
+/// How to start an app (or its exec health check), or why it cannot be started.
+type Launch = Result<Arc<Prepared>, String>;
+
+struct NotifyChannel {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NotifyChannel {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn policy_of(spec: &AppSpec) -> Policy {
+    let mut p = Policy::simple(spec.restart.clone(), spec.stop_signal, spec.stop_timeout);
+    p.ready = match spec.readiness.when {
+        ReadyWhen::Running => ReadyMode::Immediate,
+        ReadyWhen::Notify | ReadyWhen::Fd { .. } => ReadyMode::Signal,
+        ReadyWhen::Health => ReadyMode::Health,
+    };
+    p.ready_timeout = spec.readiness.timeout;
+    p.watchdog = spec.readiness.watchdog;
+    p.health = spec.health.as_ref().map(|h| HealthPolicy {
+        interval: h.interval,
+        start_period: h.start_period,
+        failures: h.failures,
+        successes: h.successes,
+    });
+    p.stop_with_deps = !spec.requires.is_empty();
+    p
+}
+
+/// What the fleet needs of an app's definition.
+fn unit_spec(spec: &AppSpec) -> UnitSpec {
+    UnitSpec {
+        name: spec.name.as_str().into(),
+        after: spec.after.clone(),
+        requires: spec.requires.clone(),
+        autostart: spec.autostart,
+        essential: spec.essential,
+        policy: policy_of(spec),
+    }
+}
+
+pub struct Supervisor {
+    opts: Options,
+    /// The decisions: every app's machine, dependency and stop order, waiters, switches.
+    fleet: Fleet<oneshot::Sender<Reply>>,
+    /// The I/O side of each fleet slot (same index).
+    apps: Vec<Option<App>>,
+    pids: HashMap<i32, usize>,
+    /// Running exec health checks: pid → (app, spawn generation).
+    checks: HashMap<i32, (usize, u64)>,
+    origin: Instant,
+    /// When this paddock started.
+    started: Instant,
+    logs: Logs,
+    devnull: OwnedFd,
+    base_env: native::BaseEnv,
+    wasm: wasm_apps::WasmState,
+    bundle_cache: crate::bundle::verify::Cache,
+    tx: mpsc::UnboundedSender<Msg>,
+    events: broadcast::Sender<String>,
+    halt: Option<Halt>,
+    parent: crate::pid1::ParentNotify,
+    ready_sent: bool,
+    /// paddock's cgroups (see `crate::cgroup`); set up by `serve`.
+    pub cgroups: crate::cgroup::Cgroups,
+    /// Directory names of the app cgroups in use (two instances of an app during a bundle
+    /// switch, or a removed app still stopping next to its re-added namesake, need two).
+    cg_names: std::collections::HashSet<String>,
+    /// `[sandbox] publish`: host listeners forwarded into apps' network namespaces.
+    publisher: crate::publish::Publisher,
+    /// The descriptor holder (log pipes' read ends, the control listener), when it runs.
+    pub fdstore: Option<crate::fdstore::Client>,
+    /// STATE_DIR/run: a record of each running app process (see `adoption.rs`).
+    run_dir: PathBuf,
+    boot_id: String,
+    /// paddock's own binary as it was started (what `reexec` executes; after a package upgrade
+    /// it is the new version).
+    exe: Option<PathBuf>,
+    /// Set by `reexec`: the run ends without stopping anything.
+    reexec: Option<PathBuf>,
+    /// `reap` stopped at its batch: let the control socket and the other tasks run first.
+    yield_soon: bool,
+}
+
+/// Exits handled per turn of the loop (and at most `REAP_TIME` of handling them). A
+/// crash-looping app is restarted while its exit is handled, so with 50 of them a reap that ran
+/// until no child was left never ended: the control socket, and SIGTERM, starved. The rest of
+/// the exits are handled after a yield, behind the requests that came meanwhile.
+const REAP_BATCH: usize = 8;
+const REAP_TIME: Duration = Duration::from_millis(2);
+
+/// A SIGCHLD message is queued: the signal thread sends no other (50 crash-looping apps made
+/// hundreds a second, and a request queued behind them waited for ever).
+static CHLD_QUEUED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Queues one SIGCHLD message unless one is queued already.
+fn queue_sigchld(tx: &mpsc::UnboundedSender<Msg>) -> bool {
+    if CHLD_QUEUED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return true;
+    }
+    tx.send(Msg::Signal(libc::SIGCHLD)).is_ok()
+}
+
+impl Supervisor {
+    pub fn new(
+        opts: Options,
+        specs: BTreeMap<String, AppSpec>,
+        logs: Logs,
+        tx: mpsc::UnboundedSender<Msg>,
+        events: broadcast::Sender<String>,
+        parent: crate::pid1::ParentNotify,
+    ) -> std::io::Result<Supervisor> {
+        let (state_dir, wasm_slots) = (opts.state_dir.clone(), opts.wasm_slots);
+        crate::sandbox::set_scratch_dir(&state_dir.join("sandbox-root"));
+        let mut s = Supervisor {
+            opts,
+            fleet: Fleet::new(std::process::id() as u64 ^ 0x5DEE_CE66_D1CE_F00D),
+            apps: vec![],
+            pids: HashMap::new(),
+            checks: HashMap::new(),
+            // Far enough in the past that an adopted process's start (see adoption.rs) is after
+            // it: uptimes of adopted apps count from their real start.
+            origin: Instant::now()
+                .checked_sub(Duration::from_secs(10 * 366 * 86400))
+                .unwrap_or_else(Instant::now),
+            started: Instant::now(),
+            logs,
+            devnull: native::dev_null()?,
+            base_env: native::BaseEnv::from_process(),
+            wasm: wasm_apps::WasmState::new(&state_dir, wasm_slots, tx.clone()),
+            bundle_cache: Default::default(),
+            tx,
+            events,
+            halt: None,
+            parent,
+            ready_sent: false,
+            cgroups: crate::cgroup::Cgroups::disabled("not set up"),
+            cg_names: Default::default(),
+            publisher: Default::default(),
+            fdstore: None,
+            run_dir: crate::adopt::run_dir(&state_dir),
+            boot_id: crate::adopt::boot_id(),
+            exe: std::env::current_exe().ok(),
+            reexec: None,
+            yield_soon: false,
+        };
+        for (_, spec) in specs {
+            s.add_app(spec);
+        }
+        Ok(s)
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// A new app: its I/O side here, its decisions in the fleet (same slot).
+    fn add_app(&mut self, spec: AppSpec) -> usize {
+        let idx = self.new_app(&spec);
+        let slot = self.fleet.add(unit_spec(&spec));
+        debug_assert_eq!(slot, idx);
+        self.http_load(idx);
+        idx
+    }
+
+    /// The I/O side of an app in the next free slot (the fleet's unit is added by the caller).
+    fn new_app(&mut self, spec: &AppSpec) -> usize {
+        let idx = self.fleet.capacity();
+        let name: Arc<str> = spec.name.as_str().into();
+        self.logs.send(Ctl::Configure {
+            app: name.clone(),
+            spec: spec.logs.clone(),
+        });
+        let (prepared, check) = self.prepare(spec, idx);
+        let app = App {
+            name,
+            prepared,
+            check,
+            spec: Arc::new(spec.clone()),
+            pending: None,
+            pid: None,
+            pgid: None,
+            pipes: None,
+            notify: None,
+            ready_w: None,
+            wasm: Default::default(),
+            switch_note: None,
+            status_text: String::new(),
+            cgroup: None,
+            recorded: None,
+        };
+        self.apps.resize_with(idx, || None);
+        self.apps.push(Some(app));
+        idx
+    }
+
+    fn app(&self, idx: usize) -> Option<&App> {
+        self.apps.get(idx).and_then(Option::as_ref)
+    }
+
+    /// Starts every autostart app (each waits for its dependencies by itself).
+    pub fn autostart(&mut self) {
+        let now = self.now();
+        self.fleet.autostart(now);
+        self.pump();
+    }
+
+    fn apply_pending(&mut self, idx: usize) {
+        let Some(spec) = self.apps[idx].as_mut().and_then(|a| a.pending.take()) else {
+            return;
+        };
+        let spec = *spec;
+        let (prepared, check) = self.prepare(&spec, idx);
+        let Some(app) = self.apps[idx].as_mut() else {
+            return;
+        };
+        if spec.logs.stdout != app.spec.logs.stdout
+            || spec.logs.combine != app.spec.logs.combine
+            || spec.isolation != app.spec.isolation
+        {
+            app.pipes = None; // recreated for the new mode at the next spawn
+        }
+        Self::wasm_reconfigured(app);
+        if spec.readiness != app.spec.readiness || spec.identity != app.spec.identity {
+            app.notify = None;
+            app.ready_w = None;
+        }
+        if spec.limits != app.spec.limits
+            && let Some(cg) = app.cgroup.as_mut()
+            && let Err(e) = cg.apply(&spec.limits.cgroup())
+        {
+            eprintln!("paddock: {}: new [limits]: {e}", app.name);
+        }
+        app.prepared = prepared;
+        app.check = check;
+        self.logs.send(Ctl::Configure {
+            app: app.name.clone(),
+            spec: spec.logs.clone(),
+        });
+        self.fleet.reconfigure(idx, unit_spec(&spec));
+        app.spec = Arc::new(spec);
+    }
+
+    /// The app's log pipes (unless `with_pipes` is false: an adopted process keeps its own),
+    /// notify socket and readiness pipe, created where missing.
+    /// Stops every app in reverse dependency order, then ends `run`.
+    pub fn begin_shutdown(&mut self) {
+        let now = self.now();
+        if self.fleet.begin_shutdown(now) {
+            self.shutdown_begun();
+        }
+    }
+
+    /// What paddock says when a shutdown begins (asked for, or an essential app failed).
+    fn shutdown_begun(&mut self) {
+        eprintln!(
+            "paddock: shutting down: stopping {} apps",
+            self.fleet.named().len()
+        );
+        self.parent.send("STOPPING=1\nSTATUS=stopping apps");
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        match sig {
+            libc::SIGCHLD => self.reap(),
+            // SIGINT is also Ctrl-Alt-Del when paddock is PID 1; SIGPWR is a VM's power button.
+            libc::SIGTERM | libc::SIGINT | libc::SIGPWR => self.begin_shutdown(),
+            libc::SIGHUP => {
+                let r = self.update();
+                eprintln!("paddock: SIGHUP: update: {}", r.body.trim());
+            }
+            libc::SIGUSR2 => self.logs.send(Ctl::Reopen),
+            libc::SIGUSR1 => match self.begin_reexec() {
+                Ok(exe) => eprintln!("paddock: SIGUSR1: re-executing {}", exe.display()),
+                Err(e) => eprintln!("paddock: SIGUSR1: cannot re-execute: {e}"),
+            },
+            _ => {}
+        }
+    }
+
+    /// Runs until shutdown completes; returns paddock's exit code. `rx` brings signals,
+    /// readiness notices and results of paddock's own tasks; `calls` the control requests.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        mut calls: mpsc::UnboundedReceiver<Call>,
+    ) -> Outcome {
+        self.sync_publish();
+        self.autostart();
+        self.tell_parent_when_ready();
+        let ready = self
+            .fleet
+            .units()
+            .filter(|(_, u)| u.m.state() == State::Ready)
+            .count();
+        eprintln!(
+            "paddock: {ready} of {} apps ready, {:.1} ms after start",
+            self.fleet.named().len(),
+            self.started.elapsed().as_secs_f64() * 1000.0
+        );
+        // What the start used and freed (the app files parsed, their map) goes back to the
+        // kernel instead of staying in the heap: 1000 apps left ~2 MB free there.
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim takes a size and only gives free heap pages back to the kernel.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+        let mut calls_open = true;
+        while !self.fleet.done() && self.reexec.is_none() {
+            let wake = self.fleet.poll_timeout().map(|t| self.origin + t);
+            let timer = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                m = rx.recv() => match m {
+                    None => break,
+                    Some(m) => self.on_msg(m),
+                },
+                c = calls.recv(), if calls_open => match c {
+                    Some(Call(req, reply)) => self.handle(req, reply),
+                    None => calls_open = false,
+                },
+                () = timer => {
+                    let now = self.now();
+                    self.fleet.handle_timeout(now);
+                }
+            }
+            self.pump();
+            if std::mem::take(&mut self.yield_soon) {
+                // The I/O driver runs before this task again: accepted connections get their
+                // requests in.
+                tokio::task::yield_now().await;
+            }
+        }
+        // Let the connection tasks woken by the last replies (the shutdown request's 202) write
+        // them before the runtime goes away; with nothing left to stop, that is the same turn.
+        tokio::task::yield_now().await;
+        if let Some(exe) = self.reexec.take() {
+            // Everything stays: apps, cgroups, records, the holder's descriptors. Only what
+            // this process buffered is written out.
+            self.logs.flush().await;
+            return Outcome {
+                code: 0,
+                halt: None,
+                reexec: Some(exe),
+            };
+        }
+        for idx in 0..self.apps.len() {
+            if let Some(mut app) = self.apps[idx].take() {
+                self.drop_cgroup(&mut app);
+                self.apps[idx] = Some(app);
+            }
+        }
+        self.cgroups.remove_bases();
+        self.logs.flush().await;
+        let _ = std::fs::remove_file(&self.opts.socket);
+        if let Some(fs) = self.fdstore.take() {
+            fs.bye();
+        }
+        Outcome {
+            code: self.fleet.exit_code(),
+            halt: self.halt,
+            reexec: None,
+        }
+    }
+
+    /// READY=1 to paddock's own parent (systemd `Type=notify`) once every autostart app is READY
+    /// or has settled (FATAL, EXITED): paddock has done what it can.
+    fn tell_parent_when_ready(&mut self) {
+        if self.ready_sent || self.fleet.shutting_down() || !self.parent.wanted() {
+            return;
+        }
+        if self.fleet.settled() {
+            self.ready_sent = true;
+            let ready = self
+                .fleet
+                .units()
+                .filter(|(_, u)| u.m.state() == State::Ready)
+                .count();
+            self.parent.send(&format!(
+                "READY=1\nSTATUS={ready} of {} apps ready",
+                self.fleet.named().len()
+            ));
+        }
+    }
+}
+
+/// How a waited-for child ended (None: stopped or continued, not ended).
+fn exit_of(status: i32) -> Option<Exit> {
+    if libc::WIFEXITED(status) {
+        Some(Exit::Code(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(Exit::Signal(libc::WTERMSIG(status)))
+    } else {
+        None
+    }
+}
+
+/// `[limits]` as shown in the API (None without any).
+fn limits_info(l: &config::wasm::Limits) -> Option<LimitsInfo> {
+    (l.memory.is_some() || l.cpu.is_some() || l.pids.is_some() || l.nofile.is_some()).then_some(
+        LimitsInfo {
+            memory_bytes: l.memory,
+            cpu: l.cpu,
+            pids: l.pids,
+            nofile: l.nofile,
+        },
+    )
+}
+
+/// The cgroup name under paddock's own cgroup: `PADDOCK_CGROUP_NAME`, default `paddock` (tests
+/// and side-by-side instances give each paddock its own).
+pub fn cgroup_name() -> Result<String, String> {
+    match std::env::var("PADDOCK_CGROUP_NAME") {
+        Err(_) => Ok("paddock".into()),
+        Ok(n) if crate::config::valid_app_name(&n).is_ok() => Ok(n),
+        Ok(n) => Err(format!(
+            "PADDOCK_CGROUP_NAME={n:?}: give 1 to 64 letters, digits, '-', '_', '.', '@', not starting with '.'"
+        )),
+    }
+}
+
+/// Starts the signal thread: every signal paddock handles becomes a message.
+pub fn forward_signals(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        libc::SIGCHLD,
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGPWR,
+    ])?;
+    std::thread::Builder::new()
+        .name("paddock-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let sent = if sig == libc::SIGCHLD {
+                    queue_sigchld(&tx)
+                } else {
+                    tx.send(Msg::Signal(sig)).is_ok()
+                };
+                if !sent {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: each app holds a few descriptors.
+pub fn raise_nofile() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `rl`, a live local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            native::set_child_nofile(rl.rlim_cur, rl.rlim_max);
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+/// `paddock check`: the app files of `dirs`, validated as `serve` would (wasm modules loaded
+/// and linked too), or every error found.
+pub fn check_config(
+    dirs: &[PathBuf],
+) -> Result<BTreeMap<String, AppSpec>, Vec<config::ConfigError>> {
+    let (specs, mut errs) = config::load_dirs_all(dirs);
+    errs.extend(wasm_apps::check_standalone(&specs));
+    config::sort_errors(&mut errs);
+    if errs.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errs)
+    }
+}
+
+/// `paddock serve`: supervises until shutdown. As PID 1 it first mounts what a bare filesystem
+/// lacks and sets the hostname; the caller does the final act (see `pid1`).
+pub fn serve(opts: Options) -> Result<Outcome, String> {
+    // Before any thread exists: paddock's own NOTIFY_SOCKET is for paddock, not for its apps.
+    let parent = crate::pid1::ParentNotify::from_env();
+    let cg_name = cgroup_name()?;
+    if crate::pid1::is_pid1() {
+        for note in crate::pid1::early_mounts() {
+            eprintln!("paddock: {note}");
+        }
+        crate::pid1::disable_cad();
+    }
+    if let Some(h) = &opts.global.hostname {
+        crate::pid1::set_hostname(h)?;
+    }
+    let specs = config::load_dirs(&opts.config_dirs).map_err(|mut errs| {
+        // Refusing anyway: also report what is wrong with the modules of the valid files.
+        let (valid, _) = config::load_dirs_all(&opts.config_dirs);
+        errs.extend(wasm_apps::check_standalone(&valid));
+        config::sort_errors(&mut errs);
+        let mut s = String::from("the configuration has errors; nothing was started:\n");
+        for e in errs {
+            s.push_str(&format!("  {e}\n"));
+        }
+        s
+    })?;
+    raise_nofile();
+    native::reserve_low_fds().map_err(|e| {
+        format!(
+            "cannot set up descriptors for spawning: {}",
+            crate::util::io_reason(&e)
+        )
+    })?;
+    // One paddock per state directory and cgroup name, or both would start every app. After
+    // the descriptor slots are reserved, so the lock files get descriptors of their own.
+    let _locks = crate::lock::serve_locks(&opts.state_dir, &cg_name)?;
+    if !crate::pid1::is_pid1() {
+        // Orphans of our apps (double-forking daemons) are reparented to us, not to init.
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only and changes only who inherits
+        // orphans.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let log_dir = opts
+        .global
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| opts.state_dir.join("logs"));
+    // One thread runs the supervisor, the control socket, probes and the pipe readers: the
+    // supervisor is one task that owns all state, and a single thread keeps its memory in one
+    // malloc arena.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (calls_tx, calls) = mpsc::unbounded_channel();
+        forward_signals(tx.clone()).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let logs = Logs::start(log_dir.clone()).map_err(|e| {
+            format!(
+                "cannot create {}: {}",
+                log_dir.display(),
+                crate::util::io_reason(&e)
+            )
+        })?;
+        let (events, _) = broadcast::channel(1024);
+        let sup = Supervisor::new(
+            opts.clone(),
+            specs,
+            logs.clone(),
+            tx.clone(),
+            events.clone(),
+            parent,
+        )
+        .map_err(|e| format!("cannot start: {e}"))?;
+        // Wasm apps: load and link every module before anything starts.
+        let specs: BTreeMap<String, AppSpec> = sup
+            .apps
+            .iter()
+            .flatten()
+            .map(|a| (a.spec.name.clone(), (*a.spec).clone()))
+            .collect();
+        let errs = sup.wasm.check(&specs);
+        if !errs.is_empty() {
+            let mut s = String::from("the configuration has errors; nothing was started:\n");
+            for e in errs {
+                s.push_str(&format!("  {e}\n"));
+            }
+            return Err(s);
+        }
+        let metrics_listener = match &opts.metrics_listen {
+            Some(a) => Some(crate::control::metrics_tcp::bind(a)?),
+            None => None,
+        };
+        let mut sup = sup;
+        // The descriptor holder: started now, or found running after a crash or a re-exec
+        // with the descriptors an earlier paddock left in it.
+        let mut held = BTreeMap::new();
+        match crate::fdstore::Client::connect_or_start(&opts.state_dir) {
+            Ok((mut fs, existing)) => {
+                if existing {
+                    match fs.get_all() {
+                        Ok(h) => held = h,
+                        Err(e) => eprintln!("paddock: the descriptor holder: {e}"),
+                    }
+                }
+                sup.fdstore = Some(fs);
+            }
+            Err(e) => eprintln!(
+                "paddock: {e}; going on without it: app output will not survive a crash of paddock"
+            ),
+        }
+        let listener = match held.remove("control") {
+            Some(fd) if crate::control::server::listens_on(&fd, &opts.socket) => {
+                crate::control::server::from_held(fd)?
+            }
+            _ => {
+                let l = crate::control::server::bind(&opts.socket)?;
+                if let Some(fs) = sup.fdstore.as_mut() {
+                    use std::os::fd::AsFd;
+                    fs.put("control", l.as_fd());
+                }
+                l
+            }
+        };
+        // Only once nothing can refuse the start any more: the directories are removed at
+        // shutdown.
+        sup.cgroups = crate::cgroup::Cgroups::init(&cg_name);
+        sup.cgroups.precreate(
+            sup.apps
+                .iter()
+                .flatten()
+                .filter(|a| a.spec.autostart && a.spec.isolation != config::Isolation::Wasm)
+                .map(|a| a.name.to_string())
+                .collect(),
+        );
+        eprintln!("paddock: {}", sup.cgroups.summary());
+        eprintln!(
+            "paddock {}: supervising {} apps from {}; control socket {}{}",
+            env!("CARGO_PKG_VERSION"),
+            sup.fleet.named().len(),
+            opts.config_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            opts.socket.display(),
+            if crate::pid1::is_pid1() {
+                " (PID 1)"
+            } else {
+                ""
+            }
+        );
+        let server = tokio::spawn(crate::control::server::serve(
+            listener,
+            calls_tx.clone(),
+            logs,
+            events,
+        ));
+        sup.adopt_all(held);
+        if let Some(l) = metrics_listener {
+            tokio::spawn(crate::control::metrics_tcp::serve(l, calls_tx));
+        }
+        let out = sup.run(rx, calls).await;
+        if out.reexec.is_some() {
+            // New connections wait in the listener's backlog (the holder keeps it) for the
+            // next paddock; only the answers already decided are written.
+            server.abort();
+        }
+        crate::control::server::drain(Duration::from_secs(2)).await;
+        if out.reexec.is_some() {
+            return Ok(out);
+        }
+        eprintln!(
+            "paddock: all apps stopped{}",
+            if out.code != 0 {
+                "; exit status 1 (an essential app failed)"
+            } else {
+                ""
+            }
+        );
+        Ok(out)
+    })
+}

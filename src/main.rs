@@ -169,7 +169,7 @@ enum Cmd {
         json: bool,
     },
     /// Measure the isolation levels side by side on this host: cold start, restart, memory per
-    /// instance, density, escapes blocked, supervisor overhead (see README.md, "paddock bench").
+    /// instance, density, escapes blocked, supervisor overhead (see docs/bench.md).
     Bench(BenchArgs),
     /// Print the versions of this CLI and of the running paddock.
     Version,

@@ -244,6 +244,7 @@ fn deb_builds_and_installs() {
         "/usr/lib/systemd/system/paddock.service",
         "/etc/paddock/apps/README",
         "/usr/share/doc/paddock/README.md",
+        "/usr/share/doc/paddock/docs/config.md",
         "/usr/share/doc/paddock/examples/web.toml",
         "/usr/share/doc/paddock/examples/paddock.toml",
         "/usr/share/doc/paddock/copyright",

@@ -145,7 +145,7 @@ pub fn parse(name: &str, file: &Path, base: &Path, src: &str) -> Result<Recipe, 
                 .unwrap_or_default();
             let mut msg = e.message().trim().to_string();
             if msg.starts_with("unknown field") {
-                msg.push_str("; a recipe has only these keys (see \"Bundles\" in README.md)");
+                msg.push_str("; a recipe has only these keys (see docs/bundles.md, \"Recipes\")");
             }
             return Err(vec![err_at(file, src, e.span(), &key, msg)]);
         }

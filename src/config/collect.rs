@@ -38,7 +38,7 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(cx: &mut FileCtx, src: &str) 
         let (mut msg, likely) = improve_with_suggestion(e.message().trim());
         let unknown_key = msg.starts_with("unknown field");
         if unknown_key {
-            msg.push_str("; see the config reference in README.md");
+            msg.push_str("; see the config reference in docs/config.md");
         }
         let Some(at) = e.span() else {
             cx.err_at(None, "", msg);

@@ -379,7 +379,7 @@ fn route(req: &HttpRequest) -> Result<Request, Reply> {
             return Err(Reply::error(
                 404,
                 format!(
-                    "no such endpoint: {} {} (see the API reference in README.md)",
+                    "no such endpoint: {} {} (see the API reference in docs/api.md)",
                     req.method, req.path
                 ),
             ));

@@ -149,7 +149,7 @@ pub(super) fn convert(file: &str, src: &str, here: &Path) -> Result<Import, Stri
         let Some(prog) = sec.name.strip_prefix("program:") else {
             let why = match sec.name.split(':').next().unwrap_or("") {
                 "supervisord" | "unix_http_server" | "inet_http_server" | "supervisorctl" => {
-                    "paddock's own settings are `serve` flags and /etc/paddock/paddock.toml (see README, Running as PID 1)"
+                    "paddock's own settings are `serve` flags and /etc/paddock/paddock.toml (see docs/config.md and docs/pid1.md)"
                 }
                 "rpcinterface" => "paddock's API is HTTP/JSON on its control socket",
                 "group" => {
@@ -302,7 +302,7 @@ fn program(
                     if v == "/dev/stdout" || v == "/dev/stderr" || v == "/dev/fd/1" || v == "/dev/fd/2" {
                         a.set_in("logs", "stdout", q("inherit"));
                     } else if up != "AUTO" {
-                        note(l, k, format!("not mapped: paddock writes STATE_DIR/logs/{name}.{}; see [logs] in README.md for per-app log paths", if k == "stdout_logfile" { "out" } else { "err" }));
+                        note(l, k, format!("not mapped: paddock writes STATE_DIR/logs/{name}.{}; see [logs] in docs/logs.md for per-app log paths", if k == "stdout_logfile" { "out" } else { "err" }));
                     }
                 }
                 "stdout_logfile_maxbytes" | "stderr_logfile_maxbytes" => {

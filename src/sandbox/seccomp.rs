@@ -677,7 +677,7 @@ pub fn filter(o: &Options) -> Vec<sock_filter> {
 }
 
 /// How many calls the base filter allows (outright or by argument) and refuses by name, for
-/// `doctor` and the README.
+/// `doctor` and docs/sandbox.md.
 pub fn counts() -> (usize, usize) {
     (
         ALLOW.len() + ALLOW_ARCH.len() + checked().len(),

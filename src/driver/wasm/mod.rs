@@ -999,9 +999,9 @@ impl Inner {
                 let (module, outcome) = self.cache.load_or_build(
                     &key,
                     || engine.precompile_module(bytes).map_err(invalid),
-                    // SAFETY: see `Cache::load_or_build`: the bytes are an artifact this engine
-                    // configuration produced, verified against its SHA-256.
                     |art| {
+                        // SAFETY: see `Cache::load_or_build`: the bytes are an artifact this
+                        // engine configuration produced, verified against its SHA-256.
                         unsafe { wasmtime::Module::deserialize(engine, art) }
                             .map_err(|e| one_line(&e))
                     },
@@ -1013,8 +1013,9 @@ impl Inner {
                 let (component, outcome) = self.cache.load_or_build(
                     &key,
                     || engine.precompile_component(bytes).map_err(invalid),
-                    // SAFETY: as above.
                     |art| {
+                        // SAFETY: as above: an artifact this engine configuration produced,
+                        // verified against its SHA-256 (`Cache::load_or_build`).
                         unsafe { wasmtime::component::Component::deserialize(engine, art) }
                             .map_err(|e| one_line(&e))
                     },

@@ -30,6 +30,7 @@ pub mod lock;
 pub mod logs;
 pub mod pid1;
 pub mod publish;
+pub mod runner;
 pub mod sandbox;
 pub mod supervise;
 pub mod util;

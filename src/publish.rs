@@ -35,19 +35,7 @@ use tokio::sync::oneshot;
 /// Where an app's connections go: its network namespace, or why there is none.
 pub type Target = Result<Arc<OwnedFd>, String>;
 
-/// What `status` says about one published address.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PublishedPort {
-    /// The host address paddock listens on ("127.0.0.1:8080", "[::1]:8080").
-    pub address: String,
-    /// The port inside the app's network namespace (on 127.0.0.1).
-    pub port: u16,
-    /// Whether paddock holds the listener.
-    pub listening: bool,
-    /// Why it is not listening, or why connections are not forwarded now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use crate::control::api::PublishedPort;
 
 struct Route {
     app: Arc<str>,

@@ -62,7 +62,7 @@ pub struct AppStatus {
     pub waiting_for: Vec<String>,
     /// `[sandbox] publish`: the host addresses paddock listens on for the app.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub published: Vec<crate::publish::PublishedPort>,
+    pub published: Vec<PublishedPort>,
     /// A wasm app served per request (`[http]`): its sockets and request figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpFigures>,
@@ -244,4 +244,18 @@ pub struct StateEvent {
     pub from: String,
     pub to: String,
     pub reason: String,
+}
+
+/// What `status` says about one published address.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    /// The host address paddock listens on ("127.0.0.1:8080", "[::1]:8080").
+    pub address: String,
+    /// The port inside the app's network namespace (on 127.0.0.1).
+    pub port: u16,
+    /// Whether paddock holds the listener.
+    pub listening: bool,
+    /// Why it is not listening, or why connections are not forwarded now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }

@@ -19,9 +19,7 @@ impl Supervisor {
             return;
         };
         // A bundle switch's second instance is not the app's record holder.
-        if app.spec.isolation == config::Isolation::Wasm
-            || self.fleet.slot_of(&app.name) != Some(idx)
-        {
+        if !Runner::of(&app.spec).outlives_paddock() || self.fleet.slot_of(&app.name) != Some(idx) {
             return;
         }
         let Some(u) = self.fleet.unit(idx) else {
@@ -94,7 +92,7 @@ impl Supervisor {
             let idx = self.fleet.slot_of(&r.app);
             let native = idx
                 .and_then(|i| self.apps[i].as_ref())
-                .is_some_and(|a| a.spec.isolation != config::Isolation::Wasm);
+                .is_some_and(|a| Runner::of(&a.spec).outlives_paddock());
             if !r.alive(&self.boot_id) {
                 adopt::remove(&self.run_dir, &r.app);
                 continue;

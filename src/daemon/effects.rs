@@ -20,6 +20,11 @@ pub(super) fn reply_of(a: Answer) -> Reply {
 }
 
 impl Supervisor {
+    /// What runs the app (see `crate::runner`).
+    pub(super) fn runner(&self, idx: usize) -> Option<Runner> {
+        self.app(idx).map(|a| Runner::of(&a.spec))
+    }
+
     /// Feeds an event to one app.
     pub(super) fn feed(&mut self, idx: usize, ev: Event) {
         let now = self.now();
@@ -52,10 +57,17 @@ impl Supervisor {
                 self.fleet.spawn_done(idx, outcome, now);
                 self.sync_record(idx);
             }
-            Effect::Signal(idx, _) if self.wasm_interrupt(idx, false) => {}
-            Effect::KillGroup(idx) if self.wasm_interrupt(idx, true) => {}
-            Effect::Signal(idx, sig) => self.signal_app(idx, sig),
-            Effect::KillGroup(idx) => self.kill_group(idx),
+            // The stop of an app, by its runner.
+            Effect::Signal(idx, sig) => match self.runner(idx) {
+                Some(Runner::Process) => self.signal_app(idx, sig),
+                Some(Runner::Wasm | Runner::Http) => self.wasm_interrupt(idx, false),
+                None => {}
+            },
+            Effect::KillGroup(idx) => match self.runner(idx) {
+                Some(Runner::Process) => self.kill_group(idx),
+                Some(Runner::Wasm | Runner::Http) => self.wasm_interrupt(idx, true),
+                None => {}
+            },
             Effect::RunCheck(idx) => self.run_check(idx),
             Effect::Changed { slot, from, to } => {
                 self.publish(slot, from, to, crate::util::mono_ns());

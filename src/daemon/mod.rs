@@ -19,6 +19,7 @@ pub use crate::control::api::{Halt, Reply, Request, StateEvent, Verb};
 use crate::driver::native::{self, Prepared, Stdio};
 use crate::fleet::{Fleet, StopScope, UnitSpec};
 use crate::logs::{Ctl, Logs, Stream};
+use crate::runner::Runner;
 use crate::supervise::{Event, Exit, Health, HealthPolicy, Policy, ReadyMode, State};
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -750,7 +751,7 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             sup.apps
                 .iter()
                 .flatten()
-                .filter(|a| a.spec.autostart && a.spec.isolation != config::Isolation::Wasm)
+                .filter(|a| a.spec.autostart && Runner::of(&a.spec).uses_cgroup())
                 .map(|a| a.name.to_string())
                 .collect(),
         );

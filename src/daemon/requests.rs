@@ -153,7 +153,7 @@ impl Supervisor {
                             continue;
                         };
                         let (ok, message) = match app.pid {
-                            None if app.spec.isolation == config::Isolation::Wasm => {
+                            None if !Runner::of(&app.spec).takes_signals() => {
                                 (false, wasm_apps::NO_SIGNALS.to_string())
                             }
                             // SAFETY: kill(2) takes no pointers; `pid` is our unreaped child

@@ -66,7 +66,7 @@ impl Supervisor {
         if with_pipes
             && app.pipes.is_none()
             && app.spec.logs.stdout != StdoutMode::Inherit
-            && app.spec.isolation != config::Isolation::Wasm
+            && Runner::of(&app.spec).uses_pipes()
         {
             // The read ends also go to the descriptor holder, so that the app's output
             // outlives a crash of paddock (a newer pipe of the app replaces the older there).
@@ -162,11 +162,10 @@ impl Supervisor {
                 crate::util::io_reason(&e)
             )
         })?;
-        if self.apps[idx]
-            .as_ref()
-            .is_some_and(|a| a.spec.isolation == config::Isolation::Wasm)
-        {
-            return self.spawn_wasm(idx);
+        match self.runner(idx) {
+            Some(Runner::Process) => {}
+            Some(Runner::Wasm | Runner::Http) => return self.spawn_wasm(idx),
+            None => return Err("app removed".into()),
         }
         let devnull = self.devnull.as_raw_fd();
         let Some(app) = self.apps[idx].as_mut() else {
@@ -260,7 +259,7 @@ impl Supervisor {
             return Ok(());
         };
         let spec = app.pending.as_deref().unwrap_or(&app.spec);
-        if spec.isolation == config::Isolation::Wasm {
+        if !Runner::of(spec).uses_cgroup() {
             return Ok(());
         }
         match self.cgroups.refuse(&spec.limits.cgroup()) {

@@ -5,9 +5,10 @@
 //! `Msg::WasmExited` and feeds the same state machine as a process exit.
 
 use super::{App, Msg, Supervisor};
-use crate::config::{AppSpec, ConfigError, Isolation};
+use crate::config::{AppSpec, ConfigError};
 use crate::driver::wasm::{ExitSink, HostOptions, Instance, Program, Stdio, WasmHost};
 use crate::listen::Registry;
+use crate::runner::Runner;
 use crate::supervise::Exit;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
@@ -113,7 +114,7 @@ fn check_with<'h>(
 ) -> Vec<ConfigError> {
     let wasm: Vec<&AppSpec> = specs
         .values()
-        .filter(|s| s.isolation == Isolation::Wasm)
+        .filter(|s| Runner::of(s) != Runner::Process)
         .collect();
     if wasm.is_empty() {
         return vec![];
@@ -203,23 +204,15 @@ impl Supervisor {
         self.fleet.exited(idx, exit, now);
     }
 
-    /// `Signal` and `KillGroup` (`kill`) for a wasm app: interrupt the instance (an `[http]`
-    /// app: drain, or interrupt, its requests). Returns false for a native app (the caller
-    /// signals its process group).
-    pub(super) fn wasm_interrupt(&mut self, idx: usize, kill: bool) -> bool {
+    /// The stop of a wasm app (its runner's `Signal` and `KillGroup`): interrupt the instance
+    /// (an `[http]` app: drain, or interrupt, its requests).
+    pub(super) fn wasm_interrupt(&mut self, idx: usize, kill: bool) {
         if self.http_stop(idx, kill) {
-            return true;
+            return;
         }
-        let Some(app) = self.apps[idx].as_ref() else {
-            return false;
-        };
-        if app.spec.isolation != Isolation::Wasm {
-            return false;
-        }
-        if let Some((_, inst)) = &app.wasm.running {
+        if let Some((_, inst)) = self.app(idx).and_then(|a| a.wasm.running.as_ref()) {
             inst.interrupt();
         }
-        true
     }
 
     /// The spec changed: prepare the module again at the next spawn.

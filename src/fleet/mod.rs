@@ -452,7 +452,7 @@ impl<R: Replier> Fleet<R> {
     // ---- bundle switches ----
 
     /// Starts `spec` as a second instance of the running app in `old`; it takes the name once
-    /// READY (see `crate::daemon`'s bundles.rs). Returns the new slot.
+    /// READY (the daemon's bundles.rs). Returns the new slot.
     pub fn begin_switch(&mut self, old: Slot, spec: UnitSpec, now: Time) -> Slot {
         self.now = now;
         let new = self.add_hidden(spec);

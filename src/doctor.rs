@@ -110,7 +110,7 @@ fn cgroups() -> CgroupInfo {
         .and_then(|m| std::fs::read_to_string(m.join("cgroup.controllers")).ok())
         .map(|s| s.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
-    let name = crate::daemon::cgroup_name().unwrap_or_else(|_| "paddock".into());
+    let name = crate::lock::instance_name().unwrap_or_else(|_| "paddock".into());
     let plan = host.plan(&name);
     CgroupInfo {
         layout: host.layout.as_str().into(),

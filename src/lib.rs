@@ -33,4 +33,5 @@ pub mod publish;
 pub mod runner;
 pub mod sandbox;
 pub mod supervise;
+pub mod units;
 pub mod util;

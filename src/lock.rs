@@ -74,6 +74,18 @@ pub fn serve_locks(state_dir: &Path, cgroup_name: &str) -> Result<Vec<Held>, Str
     Ok(held)
 }
 
+/// The cgroup name under paddock's own cgroup: `PADDOCK_CGROUP_NAME`, default `paddock` (tests
+/// and side-by-side instances give each paddock its own).
+pub fn instance_name() -> Result<String, String> {
+    match std::env::var("PADDOCK_CGROUP_NAME") {
+        Err(_) => Ok("paddock".into()),
+        Ok(n) if crate::config::valid_app_name(&n).is_ok() => Ok(n),
+        Ok(n) => Err(format!(
+            "PADDOCK_CGROUP_NAME={n:?}: give 1 to 64 letters, digits, '-', '_', '.', '@', not starting with '.'"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

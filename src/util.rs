@@ -145,7 +145,7 @@ pub fn read_regular(path: &std::path::Path, limit: u64) -> Result<Vec<u8>, Strin
     let too_big = || {
         format!(
             "is larger than {} (the limit for this kind of file)",
-            crate::config::units::format_size(limit)
+            crate::units::format_size(limit)
         )
     };
     if meta.len() > limit {

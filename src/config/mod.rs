@@ -9,7 +9,8 @@ pub mod http;
 pub mod logs;
 pub mod sandbox;
 pub mod suggest;
-pub mod units;
+/// Durations, sizes and signal names (a leaf module of its own; this path stays for callers).
+pub use crate::units;
 pub mod wasm;
 
 use serde::{Deserialize, Serialize};

@@ -345,7 +345,7 @@ pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> Sand
 // ---- `publish` (issue 12): host listeners forwarded into the app's network namespace ----
 
 /// One `[sandbox] publish` entry: paddock listens on `host` and forwards each connection to
-/// 127.0.0.1:`port` inside the app's network namespace (see `crate::publish`).
+/// 127.0.0.1:`port` inside the app's network namespace (see the publish module).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Publish {
     pub host: SocketAddr,

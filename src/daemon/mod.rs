@@ -548,17 +548,7 @@ fn limits_info(l: &config::wasm::Limits) -> Option<LimitsInfo> {
     )
 }
 
-/// The cgroup name under paddock's own cgroup: `PADDOCK_CGROUP_NAME`, default `paddock` (tests
-/// and side-by-side instances give each paddock its own).
-pub fn cgroup_name() -> Result<String, String> {
-    match std::env::var("PADDOCK_CGROUP_NAME") {
-        Err(_) => Ok("paddock".into()),
-        Ok(n) if crate::config::valid_app_name(&n).is_ok() => Ok(n),
-        Ok(n) => Err(format!(
-            "PADDOCK_CGROUP_NAME={n:?}: give 1 to 64 letters, digits, '-', '_', '.', '@', not starting with '.'"
-        )),
-    }
-}
+pub use crate::lock::instance_name as cgroup_name;
 
 /// Starts the signal thread: every signal paddock handles becomes a message.
 pub fn forward_signals(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {

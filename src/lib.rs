@@ -11,8 +11,6 @@
 //! - `import`: app files from supervisord configs and systemd units (`paddock import`).
 
 pub mod adopt;
-pub mod bench;
-pub mod bench_peers;
 pub mod bundle;
 pub mod cgroup;
 pub mod config;
@@ -20,7 +18,6 @@ pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod driver;
-pub mod escape;
 pub mod fdstore;
 pub mod fleet;
 pub mod health;

@@ -1,13 +1,15 @@
 //! `paddock bench` with small numbers at the levels this build has: the report is complete and
 //! sane (every figure present, p99 ≥ median, instances counted). Never asserts timings.
 
+// The harness of paddock's own tests (its BIN is the paddock built beside these tests).
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 use common::*;
 use std::path::Path;
 
 #[test]
 fn bench_report_is_complete() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let wasm = [
         "target/wasm-examples/bench-app.wasm",
         "examples/wasm/bench-app.wasm",
@@ -105,7 +107,7 @@ fn bench_report_is_complete() {
             // until it lands paddock refuses that app file, and says so.
             let waits_for_limits = name == "sandbox" && esc.contains("limits");
             assert!(
-                esc.ends_with(&format!("/{} blocked", paddock::escape::ATTEMPTS.len()))
+                esc.ends_with(&format!("/{} blocked", paddock_lab::escape::ATTEMPTS.len()))
                     || waits_for_limits,
                 "{name}: {esc}"
             );
@@ -148,7 +150,7 @@ fn bench_names_what_to_build() {
 #[test]
 fn bench_quick_degrades_with_a_reason_and_exits_0() {
     use std::os::unix::process::CommandExt;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let wasm = [
         "target/wasm-examples/bench-app.wasm",
         "examples/wasm/bench-app.wasm",

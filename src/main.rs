@@ -483,10 +483,10 @@ fn status(client: &Client, apps: &[String], json: bool, probe: bool) -> ExitCode
     let _ = write!(
         out,
         "{}",
-        view::table(&list, !apps.is_empty(), view::terminal_width())
+        view::table(&list.apps, !apps.is_empty(), view::terminal_width())
     );
     // Like supervisorctl: non-zero when any listed app is not up and ready.
-    if list.apps.iter().all(|a| a.state == "READY") {
+    if paddock::control::table::all_ready(&list.apps) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)

@@ -16,9 +16,9 @@
 //!   line per attempt;
 //! - supervisor overhead: paddock's PSS growth and CPU time over 2 s of idle, per app.
 
+use crate::escape;
 use paddock::control::client::Client;
 use paddock::daemon::StateEvent;
-use crate::escape;
 use serde::Serialize;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};

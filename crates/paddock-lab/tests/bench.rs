@@ -144,6 +144,53 @@ fn bench_names_what_to_build() {
     assert!(err.contains("cargo build --release"), "{err}");
 }
 
+/// `paddock bench` executes paddock-bench, built beside it: `--help` is paddock-bench's.
+#[test]
+fn bench_help_is_paddock_bench_s() {
+    let o = std::process::Command::new(BIN)
+        .args(["bench", "--help"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("Usage: paddock bench [OPTIONS] [APP_DIR]") && out.contains("--levels"),
+        "{out}"
+    );
+}
+
+/// Where paddock-bench is absent (an install: the .deb ships paddock alone), `paddock bench`
+/// says so and how to build it, and exits 2.
+#[test]
+fn bench_absent_says_how_to_get_it() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-absent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let paddock = dir.join("paddock");
+    if std::fs::hard_link(BIN, &paddock).is_err() {
+        std::fs::copy(BIN, &paddock).unwrap();
+    }
+    let o = std::process::Command::new(&paddock)
+        .args(["bench", "--quick"])
+        .env("PATH", &dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "paddock bench is not part of this install: from a source tree, `cargo build --release --workspace` then `paddock bench` (or `cargo run --release -p paddock-lab --bin paddock-bench -- …`)"
+        ),
+        "{err}"
+    );
+}
+
 /// `--quick --peers` with paddock held to 256 descriptors: the density ramp of level none runs
 /// into that limit, which ends the ramp with the reason; the report is complete, every peer is
 /// either measured or says why not, progress went to stderr, and the exit status is 0.

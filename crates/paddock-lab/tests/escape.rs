@@ -32,7 +32,11 @@ fn escape_matrix() {
             "examples/wasm/probe.wasm",
         ]
         .iter()
-        .map(|p| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(p))
+        .map(|p| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(p)
+        })
         .find(|p| p.is_file()),
         levels: vec![
             "none".into(),

@@ -1050,7 +1050,7 @@ mod tests {
         // The wasm probe has its own copy of the list (it cannot link paddock): same order.
         let src = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/examples/wasm/probe/src/main.rs"
+            "/../../examples/wasm/probe/src/main.rs"
         ))
         .unwrap();
         let list = src

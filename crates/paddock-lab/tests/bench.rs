@@ -32,7 +32,10 @@ fn bench_report_is_complete() {
     )
     .unwrap();
     std::fs::copy(&wasm, dir.join("bench-app.wasm")).unwrap();
+    // From the repository root, where the bench finds the wasm probe (as `paddock bench` run
+    // from a source tree does).
     let o = std::process::Command::new(BIN)
+        .current_dir(&root)
         .arg("bench")
         .arg(&dir)
         .args([
@@ -217,7 +220,7 @@ fn bench_quick_degrades_with_a_reason_and_exits_0() {
     .unwrap();
     std::fs::copy(&wasm, dir.join("bench-app.wasm")).unwrap();
     let mut cmd = std::process::Command::new(BIN);
-    cmd.arg("bench").arg(&dir).args([
+    cmd.current_dir(&root).arg("bench").arg(&dir).args([
         "--quick",
         "--peers",
         "--levels",

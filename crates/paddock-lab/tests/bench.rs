@@ -5,10 +5,13 @@
 #[path = "../../../tests/common/mod.rs"]
 mod common;
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-#[test]
-fn bench_report_is_complete() {
+/// The repository root, and a fresh app dir `TAG-PID` holding the bench app's native build and
+/// its wasm build (CI's fresh one, else the committed one). Not under /tmp: the sandbox level
+/// mounts a private /tmp over the bundle's files, and a bundle whose entry lies under /tmp
+/// cannot run there (exit status 127 from the loader).
+fn app_dir(tag: &str) -> (PathBuf, PathBuf) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let wasm = [
         "target/wasm-examples/bench-app.wasm",
@@ -18,12 +21,7 @@ fn bench_report_is_complete() {
     .map(|p| root.join(p))
     .find(|p| p.is_file())
     .expect("bench-app.wasm (examples/wasm/build.sh builds it)");
-    // The app dir: the native build next to the test's paddock, and the wasm build. Not under
-    // /tmp: the sandbox level mounts a private /tmp over the bundle's files, and a bundle whose
-    // entry lies under /tmp cannot run there (exit status 127 from the loader).
-    let s = Scratch::new("bench");
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-app-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(
@@ -32,6 +30,13 @@ fn bench_report_is_complete() {
     )
     .unwrap();
     std::fs::copy(&wasm, dir.join("bench-app.wasm")).unwrap();
+    (root, dir)
+}
+
+#[test]
+fn bench_report_is_complete() {
+    let (root, dir) = app_dir("bench-app");
+    let s = Scratch::new("bench");
     // From the repository root, where the bench finds the wasm probe (as `paddock bench` run
     // from a source tree does).
     let o = std::process::Command::new(BIN)
@@ -200,25 +205,7 @@ fn bench_absent_says_how_to_get_it() {
 #[test]
 fn bench_quick_degrades_with_a_reason_and_exits_0() {
     use std::os::unix::process::CommandExt;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let wasm = [
-        "target/wasm-examples/bench-app.wasm",
-        "examples/wasm/bench-app.wasm",
-    ]
-    .iter()
-    .map(|p| root.join(p))
-    .find(|p| p.is_file())
-    .expect("bench-app.wasm (examples/wasm/build.sh builds it)");
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-quick-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_paddock-bench-app"),
-        dir.join("paddock-bench-app"),
-    )
-    .unwrap();
-    std::fs::copy(&wasm, dir.join("bench-app.wasm")).unwrap();
+    let (root, dir) = app_dir("bench-quick");
     let mut cmd = std::process::Command::new(BIN);
     cmd.current_dir(&root).arg("bench").arg(&dir).args([
         "--quick",

@@ -9,6 +9,9 @@
 //! - `control`: the HTTP/JSON API on a Unix socket, and its client;
 //! - `daemon`: the event loop that ties them together (`paddock serve`);
 //! - `import`: app files from supervisord configs and systemd units (`paddock import`).
+//!
+//! The bench, the escape matrix and its probe are not part of the product: they are the
+//! workspace's crates/paddock-lab, which uses this library.
 
 pub mod adopt;
 pub mod bundle;

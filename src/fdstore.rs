@@ -351,18 +351,29 @@ fn pipe_matters(fd: BorrowedFd) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn put_get_del_and_bye() {
+    /// A holder on a thread of its own, in a scratch dir, and a client connected to it.
+    fn start_holder() -> (
+        crate::util::TestDir,
+        std::thread::JoinHandle<Result<(), String>>,
+        Client,
+    ) {
         let dir = crate::util::TestDir::new("fdstore");
         let path = socket_path(dir.path());
         let p2 = path.clone();
         let t = std::thread::spawn(move || run_holder(&p2));
-        let mut c = loop {
+        let c = loop {
             if let Ok(c) = Client::connect(&path) {
                 break c;
             }
             std::thread::sleep(Duration::from_millis(5));
         };
+        (dir, t, c)
+    }
+
+    #[test]
+    fn put_get_del_and_bye() {
+        let (dir, t, mut c) = start_holder();
+        let path = socket_path(dir.path());
         let (r, w) = nix::unistd::pipe().unwrap();
         c.put("log/a/out", r.as_fd());
         c.put("x", w.as_fd());
@@ -384,16 +395,8 @@ mod tests {
 
     #[test]
     fn garbage_and_long_names_do_not_end_the_holder() {
-        let dir = crate::util::TestDir::new("fdstore");
+        let (dir, t, mut c) = start_holder();
         let path = socket_path(dir.path());
-        let p2 = path.clone();
-        let t = std::thread::spawn(move || run_holder(&p2));
-        let mut c = loop {
-            if let Ok(c) = Client::connect(&path) {
-                break c;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
         for m in [&b"Z"[..], b"P", b"Pnofd", &[0xff; 300]] {
             let _ = send(c.sock.as_fd(), m, None);
         }

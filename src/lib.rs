@@ -9,10 +9,11 @@
 //! - `control`: the HTTP/JSON API on a Unix socket, and its client;
 //! - `daemon`: the event loop that ties them together (`paddock serve`);
 //! - `import`: app files from supervisord configs and systemd units (`paddock import`).
+//!
+//! The bench, the escape matrix and its probe are not part of the product: they are the
+//! workspace's crates/paddock-lab, which uses this library.
 
 pub mod adopt;
-pub mod bench;
-pub mod bench_peers;
 pub mod bundle;
 pub mod cgroup;
 pub mod config;
@@ -20,7 +21,6 @@ pub mod control;
 pub mod daemon;
 pub mod doctor;
 pub mod driver;
-pub mod escape;
 pub mod fdstore;
 pub mod fleet;
 pub mod health;

@@ -169,61 +169,17 @@ enum Cmd {
         json: bool,
     },
     /// Measure the isolation levels side by side on this host: cold start, restart, memory per
-    /// instance, density, escapes blocked, supervisor overhead (see docs/bench.md).
-    Bench(BenchArgs),
+    /// instance, density, escapes blocked, supervisor overhead (see docs/bench.md). Runs the
+    /// program paddock-bench (crates/paddock-lab, built from a source tree, not installed):
+    /// `paddock bench --help`.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Bench {
+        /// The arguments of paddock-bench (`paddock bench --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Print the versions of this CLI and of the running paddock.
     Version,
-}
-
-#[derive(clap::Args)]
-struct BenchArgs {
-    /// The bench app: a directory holding `paddock-bench-app` (native) and `bench-app.wasm`.
-    /// Default: `paddock-bench-app` next to this paddock binary (cargo build --release) and
-    /// `target/wasm-examples/bench-app.wasm` (examples/wasm/build.sh target/wasm-examples), else
-    /// the committed `examples/wasm/bench-app.wasm`.
-    app_dir: Option<PathBuf>,
-    /// Levels to run, in this order.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "none,bundle,sandbox,wasm"
-    )]
-    levels: Vec<String>,
-    /// Concurrent instances for the memory-per-instance figure [default: 100; --quick: 10].
-    #[arg(long)]
-    instances: Option<usize>,
-    /// Cold starts per level (and runs per peer) [default: 200; --quick: 20].
-    #[arg(long)]
-    starts: Option<usize>,
-    /// Restarts per level [default: 200; --quick: 20].
-    #[arg(long)]
-    restarts: Option<usize>,
-    /// Memory budget for the density figure [default: 1GiB; --quick: 128MiB].
-    #[arg(long)]
-    budget: Option<String>,
-    /// Density cap for process levels (none, bundle, sandbox) [default: 2000; --quick: 30].
-    #[arg(long)]
-    max_processes: Option<usize>,
-    /// Density cap for wasm instances [default: 12000; --quick: 200].
-    #[arg(long)]
-    max_wasm: Option<usize>,
-    /// Skip the escape matrix (--quick skips it too).
-    #[arg(long)]
-    no_escapes: bool,
-    /// A short run (under 30 s): few samples, small ramps, no escape matrix. For a quick look;
-    /// quote figures from a full run.
-    #[arg(long)]
-    quick: bool,
-    /// Also run the same app under the other runners installed (bwrap, crun, wasmtime,
-    /// systemd-run), side by side with ratios to a plain exec, and say which are missing.
-    #[arg(long)]
-    peers: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Also write a bar chart as SVG to this file.
-    #[arg(long)]
-    svg: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -473,7 +429,7 @@ fn main() -> ExitCode {
             Ok(r) => fail(r.body.trim()),
             Err(e) => fail(e),
         },
-        Cmd::Bench(a) => bench(a),
+        Cmd::Bench { args } => bench(args),
         Cmd::Version => {
             println!("paddock {} (cli)", env!("CARGO_PKG_VERSION"));
             match client.json::<VersionInfo>("GET", "/v1/version") {
@@ -527,10 +483,10 @@ fn status(client: &Client, apps: &[String], json: bool, probe: bool) -> ExitCode
     let _ = write!(
         out,
         "{}",
-        view::table(&list, !apps.is_empty(), view::terminal_width())
+        view::table(&list.apps, !apps.is_empty(), view::terminal_width())
     );
     // Like supervisorctl: non-zero when any listed app is not up and ready.
-    if list.apps.iter().all(|a| a.state == "READY") {
+    if paddock::control::table::all_ready(&list.apps) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
@@ -714,130 +670,29 @@ fn serve(
     }
 }
 
-/// `paddock bench`: finds the bench app's builds (naming what to build when one is missing),
-/// runs the levels, prints the table (or JSON) and writes the SVG.
-fn bench(a: BenchArgs) -> ExitCode {
-    let q = a.quick;
-    let pick =
-        |v: Option<usize>, full: usize, quick: usize| v.unwrap_or(if q { quick } else { full });
-    let (instances, starts, restarts) = (
-        pick(a.instances, 100, 10),
-        pick(a.starts, 200, 20),
-        pick(a.restarts, 200, 20),
-    );
-    let (max_processes, max_wasm) = (
-        pick(a.max_processes, 2000, 30),
-        pick(a.max_wasm, 12000, 200),
-    );
-    let budget = a
-        .budget
-        .clone()
-        .unwrap_or_else(|| if q { "128MiB" } else { "1GiB" }.into());
-    let budget = match paddock::config::units::parse_size(&budget) {
-        Ok(b) => b,
-        Err(e) => return fail(format!("--budget: {e}")),
-    };
-    for l in &a.levels {
-        if !paddock::bench::LEVELS.contains(&l.as_str()) {
-            return fail(format!(
-                "--levels: unknown level {l:?}; expected some of none,bundle,sandbox,wasm"
-            ));
-        }
-    }
-    let exe = std::env::current_exe().unwrap_or_default();
-    let bin_dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    let (native, wasm) = match &a.app_dir {
-        Some(d) => (d.join("paddock-bench-app"), vec![d.join("bench-app.wasm")]),
-        None => (
-            bin_dir.join("paddock-bench-app"),
-            vec![
-                PathBuf::from("target/wasm-examples/bench-app.wasm"),
-                PathBuf::from("examples/wasm/bench-app.wasm"),
-            ],
-        ),
-    };
-    let probe = bin_dir.join("paddock-probe");
-    let wasm_probe = [
-        a.app_dir.as_ref().map(|d| d.join("probe.wasm")),
-        Some(PathBuf::from("target/wasm-examples/probe.wasm")),
-        Some(PathBuf::from("examples/wasm/probe.wasm")),
-    ]
-    .into_iter()
-    .flatten()
-    .find(|p| p.is_file())
-    .map(|p| std::path::absolute(&p).unwrap_or(p));
-    let natives = a.levels.iter().any(|l| l != "wasm");
-    if natives && !native.is_file() {
-        return fail(format!(
-            "the native bench app {} is missing: build it with `cargo build --release` (the binary paddock-bench-app, from examples/bench-app/src/main.rs){}",
-            native.display(),
-            if a.app_dir.is_some() {
-                ", and copy it there"
-            } else {
-                ""
-            }
-        ));
-    }
-    let wasm_path = wasm.iter().find(|p| p.is_file()).cloned();
-    if a.levels.iter().any(|l| l == "wasm") && wasm_path.is_none() {
-        return fail(format!(
-            "the wasm bench app is missing (looked for {}): build it with `bash examples/wasm/build.sh target/wasm-examples` (needs `rustup target add wasm32-wasip1`)",
-            wasm.iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    let escapes = !a.no_escapes && !a.quick;
-    if escapes && !probe.is_file() {
-        return fail(format!(
-            "the escape probe {} is missing: build it with `cargo build --release`, or pass --no-escapes",
-            probe.display()
-        ));
-    }
-    let opts = paddock::bench::Options {
-        paddock: exe,
-        native: std::path::absolute(&native).unwrap_or(native),
-        wasm: wasm_path
-            .map(|p| std::path::absolute(&p).unwrap_or(p))
-            .unwrap_or_default(),
-        probe,
-        wasm_probe,
-        levels: a.levels,
-        instances,
-        starts,
-        restarts,
-        budget,
-        max_processes,
-        max_wasm,
-        escapes,
-        // Progress goes to stderr in every mode (the report, table or JSON, to stdout).
-        progress: true,
-        tty: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        idle_secs: if q { 0.5 } else { 2.0 },
-        peers: a.peers,
-        quick: q,
-        work: std::env::temp_dir().join(format!("paddock-bench-{}", std::process::id())),
-    };
-    let report = match paddock::bench::run_bench(&opts) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&opts.work);
-            return fail(format!("bench: {e}"));
-        }
-    };
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
+/// `paddock bench ARGS`, like cargo's and git's external subcommands: executes the program
+/// paddock-bench (crate paddock-lab: the bench is tooling, not part of the product) found next
+/// to this executable, then on PATH, and tells it to measure this paddock (`PADDOCK_BIN`).
+fn bench(args: Vec<std::ffi::OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().ok();
+    let beside = exe
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(|d| d.join("paddock-bench").to_string_lossy().into_owned());
+    let Some(prog) = beside
+        .and_then(|p| paddock::config::resolve_program(&p, None, None).ok())
+        .or_else(|| paddock::config::resolve_program("paddock-bench", None, None).ok())
+    else {
+        return fail(
+            "paddock bench is not part of this install: from a source tree, `cargo build --release --workspace` then `paddock bench` (or `cargo run --release -p paddock-lab --bin paddock-bench -- …`)",
         );
-    } else {
-        print!("{}", paddock::bench::table(&report));
+    };
+    let mut cmd = std::process::Command::new(&prog);
+    cmd.args(args);
+    if let Some(e) = &exe {
+        cmd.env("PADDOCK_BIN", e);
     }
-    if let Some(p) = a.svg
-        && let Err(e) = std::fs::write(&p, paddock::bench::svg(&report))
-    {
-        return fail(format!("{}: {e}", p.display()));
-    }
-    ExitCode::SUCCESS
+    let err = cmd.exec();
+    fail(format!("cannot execute {}: {err}", prog.display()))
 }

@@ -220,6 +220,30 @@ fn status_table_and_probe() {
             .any(|l| l.starts_with("checked") && l.contains(" healthy")),
         "{t}"
     );
+    // The API's table (`?format=table`) is the CLI's, rendered by the server; any other format
+    // is refused.
+    let r = p
+        .client
+        .request("GET", "/v1/apps?format=table", None)
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.lines().next().unwrap().contains(" HEALTH "),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .lines()
+            .any(|l| l.starts_with("checked") && l.contains(" healthy")),
+        "{}",
+        r.body
+    );
+    let r = p
+        .client
+        .request("GET", "/v1/apps?format=xml", None)
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.body);
     // An autostart app stopped by hand, and one that failed: the probe says so, exit 1.
     assert!(p.cli(&["stop", "web"]).status.success());
     p.write_app("bad", &long);

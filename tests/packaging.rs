@@ -209,6 +209,18 @@ fn deb_builds_and_installs() {
         text(&build)
     );
     let build_time = t0.elapsed();
+    let deb_size = std::fs::metadata(&deb).map_or(0, |m| m.len());
+    // The debug info stripped from the binary, in a package of its own beside the .deb.
+    let ddeb = deb
+        .replace("/paddock_", "/paddock-dbgsym_")
+        .replace(".deb", ".ddeb");
+    let ddeb = Path::new(&ddeb);
+    assert!(
+        ddeb.is_file(),
+        "no {} written:\n{}",
+        ddeb.display(),
+        text(&build)
+    );
 
     // The package's metadata.
     let info = run(Command::new("dpkg-deb").args(["-f", &deb, "Package", "Version", "Depends"]));
@@ -256,6 +268,42 @@ fn deb_builds_and_installs() {
         );
         assert!(Path::new(path).exists(), "{path} was not installed");
     }
+    // The package ships one program, paddock, stripped: no ELF file and no executable but
+    // /usr/bin/paddock (the bench, the probe and the bench app of crates/paddock-lab stay in
+    // the source tree), and no debug info in it (that is in the -dbgsym .ddeb beside the .deb).
+    for path in list.lines().map(Path::new) {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            continue;
+        };
+        if !meta.is_file() || path == Path::new("/usr/bin/paddock") {
+            continue;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mut magic = [0u8; 4];
+        let is_elf = std::fs::File::open(path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok()
+            && magic == *b"\x7fELF";
+        assert!(
+            !is_elf && meta.permissions().mode() & 0o111 == 0,
+            "the package installs a program other than /usr/bin/paddock: {}",
+            path.display()
+        );
+    }
+    let bin = std::fs::read("/usr/bin/paddock").unwrap();
+    let elf = goblin::elf::Elf::parse(&bin).expect("/usr/bin/paddock is an ELF file");
+    let debug: Vec<&str> = elf
+        .section_headers
+        .iter()
+        .filter_map(|sh| elf.shdr_strtab.get_at(sh.sh_name))
+        .filter(|n| n.starts_with(".debug_") && *n != ".debug_gdb_scripts")
+        .collect();
+    assert!(
+        debug.is_empty(),
+        "/usr/bin/paddock is not stripped: it has {debug:?} ({} bytes)",
+        bin.len()
+    );
+    let installed_size = bin.len();
     let conffiles = text(&run(Command::new("dpkg-query").args([
         "-W",
         "-f",
@@ -365,10 +413,12 @@ fn deb_builds_and_installs() {
     }
     let _ = std::fs::remove_dir_all(&out_dir);
     eprintln!(
-        "deb test: {} built in {:.1}s, installed in {:.1}s",
+        "deb test: {} ({} bytes) built in {:.1}s, installed in {:.1}s; /usr/bin/paddock {} bytes",
         Path::new(&deb).file_name().unwrap().to_string_lossy(),
+        deb_size,
         build_time.as_secs_f64(),
-        install_time.as_secs_f64()
+        install_time.as_secs_f64(),
+        installed_size
     );
 }
 

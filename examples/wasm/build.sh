@@ -29,9 +29,11 @@ build http wasm32-wasip2 http.wasm
 cargo build --quiet --release --locked --manifest-path "$here/http-hello/Cargo.toml" --target wasm32-wasip2
 cp "$CARGO_TARGET_DIR/wasm32-wasip2/release/http_hello.wasm" "$out/http-hello.wasm"
 echo "built $out/http-hello.wasm ($(wc -c <"$out/http-hello.wasm") bytes)"
-# The escape matrix's wasm probe (src/escape.rs; the native probe is src/bin/paddock-probe.rs).
+# The escape matrix's wasm probe (crates/paddock-lab/src/escape.rs; the native probe is
+# crates/paddock-lab/src/bin/paddock-probe.rs).
 build probe wasm32-wasip2 probe.wasm
-# paddock bench's app (examples/bench-app), whose native build is paddock's binary paddock-bench-app.
-cargo build --quiet --release --locked --manifest-path "$here/../bench-app/Cargo.toml" --target wasm32-wasip1
+# paddock bench's app (crates/paddock-lab/bench-app), whose native build is paddock-lab's binary
+# paddock-bench-app.
+cargo build --quiet --release --locked --manifest-path "$here/../../crates/paddock-lab/bench-app/Cargo.toml" --target wasm32-wasip1
 cp "$CARGO_TARGET_DIR/wasm32-wasip1/release/bench-app.wasm" "$out/bench-app.wasm"
 echo "built $out/bench-app.wasm ($(wc -c <"$out/bench-app.wasm") bytes)"

@@ -116,20 +116,6 @@ fn err_at(
     }
 }
 
-/// The top-level key written on the line holding `offset`.
-fn key_on_line(src: &str, offset: usize) -> String {
-    let offset = offset.min(src.len());
-    if !src.is_char_boundary(offset) {
-        return String::new();
-    }
-    let start = src[..offset].rfind('\n').map_or(0, |p| p + 1);
-    let line = src[start..].lines().next().unwrap_or("");
-    line.split_once('=')
-        .map(|(k, _)| k.trim().trim_matches('"').to_string())
-        .filter(|k| !k.is_empty() && !k.starts_with('['))
-        .unwrap_or_default()
-}
-
 /// Parses a recipe's text. `file` names it in errors; relative paths are taken from `base`.
 pub fn parse(name: &str, file: &Path, base: &Path, src: &str) -> Result<Recipe, Vec<RecipeError>> {
     let mut errors = vec![];
@@ -141,7 +127,8 @@ pub fn parse(name: &str, file: &Path, base: &Path, src: &str) -> Result<Recipe, 
         Err(e) => {
             let key = e
                 .span()
-                .map(|s| key_on_line(src, s.start))
+                .and_then(|s| crate::config::key_on_line(src, s.start))
+                .map(|(_, k)| k)
                 .unwrap_or_default();
             let mut msg = e.message().trim().to_string();
             if msg.starts_with("unknown field") {

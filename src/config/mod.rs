@@ -269,9 +269,9 @@ pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// The dotted key written on the line holding `offset` ("restart.policy"), from the line's
-/// `key =` and the nearest `[table]` header above it.
-fn key_at(src: &str, offset: usize) -> Option<String> {
+/// The key written on the line holding `offset` (its `key =`, quotes taken off) and where that
+/// line starts; `None` on a line without one or on a `[table]` header (app files and recipes).
+pub(crate) fn key_on_line(src: &str, offset: usize) -> Option<(usize, String)> {
     let offset = offset.min(src.len());
     if !src.is_char_boundary(offset) {
         return None;
@@ -281,9 +281,13 @@ fn key_at(src: &str, offset: usize) -> Option<String> {
     let key = line
         .split_once('=')
         .map(|(k, _)| k.trim().trim_matches('"').to_string())?;
-    if key.is_empty() || key.starts_with('[') {
-        return None;
-    }
+    (!key.is_empty() && !key.starts_with('[')).then_some((start, key))
+}
+
+/// The dotted key written on the line holding `offset` ("restart.policy"), from the line's
+/// `key =` and the nearest `[table]` header above it.
+fn key_at(src: &str, offset: usize) -> Option<String> {
+    let (start, key) = key_on_line(src, offset)?;
     let table = src[..start].lines().rev().find_map(|l| {
         let l = l.trim();
         (l.starts_with('[') && !l.starts_with("[["))

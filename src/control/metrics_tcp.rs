@@ -1,17 +1,16 @@
 //! `serve --metrics-listen ADDR`: Prometheus' scrape endpoint on TCP. Read-only by design: it
 //! answers `GET /metrics` and nothing else (no control verb, no status, no logs), since anyone
-//! who can reach the address can use it. Bounded like the control socket: a request must
-//! arrive within 3 s, and at most 64 connections are open at once (more get 503).
+//! who can reach the address can use it. Bounded like the control socket, by the same helpers
+//! (server.rs): a request must arrive within 3 s, and at most 64 connections are open at once
+//! (more get 503).
 
 use super::api::{Call, Reply, Request};
-use super::http::{self, HttpError};
+use super::server::{ask, read_within, within_budget, write_reply};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
 /// A scraper opens one connection at a time; a few Prometheus servers and a curl fit easily.
 const MAX_CONNECTIONS: usize = 64;
 
@@ -47,34 +46,15 @@ pub async fn serve(listener: TcpListener, sup: mpsc::UnboundedSender<Call>) {
             continue;
         };
         let sup = sup.clone();
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                tokio::spawn(async move {
-                    connection(stream, sup).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                tokio::spawn(async move {
-                    let mut s = stream;
-                    let r = Reply::error(503, "too many connections; try again");
-                    let _ = write_reply(&mut s, r).await;
-                });
-            }
-        }
+        within_budget(&slots, stream, |s| connection(s, sup));
     }
 }
 
 async fn connection(mut s: TcpStream, sup: mpsc::UnboundedSender<Call>) {
-    let req = match tokio::time::timeout(REQUEST_DEADLINE, http::read_request(&mut s)).await {
-        Err(_) => Err(Reply::error(408, "request not received in time")),
-        Ok(Err(HttpError(status, msg))) => Err(Reply::error(status, msg)),
-        Ok(Ok(r)) => Ok(r),
-    };
-    let reply = match req {
+    let reply = match read_within(&mut s).await {
         Err(r) => r,
         Ok(r) => match (r.method.as_str(), r.path.as_str()) {
-            ("GET", "/metrics") => ask(&sup).await,
+            ("GET", "/metrics") => ask(&sup, Request::Metrics).await,
             (_, "/metrics") => Reply::error(405, format!("{} is not allowed: GET only", r.method)),
             (_, p) => Reply::error(
                 404,
@@ -85,33 +65,4 @@ async fn connection(mut s: TcpStream, sup: mpsc::UnboundedSender<Call>) {
         },
     };
     let _ = write_reply(&mut s, reply).await;
-}
-
-async fn ask(sup: &mpsc::UnboundedSender<Call>) -> Reply {
-    let (tx, rx) = oneshot::channel();
-    if sup.send(Call(Request::Metrics, tx)).is_err() {
-        return Reply::error(503, "paddock is exiting");
-    }
-    rx.await
-        .unwrap_or_else(|_| Reply::error(503, "paddock is exiting"))
-}
-
-async fn write_reply(s: &mut TcpStream, r: Reply) -> std::io::Result<()> {
-    let head = http::response_head(r.status, r.content_type, Some(r.body.len()));
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(r.body.as_bytes()).await?;
-    s.shutdown().await?;
-    // Read what the client still sends (bounded) so the close does not reset the answer.
-    let drain = async {
-        let mut buf = [0u8; 4096];
-        let mut total = 0usize;
-        while let Ok(n) = s.read(&mut buf).await {
-            total += n;
-            if n == 0 || total > 1 << 16 {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-    Ok(())
 }

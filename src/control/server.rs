@@ -8,12 +8,12 @@ use crate::logs::{Ctl, Logs, Stream};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 
 /// How long a client may take to send its request (the CLI sends it at once): a client that
-/// trickles it (slowloris) is answered 408 and its slot freed.
+/// trickles it (slowloris) is answered 408 and its slot freed. The same for the metrics port.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(3);
 /// Connections open at once, each bounded in time until its request is in; more get 503. High
 /// enough that thousands of trickling clients leave room for `paddock status`.
@@ -118,28 +118,49 @@ pub async fn serve(
                 continue;
             }
         };
-        let sup = sup.clone();
-        let logs = logs.clone();
-        let events = events.clone();
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let reserve = reserve.clone();
-                let streams = streams.clone();
-                tokio::spawn(async move {
-                    connection(stream, sup, logs, events, streams).await;
-                    drop(permit);
-                    refill(&reserve);
-                });
-            }
-            Err(_) => {
-                tokio::spawn(async move {
-                    let mut s = stream;
-                    let _ =
-                        write_reply(&mut s, Reply::error(503, "too many connections; try again"))
-                            .await;
-                });
-            }
+        let (sup, logs, events) = (sup.clone(), logs.clone(), events.clone());
+        let (reserve, streams) = (reserve.clone(), streams.clone());
+        within_budget(&slots, stream, |s| async move {
+            connection(s, sup, logs, events, streams).await;
+            refill(&reserve);
+        });
+    }
+}
+
+/// Serves an accepted connection with `serve` on a task of its own while `slots` has room
+/// (the task holds a slot until it ends); past the budget the client is answered 503 at once.
+/// For the control socket and the metrics port alike.
+pub(super) fn within_budget<S, F, Fut>(slots: &Arc<Semaphore>, stream: S, serve: F)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: FnOnce(S) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    match slots.clone().try_acquire_owned() {
+        Ok(permit) => {
+            let task = serve(stream);
+            tokio::spawn(async move {
+                task.await;
+                drop(permit);
+            });
         }
+        Err(_) => {
+            tokio::spawn(async move {
+                let mut s = stream;
+                let _ =
+                    write_reply(&mut s, Reply::error(503, "too many connections; try again")).await;
+            });
+        }
+    }
+}
+
+/// One request, read within `REQUEST_DEADLINE`: a late one is answered 408, a malformed one
+/// with its HTTP error.
+pub(super) async fn read_within<S: AsyncRead + Unpin>(s: &mut S) -> Result<HttpRequest, Reply> {
+    match tokio::time::timeout(REQUEST_DEADLINE, http::read_request(s)).await {
+        Err(_) => Err(Reply::error(408, "request not received in time")),
+        Ok(Err(HttpError(status, msg))) => Err(Reply::error(status, msg)),
+        Ok(Ok(r)) => Ok(r),
     }
 }
 
@@ -157,7 +178,10 @@ fn refill(reserve: &std::sync::Mutex<Vec<std::fs::File>>) {
     }
 }
 
-async fn write_reply(s: &mut UnixStream, r: Reply) -> std::io::Result<()> {
+pub(super) async fn write_reply<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    r: Reply,
+) -> std::io::Result<()> {
     let head = http::response_head(r.status, r.content_type, Some(r.body.len()));
     s.write_all(head.as_bytes()).await?;
     s.write_all(r.body.as_bytes()).await?;
@@ -165,9 +189,9 @@ async fn write_reply(s: &mut UnixStream, r: Reply) -> std::io::Result<()> {
 }
 
 /// Ends a response: half-close, then drain what the client still sends.
-async fn write_reply_tail(s: &mut UnixStream) -> std::io::Result<()> {
+async fn write_reply_tail<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) -> std::io::Result<()> {
     s.shutdown().await?;
-    // Lingering close: closing a Unix socket with unread input resets the connection, and the
+    // Lingering close: closing a socket with unread input resets the connection, and the
     // client would lose the answer. Drain what the client still sends, within bounds.
     let drain = async {
         let mut buf = [0u8; 4096];
@@ -211,16 +235,12 @@ async fn connection(
         .await;
         return;
     }
-    let req = match tokio::time::timeout(REQUEST_DEADLINE, http::read_request(&mut s)).await {
-        Err(_) => {
-            let _ = write_reply(&mut s, Reply::error(408, "request not received in time")).await;
+    let req = match read_within(&mut s).await {
+        Err(r) => {
+            let _ = write_reply(&mut s, r).await;
             return;
         }
-        Ok(Err(HttpError(status, msg))) => {
-            let _ = write_reply(&mut s, Reply::error(status, msg)).await;
-            return;
-        }
-        Ok(Ok(r)) => r,
+        Ok(r) => r,
     };
     let log = log_route(&req);
     let is_events = req.method == "GET" && req.path.trim_matches('/') == "v1/events";
@@ -268,7 +288,7 @@ pub async fn drain(limit: Duration) {
     }
 }
 
-async fn ask(sup: &mpsc::UnboundedSender<Call>, r: Request) -> Reply {
+pub(super) async fn ask(sup: &mpsc::UnboundedSender<Call>, r: Request) -> Reply {
     let (tx, rx) = oneshot::channel();
     if sup.send(Call(r, tx)).is_err() {
         return Reply::error(503, "paddock is exiting");

@@ -7,23 +7,18 @@ use crate::config::RestartPolicy;
 use crate::util::human_bytes;
 use std::fmt::Write;
 
-/// The table. `named`: apps were named on the command line, so INFO is shown in full and a
-/// detail line follows each app. `width`: the terminal's width, to cut INFO to.
-pub fn table(list: &StatusList, named: bool, width: Option<usize>) -> String {
-    let mut out = String::new();
-    let w = list
-        .apps
-        .iter()
-        .map(|a| a.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+/// The table, for the CLI and for the server's `GET /v1/apps?format=table`. `named`: apps
+/// were named on the command line, so INFO is shown in full and a detail line follows each app.
+/// `width`: the terminal's width, to cut INFO to (`None`: not cut).
+pub fn table(apps: &[AppStatus], named: bool, width: Option<usize>) -> String {
+    let mut out = String::with_capacity(128 + apps.len() * 104);
+    let w = apps.iter().map(|a| a.name.len()).max().unwrap_or(4).max(4);
     let _ = writeln!(
         out,
         "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>10}  {:9}  LAST EXIT / INFO",
         "NAME", "STATE", "LEVEL", "PID", "UPTIME", "RESTARTS", "MEMORY", "HEALTH"
     );
-    for a in &list.apps {
+    for a in apps {
         let pid = a.pid.map_or("-".into(), |p| p.to_string());
         let up = a.uptime_secs.map_or("-".into(), |s| {
             crate::util::human_duration(std::time::Duration::from_secs_f64(s))
@@ -225,13 +220,13 @@ mod tests {
     fn info_is_cut_to_the_width_unless_named() {
         let mut a = app("web", "FATAL", true);
         a.message = "x".repeat(400);
-        let list = StatusList { apps: vec![a] };
-        let t = table(&list, false, Some(100));
+        let apps = vec![a];
+        let t = table(&apps, false, Some(100));
         let line = t.lines().nth(1).unwrap();
         assert_eq!(line.chars().count(), 100, "{line}");
         assert!(line.ends_with('…'));
-        assert!(table(&list, true, Some(100)).contains(&"x".repeat(400)));
-        assert!(table(&list, false, None).contains(&"x".repeat(400)));
+        assert!(table(&apps, true, Some(100)).contains(&"x".repeat(400)));
+        assert!(table(&apps, false, None).contains(&"x".repeat(400)));
         assert!(t.starts_with("NAME ") && t.contains(" HEALTH "), "{t}");
     }
 }

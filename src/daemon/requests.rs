@@ -133,7 +133,7 @@ impl Supervisor {
                             } else {
                                 crate::control::table::NOT_ALL_READY
                             },
-                            body: crate::control::table::render(&apps, !names.is_empty()),
+                            body: crate::control::view::table(&apps, !names.is_empty(), None),
                         }
                     } else {
                         Reply::json(200, &StatusList { apps })

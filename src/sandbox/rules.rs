@@ -127,15 +127,6 @@ impl Rules {
         }
     }
 
-    /// Whether TCP ports are enforced (ABI 4+).
-    pub fn has_ports(&self) -> bool {
-        self.attr.handled_access_net != 0
-    }
-
-    pub fn has_scopes(&self) -> bool {
-        self.attr.scoped != 0
-    }
-
     pub fn add(&mut self, path: CString, grant: Grant) {
         let a = ABI::from(self.abi);
         let handled = self.attr.handled_access_fs;

@@ -7,7 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_paddock");
+/// The paddock binary: cargo's build of it for paddock's own tests; for paddock-lab's tests
+/// (crates/paddock-lab/tests, which share this file), the one built beside them in the same
+/// profile directory (`cargo test --release --workspace` builds it).
+pub const BIN: &str = match option_env!("CARGO_BIN_EXE_paddock") {
+    Some(p) => p,
+    None => concat!(env!("CARGO_TARGET_TMPDIR"), "/../release/paddock"),
+};
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid takes no arguments and cannot fail.

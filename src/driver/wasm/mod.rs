@@ -245,11 +245,6 @@ impl Instance {
         self.shared.memory.load(Ordering::Relaxed)
     }
 
-    /// Time the instance has spent executing (wasm and the host calls it made).
-    pub fn cpu_time(&self) -> Duration {
-        Duration::from_nanos(self.shared.busy_now())
-    }
-
     /// Calls the module's exported health function under a budget of `budget` (rounded up to
     /// whole `TICK`s of execution; the call is also abandoned after `budget` + 1 s of wall time,
     /// for a guest blocked in a host call). `Ok(0)` means healthy, `Ok(n)` unhealthy with code
@@ -679,10 +674,6 @@ impl WasmHost {
             }),
             rt: Some(rt),
         })
-    }
-
-    pub fn options(&self) -> &HostOptions {
-        &self.inner.opts
     }
 
     /// The per-request side of an `[http]` app (see `http`): its accept loops and requests run

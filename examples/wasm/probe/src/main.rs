@@ -1,5 +1,5 @@
-//! The escape probe for level `wasm` (the native one is src/bin/paddock-probe.rs): the same
-//! attempts (`paddock::escape::ATTEMPTS`, in the same order), as far as WASI lets a guest express
+//! The escape probe for level `wasm` (native: crates/paddock-lab/src/bin/paddock-probe.rs): the same
+//! attempts (`paddock_lab::escape::ATTEMPTS`, in the same order), as far as WASI lets a guest express
 //! them, with the same parameters (environment variables `PROBE_*`) and the same output line per
 //! attempt:
 //!
@@ -83,7 +83,7 @@ const ATTEMPTS: &[&str] = &[
     "symlink-plant",
 ];
 
-/// The variable the runner puts in paddock serve's own environment (`paddock::escape::CANARY`).
+/// The variable the runner puts in paddock serve's own environment (`paddock_lab::escape::CANARY`).
 const CANARY: &str = "PADDOCK_PROBE_CANARY";
 
 /// The read-write preopen the matrix gives the probe.

@@ -1,6 +1,6 @@
 //! `paddock-probe`: the escape probe of the escape matrix (see src/escape.rs, tests/escape.rs and
 //! `paddock bench`). Run as an app at some isolation level, it tries each attempt of
-//! `paddock::escape::ATTEMPTS` in turn and prints one line per attempt:
+//! `paddock_lab::escape::ATTEMPTS` in turn and prints one line per attempt:
 //!
 //! ```text
 //! paddock-probe attempt=mount result=escaped detail="tmpfs mounted on /tmp/x/mnt (host mount namespace); unmounted"
@@ -40,7 +40,7 @@
 //! reports); `--exit0` exits 0 at once (what the memfd copies run); `--health-check FILE` writes
 //! its namespaces, seccomp mode and no_new_privs to FILE and exits 0 (the exec health check).
 
-use paddock::escape::{ATTEMPTS, Outcome, format_line};
+use paddock_lab::escape::{ATTEMPTS, Outcome, format_line};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -1268,19 +1268,19 @@ fn env_leak() -> Verdict {
     if names.len() > 12 {
         list += &format!(" … ({} in all)", names.len());
     }
-    match std::env::var(paddock::escape::CANARY) {
+    match std::env::var(paddock_lab::escape::CANARY) {
         Ok(v) => (
             Outcome::Escaped,
             format!(
                 "{}={v} came from paddock serve's environment; besides PROBE_*: {list}",
-                paddock::escape::CANARY
+                paddock_lab::escape::CANARY
             ),
         ),
         Err(_) => (
             Outcome::Blocked,
             format!(
                 "no {}; besides PROBE_* it has: {list}",
-                paddock::escape::CANARY
+                paddock_lab::escape::CANARY
             ),
         ),
     }
@@ -2003,7 +2003,7 @@ fn in_child(name: &str) -> Verdict {
     }
     match msg.split_once('\t') {
         Some((o, d)) => (
-            paddock::escape::Outcome::parse(o).unwrap_or(Outcome::Error),
+            paddock_lab::escape::Outcome::parse(o).unwrap_or(Outcome::Error),
             d.to_string(),
         ),
         None => (

@@ -12,14 +12,16 @@
 //! first request after 2 s of idle (a new connection; median of 10), and paddock's resident
 //! memory idle and after the load.
 //!
-//!   cargo bench --bench http [-- --quick]      (--quick: 2 s per load instead of 5 s)
+//!   cargo build --release --workspace && cargo bench -p paddock-lab --bench http [-- --quick]
+//!   (--quick: 2 s per load instead of 5 s)
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_paddock");
+/// The paddock built beside this bench (`cargo build --release --workspace`).
+const BIN: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/../release/paddock");
 const NATIVE: &str = env!("CARGO_BIN_EXE_paddock-bench-app");
 
 fn free_port() -> u16 {
@@ -186,7 +188,11 @@ fn main() {
         println!("SKIPPED bench http: wrk is not installed (Debian: apt-get install wrk)");
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        Path::new(BIN).is_file(),
+        "{BIN} is missing: build it first with `cargo build --release --workspace`"
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let component = root.join("examples/wasm/http-hello.wasm");
     let mut rows = vec![];
     let skip = |name: &str, why: &str| Row {

@@ -1,13 +1,15 @@
 //! The escape matrix (issues 5 and 12): `paddock-probe` runs as an app at levels none, bundle
 //! and sandbox (default settings), its network attempts again at `sandbox/host-net`, and its
 //! wasm build (examples/wasm/probe) at level wasm; it makes every attempt of
-//! `paddock::escape::ATTEMPTS`. At `sandbox`, `sandbox/host-net` and `wasm` every one must be
+//! `paddock_lab::escape::ATTEMPTS`. At `sandbox`, `sandbox/host-net` and `wasm` every one must be
 //! blocked. Also checks that the host is unaffected afterwards: the probe undoes whatever it
 //! managed at level `none`.
 
+// The harness of paddock's own tests (its BIN is the paddock built beside these tests).
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 use common::*;
-use paddock::escape::{
+use paddock_lab::escape::{
     ATTEMPTS, HOST_NET, MatrixOptions, Outcome, evidence, matrix, missing, missing_of, run_matrix,
 };
 use std::path::PathBuf;
@@ -30,7 +32,11 @@ fn escape_matrix() {
             "examples/wasm/probe.wasm",
         ]
         .iter()
-        .map(|p| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p))
+        .map(|p| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../..")
+                .join(p)
+        })
         .find(|p| p.is_file()),
         levels: vec![
             "none".into(),

@@ -1,4 +1,4 @@
-//! `paddock bench`: one app (examples/bench-app, built natively, bundled, and to wasm from the
+//! `paddock bench`: one app (crates/paddock-lab/bench-app, built natively, bundled, and to wasm from the
 //! same source) run at every requested isolation level under one real `paddock serve`, with
 //! every figure taken from paddock's own event timestamps (`mono_ns` of `GET /v1/events`) and
 //! from the kernel's memory accounting (PSS), never from the CLI's side:
@@ -12,13 +12,13 @@
 //!   paddock), divided by N;
 //! - density: instances added in growing batches until the memory added passes the budget (or a
 //!   cap): the largest count measured within the budget;
-//! - escapes blocked: the escape matrix of src/escape.rs (needs root), with the probe's evidence
+//! - escapes blocked: the escape matrix of escape.rs (needs root), with the probe's evidence
 //!   line per attempt;
 //! - supervisor overhead: paddock's PSS growth and CPU time over 2 s of idle, per app.
 
-use crate::control::client::Client;
-use crate::daemon::StateEvent;
 use crate::escape;
+use paddock::control::client::Client;
+use paddock::daemon::StateEvent;
 use serde::Serialize;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -144,7 +144,7 @@ pub struct Report {
 }
 
 pub fn host() -> Host {
-    let d = crate::doctor::probe();
+    let d = paddock::doctor::probe();
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let cpu = cpuinfo
         .lines()
@@ -156,11 +156,11 @@ pub fn host() -> Host {
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map(|k| crate::config::units::format_size(k * 1024))
+        .map(|k| paddock::config::units::format_size(k * 1024))
         .unwrap_or_default();
     let c = &d.cgroup;
     Host {
-        date: crate::util::rfc3339_string(std::time::SystemTime::now()),
+        date: paddock::util::rfc3339_string(std::time::SystemTime::now()),
         kernel: d.kernel.clone(),
         cpu,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -341,7 +341,7 @@ impl Serve {
     /// Pids of running apps whose name starts with `prefix`.
     fn pids(&self, prefix: &str) -> Vec<i32> {
         self.client
-            .json::<crate::control::api::StatusList>("GET", "/v1/apps")
+            .json::<paddock::control::api::StatusList>("GET", "/v1/apps")
             .map(|(_, l)| {
                 l.apps
                     .iter()
@@ -503,7 +503,7 @@ fn add_instances(
     loop {
         let (ready, failed) = s
             .client
-            .json::<crate::control::api::StatusList>("GET", "/v1/apps")
+            .json::<paddock::control::api::StatusList>("GET", "/v1/apps")
             .map(|(_, l)| {
                 let mine = l.apps.iter().filter(|a| a.name.starts_with(&prefix));
                 let ready = mine.clone().filter(|a| a.state == "READY").count();
@@ -558,7 +558,7 @@ fn remove_instances(s: &Serve, level: &str, n: usize) -> Result<(), String> {
     loop {
         let left = s
             .client
-            .json::<crate::control::api::StatusList>("GET", "/v1/apps")
+            .json::<paddock::control::api::StatusList>("GET", "/v1/apps")
             .map(|(_, l)| {
                 l.apps
                     .iter()
@@ -805,7 +805,7 @@ pub fn run_bench(o: &Options) -> Result<Report, String> {
     let mut matrix = vec![];
     if o.escapes {
         let lv: Vec<String> = o.levels.clone();
-        if !crate::util::is_root() {
+        if !paddock::util::is_root() {
             for r in &mut results {
                 r.escapes = Some("not run: needs root".into());
             }

@@ -1,13 +1,18 @@
 //! `paddock bench` with small numbers at the levels this build has: the report is complete and
 //! sane (every figure present, p99 ≥ median, instances counted). Never asserts timings.
 
+// The harness of paddock's own tests (its BIN is the paddock built beside these tests).
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-#[test]
-fn bench_report_is_complete() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+/// The repository root, and a fresh app dir `TAG-PID` holding the bench app's native build and
+/// its wasm build (CI's fresh one, else the committed one). Not under /tmp: the sandbox level
+/// mounts a private /tmp over the bundle's files, and a bundle whose entry lies under /tmp
+/// cannot run there (exit status 127 from the loader).
+fn app_dir(tag: &str) -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let wasm = [
         "target/wasm-examples/bench-app.wasm",
         "examples/wasm/bench-app.wasm",
@@ -16,12 +21,7 @@ fn bench_report_is_complete() {
     .map(|p| root.join(p))
     .find(|p| p.is_file())
     .expect("bench-app.wasm (examples/wasm/build.sh builds it)");
-    // The app dir: the native build next to the test's paddock, and the wasm build. Not under
-    // /tmp: the sandbox level mounts a private /tmp over the bundle's files, and a bundle whose
-    // entry lies under /tmp cannot run there (exit status 127 from the loader).
-    let s = Scratch::new("bench");
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-app-{}", std::process::id()));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(
@@ -30,7 +30,17 @@ fn bench_report_is_complete() {
     )
     .unwrap();
     std::fs::copy(&wasm, dir.join("bench-app.wasm")).unwrap();
+    (root, dir)
+}
+
+#[test]
+fn bench_report_is_complete() {
+    let (root, dir) = app_dir("bench-app");
+    let s = Scratch::new("bench");
+    // From the repository root, where the bench finds the wasm probe (as `paddock bench` run
+    // from a source tree does).
     let o = std::process::Command::new(BIN)
+        .current_dir(&root)
         .arg("bench")
         .arg(&dir)
         .args([
@@ -105,7 +115,7 @@ fn bench_report_is_complete() {
             // until it lands paddock refuses that app file, and says so.
             let waits_for_limits = name == "sandbox" && esc.contains("limits");
             assert!(
-                esc.ends_with(&format!("/{} blocked", paddock::escape::ATTEMPTS.len()))
+                esc.ends_with(&format!("/{} blocked", paddock_lab::escape::ATTEMPTS.len()))
                     || waits_for_limits,
                 "{name}: {esc}"
             );
@@ -142,33 +152,62 @@ fn bench_names_what_to_build() {
     assert!(err.contains("cargo build --release"), "{err}");
 }
 
+/// `paddock bench` executes paddock-bench, built beside it: `--help` is paddock-bench's.
+#[test]
+fn bench_help_is_paddock_bench_s() {
+    let o = std::process::Command::new(BIN)
+        .args(["bench", "--help"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("Usage: paddock bench [OPTIONS] [APP_DIR]") && out.contains("--levels"),
+        "{out}"
+    );
+}
+
+/// Where paddock-bench is absent (an install: the .deb ships paddock alone), `paddock bench`
+/// says so and how to build it, and exits 2.
+#[test]
+fn bench_absent_says_how_to_get_it() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-absent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let paddock = dir.join("paddock");
+    if std::fs::hard_link(BIN, &paddock).is_err() {
+        std::fs::copy(BIN, &paddock).unwrap();
+    }
+    let o = std::process::Command::new(&paddock)
+        .args(["bench", "--quick"])
+        .env("PATH", &dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "paddock bench is not part of this install: from a source tree, `cargo build --release --workspace` then `paddock bench` (or `cargo run --release -p paddock-lab --bin paddock-bench -- …`)"
+        ),
+        "{err}"
+    );
+}
+
 /// `--quick --peers` with paddock held to 256 descriptors: the density ramp of level none runs
 /// into that limit, which ends the ramp with the reason; the report is complete, every peer is
 /// either measured or says why not, progress went to stderr, and the exit status is 0.
 #[test]
 fn bench_quick_degrades_with_a_reason_and_exits_0() {
     use std::os::unix::process::CommandExt;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let wasm = [
-        "target/wasm-examples/bench-app.wasm",
-        "examples/wasm/bench-app.wasm",
-    ]
-    .iter()
-    .map(|p| root.join(p))
-    .find(|p| p.is_file())
-    .expect("bench-app.wasm (examples/wasm/build.sh builds it)");
-    let dir =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-quick-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::copy(
-        env!("CARGO_BIN_EXE_paddock-bench-app"),
-        dir.join("paddock-bench-app"),
-    )
-    .unwrap();
-    std::fs::copy(&wasm, dir.join("bench-app.wasm")).unwrap();
+    let (root, dir) = app_dir("bench-quick");
     let mut cmd = std::process::Command::new(BIN);
-    cmd.arg("bench").arg(&dir).args([
+    cmd.current_dir(&root).arg("bench").arg(&dir).args([
         "--quick",
         "--peers",
         "--levels",

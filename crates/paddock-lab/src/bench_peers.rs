@@ -47,7 +47,7 @@ pub struct Options {
 
 fn which(prog: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")
-        .unwrap_or_else(|| crate::config::DEFAULT_PATH.into())
+        .unwrap_or_else(|| paddock::config::DEFAULT_PATH.into())
         .to_string_lossy()
         .split(':')
         .map(|d| Path::new(d).join(prog))
@@ -60,9 +60,9 @@ fn sh_quote(s: &str) -> String {
 
 /// The cgroup2 mount of a hybrid host (crun refuses to run while it is visible), if any.
 fn hybrid_cgroup2() -> Option<String> {
-    let host = crate::cgroup::detect();
+    let host = paddock::cgroup::detect();
     match host.layout {
-        crate::cgroup::Layout::Hybrid => host.v2.map(|(m, _)| m.display().to_string()),
+        paddock::cgroup::Layout::Hybrid => host.v2.map(|(m, _)| m.display().to_string()),
         _ => None,
     }
 }

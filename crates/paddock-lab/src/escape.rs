@@ -903,10 +903,10 @@ fn run_level(
                 Err(e) => run.report.skipped = Some(format!("paddock serve: {e}")),
                 Ok(mut child) => {
                     let _ = std::fs::write(rw.join(PADDOCK_PID), format!("{}\n", child.id()));
-                    let client = crate::control::client::Client::new(&sock);
+                    let client = paddock::control::client::Client::new(&sock);
                     let done = wait_until(Duration::from_secs(180), || {
                         client
-                            .json::<crate::control::api::StatusList>("GET", "/v1/apps")
+                            .json::<paddock::control::api::StatusList>("GET", "/v1/apps")
                             .is_ok_and(|(_, l)| {
                                 app_names.iter().all(|n| {
                                     l.apps.iter().any(|a| {
@@ -1050,7 +1050,7 @@ mod tests {
         // The wasm probe has its own copy of the list (it cannot link paddock): same order.
         let src = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/examples/wasm/probe/src/main.rs"
+            "/../../examples/wasm/probe/src/main.rs"
         ))
         .unwrap();
         let list = src

@@ -1,5 +1,5 @@
 //! The app `paddock bench` runs at every level: one Rust source, built natively (the binary
-//! `paddock-bench-app` of paddock's crate) and to WebAssembly (`bench-app.wasm`, by
+//! `paddock-bench-app` of crates/paddock-lab) and to WebAssembly (`bench-app.wasm`, by
 //! examples/wasm/build.sh).
 //!
 //! - `bench-app`: prints `bench-app ready`, answers each line of stdin with `ok LINE`, and once
@@ -7,7 +7,7 @@
 //! - `bench-app --exit`: exits at once with status 0 (to measure restarts).
 //! - `bench-app --http ADDR`: a long-running HTTP/1.1 server (keep-alive, a thread per
 //!   connection) answering `hello from paddock` to every request: the native side of
-//!   `benches/http.rs`, next to the per-request wasm app `examples/wasm/http-hello`.
+//!   paddock-lab's benches/http.rs, next to the per-request wasm app `examples/wasm/http-hello`.
 
 use std::io::BufRead;
 

@@ -93,7 +93,14 @@ fn start(f: &Flags) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["-namespace", &f.namespace, "-id", &f.id, "-address", &f.address]);
+    cmd.args([
+        "-namespace",
+        &f.namespace,
+        "-id",
+        &f.id,
+        "-address",
+        &f.address,
+    ]);
     if !f.publish_binary.is_empty() {
         cmd.args(["-publish-binary", &f.publish_binary]);
     }

@@ -198,7 +198,10 @@ impl Service {
 
     fn create_container(&self, req: &CreateTaskRequest) -> Result<Container, String> {
         if req.terminal {
-            return Err("a terminal (-t) is not supported by the paddock wasm runtime: run without -t".into());
+            return Err(
+                "a terminal (-t) is not supported by the paddock wasm runtime: run without -t"
+                    .into(),
+            );
         }
         let bundle = PathBuf::from(&req.bundle);
         let spec = crate::spec::load(&bundle)?;
@@ -275,7 +278,10 @@ fn resolve_module(root: &Path, cwd: &str, arg0: &str) -> Result<PathBuf, String>
         Path::new(cwd).join(arg0)
     };
     let rel = inside.strip_prefix("/").unwrap_or(&inside);
-    if rel.components().any(|c| c == std::path::Component::ParentDir) {
+    if rel
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
         return Err(format!(
             "process.args[0] = \"{arg0}\" leaves the container's root (\"..\")"
         ));
@@ -383,9 +389,7 @@ fn exit_status(exit: &Exit, killed_by: Option<u32>) -> (u32, bool) {
         Exit::OomKilled => (128 + libc::SIGKILL as u32, true),
         // The limiter refused a memory growth and the guest trapped on it (a Rust guest
         // aborts): an out-of-memory kill, reported as a runc container's would be (137 + oom).
-        Exit::Trap(msg) if msg.contains("memory growth to") => {
-            (128 + libc::SIGKILL as u32, true)
-        }
+        Exit::Trap(msg) if msg.contains("memory growth to") => (128 + libc::SIGKILL as u32, true),
         // A trap is the guest's crash: as a process that aborted.
         Exit::Trap(_) => (128 + libc::SIGABRT as u32, false),
         Exit::SpawnFailed(_) => (127, false),
@@ -657,6 +661,9 @@ mod tests {
             ),
             (137, true)
         );
-        assert_eq!(exit_status(&Exit::Trap("unreachable".into()), None), (134, false));
+        assert_eq!(
+            exit_status(&Exit::Trap("unreachable".into()), None),
+            (134, false)
+        );
     }
 }

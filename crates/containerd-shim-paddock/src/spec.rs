@@ -17,6 +17,9 @@ pub struct Spec {
     pub readonly: bool,
     /// `linux.resources.memory.limit` in bytes (absent, 0 or negative: none).
     pub memory_limit: Option<u64>,
+    /// The CRI plugin's pod sandbox ("pause") container: annotation
+    /// `io.kubernetes.cri.container-type = sandbox`.
+    pub pod_sandbox: bool,
 }
 
 pub fn load(bundle: &Path) -> Result<Spec, String> {
@@ -87,7 +90,12 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
             }
         },
     };
+    let pod_sandbox = v
+        .pointer("/annotations/io.kubernetes.cri.container-type")
+        .and_then(Value::as_str)
+        == Some("sandbox");
     Ok(Spec {
+        pod_sandbox,
         args,
         env,
         cwd,
@@ -115,6 +123,13 @@ mod tests {
         assert_eq!(s.root, Path::new("/b/rootfs"));
         assert!(s.readonly);
         assert_eq!(s.memory_limit, Some(16 << 20));
+        assert!(!s.pod_sandbox);
+        let s = parse(
+            Path::new("/b"),
+            r#"{"process":{"args":["/pause"]},"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}"#,
+        )
+        .unwrap();
+        assert!(s.pod_sandbox);
     }
 
     #[test]

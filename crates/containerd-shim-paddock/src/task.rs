@@ -62,6 +62,8 @@ struct Container {
     status: Status,
     /// Exit status and time, once stopped.
     exit: Option<(u32, Timestamp)>,
+    /// The module; `None` for a pod's sandbox ("pause") container, which runs nothing: it
+    /// stays RUNNING until it is killed (the pod's namespaces are the CRI plugin's own).
     program: Option<Arc<Program>>,
     /// The guest's output, until `start` hands it over; then the writer threads.
     sinks: Option<(Sink, Sink)>,
@@ -143,6 +145,17 @@ impl Service {
         Ok(h)
     }
 
+    fn publish_start(&self, id: String) {
+        self.0.publisher.publish(
+            topics::TASK_START_EVENT_TOPIC,
+            &TaskStart {
+                container_id: id,
+                pid: pid(),
+                ..Default::default()
+            },
+        );
+    }
+
     /// The instance ended (on a wasm worker thread): wait for its output to reach containerd,
     /// then record the exit and tell containerd.
     fn exited(&self, exit: Exit) {
@@ -211,7 +224,12 @@ impl Service {
             crate::mount::mount_rootfs(&req.rootfs, &target)?;
             mounted = Some(target);
         }
-        let result = self.prepare(req, &spec);
+        let result = if spec.pod_sandbox {
+            Ok((None, None, vec![]))
+        } else {
+            self.prepare(req, &spec)
+                .map(|(p, s, w)| (Some(p), Some(s), w))
+        };
         match result {
             Ok((program, sinks, writers)) => Ok(Container {
                 id: req.id.clone(),
@@ -222,8 +240,8 @@ impl Service {
                 stderr: req.stderr.clone(),
                 status: Status::CREATED,
                 exit: None,
-                program: Some(program),
-                sinks: Some(sinks),
+                program,
+                sinks,
                 writers,
                 instance: None,
                 killed_by: None,
@@ -450,10 +468,17 @@ impl containerd_shim_protos::Task for Service {
                 format!("container {} is not in the created state", c.id),
             ));
         }
-        let program = c
-            .program
-            .clone()
-            .ok_or_else(|| err(Code::INTERNAL, "no program"))?;
+        let Some(program) = c.program.clone() else {
+            // A pod sandbox container: nothing to run.
+            c.status = Status::RUNNING;
+            let id = c.id.clone();
+            drop(g);
+            self.publish_start(id);
+            return Ok(StartResponse {
+                pid: pid(),
+                ..Default::default()
+            });
+        };
         let (out, er) = c
             .sinks
             .take()
@@ -474,14 +499,7 @@ impl containerd_shim_protos::Task for Service {
         c.status = Status::RUNNING;
         let id = c.id.clone();
         drop(g);
-        self.0.publisher.publish(
-            topics::TASK_START_EVENT_TOPIC,
-            &TaskStart {
-                container_id: id,
-                pid: pid(),
-                ..Default::default()
-            },
-        );
+        self.publish_start(id);
         Ok(StartResponse {
             pid: pid(),
             ..Default::default()
@@ -522,8 +540,13 @@ impl containerd_shim_protos::Task for Service {
                 0 => {}
                 libc::SIGKILL | libc::SIGTERM | libc::SIGINT | libc::SIGQUIT => {
                     c.killed_by.get_or_insert(sig);
-                    if let Some(i) = &c.instance {
-                        i.interrupt();
+                    match &c.instance {
+                        Some(i) => i.interrupt(),
+                        // A pod sandbox container ends at once.
+                        None => {
+                            drop(g);
+                            self.exited(Exit::Interrupted);
+                        }
                     }
                 }
                 _ => {

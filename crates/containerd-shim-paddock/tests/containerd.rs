@@ -407,6 +407,57 @@ fn containerd_runs_wasm_with_paddock() {
     };
     assert_eq!(status.code(), Some(143), "worker after SIGTERM");
 
+    // A pod's sandbox ("pause") container, as the CRI plugin marks it, runs nothing and stays
+    // RUNNING until it is killed.
+    let mut pause = ctd
+        .ctr()
+        .args(["run", "--rm", "--runtime", RUNTIME])
+        .args(["--annotation", "io.kubernetes.cri.container-type=sandbox"])
+        .args(["docker.io/paddock/hello:latest", "pod-sandbox", "/pause"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = run_bounded(ctd.ctr().args(["task", "ls"]), Duration::from_secs(10));
+        if text(&o.stdout)
+            .lines()
+            .any(|l| l.starts_with("pod-sandbox") && l.contains("RUNNING"))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = pause.kill();
+            let _ = pause.wait();
+            panic!(
+                "the pod sandbox container is not RUNNING: {}",
+                text(&o.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = run_bounded(
+        ctd.ctr()
+            .args(["task", "kill", "-s", "SIGKILL", "pod-sandbox"]),
+        Duration::from_secs(10),
+    );
+    assert!(o.status.success(), "ctr task kill: {}", text(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = pause.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = pause.kill();
+            let _ = pause.wait();
+            panic!("the pod sandbox container did not stop within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(137), "pod sandbox after SIGKILL");
+
     // A memory bomb over the container's memory limit: exit 137 and a /tasks/oom event.
     let events_file = ctd.dir.join("events");
     let mut events = ctd

@@ -375,14 +375,13 @@ fn spawn_writer(
         .spawn(move || {
             use std::io::Write;
             let path = path.strip_prefix("file://").unwrap_or(&path).to_string();
-            // Opening a FIFO for writing waits for containerd's reader, which is already there.
             let mut file = if path.is_empty() {
                 None
             } else {
-                match std::fs::OpenOptions::new().append(true).open(&path) {
+                match open_output(&path) {
                     Ok(f) => Some(f),
                     Err(e) => {
-                        eprintln!("containerd-shim-paddock-v1: cannot open {path}: {e}");
+                        eprintln!("containerd-shim-paddock-v1: cannot open {path}: {e}; the output is discarded");
                         None
                     }
                 }
@@ -396,6 +395,39 @@ fn spawn_writer(
             }
         })
         .map_err(|e| format!("cannot start an output thread: {e}"))
+}
+
+/// Opens containerd's FIFO (or log file) for writing. containerd opens the reading end before
+/// `Create`; should no reader come within 10 s the output is discarded rather than holding the
+/// guest's exit forever (a blocking open of a FIFO without a reader never returns).
+fn open_output(path: &str) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let f = loop {
+        match std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+        {
+            Ok(f) => break f,
+            Err(e)
+                if e.raw_os_error() == Some(libc::ENXIO)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    // SAFETY: F_GETFL/F_SETFL on the descriptor `f` owns: writes block again (backpressure).
+    unsafe {
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 {
+            libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(f)
 }
 
 /// containerd's exit status for a paddock exit, and whether it was an out-of-memory end.
@@ -558,14 +590,15 @@ impl containerd_shim_protos::Task for Service {
                     ));
                 }
             },
-            Status::CREATED => {
-                // Never started: it ends now, as a process killed before it ran.
-                c.status = Status::STOPPED;
-                c.exit = Some((128 + sig, crate::now()));
+            Status::CREATED if sig != 0 => {
+                // Never started: it ends now, as a process killed before it ran (its output
+                // sinks dropped, so the writers finish; the exit is recorded and published).
+                c.killed_by = Some(sig);
                 c.sinks = None;
                 drop(g);
-                self.0.changed.notify_all();
+                self.exited(Exit::Interrupted);
             }
+            Status::CREATED => {}
             _ => {
                 return Err(err(
                     Code::NOT_FOUND,

@@ -14,6 +14,7 @@
 
 mod events;
 mod flags;
+mod layer;
 mod mount;
 mod spec;
 mod task;
@@ -51,6 +52,8 @@ fn main() {
     let r = match flags.action.as_deref() {
         Some("start") => start(&flags),
         Some("delete") => delete(&flags),
+        // containerd's stream processor for wasm layers (see layer.rs).
+        Some("wasm-layer-to-tar") => layer::convert_stdio(),
         None => serve(&flags),
         Some(other) => Err(format!(
             "unknown action \"{other}\": containerd runs this shim with `start`, `delete` or no action"

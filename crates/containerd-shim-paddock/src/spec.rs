@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
 pub struct Spec {
-    /// `process.args`: `[0]` is the module inside the rootfs, the rest its arguments.
+    /// `process.args`: `[0]` is the module inside the rootfs (or the name of the image's wasm
+    /// layer), the rest its arguments.
     pub args: Vec<String>,
     /// `process.env`, as `KEY=VALUE`.
     pub env: Vec<(String, String)>,
@@ -50,10 +51,8 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
     let process = v
         .get("process")
         .ok_or("no `process`: the runtime spec must say what to run")?;
+    // May be empty for an image whose layer is the module (checked when the module is found).
     let args = strings(process.get("args"), "process.args")?;
-    if args.is_empty() {
-        return Err("process.args is empty: give the image an entrypoint (the .wasm file), or pass it to `ctr run`".into());
-    }
     let mut env = vec![];
     for (i, kv) in strings(process.get("env"), "process.env")?
         .into_iter()
@@ -137,7 +136,6 @@ mod tests {
         let p = |t| parse(Path::new("/b"), t).unwrap_err();
         assert!(p("{").contains("not valid JSON"));
         assert!(p("{}").contains("no `process`"));
-        assert!(p(r#"{"process":{"args":[]}}"#).contains("process.args is empty"));
         assert!(p(r#"{"process":{"args":["a",1]}}"#).contains("process.args[1]"));
         assert!(p(r#"{"process":{"args":["a"],"env":["NOEQ"]}}"#).contains("process.env[0]"));
         assert!(

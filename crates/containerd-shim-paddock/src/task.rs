@@ -261,8 +261,8 @@ impl Service {
         req: &CreateTaskRequest,
         spec: &crate::spec::Spec,
     ) -> Result<(Arc<Program>, (Sink, Sink), Vec<std::thread::JoinHandle<()>>), String> {
-        let module = resolve_module(&spec.root, &spec.cwd, &spec.args[0])?;
-        let app = app_toml(spec, &module)?;
+        let (module, args) = resolve_module(&spec.root, &spec.cwd, &spec.args)?;
+        let app = app_toml(spec, &module, args)?;
         let file = PathBuf::from(&req.bundle).join("config.json");
         let app = paddock::config::parse_app(&req.id, &file, &app).map_err(|errs| {
             errs.iter()
@@ -287,9 +287,49 @@ impl Service {
     }
 }
 
-/// `process.args[0]` inside the rootfs (relative to `process.cwd` when relative), checked to be
-/// a wasm module.
-fn resolve_module(root: &Path, cwd: &str, arg0: &str) -> Result<PathBuf, String> {
+fn is_module(path: &Path) -> std::io::Result<bool> {
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(path)?;
+    use std::io::Read;
+    Ok(f.read_exact(&mut magic).is_ok() && &magic == b"\0asm")
+}
+
+/// The module to run and its arguments: `process.args[0]` inside the rootfs (relative to
+/// `process.cwd` when relative) if it is a module there; otherwise the image's one wasm layer
+/// (`layer::DIR`), with `process.args[1..]`.
+fn resolve_module<'a>(
+    root: &Path,
+    cwd: &str,
+    args: &'a [String],
+) -> Result<(PathBuf, &'a [String]), String> {
+    let layers: Vec<PathBuf> = std::fs::read_dir(root.join(crate::layer::DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    let Some(arg0) = args.first() else {
+        return match layers.as_slice() {
+            [one] => Ok((one.clone(), args)),
+            [] => Err("process.args is empty and the image has no wasm layer: give the image an entrypoint (the .wasm file), or pass it to `ctr run`".into()),
+            _ => Err(format!("process.args is empty and the image has {} wasm layers: the paddock runtime runs one module per container", layers.len())),
+        };
+    };
+    let module = module_in_rootfs(root, cwd, arg0);
+    match (module, layers.as_slice()) {
+        (Ok(p), _) => Ok((p, &args[1..])),
+        (Err(_), [one]) => Ok((one.clone(), &args[1..])),
+        (Err(e), []) => Err(e),
+        (Err(e), _) => Err(format!(
+            "{e}; and the image has {} wasm layers (one module per container)",
+            layers.len()
+        )),
+    }
+}
+
+/// `arg0` inside the rootfs, checked to be a wasm module.
+fn module_in_rootfs(root: &Path, cwd: &str, arg0: &str) -> Result<PathBuf, String> {
     let inside = if arg0.starts_with('/') {
         PathBuf::from(arg0)
     } else {
@@ -305,14 +345,9 @@ fn resolve_module(root: &Path, cwd: &str, arg0: &str) -> Result<PathBuf, String>
         ));
     }
     let path = root.join(rel);
-    let mut magic = [0u8; 4];
-    let read = std::fs::File::open(&path).and_then(|mut f| {
-        use std::io::Read;
-        f.read_exact(&mut magic)
-    });
-    match read {
-        Ok(()) if &magic == b"\0asm" => Ok(path),
-        Ok(()) => Err(format!(
+    match is_module(&path) {
+        Ok(true) => Ok(path),
+        Ok(false) => Err(format!(
             "process.args[0] = \"{arg0}\" is not a WebAssembly module (no \\0asm header): the paddock runtime runs images whose entrypoint is a .wasm file; use runc for other images"
         )),
         Err(e) => Err(format!(
@@ -323,7 +358,7 @@ fn resolve_module(root: &Path, cwd: &str, arg0: &str) -> Result<PathBuf, String>
 }
 
 /// The container as a paddock app file: the same validation as any wasm app.
-fn app_toml(spec: &crate::spec::Spec, module: &Path) -> Result<String, String> {
+fn app_toml(spec: &crate::spec::Spec, module: &Path, args: &[String]) -> Result<String, String> {
     use toml::Value;
     let mut t = toml::Table::new();
     t.insert("isolation".into(), Value::String("wasm".into()));
@@ -333,7 +368,7 @@ fn app_toml(spec: &crate::spec::Spec, module: &Path) -> Result<String, String> {
     );
     t.insert(
         "args".into(),
-        Value::Array(spec.args[1..].iter().cloned().map(Value::String).collect()),
+        Value::Array(args.iter().cloned().map(Value::String).collect()),
     );
     let env: toml::Table = spec
         .env

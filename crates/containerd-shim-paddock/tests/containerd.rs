@@ -114,6 +114,68 @@ fn image_archive(dir: &Path, wasm: &Path, name: &str) -> PathBuf {
     out
 }
 
+/// An OCI image archive in runwasi's layout: the module itself is the one layer (media type
+/// `application/vnd.bytecodealliance.wasm.component.layer.v0+wasm`), platform wasip1/wasm, no
+/// entrypoint file in a rootfs. The config's diff_id is the digest of the tar the shim's
+/// `wasm-layer-to-tar` stream processor makes of it (what containerd checks after unpacking).
+fn wasm_layer_archive(dir: &Path, wasm: &Path, name: &str) -> PathBuf {
+    let work = dir.join(format!("img-{}", sha(name.as_bytes())));
+    let blobs = work.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let module = std::fs::read(wasm).unwrap();
+    let conv = Command::new(SHIM)
+        .arg("wasm-layer-to-tar")
+        .stdin(std::fs::File::open(wasm).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        conv.status.success(),
+        "wasm-layer-to-tar: {}",
+        text(&conv.stderr)
+    );
+    let diff_id = format!("sha256:{}", sha(&conv.stdout));
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = sha(bytes);
+        std::fs::write(blobs.join(&d), bytes).unwrap();
+        (format!("sha256:{d}"), bytes.len())
+    };
+    let (ld, ls) = put(&module);
+    let config = serde_json::json!({
+        "architecture": "wasm", "os": "wasip1",
+        "config": {"Entrypoint": ["hello.wasm"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm", "digest": ld, "size": ls}],
+    });
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"io.containerd.image.name": name},
+            "platform": {"architecture": "wasm", "os": "wasip1"},
+        }],
+    });
+    std::fs::write(work.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(work.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let out = dir.join(format!("{}.tar", sha(name.as_bytes())));
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&work)
+        .arg("-cf")
+        .arg(&out)
+        .args(["oci-layout", "index.json", "blobs"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed for the archive");
+    out
+}
+
 /// Runs `cmd` to its end, killing it after `limit`.
 fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
     let mut child = cmd
@@ -171,7 +233,11 @@ impl Containerd {
             "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
              disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
              [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n"
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n\
+             [stream_processors]\n  [stream_processors.\"io.containerd.paddock.wasm-layer\"]\n\
+             accepts = [\"application/vnd.bytecodealliance.wasm.component.layer.v0+wasm\", \"application/wasm\"]\n\
+             returns = \"application/vnd.oci.image.layer.v1.tar\"\n\
+             path = \"{SHIM}\"\n    args = [\"wasm-layer-to-tar\"]\n"
         );
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let path = format!(
@@ -323,6 +389,43 @@ fn containerd_runs_wasm_with_paddock() {
             text(&o.stderr)
         );
     }
+
+    // An image whose layer is the module (runwasi's media type), unpacked through the shim's
+    // stream processor; `process.args[0]` names the layer, the rest are the guest's arguments.
+    let archive = wasm_layer_archive(
+        &images,
+        &example("hello.wasm"),
+        "docker.io/paddock/layer:latest",
+    );
+    let o = run_bounded(
+        ctd.ctr()
+            .args(["image", "import", "--all-platforms"])
+            .arg(&archive),
+        Duration::from_secs(60),
+    );
+    assert!(
+        o.status.success(),
+        "ctr image import (wasm layer): {}",
+        text(&o.stderr)
+    );
+    let o = ctd.run(
+        &[],
+        "docker.io/paddock/layer:latest",
+        "layer",
+        &["hello.wasm", "x", "y"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "wasm layer: {}\n{}",
+        text(&o.stderr),
+        ctd.log()
+    );
+    assert!(
+        text(&o.stdout).contains(r#"hello from wasm! args: ["x", "y"]"#),
+        "stdout: {}",
+        text(&o.stdout)
+    );
 
     // Output reaches ctr (stdout and stderr), arguments and exit status 0.
     let o = ctd.run(

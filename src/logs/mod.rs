@@ -191,6 +191,23 @@ pub struct Sink {
     stream: Stream,
 }
 
+impl Data {
+    /// The bytes of this chunk (for a [`Sink::channel`] receiver).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
+impl Sink {
+    /// A sink whose chunks go to the returned receiver instead of the log writer: for an
+    /// embedder that writes a guest's output elsewhere (the containerd shim writes it to
+    /// containerd's stdio FIFOs). The queue is bounded like the log writer's.
+    pub fn channel(app: Arc<str>, stream: Stream) -> (Sink, mpsc::Receiver<Data>) {
+        let (data, rx) = mpsc::channel(QUEUE);
+        (Sink { data, app, stream }, rx)
+    }
+}
+
 impl Logs {
     /// A sink into the log of `app`'s `stream`.
     pub fn sink(&self, app: Arc<str>, stream: Stream) -> Sink {

@@ -1,0 +1,146 @@
+//! The parts of the bundle's OCI runtime spec (`config.json`) the wasm level uses, with errors
+//! that name the key.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug)]
+pub struct Spec {
+    /// `process.args`: `[0]` is the module inside the rootfs (or the name of the image's wasm
+    /// layer), the rest its arguments.
+    pub args: Vec<String>,
+    /// `process.env`, as `KEY=VALUE`.
+    pub env: Vec<(String, String)>,
+    /// `process.cwd`.
+    pub cwd: String,
+    /// `root.path`, joined to the bundle when relative.
+    pub root: PathBuf,
+    pub readonly: bool,
+    /// `linux.resources.memory.limit` in bytes (absent, 0 or negative: none).
+    pub memory_limit: Option<u64>,
+    /// The CRI plugin's pod sandbox ("pause") container: annotation
+    /// `io.kubernetes.cri.container-type = sandbox`.
+    pub pod_sandbox: bool,
+}
+
+pub fn load(bundle: &Path) -> Result<Spec, String> {
+    let path = bundle.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse(bundle, &text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn strings(v: Option<&Value>, key: &str) -> Result<Vec<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(vec![]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                s.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("{key}[{i}] is not a string"))
+            })
+            .collect(),
+        Some(_) => Err(format!("{key} is not a list of strings")),
+    }
+}
+
+pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+    let process = v
+        .get("process")
+        .ok_or("no `process`: the runtime spec must say what to run")?;
+    // May be empty for an image whose layer is the module (checked when the module is found).
+    let args = strings(process.get("args"), "process.args")?;
+    let mut env = vec![];
+    for (i, kv) in strings(process.get("env"), "process.env")?
+        .into_iter()
+        .enumerate()
+    {
+        match kv.split_once('=') {
+            Some((k, val)) if !k.is_empty() => env.push((k.to_string(), val.to_string())),
+            _ => return Err(format!("process.env[{i}] = \"{kv}\" is not KEY=VALUE")),
+        }
+    }
+    let cwd = process
+        .get("cwd")
+        .and_then(Value::as_str)
+        .unwrap_or("/")
+        .to_string();
+    let root = v.get("root");
+    let root_path = root
+        .and_then(|r| r.get("path"))
+        .and_then(Value::as_str)
+        .unwrap_or("rootfs");
+    let readonly = root
+        .and_then(|r| r.get("readonly"))
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let memory_limit = match v.pointer("/linux/resources/memory/limit") {
+        None | Some(Value::Null) => None,
+        Some(n) => match n.as_i64() {
+            Some(l) if l > 0 => Some(l as u64),
+            Some(_) => None,
+            None => {
+                return Err(format!(
+                    "linux.resources.memory.limit = {n} is not a number of bytes"
+                ));
+            }
+        },
+    };
+    let pod_sandbox = v
+        .pointer("/annotations/io.kubernetes.cri.container-type")
+        .and_then(Value::as_str)
+        == Some("sandbox");
+    Ok(Spec {
+        pod_sandbox,
+        args,
+        env,
+        cwd,
+        root: bundle.join(root_path),
+        readonly,
+        memory_limit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ctr_spec() {
+        let s = parse(
+            Path::new("/b"),
+            r#"{"process":{"args":["/hello.wasm","a"],"env":["PATH=/bin","X=a=b"],"cwd":"/"},
+                "root":{"path":"rootfs","readonly":true},
+                "linux":{"resources":{"memory":{"limit":16777216}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.args, ["/hello.wasm", "a"]);
+        assert_eq!(s.env[1], ("X".into(), "a=b".into()));
+        assert_eq!(s.root, Path::new("/b/rootfs"));
+        assert!(s.readonly);
+        assert_eq!(s.memory_limit, Some(16 << 20));
+        assert!(!s.pod_sandbox);
+        let s = parse(
+            Path::new("/b"),
+            r#"{"process":{"args":["/pause"]},"annotations":{"io.kubernetes.cri.container-type":"sandbox"}}"#,
+        )
+        .unwrap();
+        assert!(s.pod_sandbox);
+    }
+
+    #[test]
+    fn bad_specs_name_the_key() {
+        let p = |t| parse(Path::new("/b"), t).unwrap_err();
+        assert!(p("{").contains("not valid JSON"));
+        assert!(p("{}").contains("no `process`"));
+        assert!(p(r#"{"process":{"args":["a",1]}}"#).contains("process.args[1]"));
+        assert!(p(r#"{"process":{"args":["a"],"env":["NOEQ"]}}"#).contains("process.env[0]"));
+        assert!(
+            p(r#"{"process":{"args":["a"]},"linux":{"resources":{"memory":{"limit":"x"}}}}"#)
+                .contains("linux.resources.memory.limit")
+        );
+    }
+}

@@ -1,0 +1,628 @@
+//! The shim under a real containerd (Debian's), driven with `ctr`: a private containerd (its own
+//! root, state, sockets and config; the CRI plugin off) with `containerd-shim-paddock-v1` on its
+//! PATH, OCI image archives made here from the example wasm modules and imported with
+//! `ctr image import`, then `ctr run --runtime io.containerd.paddock.v1`: output reaches ctr,
+//! exit codes propagate, `ctr task kill` stops a long-running guest, a memory bomb over
+//! `--memory-limit` is reported as an OOM (exit 137 and a /tasks/oom event), a non-wasm
+//! entrypoint is refused with the key named. Every wait is bounded; containerd, the shims and
+//! the snapshot mounts are cleaned up however the test ends. Needs root and containerd.
+
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-paddock-v1");
+const RUNTIME: &str = "io.containerd.paddock.v1";
+
+fn is_root() -> bool {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+}
+
+/// An example module: `$PADDOCK_WASM_EXAMPLES` (CI's fresh builds), else target/wasm-examples,
+/// else the committed examples/wasm.
+fn example(name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if let Ok(dir) = std::env::var("PADDOCK_WASM_EXAMPLES") {
+        let p = root.join(dir).join(name);
+        assert!(
+            p.is_file(),
+            "PADDOCK_WASM_EXAMPLES is set but {} is missing",
+            p.display()
+        );
+        return p;
+    }
+    let fresh = root.join("target/wasm-examples").join(name);
+    if fresh.is_file() {
+        return fresh;
+    }
+    root.join("examples/wasm").join(name)
+}
+
+fn sha(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// An OCI image archive (oci-layout, index.json, blobs) whose one layer holds `wasm` as
+/// /app.wasm, the image's entrypoint; named `name` for `ctr image import`.
+fn image_archive(dir: &Path, wasm: &Path, name: &str) -> PathBuf {
+    let work = dir.join(format!("img-{}", sha(name.as_bytes())));
+    let blobs = work.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let layer_dir = work.join("layer");
+    std::fs::create_dir_all(&layer_dir).unwrap();
+    std::fs::copy(wasm, layer_dir.join("app.wasm")).unwrap();
+    let layer_tar = work.join("layer.tar");
+    let st = Command::new("tar")
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+        .arg(&layer_dir)
+        .arg("-cf")
+        .arg(&layer_tar)
+        .arg("app.wasm")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed for the layer");
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = sha(bytes);
+        std::fs::write(blobs.join(&d), bytes).unwrap();
+        (format!("sha256:{d}"), bytes.len())
+    };
+    let (ld, ls) = put(&std::fs::read(&layer_tar).unwrap());
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": ["/app.wasm"]},
+        "rootfs": {"type": "layers", "diff_ids": [ld]},
+    });
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}],
+    });
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"},
+            "platform": {"architecture": "amd64", "os": "linux"},
+        }],
+    });
+    std::fs::write(work.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(work.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let out = dir.join(format!("{}.tar", sha(name.as_bytes())));
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&work)
+        .arg("-cf")
+        .arg(&out)
+        .args(["oci-layout", "index.json", "blobs"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed for the archive");
+    out
+}
+
+/// An OCI image archive in runwasi's layout: the module itself is the one layer (media type
+/// `application/vnd.bytecodealliance.wasm.component.layer.v0+wasm`), platform wasip1/wasm, no
+/// entrypoint file in a rootfs. The config's diff_id is the digest of the tar the shim's
+/// `wasm-layer-to-tar` stream processor makes of it (what containerd checks after unpacking).
+fn wasm_layer_archive(dir: &Path, wasm: &Path, name: &str) -> PathBuf {
+    let work = dir.join(format!("img-{}", sha(name.as_bytes())));
+    let blobs = work.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let module = std::fs::read(wasm).unwrap();
+    let conv = Command::new(SHIM)
+        .arg("wasm-layer-to-tar")
+        .stdin(std::fs::File::open(wasm).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        conv.status.success(),
+        "wasm-layer-to-tar: {}",
+        text(&conv.stderr)
+    );
+    let diff_id = format!("sha256:{}", sha(&conv.stdout));
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = sha(bytes);
+        std::fs::write(blobs.join(&d), bytes).unwrap();
+        (format!("sha256:{d}"), bytes.len())
+    };
+    let (ld, ls) = put(&module);
+    let config = serde_json::json!({
+        "architecture": "wasm", "os": "wasip1",
+        "config": {"Entrypoint": ["hello.wasm"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    let (cd, cs) = put(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "layers": [{"mediaType": "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm", "digest": ld, "size": ls}],
+    });
+    let (md, ms) = put(manifest.to_string().as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+            "annotations": {"io.containerd.image.name": name},
+            "platform": {"architecture": "wasm", "os": "wasip1"},
+        }],
+    });
+    std::fs::write(work.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(work.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let out = dir.join(format!("{}.tar", sha(name.as_bytes())));
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&work)
+        .arg("-cf")
+        .arg(&out)
+        .args(["oci-layout", "index.json", "blobs"])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed for the archive");
+    out
+}
+
+/// Runs `cmd` to its end, killing it after `limit`.
+fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let t_out = std::thread::spawn(move || {
+        let mut v = vec![];
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = vec![];
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let s = child.wait().unwrap();
+            panic!("{cmd:?} did not finish within {limit:?} (killed: {s})");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    }
+}
+
+/// A private containerd; everything it started is stopped and unmounted on drop.
+struct Containerd {
+    dir: PathBuf,
+    sock: PathBuf,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    fn start() -> Result<Containerd, String> {
+        let dir = std::env::temp_dir().join(format!("paddock-ctd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::os::unix::fs::symlink(SHIM, dir.join("bin/containerd-shim-paddock-v1")).unwrap();
+        let sock = dir.join("c.sock");
+        let d = dir.display();
+        let config = format!(
+            "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n\
+             [stream_processors]\n  [stream_processors.\"io.containerd.paddock.wasm-layer\"]\n\
+             accepts = [\"application/vnd.bytecodealliance.wasm.component.layer.v0+wasm\", \"application/wasm\"]\n\
+             returns = \"application/vnd.oci.image.layer.v1.tar\"\n\
+             path = \"{SHIM}\"\n    args = [\"wasm-layer-to-tar\"]\n"
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .env("PATH", path)
+            .env("PADDOCK_SHIM_WASM_CACHE", dir.join("wasm-cache"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start containerd: {e}"))?;
+        let c = Containerd {
+            dir,
+            sock,
+            child: Some(child),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = run_bounded(c.ctr().arg("version"), Duration::from_secs(10));
+            if o.status.success() {
+                return Ok(c);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "containerd did not answer within 20 s: {}\n{}",
+                    String::from_utf8_lossy(&o.stderr),
+                    c.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn ctr(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("-a").arg(&self.sock);
+        c
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// `ctr run --rm --runtime paddock IMAGE ID ARGS…`, bounded.
+    fn run(&self, extra: &[&str], image: &str, id: &str, args: &[&str]) -> Output {
+        let mut c = self.ctr();
+        c.args(["run", "--rm", "--runtime", RUNTIME]);
+        c.args(extra).arg(image).arg(id).args(args);
+        run_bounded(&mut c, Duration::from_secs(60))
+    }
+
+    /// Processes whose command line names our containerd's socket (its shims).
+    fn shims(&self) -> Vec<i32> {
+        let needle = self.sock.to_string_lossy().into_owned();
+        let mut pids = vec![];
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("containerd-shim-paddock-v1") && cmd.contains(&needle) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Mount points under our directory, deepest first.
+    fn mounts(&self) -> Vec<String> {
+        let prefix = self.dir.to_string_lossy().into_owned();
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut m: Vec<String> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&prefix))
+            .map(str::to_string)
+            .collect();
+        m.reverse();
+        m
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for pid in self.shims() {
+            // SAFETY: kill(2) on a shim of this test's containerd (matched by its socket path).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for m in self.mounts() {
+            if let Ok(c) = std::ffi::CString::new(m) {
+                // SAFETY: umount2 on a mount point under this test's directory.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn containerd_runs_wasm_with_paddock() {
+    let name = "containerd_runs_wasm_with_paddock";
+    if !is_root() {
+        println!("SKIPPED {name}: needs root (containerd, mounts of the snapshots)");
+        return;
+    }
+    for cmd in ["containerd", "ctr", "tar"] {
+        if !on_path(cmd) {
+            println!("SKIPPED {name}: `{cmd}` is not on PATH (apt-get install containerd)");
+            return;
+        }
+    }
+    let ctd = match Containerd::start() {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let images = ctd.dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for (module, image) in [
+        ("hello.wasm", "docker.io/paddock/hello:latest"),
+        ("crasher.wasm", "docker.io/paddock/crasher:latest"),
+        ("worker.wasm", "docker.io/paddock/worker:latest"),
+    ] {
+        let archive = image_archive(&images, &example(module), image);
+        let o = run_bounded(
+            ctd.ctr().args(["image", "import"]).arg(&archive),
+            Duration::from_secs(60),
+        );
+        assert!(
+            o.status.success(),
+            "ctr image import {image}: {}",
+            text(&o.stderr)
+        );
+    }
+
+    // An image whose layer is the module (runwasi's media type), unpacked through the shim's
+    // stream processor; `process.args[0]` names the layer, the rest are the guest's arguments.
+    let archive = wasm_layer_archive(
+        &images,
+        &example("hello.wasm"),
+        "docker.io/paddock/layer:latest",
+    );
+    let o = run_bounded(
+        ctd.ctr()
+            .args(["image", "import", "--all-platforms"])
+            .arg(&archive),
+        Duration::from_secs(60),
+    );
+    assert!(
+        o.status.success(),
+        "ctr image import (wasm layer): {}",
+        text(&o.stderr)
+    );
+    let o = ctd.run(
+        &[],
+        "docker.io/paddock/layer:latest",
+        "layer",
+        &["hello.wasm", "x", "y"],
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "wasm layer: {}\n{}",
+        text(&o.stderr),
+        ctd.log()
+    );
+    assert!(
+        text(&o.stdout).contains(r#"hello from wasm! args: ["x", "y"]"#),
+        "stdout: {}",
+        text(&o.stdout)
+    );
+
+    // Output reaches ctr (stdout and stderr), arguments and exit status 0.
+    let o = ctd.run(
+        &[],
+        "docker.io/paddock/hello:latest",
+        "hello",
+        &["/app.wasm", "one", "two"],
+    );
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "hello: {out}\n{err}\n{}",
+        ctd.log()
+    );
+    assert!(
+        out.contains(r#"hello from wasm! args: ["one", "two"]"#),
+        "stdout: {out}"
+    );
+    assert!(err.contains("hello on stderr"), "stderr: {err}");
+
+    // The image's entrypoint is used when ctr gives no command.
+    let o = ctd.run(&[], "docker.io/paddock/hello:latest", "hello2", &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("hello from wasm! args: []"));
+
+    // An exit code propagates.
+    let o = ctd.run(
+        &[],
+        "docker.io/paddock/crasher:latest",
+        "exit7",
+        &["/app.wasm", "exit", "7"],
+    );
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o.stderr));
+
+    // `ctr task kill` stops a long-running guest (SIGTERM: 143).
+    let out_file = ctd.dir.join("worker.out");
+    let mut worker = ctd
+        .ctr()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "docker.io/paddock/worker:latest",
+            "worker",
+        ])
+        .args(["/app.wasm", "--interval", "100ms"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&out_file)
+        .unwrap_or_default()
+        .contains("tick 2")
+    {
+        if Instant::now() > deadline {
+            let _ = worker.kill();
+            let _ = worker.wait();
+            panic!("the worker printed no `tick 2` in 30 s: {}", ctd.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = run_bounded(
+        ctd.ctr().args(["task", "kill", "worker"]),
+        Duration::from_secs(10),
+    );
+    assert!(o.status.success(), "ctr task kill: {}", text(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = worker.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = worker.kill();
+            let _ = worker.wait();
+            panic!("`ctr task kill` did not stop the worker within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(143), "worker after SIGTERM");
+
+    // A pod's sandbox ("pause") container, as the CRI plugin marks it, runs nothing and stays
+    // RUNNING until it is killed.
+    let mut pause = ctd
+        .ctr()
+        .args(["run", "--rm", "--runtime", RUNTIME])
+        .args(["--annotation", "io.kubernetes.cri.container-type=sandbox"])
+        .args(["docker.io/paddock/hello:latest", "pod-sandbox", "/pause"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = run_bounded(ctd.ctr().args(["task", "ls"]), Duration::from_secs(10));
+        if text(&o.stdout)
+            .lines()
+            .any(|l| l.starts_with("pod-sandbox") && l.contains("RUNNING"))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = pause.kill();
+            let _ = pause.wait();
+            panic!(
+                "the pod sandbox container is not RUNNING: {}",
+                text(&o.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = run_bounded(
+        ctd.ctr()
+            .args(["task", "kill", "-s", "SIGKILL", "pod-sandbox"]),
+        Duration::from_secs(10),
+    );
+    assert!(o.status.success(), "ctr task kill: {}", text(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = pause.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = pause.kill();
+            let _ = pause.wait();
+            panic!("the pod sandbox container did not stop within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(137), "pod sandbox after SIGKILL");
+
+    // A memory bomb over the container's memory limit: exit 137 and a /tasks/oom event.
+    let events_file = ctd.dir.join("events");
+    let mut events = ctd
+        .ctr()
+        .arg("events")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&events_file).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let o = ctd.run(
+        &["--memory-limit", "33554432"],
+        "docker.io/paddock/crasher:latest",
+        "bomb",
+        &["/app.wasm", "grow"],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(137), "memory bomb: {err}");
+    assert!(
+        err.contains("memory growth to") && err.contains("was refused"),
+        "stderr: {err}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ev = String::new();
+    while !(ev.contains("/tasks/oom") && ev.contains("/tasks/exit")) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        ev = std::fs::read_to_string(&events_file).unwrap_or_default();
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    assert!(
+        ev.contains(r#"/tasks/oom {"container_id":"bomb"}"#),
+        "events: {ev}"
+    );
+    assert!(ev.contains(r#""exit_status":137"#), "events: {ev}");
+
+    // An entrypoint that is not wasm is refused, naming the key.
+    let o = ctd.run(
+        &[],
+        "docker.io/paddock/hello:latest",
+        "bad",
+        &["/nothing.wasm"],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("process.args[0] = \"/nothing.wasm\""),
+        "stderr: {}",
+        text(&o.stderr)
+    );
+
+    // Every shim has exited (each container's shim ends at its delete) and no rootfs is left
+    // mounted.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctd.shims().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ctd.shims(), Vec::<i32>::new(), "shims left running");
+    let rootfs: Vec<String> = ctd
+        .mounts()
+        .into_iter()
+        .filter(|m| m.ends_with("/rootfs"))
+        .collect();
+    assert!(rootfs.is_empty(), "rootfs left mounted: {rootfs:?}");
+}

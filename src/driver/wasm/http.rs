@@ -18,9 +18,10 @@
 //!   ones left in the instance's memory (globals, caches, secrets), a trap or timeout still
 //!   drops the instance, and up to `max_concurrent` instances stay alive while idle.
 
-use super::{
-    GuestIo, Inner, Metered, P2Wasi, Program, Shared, Stdio, classify, new_store, wasi_builder,
-};
+use super::run::{GuestIo, classify, new_store, wasi_builder};
+use super::sched::Metered;
+use super::store::Shared;
+use super::{Inner, P2Wasi, Program, Stdio};
 use crate::config::http::HttpSpec;
 use crate::listen::Socket;
 use crate::supervise::Exit;
@@ -417,7 +418,7 @@ impl Served {
         let sink = run.stdio.stderr.clone();
         self.rt.spawn(async move {
             let mut s = sink;
-            super::write_report(&mut s, &text).await;
+            super::run::write_report(&mut s, &text).await;
         });
     }
 }

@@ -1,0 +1,272 @@
+//! What a native start needs, built once per app spec before any clone: the program path,
+//! argv and environment as C strings with their NULL-terminated pointer arrays, working
+//! directory, credentials, `[limits] nofile` and, for level `sandbox`, the sandbox plan (or the
+//! fallback level and why). A restart then costs one clone and one exec.
+use crate::config::AppSpec;
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::Arc;
+/// paddock's own environment as `KEY=value` C strings, shared by every app (each app adds or
+/// overrides a few variables; the strings are not copied per app).
+#[derive(Clone)]
+pub struct BaseEnv(Arc<Vec<CString>>);
+
+impl BaseEnv {
+    pub fn from_process() -> BaseEnv {
+        let v = std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut b = k.into_vec();
+                b.push(b'=');
+                b.extend(v.into_vec());
+                CString::new(b).ok()
+            })
+            .collect();
+        BaseEnv(Arc::new(v))
+    }
+}
+
+/// Everything the child needs, as C strings and pointer arrays built before fork.
+pub struct Prepared {
+    pub(super) path: CString,
+    _argv: Vec<CString>,
+    pub(super) argv_ptrs: Vec<*const libc::c_char>,
+    _base: BaseEnv,
+    _envp: Vec<CString>,
+    pub(super) envp_ptrs: Vec<*const libc::c_char>,
+    pub(super) workdir: Option<CString>,
+    pub(super) creds: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    /// Level `sandbox`: namespaces, root filesystem, Landlock, capabilities, seccomp.
+    pub(super) sandbox: Option<Arc<crate::sandbox::Plan>>,
+    /// An exec health check of a sandboxed app: it joins the app's sandbox (namespaces, root,
+    /// cgroup) instead of making one, then is confined like the app.
+    pub(super) joins_app: bool,
+    /// The level the app runs at (a sandboxed app may have fallen back).
+    pub level: crate::config::Isolation,
+    /// Why the app runs at its fallback level instead of `sandbox`.
+    pub fallback: Option<String>,
+    /// `[limits] nofile`: soft and hard RLIMIT_NOFILE (instead of paddock's original limit).
+    pub(super) nofile: Option<u64>,
+}
+
+// SAFETY: the only raw pointers (argv_ptrs, envp_ptrs) point into CStrings this struct owns (_argv,
+// _envp, _base's Arc): their heap buffers do not move with the struct and are never changed after
+// new(). Prepared is not Clone, so no copy outlives them.
+unsafe impl Send for Prepared {}
+// SAFETY: as for Send: shared references only read those immutable strings (execve in the child).
+unsafe impl Sync for Prepared {}
+
+fn cstring(b: &[u8], what: &str) -> Result<CString, String> {
+    CString::new(b).map_err(|_| format!("{what} contains a NUL byte"))
+}
+
+impl Prepared {
+    pub fn new(spec: &AppSpec, base: &BaseEnv) -> Result<Prepared, String> {
+        use crate::config::Isolation;
+        // Level `sandbox`: its plan, or the fallback level when the host cannot give it.
+        let (mut level, mut fallback, mut sandbox) = (spec.isolation, None, None);
+        if spec.isolation == Isolation::Sandbox {
+            let (Some(sb), Some(b)) = (&spec.sandbox, &spec.bundle) else {
+                return Err("a sandboxed app needs its bundle and [sandbox] settings".into());
+            };
+            let workdir = spec.workdir.as_deref();
+            match crate::sandbox::Plan::new(
+                &spec.name,
+                sb,
+                &b.root(),
+                spec.identity.as_ref(),
+                workdir,
+                spec.env.get("NOTIFY_SOCKET").map(std::path::Path::new),
+                spec.limits.memory,
+            ) {
+                Ok(p) => sandbox = Some(p),
+                Err(why) => match spec.fallback {
+                    Some(f) => {
+                        level = f;
+                        fallback = Some(why);
+                    }
+                    None => {
+                        return Err(format!(
+                            "level sandbox is not available: {why} (or add fallback = \"bundle\" to run it unconfined)"
+                        ));
+                    }
+                },
+            }
+        }
+        Self::build(spec, base, sandbox.map(Arc::new), level, fallback, false)
+    }
+
+    /// The exec health check `command` of a sandboxed app (`app`, prepared from `spec`): a
+    /// program of the app's bundle, run inside the app's sandbox with its user, environment,
+    /// Landlock rules and seccomp filter. None when the app does not run sandboxed (its checks
+    /// run on the host, as the app's user).
+    pub fn check_in(
+        app: &Prepared,
+        spec: &AppSpec,
+        command: &[String],
+        base: &BaseEnv,
+    ) -> Option<Result<Prepared, String>> {
+        let plan = app.sandbox.clone()?;
+        let b = spec.bundle.as_ref()?;
+        let command0 = command.first()?;
+        let launch =
+            crate::bundle::launch::BundleLaunch::resolve(&b.dir.to_string_lossy(), None, command0)
+                .map(|l| crate::bundle::launch::BundleLaunch {
+                    mode: b.mode,
+                    reference: b.reference.clone(),
+                    ..l
+                });
+        Some(
+            launch
+                .map_err(|(_, e)| format!("health.command: {e}"))
+                .and_then(|l| {
+                    let mut c = spec.clone();
+                    c.command = command.to_vec();
+                    c.bundle = Some(l);
+                    Self::build(
+                        &c,
+                        base,
+                        Some(plan),
+                        crate::config::Isolation::Sandbox,
+                        None,
+                        true,
+                    )
+                }),
+        )
+    }
+
+    fn build(
+        spec: &AppSpec,
+        base: &BaseEnv,
+        sandbox: Option<Arc<crate::sandbox::Plan>>,
+        level: crate::config::Isolation,
+        fallback: Option<String>,
+        joins_app: bool,
+    ) -> Result<Prepared, String> {
+        // What to execute: the program itself, or for a bundled app its loader (see
+        // `crate::bundle::launch`), at its path inside the sandbox for a sandboxed one.
+        let plan = crate::bundle::launch::plan_for(spec, sandbox.is_some());
+        let path = cstring(plan.path.as_os_str().as_bytes(), "program path")?;
+        let argv = plan
+            .argv
+            .iter()
+            .map(|a| cstring(a.as_bytes(), "argument"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut own: Vec<(String, OsString)> =
+            vec![("PADDOCK_APP".into(), spec.name.clone().into())];
+        // A sandboxed app gets nothing of paddock's environment but TERM: a documented base,
+        // then its own `env` (none and bundle get paddock's environment, as supervisord's
+        // programs get supervisord's).
+        let clean = sandbox.is_some();
+        if clean {
+            own.push(("PATH".into(), crate::config::DEFAULT_PATH.into()));
+            own.push(("HOME".into(), "/".into()));
+            if let Some(t) = std::env::var_os("TERM") {
+                own.push(("TERM".into(), t));
+            }
+        }
+        if let Some(id) = &spec.identity {
+            if let Some(u) = &id.user {
+                own.push(("USER".into(), u.into()));
+                own.push(("LOGNAME".into(), u.into()));
+            }
+            if let Some(h) = &id.home {
+                own.retain(|(k, _)| k != "HOME");
+                own.push(("HOME".into(), h.clone().into_os_string()));
+            }
+        }
+        for (k, v) in &spec.env {
+            own.retain(|(ok, _)| ok != k);
+            own.push((k.clone(), v.into()));
+        }
+        for (k, v) in plan.env {
+            own.retain(|(ok, _)| *ok != k);
+            own.push((k, v));
+        }
+        let envp = own
+            .iter()
+            .map(|(k, v)| {
+                let mut b = k.as_bytes().to_vec();
+                b.push(b'=');
+                b.extend_from_slice(v.as_bytes());
+                cstring(&b, "environment")
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let overridden = |kv: &CString| {
+            let b = kv.as_bytes();
+            let key = &b[..b.iter().position(|&c| c == b'=').unwrap_or(b.len())];
+            own.iter().any(|(k, _)| k.as_bytes() == key)
+                || plan.unset.iter().any(|k| k.as_bytes() == key)
+        };
+        let envp_ptrs = base
+            .0
+            .iter()
+            .filter(|kv| !clean && !overridden(kv))
+            .chain(envp.iter())
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let workdir = spec
+            .workdir
+            .as_ref()
+            .map(|w| cstring(w.as_os_str().as_bytes(), "workdir"))
+            .transpose()?;
+        let creds = spec
+            .identity
+            .as_ref()
+            .map(|id| (id.uid, id.gid, id.groups.clone()));
+        let argv_ptrs = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        Ok(Prepared {
+            path,
+            _argv: argv,
+            argv_ptrs,
+            _base: base.clone(),
+            _envp: envp,
+            envp_ptrs,
+            workdir,
+            creds,
+            sandbox,
+            joins_app,
+            level,
+            fallback,
+            nofile: spec.limits.nofile,
+        })
+    }
+
+    /// The host uid the app runs as when a sandbox maps it (None: its `user`'s, or paddock's).
+    pub fn sandbox_host_uid(&self) -> Option<u32> {
+        self.sandbox.as_ref().and_then(|s| s.host_uid)
+    }
+
+    /// The host uid and gid the app's processes start as, when not paddock's own: the log pipes
+    /// handed to it are given to them (see `give_pipes`).
+    pub fn stdio_owner(&self) -> Option<(u32, u32)> {
+        match &self.sandbox {
+            Some(s) => Some(s.host_ids),
+            None => self.creds.as_ref().map(|(u, g, _)| (*u, *g)),
+        }
+    }
+
+    /// An exec health check that runs inside its app's sandbox (`spawn_in_app`).
+    pub fn joins_app(&self) -> bool {
+        self.joins_app
+    }
+
+    /// What the sandbox gives, for `status` (None for other levels).
+    pub fn sandbox_summary(&self) -> Option<&str> {
+        self.sandbox.as_ref().map(|s| s.summary.as_str())
+    }
+
+    /// Level `sandbox` as root with `network = "none"`: the app's network namespace, kept
+    /// across its restarts (what `[sandbox] publish` forwards into).
+    pub fn netns(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.sandbox
+            .as_ref()
+            .and_then(|s| s.netns.as_ref())
+            .map(|fd| fd.as_fd())
+    }
+}

@@ -1,0 +1,310 @@
+//! One app's cgroup ([`AppCgroup`]), in every hierarchy paddock uses: the `cgroup.procs` a
+//! child joins before exec, limits applied (also to a running app), members, a kill of the
+//! whole tree (`cgroup.kill`, or freeze, SIGKILL each, thaw on v1), OOM-kill counting, usage
+//! for status and metrics, and removal.
+use super::{CgLimits, Dir, Kind, v1, v2, write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+
+/// Resource use of an app's cgroup (None: not known on this host).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub memory_bytes: Option<u64>,
+    pub cpu_usec: Option<u64>,
+    pub pids: Option<u64>,
+}
+
+/// One app's cgroup, in every hierarchy paddock uses.
+#[derive(Debug)]
+pub struct AppCgroup {
+    pub(super) dirs: Vec<Dir>,
+    /// Directories made only once a limit needs them (lean.rs).
+    pub(super) deferred: Vec<Dir>,
+    /// `cgroup.procs` of each directory: opened for each spawn (`open_procs`), the child writes
+    /// "0" to each. Not kept open: six descriptors per app on a hybrid host would bound how
+    /// many apps fit under paddock's descriptor limit.
+    pub(super) procs: Vec<std::ffi::CString>,
+    pub limits: CgLimits,
+    /// The OOM-kill counter when the current process started.
+    pub(super) oom_seen: u64,
+    /// The last usage read and when (`usage`).
+    pub(super) cached: std::cell::Cell<Option<(std::time::Instant, Usage)>>,
+}
+
+/// How old the usage in status and metrics may be: reading three cgroup files per app on every
+/// `paddock status` took 30 ms with 1000 apps.
+pub const USAGE_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(1000);
+
+impl AppCgroup {
+    /// The directories (the first one is the one shown in status).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.path.clone()).collect()
+    }
+
+    /// Opens each `cgroup.procs` (O_WRONLY|O_CLOEXEC) for a spawn.
+    pub fn open_procs(&self) -> Result<Vec<OwnedFd>, String> {
+        self.procs
+            .iter()
+            .map(|c| {
+                // SAFETY: open with `c`, a NUL-terminated CString of ours.
+                let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+                if fd < 0 {
+                    let e = std::io::Error::last_os_error();
+                    return Err(format!(
+                        "{}: {}",
+                        c.to_string_lossy(),
+                        crate::util::io_reason(&e)
+                    ));
+                }
+                // SAFETY: `fd` is the new descriptor just opened; nothing else owns it.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            })
+            .collect()
+    }
+
+    /// Sets (or, for keys now absent, removes) the limits.
+    pub fn apply(&mut self, l: &CgLimits) -> Result<(), String> {
+        self.create_deferred(l)?;
+        for d in &self.dirs {
+            let p = &d.path;
+            let v2 = matches!(d.kind, Kind::V2 { .. });
+            if d.has("memory") && (l.memory.is_some() || self.limits.memory.is_some()) {
+                let r = if v2 {
+                    write(
+                        &p.join("memory.max"),
+                        &l.memory.map_or("max".into(), |m| m.to_string()),
+                    )
+                    .and_then(|()| {
+                        // No swap beyond the limit; absent without swap accounting.
+                        let sw = p.join("memory.swap.max");
+                        if sw.exists() {
+                            let v = if l.memory.is_some() { "0" } else { "max" };
+                            write(&sw, v)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                } else {
+                    v1::set_memory(p, l.memory)
+                };
+                r.map_err(|e| format!("key `limits.memory`: {e}"))?;
+            }
+            if d.has("cpu") && (l.cpu.is_some() || self.limits.cpu.is_some()) {
+                let r = if v2 {
+                    write(
+                        &p.join("cpu.max"),
+                        &l.cpu.map_or("max 100000".into(), v2::cpu_max),
+                    )
+                } else {
+                    v1::set_cpu(p, l.cpu)
+                };
+                r.map_err(|e| format!("key `limits.cpu`: {e}"))?;
+            }
+            if d.has("pids") && (l.pids.is_some() || self.limits.pids.is_some()) {
+                let r = if v2 {
+                    write(
+                        &p.join("pids.max"),
+                        &l.pids.map_or("max".into(), |n| n.to_string()),
+                    )
+                } else {
+                    v1::set_pids(p, l.pids)
+                };
+                r.map_err(|e| format!("key `limits.pids`: {e}"))?;
+            }
+        }
+        self.limits = *l;
+        Ok(())
+    }
+
+    /// The directory membership is read from: the cgroup2 one if any, else the first.
+    fn main_dir(&self) -> Option<&Dir> {
+        self.dirs.iter().find(|d| d.is_v2()).or(self.dirs.first())
+    }
+
+    /// Pids in the cgroup (zombies are not listed).
+    pub fn members(&self) -> Vec<i32> {
+        let Some(d) = self.main_dir() else {
+            return vec![];
+        };
+        std::fs::read_to_string(d.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// SIGKILLs everything in the cgroup: `cgroup.kill` on cgroup2 (also the controller-less
+    /// one of a hybrid host), else freeze, kill each member, thaw (v1).
+    pub fn kill(&self) -> Result<(), String> {
+        if let Some(d) = self.dirs.iter().find(|d| d.is_v2()) {
+            let k = d.path.join("cgroup.kill");
+            if k.exists() {
+                return write(&k, "1");
+            }
+        }
+        if self.members().is_empty() {
+            return Ok(());
+        }
+        let freezer = self.dirs.iter().find(|d| d.has("freezer"));
+        if let Some(f) = freezer {
+            v1::freeze(&f.path)?;
+        }
+        for _ in 0..100 {
+            let m = self.members();
+            if m.is_empty() {
+                break;
+            }
+            for pid in m {
+                // SAFETY: kill(2) takes no pointers; pids just read from the app's cgroup.procs (a
+                // member that exits meanwhile could in theory be reused: the usual race of pid
+                // kills, frozen away with a freezer).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if freezer.is_some() {
+                break; // frozen: nothing can fork meanwhile
+            }
+        }
+        if let Some(f) = freezer {
+            v1::thaw(&f.path)?;
+        }
+        Ok(())
+    }
+
+    /// Kills what is left and waits (bounded) until the cgroup is empty: a new instance must not
+    /// start next to the old one's processes.
+    pub fn kill_and_wait(&self, within: std::time::Duration) -> Result<(), String> {
+        if self.members().is_empty() {
+            return Ok(());
+        }
+        let t = std::time::Instant::now();
+        self.kill()?;
+        loop {
+            let m = self.members();
+            if m.is_empty() {
+                return Ok(());
+            }
+            if t.elapsed() > within {
+                return Err(format!(
+                    "processes of the previous instance are still in cgroup {} after SIGKILL: {}",
+                    self.main_dir()
+                        .map_or(String::new(), |d| d.path.display().to_string()),
+                    m.iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+    }
+
+    /// The kernel's OOM-kill counter of the cgroup (v2 memory.events, v1 memory.oom_control).
+    pub fn oom_kills(&self) -> Option<u64> {
+        let d = self.dirs.iter().find(|d| d.has("memory"))?;
+        let f = if matches!(d.kind, Kind::V2 { .. }) {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        v2::keyed(&std::fs::read_to_string(d.path.join(f)).ok()?, "oom_kill")
+    }
+
+    /// Remembers the counter when a process starts.
+    pub fn mark_start(&mut self) {
+        if self.limits.memory.is_some() {
+            self.oom_seen = self.oom_kills().unwrap_or(self.oom_seen);
+        }
+    }
+
+    /// Whether the kernel OOM-killed something in the cgroup since the process started.
+    pub fn oom_killed_since_start(&mut self) -> bool {
+        match self.oom_kills() {
+            Some(n) if n > self.oom_seen => {
+                self.oom_seen = n;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The usage, read at most `USAGE_MAX_AGE` ago.
+    pub fn usage(&self) -> Usage {
+        let now = std::time::Instant::now();
+        if let Some((at, u)) = self.cached.get()
+            && now.duration_since(at) < USAGE_MAX_AGE
+        {
+            return u;
+        }
+        let u = self.read_usage();
+        self.cached.set(Some((now, u)));
+        u
+    }
+
+    /// The usage as the kernel has it now.
+    pub fn read_usage(&self) -> Usage {
+        let mut u = Usage::default();
+        let rd = |p: PathBuf| std::fs::read_to_string(p).ok();
+        for d in &self.dirs {
+            let v2 = matches!(d.kind, Kind::V2 { .. });
+            if d.has("memory") && u.memory_bytes.is_none() {
+                let f = if v2 {
+                    "memory.current"
+                } else {
+                    "memory.usage_in_bytes"
+                };
+                u.memory_bytes = rd(d.path.join(f)).and_then(|s| v2::number_or_max(&s));
+            }
+            if d.has("pids") && u.pids.is_none() {
+                u.pids = rd(d.path.join("pids.current")).and_then(|s| v2::number_or_max(&s));
+            }
+            if u.cpu_usec.is_none() {
+                if d.is_v2() {
+                    // cpu.stat's usage_usec exists on every cgroup2 directory, controller or not.
+                    u.cpu_usec =
+                        rd(d.path.join("cpu.stat")).and_then(|s| v2::keyed(&s, "usage_usec"));
+                } else if d.has("cpuacct") {
+                    u.cpu_usec = rd(d.path.join("cpuacct.usage"))
+                        .and_then(|s| v2::number_or_max(&s))
+                        .map(|ns| ns / 1000);
+                }
+            }
+        }
+        u
+    }
+
+    /// Removes the directories (the cgroup must be empty: kill first). Retries briefly while
+    /// killed processes finish exiting.
+    pub fn remove(self) -> Result<(), String> {
+        drop(self.procs);
+        let mut errs = vec![];
+        for d in &self.dirs {
+            let mut last = None;
+            for _ in 0..200 {
+                match std::fs::remove_dir(&d.path) {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if let Some(e) = last {
+                errs.push(format!(
+                    "rmdir {}: {}",
+                    d.path.display(),
+                    crate::util::io_reason(&e)
+                ));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("; "))
+        }
+    }
+}

@@ -233,6 +233,7 @@ impl Resolver<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::elf::ElfInfo;
     use crate::bundle::ldcache::Cache;
     use crate::bundle::recipe;
     use crate::bundle::resolve::{Closure, Host};

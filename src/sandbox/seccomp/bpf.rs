@@ -228,6 +228,7 @@ pub fn counts() -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::seccomp::lookup;
 
     /// A classic-BPF interpreter for the instructions the filter uses.
     fn run(f: &[sock_filter], nr: u32, arch: u32, args: [u32; 6]) -> u32 {

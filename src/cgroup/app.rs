@@ -2,6 +2,7 @@
 //! child joins before exec, limits applied (also to a running app), members, a kill of the
 //! whole tree (`cgroup.kill`, or freeze, SIGKILL each, thaw on v1), OOM-kill counting, usage
 //! for status and metrics, and removal.
+
 use super::{CgLimits, Dir, Kind, v1, v2, write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! and enables the controllers for its apps; on v1 and hybrid, a parent directory in each
 //! hierarchy), summarized for `doctor` and `status`, and the maker of each app's cgroup
 //! (`create`, or `adopt` after a re-exec), with limits refused up front when they cannot hold.
+
 use super::app::AppCgroup;
 use super::{CgLimits, Dir, Host, Kind, Layout, ROOT_HINT, detect, lean, mkdir, v2, write};
 use std::path::PathBuf;

@@ -2,6 +2,7 @@
 //! /proc/self/mountinfo, paddock's own position from /proc/self/cgroup, and from them the
 //! [`Host`] (v2, hybrid, v1 or none, with the hierarchies paddock uses) and the [`Plan`] of
 //! what paddock would do with it.
+
 use super::{Layout, ROOT_HINT};
 use std::path::{Path, PathBuf};
 /// A cgroup mount from mountinfo.

@@ -2,6 +2,7 @@
 //! at all; a failed write cuts the file back to its last line end and counts the lines lost),
 //! rotates by size at line ends (`rotate`), and knows whether an earlier paddock left the file
 //! mid-line.
+
 use super::writer::Follower;
 use crate::config::LogSpec;
 use std::fs::{File, OpenOptions};

@@ -1,6 +1,7 @@
 //! In-process writers into the logs: a [`Sink`] sends an app's output straight to the log
 //! writer's bounded queue (no pipe, no descriptor), and a [`SinkWriter`] is the same as a tokio
 //! `AsyncWrite`, with backpressure when the queue is full. Wasm guests write through these.
+
 use super::{Data, Logs, QUEUE, Stream};
 use std::sync::Arc;
 use std::time::SystemTime;

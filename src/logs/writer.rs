@@ -2,6 +2,7 @@
 //! and sinks send (time-stamped text lines, or JSON objects with unfinished lines held for a
 //! while), writes it through each stream's `file`, writes a notice of lines lost when writing
 //! works again, counts drops for the supervisor, and feeds followers (`tail -f`) within a budget.
+
 use super::file::{StreamFile, count_lines, ends_mid_line};
 use super::{Ctl, Data, DropCounts, MAX_TAIL_LINES, Stream, last_lines, log_path, stream_path};
 use crate::config::LogSpec;

@@ -3,6 +3,7 @@
 //! `pivot_root`, hostname and loopback (`enter`); joining a running app's sandbox for a health
 //! check (`join`); then user namespace, capabilities, user, workdir, `no_new_privs`, Landlock
 //! and seccomp (`confine`). No allocation: only system calls on data the plan holds.
+
 use super::{Fail, Plan, Step, errno, fail};
 use std::os::fd::RawFd;
 

@@ -1,6 +1,7 @@
 //! Namespaces made in the parent and held by a descriptor, so the child only joins them: a
 //! network namespace with loopback up (kept across the app's restarts) and a user namespace
 //! with the app's id maps, each made by a helper cloned into it (`ns_helper`).
+
 use super::child::loopback_up;
 use super::errno;
 use std::ffi::CString;

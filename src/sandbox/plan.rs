@@ -3,6 +3,7 @@
 //! network namespace, the root filesystem with its /etc/passwd and /etc/group, Landlock rules,
 //! capabilities and the seccomp program, and the summary `status` shows; and `describe`, which
 //! names what a failed step was working on.
+
 use super::ns::{make_netns, make_userns};
 use super::rules::Rules;
 use super::{Plan, Step, host, rootfs, scratch_dir, seccomp};

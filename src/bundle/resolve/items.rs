@@ -2,6 +2,7 @@
 //! and its closure (with its `PT_INTERP`), `include` (programs, libraries and scripts), `libs`
 //! (resolved as the entry's dlopen() would, or given as files) and `data` (files, directories
 //! and symlinks, walked as they are).
+
 use super::{Loaded, Needed, Program, Resolver, io_msg};
 use crate::bundle::elf::{self, ElfInfo};
 use crate::bundle::recipe::Item;

@@ -2,6 +2,7 @@
 //! path, `DT_RPATH` up the loader chain, `DT_RUNPATH`, `/etc/ld.so.cache` and the default
 //! directories (skipping files of another ABI), and the breadth-first walk over `DT_NEEDED`
 //! that records which library satisfied which name and how.
+
 use super::{Loaded, Needed, Resolver, io_msg};
 use crate::bundle::elf::{self, Abi};
 use crate::bundle::recipe::Item;

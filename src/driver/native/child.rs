@@ -3,6 +3,7 @@
 //! the report it sends back through a close-on-exec pipe when a step fails (step, errno,
 //! operation index), decoded by the parent into a [`SpawnError`]. A health check of a sandboxed
 //! app first joins the app's sandbox and starts the check in a grandchild (`join_app`).
+
 use super::fds::{CHILD_NOFILE, FIRST_FREE, SLOT_EXTRA, SLOT_IN, errno};
 use super::{Failed, Prepared, SANDBOX_STEP, SpawnError, Stdio, Step};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

@@ -2,6 +2,7 @@
 //! children get, the low descriptor slots reserved so that a spawn costs the same with 10 or
 //! 10,000 descriptors open in paddock ([`reserve_low_fds`]), and the pipes and /dev/null that
 //! become a child's stdio.
+
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 /// File descriptors for the child's fd 0, 1, 2 (`None` keeps paddock's own), and optionally one
 /// more descriptor handed over at a chosen number (the s6-style readiness descriptor).

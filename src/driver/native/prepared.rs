@@ -2,6 +2,7 @@
 //! argv and environment as C strings with their NULL-terminated pointer arrays, working
 //! directory, credentials, `[limits] nofile` and, for level `sandbox`, the sandbox plan (or the
 //! fallback level and why). A restart then costs one clone and one exec.
+
 use crate::config::AppSpec;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

@@ -3,6 +3,7 @@
 //! signals blocked around it, the log pipes given to the app's user, and the child's report
 //! read before returning the pid. [`spawn`], [`spawn_joined`] (joining cgroups first) and
 //! [`spawn_in_app`] (a health check inside a sandboxed app) are the entry points.
+
 use super::child::{ChildArgs, child_entry, decode_report, read_report};
 use super::fds::{
     PLACEHOLDER, SLOT_ERR, SLOT_EXTRA, SLOT_IN, SLOT_NETNS, SLOT_OUT, SLOT_REPORT, SLOT_USERNS,

@@ -2,6 +2,7 @@
 //! `cache`), and linking it against the WASI linkers of its engine [`Flavor`] (plain or fuel
 //! metered), checking its imports and exports so that a module paddock cannot run is refused
 //! with a precise reason before any start.
+
 use super::inspect::{self, Kind};
 use super::store::{Guest, Limiter, P2Wasi, Shared};
 use super::{Compiled, HostOptions, Inner, cache, guard, one_line};

@@ -2,6 +2,7 @@
 //! what the app file grants), the guest's main run to its end, the classification of that end
 //! into an `Exit` with a report for the app's log, and the two short runs: instantiation only
 //! (for benchmarks) and a call of the module's `health` export.
+
 use super::net::Use;
 use super::sched::Metered;
 use super::store::{CpuBudget, Guest, Limiter, P2Wasi, Shared};

@@ -2,6 +2,7 @@
 //! room for its memory mappings (`vm.max_map_count`), [`Ticker`] advances the engines' epochs
 //! while some guest runs (so a spinning guest yields and `[limits] cpu` is enforced), and
 //! [`Metered`] wraps a guest's task to measure its CPU time and tell the ticker when it runs.
+
 use super::TICK;
 use super::store::Shared;
 use std::future::Future;

@@ -3,6 +3,7 @@
 //! `[limits] memory`, `nofile` and `[wasm] max_instances`, the [`CpuBudget`] behind `[limits]
 //! cpu`, the epoch-deadline callback that applies the budget, interruption and health-call
 //! budgets, and the [`Shared`] state an instance's task shares with its supervisor-side handle.
+
 use super::{guard, http, human_bytes};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

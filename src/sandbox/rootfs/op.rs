@@ -1,6 +1,7 @@
 //! The mount operations in the child, in its own mount namespace: [`Op::run`] makes the
 //! system call of each (mkdir, bind, mount, `mount_setattr`, a sysctl write …) and
 //! [`Op::describe`] says what a failed one was doing, for the error report.
+
 use super::Op;
 use std::ffi::{CStr, CString};
 #[repr(C)]

@@ -1,6 +1,7 @@
 //! Placing the bundle's tree in the new root: each entry bound at its own path, a directory
 //! that must hold a hole (a host path, /dev, /proc, a tmpfs) rebuilt one level deeper instead,
 //! and the mount points the holes need.
+
 use super::{Hole, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, Op, RootFs, c};
 use crate::sandbox::rules::Grant;
 use std::collections::BTreeSet;

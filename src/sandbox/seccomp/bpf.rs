@@ -2,6 +2,7 @@
 //! the sorted call numbers with, for each, a return or the argument checks of its [`Check`]
 //! (socket families and types, namespace flags of `clone`, setuid/setgid modes, ioctls,
 //! personality). Tested here with a small BPF interpreter.
+
 use super::Options;
 use super::tables::{ALLOW, ALLOW_ARCH, Check, DENY, DENY_ARCH, checked};
 use libc::sock_filter;

@@ -2,6 +2,7 @@
 //! app's gate and its `max_concurrent` turns, the guest call in a fresh (or, with `reuse`,
 //! pooled) instance under the request timeout, and the answer: the guest's response, or a
 //! 500/503/504 naming the request and why, with the failure counted towards the run's end.
+
 use super::{Pooled, Run, Served};
 use crate::driver::wasm::run::{GuestIo, classify, new_store, wasi_builder};
 use crate::driver::wasm::sched::Metered;

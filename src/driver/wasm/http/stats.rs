@@ -1,6 +1,7 @@
 //! The figures of an app served per request, as `paddock status` and the metrics show them:
 //! counters of requests, instances and failures ([`Stats`]) and latency histograms in
 //! logarithmic buckets ([`Histogram`]).
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 /// Latencies in buckets of 2^(1/8) (±4.5%) from 1 µs to ~30 s.

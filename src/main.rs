@@ -239,7 +239,17 @@ fn main() -> ExitCode {
             wasm_slots,
             metrics_listen,
         ),
-        Cmd::Bundle { store, cmd } => paddock::bundle::cli::run(&store, cmd),
+        Cmd::Bundle { store, cmd } => paddock::bundle::cli::run(&store, cmd, &|dirs| {
+            // `bundle gc` keeps the bundles the app files use.
+            paddock::config::load_dirs(dirs)
+                .map(|specs| {
+                    specs
+                        .values()
+                        .filter_map(|s| s.bundle.as_ref().map(|b| b.id.clone()))
+                        .collect()
+                })
+                .map_err(|errs| errs.iter().map(|e| e.to_string()).collect())
+        }),
         Cmd::Import { files, out, force } => paddock::import::run(&files, &out, force),
         Cmd::Check { dirs, .. } => match paddock::daemon::check_config(&dirs) {
             Ok(apps) => {

@@ -37,7 +37,11 @@ pub enum BundleCmd {
     },
 }
 
-pub fn run(store: &Path, cmd: BundleCmd) -> ExitCode {
+/// The bundle ids the app files of some config directories use, or their errors (given by the
+/// caller, which loads app files: the bundle code does not parse them).
+pub type AppBundles = dyn Fn(&[PathBuf]) -> Result<BTreeSet<String>, Vec<String>>;
+
+pub fn run(store: &Path, cmd: BundleCmd, apps: &AppBundles) -> ExitCode {
     let st = Store::new(store);
     match cmd {
         BundleCmd::Build { recipes } => build(&st, &recipes),
@@ -91,7 +95,7 @@ pub fn run(store: &Path, cmd: BundleCmd) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-        BundleCmd::Gc { config, dry_run } => gc(&st, &config, dry_run),
+        BundleCmd::Gc { config, dry_run } => gc(&st, &config, dry_run, apps),
     }
 }
 
@@ -326,9 +330,9 @@ pub fn inspect(b: &Bundle) -> String {
     s
 }
 
-fn gc(st: &Store, config: &[PathBuf], dry_run: bool) -> ExitCode {
-    let specs = match crate::config::load_dirs(config) {
-        Ok(s) => s,
+fn gc(st: &Store, config: &[PathBuf], dry_run: bool, apps: &AppBundles) -> ExitCode {
+    let used = match apps(config) {
+        Ok(ids) => ids,
         Err(errs) => {
             for e in &errs {
                 eprintln!("{e}");
@@ -338,11 +342,8 @@ fn gc(st: &Store, config: &[PathBuf], dry_run: bool) -> ExitCode {
             );
         }
     };
-    let mut keep: BTreeSet<String> = specs
-        .values()
-        .filter_map(|s| s.bundle.as_ref().map(|b| b.id.clone()))
-        .collect();
     let busy = super::store::in_use(&st.dir);
+    let mut keep = used.clone();
     keep.extend(busy.iter().cloned());
     match st.gc(&keep, dry_run) {
         Err(e) => fail(e),
@@ -355,11 +356,7 @@ fn gc(st: &Store, config: &[PathBuf], dry_run: bool) -> ExitCode {
                 println!("{verb} ref {name}");
             }
             for id in &r.kept {
-                let why = if busy.contains(id)
-                    && !specs
-                        .values()
-                        .any(|s| s.bundle.as_ref().is_some_and(|b| &b.id == id))
-                {
+                let why = if busy.contains(id) && !used.contains(id) {
                     "in use by a running process"
                 } else {
                     "used by an app"

@@ -286,20 +286,6 @@ impl BundleLaunch {
     }
 }
 
-/// The exec plan of any app: its bundle's, or its program and command as they are.
-/// `sandboxed`: the app runs inside its sandbox, where the bundle is the root.
-pub fn plan_for(spec: &crate::config::AppSpec, sandboxed: bool) -> ExecPlan {
-    match &spec.bundle {
-        Some(b) => b.exec_plan(&spec.command, &spec.env, sandboxed),
-        None => ExecPlan {
-            path: spec.program.clone(),
-            argv: spec.command.iter().map(OsString::from).collect(),
-            env: vec![],
-            unset: &[],
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

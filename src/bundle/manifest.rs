@@ -277,7 +277,7 @@ struct Needed2 {
 /// Parses and validates a manifest's text; errors are `FILE:LINE:COL: message`.
 pub fn parse(file: &Path, src: &str) -> Result<Manifest, String> {
     let at = |span: std::ops::Range<usize>, msg: String| {
-        let (l, c) = crate::config::line_col(src, span.start);
+        let (l, c) = crate::diag::line_col(src, span.start);
         format!("{}:{l}:{c}: {msg}", file.display())
     };
     let raw: RawManifest = toml::from_str(src).map_err(|e| match e.span() {

@@ -39,7 +39,7 @@ pub struct Recipe {
 
 /// A recipe problem, with its position: the same shape (and `file:line:col: message` display)
 /// as an app file error.
-pub type RecipeError = crate::config::ConfigError;
+pub type RecipeError = crate::diag::ConfigError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,7 +102,7 @@ fn err_at(
     key: &str,
     msg: impl Into<String>,
 ) -> RecipeError {
-    let (line, col) = span.map_or((0, 0), |s| crate::config::line_col(src, s.start));
+    let (line, col) = span.map_or((0, 0), |s| crate::diag::line_col(src, s.start));
     let key = if key.is_empty() {
         String::new()
     } else {
@@ -127,7 +127,7 @@ pub fn parse(name: &str, file: &Path, base: &Path, src: &str) -> Result<Recipe, 
         Err(e) => {
             let key = e
                 .span()
-                .and_then(|s| crate::config::key_on_line(src, s.start))
+                .and_then(|s| crate::diag::key_on_line(src, s.start))
                 .map(|(_, k)| k)
                 .unwrap_or_default();
             let mut msg = e.message().trim().to_string();

@@ -55,12 +55,12 @@ pub(super) struct RawHttp {
 pub(super) fn parse(
     cx: &mut FileCtx,
     raw: &Spanned<RawHttp>,
-    kind: Option<crate::driver::wasm::inspect::Kind>,
+    kind: Option<super::wasm::inspect::Kind>,
     module: &str,
 ) -> Option<HttpSpec> {
     let r = raw.get_ref();
     let mut ok = true;
-    if kind == Some(crate::driver::wasm::inspect::Kind::Core) {
+    if kind == Some(super::wasm::inspect::Kind::Core) {
         cx.err_at(
             Some(raw.span()),
             "http",

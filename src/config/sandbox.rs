@@ -278,7 +278,7 @@ pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> Sand
         } else {
             format!("AF_{name}")
         };
-        match crate::sandbox::seccomp::FAMILIES.iter().find(|(n, _)| *n == name) {
+        match crate::syscalls::FAMILIES.iter().find(|(n, _)| *n == name) {
             Some((n, nr)) if !spec.address_families.iter().any(|(x, _)| x == n) => {
                 spec.address_families.push((n.to_string(), *nr))
             }
@@ -290,7 +290,7 @@ pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> Sand
                 format!(
                     "unknown or unsupported family \"{}\"; AF_UNIX, AF_INET and AF_INET6 are always allowed, and these can be added: {}",
                     f.get_ref(),
-                    crate::sandbox::seccomp::FAMILIES
+                    crate::syscalls::FAMILIES
                         .iter()
                         .map(|(n, _)| *n)
                         .collect::<Vec<_>>()
@@ -300,7 +300,7 @@ pub(super) fn parse(cx: &mut FileCtx, raw: Option<&Spanned<RawSandbox>>) -> Sand
         }
     }
     for c in s.syscalls.iter().flat_map(|l| l.get_ref()) {
-        match crate::sandbox::seccomp::lookup(c.get_ref()) {
+        match crate::syscalls::lookup(c.get_ref()) {
             Some(nr) => {
                 if !spec.syscalls.iter().any(|(_, n)| *n == nr) {
                     spec.syscalls.push((c.get_ref().clone(), nr));

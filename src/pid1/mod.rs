@@ -70,7 +70,7 @@ pub fn load_global(path: &Path, required: bool) -> Result<Global, String> {
         }
     };
     let raw: RawGlobal = toml::from_str(&src).map_err(|e| {
-        let (line, col) = e.span().map_or((0, 0), |s| crate::config::line_col(&src, s.start));
+        let (line, col) = e.span().map_or((0, 0), |s| crate::diag::line_col(&src, s.start));
         format!("{}:{line}:{col}: {} (keys: hostname, log_dir, state_dir, socket, shutdown_timeout, on_exit)", path.display(), e.message().trim())
     })?;
     if let Some(h) = &raw.hostname

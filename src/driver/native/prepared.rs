@@ -145,7 +145,7 @@ impl Prepared {
     ) -> Result<Prepared, String> {
         // What to execute: the program itself, or for a bundled app its loader (see
         // `crate::bundle::launch`), at its path inside the sandbox for a sandboxed one.
-        let plan = crate::bundle::launch::plan_for(spec, sandbox.is_some());
+        let plan = plan_for(spec, sandbox.is_some());
         let path = cstring(plan.path.as_os_str().as_bytes(), "program path")?;
         let argv = plan
             .argv
@@ -269,5 +269,19 @@ impl Prepared {
             .as_ref()
             .and_then(|s| s.netns.as_ref())
             .map(|fd| fd.as_fd())
+    }
+}
+
+/// The exec plan of any app: its bundle's, or its program and command as they are.
+/// `sandboxed`: the app runs inside its sandbox, where the bundle is the root.
+fn plan_for(spec: &AppSpec, sandboxed: bool) -> crate::bundle::launch::ExecPlan {
+    match &spec.bundle {
+        Some(b) => b.exec_plan(&spec.command, &spec.env, sandboxed),
+        None => crate::bundle::launch::ExecPlan {
+            path: spec.program.clone(),
+            argv: spec.command.iter().map(std::ffi::OsString::from).collect(),
+            env: vec![],
+            unset: &[],
+        },
     }
 }

@@ -28,9 +28,8 @@
 pub mod cache;
 mod guard;
 pub mod http;
-pub mod inspect;
 mod load;
-pub mod net;
+pub use crate::config::wasm::{inspect, net};
 mod panic;
 mod run;
 mod sched;

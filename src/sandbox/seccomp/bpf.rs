@@ -4,7 +4,7 @@
 //! personality). Tested here with a small BPF interpreter.
 
 use super::Options;
-use super::tables::{ALLOW, ALLOW_ARCH, Check, DENY, DENY_ARCH, checked};
+use crate::syscalls::{ALLOW, ALLOW_ARCH, Check, DENY, DENY_ARCH, checked};
 use libc::sock_filter;
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64

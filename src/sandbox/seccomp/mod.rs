@@ -27,15 +27,15 @@
 //! sorted call numbers (about ten comparisons per system call); the child only hands it to
 //! `prctl(PR_SET_SECCOMP)` after `no_new_privs`.
 //!
-//! Layout: this file holds the per-app [`Options`] and the lookups the configuration uses;
-//! `tables` the system calls allowed, denied and checked by argument; `bpf` the program built
-//! from them ([`filter`]).
+//! Layout: this file holds the per-app [`Options`]; `crate::syscalls` the system calls allowed,
+//! denied and checked by argument (and the lookups the configuration uses); `bpf` the program
+//! built from them ([`filter`]).
 
 mod bpf;
-mod tables;
 
+pub use crate::syscalls::{FAMILIES, lookup};
 pub use bpf::{counts, filter};
-use tables::{ALLOW, ALLOW_ARCH, DENY, DENY_ARCH, checked};
+
 /// What the filter of one app allows beyond the base.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
@@ -46,28 +46,3 @@ pub struct Options {
     /// Calls allowed by name (`[sandbox] syscalls`).
     pub extra: Vec<libc::c_long>,
 }
-
-/// The number of a system call the filter knows, by name (for `[sandbox] syscalls`).
-pub fn lookup(name: &str) -> Option<libc::c_long> {
-    ALLOW
-        .iter()
-        .chain(ALLOW_ARCH)
-        .chain(DENY)
-        .chain(DENY_ARCH)
-        .map(|&(n, nr)| (n, nr))
-        .chain(checked().into_iter().map(|(n, nr, _)| (n, nr)))
-        .find(|(n, _)| *n == name)
-        .map(|(_, nr)| nr)
-}
-
-/// The address families `[sandbox] address_families` may add, by name.
-pub const FAMILIES: &[(&str, u32)] = &[
-    ("AF_NETLINK", libc::AF_NETLINK as u32),
-    ("AF_PACKET", libc::AF_PACKET as u32),
-    ("AF_VSOCK", libc::AF_VSOCK as u32),
-    ("AF_BLUETOOTH", libc::AF_BLUETOOTH as u32),
-    ("AF_CAN", libc::AF_CAN as u32),
-    ("AF_ALG", libc::AF_ALG as u32),
-    ("AF_TIPC", libc::AF_TIPC as u32),
-    ("AF_XDP", libc::AF_XDP as u32),
-];

@@ -1,13 +1,16 @@
-//! The seccomp filter's tables: the system calls allowed outright ([`ALLOW`], and per
-//! architecture), those refused with EPERM because they reach into the kernel's or other
-//! processes' state ([`DENY`]), and those allowed after a look at their arguments
-//! ([`checked`], with the [`Check`] each gets).
+//! The system calls paddock knows, by name and number: the seccomp filter's tables (level
+//! `sandbox`, `sandbox::seccomp`) — those allowed outright ([`ALLOW`], and per architecture),
+//! those refused with EPERM because they reach into the kernel's or other processes' state
+//! ([`DENY`]), those allowed after a look at their arguments ([`checked`], with the [`Check`]
+//! each gets) — and the address families an app file may add. Pure data: the configuration
+//! checks `[sandbox] syscalls` and `address_families` against it, the sandbox builds its filter
+//! from it.
 
 /// A system call: name, number on this architecture.
-pub(super) type Sys = (&'static str, libc::c_long);
+pub type Sys = (&'static str, libc::c_long);
 
 /// Allowed outright.
-pub(super) const ALLOW: &[Sys] = &[
+pub const ALLOW: &[Sys] = &[
     ("read", libc::SYS_read),
     ("write", libc::SYS_write),
     ("close", libc::SYS_close),
@@ -252,7 +255,7 @@ pub(super) const ALLOW: &[Sys] = &[
     ("newfstatat", libc::SYS_newfstatat),
 ];
 #[cfg(target_arch = "x86_64")]
-pub(super) const ALLOW_ARCH: &[Sys] = &[
+pub const ALLOW_ARCH: &[Sys] = &[
     ("stat", libc::SYS_stat),
     ("lstat", libc::SYS_lstat),
     ("poll", libc::SYS_poll),
@@ -288,12 +291,12 @@ pub(super) const ALLOW_ARCH: &[Sys] = &[
     ("get_thread_area", libc::SYS_get_thread_area),
 ];
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) const ALLOW_ARCH: &[Sys] = &[];
+pub const ALLOW_ARCH: &[Sys] = &[];
 
 /// Known and refused with EPERM: mounts and root changes, other processes, namespaces, the
 /// kernel itself (modules, kexec, bpf, perf, keyrings, clocks, swap, quotas, io_uring), and
 /// calls that open files by handle (the "shocker" escape).
-pub(super) const DENY: &[Sys] = &[
+pub const DENY: &[Sys] = &[
     ("mount", libc::SYS_mount),
     ("umount2", libc::SYS_umount2),
     ("pivot_root", libc::SYS_pivot_root),
@@ -349,18 +352,18 @@ pub(super) const DENY: &[Sys] = &[
     ("fanotify_init", libc::SYS_fanotify_init),
 ];
 #[cfg(target_arch = "x86_64")]
-pub(super) const DENY_ARCH: &[Sys] = &[
+pub const DENY_ARCH: &[Sys] = &[
     ("iopl", libc::SYS_iopl),
     ("ioperm", libc::SYS_ioperm),
     ("uselib", libc::SYS_uselib),
     ("modify_ldt", libc::SYS_modify_ldt),
 ];
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) const DENY_ARCH: &[Sys] = &[];
+pub const DENY_ARCH: &[Sys] = &[];
 
 /// Calls allowed after a look at their arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Check {
+pub enum Check {
     Socket,
     Socketpair,
     Clone,
@@ -374,7 +377,7 @@ pub(super) enum Check {
     Personality,
 }
 
-pub(super) fn checked() -> Vec<(&'static str, libc::c_long, Check)> {
+pub fn checked() -> Vec<(&'static str, libc::c_long, Check)> {
     let mut v = vec![
         ("socket", libc::SYS_socket, Check::Socket),
         ("socketpair", libc::SYS_socketpair, Check::Socketpair),
@@ -402,3 +405,28 @@ pub(super) fn checked() -> Vec<(&'static str, libc::c_long, Check)> {
     ]);
     v
 }
+
+/// The number of a system call the filter knows, by name (for `[sandbox] syscalls`).
+pub fn lookup(name: &str) -> Option<libc::c_long> {
+    ALLOW
+        .iter()
+        .chain(ALLOW_ARCH)
+        .chain(DENY)
+        .chain(DENY_ARCH)
+        .map(|&(n, nr)| (n, nr))
+        .chain(checked().into_iter().map(|(n, nr, _)| (n, nr)))
+        .find(|(n, _)| *n == name)
+        .map(|(_, nr)| nr)
+}
+
+/// The address families `[sandbox] address_families` may add, by name.
+pub const FAMILIES: &[(&str, u32)] = &[
+    ("AF_NETLINK", libc::AF_NETLINK as u32),
+    ("AF_PACKET", libc::AF_PACKET as u32),
+    ("AF_VSOCK", libc::AF_VSOCK as u32),
+    ("AF_BLUETOOTH", libc::AF_BLUETOOTH as u32),
+    ("AF_CAN", libc::AF_CAN as u32),
+    ("AF_ALG", libc::AF_ALG as u32),
+    ("AF_TIPC", libc::AF_TIPC as u32),
+    ("AF_XDP", libc::AF_XDP as u32),
+];

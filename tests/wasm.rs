@@ -12,25 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// An example module: from `$PADDOCK_WASM_EXAMPLES` (set by `.ci/run` to its fresh builds; every
-/// file must be there), else `target/wasm-examples/` when `examples/wasm/build.sh` put fresh
-/// builds there, else the committed `examples/wasm/NAME`.
+/// An example module (see `common::wasm_example`).
 fn example(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Ok(dir) = std::env::var("PADDOCK_WASM_EXAMPLES") {
-        let p = root.join(dir).join(name);
-        assert!(
-            p.is_file(),
-            "PADDOCK_WASM_EXAMPLES is set but {} is missing",
-            p.display()
-        );
-        return p;
-    }
-    let fresh = root.join("target/wasm-examples").join(name);
-    if fresh.is_file() {
-        return fresh;
-    }
-    root.join("examples/wasm").join(name)
+    common::wasm_example(Path::new(env!("CARGO_MANIFEST_DIR")), name)
 }
 
 /// An app file for `module` with extra TOML lines.

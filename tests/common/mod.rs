@@ -391,3 +391,23 @@ pub fn bundle_store(tag: &str, recipes: &[(&str, &str)]) -> PathBuf {
         .status();
     dir
 }
+
+/// An example wasm module of the repository at `root`: from `$PADDOCK_WASM_EXAMPLES` (set by
+/// `.ci/run` to its fresh builds; every file must be there), else `target/wasm-examples/` when
+/// `examples/wasm/build.sh` put fresh builds there, else the committed `examples/wasm/NAME`.
+pub fn wasm_example(root: &Path, name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("PADDOCK_WASM_EXAMPLES") {
+        let p = root.join(dir).join(name);
+        assert!(
+            p.is_file(),
+            "PADDOCK_WASM_EXAMPLES is set but {} is missing",
+            p.display()
+        );
+        return p;
+    }
+    let fresh = root.join("target/wasm-examples").join(name);
+    if fresh.is_file() {
+        return fresh;
+    }
+    root.join("examples/wasm").join(name)
+}

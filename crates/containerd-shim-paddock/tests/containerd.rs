@@ -7,6 +7,9 @@
 //! entrypoint is refused with the key named. Every wait is bounded; containerd, the shims and
 //! the snapshot mounts are cleaned up however the test ends. Needs root and containerd.
 
+#[path = "../../../tests/common/mod.rs"]
+mod common;
+
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -26,24 +29,9 @@ fn on_path(cmd: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
 
-/// An example module: `$PADDOCK_WASM_EXAMPLES` (CI's fresh builds), else target/wasm-examples,
-/// else the committed examples/wasm.
+/// An example module of the repository (see `common::wasm_example`).
 fn example(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if let Ok(dir) = std::env::var("PADDOCK_WASM_EXAMPLES") {
-        let p = root.join(dir).join(name);
-        assert!(
-            p.is_file(),
-            "PADDOCK_WASM_EXAMPLES is set but {} is missing",
-            p.display()
-        );
-        return p;
-    }
-    let fresh = root.join("target/wasm-examples").join(name);
-    if fresh.is_file() {
-        return fresh;
-    }
-    root.join("examples/wasm").join(name)
+    common::wasm_example(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."), name)
 }
 
 fn sha(b: &[u8]) -> String {

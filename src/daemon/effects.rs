@@ -127,9 +127,9 @@ impl Supervisor {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
         }
-        // SAFETY: kill(2) takes no pointers; `pg` is the group our unreaped child leads
-        // (KillGroup clears pgid right after the exit).
         if let Some(pg) = self.app(idx).and_then(|a| a.pgid)
+            // SAFETY: kill(2) takes no pointers; `pg` is the group our unreaped child leads
+            // (KillGroup clears pgid right after the exit).
             && unsafe { libc::kill(-pg, sig) } != 0
         {
             // SAFETY: as above: `pg` is also the leader's pid, the same unreaped child.

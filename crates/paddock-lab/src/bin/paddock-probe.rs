@@ -975,6 +975,7 @@ fn personality() -> Verdict {
     }
     // SAFETY: a query, then the old value back.
     let now = unsafe { libc::personality(0xffff_ffff) };
+    // SAFETY: the old execution domain back, for this attempt process only.
     unsafe { libc::personality(old as libc::c_ulong) };
     if now as libc::c_ulong & ADDR_NO_RANDOMIZE != 0 {
         (
@@ -1114,6 +1115,7 @@ fn run_memfd(by_path: bool) -> Verdict {
     let mut e = [0u8; 4];
     // SAFETY: reading at most 4 bytes into e, then closing the read end.
     let n = unsafe { libc::read(p[0], e.as_mut_ptr().cast(), 4) };
+    // SAFETY: closes our own read end, not used again.
     unsafe { libc::close(p[0]) };
     let mut st = 0;
     // SAFETY: reaping the child made above.

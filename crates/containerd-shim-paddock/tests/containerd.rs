@@ -45,8 +45,6 @@ fn sha(b: &[u8]) -> String {
 /// /app.wasm, the image's entrypoint; named `name` for `ctr image import`.
 fn image_archive(dir: &Path, wasm: &Path, name: &str) -> PathBuf {
     let work = dir.join(format!("img-{}", sha(name.as_bytes())));
-    let blobs = work.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
     let layer_dir = work.join("layer");
     std::fs::create_dir_all(&layer_dir).unwrap();
     std::fs::copy(wasm, layer_dir.join("app.wasm")).unwrap();
@@ -60,46 +58,32 @@ fn image_archive(dir: &Path, wasm: &Path, name: &str) -> PathBuf {
         .status()
         .unwrap();
     assert!(st.success(), "tar failed for the layer");
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let d = sha(bytes);
-        std::fs::write(blobs.join(&d), bytes).unwrap();
-        (format!("sha256:{d}"), bytes.len())
+    let layer = std::fs::read(&layer_tar).unwrap();
+    let diff_id = format!("sha256:{}", sha(&layer));
+    let index = |md: String, ms: usize| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+                "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"},
+                "platform": {"architecture": "amd64", "os": "linux"},
+            }],
+        })
     };
-    let (ld, ls) = put(&std::fs::read(&layer_tar).unwrap());
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Entrypoint": ["/app.wasm"]},
-        "rootfs": {"type": "layers", "diff_ids": [ld]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     });
-    let (cd, cs) = put(config.to_string().as_bytes());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls}],
-    });
-    let (md, ms) = put(manifest.to_string().as_bytes());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-            "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"},
-            "platform": {"architecture": "amd64", "os": "linux"},
-        }],
-    });
-    std::fs::write(work.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(work.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let out = dir.join(format!("{}.tar", sha(name.as_bytes())));
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&work)
-        .arg("-cf")
-        .arg(&out)
-        .args(["oci-layout", "index.json", "blobs"])
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed for the archive");
-    out
+    oci_archive(
+        dir,
+        &work,
+        name,
+        &layer,
+        "application/vnd.oci.image.layer.v1.tar",
+        &config,
+        index,
+    )
 }
 
 /// An OCI image archive in runwasi's layout: the module itself is the one layer (media type
@@ -108,8 +92,6 @@ fn image_archive(dir: &Path, wasm: &Path, name: &str) -> PathBuf {
 /// `wasm-layer-to-tar` stream processor makes of it (what containerd checks after unpacking).
 fn wasm_layer_archive(dir: &Path, wasm: &Path, name: &str) -> PathBuf {
     let work = dir.join(format!("img-{}", sha(name.as_bytes())));
-    let blobs = work.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
     let module = std::fs::read(wasm).unwrap();
     let conv = Command::new(SHIM)
         .arg("wasm-layer-to-tar")
@@ -122,39 +104,58 @@ fn wasm_layer_archive(dir: &Path, wasm: &Path, name: &str) -> PathBuf {
         text(&conv.stderr)
     );
     let diff_id = format!("sha256:{}", sha(&conv.stdout));
-    let put = |bytes: &[u8]| -> (String, usize) {
-        let d = sha(bytes);
-        std::fs::write(blobs.join(&d), bytes).unwrap();
-        (format!("sha256:{d}"), bytes.len())
+    let index = |md: String, ms: usize| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+                "annotations": {"io.containerd.image.name": name},
+                "platform": {"architecture": "wasm", "os": "wasip1"},
+            }],
+        })
     };
-    let (ld, ls) = put(&module);
     let config = serde_json::json!({
         "architecture": "wasm", "os": "wasip1",
         "config": {"Entrypoint": ["hello.wasm"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
     });
+    let media = "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm";
+    oci_archive(dir, &work, name, &module, media, &config, index)
+}
+
+/// Writes an OCI image layout in `work` (the one layer, the config, the manifest, the index
+/// made by `index` from the manifest's digest and size, `oci-layout`) and tars it into `dir`.
+fn oci_archive(
+    dir: &Path,
+    work: &Path,
+    name: &str,
+    layer: &[u8],
+    layer_media: &str,
+    config: &serde_json::Value,
+    index: impl Fn(String, usize) -> serde_json::Value,
+) -> PathBuf {
+    let blobs = work.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let d = sha(bytes);
+        std::fs::write(blobs.join(&d), bytes).unwrap();
+        (format!("sha256:{d}"), bytes.len())
+    };
+    let (ld, ls) = put(layer);
     let (cd, cs) = put(config.to_string().as_bytes());
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
-        "layers": [{"mediaType": "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm", "digest": ld, "size": ls}],
+        "layers": [{"mediaType": layer_media, "digest": ld, "size": ls}],
     });
     let (md, ms) = put(manifest.to_string().as_bytes());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-            "annotations": {"io.containerd.image.name": name},
-            "platform": {"architecture": "wasm", "os": "wasip1"},
-        }],
-    });
-    std::fs::write(work.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(work.join("index.json"), index(md, ms).to_string()).unwrap();
     std::fs::write(work.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let out = dir.join(format!("{}.tar", sha(name.as_bytes())));
     let st = Command::new("tar")
         .arg("-C")
-        .arg(&work)
+        .arg(work)
         .arg("-cf")
         .arg(&out)
         .args(["oci-layout", "index.json", "blobs"])

@@ -27,9 +27,9 @@ pub fn set_child_nofile(soft: u64, hard: u64) {
     CHILD_NOFILE[1].store(hard, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Descriptors 3..=7 are kept for handing stdin, stdout, stderr, the report pipe and the extra
-/// descriptor to a child
-/// (see `reserve_low_fds`).
+/// Descriptors 3..=9 are kept for handing a child its stdin, stdout, stderr, the report pipe,
+/// the extra descriptor, and a sandboxed app's user and network namespaces (see
+/// `reserve_low_fds`).
 pub(super) const SLOT_IN: RawFd = 3;
 pub(super) const SLOT_OUT: RawFd = 4;
 pub(super) const SLOT_ERR: RawFd = 5;

@@ -157,12 +157,6 @@ pub struct Fleet<R> {
     acts: Vec<Action>,
 }
 
-impl<R: Replier> Default for Fleet<R> {
-    fn default() -> Self {
-        Self::new(0x5DEE_CE66_D1CE_F00D)
-    }
-}
-
 impl<R: Replier> Fleet<R> {
     /// `seed` makes the machines' backoff jitter differ between runs (and repeat in tests).
     pub fn new(seed: u64) -> Self {
@@ -330,7 +324,7 @@ impl<R: Replier> Fleet<R> {
         }
     }
 
-    /// How many timers are armed (tests: none for a removed app).
+    /// The armed timers: when, for which app, of which kind.
     pub fn timers(&self) -> impl Iterator<Item = (Time, Slot, TimerKind)> + '_ {
         self.timers.iter().copied()
     }

@@ -134,6 +134,58 @@ impl Socket {
         }
     }
 
+    /// A descriptor an earlier paddock left in the descriptor holder, if it is a listening
+    /// socket on `addr` (a port 0 matches any port of that address).
+    pub fn adopt(addr: &Addr, fd: OwnedFd) -> Option<Socket> {
+        use nix::sys::socket::{getsockopt, sockopt};
+        if !getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+            return None;
+        }
+        let (local, fd) = match addr {
+            Addr::Tcp(want) => {
+                let l = std::net::TcpListener::from(fd);
+                let got = l.local_addr().ok()?;
+                if got.ip() != want.ip() || (want.port() != 0 && got.port() != want.port()) {
+                    return None;
+                }
+                (got.to_string(), OwnedFd::from(l))
+            }
+            Addr::Unix(p) => {
+                let l = std::os::unix::net::UnixListener::from(fd);
+                let got = l.local_addr().ok()?.as_pathname()?.to_path_buf();
+                let alive = std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket());
+                if &got != p || !alive {
+                    return None;
+                }
+                (addr.to_string(), OwnedFd::from(l))
+            }
+        };
+        Some(Socket {
+            addr: addr.clone(),
+            local,
+            fd,
+        })
+    }
+
+    /// A Unix socket file's mode and owner (`[[listen]] mode`, `owner`).
+    pub fn set_access(&self, mode: u32, owner: Option<(u32, u32)>) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let Addr::Unix(p) = &self.addr else {
+            return Ok(());
+        };
+        let fail = |e: std::io::Error| {
+            format!(
+                "cannot set the mode or owner of {}: {}",
+                p.display(),
+                crate::util::io_reason(&e)
+            )
+        };
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(fail)?;
+        }
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).map_err(fail)
+    }
+
     /// The listening descriptor itself: what a native app would receive as `LISTEN_FDS`.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -241,6 +293,85 @@ impl tokio::io::AsyncWrite for Conn {
     }
 }
 
+/// Whether any of `sockets` has a connection open or waiting to be accepted, from the kernel's
+/// socket tables in paddock's network namespace (where the sockets and every connection
+/// accepted from them live): `/proc/net/tcp` and `tcp6` (a connection on the socket's port, or
+/// a listener with a non-empty accept queue) and `/proc/net/unix` (a connected socket with the
+/// socket's path). An open connection that stays silent counts as busy, as
+/// `systemd-socket-proxyd --exit-idle-time` counts it.
+pub fn busy(sockets: &[Arc<Socket>]) -> bool {
+    let ports: Vec<u16> = sockets
+        .iter()
+        .filter_map(|s| match &s.addr {
+            Addr::Tcp(_) => s.local.rsplit(':').next()?.parse().ok(),
+            Addr::Unix(_) => None,
+        })
+        .collect();
+    let paths: Vec<&std::path::Path> = sockets
+        .iter()
+        .filter_map(|s| match &s.addr {
+            Addr::Unix(p) => Some(p.as_path()),
+            Addr::Tcp(_) => None,
+        })
+        .collect();
+    if !ports.is_empty() {
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            if let Ok(t) = std::fs::read_to_string(table)
+                && tcp_busy(&t, &ports)
+            {
+                return true;
+            }
+        }
+    }
+    if !paths.is_empty()
+        && let Ok(t) = std::fs::read_to_string("/proc/net/unix")
+    {
+        return unix_busy(&t, &paths);
+    }
+    false
+}
+
+/// `/proc/net/tcp` lines: `sl local rem st tx_queue:rx_queue …`, addresses as `HEXIP:HEXPORT`.
+fn tcp_busy(table: &str, ports: &[u16]) -> bool {
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().take(5).collect();
+        let [_, local, _, st, queues] = f[..] else {
+            return false;
+        };
+        let port = local
+            .rsplit(':')
+            .next()
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        if !port.is_some_and(|p| ports.contains(&p)) {
+            return false;
+        }
+        match st {
+            // LISTEN: connections waiting in its accept queue (rx_queue).
+            "0A" => queues
+                .split(':')
+                .nth(1)
+                .and_then(|q| u32::from_str_radix(q, 16).ok())
+                .is_some_and(|q| q > 0),
+            // ESTABLISHED, SYN_SENT, SYN_RECV, CLOSE_WAIT: a connection the app holds.
+            "01" | "02" | "03" | "08" => true,
+            _ => false,
+        }
+    })
+}
+
+/// `/proc/net/unix` lines: `Num RefCount Protocol Flags Type St Inode Path`; an accepted
+/// connection carries its listener's path, a listener has the flag `__SO_ACCEPTCON` (0x10000).
+fn unix_busy(table: &str, paths: &[&std::path::Path]) -> bool {
+    table.lines().skip(1).any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 8 {
+            return false;
+        }
+        let listening = u32::from_str_radix(f[3], 16).is_ok_and(|fl| fl & 0x10000 != 0);
+        !listening && paths.iter().any(|p| p.as_os_str() == f[7])
+    })
+}
+
 /// Every socket paddock holds, by configured address.
 #[derive(Default)]
 pub struct Registry {
@@ -263,6 +394,23 @@ impl Registry {
             out.push(s);
         }
         Ok(out)
+    }
+
+    /// Takes a socket an earlier paddock bound (from the descriptor holder) as the one for
+    /// `addr`; false when `fd` is not a listening socket on it (it is closed then).
+    pub fn adopt(&mut self, addr: Addr, fd: OwnedFd) -> bool {
+        match Socket::adopt(&addr, fd) {
+            Some(s) => {
+                self.sockets.insert(addr, Arc::new(s));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The addresses held, with their sockets.
+    pub fn iter(&self) -> impl Iterator<Item = (&Addr, &Arc<Socket>)> {
+        self.sockets.iter()
     }
 
     /// Closes the sockets no app holds any more.
@@ -307,6 +455,37 @@ mod tests {
                 .contains("107")
         );
         assert_eq!(Addr::parse("/x.sock").unwrap().to_string(), "unix:/x.sock");
+    }
+
+    #[test]
+    fn kernel_tables_tell_busy_from_idle() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n\
+   1: 0100007F:1F91 0100007F:C350 06 00000000:00000000 00:00000000 00000000     0        0 0 1\n";
+        assert!(
+            !tcp_busy(tcp, &[8080]),
+            "an idle listener and a TIME_WAIT elsewhere"
+        );
+        assert!(
+            !tcp_busy(tcp, &[8081]),
+            "TIME_WAIT is not a connection the app holds"
+        );
+        let waiting = tcp.replace("0A 00000000:00000000", "0A 00000000:00000002");
+        assert!(
+            tcp_busy(&waiting, &[8080]),
+            "two connections wait in the accept queue"
+        );
+        let open = tcp.replace(" 06 ", " 01 ");
+        assert!(tcp_busy(&open, &[8081]));
+        assert!(!tcp_busy("garbage\n1 2\n: : : :\n", &[8080]));
+        let unix = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+0000000000000000: 00000002 00000000 00010000 0001 01 100 /run/a.sock\n\
+0000000000000000: 00000003 00000000 00000000 0001 03 101 /run/a.sock\n\
+0000000000000000: 00000003 00000000 00000000 0001 03 102\n";
+        assert!(unix_busy(unix, &[std::path::Path::new("/run/a.sock")]));
+        assert!(!unix_busy(unix, &[std::path::Path::new("/run/b.sock")]));
+        let idle = unix.lines().take(2).collect::<Vec<_>>().join("\n");
+        assert!(!unix_busy(&idle, &[std::path::Path::new("/run/a.sock")]));
     }
 
     #[test]

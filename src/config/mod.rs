@@ -6,6 +6,7 @@ mod collect;
 pub mod graph;
 pub mod health;
 pub mod http;
+pub mod listen;
 pub mod logs;
 pub mod sandbox;
 pub mod suggest;
@@ -168,6 +169,12 @@ pub struct AppSpec {
     pub essential: bool,
     pub readiness: health::ReadinessSpec,
     pub health: Option<health::HealthSpec>,
+    /// `[[listen]]`: sockets paddock binds and hands over (`LISTEN_FDS`).
+    pub listen: Vec<listen::ListenSpec>,
+    /// `start = "on-connection"`: started by the first connection on its sockets.
+    pub on_demand: bool,
+    /// `idle_stop`: an on-demand app is stopped after this long without a connection.
+    pub idle_stop: Option<Duration>,
     /// Lines of the `after` and `requires` keys, for dependency errors found across files.
     #[serde(skip)]
     pub deps_line: Ignored<[usize; 2]>,
@@ -214,6 +221,9 @@ struct RawApp {
     essential: Option<bool>,
     readiness: Option<Spanned<health::RawReadiness>>,
     health: Option<health::RawHealth>,
+    listen: Option<Spanned<Vec<listen::RawListen>>>,
+    start: Option<Spanned<String>>,
+    idle_stop: Option<Spanned<Dur>>,
 }
 
 #[derive(Deserialize)]

@@ -129,7 +129,7 @@ pub fn resolve_program(
     ))
 }
 
-fn resolve_identity(
+pub(super) fn resolve_identity(
     cx: &mut FileCtx,
     user: Option<&Spanned<String>>,
     group: Option<&Spanned<String>>,
@@ -487,6 +487,21 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         );
     }
 
+    let readiness_fd = match readiness.when {
+        health::ReadyWhen::Fd { fd } => Some(fd),
+        _ => None,
+    };
+    let sockets = listen::parse(
+        &mut cx,
+        name,
+        raw.listen.as_ref(),
+        raw.start.as_ref(),
+        raw.idle_stop.as_ref(),
+        raw.autostart,
+        isolation,
+        readiness_fd,
+    );
+
     if !cx.errors.is_empty() {
         // In line order, whatever order the checks ran in.
         cx.errors.sort_by_key(|e| (e.line, e.col));
@@ -515,7 +530,10 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         workdir,
         env,
         identity,
-        autostart: raw.autostart.unwrap_or(true),
+        autostart: raw.autostart.unwrap_or(!sockets.on_demand),
+        listen: sockets.listen,
+        on_demand: sockets.on_demand,
+        idle_stop: sockets.idle_stop,
         stop_signal: raw.stop_signal.map_or(libc::SIGTERM, |s| s.0),
         stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
         isolation,

@@ -63,6 +63,12 @@ pub struct AppStatus {
     /// `[sandbox] publish`: the host addresses paddock listens on for the app.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub published: Vec<PublishedPort>,
+    /// `[[listen]]`: the addresses paddock listens on for the app, as bound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
+    /// `start = "on-connection"`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_demand: bool,
     /// A wasm app served per request (`[http]`): its sockets and request figures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpFigures>,

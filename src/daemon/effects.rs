@@ -73,6 +73,7 @@ impl Supervisor {
                 self.publish(slot, from, to, crate::util::mono_ns());
                 self.sync_record(slot);
                 self.http_state_changed(slot);
+                self.sockets_state_changed(slot, to);
                 self.tell_parent_when_ready();
             }
             Effect::Down(idx) => {
@@ -90,6 +91,8 @@ impl Supervisor {
                         });
                     }
                     // Dropping the pipes closes paddock's write ends: the readers end at EOF.
+                    drop(app);
+                    self.sweep_sockets();
                 }
             }
             Effect::Switched { old, new } => self.switched(old, new),

@@ -36,6 +36,7 @@ mod http_apps;
 mod metrics;
 mod publishing;
 mod requests;
+mod sockets;
 mod spawn;
 mod update;
 mod wasm_apps;
@@ -95,6 +96,15 @@ pub enum Msg {
     PidGone {
         pid: i32,
     },
+    /// A connection waits on a down on-demand app's socket.
+    Connection {
+        idx: usize,
+    },
+    /// An on-demand app (in its `spawn`th run) had no connection for `idle_stop`.
+    Idle {
+        idx: usize,
+        spawn: u64,
+    },
 }
 
 struct Pipes {
@@ -128,6 +138,8 @@ struct App {
     /// What its record in the state directory says (pid, ready), so it is rewritten only on a
     /// change (see `adoption.rs`).
     recorded: Option<(i32, bool)>,
+    /// `[[listen]]`: its sockets and the tasks watching them (see `sockets.rs`).
+    sockets: sockets::AppSockets,
 }
 
 /// How to start an app (or its exec health check), or why it cannot be started.
@@ -205,8 +217,11 @@ pub struct Supervisor {
     cg_names: std::collections::HashSet<String>,
     /// `[sandbox] publish`: host listeners forwarded into apps' network namespaces.
     publisher: crate::publish::Publisher,
-    /// The descriptor holder (log pipes' read ends, the control listener), when it runs.
+    /// The descriptor holder (log pipes' read ends, the control listener, the apps' sockets),
+    /// when it runs.
     pub fdstore: Option<crate::fdstore::Client>,
+    /// The sockets given to the holder.
+    held_sockets: sockets::HeldSockets,
     /// STATE_DIR/run: a record of each running app process (see `adoption.rs`).
     run_dir: PathBuf,
     boot_id: String,
@@ -246,6 +261,8 @@ impl Supervisor {
         tx: mpsc::UnboundedSender<Msg>,
         events: broadcast::Sender<String>,
         parent: crate::pid1::ParentNotify,
+        fdstore: Option<crate::fdstore::Client>,
+        held: &mut BTreeMap<String, OwnedFd>,
     ) -> std::io::Result<Supervisor> {
         let (state_dir, wasm_slots) = (opts.state_dir.clone(), opts.wasm_slots);
         crate::sandbox::set_scratch_dir(&state_dir.join("sandbox-root"));
@@ -274,16 +291,20 @@ impl Supervisor {
             cgroups: crate::cgroup::Cgroups::disabled("not set up"),
             cg_names: Default::default(),
             publisher: Default::default(),
-            fdstore: None,
+            fdstore,
+            held_sockets: Default::default(),
             run_dir: crate::adopt::run_dir(&state_dir),
             boot_id: crate::adopt::boot_id(),
             exe: std::env::current_exe().ok(),
             reexec: None,
             yield_soon: false,
         };
+        // Sockets an earlier paddock left in the holder, before any app binds its own.
+        sockets::adopt_held(&s.wasm.listeners, held);
         for (_, spec) in specs {
             s.add_app(spec);
         }
+        s.sweep_sockets();
         Ok(s)
     }
 
@@ -297,6 +318,7 @@ impl Supervisor {
         let slot = self.fleet.add(unit_spec(&spec));
         debug_assert_eq!(slot, idx);
         self.http_load(idx);
+        self.load_sockets(idx);
         idx
     }
 
@@ -325,6 +347,7 @@ impl Supervisor {
             status_text: String::new(),
             cgroup: None,
             recorded: None,
+            sockets: Default::default(),
         };
         self.apps.resize_with(idx, || None);
         self.apps.push(Some(app));
@@ -376,6 +399,7 @@ impl Supervisor {
         });
         self.fleet.reconfigure(idx, unit_spec(&spec));
         app.spec = Arc::new(spec);
+        self.load_sockets(idx);
     }
 
     /// The app's log pipes (unless `with_pipes` is false: an adopted process keeps its own),
@@ -675,6 +699,23 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             )
         })?;
         let (events, _) = broadcast::channel(1024);
+        // The descriptor holder: started now, or found running after a crash or a re-exec
+        // with the descriptors an earlier paddock left in it.
+        let (mut held, mut fdstore) = (BTreeMap::new(), None);
+        match crate::fdstore::Client::connect_or_start(&opts.state_dir) {
+            Ok((mut fs, existing)) => {
+                if existing {
+                    match fs.get_all() {
+                        Ok(h) => held = h,
+                        Err(e) => eprintln!("paddock: the descriptor holder: {e}"),
+                    }
+                }
+                fdstore = Some(fs);
+            }
+            Err(e) => eprintln!(
+                "paddock: {e}; going on without it: app output will not survive a crash of paddock"
+            ),
+        }
         let sup = Supervisor::new(
             opts.clone(),
             specs,
@@ -682,6 +723,8 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             tx.clone(),
             events.clone(),
             parent,
+            fdstore,
+            &mut held,
         )
         .map_err(|e| format!("cannot start: {e}"))?;
         // Wasm apps: load and link every module before anything starts.
@@ -704,23 +747,6 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             None => None,
         };
         let mut sup = sup;
-        // The descriptor holder: started now, or found running after a crash or a re-exec
-        // with the descriptors an earlier paddock left in it.
-        let mut held = BTreeMap::new();
-        match crate::fdstore::Client::connect_or_start(&opts.state_dir) {
-            Ok((mut fs, existing)) => {
-                if existing {
-                    match fs.get_all() {
-                        Ok(h) => held = h,
-                        Err(e) => eprintln!("paddock: the descriptor holder: {e}"),
-                    }
-                }
-                sup.fdstore = Some(fs);
-            }
-            Err(e) => eprintln!(
-                "paddock: {e}; going on without it: app output will not survive a crash of paddock"
-            ),
-        }
         let listener = match held.remove("control") {
             Some(fd) if crate::control::server::listens_on(&fd, &opts.socket) => {
                 crate::control::server::from_held(fd)?

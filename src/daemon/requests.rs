@@ -46,6 +46,9 @@ impl Supervisor {
                 m.failures(),
                 m.last_exit().map(|e| e.describe()).unwrap_or_default()
             ),
+            State::Exited | State::Stopped if self.on_demand_note(idx).is_some() => {
+                self.on_demand_note(idx).unwrap_or_default()
+            }
             State::Exited | State::Stopped => {
                 m.last_exit().map(|e| e.describe()).unwrap_or_default()
             }
@@ -103,6 +106,8 @@ impl Supervisor {
                 vec![]
             },
             published: self.publisher.status(&app.name),
+            listen: app.sockets.shown(),
+            on_demand: app.spec.on_demand,
             http: http_apps::figures(app),
             log_lines_dropped: self.logs.dropped(&app.name),
         })

@@ -172,6 +172,7 @@ impl Supervisor {
             return Err("app removed".into());
         };
         let prepared = app.prepared.clone()?;
+        let (fds, names) = self.spawn_sockets(idx)?;
         self.publish_before_spawn(idx)?;
         let join = self.ensure_cgroup(idx)?;
         let Some(app) = self.apps[idx].as_mut() else {
@@ -198,18 +199,25 @@ impl Supervisor {
             io.extra = Some((w.as_raw_fd(), *fd));
         }
         let join: Vec<std::os::fd::RawFd> = join.iter().map(|f| f.as_raw_fd()).collect();
-        let pid = native::spawn_joined(&prepared, &io, &join).map_err(|e| {
-            match (&e.step, &app.cgroup) {
-                (Some(native::Failed::Spawn(native::Step::JoinCgroup)), Some(cg)) => format!(
-                    "{e} ({}; paddock must be able to write each cgroup.procs)",
-                    cg.paths()
-                        .iter()
-                        .map(|p| p.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                _ => e.to_string(),
-            }
+        let pid = native::spawn_with_sockets(
+            &prepared,
+            &io,
+            &join,
+            native::Sockets {
+                fds: &fds,
+                names: &names,
+            },
+        )
+        .map_err(|e| match (&e.step, &app.cgroup) {
+            (Some(native::Failed::Spawn(native::Step::JoinCgroup)), Some(cg)) => format!(
+                "{e} ({}; paddock must be able to write each cgroup.procs)",
+                cg.paths()
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => e.to_string(),
         })?;
         app.pid = Some(pid);
         app.pgid = Some(pid);

@@ -408,6 +408,13 @@ impl<R: Replier> Fleet<R> {
         self.drain();
     }
 
+    /// Why the app's next stop happens (for events and status).
+    pub fn set_stop_why(&mut self, slot: Slot, why: String) {
+        if let Some(u) = self.unit_mut(slot) {
+            u.stop_why = why;
+        }
+    }
+
     /// Marks an app to be dropped once it is down (`update` removed its file).
     pub fn remove_when_down(&mut self, slot: Slot) {
         if let Some(u) = self.unit_mut(slot) {

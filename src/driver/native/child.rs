@@ -20,6 +20,7 @@ unsafe fn child(
     slots: bool,
     join: &[RawFd],
     ns: (RawFd, RawFd),
+    listen: &Listen,
 ) -> ! {
     /// # Safety
     /// Only in the cloned child: writes the report to `report` and `_exit`s.
@@ -160,9 +161,77 @@ unsafe fn child(
                 fail(report, Step::Setuid);
             }
         }
-        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), p.envp_ptrs.as_ptr());
+        let mut envp = p.envp_ptrs.as_ptr();
+        let h = &listen.handover;
+        if h.n > 0 {
+            // The sockets go to 3, 4, …: first each to a free descriptor above them (a socket
+            // may sit where another must go), then into place without close-on-exec. The report
+            // pipe moves out of the way first.
+            let n = h.n as RawFd;
+            if (3..3 + n).contains(&report) {
+                report = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, 3 + n);
+                if report < 0 {
+                    libc::_exit(127);
+                }
+            }
+            let mut tmp = [0 as RawFd; super::fds::MAX_LISTEN];
+            for (i, t) in tmp.iter_mut().enumerate().take(h.n) {
+                let src = if listen.first >= 0 {
+                    listen.first + i as RawFd
+                } else {
+                    listen.fds[i]
+                };
+                *t = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 3 + n);
+                if *t < 0 {
+                    fail(report, Step::Sockets);
+                }
+            }
+            for (i, &t) in tmp.iter().enumerate().take(h.n) {
+                if libc::dup2(t, 3 + i as RawFd) < 0 {
+                    fail(report, Step::Sockets);
+                }
+                libc::close(t);
+            }
+            // LISTEN_PID: this process's pid as it sees it (1 in a new pid namespace).
+            let mut pid = libc::getpid() as u32;
+            let mut digits = [0u8; 10];
+            let mut len = 0;
+            loop {
+                digits[len] = b'0' + (pid % 10) as u8;
+                len += 1;
+                pid /= 10;
+                if pid == 0 {
+                    break;
+                }
+            }
+            for i in 0..len {
+                *h.pid_digits.add(i) = digits[len - 1 - i];
+            }
+            *h.pid_digits.add(len) = 0;
+            envp = h.envp;
+        }
+        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), envp);
         fail(report, Step::Exec)
     }
+}
+
+/// The sockets of a spawn and their environment, prepared by the parent.
+#[derive(Clone, Copy)]
+pub(super) struct Handover {
+    /// The environment with `LISTEN_*` (null when no socket is handed over).
+    pub(super) envp: *const *const libc::c_char,
+    /// Where the child writes its pid's digits (inside the parent's `LISTEN_PID=` buffer).
+    pub(super) pid_digits: *mut u8,
+    pub(super) n: usize,
+}
+
+/// Where the sockets are in the child's table: the listen slots from `first` (when paddock
+/// spawns with its reserved slots), else the caller's own descriptors `fds`.
+#[derive(Clone, Copy)]
+pub(super) struct Listen<'a> {
+    pub(super) first: RawFd,
+    pub(super) fds: &'a [RawFd],
+    pub(super) handover: Handover,
 }
 
 /// A report: step, errno, index of the operation (sandbox steps).
@@ -251,6 +320,7 @@ pub(super) struct ChildArgs<'a> {
     /// A health check of a sandboxed app: (pidfd of the app, its root directory), and the top
     /// of the stack of the grandchild that runs in the app's pid namespace.
     pub(super) app: Option<(RawFd, RawFd, usize)>,
+    pub(super) listen: Listen<'a>,
 }
 
 pub(super) extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
@@ -261,7 +331,7 @@ pub(super) extern "C" fn child_entry(arg: *mut libc::c_void) -> libc::c_int {
         // SAFETY: in the vfork-style child, as `child`.
         Some((pidfd, rootfd, stack)) => unsafe { join_app(a, pidfd, rootfd, stack) },
         // SAFETY: as above.
-        None => unsafe { child(a.p, a.io, a.report, a.slots, a.join, a.ns) },
+        None => unsafe { child(a.p, a.io, a.report, a.slots, a.join, a.ns, &a.listen) },
     }
 }
 

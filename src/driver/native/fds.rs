@@ -27,8 +27,8 @@ pub fn set_child_nofile(soft: u64, hard: u64) {
     CHILD_NOFILE[1].store(hard, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Descriptors 3..=9 are kept for handing a child its stdin, stdout, stderr, the report pipe,
-/// the extra descriptor, and a sandboxed app's user and network namespaces (see
+/// Descriptors 3..=25 are kept for handing a child its stdin, stdout, stderr, the report pipe,
+/// the extra descriptor, a sandboxed app's user and network namespaces, and its sockets (see
 /// `reserve_low_fds`).
 pub(super) const SLOT_IN: RawFd = 3;
 pub(super) const SLOT_OUT: RawFd = 4;
@@ -38,7 +38,10 @@ pub(super) const SLOT_EXTRA: RawFd = 7;
 /// A sandboxed app's prepared user and network namespaces.
 pub(super) const SLOT_USERNS: RawFd = 8;
 pub(super) const SLOT_NETNS: RawFd = 9;
-pub(super) const FIRST_FREE: RawFd = 10;
+/// The sockets handed over with `LISTEN_FDS` (`[[listen]]`), at most `MAX_LISTEN` of them.
+pub(super) const SLOT_LISTEN: RawFd = 10;
+pub const MAX_LISTEN: usize = crate::config::listen::MAX_LISTEN;
+pub(super) const FIRST_FREE: RawFd = SLOT_LISTEN + MAX_LISTEN as RawFd;
 pub(super) static PLACEHOLDER: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 /// Makes spawning cost the same with 10 or 10,000 open descriptors in paddock.
@@ -47,26 +50,26 @@ pub(super) static PLACEHOLDER: std::sync::atomic::AtomicI32 = std::sync::atomic:
 /// close-on-exec entry: with a few descriptors per app that is O(apps) per spawn. Instead, the
 /// child is cloned with `CLONE_FILES` (sharing the table) and its first act is
 /// `close_range(FIRST_FREE, ~0, CLOSE_RANGE_UNSHARE)`, which gives it a private table holding only
-/// descriptors 0..=9. For that, 3..=9 are parked on /dev/null here and the parent points them at
+/// descriptors 0..FIRST_FREE. For that, 3..FIRST_FREE are parked on /dev/null here and the parent points them at
 /// the child's stdio and report pipe just for the duration of the clone (it is suspended until
 /// the exec, and only the supervisor thread spawns).
 ///
-/// Call once, early (whatever was at 3..=6 is moved higher and made close-on-exec).
+/// Call once, early (whatever was at 3..FIRST_FREE is moved higher and made close-on-exec).
 pub fn reserve_low_fds() -> std::io::Result<()> {
     // SAFETY: open with a C-string literal, and fcntl/dup3/close on descriptor numbers. dup3 swaps
-    // what is at 3..=9 under its owner, so this runs before paddock opens anything it keeps
+    // what is at 3..FIRST_FREE under its owner, so this runs before paddock opens anything it keeps
     // (serve() takes its lock files right after it).
     unsafe {
         let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
         if null < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let placeholder = libc::fcntl(null, libc::F_DUPFD_CLOEXEC, 64);
+        let placeholder = libc::fcntl(null, libc::F_DUPFD_CLOEXEC, 64.max(FIRST_FREE));
         libc::close(null);
         if placeholder < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        for slot in SLOT_IN..=SLOT_NETNS {
+        for slot in SLOT_IN..FIRST_FREE {
             if libc::fcntl(slot, libc::F_GETFD) >= 0
                 && libc::fcntl(slot, libc::F_DUPFD_CLOEXEC, FIRST_FREE) < 0
             {
@@ -79,6 +82,14 @@ pub fn reserve_low_fds() -> std::io::Result<()> {
         PLACEHOLDER.store(placeholder, std::sync::atomic::Ordering::SeqCst);
     }
     Ok(())
+}
+
+/// Sockets handed to a child with the systemd protocol: `fds[i]` becomes descriptor 3 + i,
+/// `LISTEN_FDS`, `LISTEN_FDNAMES` (`names`, ':'-separated) and `LISTEN_PID` are set.
+#[derive(Clone, Copy, Default)]
+pub struct Sockets<'a> {
+    pub fds: &'a [RawFd],
+    pub names: &'a str,
 }
 
 pub(super) fn errno() -> i32 {

@@ -18,9 +18,9 @@ mod fds;
 mod prepared;
 mod spawn;
 
-pub use fds::{Stdio, dev_null, output_pipe, reserve_low_fds, set_child_nofile};
+pub use fds::{Sockets, Stdio, dev_null, output_pipe, reserve_low_fds, set_child_nofile};
 pub use prepared::{BaseEnv, Prepared};
-pub use spawn::{spawn, spawn_in_app, spawn_joined};
+pub use spawn::{spawn, spawn_in_app, spawn_joined, spawn_with_sockets};
 /// The steps of the child between fork and exec, for error reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -35,6 +35,7 @@ pub enum Step {
     Exec,
     JoinCgroup,
     Nofile,
+    Sockets,
 }
 
 /// Steps of the sandbox are reported as `SANDBOX_STEP + index in sandbox::Step::ALL`.
@@ -69,6 +70,7 @@ impl Step {
         use Step::*;
         [
             Session, Signals, Stdio, Chdir, Setgroups, Setgid, Setuid, Exec, JoinCgroup, Nofile,
+            Sockets,
         ]
         .into_iter()
         .find(|s| *s as u8 == n)
@@ -85,6 +87,7 @@ impl Step {
             Step::Exec => "execve",
             Step::JoinCgroup => "join cgroup",
             Step::Nofile => "setrlimit RLIMIT_NOFILE",
+            Step::Sockets => "hand over the [[listen]] sockets",
         }
     }
 }

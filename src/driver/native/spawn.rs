@@ -4,10 +4,10 @@
 //! read before returning the pid. [`spawn`], [`spawn_joined`] (joining cgroups first) and
 //! [`spawn_in_app`] (a health check inside a sandboxed app) are the entry points.
 
-use super::child::{ChildArgs, child_entry, decode_report, read_report};
+use super::child::{ChildArgs, Listen, child_entry, decode_report, read_report};
 use super::fds::{
-    PLACEHOLDER, SLOT_ERR, SLOT_EXTRA, SLOT_IN, SLOT_NETNS, SLOT_OUT, SLOT_REPORT, SLOT_USERNS,
-    errno,
+    MAX_LISTEN, PLACEHOLDER, SLOT_ERR, SLOT_EXTRA, SLOT_IN, SLOT_LISTEN, SLOT_NETNS, SLOT_OUT,
+    SLOT_REPORT, SLOT_USERNS, Sockets, errno,
 };
 use super::{Failed, Prepared, SpawnError, Stdio, Step};
 use std::ffi::CString;
@@ -36,7 +36,19 @@ pub fn spawn(p: &Prepared, io: &Stdio) -> Result<libc::pid_t, SpawnError> {
 /// descriptors of each cgroup's `cgroup.procs` (opened O_WRONLY once per app), and the child
 /// writes "0" to each. A failure is reported as the step "join cgroup".
 pub fn spawn_joined(p: &Prepared, io: &Stdio, join: &[RawFd]) -> Result<libc::pid_t, SpawnError> {
-    spawn_inner(p, io, join, None)
+    spawn_inner(p, io, join, None, Sockets::default())
+}
+
+/// [`spawn_joined`], handing the child `sockets` with the systemd protocol (descriptors from 3,
+/// `LISTEN_FDS`, `LISTEN_FDNAMES`, and `LISTEN_PID` set to the child's pid as it sees it: 1 in
+/// a sandbox's pid namespace).
+pub fn spawn_with_sockets(
+    p: &Prepared,
+    io: &Stdio,
+    join: &[RawFd],
+    sockets: Sockets,
+) -> Result<libc::pid_t, SpawnError> {
+    spawn_inner(p, io, join, None, sockets)
 }
 
 /// An exec health check of a sandboxed app (`Prepared::check_in`), started inside the app's
@@ -73,7 +85,13 @@ pub fn spawn_in_app(
     }
     // SAFETY: rootfd is a new descriptor of ours.
     let rootfd = unsafe { OwnedFd::from_raw_fd(rootfd) };
-    spawn_inner(p, io, join, Some((pidfd.as_raw_fd(), rootfd.as_raw_fd())))
+    spawn_inner(
+        p,
+        io,
+        join,
+        Some((pidfd.as_raw_fd(), rootfd.as_raw_fd())),
+        Sockets::default(),
+    )
 }
 
 /// Gives the pipes among the child's descriptors to the user it runs as.
@@ -118,8 +136,53 @@ fn spawn_inner(
     io: &Stdio,
     join: &[RawFd],
     app: Option<(RawFd, RawFd)>,
+    sockets: Sockets,
 ) -> Result<libc::pid_t, SpawnError> {
     give_pipes(p, io)?;
+    let n = sockets.fds.len();
+    if n > MAX_LISTEN {
+        return Err(SpawnError {
+            step: None,
+            errno: nix::errno::Errno::EINVAL,
+            detail: format!("{n} sockets to hand over; at most {MAX_LISTEN}"),
+        });
+    }
+    // The systemd protocol's variables replace any the app's environment has; LISTEN_PID's
+    // digits are written by the child (its pid as it sees it), into `pid_env`.
+    let mut pid_env = *b"LISTEN_PID=\0\0\0\0\0\0\0\0\0\0\0\0";
+    let pid_base = pid_env.as_mut_ptr();
+    let fds_env = CString::new(format!("LISTEN_FDS={n}")).unwrap_or_default();
+    let names_env = CString::new(format!("LISTEN_FDNAMES={}", sockets.names)).unwrap_or_default();
+    let mut envp: Vec<*const libc::c_char> = vec![];
+    if n > 0 {
+        for &e in p.envp_ptrs.iter().take_while(|e| !e.is_null()) {
+            // SAFETY: every non-null entry of envp_ptrs points to a NUL-terminated string that
+            // `p` owns (see Prepared).
+            let b = unsafe { std::ffi::CStr::from_ptr(e) }.to_bytes();
+            if !(b.starts_with(b"LISTEN_FDS=")
+                || b.starts_with(b"LISTEN_PID=")
+                || b.starts_with(b"LISTEN_FDNAMES="))
+            {
+                envp.push(e);
+            }
+        }
+        envp.extend([
+            fds_env.as_ptr(),
+            names_env.as_ptr(),
+            pid_base.cast_const().cast(),
+            std::ptr::null(),
+        ]);
+    }
+    let handover = super::child::Handover {
+        envp: if n > 0 {
+            envp.as_ptr()
+        } else {
+            std::ptr::null()
+        },
+        // SAFETY: 11 is within `pid_env` (the first digit's place).
+        pid_digits: unsafe { pid_base.add(11) },
+        n,
+    };
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError {
         step: None,
         errno: e,
@@ -183,6 +246,10 @@ fn spawn_inner(
             // SAFETY: as above, the plan's network namespace descriptor.
             unsafe { libc::dup3(netns, SLOT_NETNS, libc::O_CLOEXEC) };
         }
+        for (i, &src) in sockets.fds.iter().enumerate() {
+            // SAFETY: as above, the caller's sockets, into the listen slots.
+            unsafe { libc::dup3(src, SLOT_LISTEN + i as RawFd, libc::O_CLOEXEC) };
+        }
         slot_io = Stdio {
             stdin: io.stdin.map(|_| SLOT_IN),
             stdout: io.stdout.map(|_| SLOT_OUT),
@@ -197,6 +264,11 @@ fn spawn_inner(
             ns: (SLOT_USERNS, SLOT_NETNS),
             join,
             app,
+            listen: Listen {
+                first: SLOT_LISTEN,
+                fds: &[],
+                handover,
+            },
         }
     } else {
         ChildArgs {
@@ -207,6 +279,11 @@ fn spawn_inner(
             ns: (userns, netns),
             join,
             app,
+            listen: Listen {
+                first: -1,
+                fds: sockets.fds,
+                handover,
+            },
         }
     };
     // SAFETY: sigsets are live locals; the child runs child_entry on the top of `stack` (dropped
@@ -230,6 +307,9 @@ fn spawn_inner(
             for slot in SLOT_IN..=SLOT_NETNS {
                 libc::dup3(placeholder, slot, libc::O_CLOEXEC);
             }
+            for i in 0..n {
+                libc::dup3(placeholder, SLOT_LISTEN + i as RawFd, libc::O_CLOEXEC);
+            }
         }
         if pid < 0 {
             return Err(SpawnError {
@@ -242,5 +322,6 @@ fn spawn_inner(
     };
     drop(wr);
     drop(stack);
+    drop((envp, fds_env, names_env));
     decode_report(p, &read_report(&rd)).map(|started| started.unwrap_or(pid))
 }

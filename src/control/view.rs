@@ -80,7 +80,12 @@ pub fn cut(s: &str, room: usize) -> String {
 
 /// The line below a named app: its sandbox, published ports, cgroup, usage and limits.
 fn detail(a: &AppStatus) -> Option<String> {
-    if a.cgroup.is_none() && a.limits.is_none() && a.sandbox.is_none() && a.published.is_empty() {
+    if a.cgroup.is_none()
+        && a.limits.is_none()
+        && a.sandbox.is_none()
+        && a.published.is_empty()
+        && a.listen.is_empty()
+    {
         return None;
     }
     let l = a.limits.clone().unwrap_or_default();
@@ -97,6 +102,17 @@ fn detail(a: &AppStatus) -> Option<String> {
             p.error
                 .as_ref()
                 .map_or(String::new(), |e| format!(" ({e})"))
+        ));
+    }
+    if !a.listen.is_empty() {
+        d.push(format!(
+            "listens on {}{}",
+            a.listen.join(", "),
+            if a.on_demand {
+                " (starts on connection)"
+            } else {
+                ""
+            }
         ));
     }
     if let Some(c) = &a.cgroup {

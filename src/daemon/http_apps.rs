@@ -104,9 +104,7 @@ impl Supervisor {
         h.served.listen(&sockets)?;
         h.sockets = sockets;
         h.listen = listen;
-        if let Ok(mut r) = registry.lock() {
-            r.sweep();
-        }
+        self.sweep_sockets();
         Ok(())
     }
 

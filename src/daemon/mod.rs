@@ -261,8 +261,11 @@ impl Supervisor {
         tx: mpsc::UnboundedSender<Msg>,
         events: broadcast::Sender<String>,
         parent: crate::pid1::ParentNotify,
-        fdstore: Option<crate::fdstore::Client>,
-        held: &mut BTreeMap<String, OwnedFd>,
+        // The descriptor holder, and what an earlier paddock left in it.
+        (fdstore, held): (
+            Option<crate::fdstore::Client>,
+            &mut BTreeMap<String, OwnedFd>,
+        ),
     ) -> std::io::Result<Supervisor> {
         let (state_dir, wasm_slots) = (opts.state_dir.clone(), opts.wasm_slots);
         crate::sandbox::set_scratch_dir(&state_dir.join("sandbox-root"));
@@ -723,8 +726,7 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             tx.clone(),
             events.clone(),
             parent,
-            fdstore,
-            &mut held,
+            (fdstore, &mut held),
         )
         .map_err(|e| format!("cannot start: {e}"))?;
         // Wasm apps: load and link every module before anything starts.

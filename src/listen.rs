@@ -408,6 +408,11 @@ impl Registry {
         }
     }
 
+    /// The socket bound for `addr`, if there is one.
+    pub fn get(&self, addr: &Addr) -> Option<Arc<Socket>> {
+        self.sockets.get(addr).cloned()
+    }
+
     /// The addresses held, with their sockets.
     pub fn iter(&self) -> impl Iterator<Item = (&Addr, &Arc<Socket>)> {
         self.sockets.iter()

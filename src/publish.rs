@@ -89,6 +89,8 @@ impl Shared {
 struct Live {
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
+    /// The socket in paddock's registry (and so in the descriptor holder), when there is one.
+    _socket: Option<Arc<crate::listen::Socket>>,
 }
 
 impl Drop for Live {
@@ -112,6 +114,9 @@ pub struct Publisher {
     targets: HashMap<Arc<str>, Target>,
     factory: Option<mpsc::Sender<Req>>,
     slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// paddock's socket registry: a listener found there (one an earlier paddock left in the
+    /// descriptor holder) is used as it is; a new one is registered there.
+    registry: Option<Arc<Mutex<crate::listen::Registry>>>,
 }
 
 /// How many forwarded connections may be open at once, across all published addresses: a
@@ -128,6 +133,11 @@ pub fn max_connections() -> usize {
 }
 
 impl Publisher {
+    /// Keeps the listeners in `registry` (see the field).
+    pub fn use_registry(&mut self, registry: Arc<Mutex<crate::listen::Registry>>) {
+        self.registry = Some(registry);
+    }
+
     /// Makes the listeners match `want` (app name, entry): keeps the ones still wanted, closes
     /// the others, binds the new ones. Needs the runtime (listeners register with it).
     pub fn sync(&mut self, want: &[(Arc<str>, Publish)]) {
@@ -190,6 +200,19 @@ impl Publisher {
             .slots
             .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max_connections())))
             .clone();
+        let addr = crate::listen::Addr::Tcp(host);
+        let registered = self
+            .registry
+            .as_ref()
+            .and_then(|r| r.lock().ok()?.get(&addr));
+        if let Some(s) = registered {
+            let listener = match s.tokio() {
+                Ok(crate::listen::Listener::Tcp(l)) => l,
+                Ok(_) => return Err(format!("publish {host}: not a TCP socket")),
+                Err(e) => return Err(format!("publish {host}: {}", crate::util::io_reason(&e))),
+            };
+            return Ok(self.start(listener, host, app, port, target, factory, slots, Some(s)));
+        }
         let listener = bind(host).map_err(|e| {
             let hint = match e.raw_os_error() {
                 Some(libc::EADDRINUSE) => {
@@ -201,6 +224,27 @@ impl Publisher {
             };
             format!("publish {host}: {}{hint}", crate::util::io_reason(&e))
         })?;
+        let socket = self.registry.as_ref().and_then(|r| {
+            use std::os::fd::AsFd;
+            let dup = listener.as_fd().try_clone_to_owned().ok()?;
+            let mut r = r.lock().ok()?;
+            r.adopt(addr.clone(), dup).then(|| r.get(&addr)).flatten()
+        });
+        Ok(self.start(listener, host, app, port, target, factory, slots, socket))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &self,
+        listener: TcpListener,
+        host: SocketAddr,
+        app: &Arc<str>,
+        port: u16,
+        target: Target,
+        factory: mpsc::Sender<Req>,
+        slots: Arc<tokio::sync::Semaphore>,
+        socket: Option<Arc<crate::listen::Socket>>,
+    ) -> Live {
         let shared = Arc::new(Shared {
             host,
             route: Mutex::new(Route {
@@ -214,7 +258,11 @@ impl Publisher {
             slots,
         });
         let task = tokio::spawn(accept_loop(listener, shared.clone()));
-        Ok(Live { shared, task })
+        Live {
+            shared,
+            task,
+            _socket: socket,
+        }
     }
 
     /// Tries again to bind the addresses of `app` that could not be bound; the first error left.

@@ -537,3 +537,45 @@ fn an_address_in_use_fails_the_start_with_the_reason_and_is_tried_again() {
     });
     assert!(p.app("web").published[0].listening);
 }
+
+#[test]
+fn the_published_port_survives_a_kill_9_of_paddock() {
+    if skip("the_published_port_survives_a_kill_9_of_paddock") {
+        return;
+    }
+    let www = Scratch::new("publish-crash-www");
+    std::fs::write(www.path().join("index.html"), "still here\n").unwrap();
+    let host: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (mut p, _log) = serve(
+        "publish-crash",
+        &[("web", &httpd(www.path(), &[format!("{host}:8000")]))],
+    );
+    let pid = p.wait_state("web", "READY", Duration::from_secs(20)).pid;
+    wait_for(Duration::from_secs(10), "an answer", || {
+        get(host, "/index.html").is_ok_and(|r| r.contains("still here"))
+    });
+    let inode = listener_inode(host).expect("paddock listens");
+    let mut child = p.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // paddock is gone; the descriptor holder keeps the listener: a client connects and waits
+    // in the backlog instead of being refused …
+    assert_eq!(listener_inode(host), Some(inode), "the port stays bound");
+    let client = std::thread::spawn(move || {
+        let mut s = TcpStream::connect_timeout(&host, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(20)))?;
+        s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut r = String::new();
+        s.read_to_string(&mut r)?;
+        Ok::<_, std::io::Error>(r)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // … and is answered once the next paddock has taken the same socket back.
+    let p = p.start_with(&["--store".as_ref(), store().as_os_str()]);
+    let st = p.wait_state("web", "READY", Duration::from_secs(20));
+    assert_eq!(st.pid, pid, "adopted, not restarted");
+    let r = client.join().unwrap().expect("the waiting client");
+    assert!(r.contains("still here"), "{r}");
+    assert_eq!(listener_inode(host), Some(inode), "the same socket");
+    assert!(get(host, "/index.html").unwrap().contains("still here"));
+}

@@ -304,9 +304,11 @@ impl Supervisor {
         };
         // Sockets an earlier paddock left in the holder, before any app binds its own.
         sockets::adopt_held(&s.wasm.listeners, held);
+        s.publisher.use_registry(s.wasm.listeners.clone());
         for (_, spec) in specs {
             s.add_app(spec);
         }
+        s.sync_publish();
         s.sweep_sockets();
         Ok(s)
     }

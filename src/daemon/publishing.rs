@@ -29,6 +29,7 @@ impl Supervisor {
         }
         if !want.is_empty() || self.publisher.any() {
             self.publisher.sync(&want);
+            self.sweep_sockets(); // the holder keeps the listeners too
         }
     }
 

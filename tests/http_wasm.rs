@@ -384,3 +384,25 @@ fn bad_configurations_are_precise_errors() {
     let e = check("nohealth", &web(&hello, 8080, "[health]\nkind = \"wasm\""));
     assert!(e.contains("exports no `health` function"), "{e}");
 }
+
+#[test]
+fn a_request_sent_while_paddock_is_down_is_served_by_the_next_one() {
+    let port = free_port();
+    let mut p = Paddock::with_apps(
+        "http-crash",
+        &[("web", &web(&example("http-hello.wasm"), port, ""))],
+    )
+    .start();
+    p.wait_state("web", "READY", Duration::from_secs(20));
+    assert_eq!(get(port, "/"), (200, "hello from paddock\n".into()));
+    let mut child = p.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The descriptor holder keeps the socket listening: the request waits in its backlog.
+    let client = std::thread::spawn(move || request(port, "GET", "/", ""));
+    std::thread::sleep(Duration::from_millis(300));
+    let p = p.start();
+    p.wait_state("web", "READY", Duration::from_secs(20));
+    let (code, body) = client.join().unwrap().expect("the request sent while paddock was down");
+    assert_eq!((code, body.as_str()), (200, "hello from paddock\n"));
+}

@@ -75,6 +75,8 @@ impl Supervisor {
         };
         let listen = conf.listen.clone();
         let reuse = conf.reuse;
+        let starting =
+            app.spec.autostart && self.fleet.unit(idx).is_some_and(|u| u.m.state().is_down());
         let name = app.name.clone();
         let registry = self.wasm.listeners.clone();
         if app.wasm.http.is_none() {
@@ -101,6 +103,12 @@ impl Supervisor {
             .lock()
             .map_err(|_| "internal: listener registry poisoned".to_string())?
             .acquire(&listen)?;
+        if starting {
+            // About to be started (with paddock, or by a restarted paddock that took the
+            // sockets back from the holder, with requests in their backlog): requests wait for
+            // its first run instead of a 503. Before the accept loops start.
+            h.served.close("the app is starting".into(), true);
+        }
         h.served.listen(&sockets)?;
         h.sockets = sockets;
         h.listen = listen;

@@ -403,6 +403,9 @@ fn a_request_sent_while_paddock_is_down_is_served_by_the_next_one() {
     std::thread::sleep(Duration::from_millis(300));
     let p = p.start();
     p.wait_state("web", "READY", Duration::from_secs(20));
-    let (code, body) = client.join().unwrap().expect("the request sent while paddock was down");
+    let (code, body) = client
+        .join()
+        .unwrap()
+        .expect("the request sent while paddock was down");
     assert_eq!((code, body.as_str()), (200, "hello from paddock\n"));
 }

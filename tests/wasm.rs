@@ -1374,3 +1374,59 @@ fn wasm_health_check_restarts_an_unhealthy_app_and_needs_the_export() {
         "{err}"
     );
 }
+
+/// `update` loads and compiles new modules off the supervisor's loop: `status` answers while a
+/// large module compiles.
+#[test]
+fn status_answers_while_update_compiles_a_large_module() {
+    let d = Scratch::new("wasm-big");
+    // Thousands of functions: cranelift takes a while on this machine's two cores.
+    let mut wat = String::from("(module (func (export \"_start\"))\n");
+    for i in 0..6000 {
+        wat.push_str(&format!(
+            "(func (export \"f{i}\") (param i64) (result i64) (local i64) local.get 0 i64.const {i} i64.mul local.get 0 i64.const 7 i64.rem_s i64.add local.tee 1 local.get 1 i64.mul local.get 0 i64.xor)\n"
+        ));
+    }
+    wat.push(')');
+    let big = wat_module(d.path(), "big.wasm", &wat);
+    let p = Paddock::with_apps(
+        "wasm-big",
+        &[("sleeper", "command = [\"/bin/sleep\", \"1000\"]\n")],
+    )
+    .start();
+    p.wait_state("sleeper", "READY", Duration::from_secs(10));
+    p.write_app(
+        "big",
+        &format!(
+            "isolation = \"wasm\"\nmodule = \"{}\"\n[restart]\npolicy = \"never\"\n",
+            big.display()
+        ),
+    );
+    let sock = p.socket();
+    let t = Instant::now();
+    let update = std::thread::spawn(move || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .arg("update")
+            .env("PADDOCK_SOCKET", sock)
+            .output()
+            .unwrap();
+        (o, t.elapsed())
+    });
+    let mut slowest = Duration::ZERO;
+    let mut asked = 0;
+    while !update.is_finished() {
+        let s = Instant::now();
+        assert_eq!(p.app("sleeper").state, "READY");
+        slowest = slowest.max(s.elapsed());
+        asked += 1;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (o, took) = update.join().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!("update took {took:?}; {asked} status requests meanwhile, the slowest {slowest:?}");
+    assert!(
+        slowest < Duration::from_millis(250) && slowest * 3 < took,
+        "status waited {slowest:?} during an update of {took:?}"
+    );
+    p.wait_state("big", "EXITED", Duration::from_secs(20));
+}

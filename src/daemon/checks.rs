@@ -28,6 +28,7 @@ impl Supervisor {
             }
             Msg::PidGone { pid } => self.pid_gone(pid),
             Msg::Connection { idx } => self.on_connection(idx),
+            Msg::Loaded(l) => self.on_loaded(*l),
             Msg::Idle { idx, spawn } => self.on_idle(idx, spawn),
             Msg::CheckTimeout { pid } => {
                 let Some((idx, spawn)) = self.checks.remove(&pid) else {

@@ -189,11 +189,8 @@ impl Supervisor {
                 }
                 Err(r) => r,
             },
-            Request::Reread => {
-                let (_, r) = self.reread();
-                Reply::json(if r.ok { 200 } else { 422 }, &r)
-            }
-            Request::Update => self.update(),
+            Request::Reread => return self.begin_reload(reload::Then::Reread(reply)),
+            Request::Update => return self.begin_reload(reload::Then::Update(reply)),
             Request::Shutdown(halt) => {
                 if halt.is_some() {
                     self.halt = halt;

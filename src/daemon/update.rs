@@ -12,15 +12,24 @@ const RESTARTED: &str = "restarted";
 const STARTED: &str = "started";
 
 impl Supervisor {
-    pub(super) fn reread(
+    /// `reread` of the files as `loaded` (read and checked off the loop, see reload.rs), or as
+    /// read now.
+    pub(super) fn reread_with(
         &self,
+        loaded: Option<reload::Loaded>,
     ) -> (
         Result<BTreeMap<String, AppSpec>, Vec<String>>,
         UpdateResponse,
     ) {
-        let (new, mut errs) = config::load_dirs_all(&self.opts.config_dirs);
-        // A wasm app's module is loaded and linked now: a bad one is a config error.
-        errs.extend(self.wasm.check(&new));
+        let (new, mut errs) = match loaded {
+            Some(l) => (l.specs, l.errors),
+            None => {
+                let (new, mut errs) = config::load_dirs_all(&self.opts.config_dirs);
+                // A wasm app's module is loaded and linked now: a bad one is a config error.
+                errs.extend(self.wasm.check(&new));
+                (new, errs)
+            }
+        };
         config::sort_errors(&mut errs);
         if !errs.is_empty() {
             let errors: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
@@ -57,11 +66,11 @@ impl Supervisor {
         (Ok(new), r)
     }
 
-    pub(super) fn update(&mut self) -> Reply {
+    pub(super) fn update_with(&mut self, loaded: Option<reload::Loaded>) -> Reply {
         if self.fleet.shutting_down() {
             return Reply::error(409, "paddock is shutting down");
         }
-        let (new, mut r) = self.reread();
+        let (new, mut r) = self.reread_with(loaded);
         let Ok(mut new) = new else {
             return Reply::json(422, &r);
         };

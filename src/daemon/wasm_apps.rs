@@ -81,6 +81,11 @@ impl WasmState {
             .map_err(|e| e.clone())
     }
 
+    /// A handle to load modules with from another thread (None before the host exists).
+    pub(super) fn loader(&self) -> Option<crate::driver::wasm::Loader> {
+        self.host.get()?.as_ref().ok().map(|h| h.loader())
+    }
+
     /// Loads the module of every wasm app in `specs`; the errors, as config errors.
     pub(super) fn check(&self, specs: &BTreeMap<String, AppSpec>) -> Vec<ConfigError> {
         check_with(specs, |n| self.host(n))
@@ -105,6 +110,23 @@ pub(super) fn check_standalone(specs: &BTreeMap<String, AppSpec>) -> Vec<ConfigE
         .as_ref()
         .map_err(|e| e.clone())
     })
+}
+
+/// [`WasmState::check`] from another thread, with a host's loader.
+pub(super) fn check_with_loader(
+    loader: &crate::driver::wasm::Loader,
+    specs: &BTreeMap<String, AppSpec>,
+) -> Vec<ConfigError> {
+    specs
+        .values()
+        .filter(|s| Runner::of(s) != Runner::Process)
+        .filter_map(|s| {
+            loader
+                .program(s)
+                .err()
+                .map(|e| crate::config::wasm::module_error(s, &e))
+        })
+        .collect()
 }
 
 /// Loads every wasm app's module with the host `host(number of wasm apps)` gives.

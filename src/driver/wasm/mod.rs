@@ -79,6 +79,101 @@ impl HostOptions {
 /// Called on a worker thread when an instance has ended: `(app index, generation, exit)`.
 pub type ExitSink = Arc<dyn Fn(usize, u64, Exit) + Send + Sync>;
 
+/// See [`WasmHost::loader`].
+pub struct Loader {
+    inner: Arc<Inner>,
+}
+
+impl Loader {
+    /// [`WasmHost::program`]: the module loaded and linked (from the host's caches, or
+    /// compiled now).
+    pub fn program(&self, spec: &AppSpec) -> Result<Arc<Program>, String> {
+        self.inner.program(spec)
+    }
+}
+
+impl Inner {
+    fn program(&self, spec: &AppSpec) -> Result<Arc<Program>, String> {
+        let w = spec
+            .wasm
+            .as_ref()
+            .ok_or_else(|| format!("{} is not a wasm app", spec.name))?;
+        let flavor = self.flavor(w.fuel.is_some())?;
+        let compiled = self.compiled(&flavor, w)?;
+        match (&*compiled, &spec.http) {
+            (Compiled::Http { .. }, None) => {
+                return Err(format!(
+                    "{} is a wasi:http component (it exports wasi:http/incoming-handler): paddock serves it per request; add an [http] table with the addresses to serve, as in listen = [\"127.0.0.1:8080\"]",
+                    w.module.display()
+                ));
+            }
+            (c, _)
+                if spec
+                    .health
+                    .as_ref()
+                    .is_some_and(|h| h.probe == crate::config::health::Probe::Wasm)
+                    && !matches!(
+                        c,
+                        Compiled::Core { health: true, .. }
+                            | Compiled::Component { health: true, .. }
+                            | Compiled::Http { health: true, .. }
+                    ) =>
+            {
+                return Err(format!(
+                    "{} exports no `health` function, which [health] kind = \"wasm\" calls: export `health` (() -> i32 from a core module, `health: func() -> u32` from a component), or use another kind of check",
+                    w.module.display()
+                ));
+            }
+            (Compiled::Component { .. }, Some(_)) => {
+                return Err(format!(
+                    "{} is a wasi:cli/command component (it exports wasi:cli/run, not wasi:http/incoming-handler): remove [http], or build the module for the wasi:http/proxy world",
+                    w.module.display()
+                ));
+            }
+            _ => {}
+        }
+        let argv0 = w
+            .module
+            .file_name()
+            .map_or_else(|| spec.name.clone(), |n| n.to_string_lossy().into_owned());
+        Ok(Arc::new(Program {
+            kind: match &*compiled {
+                Compiled::Core { .. } => Kind::Core,
+                Compiled::Component { .. } => Kind::Component,
+                Compiled::Http { .. } => Kind::Http,
+            },
+            http: spec.http.clone(),
+            compiled,
+            flavor,
+            argv: std::iter::once(argv0)
+                .chain(w.args.iter().cloned())
+                .collect(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            preopens: w.preopens.clone(),
+            net: Arc::new(w.net.clone()),
+            memory: Some(
+                spec.limits
+                    .memory
+                    .unwrap_or(crate::config::wasm::DEFAULT_WASM_MEMORY),
+            ),
+            default_memory: w.default_memory || spec.limits.memory.is_none(),
+            nofile: spec
+                .limits
+                .nofile
+                .unwrap_or(crate::config::wasm::DEFAULT_WASM_NOFILE),
+            symlinks: w.symlinks,
+            cpu: spec.limits.cpu,
+            fuel: w.fuel,
+            max_instances: w.max_instances,
+            module: w.module.clone(),
+        }))
+    }
+}
+
 /// The engine, the runtime the instances run on, the compiled modules.
 pub struct WasmHost {
     inner: Arc<Inner>,
@@ -311,86 +406,18 @@ impl WasmHost {
         self.inner.live.load(Ordering::SeqCst)
     }
 
+    /// A handle that loads modules into this host's cache from any thread (`update` compiles
+    /// new modules off the supervisor's loop with it).
+    pub fn loader(&self) -> Loader {
+        Loader {
+            inner: self.inner.clone(),
+        }
+    }
+
     /// Loads (compiling or from the cache) and links the module of a wasm app, and prepares its
     /// start. The error names what is wrong with the module, without the file/key prefix.
     pub fn program(&self, spec: &AppSpec) -> Result<Arc<Program>, String> {
-        let w = spec
-            .wasm
-            .as_ref()
-            .ok_or_else(|| format!("{} is not a wasm app", spec.name))?;
-        let flavor = self.inner.flavor(w.fuel.is_some())?;
-        let compiled = self.inner.compiled(&flavor, w)?;
-        match (&*compiled, &spec.http) {
-            (Compiled::Http { .. }, None) => {
-                return Err(format!(
-                    "{} is a wasi:http component (it exports wasi:http/incoming-handler): paddock serves it per request; add an [http] table with the addresses to serve, as in listen = [\"127.0.0.1:8080\"]",
-                    w.module.display()
-                ));
-            }
-            (c, _)
-                if spec
-                    .health
-                    .as_ref()
-                    .is_some_and(|h| h.probe == crate::config::health::Probe::Wasm)
-                    && !matches!(
-                        c,
-                        Compiled::Core { health: true, .. }
-                            | Compiled::Component { health: true, .. }
-                            | Compiled::Http { health: true, .. }
-                    ) =>
-            {
-                return Err(format!(
-                    "{} exports no `health` function, which [health] kind = \"wasm\" calls: export `health` (() -> i32 from a core module, `health: func() -> u32` from a component), or use another kind of check",
-                    w.module.display()
-                ));
-            }
-            (Compiled::Component { .. }, Some(_)) => {
-                return Err(format!(
-                    "{} is a wasi:cli/command component (it exports wasi:cli/run, not wasi:http/incoming-handler): remove [http], or build the module for the wasi:http/proxy world",
-                    w.module.display()
-                ));
-            }
-            _ => {}
-        }
-        let argv0 = w
-            .module
-            .file_name()
-            .map_or_else(|| spec.name.clone(), |n| n.to_string_lossy().into_owned());
-        Ok(Arc::new(Program {
-            kind: match &*compiled {
-                Compiled::Core { .. } => Kind::Core,
-                Compiled::Component { .. } => Kind::Component,
-                Compiled::Http { .. } => Kind::Http,
-            },
-            http: spec.http.clone(),
-            compiled,
-            flavor,
-            argv: std::iter::once(argv0)
-                .chain(w.args.iter().cloned())
-                .collect(),
-            env: spec
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            preopens: w.preopens.clone(),
-            net: Arc::new(w.net.clone()),
-            memory: Some(
-                spec.limits
-                    .memory
-                    .unwrap_or(crate::config::wasm::DEFAULT_WASM_MEMORY),
-            ),
-            default_memory: w.default_memory || spec.limits.memory.is_none(),
-            nofile: spec
-                .limits
-                .nofile
-                .unwrap_or(crate::config::wasm::DEFAULT_WASM_NOFILE),
-            symlinks: w.symlinks,
-            cpu: spec.limits.cpu,
-            fuel: w.fuel,
-            max_instances: w.max_instances,
-            module: w.module.clone(),
-        }))
+        self.inner.program(spec)
     }
 
     /// Starts an instance of `program`; when it ends, `on_exit(app, generation, exit)` is called.

@@ -1,0 +1,249 @@
+//! Starting `paddock serve`: the signal thread, the open-file limit, the descriptor holder,
+//! the control socket, the cgroups, then the supervisor's loop; and `paddock check`.
+
+use super::*;
+
+/// Starts the signal thread: every signal paddock handles becomes a message.
+pub fn forward_signals(tx: mpsc::UnboundedSender<Msg>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        libc::SIGCHLD,
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGPWR,
+    ])?;
+    std::thread::Builder::new()
+        .name("paddock-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let sent = if sig == libc::SIGCHLD {
+                    queue_sigchld(&tx)
+                } else {
+                    tx.send(Msg::Signal(sig)).is_ok()
+                };
+                if !sent {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one: each app holds a few descriptors.
+pub fn raise_nofile() {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `rl`, a live local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            native::set_child_nofile(rl.rlim_cur, rl.rlim_max);
+            rl.rlim_cur = rl.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
+        }
+    }
+}
+
+/// `paddock check`: the app files of `dirs`, validated as `serve` would (wasm modules loaded
+/// and linked too), or every error found.
+pub fn check_config(
+    dirs: &[PathBuf],
+) -> Result<BTreeMap<String, AppSpec>, Vec<config::ConfigError>> {
+    let (specs, mut errs) = config::load_dirs_all(dirs);
+    errs.extend(wasm_apps::check_standalone(&specs));
+    config::sort_errors(&mut errs);
+    if errs.is_empty() {
+        Ok(specs)
+    } else {
+        Err(errs)
+    }
+}
+
+/// `paddock serve`: supervises until shutdown. As PID 1 it first mounts what a bare filesystem
+/// lacks and sets the hostname; the caller does the final act (see `pid1`).
+pub fn serve(opts: Options) -> Result<Outcome, String> {
+    // Before any thread exists: paddock's own NOTIFY_SOCKET is for paddock, not for its apps.
+    let parent = crate::pid1::ParentNotify::from_env();
+    let cg_name = cgroup_name()?;
+    if crate::pid1::is_pid1() {
+        for note in crate::pid1::early_mounts() {
+            eprintln!("paddock: {note}");
+        }
+        crate::pid1::disable_cad();
+    }
+    if let Some(h) = &opts.global.hostname {
+        crate::pid1::set_hostname(h)?;
+    }
+    let specs = config::load_dirs(&opts.config_dirs).map_err(|mut errs| {
+        // Refusing anyway: also report what is wrong with the modules of the valid files.
+        let (valid, _) = config::load_dirs_all(&opts.config_dirs);
+        errs.extend(wasm_apps::check_standalone(&valid));
+        config::sort_errors(&mut errs);
+        let mut s = String::from("the configuration has errors; nothing was started:\n");
+        for e in errs {
+            s.push_str(&format!("  {e}\n"));
+        }
+        s
+    })?;
+    raise_nofile();
+    native::reserve_low_fds().map_err(|e| {
+        format!(
+            "cannot set up descriptors for spawning: {}",
+            crate::util::io_reason(&e)
+        )
+    })?;
+    // One paddock per state directory and cgroup name, or both would start every app. After
+    // the descriptor slots are reserved, so the lock files get descriptors of their own.
+    let _locks = crate::lock::serve_locks(&opts.state_dir, &cg_name)?;
+    if !crate::pid1::is_pid1() {
+        // Orphans of our apps (double-forking daemons) are reparented to us, not to init.
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers only and changes only who inherits
+        // orphans.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let log_dir = opts
+        .global
+        .log_dir
+        .clone()
+        .unwrap_or_else(|| opts.state_dir.join("logs"));
+    // One thread runs the supervisor, the control socket, probes and the pipe readers: the
+    // supervisor is one task that owns all state, and a single thread keeps its memory in one
+    // malloc arena.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async move {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (calls_tx, calls) = mpsc::unbounded_channel();
+        forward_signals(tx.clone()).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let logs = Logs::start(log_dir.clone()).map_err(|e| {
+            format!(
+                "cannot create {}: {}",
+                log_dir.display(),
+                crate::util::io_reason(&e)
+            )
+        })?;
+        let (events, _) = broadcast::channel(1024);
+        // The descriptor holder: started now, or found running after a crash or a re-exec
+        // with the descriptors an earlier paddock left in it.
+        let (mut held, mut fdstore) = (BTreeMap::new(), None);
+        match crate::fdstore::Client::connect_or_start(&opts.state_dir) {
+            Ok((mut fs, existing)) => {
+                if existing {
+                    match fs.get_all() {
+                        Ok(h) => held = h,
+                        Err(e) => eprintln!("paddock: the descriptor holder: {e}"),
+                    }
+                }
+                fdstore = Some(fs);
+            }
+            Err(e) => eprintln!(
+                "paddock: {e}; going on without it: app output will not survive a crash of paddock"
+            ),
+        }
+        let sup = Supervisor::new(
+            opts.clone(),
+            specs,
+            logs.clone(),
+            tx.clone(),
+            events.clone(),
+            parent,
+            (fdstore, &mut held),
+        )
+        .map_err(|e| format!("cannot start: {e}"))?;
+        // Wasm apps: load and link every module before anything starts.
+        let specs: BTreeMap<String, AppSpec> = sup
+            .apps
+            .iter()
+            .flatten()
+            .map(|a| (a.spec.name.clone(), (*a.spec).clone()))
+            .collect();
+        let errs = sup.wasm.check(&specs);
+        if !errs.is_empty() {
+            let mut s = String::from("the configuration has errors; nothing was started:\n");
+            for e in errs {
+                s.push_str(&format!("  {e}\n"));
+            }
+            return Err(s);
+        }
+        let metrics_listener = match &opts.metrics_listen {
+            Some(a) => Some(crate::control::metrics_tcp::bind(a)?),
+            None => None,
+        };
+        let mut sup = sup;
+        let listener = match held.remove("control") {
+            Some(fd) if crate::control::server::listens_on(&fd, &opts.socket) => {
+                crate::control::server::from_held(fd)?
+            }
+            _ => {
+                let l = crate::control::server::bind(&opts.socket)?;
+                if let Some(fs) = sup.fdstore.as_mut() {
+                    use std::os::fd::AsFd;
+                    fs.put("control", l.as_fd());
+                }
+                l
+            }
+        };
+        // Only once nothing can refuse the start any more: the directories are removed at
+        // shutdown.
+        sup.cgroups = crate::cgroup::Cgroups::init(&cg_name);
+        sup.cgroups.precreate(
+            sup.apps
+                .iter()
+                .flatten()
+                .filter(|a| a.spec.autostart && Runner::of(&a.spec).uses_cgroup())
+                .map(|a| a.name.to_string())
+                .collect(),
+        );
+        eprintln!("paddock: {}", sup.cgroups.summary());
+        eprintln!(
+            "paddock {}: supervising {} apps from {}; control socket {}{}",
+            env!("CARGO_PKG_VERSION"),
+            sup.fleet.named().len(),
+            opts.config_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            opts.socket.display(),
+            if crate::pid1::is_pid1() {
+                " (PID 1)"
+            } else {
+                ""
+            }
+        );
+        let server = tokio::spawn(crate::control::server::serve(
+            listener,
+            calls_tx.clone(),
+            logs,
+            events,
+        ));
+        sup.adopt_all(held);
+        if let Some(l) = metrics_listener {
+            tokio::spawn(crate::control::metrics_tcp::serve(l, calls_tx));
+        }
+        let out = sup.run(rx, calls).await;
+        if out.reexec.is_some() {
+            // New connections wait in the listener's backlog (the holder keeps it) for the
+            // next paddock; only the answers already decided are written.
+            server.abort();
+        }
+        crate::control::server::drain(Duration::from_secs(2)).await;
+        if out.reexec.is_some() {
+            return Ok(out);
+        }
+        eprintln!(
+            "paddock: all apps stopped{}",
+            if out.code != 0 {
+                "; exit status 1 (an essential app failed)"
+            } else {
+                ""
+            }
+        );
+        Ok(out)
+    })
+}

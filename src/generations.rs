@@ -5,8 +5,8 @@
 //! `[restart] stable_after` without a break: then it is **stable**. A generation on trial that
 //! goes FATAL (it never became READY, or failed `max_failures` times in a row, each run shorter
 //! than `stable_after`), or whose bundle switch gave up, is **bad**: the app goes back to the
-//! last stable generation, and a later `update` does not apply the bad one again while the file
-//! is unchanged.
+//! last stable generation, and a later `update` does not apply the generation a rollback left
+//! again while the file is unchanged.
 //!
 //! This file holds the history (`History`: what is kept per app, serialised as
 //! `STATE_DIR/generations/APP.json`) and the per-app watch (`Watch`: the decision when a
@@ -165,15 +165,15 @@ impl History {
         self.get(self.current)
     }
 
-    /// Whether `update` must not apply a definition with this digest: it is a bad generation's,
-    /// or the one the last rollback left. Returns that generation.
+    /// Whether `update` must not apply a definition with this digest: it is the generation the
+    /// last rollback left (a bad generation no rollback left, because there was no stable one
+    /// to go back to, is applied again: that is how it was before generations). Returns it.
     pub fn refuses(&self, digest: &str) -> Option<&Generation> {
         if self.current().is_some_and(|g| g.digest == digest) {
             return None;
         }
-        self.generations.iter().rev().find(|g| {
-            g.digest == digest && (g.verdict == Verdict::Bad || self.left == Some(g.number))
-        })
+        let left = self.get(self.left?)?;
+        (left.digest == digest).then_some(left)
     }
 
     /// A definition was applied: a new generation unless it is the current one's. Returns its
@@ -610,6 +610,10 @@ mod tests {
         assert!(h.refuses(&digest(2)).is_none());
         // A changed file is a new generation, applied.
         assert!(h.refuses(&digest(9)).is_none());
+        // A bad generation that no rollback left is tried again (as before generations).
+        let mut h = history(2);
+        h.mark_bad(2, "x");
+        assert!(h.refuses(&digest(2)).is_none());
     }
 
     #[test]

@@ -334,13 +334,13 @@ impl Supervisor {
     /// Records an applied definition; a new generation unless it is the current one's.
     fn gens_record(&mut self, spec: &AppSpec, id: &Ident, old: Option<&AppSpec>, source: &str) {
         let stored = self.stored_of(spec, id);
-        let old_sha = old.map(|o| ident(o).module_sha);
-        let summary = summary(
-            old.map(|o| (o, old_sha.as_ref().unwrap_or(&None))),
-            spec,
-            &id.module_sha,
-        );
         let a = self.gens.load(&spec.name);
+        // The module the app ran, as kept (its file may hold another one by now).
+        let old_sha = a
+            .history
+            .current()
+            .and_then(|g| g.stored.module_sha256.clone());
+        let summary = summary(old.map(|o| (o, &old_sha)), spec, &id.module_sha);
         let full = a.history.generations.len() >= crate::generations::KEEP;
         let summary = if old.is_none() && !a.history.generations.is_empty() {
             format!("{source}: {summary}")

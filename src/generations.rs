@@ -106,6 +106,14 @@ impl History {
         }
     }
 
+    /// A history file's text, checked (see `validate`).
+    pub fn parse(text: &str, app: &str) -> Result<History, String> {
+        let h: History =
+            serde_json::from_str(text).map_err(|e| format!("not a history of generations: {e}"))?;
+        h.validate(app)?;
+        Ok(h)
+    }
+
     /// Checks a history read from a file: what a hand-edited or damaged file may break.
     pub fn validate(&self, app: &str) -> Result<(), String> {
         if self.format != FORMAT {

@@ -192,10 +192,7 @@ fn read_history(path: &Path, app: &str) -> Result<History, String> {
         return Ok(History::new(app));
     }
     let text = crate::util::read_regular_text(path, MAX_HISTORY)?;
-    let h: History =
-        serde_json::from_str(&text).map_err(|e| format!("not a history of generations: {e}"))?;
-    h.validate(app)?;
-    Ok(h)
+    History::parse(&text, app)
 }
 
 /// The digest of a definition (see the module's comment).

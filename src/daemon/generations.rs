@@ -535,7 +535,12 @@ impl Supervisor {
                 if let Some(a) = self.gens.apps.get_mut(name) {
                     a.history.mark_bad(from, &why);
                 }
-                let r = self.roll_back(name, to, true);
+                let r = if self.fleet.shutting_down() {
+                    // (Also after an essential app's FATAL: the shutdown has begun.)
+                    Err("paddock is shutting down".to_string())
+                } else {
+                    self.roll_back(name, to, true)
+                };
                 let note = match r {
                     Ok(did) => format!("rolled back from generation {from} to {to}: {why}; {did}"),
                     Err(e) => {

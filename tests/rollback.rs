@@ -213,9 +213,9 @@ fn history_survives_kill_9_and_rollback_by_hand_works() {
     // Bad requests change nothing.
     let pid = a.pid;
     let o = p.cli(&["rollback", "nope", "1"]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(2));
     assert!(
-        out_of(&o).contains("no app named nope") || out_of(&o).contains("nope"),
+        out_of(&o).contains("paddock: no such app: nope (see `paddock status`); nothing was done"),
         "{}",
         out_of(&o)
     );
@@ -226,8 +226,13 @@ fn history_survives_kill_9_and_rollback_by_hand_works() {
         "{}",
         out_of(&o)
     );
-    let o = p.cli(&["history", "nope"]);
-    assert!(!o.status.success());
+    let o = p.cli(&["history", "wbe"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        out_of(&o).contains("wbe (did you mean web?)"),
+        "{}",
+        out_of(&o)
+    );
     let r = p
         .client
         .request("POST", "/v1/apps/web/rollback?generation=x", None)

@@ -770,7 +770,8 @@ impl Supervisor {
         }
         match self.roll_back(name, to, false) {
             Ok(did) => {
-                let note = format!("rolled back by hand from generation {from} to {to}; {did}");
+                let how = if to < from { "back" } else { "forward" };
+                let note = format!("rolled {how} by hand from generation {from} to {to}; {did}");
                 eprintln!("paddock: {name}: {note}");
                 if let Some(a) = self.gens.apps.get_mut(name) {
                     a.note = Some(note.clone());

@@ -24,6 +24,7 @@ pub mod doctor;
 pub mod driver;
 pub mod fdstore;
 pub mod fleet;
+pub mod generations;
 pub mod health;
 pub mod import;
 pub mod listen;

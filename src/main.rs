@@ -144,6 +144,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// List an app's generations: every applied change of its definition, which one is in
+    /// force, which are stable and which were rolled back.
+    History {
+        app: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take an app back to an earlier generation (default: the last stable one before the
+    /// current), applied as `update` applies a changed app.
+    Rollback {
+        app: String,
+        generation: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print state changes as they happen, one JSON object per line.
     Events,
     /// Execute the paddock binary anew (a new version after an upgrade), keeping every app
@@ -356,6 +371,28 @@ fn main() -> ExitCode {
         },
         Cmd::Reread { json } => diff(&client, "GET", "/v1/reread", json),
         Cmd::Update { json } => diff(&client, "POST", "/v1/update", json),
+        Cmd::History { app, json } => history(&client, &app, json),
+        Cmd::Rollback {
+            app,
+            generation,
+            json,
+        } => {
+            let path = match generation {
+                Some(g) => format!("/v1/apps/{app}/rollback?generation={g}"),
+                None => format!("/v1/apps/{app}/rollback"),
+            };
+            match client.json::<RollbackResponse>("POST", &path) {
+                Ok((_, r)) if json => {
+                    println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok((_, r)) => {
+                    println!("{}: generation {} → {}: {}", r.app, r.from, r.to, r.did);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Cmd::Reexec => {
             let before = client
                 .request("GET", "/v1/version", None)
@@ -501,6 +538,44 @@ fn status(client: &Client, apps: &[String], json: bool, probe: bool) -> ExitCode
     } else {
         ExitCode::from(3)
     }
+}
+
+/// `paddock history APP`: a table, newest last; `*` marks the generation in force.
+fn history(client: &Client, app: &str, json: bool) -> ExitCode {
+    let h = match client.json::<HistoryResponse>("GET", &format!("/v1/apps/{app}/history")) {
+        Ok((_, h)) => h,
+        Err(e) => return fail(e),
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&h).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(
+        out,
+        "{:<5} {:<25} {:<8} {:<14} {:<40} NOTE",
+        "GEN", "APPLIED", "STATUS", "DIGEST", "CHANGE"
+    );
+    for g in &h.generations {
+        let _ = writeln!(
+            out,
+            "{:<5} {:<25} {:<8} {:<14} {:<40} {}",
+            format!("{}{}", g.generation, if g.current { "*" } else { "" }),
+            g.applied,
+            g.status,
+            &g.digest[..g.digest.len().min(12)],
+            g.summary,
+            g.note
+        );
+    }
+    if let Some(n) = &h.note {
+        let _ = writeln!(out, "{app}: {n}");
+    }
+    ExitCode::SUCCESS
 }
 
 fn report_actions(r: Result<(u16, ActionResponse), String>) -> ExitCode {

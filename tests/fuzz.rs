@@ -204,6 +204,57 @@ fn app_files() {
 }
 
 #[test]
+fn generation_histories() {
+    let seeds = vec![
+        br#"{"format":1,"app":"app","current":2,"left":1,"generations":[{"number":1,"applied":"2026-11-29T16:10:11.094Z","source":"loaded","digest":"60b343d80d52a6119da29e2a9f9605e0d56233ac5e7a69ce502316572dbba276","summary":"first load","verdict":"stable","note":"","stored":{"file":"/etc/paddock/apps/app.toml","text":"command = ["/bin/true"]
+","bundle_id":"ab","bundle_dir":"/var/lib/paddock/bundles/ab","module_sha256":"60b343d80d52a6119da29e2a9f9605e0d56233ac5e7a69ce502316572dbba276"}},{"number":2,"applied":"x","source":"update","digest":"e805adf01963dee13f7d06b80fb1da06d0729e09927fae77a3cce3e29aee52ac","summary":"command","verdict":"bad","note":"went FATAL","stored":{"file":"/a","text":""}}]}"#.to_vec(),
+    ];
+    let dict: &[&[u8]] = &[
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"\"",
+        b",",
+        b":",
+        b"null",
+        b"true",
+        b"1",
+        b"-1",
+        b"18446744073709551616",
+        b"\"trial\"",
+        b"\"bad\"",
+        b"\"stable\"",
+        b"\\u0000",
+    ];
+    fuzz("generation-histories", seeds, dict, 4096, |b| {
+        if let Ok(mut h) = paddock::generations::History::parse(&String::from_utf8_lossy(b), "app")
+        {
+            // What paddock does with a history it accepted must not panic either.
+            let _ = h.target(None);
+            let _ = h.target(Some(1));
+            let _ = h.refuses("00");
+            h.roll_back(1);
+            h.record(
+                "0".repeat(64),
+                "t".into(),
+                "update",
+                String::new(),
+                h.generations.first().map(|g| g.stored.clone()).unwrap_or(
+                    paddock::generations::Stored {
+                        file: "/a".into(),
+                        text: String::new(),
+                        bundle_id: None,
+                        bundle_dir: None,
+                        module_sha256: None,
+                    },
+                ),
+            );
+        }
+    });
+}
+
+#[test]
 fn bundle_recipes() {
     let seeds = files("bundles", "toml");
     let file = Path::new("/nonexistent/r.toml");

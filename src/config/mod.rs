@@ -150,6 +150,9 @@ pub struct AppSpec {
     /// With `isolation = "bundle"`: the bundle, program and launch mode, resolved at load.
     pub bundle: Option<crate::bundle::launch::BundleLaunch>,
     pub restart: RestartSpec,
+    /// `[restart] rollback`: go back to the last stable generation when a new one fails
+    /// (unset: only where a stable generation exists; see `crate::generations`).
+    pub rollback: Option<bool>,
     pub logs: LogSpec,
     /// `[limits]` (enforced for `wasm` only in this build; refused for other levels).
     pub limits: wasm::Limits,
@@ -234,6 +237,7 @@ struct RawRestart {
     backoff_max: Option<Spanned<Dur>>,
     stable_after: Option<Dur>,
     max_failures: Option<u32>,
+    rollback: Option<bool>,
 }
 
 pub use crate::diag::{ConfigError, key_on_line, line_col};

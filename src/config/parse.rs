@@ -539,6 +539,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         isolation,
         bundle: bundle_launch,
         restart,
+        rollback: raw.restart.as_ref().and_then(|r| r.rollback),
         logs,
         limits,
         wasm,

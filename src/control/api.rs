@@ -76,6 +76,12 @@ pub struct AppStatus {
     /// paddock started; each line is written whole or not at all.
     #[serde(default)]
     pub log_lines_dropped: u64,
+    /// The generation of its definition in force (see `paddock history`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    /// The last automatic or manual rollback ("rolled back from generation 2 to 1: …").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<String>,
 }
 
 /// The figures of an app served per request, since paddock loaded it (counters survive
@@ -158,6 +164,50 @@ pub struct UpdateItem {
     pub did: String,
 }
 
+/// One generation in `paddock history`'s answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryItem {
+    pub generation: u64,
+    /// When it was applied (RFC 3339).
+    pub applied: String,
+    /// `loaded` (paddock's start) or `update`.
+    pub source: String,
+    /// What changed from the generation before it.
+    pub summary: String,
+    /// SHA-256 of the resolved definition.
+    pub digest: String,
+    /// `trial`, `stable` or `bad`.
+    pub status: String,
+    /// The generation in force.
+    pub current: bool,
+    /// Why it is bad.
+    pub note: String,
+}
+
+/// `GET /v1/apps/NAME/history`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    pub app: String,
+    /// The generation in force.
+    pub current: u64,
+    /// The last rollback, when there was one since the last applied change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Oldest first.
+    pub generations: Vec<HistoryItem>,
+}
+
+/// `POST /v1/apps/NAME/rollback`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RollbackResponse {
+    pub ok: bool,
+    pub app: String,
+    pub from: u64,
+    pub to: u64,
+    /// What was done to the app (as `update` says it: `restarted`, `started`, …).
+    pub did: String,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
@@ -233,6 +283,14 @@ pub enum Request {
     LogTarget(String),
     /// `paddock reexec`: execute the paddock binary anew, keeping every app.
     Reexec,
+    /// `paddock history APP`: the app's generations.
+    History(String),
+    /// `paddock rollback APP [GEN]`: back to a generation (default: the last stable one
+    /// before the current).
+    Rollback {
+        app: String,
+        generation: Option<u64>,
+    },
 }
 
 /// A request and where its reply goes: what the control servers hand to the supervisor.

@@ -343,6 +343,19 @@ fn route(req: &HttpRequest) -> Result<Request, Reply> {
             table_format(req)?,
         ),
         ["v1", "apps", n] if m == "GET" => Request::Status(names(n), table_format(req)?),
+        ["v1", "apps", n, "history"] if m == "GET" => Request::History(n.to_string()),
+        ["v1", "apps", n, "rollback"] if m == "POST" => Request::Rollback {
+            app: n.to_string(),
+            generation: match req.param("generation") {
+                None => None,
+                Some(g) => Some(g.parse().ok().filter(|&g: &u64| g > 0).ok_or_else(|| {
+                    Reply::error(
+                        400,
+                        format!("generation={g}: expected a generation number (1, 2, …; see `paddock history`)"),
+                    )
+                })?),
+            },
+        },
         ["v1", "apps", n, verb @ ("start" | "stop" | "restart")] if m == "POST" => {
             Request::Action {
                 names: names(n),

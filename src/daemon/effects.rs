@@ -75,6 +75,7 @@ impl Supervisor {
                 self.http_state_changed(slot);
                 self.sockets_state_changed(slot, to);
                 self.tell_parent_when_ready();
+                self.gens_changed(slot, to);
             }
             Effect::Down(idx) => {
                 if self.app(idx).is_some_and(|a| a.pending.is_some()) {
@@ -86,6 +87,7 @@ impl Supervisor {
                     self.drop_cgroup(&mut app);
                     if named {
                         self.forget_app(&app.name);
+                        self.gens_removed(&app.name);
                         self.logs.send(Ctl::Remove {
                             app: app.name.clone(),
                         });
@@ -95,8 +97,14 @@ impl Supervisor {
                     self.sweep_sockets();
                 }
             }
-            Effect::Switched { old, new } => self.switched(old, new),
-            Effect::SwitchFailed { old, new, why } => self.switch_failed(old, new, &why),
+            Effect::Switched { old, new } => {
+                self.switched(old, new);
+                self.gens_switched(new);
+            }
+            Effect::SwitchFailed { old, new, why } => {
+                self.switch_failed(old, new, &why);
+                self.gens_switch_failed(old, &why);
+            }
             Effect::SwitchCancelled {
                 old,
                 new,

@@ -32,6 +32,7 @@ mod adoption;
 mod bundles;
 mod checks;
 mod effects;
+mod generations;
 mod http_apps;
 mod metrics;
 mod publishing;
@@ -238,6 +239,8 @@ pub struct Supervisor {
     reexec: Option<PathBuf>,
     /// `reap` stopped at its batch: let the control socket and the other tasks run first.
     yield_soon: bool,
+    /// Each app's generations and their watch (see `generations.rs`).
+    gens: generations::Gens,
 }
 
 /// Exits handled per turn of the loop (and at most `REAP_TIME` of handling them). A
@@ -308,12 +311,16 @@ impl Supervisor {
             exe: std::env::current_exe().ok(),
             reexec: None,
             yield_soon: false,
+            gens: generations::Gens::new(&state_dir),
         };
         // Sockets an earlier paddock left in the holder, before any app binds its own.
         sockets::adopt_held(&s.wasm.listeners, held);
         s.publisher.use_registry(s.wasm.listeners.clone());
         for (_, spec) in specs {
-            s.add_app(spec);
+            let spec = s.gens_at_load(spec);
+            let name = spec.name.clone();
+            let idx = s.add_app(spec);
+            s.gens_watch(&name, idx, false);
         }
         s.sync_publish();
         s.sweep_sockets();
@@ -477,7 +484,11 @@ impl Supervisor {
         }
         let mut calls_open = true;
         while !self.fleet.done() && self.reexec.is_none() {
-            let wake = self.fleet.poll_timeout().map(|t| self.origin + t);
+            let wake = match (self.fleet.poll_timeout(), self.gens_poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(|t| self.origin + t);
             let timer = async {
                 match wake {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -496,6 +507,7 @@ impl Supervisor {
                 () = timer => {
                     let now = self.now();
                     self.fleet.handle_timeout(now);
+                    self.gens_timeout(now);
                 }
             }
             self.pump();

@@ -67,6 +67,11 @@ impl Supervisor {
             ),
             _ => app.status_text.clone(),
         };
+        let (generation, rollback) = self.gens_status(&app.name);
+        let message = match (&rollback, message.is_empty()) {
+            (Some(note), true) => note.clone(),
+            _ => message,
+        };
         Some(AppStatus {
             name: app.name.to_string(),
             state: m.state().as_str().into(),
@@ -110,6 +115,8 @@ impl Supervisor {
             on_demand: app.spec.on_demand,
             http: http_apps::figures(app),
             log_lines_dropped: self.logs.dropped(&app.name),
+            generation,
+            rollback,
         })
     }
 
@@ -191,6 +198,8 @@ impl Supervisor {
             },
             Request::Reread => return self.begin_reload(reload::Then::Reread(reply)),
             Request::Update => return self.begin_reload(reload::Then::Update(reply)),
+            Request::History(app) => self.history_reply(&app),
+            Request::Rollback { app, generation } => self.rollback_reply(&app, generation),
             Request::Shutdown(halt) => {
                 if halt.is_some() {
                     self.halt = halt;

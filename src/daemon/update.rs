@@ -94,13 +94,25 @@ impl Supervisor {
             let (Some(idx), Some(spec)) = (self.fleet.slot_of(name), new.remove(name)) else {
                 continue;
             };
+            // A generation that was rolled back is not applied again while its file is unchanged.
+            if let Some(why) = self.gens_refuses(&spec) {
+                did.insert(name.clone(), ("changed", why));
+                continue;
+            }
+            let old = self
+                .app(idx)
+                .map(|a| a.pending.as_deref().unwrap_or(&a.spec).clone());
+            let applied = spec.clone();
             let what = self.apply_changed(idx, spec, &mut to_start);
+            self.gens_applied(idx, &applied, old.as_ref());
             did.insert(name.clone(), ("changed", what));
         }
         for name in &r.added {
             if let Some(spec) = new.remove(name) {
                 let autostart = spec.autostart;
+                let applied = spec.clone();
                 let idx = self.add_app(spec);
+                self.gens_applied(idx, &applied, None);
                 let what = if autostart {
                     to_start.push(idx);
                     STARTED
@@ -128,7 +140,12 @@ impl Supervisor {
 
     /// Gives an app its changed file; says what was done. Apps to start once the dependency
     /// graph is refreshed go to `to_start`.
-    fn apply_changed(&mut self, idx: usize, spec: AppSpec, to_start: &mut Vec<usize>) -> String {
+    pub(super) fn apply_changed(
+        &mut self,
+        idx: usize,
+        spec: AppSpec,
+        to_start: &mut Vec<usize>,
+    ) -> String {
         // A new bundle for a running app: start it next to the old one (see bundles.rs).
         let now = self.now();
         self.fleet.call_off_switch(idx, now);

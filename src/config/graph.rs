@@ -22,7 +22,7 @@ impl Node {
     pub fn of(a: &AppSpec) -> Node {
         let [after_line, requires_line] = a.deps_line.0;
         Node {
-            name: a.name.clone(),
+            name: a.instance.as_ref().map_or(&a.name, |i| &i.group).clone(),
             file: a.file.clone(),
             deps: a
                 .after

@@ -7,6 +7,7 @@ pub mod graph;
 pub mod health;
 pub mod http;
 pub mod listen;
+pub mod instances;
 pub mod logs;
 pub mod sandbox;
 pub mod suggest;
@@ -175,6 +176,8 @@ pub struct AppSpec {
     pub on_demand: bool,
     /// `idle_stop`: an on-demand app is stopped after this long without a connection.
     pub idle_stop: Option<Duration>,
+    /// One of the `instances` of an app file (`web@2` of web.toml), see config/instances.rs.
+    pub instance: Option<instances::Instance>,
     /// Lines of the `after` and `requires` keys, for dependency errors found across files.
     #[serde(skip)]
     pub deps_line: Ignored<[usize; 2]>,
@@ -224,6 +227,7 @@ struct RawApp {
     listen: Option<Spanned<Vec<listen::RawListen>>>,
     start: Option<Spanned<String>>,
     idle_stop: Option<Spanned<Dur>>,
+    instances: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -234,6 +238,7 @@ struct RawRestart {
     backoff_max: Option<Spanned<Dur>>,
     stable_after: Option<Dur>,
     max_failures: Option<u32>,
+    max_unavailable: Option<Spanned<i64>>,
 }
 
 pub use crate::diag::{ConfigError, key_on_line, line_col};
@@ -242,7 +247,7 @@ mod load;
 mod parse;
 
 pub use load::{Diff, diff, load_dirs, load_dirs_all, load_file, sort_errors};
-pub use parse::{DEFAULT_PATH, parse_app, resolve_program, valid_app_name};
+pub use parse::{DEFAULT_PATH, parse_app, parse_app_instances, resolve_program, valid_app_name};
 use parse::{FileCtx, key_at};
 
 #[cfg(test)]

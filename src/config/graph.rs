@@ -80,6 +80,16 @@ pub fn check_nodes(nodes: &[Node]) -> Vec<ConfigError> {
                     *line,
                     format!("app \"{}\" cannot depend on itself", n.name),
                 ));
+            } else if let Some((group, _)) = d.rsplit_once('@')
+                && !by_name.contains_key(d.as_str())
+                && by_name.contains_key(group)
+            {
+                // `after`/`requires` name a group, never one of its instances.
+                errors.push(err(
+                    n,
+                    *line,
+                    format!("depends on \"{d}\", one of the `instances` of \"{group}\": name \"{group}\" to depend on all of them (one instance cannot be named)"),
+                ));
             } else if !by_name.contains_key(d.as_str()) {
                 let hint = closest(d, by_name.keys().copied())
                     .map_or(String::new(), |c| format!("; did you mean \"{c}\"?"));

@@ -167,7 +167,80 @@ pub(super) fn check_keys(
 
 #[cfg(test)]
 mod tests {
+    use super::super::load_dirs_all;
     use super::*;
+    use std::path::PathBuf;
+
+    /// A config directory with these files; every error of it, one string each.
+    fn load(tag: &str, files: &[(&str, &str)]) -> (Vec<String>, Vec<String>, PathBuf) {
+        let d = std::env::temp_dir().join(format!("paddock-inst-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        for (name, src) in files {
+            std::fs::write(d.join(name), src).unwrap();
+        }
+        let (apps, errs) = load_dirs_all(std::slice::from_ref(&d));
+        let _ = std::fs::remove_dir_all(&d);
+        let errs = errs.iter().map(|e| e.to_string()).collect();
+        (apps.into_keys().collect(), errs, d)
+    }
+
+    const WEB: &str = "instances = 3\ncommand = [\"/bin/sleep\", \"10%i\"]\nenv = { PORT = \"80%i\", PCT = \"100%%\" }\n[health]\nkind = \"tcp\"\naddress = \"127.0.0.1:180%i\"\n";
+
+    #[test]
+    fn a_file_with_instances_is_n_apps_with_their_own_values() {
+        let d = std::env::temp_dir().join(format!("paddock-inst-n-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("web.toml"), WEB).unwrap();
+        std::fs::write(d.join("db.toml"), "command = [\"/bin/true\"]\nafter = [\"web\"]\n").unwrap();
+        let (apps, errs) = load_dirs_all(std::slice::from_ref(&d));
+        let _ = std::fs::remove_dir_all(&d);
+        assert!(errs.is_empty(), "{errs:?}");
+        let names: Vec<&str> = apps.keys().map(String::as_str).collect();
+        assert_eq!(names, ["db", "web@0", "web@1", "web@2"]);
+        let w2 = &apps["web@2"];
+        assert_eq!(w2.command, ["/bin/sleep", "102"]);
+        assert_eq!(w2.env["PORT"], "802");
+        assert_eq!(w2.env["PCT"], "100%");
+        let inst = w2.instance.as_ref().unwrap();
+        assert_eq!((inst.group.as_str(), inst.index, inst.max_unavailable), ("web", 2, 1));
+        assert!(matches!(&w2.health.as_ref().unwrap().probe, crate::config::health::Probe::Tcp { address } if address == "127.0.0.1:1802"));
+        assert!(apps["db"].instance.is_none());
+    }
+
+    #[test]
+    fn bad_instances_are_precise_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("instances = 0\ncommand = [\"/bin/true\"]\n", "key `instances`: 0 is out of range: run 1 to 256"),
+            ("instances = \"x\"\ncommand = [\"/bin/true\"]\n", "key `instances`: invalid type: string \"x\""),
+            ("instances = 1000\ncommand = [\"/bin/true\"]\n", "key `instances`: 1000 is out of range"),
+            ("command = [\"/bin/true\"]\n[restart]\nmax_unavailable = 2\n", "key `restart.max_unavailable`: is only used with `instances`"),
+            ("instances = 2\ncommand = [\"/bin/true\"]\n[restart]\nmax_unavailable = 0\n", "key `restart.max_unavailable`: 0 is out of range"),
+            ("instances = 2\ncommand = [\"/bin/date\", \"+%s\"]\n", "web.toml:2:25: key `command`: \"%s\" in \"+%s\""),
+        ];
+        for (i, (src, want)) in cases.iter().enumerate() {
+            let (apps, errs, _) = load(&format!("bad{i}"), &[("web.toml", src)]);
+            assert!(apps.is_empty(), "{src}: {apps:?}");
+            assert!(errs.iter().any(|e| e.contains(want)), "{src}: want {want}, got {errs:#?}");
+        }
+    }
+
+    #[test]
+    fn an_instance_name_belongs_to_its_group() {
+        let (_, errs, d) = load("clash", &[("web.toml", WEB), ("web@1.toml", "command = [\"/bin/true\"]\n")]);
+        assert!(
+            errs.iter().any(|e| e.starts_with(&format!("{}: duplicate app name \"web@1\": it is an instance of \"web\"", d.join("web@1.toml").display()))),
+            "{errs:#?}"
+        );
+        let (_, errs, _) = load("dep", &[("web.toml", WEB), ("db.toml", "command = [\"/bin/true\"]\nrequires = [\"web@1\"]\n")]);
+        assert!(
+            errs.iter().any(|e| e.contains("db.toml:2:1: depends on \"web@1\", one of the `instances` of \"web\": name \"web\"")),
+            "{errs:#?}"
+        );
+        let (_, errs, _) = load("at", &[("a@b.toml", "instances = 2\ncommand = [\"/bin/true\"]\n")]);
+        assert!(errs.iter().any(|e| e.contains("key `instances`: the app \"a@b\" has '@'")), "{errs:#?}");
+    }
 
     #[test]
     fn percent_i_is_the_instance_and_percent_percent_a_percent() {

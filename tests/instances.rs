@@ -261,3 +261,33 @@ fn update_changes_the_number_of_instances() {
     p.wait_state("web@2", "READY", Duration::from_secs(10));
     assert_eq!(pids(&p, 2), before[..2]);
 }
+
+#[test]
+fn instances_are_adopted_one_by_one_after_a_crash_of_paddock() {
+    let marker = format!("inst-adopt-{}", std::process::id());
+    let app = format!(
+        "instances = 3\ncommand = [\"/bin/sh\", \"-c\", \"while :; do sleep 5; done # {marker}-%i\"]\nstop_timeout = \"2s\"\n"
+    );
+    let mut p = Paddock::with_apps("inst-adopt", &[("web", &app)]).start();
+    for i in 0..3 {
+        p.wait_state(&format!("web@{i}"), "READY", Duration::from_secs(10));
+    }
+    let before = pids(&p, 3);
+    // kill -9 of paddock; each instance has its own record in the state directory.
+    let mut child = p.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let p = p.start();
+    for (i, pid) in before.iter().enumerate() {
+        let a = p.wait_state(&format!("web@{i}"), "READY", Duration::from_secs(10));
+        assert_eq!(a.pid, Some(*pid), "web@{i} was not adopted: {a:?}");
+        assert_eq!(a.restarts, 0);
+    }
+    // And the adopted group still rolls.
+    ok(&p.cli(&["restart", "web"]));
+    let after = pids(&p, 3);
+    for i in 0..3 {
+        assert_ne!(after[i], before[i]);
+        assert!(!alive(before[i]));
+    }
+}

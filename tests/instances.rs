@@ -16,7 +16,8 @@ fn port_prefix() -> u32 {
         if !(1000..=6553).contains(&p) {
             continue;
         }
-        let free = (0..10).all(|i| std::net::TcpListener::bind(("127.0.0.1", (p * 10 + i) as u16)).is_ok());
+        let free = (0..10)
+            .all(|i| std::net::TcpListener::bind(("127.0.0.1", (p * 10 + i) as u16)).is_ok());
         if free {
             return p;
         }
@@ -86,7 +87,8 @@ fn a_rolling_restart_keeps_three_of_four_answering() {
         );
         let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
         assert!(
-            env.split(|b| *b == 0).any(|v| v == format!("INSTANCE={i}").as_bytes()),
+            env.split(|b| *b == 0)
+                .any(|v| v == format!("INSTANCE={i}").as_bytes()),
             "web@{i}: no INSTANCE={i}"
         );
     }
@@ -139,7 +141,11 @@ fn a_rolling_restart_keeps_three_of_four_answering() {
     for i in 0..4 {
         let log = p.logs_dir().join(format!("web@{i}.out"));
         wait_for(Duration::from_secs(5), "the instance's log", || {
-            read_lines(&log).iter().filter(|l| l.ends_with(&format!("instance {i}"))).count() == 2
+            read_lines(&log)
+                .iter()
+                .filter(|l| l.ends_with(&format!("instance {i}")))
+                .count()
+                == 2
         });
     }
 
@@ -197,7 +203,11 @@ fn a_roll_stops_at_an_instance_that_does_not_come_back() {
     // The instances after the failed one kept their processes and still answer.
     let now = pids_or_none(&p);
     assert_ne!(now[0], Some(before[0]));
-    assert_eq!((now[2], now[3]), (Some(before[2]), Some(before[3])), "{text}");
+    assert_eq!(
+        (now[2], now[3]),
+        (Some(before[2]), Some(before[3])),
+        "{text}"
+    );
     assert_eq!(answering(prefix, 4), 3);
     // Fixed, a new roll goes through.
     std::fs::remove_file(s.path().join("broken1")).unwrap();
@@ -222,10 +232,26 @@ fn update_changes_the_number_of_instances() {
     // Bad files change nothing: each is refused with a precise error, everything keeps running.
     let good = web_app(prefix, s.path(), "");
     let bad: &[(&str, &str, &str)] = &[
-        ("web", &good.replace("instances = 4", "instances = 0"), "web.toml:1:13: key `instances`: 0 is out of range"),
-        ("web", &good.replace("instances = 4", "instances = \"x\""), "web.toml:1:13: key `instances`: invalid type: string \"x\""),
-        ("web", &good.replace("instances = 4", "instances = 100000"), "key `instances`: 100000 is out of range: run 1 to 256"),
-        ("web@1", "command = [\"/bin/sleep\", \"100\"]\n", "web@1.toml: duplicate app name \"web@1\": it is an instance of \"web\""),
+        (
+            "web",
+            &good.replace("instances = 4", "instances = 0"),
+            "web.toml:1:13: key `instances`: 0 is out of range",
+        ),
+        (
+            "web",
+            &good.replace("instances = 4", "instances = \"x\""),
+            "web.toml:1:13: key `instances`: invalid type: string \"x\"",
+        ),
+        (
+            "web",
+            &good.replace("instances = 4", "instances = 100000"),
+            "key `instances`: 100000 is out of range: run 1 to 256",
+        ),
+        (
+            "web@1",
+            "command = [\"/bin/sleep\", \"100\"]\n",
+            "web@1.toml: duplicate app name \"web@1\": it is an instance of \"web\"",
+        ),
     ];
     for (name, text, want) in bad {
         p.write_app(name, text);

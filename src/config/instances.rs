@@ -193,7 +193,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("web.toml"), WEB).unwrap();
-        std::fs::write(d.join("db.toml"), "command = [\"/bin/true\"]\nafter = [\"web\"]\n").unwrap();
+        std::fs::write(
+            d.join("db.toml"),
+            "command = [\"/bin/true\"]\nafter = [\"web\"]\n",
+        )
+        .unwrap();
         let (apps, errs) = load_dirs_all(std::slice::from_ref(&d));
         let _ = std::fs::remove_dir_all(&d);
         assert!(errs.is_empty(), "{errs:?}");
@@ -204,42 +208,95 @@ mod tests {
         assert_eq!(w2.env["PORT"], "802");
         assert_eq!(w2.env["PCT"], "100%");
         let inst = w2.instance.as_ref().unwrap();
-        assert_eq!((inst.group.as_str(), inst.index, inst.max_unavailable), ("web", 2, 1));
-        assert!(matches!(&w2.health.as_ref().unwrap().probe, crate::config::health::Probe::Tcp { address } if address == "127.0.0.1:1802"));
+        assert_eq!(
+            (inst.group.as_str(), inst.index, inst.max_unavailable),
+            ("web", 2, 1)
+        );
+        assert!(
+            matches!(&w2.health.as_ref().unwrap().probe, crate::config::health::Probe::Tcp { address } if address == "127.0.0.1:1802")
+        );
         assert!(apps["db"].instance.is_none());
     }
 
     #[test]
     fn bad_instances_are_precise_errors() {
         let cases: &[(&str, &str)] = &[
-            ("instances = 0\ncommand = [\"/bin/true\"]\n", "key `instances`: 0 is out of range: run 1 to 256"),
-            ("instances = \"x\"\ncommand = [\"/bin/true\"]\n", "key `instances`: invalid type: string \"x\""),
-            ("instances = 1000\ncommand = [\"/bin/true\"]\n", "key `instances`: 1000 is out of range"),
-            ("command = [\"/bin/true\"]\n[restart]\nmax_unavailable = 2\n", "key `restart.max_unavailable`: is only used with `instances`"),
-            ("instances = 2\ncommand = [\"/bin/true\"]\n[restart]\nmax_unavailable = 0\n", "key `restart.max_unavailable`: 0 is out of range"),
-            ("instances = 2\ncommand = [\"/bin/date\", \"+%s\"]\n", "web.toml:2:25: key `command`: \"%s\" in \"+%s\""),
+            (
+                "instances = 0\ncommand = [\"/bin/true\"]\n",
+                "key `instances`: 0 is out of range: run 1 to 256",
+            ),
+            (
+                "instances = \"x\"\ncommand = [\"/bin/true\"]\n",
+                "key `instances`: invalid type: string \"x\"",
+            ),
+            (
+                "instances = 1000\ncommand = [\"/bin/true\"]\n",
+                "key `instances`: 1000 is out of range",
+            ),
+            (
+                "command = [\"/bin/true\"]\n[restart]\nmax_unavailable = 2\n",
+                "key `restart.max_unavailable`: is only used with `instances`",
+            ),
+            (
+                "instances = 2\ncommand = [\"/bin/true\"]\n[restart]\nmax_unavailable = 0\n",
+                "key `restart.max_unavailable`: 0 is out of range",
+            ),
+            (
+                "instances = 2\ncommand = [\"/bin/date\", \"+%s\"]\n",
+                "web.toml:2:25: key `command`: \"%s\" in \"+%s\"",
+            ),
         ];
         for (i, (src, want)) in cases.iter().enumerate() {
             let (apps, errs, _) = load(&format!("bad{i}"), &[("web.toml", src)]);
             assert!(apps.is_empty(), "{src}: {apps:?}");
-            assert!(errs.iter().any(|e| e.contains(want)), "{src}: want {want}, got {errs:#?}");
+            assert!(
+                errs.iter().any(|e| e.contains(want)),
+                "{src}: want {want}, got {errs:#?}"
+            );
         }
     }
 
     #[test]
     fn an_instance_name_belongs_to_its_group() {
-        let (_, errs, d) = load("clash", &[("web.toml", WEB), ("web@1.toml", "command = [\"/bin/true\"]\n")]);
+        let (_, errs, d) = load(
+            "clash",
+            &[
+                ("web.toml", WEB),
+                ("web@1.toml", "command = [\"/bin/true\"]\n"),
+            ],
+        );
         assert!(
-            errs.iter().any(|e| e.starts_with(&format!("{}: duplicate app name \"web@1\": it is an instance of \"web\"", d.join("web@1.toml").display()))),
+            errs.iter().any(|e| e.starts_with(&format!(
+                "{}: duplicate app name \"web@1\": it is an instance of \"web\"",
+                d.join("web@1.toml").display()
+            ))),
             "{errs:#?}"
         );
-        let (_, errs, _) = load("dep", &[("web.toml", WEB), ("db.toml", "command = [\"/bin/true\"]\nrequires = [\"web@1\"]\n")]);
+        let (_, errs, _) = load(
+            "dep",
+            &[
+                ("web.toml", WEB),
+                (
+                    "db.toml",
+                    "command = [\"/bin/true\"]\nrequires = [\"web@1\"]\n",
+                ),
+            ],
+        );
         assert!(
-            errs.iter().any(|e| e.contains("db.toml:2:1: depends on \"web@1\", one of the `instances` of \"web\": name \"web\"")),
+            errs.iter().any(|e| e.contains(
+                "db.toml:2:1: depends on \"web@1\", one of the `instances` of \"web\": name \"web\""
+            )),
             "{errs:#?}"
         );
-        let (_, errs, _) = load("at", &[("a@b.toml", "instances = 2\ncommand = [\"/bin/true\"]\n")]);
-        assert!(errs.iter().any(|e| e.contains("key `instances`: the app \"a@b\" has '@'")), "{errs:#?}");
+        let (_, errs, _) = load(
+            "at",
+            &[("a@b.toml", "instances = 2\ncommand = [\"/bin/true\"]\n")],
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("key `instances`: the app \"a@b\" has '@'")),
+            "{errs:#?}"
+        );
     }
 
     #[test]

@@ -503,7 +503,9 @@ fn parse_one(
         &mut cx,
         group,
         raw.instances.as_ref(),
-        raw.restart.as_ref().and_then(|r| r.max_unavailable.as_ref()),
+        raw.restart
+            .as_ref()
+            .and_then(|r| r.max_unavailable.as_ref()),
         instance,
     );
 

@@ -741,11 +741,9 @@ impl<R: Replier> Fleet<R> {
                     .into_iter()
                     .filter(|&i| !ready(i))
                     .map(|i| match self.unit(i) {
-                        Some(a) => format!(
-                            "{}: {}",
-                            a.spec.name,
-                            a.m.state().as_str().to_lowercase()
-                        ),
+                        Some(a) => {
+                            format!("{}: {}", a.spec.name, a.m.state().as_str().to_lowercase())
+                        }
                         None => format!("{d}: missing"),
                     })
                     .collect()
@@ -822,7 +820,11 @@ impl<R: Replier> Fleet<R> {
             .filter(|&(&i, &scope)| {
                 !self.unit(i).is_some_and(|u| {
                     let by_name = alive_dependants.get(&*u.spec.name);
-                    let by_group = u.spec.group.as_deref().and_then(|g| alive_dependants.get(g));
+                    let by_group = u
+                        .spec
+                        .group
+                        .as_deref()
+                        .and_then(|g| alive_dependants.get(g));
                     by_name.into_iter().chain(by_group).any(|ds| {
                         ds.iter()
                             .any(|&by_req| by_req || scope == StopScope::AllDependants)

@@ -193,7 +193,10 @@ impl World {
         if self.f.slot_of(name) != Some(s) {
             return; // a switch's second instance: nothing depends on it
         }
-        if matches!(u.stop_why.as_str(), "not ready in time" | "watchdog expired") {
+        if matches!(
+            u.stop_why.as_str(),
+            "not ready in time" | "watchdog expired"
+        ) {
             return; // stopped by its own timer, not by the shutdown
         }
         for (_, d) in self.f.units() {
@@ -232,9 +235,14 @@ impl World {
             {
                 for r in &u.spec.requires {
                     let slots = self.f.dep_slots(r);
-                    assert!(!slots.is_empty(), "{} runs while {r} is missing", u.spec.name);
+                    assert!(
+                        !slots.is_empty(),
+                        "{} runs while {r} is missing",
+                        u.spec.name
+                    );
                     let group = self.f.slot_of(r).is_none();
-                    let ready = |&i: &Slot| self.f.unit(i).is_some_and(|d| d.m.state() == State::Ready);
+                    let ready =
+                        |&i: &Slot| self.f.unit(i).is_some_and(|d| d.m.state() == State::Ready);
                     if group && slots.iter().any(ready) {
                         continue; // one READY instance keeps a running dependant up
                     }
@@ -271,7 +279,11 @@ impl World {
                 r.group,
                 r.max_unavailable
             );
-            assert!(r.pending.iter().all(|s| !r.in_flight.iter().any(|f| f.0 == *s)));
+            assert!(
+                r.pending
+                    .iter()
+                    .all(|s| !r.in_flight.iter().any(|f| f.0 == *s))
+            );
         }
         assert!(self.f.stop_queue.len() <= self.f.capacity());
         assert!(self.f.queue.is_empty());
@@ -504,7 +516,8 @@ fn walk(seed: u64, steps: usize) {
                         let Some(mut m) = proto.map(|u| u.spec.clone()) else {
                             continue;
                         };
-                        let next = (0..).find(|j| w.f.slot_of(&format!("{}@{j}", names[k])).is_none());
+                        let next =
+                            (0..).find(|j| w.f.slot_of(&format!("{}@{j}", names[k])).is_none());
                         m.name = format!("{}@{}", names[k], next.unwrap_or(0)).into();
                         let slot = w.f.add(m);
                         w.f.feed(slot, Event::Start, w.now);
@@ -595,7 +608,12 @@ fn a_group_restarts_one_instance_at_a_time() {
     w.pump();
     w.all_up();
     let pids: Vec<i32> = (0..3)
-        .map(|k| w.f.unit(w.f.slot_of(&format!("web@{k}")).unwrap()).unwrap().pid.unwrap())
+        .map(|k| {
+            w.f.unit(w.f.slot_of(&format!("web@{k}")).unwrap())
+                .unwrap()
+                .pid
+                .unwrap()
+        })
         .collect();
     let t = w.ask(&["web"], Verb::Restart, true);
     let web = ["web@0", "web@1", "web@2"];
@@ -603,7 +621,10 @@ fn a_group_restarts_one_instance_at_a_time() {
     assert_eq!(w.state("web@0"), State::Stopping);
     assert_eq!(&w.states(&web)[1..], &[State::Ready, State::Ready]);
     let again = w.ask(&["web"], Verb::Restart, true);
-    assert!(w.answered.contains(&again), "a second roll is refused at once");
+    assert!(
+        w.answered.contains(&again),
+        "a second roll is refused at once"
+    );
     for k in 0..3 {
         let slot = w.f.slot_of(web[k]).unwrap();
         // Its exit (after the stop timeout's kill, if it ignored the signal); a spawn may fail

@@ -3,9 +3,9 @@
 //! a way that will not mend by itself. Each waiter is answered exactly once.
 
 use super::{Event, Fleet, Slot, State, StopScope, Time};
-use std::collections::BTreeSet;
 pub use crate::control::api::Verb;
 use crate::control::api::{ActionResponse, ActionResult};
+use std::collections::BTreeSet;
 
 /// The driver's handle for answering a request (a oneshot sender; a number in tests).
 pub trait Replier {
@@ -77,9 +77,7 @@ impl<R: super::Replier> Fleet<R> {
         }
         let unknown: Vec<&str> = names
             .iter()
-            .filter(|n| {
-                *n != "all" && !self.by_name.contains_key(*n) && self.members(n).is_empty()
-            })
+            .filter(|n| *n != "all" && !self.by_name.contains_key(*n) && self.members(n).is_empty())
             .map(String::as_str)
             .collect();
         if !unknown.is_empty() {

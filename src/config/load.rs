@@ -111,7 +111,7 @@ pub fn load_dirs_all(dirs: &[PathBuf]) -> (BTreeMap<String, AppSpec>, Vec<Config
                     None => format!("already defined by {}", prev.display()),
                 };
                 let mine = if n != name {
-                    format!(" (an instance of this file's `instances`)")
+                    " (an instance of this file's `instances`)".to_string()
                 } else {
                     String::new()
                 };

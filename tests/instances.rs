@@ -317,3 +317,74 @@ fn instances_are_adopted_one_by_one_after_a_crash_of_paddock() {
         assert!(!alive(before[i]));
     }
 }
+
+/// One HTTP/1.0 request; the body, or what went wrong.
+fn get(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let a: SocketAddr = addr.parse().map_err(|e| format!("{e}"))?;
+    let mut c = TcpStream::connect_timeout(&a, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut b = String::new();
+    c.read_to_string(&mut b).map_err(|e| format!("read: {e}"))?;
+    Ok(b.rsplit("\r\n\r\n").next().unwrap_or("").trim().to_string())
+}
+
+#[test]
+fn instances_share_the_apps_listen_sockets() {
+    // Three instances of the repo's LISTEN_FDS server (examples/listen/serve.py) on one socket
+    // paddock owns: every instance serves it, and a rolling restart refuses no connection.
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let serve = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/listen/serve.py");
+    let port = free_port();
+    let app = format!(
+        "instances = 3\ncommand = [\"{python}\", \"{}\", \"inst%i\"]\nstop_timeout = \"5s\"\n[[listen]]\naddress = \"127.0.0.1:{port}\"\nname = \"web\"\n",
+        serve.display()
+    );
+    let p = Paddock::with_apps("inst-listen", &[("web", &app)]).start();
+    for i in 0..3 {
+        p.wait_state(&format!("web@{i}"), "READY", Duration::from_secs(10));
+    }
+    let addr = format!("127.0.0.1:{port}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new((vec![], vec![])));
+    let client = {
+        let (stop, answers, addr) = (stop.clone(), answers.clone(), addr.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let r = get(&addr);
+                let mut a = answers.lock().unwrap();
+                match r {
+                    Ok(body) => a.0.push(body),
+                    Err(e) => a.1.push(e),
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&p.cli(&["restart", "web"]));
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    let (bodies, errors) = answers.lock().unwrap().clone();
+    eprintln!(
+        "{} answers through the roll, {} failed",
+        bodies.len(),
+        errors.len()
+    );
+    assert!(errors.is_empty(), "refused or failed: {errors:?}");
+    assert!(bodies.len() > 10, "{bodies:?}");
+    for i in 0..3 {
+        assert!(
+            bodies.iter().any(|b| b.contains(&format!("tag=inst{i}"))),
+            "web@{i} never answered on the shared socket: {bodies:?}"
+        );
+        assert!(bodies.iter().all(|b| b.contains("fds=1")), "{bodies:?}");
+    }
+}

@@ -751,31 +751,6 @@ impl<R: Replier> Fleet<R> {
             .collect()
     }
 
-    /// The slots a dependency names: the app of that name, or every instance of that group.
-    pub fn dep_slots(&self, name: &str) -> Vec<Slot> {
-        match self.by_name.get(name) {
-            Some(&i) => vec![i],
-            None => self.members(name),
-        }
-    }
-
-    /// The named instances of a group (`web@0`, `web@1`, …), by instance number.
-    pub fn members(&self, group: &str) -> Vec<Slot> {
-        let prefix = format!("{group}@");
-        let mut v: Vec<(u32, Slot)> = self
-            .by_name
-            .range(prefix.clone()..)
-            .take_while(|(n, _)| n.starts_with(&prefix))
-            .filter(|&(_, &i)| {
-                self.unit(i)
-                    .is_some_and(|u| u.spec.group.as_deref() == Some(group))
-            })
-            .map(|(n, &i)| (n[prefix.len()..].parse().unwrap_or(u32::MAX), i))
-            .collect();
-        v.sort_unstable();
-        v.into_iter().map(|(_, i)| i).collect()
-    }
-
     /// Tells every app whether its dependencies are ready, where that changed.
     fn refresh_deps(&mut self) {
         // By slot, not by name: this runs on every READY transition and must stay cheap.

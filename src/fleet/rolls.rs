@@ -1,4 +1,5 @@
-//! Rolling restarts of a group of instances (`restart web` for an app file with `instances`):
+//! Groups of instances (an app file with `instances`: `web@0`, `web@1`, … named `web`) and
+//! their rolling restarts (`restart web`):
 //! the instances are restarted in instance order, at most `max_unavailable` of those that were
 //! READY being down at once because of the roll; the next goes once one is READY again. An
 //! instance that does not come back (BACKOFF, FATAL, EXITED, or stopped) stops the roll: the
@@ -24,6 +25,31 @@ pub(super) struct Roll {
 }
 
 impl<R: super::Replier> Fleet<R> {
+    /// The slots a dependency names: the app of that name, or every instance of that group.
+    pub fn dep_slots(&self, name: &str) -> Vec<Slot> {
+        match self.by_name.get(name) {
+            Some(&i) => vec![i],
+            None => self.members(name),
+        }
+    }
+
+    /// The named instances of a group (`web@0`, `web@1`, …), by instance number.
+    pub fn members(&self, group: &str) -> Vec<Slot> {
+        let prefix = format!("{group}@");
+        let mut v: Vec<(u32, Slot)> = self
+            .by_name
+            .range(prefix.clone()..)
+            .take_while(|(n, _)| n.starts_with(&prefix))
+            .filter(|&(_, &i)| {
+                self.unit(i)
+                    .is_some_and(|u| u.spec.group.as_deref() == Some(group))
+            })
+            .map(|(n, &i)| (n[prefix.len()..].parse().unwrap_or(u32::MAX), i))
+            .collect();
+        v.sort_unstable();
+        v.into_iter().map(|(_, i)| i).collect()
+    }
+
     /// A 409 when one of these groups is being rolled already.
     pub(super) fn refuse_second_roll(&self, groups: &[String]) -> Result<(), super::Answer> {
         for g in groups {

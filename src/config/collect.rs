@@ -29,6 +29,10 @@ pub(crate) fn deserialize_all<T: DeserializeOwned>(cx: &mut FileCtx, src: &str) 
     }
     let span = doc.span();
     let mut table = doc.into_inner();
+    if let Some(i) = cx.instance {
+        // `instances`: this instance's values (`%i`), errors at the value's own place.
+        super::instances::substitute(cx, &mut table, i, "");
+    }
     for _ in 0..MAX_ERRORS {
         let de = toml::de::Deserializer::from(Spanned::new(span.clone(), table.clone()));
         let e = match T::deserialize(de) {

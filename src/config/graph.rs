@@ -22,7 +22,7 @@ impl Node {
     pub fn of(a: &AppSpec) -> Node {
         let [after_line, requires_line] = a.deps_line.0;
         Node {
-            name: a.name.clone(),
+            name: a.instance.as_ref().map_or(&a.name, |i| &i.group).clone(),
             file: a.file.clone(),
             deps: a
                 .after
@@ -79,6 +79,16 @@ pub fn check_nodes(nodes: &[Node]) -> Vec<ConfigError> {
                     n,
                     *line,
                     format!("app \"{}\" cannot depend on itself", n.name),
+                ));
+            } else if let Some((group, _)) = d.rsplit_once('@')
+                && !by_name.contains_key(d.as_str())
+                && by_name.contains_key(group)
+            {
+                // `after`/`requires` name a group, never one of its instances.
+                errors.push(err(
+                    n,
+                    *line,
+                    format!("depends on \"{d}\", one of the `instances` of \"{group}\": name \"{group}\" to depend on all of them (one instance cannot be named)"),
                 ));
             } else if !by_name.contains_key(d.as_str()) {
                 let hint = closest(d, by_name.keys().copied())

@@ -263,6 +263,7 @@ fn one(
                 src: cx.src,
                 errors: vec![],
                 removed: vec![],
+                instance: cx.instance,
             };
             let id: Option<Identity> =
                 super::parse::resolve_identity(&mut sub, Some(&user), group.as_ref());

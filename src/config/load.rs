@@ -4,14 +4,14 @@
 
 use super::*;
 
-/// Reads one app file.
+/// Reads one app file (the first instance of a file with `instances`).
 pub fn load_file(path: &Path) -> Result<AppSpec, Vec<ConfigError>> {
-    load_one(path).0
+    load_one(path).0.map(|mut v| v.swap_remove(0))
 }
 
 /// One app file, and when it has errors, its place in the dependency graph as far as it can be
 /// read (so the graph is checked in the same run).
-fn load_one(path: &Path) -> (Result<AppSpec, Vec<ConfigError>>, Option<graph::Node>) {
+fn load_one(path: &Path) -> (Result<Vec<AppSpec>, Vec<ConfigError>>, Option<graph::Node>) {
     let err = |m: String| {
         vec![ConfigError {
             file: path.to_path_buf(),
@@ -32,7 +32,7 @@ fn load_one(path: &Path) -> (Result<AppSpec, Vec<ConfigError>>, Option<graph::No
             return (Err(err(e)), Some(node));
         }
     };
-    match parse_app(name, path, &src) {
+    match parse_app_instances(name, path, &src) {
         Ok(a) => (Ok(a), None),
         Err(e) => (Err(e), Some(graph::Node::lenient(name, path, &src))),
     }
@@ -92,22 +92,42 @@ pub fn load_dirs_all(dirs: &[PathBuf]) -> (BTreeMap<String, AppSpec>, Vec<Config
         for f in files {
             let (loaded, node) = load_one(&f);
             let name = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-            let prev = apps
-                .get(name)
-                .map(|a| &a.file)
-                .or(broken.get(name).map(|n| &n.file));
-            if let Some(prev) = prev {
+            let names: Vec<String> = match &loaded {
+                Ok(specs) => specs.iter().map(|a| a.name.clone()).collect(),
+                Err(_) => vec![name.to_string()],
+            };
+            let taken = names.iter().find_map(|n| {
+                apps.get(n)
+                    .map(|a| (n, &a.file, a.instance.as_ref()))
+                    .or(broken.get(n).map(|b| (n, &b.file, None)))
+            });
+            if let Some((n, prev, inst)) = taken {
+                let what = match inst {
+                    Some(i) => format!(
+                        "it is an instance of \"{}\" ({} has `instances`)",
+                        i.group,
+                        prev.display()
+                    ),
+                    None => format!("already defined by {}", prev.display()),
+                };
+                let mine = if n != name {
+                    " (an instance of this file's `instances`)".to_string()
+                } else {
+                    String::new()
+                };
                 errors.push(ConfigError {
                     file: f.clone(),
                     line: 0,
                     col: 0,
-                    message: format!("duplicate app name \"{name}\": already defined by {}; app names must be unique across config directories", prev.display()),
+                    message: format!("duplicate app name \"{n}\"{mine}: {what}; app names must be unique across config directories: rename one of the files"),
                 });
                 continue;
             }
             match loaded {
-                Ok(spec) => {
-                    apps.insert(spec.name.clone(), spec);
+                Ok(specs) => {
+                    for spec in specs {
+                        apps.insert(spec.name.clone(), spec);
+                    }
                 }
                 Err(mut e) => {
                     errors.append(&mut e);
@@ -118,8 +138,11 @@ pub fn load_dirs_all(dirs: &[PathBuf]) -> (BTreeMap<String, AppSpec>, Vec<Config
             }
         }
     }
+    // A file with `instances` is one node, under the group's name (which `after` and
+    // `requires` name).
     let nodes: Vec<graph::Node> = apps
         .values()
+        .filter(|a| a.instance.as_ref().is_none_or(|i| i.index == 0))
         .map(graph::Node::of)
         .chain(broken.into_values())
         .collect();

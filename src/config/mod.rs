@@ -6,6 +6,7 @@ mod collect;
 pub mod graph;
 pub mod health;
 pub mod http;
+pub mod instances;
 pub mod listen;
 pub mod logs;
 pub mod sandbox;
@@ -178,6 +179,8 @@ pub struct AppSpec {
     pub on_demand: bool,
     /// `idle_stop`: an on-demand app is stopped after this long without a connection.
     pub idle_stop: Option<Duration>,
+    /// One of the `instances` of an app file (`web@2` of web.toml), see config/instances.rs.
+    pub instance: Option<instances::Instance>,
     /// Lines of the `after` and `requires` keys, for dependency errors found across files.
     #[serde(skip)]
     pub deps_line: Ignored<[usize; 2]>,
@@ -227,6 +230,7 @@ struct RawApp {
     listen: Option<Spanned<Vec<listen::RawListen>>>,
     start: Option<Spanned<String>>,
     idle_stop: Option<Spanned<Dur>>,
+    instances: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +242,7 @@ struct RawRestart {
     stable_after: Option<Dur>,
     max_failures: Option<u32>,
     rollback: Option<bool>,
+    max_unavailable: Option<Spanned<i64>>,
 }
 
 pub use crate::diag::{ConfigError, key_on_line, line_col};
@@ -246,7 +251,7 @@ mod load;
 mod parse;
 
 pub use load::{Diff, diff, load_dirs, load_dirs_all, load_file, sort_errors};
-pub use parse::{DEFAULT_PATH, parse_app, resolve_program, valid_app_name};
+pub use parse::{DEFAULT_PATH, parse_app, parse_app_instances, resolve_program, valid_app_name};
 use parse::{FileCtx, key_at};
 
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub(crate) struct FileCtx<'a> {
     /// Keys taken out because they did not deserialize: already reported, so later checks
     /// say nothing more about them (a `command = 5` is not also "missing").
     pub(super) removed: Vec<String>,
+    /// Parsed as this instance of an app with `instances` (`%i` is replaced).
+    pub(super) instance: Option<u32>,
 }
 
 impl FileCtx<'_> {
@@ -220,16 +222,49 @@ pub(super) fn resolve_identity(
     Some(id)
 }
 
-/// Parses and validates one app file's text. `name` is the app name (the file stem).
+/// Parses and validates one app file's text as one app (`instances` is checked, not
+/// expanded: see `parse_app_instances`). `name` is the app name (the file stem).
 pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<ConfigError>> {
+    parse_one(name, file, src, None)
+}
+
+/// One app file's apps: the app, or with `instances = N` its N instances `NAME@0` …
+/// (config/instances.rs); the errors of the first instance that has any.
+pub fn parse_app_instances(
+    name: &str,
+    file: &Path,
+    src: &str,
+) -> Result<Vec<AppSpec>, Vec<ConfigError>> {
+    let Some(n) = instances::count_of(name, src) else {
+        return parse_one(name, file, src, None).map(|a| vec![a]);
+    };
+    (0..n)
+        .map(|i| parse_one(name, file, src, Some(i)))
+        .collect()
+}
+
+fn parse_one(
+    name: &str,
+    file: &Path,
+    src: &str,
+    instance: Option<u32>,
+) -> Result<AppSpec, Vec<ConfigError>> {
     let mut cx = FileCtx {
         file,
         src,
         errors: vec![],
         removed: vec![],
+        instance,
     };
     if let Err(e) = valid_app_name(name) {
         cx.err_at(None, "", e);
+        return Err(cx.errors);
+    }
+    let group = name;
+    let inst_name = instance.map(|i| instances::instance_name(name, i));
+    let name = inst_name.as_deref().unwrap_or(name);
+    if let Err(e) = valid_app_name(name) {
+        cx.err_at(None, "", format!("instance {name}: {e}"));
         return Err(cx.errors);
     }
     let Some(raw) = collect::deserialize_all::<RawApp>(&mut cx, src) else {
@@ -464,6 +499,15 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
     }
 
     let logs = logs::logs(&mut cx, name, raw.logs.as_ref());
+    let instance = instances::check_keys(
+        &mut cx,
+        group,
+        raw.instances.as_ref(),
+        raw.restart
+            .as_ref()
+            .and_then(|r| r.max_unavailable.as_ref()),
+        instance,
+    );
 
     let health = health::health(&mut cx, raw.health.as_ref());
     let readiness = health::readiness(&mut cx, raw.readiness.as_ref(), raw.health.is_some());
@@ -522,6 +566,7 @@ pub fn parse_app(name: &str, file: &Path, src: &str) -> Result<AppSpec, Vec<Conf
         essential: raw.essential.unwrap_or(false),
         readiness,
         health,
+        instance,
         deps_line,
         name: name.to_string(),
         file: file.to_path_buf(),

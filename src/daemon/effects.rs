@@ -110,6 +110,12 @@ impl Supervisor {
                 new,
                 take_spec,
             } => self.switch_cancelled(old, new, take_spec),
+            Effect::Rolled { group, why } => match why {
+                None => eprintln!("paddock: {group}: rolling restart done"),
+                Some(why) => eprintln!(
+                    "paddock: {group}: rolling restart stopped: {why}; the instances not yet restarted keep running"
+                ),
+            },
             Effect::EssentialFailed(idx) => {
                 eprintln!(
                     "paddock: essential app {} is FATAL: stopping everything",

@@ -190,6 +190,8 @@ fn unit_spec(spec: &AppSpec) -> UnitSpec {
         autostart: spec.autostart,
         essential: spec.essential,
         policy: policy_of(spec),
+        group: spec.instance.as_ref().map(|i| i.group.as_str().into()),
+        max_unavailable: spec.instance.as_ref().map_or(1, |i| i.max_unavailable),
     }
 }
 

@@ -235,6 +235,13 @@ impl Supervisor {
                 },
             ),
             Request::LogTarget(name) => match self.fleet.slot_of(&name).and_then(|i| self.app(i)) {
+                None if !self.fleet.members(&name).is_empty() => Reply::error(
+                    404,
+                    format!(
+                        "{name} runs {} instances, each with its own log: name one, e.g. {name}@0",
+                        self.fleet.members(&name).len()
+                    ),
+                ),
                 None => Reply::error(
                     404,
                     config::suggest::no_such_apps(

@@ -21,7 +21,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod rolls;
 mod waiters;
+use rolls::Roll;
 use waiters::Waiter;
 pub use waiters::{Answer, Replier, Verb};
 
@@ -50,6 +52,11 @@ pub struct UnitSpec {
     pub autostart: bool,
     pub essential: bool,
     pub policy: Policy,
+    /// One of an app file's `instances`: the group's name (`web` for `web@2`), which names
+    /// all of them in requests and in `after`/`requires`.
+    pub group: Option<Arc<str>>,
+    /// How many of its group a rolling restart takes down at once (`[restart] max_unavailable`).
+    pub max_unavailable: u32,
 }
 
 /// One app (or the second instance of an app during a bundle switch), as the fleet sees it.
@@ -130,6 +137,9 @@ pub enum Effect<R> {
         new: Slot,
         take_spec: bool,
     },
+    /// A rolling restart of a group ended: every instance is READY again (`why` None), or it
+    /// stopped at an instance that did not come back (the others were left alone).
+    Rolled { group: String, why: Option<String> },
     /// An essential app is FATAL: the fleet shuts down with exit code 1.
     EssentialFailed(Slot),
     /// Answer a waiting request.
@@ -144,6 +154,9 @@ pub struct Fleet<R> {
     /// Stops waiting for dependants to go down first.
     stop_queue: BTreeMap<Slot, StopScope>,
     waiters: Vec<Waiter<R>>,
+    /// Rolling restarts of groups of instances under way (rolls.rs).
+    rolls: Vec<Roll>,
+    next_roll: u64,
     /// Events caused inside the fleet, handled in order by `drain`.
     queue: VecDeque<(Slot, Item)>,
     effects: VecDeque<Effect<R>>,
@@ -167,6 +180,8 @@ impl<R: Replier> Fleet<R> {
             timer_of: HashMap::new(),
             stop_queue: BTreeMap::new(),
             waiters: vec![],
+            rolls: vec![],
+            next_roll: 0,
             queue: VecDeque::new(),
             effects: VecDeque::new(),
             with_deps: None,
@@ -544,7 +559,7 @@ impl<R: Replier> Fleet<R> {
             while let Some((slot, item)) = self.queue.pop_front() {
                 self.step(slot, item);
             }
-            if !self.run_stop_queue() {
+            if !self.run_stop_queue() && !self.progress_rolls() {
                 break;
             }
         }
@@ -573,7 +588,13 @@ impl<R: Replier> Fleet<R> {
         // An app whose own stop is queued is not stopped by its dependencies going away: it
         // stops in its turn, after the apps that depend on it (shutdown, `stop all`).
         if has_deps {
-            let ok = self.waiting_for(slot).is_empty();
+            // An event after which the app may start again is judged as a start.
+            let strict = !u.m.alive()
+                || matches!(
+                    item,
+                    Item::Ev(Event::Exited(_) | Event::Restart | Event::SpawnFailed(_))
+                );
+            let ok = self.deps_missing(slot, strict).is_empty();
             let queued = self.stop_queue.contains_key(&slot);
             if let Some(u) = self.unit_mut(slot)
                 && ok != u.m.deps_ok()
@@ -684,24 +705,48 @@ impl<R: Replier> Fleet<R> {
 
     // ---- dependencies and stop order ----
 
-    /// Names of an app's dependencies that are not ready, with their states.
+    /// Names of an app's dependencies that are not ready, with their states. A group of
+    /// instances (`after = ["web"]`) is ready for an app to start once every instance is
+    /// READY, and stays ready for a running app while one of them is (a rolling restart does
+    /// not stop the apps that require the group).
     pub fn waiting_for(&self, slot: Slot) -> Vec<String> {
+        let alive = self.unit(slot).is_some_and(|u| u.m.alive());
+        self.deps_missing(slot, !alive)
+    }
+
+    /// `waiting_for`, judged for a start (`strict`: every instance of a group READY) or for
+    /// an app that keeps running (one READY instance is enough).
+    fn deps_missing(&self, slot: Slot, strict: bool) -> Vec<String> {
         let Some(u) = self.unit(slot) else {
             return vec![];
+        };
+        let ready = |i: Slot| {
+            self.unit(i)
+                .is_some_and(|a| a.m.state() == State::Ready && !self.stop_queue.contains_key(&i))
         };
         u.spec
             .after
             .iter()
             .chain(&u.spec.requires)
-            .filter_map(|d| match self.by_name.get(d) {
-                Some(&i) => match self.unit(i) {
-                    Some(a) if a.m.state() == State::Ready && !self.stop_queue.contains_key(&i) => {
-                        None
-                    }
-                    Some(a) => Some(format!("{d}: {}", a.m.state().as_str().to_lowercase())),
-                    None => Some(format!("{d}: missing")),
-                },
-                None => Some(format!("{d}: missing")),
+            .flat_map(|d| {
+                let slots = self.dep_slots(d);
+                if slots.is_empty() {
+                    return vec![format!("{d}: missing")];
+                }
+                let group = !self.by_name.contains_key(d);
+                if group && !strict && slots.iter().any(|&i| ready(i)) {
+                    return vec![];
+                }
+                slots
+                    .into_iter()
+                    .filter(|&i| !ready(i))
+                    .map(|i| match self.unit(i) {
+                        Some(a) => {
+                            format!("{}: {}", a.spec.name, a.m.state().as_str().to_lowercase())
+                        }
+                        None => format!("{d}: missing"),
+                    })
+                    .collect()
             })
             .collect()
     }
@@ -749,7 +794,13 @@ impl<R: Replier> Fleet<R> {
             .iter()
             .filter(|&(&i, &scope)| {
                 !self.unit(i).is_some_and(|u| {
-                    alive_dependants.get(&*u.spec.name).is_some_and(|ds| {
+                    let by_name = alive_dependants.get(&*u.spec.name);
+                    let by_group = u
+                        .spec
+                        .group
+                        .as_deref()
+                        .and_then(|g| alive_dependants.get(g));
+                    by_name.into_iter().chain(by_group).any(|ds| {
                         ds.iter()
                             .any(|&by_req| by_req || scope == StopScope::AllDependants)
                     })

@@ -53,6 +53,8 @@ fn spec(name: &str, after: &[&str], requires: &[&str], restart: RestartPolicy) -
         autostart: true,
         essential: false,
         policy,
+        group: None,
+        max_unavailable: 1,
     }
 }
 
@@ -100,13 +102,15 @@ impl World {
     fn deps_ready(&self, slot: Slot) -> Result<(), String> {
         let u = self.f.unit(slot).expect("unit");
         for d in u.spec.after.iter().chain(&u.spec.requires) {
-            let st = self
-                .f
-                .slot_of(d)
-                .and_then(|i| self.f.unit(i))
-                .map(|d| d.m.state());
-            if st != Some(State::Ready) {
-                return Err(format!("{} spawned while {d} is {st:?}", u.spec.name));
+            let slots = self.f.dep_slots(d);
+            if slots.is_empty() {
+                return Err(format!("{} spawned while {d} is missing", u.spec.name));
+            }
+            for i in slots {
+                let st = self.f.unit(i).map(|d| d.m.state());
+                if st != Some(State::Ready) {
+                    return Err(format!("{} spawned while {d} is {st:?}", u.spec.name));
+                }
             }
         }
         Ok(())
@@ -165,6 +169,7 @@ impl World {
                     assert!(slot < self.f.capacity());
                 }
                 Effect::Down(_) | Effect::Switched { .. } | Effect::EssentialFailed(_) => {}
+                Effect::Rolled { .. } => {}
                 Effect::SwitchFailed { .. } | Effect::SwitchCancelled { .. } => {}
                 Effect::Removed { slot, .. } => {
                     assert!(!self.live.contains(&slot), "removed slot {slot} still runs");
@@ -183,9 +188,16 @@ impl World {
 
     /// At shutdown a stop begins only once every app depending on it is down.
     fn check_stop_order(&self, s: Slot) {
-        let name = &self.f.unit(s).unwrap().spec.name;
+        let u = self.f.unit(s).unwrap();
+        let (name, group) = (&u.spec.name, u.spec.group.as_deref());
         if self.f.slot_of(name) != Some(s) {
             return; // a switch's second instance: nothing depends on it
+        }
+        if matches!(
+            u.stop_why.as_str(),
+            "not ready in time" | "watchdog expired"
+        ) {
+            return; // stopped by its own timer, not by the shutdown
         }
         for (_, d) in self.f.units() {
             let depends = d
@@ -193,7 +205,7 @@ impl World {
                 .after
                 .iter()
                 .chain(&d.spec.requires)
-                .any(|x| **x == **name);
+                .any(|x| **x == **name || Some(x.as_str()) == group);
             assert!(
                 !(depends && d.m.alive()),
                 "{name} stopped while its dependant {} is alive",
@@ -222,17 +234,27 @@ impl World {
                 && !self.f.stop_queued(slot)
             {
                 for r in &u.spec.requires {
-                    let st = self
-                        .f
-                        .slot_of(r)
-                        .and_then(|i| self.f.unit(i))
-                        .map(|d| d.m.state());
-                    assert_eq!(
-                        st,
-                        Some(State::Ready),
-                        "{} runs while {r} is {st:?}",
+                    let slots = self.f.dep_slots(r);
+                    assert!(
+                        !slots.is_empty(),
+                        "{} runs while {r} is missing",
                         u.spec.name
                     );
+                    let group = self.f.slot_of(r).is_none();
+                    let ready =
+                        |&i: &Slot| self.f.unit(i).is_some_and(|d| d.m.state() == State::Ready);
+                    if group && slots.iter().any(ready) {
+                        continue; // one READY instance keeps a running dependant up
+                    }
+                    for i in slots {
+                        let st = self.f.unit(i).map(|d| d.m.state());
+                        assert_eq!(
+                            st,
+                            Some(State::Ready),
+                            "{} runs while {r} is {st:?}",
+                            u.spec.name
+                        );
+                    }
                 }
             }
         }
@@ -240,6 +262,27 @@ impl World {
             assert!(
                 self.f.unit(slot).is_some(),
                 "a timer for removed slot {slot}"
+            );
+        }
+        // A roll never has more than `max_unavailable` of the instances it found READY down.
+        for r in &self.f.rolls {
+            let down = r
+                .in_flight
+                .iter()
+                .filter(|&&(s, _, was_ready)| {
+                    was_ready && self.f.unit(s).is_some_and(|u| u.m.state() != State::Ready)
+                })
+                .count() as u32;
+            assert!(
+                down <= r.max_unavailable,
+                "roll of {} has {down} instances down (max {})",
+                r.group,
+                r.max_unavailable
+            );
+            assert!(
+                r.pending
+                    .iter()
+                    .all(|s| !r.in_flight.iter().any(|f| f.0 == *s))
             );
         }
         assert!(self.f.stop_queue.len() <= self.f.capacity());
@@ -282,6 +325,7 @@ impl World {
         assert!(self.f.done(), "shutdown never completed");
         assert!(self.live.is_empty());
         assert_eq!(self.f.waiting_requests(), 0, "a waiter left unanswered");
+        assert!(self.f.rolls.is_empty(), "a roll outlived the shutdown");
         assert_eq!(
             self.answered.len() as u64,
             self.asked,
@@ -374,6 +418,12 @@ fn walk(seed: u64, steps: usize) {
     let mut w = World::new(seed);
     let n = 2 + w.rng.below(9) as usize;
     let names: Vec<String> = (0..n).map(|i| format!("app{i}")).collect();
+    let group_at = if w.rng.chance(70) {
+        w.rng.below(n as u64) as usize
+    } else {
+        usize::MAX
+    };
+    let group_size = 1 + w.rng.below(4);
     for i in 0..n {
         let mut after = vec![];
         let mut requires = vec![];
@@ -395,7 +445,18 @@ fn walk(seed: u64, steps: usize) {
             s.policy.ready = ReadyMode::Signal;
             s.policy.ready_timeout = ms(3000);
         }
-        w.f.add(s);
+        if i == group_at {
+            // An app file with `instances`: NAME@0 …, the group named by NAME.
+            s.group = Some(names[i].as_str().into());
+            s.max_unavailable = 1 + w.rng.below(2) as u32;
+            for k in 0..group_size {
+                let mut m = s.clone();
+                m.name = format!("{}@{k}", names[i]).into();
+                w.f.add(m);
+            }
+        } else {
+            w.f.add(s);
+        }
     }
     w.f.autostart(w.now);
     w.pump();
@@ -425,9 +486,15 @@ fn walk(seed: u64, steps: usize) {
                 w.pump();
             }
             5 | 6 => {
-                let verb = [Verb::Start, Verb::Stop, Verb::Restart][w.rng.below(3) as usize];
-                let k = w.rng.below(n as u64 + 2) as usize;
-                let name = if k >= n { "all" } else { names[k].as_str() };
+                let verb = [Verb::Start, Verb::Stop, Verb::Restart, Verb::Restart]
+                    [w.rng.below(4) as usize];
+                let k = w.rng.below(n as u64 + 3) as usize;
+                let one = format!("{}@{}", names[group_at.min(n - 1)], w.rng.below(4));
+                let name = match k {
+                    _ if k < n => names[k].as_str(),
+                    _ if k == n => one.as_str(), // one instance (or an unknown name)
+                    _ => "all",
+                };
                 let wait = w.rng.chance(60);
                 w.ask(&[name], verb, wait);
             }
@@ -441,6 +508,27 @@ fn walk(seed: u64, steps: usize) {
             8 => {
                 // A bundle switch of a running app, or the removal of an app.
                 let k = w.rng.below(n as u64) as usize;
+                if k == group_at {
+                    // `update` changing the number of instances: one more, or one less.
+                    let members = w.f.members(&names[k]);
+                    if w.rng.chance(50) && members.len() < 6 {
+                        let proto = members.first().and_then(|&s| w.f.unit(s));
+                        let Some(mut m) = proto.map(|u| u.spec.clone()) else {
+                            continue;
+                        };
+                        let next =
+                            (0..).find(|j| w.f.slot_of(&format!("{}@{j}", names[k])).is_none());
+                        m.name = format!("{}@{}", names[k], next.unwrap_or(0)).into();
+                        let slot = w.f.add(m);
+                        w.f.feed(slot, Event::Start, w.now);
+                        w.pump();
+                    } else if let Some(&slot) = members.last() {
+                        w.f.remove_when_down(slot);
+                        w.f.request_stop(slot, StopScope::AllDependants, w.now);
+                        w.pump();
+                    }
+                    continue;
+                }
                 let Some(slot) = w.f.slot_of(&names[k]) else {
                     continue;
                 };
@@ -462,6 +550,145 @@ fn walk(seed: u64, steps: usize) {
             _ => {}
         }
     }
+    w.finish_shutdown();
+}
+
+/// A fake world where every spawn works and READY comes when the test says.
+fn group_world(seed: u64, size: usize, max_unavailable: u32) -> World {
+    let mut w = World::new(seed);
+    for k in 0..size {
+        let mut s = spec(&format!("web@{k}"), &[], &[], RestartPolicy::Always);
+        s.policy.ready = ReadyMode::Signal;
+        s.group = Some("web".into());
+        s.max_unavailable = max_unavailable;
+        w.f.add(s);
+    }
+    let mut d = spec("db", &[], &["web"], RestartPolicy::Always);
+    d.policy.ready = ReadyMode::Signal;
+    w.f.add(d);
+    w
+}
+
+impl World {
+    /// Spawns until every app runs, then makes them all READY.
+    fn all_up(&mut self) {
+        for _ in 0..200 {
+            let not_ready: Vec<Slot> = self
+                .f
+                .units()
+                .filter(|(_, u)| u.m.state() != State::Ready)
+                .map(|(i, _)| i)
+                .collect();
+            if not_ready.is_empty() {
+                return;
+            }
+            for s in not_ready {
+                if self.live.contains(&s) {
+                    self.f.feed(s, Event::Ready, self.now);
+                    self.pump();
+                }
+            }
+            if let Some(&s) = self.dying.iter().next() {
+                self.exit(s, -15);
+            }
+            self.advance(ms(2000));
+        }
+        panic!("the apps never came up");
+    }
+
+    fn states(&self, names: &[&str]) -> Vec<State> {
+        names.iter().map(|n| self.state(n)).collect()
+    }
+}
+
+#[test]
+fn a_group_restarts_one_instance_at_a_time() {
+    let mut w = group_world(5, 3, 1);
+    w.f.autostart(w.now);
+    w.pump();
+    w.all_up();
+    let pids: Vec<i32> = (0..3)
+        .map(|k| {
+            w.f.unit(w.f.slot_of(&format!("web@{k}")).unwrap())
+                .unwrap()
+                .pid
+                .unwrap()
+        })
+        .collect();
+    let t = w.ask(&["web"], Verb::Restart, true);
+    let web = ["web@0", "web@1", "web@2"];
+    // Only web@0 is on its way down; db, which requires the group, stays up with the others.
+    assert_eq!(w.state("web@0"), State::Stopping);
+    assert_eq!(&w.states(&web)[1..], &[State::Ready, State::Ready]);
+    let again = w.ask(&["web"], Verb::Restart, true);
+    assert!(
+        w.answered.contains(&again),
+        "a second roll is refused at once"
+    );
+    for k in 0..3 {
+        let slot = w.f.slot_of(web[k]).unwrap();
+        // Its exit (after the stop timeout's kill, if it ignored the signal); a spawn may fail
+        // now and then (the fake world's 15%): then it is retried.
+        for _ in 0..5 {
+            if !w.dying.is_empty() {
+                break;
+            }
+            w.advance(ms(1000));
+        }
+        let s = *w.dying.iter().next().expect("one instance stopping");
+        assert_eq!(s, slot, "web@{k} is the one restarted");
+        assert_eq!(w.state("db"), State::Ready, "db stays up through the roll");
+        w.exit(s, -15);
+        for _ in 0..20 {
+            if w.live.contains(&slot) {
+                break;
+            }
+            w.advance(ms(2000));
+        }
+        if !w.live.contains(&slot) {
+            return; // the roll stopped: its answer is checked by the walks
+        }
+        for (j, st) in w.states(&web).iter().enumerate() {
+            if j != k {
+                assert_eq!(*st, State::Ready, "{} while web@{k} restarts", web[j]);
+            }
+        }
+        assert!(!w.answered.contains(&t));
+        w.f.feed(slot, Event::Ready, w.now);
+        w.pump();
+    }
+    assert!(w.answered.contains(&t), "answered once all are back");
+    for k in 0..3 {
+        let pid = w.f.unit(w.f.slot_of(web[k]).unwrap()).unwrap().pid.unwrap();
+        assert_ne!(pid, pids[k]);
+    }
+    w.finish_shutdown();
+}
+
+#[test]
+fn a_roll_stops_at_an_instance_that_does_not_come_back() {
+    let mut w = group_world(11, 3, 1);
+    w.f.autostart(w.now);
+    w.pump();
+    w.all_up();
+    let t = w.ask(&["web"], Verb::Restart, true);
+    let s0 = w.f.slot_of("web@0").unwrap();
+    w.exit(s0, -15);
+    // The new web@0 exits at once, again and again: BACKOFF stops the roll.
+    for _ in 0..20 {
+        if w.answered.contains(&t) {
+            break;
+        }
+        if w.live.contains(&s0) {
+            w.exit(s0, 1);
+        } else {
+            w.advance(ms(200));
+        }
+    }
+    assert!(w.answered.contains(&t), "the roll's request is answered");
+    assert!(w.f.rolls.is_empty());
+    assert_eq!(w.state("web@1"), State::Ready, "the others are left alone");
+    assert_eq!(w.state("web@2"), State::Ready);
     w.finish_shutdown();
 }
 

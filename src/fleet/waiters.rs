@@ -5,6 +5,7 @@
 use super::{Event, Fleet, Slot, State, StopScope, Time};
 pub use crate::control::api::Verb;
 use crate::control::api::{ActionResponse, ActionResult};
+use std::collections::BTreeSet;
 
 /// The driver's handle for answering a request (a oneshot sender; a number in tests).
 pub trait Replier {
@@ -30,19 +31,21 @@ pub(super) enum Goal {
 }
 
 pub(super) struct WaitItem {
-    slot: Slot,
+    pub(super) slot: Slot,
     name: String,
     goal: Goal,
     min_spawns: u64,
-    result: Option<ActionResult>,
+    /// Restarted in its turn by this rolling restart (rolls.rs).
+    pub(super) roll: Option<u64>,
+    pub(super) result: Option<ActionResult>,
 }
 
 pub(super) struct Waiter<R> {
-    items: Vec<WaitItem>,
+    pub(super) items: Vec<WaitItem>,
     reply: R,
 }
 
-fn result(app: &str, ok: bool, st: &str, message: impl Into<String>) -> ActionResult {
+pub(super) fn result(app: &str, ok: bool, st: &str, message: impl Into<String>) -> ActionResult {
     ActionResult {
         app: app.into(),
         ok,
@@ -52,16 +55,29 @@ fn result(app: &str, ok: bool, st: &str, message: impl Into<String>) -> ActionRe
 }
 
 impl<R: super::Replier> Fleet<R> {
-    /// App slots for a list of names; `all` means every app. An empty list is an error (a stray
-    /// empty argument must not mean "everything"), and so is any unknown name, also beside
-    /// `all`: nothing is done then.
+    /// App slots for a list of names; `all` means every app, a group's name (`web` of
+    /// `instances`) all its instances. An empty list is an error (a stray empty argument must
+    /// not mean "everything"), and so is any unknown name, also beside `all`: nothing is done
+    /// then.
     pub fn resolve(&self, names: &[String]) -> Result<Vec<Slot>, Answer> {
+        let (mut slots, groups) = self.resolve_groups(names)?;
+        for g in groups {
+            slots.extend(self.members(&g));
+        }
+        let mut seen = BTreeSet::new();
+        slots.retain(|s| seen.insert(*s));
+        Ok(slots)
+    }
+
+    /// Like `resolve`, with the groups named apart: the slots of apps named alone (every app
+    /// for `all`), and the groups' names.
+    fn resolve_groups(&self, names: &[String]) -> Result<(Vec<Slot>, Vec<String>), Answer> {
         if names.is_empty() {
             return Err(Answer::Error(400, "name at least one app, or `all`".into()));
         }
         let unknown: Vec<&str> = names
             .iter()
-            .filter(|n| *n != "all" && !self.by_name.contains_key(*n))
+            .filter(|n| *n != "all" && !self.by_name.contains_key(*n) && self.members(n).is_empty())
             .map(String::as_str)
             .collect();
         if !unknown.is_empty() {
@@ -71,10 +87,29 @@ impl<R: super::Replier> Fleet<R> {
                 crate::config::suggest::no_such_apps(&unknown, known),
             ));
         }
+        let mut groups: Vec<String> = vec![];
+        let mut slots = vec![];
         if names.iter().any(|n| n == "all") {
-            return Ok(self.slots());
+            // `all` is every app at once, instances included (name a group to roll it).
+            return Ok((self.slots(), vec![]));
         }
-        Ok(names.iter().map(|n| self.by_name[n]).collect())
+        for n in names {
+            match self.by_name.get(n) {
+                Some(&i) => slots.push(i),
+                None if !groups.contains(n) => groups.push(n.clone()),
+                None => {}
+            }
+        }
+        // An instance named beside its group is restarted with the group.
+        slots.retain(|&i| {
+            self.unit(i).is_none_or(|u| {
+                u.spec
+                    .group
+                    .as_deref()
+                    .is_none_or(|g| !groups.iter().any(|x| x == g))
+            })
+        });
+        Ok((slots, groups))
     }
 
     /// `start`, `stop` or `restart` of the named apps; with `wait`, the answer comes once each
@@ -87,7 +122,16 @@ impl<R: super::Replier> Fleet<R> {
             return;
         }
         let all = names.iter().any(|n| n == "all");
-        let slots = match self.resolve(names) {
+        let resolved = if verb == Verb::Restart {
+            // A group restarts one instance at a time (rolls.rs).
+            self.resolve_groups(names).and_then(|(slots, groups)| {
+                self.refuse_second_roll(&groups)?;
+                Ok((slots, groups))
+            })
+        } else {
+            self.resolve(names).map(|s| (s, vec![]))
+        };
+        let (slots, groups) = match resolved {
             Ok(s) => s,
             Err(a) => {
                 self.effects.push_back(super::Effect::Reply(reply, a));
@@ -95,6 +139,21 @@ impl<R: super::Replier> Fleet<R> {
             }
         };
         let mut items = vec![];
+        for g in groups {
+            let (id, members) = self.begin_roll(&g);
+            for slot in members {
+                if let Some(u) = self.unit(slot) {
+                    items.push(WaitItem {
+                        slot,
+                        name: u.spec.name.to_string(),
+                        goal: Goal::Up,
+                        min_spawns: u.m.spawns(),
+                        roll: Some(id),
+                        result: None,
+                    });
+                }
+            }
+        }
         for slot in slots {
             let Some(u) = self.unit(slot) else {
                 continue;
@@ -105,6 +164,7 @@ impl<R: super::Replier> Fleet<R> {
                 name: u.spec.name.to_string(),
                 goal: Goal::Up,
                 min_spawns: spawns,
+                roll: None,
                 result: None,
             };
             match verb {
@@ -188,6 +248,9 @@ impl<R: super::Replier> Fleet<R> {
         let Some(u) = self.unit(it.slot) else {
             return Some(result(&it.name, false, "REMOVED", "removed"));
         };
+        if it.roll.is_some_and(|id| self.roll_pending(id, it.slot)) {
+            return None; // its turn in the rolling restart has not come
+        }
         let st = u.m.state();
         let res = |ok: bool, message: String| Some(result(&it.name, ok, st.as_str(), message));
         let why = || u.m.last_exit().map(|e| e.describe()).unwrap_or_default();
@@ -211,10 +274,11 @@ impl<R: super::Replier> Fleet<R> {
                     .iter()
                     .chain(&u.spec.requires)
                     .filter(|d| {
-                        self.by_name
-                            .get(*d)
-                            .and_then(|&i| self.unit(i))
-                            .is_none_or(|a| a.m.state().is_down())
+                        let slots = self.dep_slots(d);
+                        slots.is_empty()
+                            || slots
+                                .iter()
+                                .any(|&i| self.unit(i).is_none_or(|a| a.m.state().is_down()))
                     })
                     .map(String::as_str)
                     .collect();

@@ -497,14 +497,17 @@ impl Supervisor {
                     None => std::future::pending().await,
                 }
             };
+            // Control requests first: a crash loop's exits must not keep `status` waiting
+            // behind them (each turn handles at most one message's batch of exits).
             tokio::select! {
-                m = rx.recv() => match m {
-                    None => break,
-                    Some(m) => self.on_msg(m),
-                },
+                biased;
                 c = calls.recv(), if calls_open => match c {
                     Some(Call(req, reply)) => self.handle(req, reply),
                     None => calls_open = false,
+                },
+                m = rx.recv() => match m {
+                    None => break,
+                    Some(m) => self.on_msg(m),
                 },
                 () = timer => {
                     let now = self.now();

@@ -248,8 +248,10 @@ pub struct Supervisor {
 /// Exits handled per turn of the loop (and at most `REAP_TIME` of handling them). A
 /// crash-looping app is restarted while its exit is handled, so with 50 of them a reap that ran
 /// until no child was left never ended: the control socket, and SIGTERM, starved. The rest of
-/// the exits are handled after a yield, behind the requests that came meanwhile.
-const REAP_BATCH: usize = 8;
+/// the exits are handled after a yield, behind the requests that came meanwhile. One exit (and
+/// its restart) per turn keeps a turn near a millisecond: with 50 zero-backoff crash loops,
+/// `status` p50 1.7 ms (2 per turn: 3.1 ms; 8: 13 ms).
+const REAP_BATCH: usize = 1;
 const REAP_TIME: Duration = Duration::from_millis(2);
 
 /// A SIGCHLD message is queued: the signal thread sends no other (50 crash-looping apps made
@@ -485,6 +487,7 @@ impl Supervisor {
             libc::malloc_trim(0);
         }
         let mut calls_open = true;
+        let mut calls_in_a_row = 0u32;
         while !self.fleet.done() && self.reexec.is_none() {
             let wake = match (self.fleet.poll_timeout(), self.gens_poll_timeout()) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -498,16 +501,32 @@ impl Supervisor {
                 }
             };
             // Control requests first: a crash loop's exits must not keep `status` waiting
-            // behind them (each turn handles at most one message's batch of exits).
+            // behind them (each turn handles at most one message's batch of exits). Every 8th
+            // request in a row, one message and the due timers go too: a flood of requests
+            // cannot stop supervision.
             tokio::select! {
                 biased;
                 c = calls.recv(), if calls_open => match c {
-                    Some(Call(req, reply)) => self.handle(req, reply),
+                    Some(Call(req, reply)) => {
+                        self.handle(req, reply);
+                        calls_in_a_row += 1;
+                        if calls_in_a_row % 8 == 0 {
+                            if let Ok(m) = rx.try_recv() {
+                                self.on_msg(m);
+                            }
+                            let now = self.now();
+                            self.fleet.handle_timeout(now);
+                            self.gens_timeout(now);
+                        }
+                    }
                     None => calls_open = false,
                 },
                 m = rx.recv() => match m {
                     None => break,
-                    Some(m) => self.on_msg(m),
+                    Some(m) => {
+                        calls_in_a_row = 0;
+                        self.on_msg(m);
+                    }
                 },
                 () = timer => {
                     let now = self.now();

@@ -210,9 +210,20 @@ impl Socket {
     }
 }
 
+/// Set by `paddock reexec`: the next paddock takes the sockets back from the descriptor
+/// holder, so their files must stay.
+static KEEP_FILES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on a dropped Unix socket leaves its file (see `KEEP_FILES`).
+pub fn keep_socket_files() {
+    KEEP_FILES.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 impl Drop for Socket {
     fn drop(&mut self) {
-        if let Addr::Unix(p) = &self.addr {
+        if let Addr::Unix(p) = &self.addr
+            && !KEEP_FILES.load(std::sync::atomic::Ordering::SeqCst)
+        {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -293,13 +304,30 @@ impl tokio::io::AsyncWrite for Conn {
     }
 }
 
+/// What [`busy`] looks for of a socket: its address as configured and as bound (no reference
+/// to the socket itself, which stays closable).
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub addr: Addr,
+    pub local: String,
+}
+
+impl Probe {
+    pub fn of(s: &Socket) -> Probe {
+        Probe {
+            addr: s.addr.clone(),
+            local: s.local.clone(),
+        }
+    }
+}
+
 /// Whether any of `sockets` has a connection open or waiting to be accepted, from the kernel's
 /// socket tables in paddock's network namespace (where the sockets and every connection
 /// accepted from them live): `/proc/net/tcp` and `tcp6` (a connection on the socket's port, or
 /// a listener with a non-empty accept queue) and `/proc/net/unix` (a connected socket with the
 /// socket's path). An open connection that stays silent counts as busy, as
 /// `systemd-socket-proxyd --exit-idle-time` counts it.
-pub fn busy(sockets: &[Arc<Socket>]) -> bool {
+pub fn busy(sockets: &[Probe]) -> bool {
     let ports: Vec<u16> = sockets
         .iter()
         .filter_map(|s| match &s.addr {

@@ -201,10 +201,13 @@ impl Publisher {
             .get_or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(max_connections())))
             .clone();
         let addr = crate::listen::Addr::Tcp(host);
+        // Only a socket no app holds (one taken back from the descriptor holder): an address
+        // an app listens on itself is not shared with a forwarder.
         let registered = self
             .registry
             .as_ref()
-            .and_then(|r| r.lock().ok()?.get(&addr));
+            .and_then(|r| r.lock().ok()?.get(&addr))
+            .filter(|s| Arc::strong_count(s) <= 2);
         if let Some(s) = registered {
             let listener = match s.tokio() {
                 Ok(crate::listen::Listener::Tcp(l)) => l,

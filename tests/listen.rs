@@ -570,3 +570,47 @@ fn a_sandboxed_nginx_without_a_network_serves_the_host_through_its_handed_socket
     assert!(failures.is_empty(), "{ok} answered; failed: {failures:?}");
     let _ = std::fs::remove_dir_all(&store);
 }
+
+#[test]
+fn a_readiness_descriptor_above_the_sockets_and_a_reexec_keep_them_in_place() {
+    let port = free_port();
+    let dir = Scratch::new("listen-reexec");
+    let sock = dir.path().join("app.sock");
+    // Readiness on descriptor 10 (one of paddock's reserved slots for sockets): the socket is
+    // still descriptor 3.
+    let app = format!(
+        "command = [\"/bin/bash\", \"-c\", \"echo >&10; exec {} {} r\"]\nstop_timeout = \"5s\"\n[readiness]\nnotify_fd = 10\n[[listen]]\naddress = \"127.0.0.1:{port}\"\n[[listen]]\naddress = \"{}\"\n",
+        python(),
+        serve_py().display(),
+        sock.display()
+    );
+    let p = Paddock::with_apps("listen-reexec", &[("web", &app)]).start();
+    let pid = p.wait_state("web", "READY", Duration::from_secs(10)).pid;
+    let body = get(&format!("127.0.0.1:{port}")).unwrap();
+    assert!(body.contains("fds=2"), "{body}");
+    // paddock re-executes itself: the app keeps running, the Unix socket file stays, and a
+    // restart afterwards hands over the same sockets.
+    let o = p.cli(&["reexec"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_for(Duration::from_secs(10), "paddock back", || {
+        p.client.request("GET", "/v1/version", None).is_ok()
+    });
+    assert_eq!(p.app("web").pid, pid);
+    assert!(sock.exists(), "the socket file outlives the re-exec");
+    let ask_unix = || {
+        let mut c = std::os::unix::net::UnixStream::connect(&sock).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+        let mut b = String::new();
+        c.read_to_string(&mut b).ok()?;
+        Some(b)
+    };
+    assert!(ask_unix().is_some_and(|b| b.contains("tag=r")));
+    let o = p.cli(&["restart", "web"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again = p.wait_state("web", "READY", Duration::from_secs(10)).pid;
+    assert_ne!(again, pid);
+    let b = ask_unix().expect("the Unix socket after the restart");
+    assert!(b.contains(&format!("pid={}", again.unwrap())), "{b}");
+    assert!(get(&format!("127.0.0.1:{port}")).is_ok());
+}

@@ -318,7 +318,12 @@ impl Supervisor {
             gens: generations::Gens::new(&state_dir),
         };
         // Sockets an earlier paddock left in the holder, before any app binds its own.
-        sockets::adopt_held(&s.wasm.listeners, held);
+        sockets::adopt_held(
+            &s.wasm.listeners,
+            held,
+            s.fdstore.as_mut(),
+            &mut s.held_sockets,
+        );
         s.publisher.use_registry(s.wasm.listeners.clone());
         for (_, spec) in specs {
             let spec = s.gens_at_load(spec);
@@ -510,7 +515,7 @@ impl Supervisor {
                     Some(Call(req, reply)) => {
                         self.handle(req, reply);
                         calls_in_a_row += 1;
-                        if calls_in_a_row % 8 == 0 {
+                        if calls_in_a_row.is_multiple_of(8) {
                             if let Ok(m) = rx.try_recv() {
                                 self.on_msg(m);
                             }
@@ -545,8 +550,9 @@ impl Supervisor {
         // them before the runtime goes away; with nothing left to stop, that is the same turn.
         tokio::task::yield_now().await;
         if let Some(exe) = self.reexec.take() {
-            // Everything stays: apps, cgroups, records, the holder's descriptors. Only what
-            // this process buffered is written out.
+            // Everything stays: apps, cgroups, records, the holder's descriptors, the Unix
+            // socket files. Only what this process buffered is written out.
+            crate::listen::keep_socket_files();
             self.logs.flush().await;
             return Outcome {
                 code: 0,

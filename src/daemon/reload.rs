@@ -40,6 +40,11 @@ pub(super) struct Reloads {
 impl Supervisor {
     /// Reads the app files for `then`, off the loop.
     pub(super) fn begin_reload(&mut self, then: Then) {
+        if matches!(then, Then::Sighup)
+            && self.reloads.next.iter().any(|t| matches!(t, Then::Sighup))
+        {
+            return; // one SIGHUP queued is enough: a flood of them is one update
+        }
         self.reloads.next.push(then);
         if !self.reloads.running {
             self.start_reload();
@@ -53,15 +58,29 @@ impl Supervisor {
         let loader = self.wasm.loader();
         let tx = self.tx.clone();
         tokio::task::spawn_blocking(move || {
-            let (specs, mut errors) = config::load_dirs_all(&dirs);
-            if let Some(l) = &loader {
-                errors.extend(wasm_apps::check_with_loader(l, &specs));
-            }
-            let _ = tx.send(Msg::Loaded(Box::new(Loaded {
-                specs,
-                errors,
-                checked: loader.is_some(),
-            })));
+            // A panic here must still answer the requests (and free the next load).
+            let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let (specs, mut errors) = config::load_dirs_all(&dirs);
+                if let Some(l) = &loader {
+                    errors.extend(wasm_apps::check_with_loader(l, &specs));
+                }
+                Loaded {
+                    specs,
+                    errors,
+                    checked: loader.is_some(),
+                }
+            }))
+            .unwrap_or_else(|_| Loaded {
+                specs: BTreeMap::new(),
+                errors: vec![config::ConfigError {
+                    file: dirs.first().cloned().unwrap_or_default(),
+                    line: 0,
+                    col: 0,
+                    message: "internal error while reading the app files (paddock's log says more); nothing was changed".into(),
+                }],
+                checked: true,
+            });
+            let _ = tx.send(Msg::Loaded(Box::new(loaded)));
         });
     }
 

@@ -63,32 +63,41 @@ fn held_name(a: &Addr) -> String {
 }
 
 /// Takes back the sockets an earlier paddock left in the descriptor holder (before any app is
-/// loaded: binding them again would fail while the holder keeps them). Returns how many.
+/// loaded: binding them again would fail while the holder keeps them). The ones taken are the
+/// holder's still (the first sweep drops those no app names); the others are dropped from it.
 pub(super) fn adopt_held(
     registry: &std::sync::Mutex<crate::listen::Registry>,
     held: &mut BTreeMap<String, OwnedFd>,
-) -> usize {
+    fdstore: Option<&mut crate::fdstore::Client>,
+    in_holder: &mut HeldSockets,
+) {
     let names: Vec<String> = held
         .keys()
         .filter(|k| k.starts_with("listen/"))
         .cloned()
         .collect();
     let Ok(mut r) = registry.lock() else {
-        return 0;
+        return;
     };
-    let mut n = 0;
+    let mut fdstore = fdstore;
     for name in names {
         let Some(fd) = held.remove(&name) else {
             continue;
         };
         match Addr::parse(&name["listen/".len()..]) {
-            Ok(a) if r.adopt(a.clone(), fd) => n += 1,
-            _ => eprintln!(
-                "paddock: the descriptor holder's {name} is not a socket listening there; bound anew"
-            ),
+            Ok(a) if r.adopt(a.clone(), fd) => {
+                in_holder.0.insert(a);
+            }
+            _ => {
+                eprintln!(
+                    "paddock: the descriptor holder's {name} is not a socket listening there; bound anew"
+                );
+                if let Some(fs) = fdstore.as_deref_mut() {
+                    fs.del(&name);
+                }
+            }
         }
     }
-    n
 }
 
 impl Supervisor {
@@ -103,6 +112,16 @@ impl Supervisor {
         {
             return Ok(());
         }
+        // Other sockets: what watched the old ones is dropped (re-armed by the caller).
+        if let Some(app) = self.apps[idx].as_mut() {
+            app.sockets.disarm();
+            if let Some(t) = app.sockets.idle.take() {
+                t.abort();
+            }
+        }
+        let Some(app) = self.apps[idx].as_ref() else {
+            return Ok(());
+        };
         let specs = app.spec.listen.clone();
         let addrs: Vec<Addr> = specs.iter().map(|s| s.addr.clone()).collect();
         let sockets = self
@@ -188,6 +207,10 @@ impl Supervisor {
             return;
         };
         if !app.spec.on_demand || app.sockets.sockets.is_empty() {
+            app.sockets.disarm();
+            if let Some(t) = app.sockets.idle.take() {
+                t.abort();
+            }
             return;
         }
         match to {
@@ -203,7 +226,11 @@ impl Supervisor {
                 app.sockets.disarm();
                 if let (Some(idle), None) = (app.spec.idle_stop, &app.sockets.idle) {
                     app.sockets.idle = Some(watch_idle(
-                        app.sockets.sockets.clone(),
+                        app.sockets
+                            .sockets
+                            .iter()
+                            .map(|s| crate::listen::Probe::of(s))
+                            .collect(),
                         idle,
                         idx,
                         spawns,
@@ -227,11 +254,12 @@ impl Supervisor {
             return;
         };
         app.sockets.disarm();
+        let on_demand = app.spec.on_demand;
         let down = self
             .fleet
             .unit(idx)
             .is_some_and(|u| matches!(u.m.state(), State::Stopped | State::Exited));
-        if down && !self.fleet.shutting_down() {
+        if on_demand && down && !self.fleet.shutting_down() {
             self.feed(idx, Event::Start);
         }
     }
@@ -304,18 +332,24 @@ fn watch(
 
 /// Sends `Msg::Idle` once the sockets had no connection open or waiting for `idle`.
 fn watch_idle(
-    sockets: Vec<Arc<Socket>>,
+    probes: Vec<crate::listen::Probe>,
     idle: Duration,
     idx: usize,
     spawn: u64,
     tx: mpsc::UnboundedSender<Msg>,
 ) -> tokio::task::JoinHandle<()> {
     let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+    let probes = Arc::new(probes);
     tokio::spawn(async move {
         let mut last_busy = Instant::now();
         loop {
             tokio::time::sleep(every).await;
-            if crate::listen::busy(&sockets) {
+            // Reading the kernel's tables can take milliseconds on a busy host: off the loop.
+            let p = probes.clone();
+            let busy = tokio::task::spawn_blocking(move || crate::listen::busy(&p))
+                .await
+                .unwrap_or(true);
+            if busy {
                 last_busy = Instant::now();
             } else if last_busy.elapsed() >= idle {
                 let _ = tx.send(Msg::Idle { idx, spawn });

@@ -39,9 +39,11 @@ unsafe fn child(
         // SAFETY: fail's contract is report_and_exit's.
         unsafe { report_and_exit(report, step as u8, errno(), 0) }
     }
-    // SAFETY: this fn's contract: the vfork-style child with the parent suspended, so `p`, `io` and
-    // `join` are alive and unchanged; calls take descriptors of our table, the C strings and
-    // NULL-terminated pointer arrays of `Prepared`, and live locals; nothing allocates.
+    // SAFETY: this fn's contract: the vfork-style child with the parent suspended, so `p`, `io`,
+    // `join` and `listen` are alive and unchanged; calls take descriptors of our table, the C
+    // strings and NULL-terminated pointer arrays of `Prepared` or of the parent's `Handover`
+    // (whose `pid_digits` points into the parent's `LISTEN_PID=` buffer, with room for 11
+    // digits and the NUL, written only here), and live locals; nothing allocates.
     unsafe {
         // Into the app's cgroups first, before anything is allocated or exec'd (memory is
         // charged to the cgroup a process is in when it is touched), and while the descriptor
@@ -89,6 +91,33 @@ unsafe fn child(
                 }
             }
         }
+        // The sockets (LISTEN_FDS) go first to free descriptors above every slot and above
+        // 3 + n, before the readiness descriptor is placed (it may be placed over a listen
+        // slot) and before `nofile` (which may leave no room later); the report pipe leaves
+        // 3..3+n. They reach 3, 4, … right before execve.
+        let h = &listen.handover;
+        let n = h.n as RawFd;
+        let above = (3 + n).max(FIRST_FREE);
+        let mut tmp = [-1 as RawFd; super::fds::MAX_LISTEN];
+        if h.n > 0 {
+            if (3..3 + n).contains(&report) {
+                report = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, above);
+                if report < 0 {
+                    libc::_exit(127);
+                }
+            }
+            for (i, t) in tmp.iter_mut().enumerate().take(h.n) {
+                let src = if listen.first >= 0 {
+                    listen.first + i as RawFd
+                } else {
+                    listen.fds[i]
+                };
+                *t = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, above);
+                if *t < 0 {
+                    fail(report, Step::Sockets);
+                }
+            }
+        }
         let soft = CHILD_NOFILE[0].load(std::sync::atomic::Ordering::Relaxed);
         if let Some(n) = p.nofile {
             let rl = libc::rlimit {
@@ -110,6 +139,14 @@ unsafe fn child(
                 report = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, FIRST_FREE);
                 if report < 0 {
                     libc::_exit(127);
+                }
+            }
+            for t in tmp.iter_mut().take(h.n) {
+                if *t == target {
+                    *t = libc::fcntl(*t, libc::F_DUPFD_CLOEXEC, above);
+                    if *t < 0 {
+                        fail(report, Step::Sockets);
+                    }
                 }
             }
             let r = if src == target {
@@ -162,30 +199,9 @@ unsafe fn child(
             }
         }
         let mut envp = p.envp_ptrs.as_ptr();
-        let h = &listen.handover;
         if h.n > 0 {
-            // The sockets go to 3, 4, …: first each to a free descriptor above them (a socket
-            // may sit where another must go), then into place without close-on-exec. The report
-            // pipe moves out of the way first.
-            let n = h.n as RawFd;
-            if (3..3 + n).contains(&report) {
-                report = libc::fcntl(report, libc::F_DUPFD_CLOEXEC, 3 + n);
-                if report < 0 {
-                    libc::_exit(127);
-                }
-            }
-            let mut tmp = [0 as RawFd; super::fds::MAX_LISTEN];
-            for (i, t) in tmp.iter_mut().enumerate().take(h.n) {
-                let src = if listen.first >= 0 {
-                    listen.first + i as RawFd
-                } else {
-                    listen.fds[i]
-                };
-                *t = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, 3 + n);
-                if *t < 0 {
-                    fail(report, Step::Sockets);
-                }
-            }
+            // Into place without close-on-exec (3..3+n holds nothing needed any more: the
+            // readiness descriptor is not there, by the configuration's check).
             for (i, &t) in tmp.iter().enumerate().take(h.n) {
                 if libc::dup2(t, 3 + i as RawFd) < 0 {
                     fail(report, Step::Sockets);

@@ -1040,16 +1040,14 @@ fn bundles_run_with_the_hosts_libraries_hidden() {
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("index.html"), "served from a bundle\n").unwrap();
     let (rport, nport, bport) = (free_port(), free_port(), free_port());
-    let nginx_conf = s.path().join("nginx.conf");
+    let conf_file = s.path().join("nginx.conf");
     let d = s.path().display();
     std::fs::write(
-        &nginx_conf,
-        format!(
-            "daemon off;\nmaster_process on;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log stderr notice;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-             server {{ listen 127.0.0.1:{nport}; root {www}; }} }}\n",
-            www = www.display()
+        &conf_file,
+        nginx_conf(
+            &d.to_string(),
+            None,
+            &format!("listen 127.0.0.1:{nport}; root {};", www.display()),
         ),
     )
     .unwrap();
@@ -1066,7 +1064,7 @@ fn bundles_run_with_the_hosts_libraries_hidden() {
         "nginx",
         format!(
             "isolation = \"bundle\"\nbundle = \"nginx\"\ncommand = [\"/usr/sbin/nginx\", \"-e\", \"stderr\", \"-p\", \"{d}\", \"-c\", \"{}\"]\n",
-            nginx_conf.display()
+            conf_file.display()
         ),
     );
     app(

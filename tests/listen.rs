@@ -245,19 +245,12 @@ fn nginx_from_debian_takes_the_socket_and_restarts_without_refusing() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let conf = Scratch::new("listen-nginx-conf");
-    let user = if is_root() {
-        "user nobody nogroup;\n"
-    } else {
-        ""
-    };
     std::fs::write(
         conf.path().join("nginx.conf"),
-        format!(
-            "daemon off;\nmaster_process on;\nworker_processes 1;\n{user}pid {d}/nginx.pid;\nerror_log stderr notice;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-             server {{ listen {addr}; location / {{ return 200 \"nginx\\n\"; }} }} }}\n",
-            d = conf.path().display()
+        nginx_conf(
+            &conf.path().display().to_string(),
+            is_root().then_some("nobody nogroup"),
+            &format!("listen {addr}; location / {{ return 200 \"nginx\\n\"; }}"),
         ),
     )
     .unwrap();
@@ -525,11 +518,10 @@ fn a_sandboxed_nginx_without_a_network_serves_the_host_through_its_handed_socket
     let conf = Scratch::new("listen-sbx-nginx-conf");
     std::fs::write(
         conf.path().join("nginx.conf"),
-        format!(
-            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser nobody nogroup;\npid /tmp/nginx.pid;\nerror_log stderr notice;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path /tmp/body; proxy_temp_path /tmp/proxy; fastcgi_temp_path /tmp/fastcgi; uwsgi_temp_path /tmp/uwsgi; scgi_temp_path /tmp/scgi;\n\
-             server {{ listen {addr}; location / {{ return 200 \"sandboxed\\n\"; }} }} }}\n"
+        nginx_conf(
+            "/tmp",
+            Some("nobody nogroup"),
+            &format!("listen {addr}; location / {{ return 200 \"sandboxed\\n\"; }}"),
         ),
     )
     .unwrap();

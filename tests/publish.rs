@@ -34,20 +34,7 @@ fn store() -> &'static Path {
 fn serve(tag: &str, apps: &[(&str, &str)]) -> (Paddock, Arc<Mutex<String>>) {
     let mut p =
         Paddock::with_apps(tag, apps).start_with(&["--store".as_ref(), store().as_os_str()]);
-    let log = Arc::new(Mutex::new(String::new()));
-    let mut err = p.child.as_mut().unwrap().stderr.take().unwrap();
-    let l = log.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            l.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
+    let log = p.collect_stderr();
     (p, log)
 }
 

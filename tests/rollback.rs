@@ -7,10 +7,8 @@
 mod common;
 use common::*;
 use paddock::control::api::{HistoryResponse, RollbackResponse};
-use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -46,25 +44,6 @@ fn wait_stable(p: &Paddock, app: &str, n: u64) {
     );
 }
 
-/// paddock's stderr, collected by a thread.
-fn collect_stderr(p: &mut Paddock) -> Arc<Mutex<String>> {
-    let buf = Arc::new(Mutex::new(String::new()));
-    let mut err = p.child.as_mut().unwrap().stderr.take().unwrap();
-    let b = buf.clone();
-    std::thread::spawn(move || {
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = err.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            b.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&chunk[..n]));
-        }
-    });
-    buf
-}
-
 /// `paddock events`, writing to a file.
 fn events(p: &Paddock, file: &Path) -> Child {
     let child = Command::new(BIN)
@@ -96,7 +75,7 @@ fn wait_generation(p: &Paddock, app: &str, n: u64, within: Duration) -> Duration
 fn a_bad_update_rolls_back_by_itself_and_is_not_applied_again() {
     let v1 = format!("command = [\"/bin/sleep\", \"1001\"]\n{RESTART}");
     let mut p = Paddock::with_apps("rb-none", &[("web", &v1)]).start();
-    let log = collect_stderr(&mut p);
+    let log = p.collect_stderr();
     let first = p.wait_state("web", "READY", Duration::from_secs(10)).pid;
     wait_stable(&p, "web", 1);
     let evf = p.dir.path().join("events");
@@ -303,7 +282,7 @@ fn corrupt_or_hostile_history_files_start_afresh() {
             .success()
     );
     let mut p = p.start();
-    let log = collect_stderr(&mut p);
+    let log = p.collect_stderr();
     for app in ["a", "b", "c"] {
         let a = p.wait_state(app, "READY", Duration::from_secs(10));
         assert_eq!(a.generation, Some(1), "{a:?}");

@@ -611,11 +611,10 @@ fn nginx_and_memcached_as_nobody_run_sandboxed_with_health_checks() {
     // on its own range of host ids only).
     std::fs::write(
         conf.path().join("nginx.conf"),
-        format!(
-            "daemon off;\nmaster_process on;\nworker_processes 1;\nuser nobody nogroup;\npid /tmp/nginx.pid;\nerror_log stderr notice;\n\
-             events {{ worker_connections 64; }}\n\
-             http {{ access_log off; client_body_temp_path /tmp/body; proxy_temp_path /tmp/proxy; fastcgi_temp_path /tmp/fastcgi; uwsgi_temp_path /tmp/uwsgi; scgi_temp_path /tmp/scgi;\n\
-             server {{ listen 127.0.0.1:{nport}; root /usr/share/nginx/html; }} }}\n"
+        nginx_conf(
+            "/tmp",
+            Some("nobody nogroup"),
+            &format!("listen 127.0.0.1:{nport}; root /usr/share/nginx/html;"),
         ),
     )
     .unwrap();

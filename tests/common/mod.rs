@@ -202,6 +202,26 @@ impl Paddock {
         last
     }
 
+    /// paddock's stderr from now on, collected by a thread.
+    pub fn collect_stderr(&mut self) -> std::sync::Arc<std::sync::Mutex<String>> {
+        use std::io::Read;
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err = self.child.as_mut().unwrap().stderr.take().unwrap();
+        let b = buf.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = err.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                b.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        buf
+    }
+
     pub fn post(&self, path: &str) -> paddock::control::client::Response {
         self.client.request("POST", path, None).expect("request")
     }
@@ -331,6 +351,19 @@ pub fn ctxt_switches(pid: i32) -> u64 {
         }
     }
     total
+}
+
+/// An nginx.conf for tests: in the foreground, one worker (running as `user`, e.g.
+/// "nobody nogroup", when given), its pid and temporary files under `dir`, errors on stderr,
+/// and one server block holding `server`.
+pub fn nginx_conf(dir: &str, user: Option<&str>, server: &str) -> String {
+    let user = user.map_or(String::new(), |u| format!("user {u};\n"));
+    format!(
+        "daemon off;\nmaster_process on;\nworker_processes 1;\n{user}pid {dir}/nginx.pid;\nerror_log stderr notice;\n\
+         events {{ worker_connections 64; }}\n\
+         http {{ access_log off; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fastcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;\n\
+         server {{ {server} }} }}\n"
+    )
 }
 
 /// A TCP port free on 127.0.0.1 right now.

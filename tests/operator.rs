@@ -444,8 +444,8 @@ command=/usr/bin/redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonl
 autostart=true
 autorestart=true
 startsecs=2
-stdout_logfile=/var/log/redis.log
-stderr_logfile=/var/log/redis.err
+stdout_logfile={logs}/redis.log
+stderr_logfile={logs}/missing/redis.err
 priority=10
 
 [program:memcached]
@@ -462,8 +462,10 @@ numprocs=2
 process_name=%(program_name)s_%(process_num)02d
 redirect_stderr=true
 stopasgroup=true
+stdout_logfile={logs}/worker-%(process_num)d.log
 "#,
-        work = work.display()
+        work = work.display(),
+        logs = s.path().display(),
     );
     let conf_path = s.path().join("supervisord.conf");
     std::fs::write(&conf_path, conf).unwrap();
@@ -486,14 +488,15 @@ stopasgroup=true
         "wrote ",
         "supervisord.conf:1", // the [unix_http_server] section is noted, by line
         "[program:redis] startsecs: mapped to [restart] stable_after",
-        "[program:redis] stdout_logfile: not mapped:",
+        "[program:redis] stderr_logfile: not mapped: the directory",
         "[program:redis] priority: not mapped: paddock orders by `after`/`requires`",
-        "[program:worker] numprocs: written as 2 app files",
+        "[program:worker] numprocs: mapped to instances = 2: apps worker@0 … worker@1",
+        "[program:worker] process_name: not mapped: instances are named worker@0 … worker@1",
         "[rpcinterface:supervisor]: not mapped",
     ] {
         assert!(report.contains(want), "{want:?} missing:\n{report}");
     }
-    for f in ["redis", "memcached", "worker_00", "worker_01"] {
+    for f in ["redis", "memcached", "worker"] {
         assert!(p.apps_dir().join(format!("{f}.toml")).is_file(), "{f}");
     }
     // A second import does not overwrite.
@@ -508,7 +511,7 @@ stopasgroup=true
     assert!(text(&again.stderr).contains("exists; nothing was written (use --force"));
     // Run them, as written.
     let p = p.start();
-    for a in ["redis", "memcached", "worker_00", "worker_01"] {
+    for a in ["redis", "memcached", "worker@0", "worker@1"] {
         p.wait_state(a, "READY", Duration::from_secs(20));
     }
     wait_for(Duration::from_secs(10), "redis answers on 6390", || {
@@ -536,13 +539,19 @@ stopasgroup=true
         .unwrap()
         .to_string();
     assert!(!uid.contains("\t0\t"), "{uid}");
-    for (a, n) in [("worker_00", 0), ("worker_01", 1)] {
+    // stdout_logfile: each instance writes its own file, named by %(process_num) (now %i),
+    // and stderr goes with it (redirect_stderr); redis's stdout is in the file it named.
+    for n in [0, 1] {
         let want = format!("hello world from {} as {n}", work.display());
         wait_for(Duration::from_secs(10), "the worker's line", || {
-            std::fs::read_to_string(p.logs_dir().join(format!("{a}.out")))
+            std::fs::read_to_string(s.path().join(format!("worker-{n}.log")))
                 .is_ok_and(|l| l.contains(&want))
         });
     }
+    wait_for(Duration::from_secs(10), "redis's log in redis.log", || {
+        std::fs::read_to_string(s.path().join("redis.log"))
+            .is_ok_and(|l| l.contains("Ready to accept connections"))
+    });
     assert!(p.shutdown().success());
 }
 

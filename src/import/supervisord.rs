@@ -1,5 +1,7 @@
 //! supervisord's INI config: each `[program:NAME]` becomes an app file (`numprocs = N` becomes
-//! N files, named by `process_name`); every other key and section is mapped or noted.
+//! one file with `instances = N` when `%i` can stand for `%(process_num)`, else N files named by
+//! `process_name`); `stdout_logfile`/`stderr_logfile` become `[logs]` paths; every other key
+//! and section is mapped or noted.
 
 use super::{AppOut, Import, Note, app_name, arr, q, secs, split_words};
 use std::path::Path;
@@ -104,6 +106,92 @@ fn expand(v: &str, vars: &[(&str, String)]) -> Result<String, String> {
     Ok(out)
 }
 
+/// Stands for `%(process_num)` while an `instances` file is written; becomes `%i`.
+const PROCESS_NUM: &str = "\u{E000}";
+
+/// Every `%(process_num)` in `v` is `s` or `d` with no width, so `%i` can say it.
+fn process_num_plain(v: &str) -> bool {
+    v.match_indices("%(process_num)")
+        .all(|(i, m)| matches!(v.as_bytes().get(i + m.len()), Some(b's' | b'd')))
+}
+
+/// Where `stdout_logfile`/`stderr_logfile` puts a stream, in paddock's `[logs]`.
+#[derive(Debug, PartialEq)]
+enum LogPath {
+    /// `/dev/stdout` and the like: paddock's own output.
+    Inherit,
+    /// `AUTO`: paddock's own file, `LOG_DIR/NAME.out` / `.err`.
+    Default,
+    /// stderr into stdout's file.
+    Combine,
+    File(String),
+    /// Not mapped, and why.
+    No(String),
+}
+
+/// `v` (expanded; `%i` in it for instances) for `stream`. `redirect`: `redirect_stderr = true`;
+/// `same_as_stdout`: the stderr file is stdout's; `instances`: how many share the app file.
+fn log_path(
+    v: &str,
+    stream: &str,
+    redirect: bool,
+    same_as_stdout: bool,
+    instances: Option<usize>,
+) -> LogPath {
+    if matches!(v, "/dev/stdout" | "/dev/stderr" | "/dev/fd/1" | "/dev/fd/2") {
+        return LogPath::Inherit;
+    }
+    match v.to_ascii_uppercase().as_str() {
+        "AUTO" => return LogPath::Default,
+        "NONE" => {
+            return LogPath::No(format!(
+                "not mapped: paddock does not discard output; it stays in LOG_DIR/NAME.{} (rotated: [logs] max_size, keep)",
+                if stream == "stdout" { "out" } else { "err" }
+            ));
+        }
+        "SYSLOG" => {
+            return LogPath::No(
+                "not mapped: paddock writes files (`[logs] format = \"json\"` for a shipper)".into(),
+            );
+        }
+        _ => {}
+    }
+    if stream == "stderr" && redirect {
+        return LogPath::No(
+            "not needed: redirect_stderr = true sends stderr to stdout's file (supervisord ignores stderr_logfile then too)".into(),
+        );
+    }
+    if same_as_stdout {
+        return LogPath::Combine;
+    }
+    if !v.starts_with('/') {
+        return LogPath::No(format!(
+            "not mapped: {v:?} is not an absolute path; set [logs] {stream} to one"
+        ));
+    }
+    if let Some(n) = instances
+        && !v.contains("%i")
+    {
+        return LogPath::No(format!(
+            "not mapped: the {n} instances would share one file, which paddock refuses (each file has one writer); put %(process_num)d in the path"
+        ));
+    }
+    let probe = v.replace("%%", "%").replace("%i", "0");
+    let dir = if probe.ends_with('/') {
+        Path::new(&probe)
+    } else {
+        Path::new(&probe).parent().unwrap_or(Path::new("/"))
+    };
+    if !dir.is_dir() {
+        return LogPath::No(format!(
+            "not mapped: the directory {} does not exist here (paddock creates log files, not directories); create it and set [logs] {stream} = {}",
+            dir.display(),
+            q(v)
+        ));
+    }
+    LogPath::File(v.to_string())
+}
+
 /// `A="1",B=two` → pairs.
 fn env_pairs(v: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = vec![];
@@ -193,12 +281,35 @@ fn program(
     let numprocs_start: usize = get("numprocs_start")
         .and_then(|(_, v, _)| v.parse().ok())
         .unwrap_or(0);
-    for i in 0..numprocs {
+    // `numprocs = N` becomes one file with `instances = N` when paddock's `%i` (0 … N-1, no
+    // padding) can say what `%(process_num)` said; else N app files.
+    let instances_why_not = if numprocs < 2 {
+        None
+    } else if numprocs_start != 0 {
+        Some(format!("numprocs_start = {numprocs_start}: paddock's instances count from 0"))
+    } else {
+        sec.keys
+            .iter()
+            .filter(|(k, _, _)| k != "process_name")
+            .find(|(_, v, _)| !process_num_plain(v))
+            .map(|(k, _, _)| format!("{k} pads %(process_num): paddock's %i is the bare number"))
+    };
+    let as_instances = numprocs > 1 && instances_why_not.is_none();
+    let runs = if as_instances { 1 } else { numprocs };
+    let redirect = get("redirect_stderr").is_some_and(|(_, v, _)| truthy(v) == Some(true));
+    for i in 0..runs {
         let num = numprocs_start + i;
         let vars = [
             ("program_name", prog.to_string()),
             ("group_name", prog.to_string()),
-            ("process_num", num.to_string()),
+            (
+                "process_num",
+                if as_instances {
+                    PROCESS_NUM.to_string()
+                } else {
+                    num.to_string()
+                },
+            ),
             ("numprocs", numprocs.to_string()),
             ("here", here.display().to_string()),
             (
@@ -208,13 +319,26 @@ fn program(
                     .unwrap_or_default(),
             ),
         ];
-        let x = |v: &str, l: usize| expand(v, &vars).map_err(|e| format!("line {l}: {e}"));
+        let x = |v: &str, l: usize| {
+            let s = expand(v, &vars).map_err(|e| format!("line {l}: {e}"))?;
+            // In an instances file every other `%` is doubled (docs/config.md#instances).
+            Ok::<_, String>(if as_instances {
+                s.replace('%', "%%").replace(PROCESS_NUM, "%i")
+            } else {
+                s
+            })
+        };
         let pname = match get("process_name") {
-            Some((_, v, l)) if numprocs > 1 || v != "%(program_name)s" => x(v, *l)?,
+            Some((_, v, l)) if !as_instances && (numprocs > 1 || v != "%(program_name)s") => {
+                x(v, *l)?
+            }
             _ => prog.to_string(),
         };
         let name = app_name(&pname);
         let mut a = AppOut::new(&name, format!("{file} [program:{prog}]"));
+        if as_instances {
+            a.set("instances", numprocs.to_string());
+        }
         // Notes are taken once, from the first process.
         let mut notes = vec![];
         let mut note = |l: usize, k: &str, why: String| {
@@ -236,9 +360,9 @@ fn program(
             );
         }
         let autorestart = get("autorestart").map(|(_, v, _)| v.to_ascii_lowercase());
-        for (k, v, l) in &sec.keys {
+        for (k, raw, l) in &sec.keys {
             let l = *l;
-            let v = x(v, l)?;
+            let v = x(raw, l)?;
             match k.as_str() {
                 "command" => {
                     let words = split_words(&v).map_err(|e| format!("line {l}: command: {e}"))?;
@@ -298,11 +422,15 @@ fn program(
                     }
                 }
                 "stdout_logfile" | "stderr_logfile" => {
-                    let up = v.to_ascii_uppercase();
-                    if v == "/dev/stdout" || v == "/dev/stderr" || v == "/dev/fd/1" || v == "/dev/fd/2" {
-                        a.set_in("logs", "stdout", q("inherit"));
-                    } else if up != "AUTO" {
-                        note(l, k, format!("not mapped: paddock writes STATE_DIR/logs/{name}.{}; see [logs] in docs/logs.md for per-app log paths", if k == "stdout_logfile" { "out" } else { "err" }));
+                    let stream = if k == "stdout_logfile" { "stdout" } else { "stderr" };
+                    let same_as_stdout = stream == "stderr"
+                        && get("stdout_logfile").is_some_and(|(_, o, _)| o == raw);
+                    match log_path(&v, stream, redirect, same_as_stdout, as_instances.then_some(numprocs)) {
+                        LogPath::Inherit => a.set_in("logs", "stdout", q("inherit")),
+                        LogPath::Default => {}
+                        LogPath::Combine => a.set_in("logs", "combine", "true".into()),
+                        LogPath::File(p) => a.set_in("logs", stream, q(&p)),
+                        LogPath::No(why) => note(l, k, why),
                     }
                 }
                 "stdout_logfile_maxbytes" | "stderr_logfile_maxbytes" => {
@@ -315,11 +443,19 @@ fn program(
                     Err(_) => note(l, k, format!("not mapped: {v:?}")),
                 },
                 "numprocs" => {
-                    if numprocs > 1 {
-                        note(l, k, format!("written as {numprocs} app files named by process_name ({name}, …); start and stop them together with `paddock start {prog}_*`-style lists or `all`"));
+                    if as_instances {
+                        note(l, k, format!("mapped to instances = {numprocs}: apps {prog}@0 … {prog}@{} (%(process_num) became %i); `paddock restart {prog}` restarts them one at a time", numprocs - 1));
+                    } else if numprocs > 1 {
+                        let why = instances_why_not.as_deref().unwrap_or("");
+                        note(l, k, format!("written as {numprocs} app files named by process_name ({name}, …), not as instances ({why}); start and stop them together by listing them or with `all`"));
                     }
                 }
-                "numprocs_start" | "process_name" => {}
+                "numprocs_start" => {}
+                "process_name" => {
+                    if as_instances && raw != "%(program_name)s" {
+                        note(l, k, format!("not mapped: instances are named {prog}@0 … {prog}@{}", numprocs - 1));
+                    }
+                }
                 "priority" => note(l, k, "not mapped: paddock orders by `after`/`requires` (start once another is READY), not by number".into()),
                 "umask" => note(l, k, "not mapped: set it in the command (`sh -c 'umask 022; exec …'`)".into()),
                 "serverurl" => note(l, k, "not needed: paddock's CLI finds its socket by --socket or PADDOCK_SOCKET".into()),
@@ -346,10 +482,11 @@ mod tests {
     fn converts_programs_and_notes_the_rest() {
         let src = "[supervisord]\nlogfile=/tmp/s.log\n\n[program:w]\ncommand=/bin/sh -c 'echo \"$G\"' ; comment\ndirectory=/tmp\nenvironment=G=\"hello world\",M=x\nnumprocs=2\nprocess_name=%(program_name)s_%(process_num)02d\nautorestart=unexpected\nstartsecs=3\npriority=5\n";
         let i = convert("s.conf", src, Path::new("/etc")).unwrap();
-        assert_eq!(i.apps.len(), 2);
-        assert_eq!(i.apps[0].name, "w_00");
-        assert_eq!(i.apps[1].name, "w_01");
+        // numprocs with process_num only in process_name: one file with instances.
+        assert_eq!(i.apps.len(), 1);
+        assert_eq!(i.apps[0].name, "w");
         let t = i.apps[0].to_toml();
+        assert!(t.contains("instances = 2"), "{t}");
         assert!(
             t.contains("command = [\"/bin/sh\", \"-c\", 'echo \"$G\"']"),
             "{t}"
@@ -374,6 +511,53 @@ mod tests {
                 .unwrap_err()
                 .contains("line 2")
         );
+    }
+
+    #[test]
+    fn numprocs_become_instances_when_percent_i_can_say_it() {
+        let src = "[program:w]\ncommand=/bin/echo %(process_num)d 100%%\nnumprocs=3\nstdout_logfile=/tmp/w-%(process_num)s.log\n";
+        let i = convert("s.conf", src, Path::new("/etc")).unwrap();
+        assert_eq!(i.apps.len(), 1);
+        let t = i.apps[0].to_toml();
+        assert!(t.contains("instances = 3"), "{t}");
+        assert!(t.contains(r#"command = ["/bin/echo", "%i", "100%%"]"#), "{t}");
+        assert!(t.contains(r#"stdout = "/tmp/w-%i.log""#), "{t}");
+        // Padded numbers, or numbering from 1: N files, and the note says why.
+        for (src, why) in [
+            ("[program:w]\ncommand=/bin/echo %(process_num)02d\nnumprocs=2\n", "command pads"),
+            ("[program:w]\ncommand=/bin/echo\nnumprocs=2\nnumprocs_start=1\nprocess_name=w%(process_num)d\n", "numprocs_start = 1"),
+        ] {
+            let i = convert("s.conf", src, Path::new("/etc")).unwrap();
+            assert_eq!(i.apps.len(), 2, "{src}");
+            assert!(i.notes.iter().any(|n| n.why.contains(why)), "{:?}", i.notes);
+        }
+        // One log file for every instance is not mapped.
+        let src = "[program:w]\ncommand=/bin/echo %(process_num)d\nnumprocs=2\nstdout_logfile=/tmp/w.log\n";
+        let i = convert("s.conf", src, Path::new("/etc")).unwrap();
+        assert!(!i.apps[0].to_toml().contains("[logs]"));
+        assert!(i.notes.iter().any(|n| n.why.contains("would share one file")), "{:?}", i.notes);
+    }
+
+    #[test]
+    fn log_files() {
+        use LogPath::*;
+        assert_eq!(log_path("/tmp/a.log", "stdout", false, false, None), File("/tmp/a.log".into()));
+        assert_eq!(log_path("/tmp/", "stderr", false, false, None), File("/tmp/".into()));
+        assert_eq!(log_path("AUTO", "stdout", false, false, None), Default);
+        assert_eq!(log_path("/dev/stdout", "stdout", false, false, None), Inherit);
+        assert_eq!(log_path("/tmp/a.log", "stderr", false, true, None), Combine);
+        for (v, stream, redirect, why) in [
+            ("NONE", "stdout", false, "does not discard"),
+            ("syslog", "stdout", false, "writes files"),
+            ("/tmp/b.log", "stderr", true, "redirect_stderr"),
+            ("rel.log", "stdout", false, "not an absolute path"),
+            ("/nonexistent-dir/a.log", "stdout", false, "does not exist here"),
+        ] {
+            match log_path(v, stream, redirect, false, None) {
+                No(w) => assert!(w.contains(why), "{v}: {w}"),
+                other => panic!("{v}: {other:?}"),
+            }
+        }
     }
 
     #[test]

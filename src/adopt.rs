@@ -32,6 +32,10 @@ pub struct Record {
     /// How to stop it if its app is gone from the configuration.
     pub stop_signal: i32,
     pub stop_timeout_ms: u64,
+    /// The app's automatic restarts so far, which the next paddock carries on (absent in
+    /// records of older versions: 0).
+    #[serde(default)]
+    pub restarts: u64,
 }
 
 pub fn run_dir(state_dir: &Path) -> PathBuf {
@@ -184,6 +188,7 @@ mod tests {
             spec_digest: digest("x"),
             stop_signal: 15,
             stop_timeout_ms: 1000,
+            restarts: 3,
         };
         write(d.path(), &r).unwrap();
         std::fs::write(d.path().join("b.json"), b"{not json").unwrap();

@@ -398,6 +398,29 @@ fn metrics_over_tcp_are_read_only_and_stable() {
         assert_eq!(out.status.code(), Some(2));
         assert!(text(&out.stderr).contains(want), "{}", text(&out.stderr));
     }
+    // kill -9 of paddock: the descriptor holder keeps the metrics listener, so a scrape meanwhile
+    // waits in its backlog and is answered by the next paddock, on the same socket.
+    let mut p = p;
+    let mut child = p.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let scrape = std::thread::spawn(move || http(port, "GET /metrics HTTP/1.1\r\n\r\n"));
+    std::thread::sleep(Duration::from_millis(300));
+    let p = p.start_with(&["--metrics-listen".as_ref(), addr.as_ref()]);
+    let r = scrape.join().unwrap();
+    assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
+    assert!(r.contains("paddock_app_state{app=\"web\",state=\"READY\"} 1"), "{r}");
+    assert_eq!(p.app("web").pid, pid, "adopted, not restarted");
+    // Without --metrics-listen the next paddock lets the held socket go.
+    let mut p = p;
+    let mut child = p.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let p = p.start();
+    p.wait_state("web", "READY", Duration::from_secs(10));
+    wait_for(Duration::from_secs(5), "the port to be free", || {
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    });
 }
 
 /// Issue 18's port: a supervisord config with redis on 6390, memcached with `-u nobody` and a

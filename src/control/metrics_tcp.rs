@@ -17,6 +17,16 @@ const MAX_CONNECTIONS: usize = 64;
 /// Parses `ADDR` (`127.0.0.1:9464`, `[::]:9464`, `:9464` for every address) and binds it, or
 /// says precisely why not.
 pub fn bind(addr: &str) -> Result<TcpListener, String> {
+    bind_or_take(addr, None).map(|(l, _)| l)
+}
+
+/// The metrics listener: `held` (the one the descriptor holder kept from an earlier paddock,
+/// after a crash or a `reexec`) when it listens on `addr`, else a new one (dropping `held`).
+/// The flag says whether it is new (and so must be given to the holder).
+pub fn bind_or_take(
+    addr: &str,
+    held: Option<std::os::fd::OwnedFd>,
+) -> Result<(TcpListener, bool), String> {
     let full = match addr.strip_prefix(':') {
         Some(port) => format!("0.0.0.0:{port}"),
         None => addr.to_string(),
@@ -26,6 +36,17 @@ pub fn bind(addr: &str) -> Result<TcpListener, String> {
             "--metrics-listen {addr:?}: expected an address and port, such as 127.0.0.1:9464, [::1]:9464 or :9464 (every address)"
         )
     })?;
+    if let Some(fd) = held {
+        let l = std::net::TcpListener::from(fd);
+        // Port 0 asks for a new port each time: never the held one.
+        if sa.port() != 0 && l.local_addr().is_ok_and(|a| a == sa) {
+            return l
+                .set_nonblocking(true)
+                .and_then(|()| TcpListener::from_std(l))
+                .map(|l| (l, false))
+                .map_err(|e| format!("--metrics-listen {addr}: {}", crate::util::io_reason(&e)));
+        }
+    }
     let l = std::net::TcpListener::bind(sa).map_err(|e| {
         format!(
             "--metrics-listen {addr}: cannot listen: {}",
@@ -34,6 +55,7 @@ pub fn bind(addr: &str) -> Result<TcpListener, String> {
     })?;
     l.set_nonblocking(true)
         .and_then(|()| TcpListener::from_std(l))
+        .map(|l| (l, true))
         .map_err(|e| format!("--metrics-listen {addr}: {}", crate::util::io_reason(&e)))
 }
 

@@ -54,6 +54,7 @@ impl Supervisor {
                     spec_digest: adopt::digest(&format!("{:?}", app.spec)),
                     stop_signal: app.spec.stop_signal,
                     stop_timeout_ms: app.spec.stop_timeout.as_millis() as u64,
+                    restarts: u.m.restarts(),
                 };
                 if let Err(e) = adopt::write(&self.run_dir, &r) {
                     eprintln!(
@@ -206,6 +207,7 @@ impl Supervisor {
             Event::Adopted {
                 ready: r.ready,
                 age: adopt::age(r.start_ticks),
+                restarts: r.restarts,
             },
         );
         eprintln!(

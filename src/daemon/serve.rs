@@ -170,11 +170,30 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             }
             return Err(s);
         }
-        let metrics_listener = match &opts.metrics_listen {
-            Some(a) => Some(crate::control::metrics_tcp::bind(a)?),
-            None => None,
-        };
+        // The metrics listener is kept by the holder like the control socket: a Prometheus
+        // scrape during a crash or `reexec` waits in its backlog instead of being refused.
         let mut sup = sup;
+        let held_metrics = held.remove("metrics");
+        let metrics_listener = match &opts.metrics_listen {
+            Some(a) => {
+                let (l, fresh) = crate::control::metrics_tcp::bind_or_take(a, held_metrics)?;
+                if fresh && let Some(fs) = sup.fdstore.as_mut() {
+                    use std::os::fd::AsFd;
+                    fs.put("metrics", l.as_fd());
+                }
+                Some(l)
+            }
+            None => {
+                // Not asked for any more: closed here and in the holder.
+                if let Some(fd) = held_metrics {
+                    drop(fd);
+                    if let Some(fs) = sup.fdstore.as_mut() {
+                        fs.del("metrics");
+                    }
+                }
+                None
+            }
+        };
         let listener = match held.remove("control") {
             Some(fd) if crate::control::server::listens_on(&fd, &opts.socket) => {
                 crate::control::server::from_held(fd)?

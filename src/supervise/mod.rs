@@ -147,6 +147,8 @@ pub enum Event {
     Adopted {
         ready: bool,
         age: Duration,
+        /// The automatic restarts the earlier paddock had counted, carried on.
+        restarts: u64,
     },
     /// The app signalled readiness (`READY=1`, a newline on its readiness descriptor).
     Ready,
@@ -247,7 +249,8 @@ pub struct Machine {
     deps_ok: bool,
     /// Consecutive failed starts.
     failures: u32,
-    /// Automatic restarts since paddock started supervising this app.
+    /// Automatic restarts since paddock started supervising this app (carried across a crash
+    /// or `reexec` of paddock by the app's record).
     restarts: u64,
     /// Successful spawns ever (a generation number for waiters).
     spawns: u64,
@@ -626,10 +629,11 @@ impl Machine {
                 }
                 self.started(false, now, out);
             }
-            Event::Adopted { ready, age } => {
+            Event::Adopted { ready, age, restarts } => {
                 if self.alive || !matches!(self.state, Stopped | Exited | Fatal) {
                     return;
                 }
+                self.restarts = restarts;
                 self.wants_up = true;
                 self.failures = 0;
                 self.spawn(now, out);

@@ -730,6 +730,7 @@ fn adopted_process_is_up_without_a_spawn() {
         Event::Adopted {
             ready: true,
             age: secs(30),
+            restarts: 7,
         },
         secs(100),
         &mut out,
@@ -738,6 +739,8 @@ fn adopted_process_is_up_without_a_spawn() {
     assert_eq!(m.state(), State::Ready);
     assert!(m.alive() && m.wants_up());
     assert_eq!(m.uptime(secs(100)), Some(secs(30)));
+    // The earlier paddock's restart count goes on.
+    assert_eq!(m.restarts(), 7);
     // Its end (status unknown) is an ordinary unexpected exit: restarted by the policy.
     out.clear();
     m.handle(Event::Exited(Exit::Unknown), secs(101), &mut out);
@@ -751,6 +754,7 @@ fn adopted_process_is_up_without_a_spawn() {
         Event::Adopted {
             ready: true,
             age: secs(0),
+            restarts: 0,
         },
         secs(2),
         &mut out,
@@ -768,6 +772,7 @@ fn adopted_not_ready_waits_for_readiness_with_its_timeout() {
         Event::Adopted {
             ready: false,
             age: secs(1),
+            restarts: 0,
         },
         secs(10),
         &mut out,

@@ -55,6 +55,13 @@ impl WasmState {
         }
     }
 
+    /// The SHA-256 (hex) of the module bytes compiled for `w`, when the host has compiled them.
+    pub(super) fn module_sha(&self, w: &crate::config::wasm::WasmSpec) -> Option<String> {
+        let h = self.host.get()?.as_ref().ok()?;
+        let sha = h.module_sha(&w.module, &w.stamp)?;
+        Some(crate::bundle::hex(&sha))
+    }
+
     pub(super) fn host(&self, wasm_apps: usize) -> Result<&WasmHost, String> {
         self.host
             .get_or_init(|| {

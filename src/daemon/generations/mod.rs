@@ -18,6 +18,12 @@ pub(super) use store::Gens;
 use store::*;
 
 impl Supervisor {
+    /// The identity of a definition; its module's digest is that of the bytes the wasm host
+    /// compiled, when it did (no second read of a file that may have changed since).
+    fn ident_of(&self, spec: &AppSpec) -> Ident {
+        ident(spec, spec.wasm.as_ref().and_then(|w| self.wasm.module_sha(w)))
+    }
+
     /// What is kept of a definition.
     fn stored_of(&self, spec: &AppSpec, id: &Ident) -> Stored {
         let text = crate::util::read_regular_text(&spec.file, MAX_APP_FILE).unwrap_or_else(|e| {
@@ -46,7 +52,7 @@ impl Supervisor {
     /// generation that was rolled back (bad, or left by a rollback), the generation in force
     /// before the restart is rebuilt and run instead.
     pub(super) fn gens_at_load(&mut self, spec: AppSpec) -> AppSpec {
-        let id = ident(&spec);
+        let id = self.ident_of(&spec);
         let name = spec.name.clone();
         let a = self.gens.load(&name);
         if let Some(bad) = a.history.refuses(&id.digest).map(|g| g.number) {
@@ -134,7 +140,7 @@ impl Supervisor {
     /// `update` is about to apply `spec` to a changed app: the reason not to, when it is a
     /// generation that was rolled back and the file has not changed since.
     pub(super) fn gens_refuses(&mut self, spec: &AppSpec) -> Option<String> {
-        let id = ident(spec);
+        let id = self.ident_of(spec);
         let a = self.gens.load(&spec.name);
         let g = a.history.refuses(&id.digest)?;
         Some(format!(
@@ -153,7 +159,7 @@ impl Supervisor {
 
     /// `update` applied `spec` (old: what the app had, None for an added app).
     pub(super) fn gens_applied(&mut self, idx: usize, spec: &AppSpec, old: Option<&AppSpec>) {
-        let id = ident(spec);
+        let id = self.ident_of(spec);
         self.gens_record(spec, &id, old, "update");
         let succ = self.fleet.unit(idx).and_then(|u| u.successor);
         self.gens_watch(&spec.name, succ.unwrap_or(idx), succ.is_some());
@@ -402,7 +408,7 @@ impl Supervisor {
         let running = self
             .app(idx)
             .filter(|a| a.pending.is_none())
-            .map(|a| ident(&a.spec).digest);
+            .map(|a| self.ident_of(&a.spec).digest);
         let up = self.fleet.unit(idx).is_some_and(|u| u.m.state().is_up());
         if up && running.is_some() && running == target {
             self.gens_watch(name, idx, false);

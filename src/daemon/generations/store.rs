@@ -111,10 +111,21 @@ impl Gens {
         if dst.exists() {
             return Ok(());
         }
+        let tmp = dst.with_extension("wasm.tmp");
         let r = (|| -> std::io::Result<()> {
             std::fs::create_dir_all(dst.parent().unwrap_or(&self.dir))?;
-            let tmp = dst.with_extension("wasm.tmp");
             std::fs::copy(src, &tmp)?;
+            // The copy must be the module the app runs: the file may have changed since it
+            // was compiled (then no copy is kept, and a rollback to this generation says so).
+            let (copied, _) = crate::bundle::sha256_file(&tmp)?;
+            if copied != sha {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(std::io::Error::other(format!(
+                    "the file changed since it was loaded (sha256 {} now, {} loaded); apply it with `paddock update`",
+                    crate::bundle::short(&copied),
+                    crate::bundle::short(sha)
+                )));
+            }
             std::fs::rename(&tmp, &dst)
         })();
         r.map_err(|e| {
@@ -187,12 +198,15 @@ pub(super) fn read_history(path: &Path, app: &str) -> Result<History, String> {
 }
 
 /// The digest of a definition (see the module's comment).
-pub(super) fn ident(spec: &AppSpec) -> Ident {
-    let module_sha = spec
-        .wasm
-        .as_ref()
-        .and_then(|w| crate::bundle::sha256_file(&w.module).ok())
-        .map(|(sha, _)| sha);
+/// `compiled`: the SHA-256 of the module bytes the wasm host compiled for the app, when it
+/// did; else the file is read and hashed now.
+pub(super) fn ident(spec: &AppSpec, compiled: Option<String>) -> Ident {
+    let module_sha = compiled.or_else(|| {
+        spec.wasm
+            .as_ref()
+            .and_then(|w| crate::bundle::sha256_file(&w.module).ok())
+            .map(|(sha, _)| sha)
+    });
     let mut v = serde_json::to_value(spec).unwrap_or_default();
     if let Some(b) = v.get_mut("bundle").and_then(|b| b.as_object_mut()) {
         b.remove("reference");
@@ -262,5 +276,28 @@ pub(super) fn summary(
         "no change (the same definition again)".into()
     } else {
         parts.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A module copy is kept only when its bytes are the ones the generation names.
+    #[test]
+    fn module_copy_is_verified() {
+        let d = crate::util::TestDir::new("gens-keep");
+        let gens = Gens::new(d.path());
+        let src = d.path().join("m.wasm");
+        std::fs::write(&src, b"\0asm\x01\0\0\0").unwrap();
+        let (sha, _) = crate::bundle::sha256_file(&src).unwrap();
+        gens.keep_module(&src, &sha).unwrap();
+        assert!(gens.module_copy(&sha).is_file());
+        // The file changed after it was loaded: no copy under the loaded digest.
+        let loaded = "0".repeat(64);
+        let e = gens.keep_module(&src, &loaded).unwrap_err();
+        assert!(e.contains("changed since it was loaded"), "{e}");
+        assert!(!gens.module_copy(&loaded).exists());
+        assert!(!gens.module_copy(&loaded).with_extension("wasm.tmp").exists());
     }
 }

@@ -414,6 +414,18 @@ impl WasmHost {
         }
     }
 
+    /// The SHA-256 of the bytes this host compiled for `module` as it was at `stamp` (its size,
+    /// mtime and inode), if it compiled them: what a generation records as the module the app
+    /// runs, without reading the file again (it may hold other bytes by now).
+    pub fn module_sha(
+        &self,
+        module: &std::path::Path,
+        stamp: &crate::config::wasm::ModuleStamp,
+    ) -> Option<[u8; 32]> {
+        let h = self.inner.hashes.lock().ok()?;
+        h.get(module).filter(|(s, _)| s == stamp).map(|x| x.1)
+    }
+
     /// Loads (compiling or from the cache) and links the module of a wasm app, and prepares its
     /// start. The error names what is wrong with the module, without the file/key prefix.
     pub fn program(&self, spec: &AppSpec) -> Result<Arc<Program>, String> {

@@ -145,7 +145,11 @@ fn image_runs_paddock_as_pid1_under_podman() {
         .arg(BIN)
         .output()
         .unwrap();
-    assert!(made.status.success(), "make-rootfs.sh failed:\n{}", text(&made));
+    assert!(
+        made.status.success(),
+        "make-rootfs.sh failed:\n{}",
+        text(&made)
+    );
 
     let podman = Podman {
         dir: scratch.path().join("podman"),
@@ -164,7 +168,13 @@ fn image_runs_paddock_as_pid1_under_podman() {
         containerfile.to_str().unwrap(),
         ctx.to_str().unwrap(),
     ]);
-    let health = podman.ok(&["image", "inspect", &tag, "--format", "{{json .HealthCheck}}"]);
+    let health = podman.ok(&[
+        "image",
+        "inspect",
+        &tag,
+        "--format",
+        "{{json .HealthCheck}}",
+    ]);
     assert!(
         health.contains("--probe"),
         "the image has no HEALTHCHECK with status --probe: {health}"
@@ -257,7 +267,11 @@ fn image_runs_paddock_as_pid1_under_podman() {
     let took = t0.elapsed();
     let code = podman.ok(&["inspect", &container, "--format", "{{.State.ExitCode}}"]);
     let logs = text(&podman.run(&["logs", &container]));
-    assert_eq!(code.trim(), "0", "exit status of the container; logs:\n{logs}");
+    assert_eq!(
+        code.trim(),
+        "0",
+        "exit status of the container; logs:\n{logs}"
+    );
     assert!(
         took < Duration::from_secs(25),
         "podman stop took {took:?}: paddock did not exit on SIGTERM"

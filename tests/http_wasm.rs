@@ -409,3 +409,40 @@ fn a_request_sent_while_paddock_is_down_is_served_by_the_next_one() {
         .expect("the request sent while paddock was down");
     assert_eq!((code, body.as_str()), (200, "hello from paddock\n"));
 }
+
+/// A stopped `[http]` app answers 503 at once, also after `update` gave it a new definition
+/// (its requests do not wait for a start that is not coming).
+#[test]
+fn a_stopped_app_answers_503_also_after_an_update() {
+    let port = free_port();
+    let p = Paddock::with_apps(
+        "http-stopped",
+        &[("web", &web(&example("http-hello.wasm"), port, ""))],
+    )
+    .start();
+    p.wait_state("web", "READY", Duration::from_secs(20));
+    assert!(p.cli(&["stop", "web"]).status.success());
+    let quick = |why: &str| {
+        let t = std::time::Instant::now();
+        let (code, body) = get(port, "/");
+        assert_eq!(code, 503, "{why}: {body}");
+        assert!(body.contains("stopped"), "{why}: {body}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{why}: waited {:?}",
+            t.elapsed()
+        );
+    };
+    quick("stopped");
+    let text = web(&example("http-hello.wasm"), port, "") + "request_timeout = \"7s\"\n";
+    std::fs::write(p.apps_dir().join("web.toml"), text).unwrap();
+    let out = p.cli(&["update"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applies at next start"),
+        "{out:?}"
+    );
+    quick("stopped, then updated");
+    assert!(p.cli(&["start", "web"]).status.success());
+    assert_eq!(get(port, "/").0, 200);
+}

@@ -409,7 +409,10 @@ fn metrics_over_tcp_are_read_only_and_stable() {
     let p = p.start_with(&["--metrics-listen".as_ref(), addr.as_ref()]);
     let r = scrape.join().unwrap();
     assert!(r.starts_with("HTTP/1.1 200 OK"), "{r}");
-    assert!(r.contains("paddock_app_state{app=\"web\",state=\"READY\"} 1"), "{r}");
+    assert!(
+        r.contains("paddock_app_state{app=\"web\",state=\"READY\"} 1"),
+        "{r}"
+    );
     assert_eq!(p.app("web").pid, pid, "adopted, not restarted");
     // Without --metrics-listen the next paddock lets the held socket go.
     let mut p = p;

@@ -151,7 +151,8 @@ fn log_path(
         }
         "SYSLOG" => {
             return LogPath::No(
-                "not mapped: paddock writes files (`[logs] format = \"json\"` for a shipper)".into(),
+                "not mapped: paddock writes files (`[logs] format = \"json\"` for a shipper)"
+                    .into(),
             );
         }
         _ => {}
@@ -286,7 +287,9 @@ fn program(
     let instances_why_not = if numprocs < 2 {
         None
     } else if numprocs_start != 0 {
-        Some(format!("numprocs_start = {numprocs_start}: paddock's instances count from 0"))
+        Some(format!(
+            "numprocs_start = {numprocs_start}: paddock's instances count from 0"
+        ))
     } else {
         sec.keys
             .iter()
@@ -520,12 +523,21 @@ mod tests {
         assert_eq!(i.apps.len(), 1);
         let t = i.apps[0].to_toml();
         assert!(t.contains("instances = 3"), "{t}");
-        assert!(t.contains(r#"command = ["/bin/echo", "%i", "100%%"]"#), "{t}");
+        assert!(
+            t.contains(r#"command = ["/bin/echo", "%i", "100%%"]"#),
+            "{t}"
+        );
         assert!(t.contains(r#"stdout = "/tmp/w-%i.log""#), "{t}");
         // Padded numbers, or numbering from 1: N files, and the note says why.
         for (src, why) in [
-            ("[program:w]\ncommand=/bin/echo %(process_num)02d\nnumprocs=2\n", "command pads"),
-            ("[program:w]\ncommand=/bin/echo\nnumprocs=2\nnumprocs_start=1\nprocess_name=w%(process_num)d\n", "numprocs_start = 1"),
+            (
+                "[program:w]\ncommand=/bin/echo %(process_num)02d\nnumprocs=2\n",
+                "command pads",
+            ),
+            (
+                "[program:w]\ncommand=/bin/echo\nnumprocs=2\nnumprocs_start=1\nprocess_name=w%(process_num)d\n",
+                "numprocs_start = 1",
+            ),
         ] {
             let i = convert("s.conf", src, Path::new("/etc")).unwrap();
             assert_eq!(i.apps.len(), 2, "{src}");
@@ -535,23 +547,43 @@ mod tests {
         let src = "[program:w]\ncommand=/bin/echo %(process_num)d\nnumprocs=2\nstdout_logfile=/tmp/w.log\n";
         let i = convert("s.conf", src, Path::new("/etc")).unwrap();
         assert!(!i.apps[0].to_toml().contains("[logs]"));
-        assert!(i.notes.iter().any(|n| n.why.contains("would share one file")), "{:?}", i.notes);
+        assert!(
+            i.notes
+                .iter()
+                .any(|n| n.why.contains("would share one file")),
+            "{:?}",
+            i.notes
+        );
     }
 
     #[test]
     fn log_files() {
         use LogPath::*;
-        assert_eq!(log_path("/tmp/a.log", "stdout", false, false, None), File("/tmp/a.log".into()));
-        assert_eq!(log_path("/tmp/", "stderr", false, false, None), File("/tmp/".into()));
+        assert_eq!(
+            log_path("/tmp/a.log", "stdout", false, false, None),
+            File("/tmp/a.log".into())
+        );
+        assert_eq!(
+            log_path("/tmp/", "stderr", false, false, None),
+            File("/tmp/".into())
+        );
         assert_eq!(log_path("AUTO", "stdout", false, false, None), Default);
-        assert_eq!(log_path("/dev/stdout", "stdout", false, false, None), Inherit);
+        assert_eq!(
+            log_path("/dev/stdout", "stdout", false, false, None),
+            Inherit
+        );
         assert_eq!(log_path("/tmp/a.log", "stderr", false, true, None), Combine);
         for (v, stream, redirect, why) in [
             ("NONE", "stdout", false, "does not discard"),
             ("syslog", "stdout", false, "writes files"),
             ("/tmp/b.log", "stderr", true, "redirect_stderr"),
             ("rel.log", "stdout", false, "not an absolute path"),
-            ("/nonexistent-dir/a.log", "stdout", false, "does not exist here"),
+            (
+                "/nonexistent-dir/a.log",
+                "stdout",
+                false,
+                "does not exist here",
+            ),
         ] {
             match log_path(v, stream, redirect, false, None) {
                 No(w) => assert!(w.contains(why), "{v}: {w}"),

@@ -629,7 +629,11 @@ impl Machine {
                 }
                 self.started(false, now, out);
             }
-            Event::Adopted { ready, age, restarts } => {
+            Event::Adopted {
+                ready,
+                age,
+                restarts,
+            } => {
                 if self.alive || !matches!(self.state, Stopped | Exited | Fatal) {
                     return;
                 }

@@ -21,7 +21,10 @@ impl Supervisor {
     /// The identity of a definition; its module's digest is that of the bytes the wasm host
     /// compiled, when it did (no second read of a file that may have changed since).
     fn ident_of(&self, spec: &AppSpec) -> Ident {
-        ident(spec, spec.wasm.as_ref().and_then(|w| self.wasm.module_sha(w)))
+        ident(
+            spec,
+            spec.wasm.as_ref().and_then(|w| self.wasm.module_sha(w)),
+        )
     }
 
     /// What is kept of a definition.

@@ -298,6 +298,11 @@ mod tests {
         let e = gens.keep_module(&src, &loaded).unwrap_err();
         assert!(e.contains("changed since it was loaded"), "{e}");
         assert!(!gens.module_copy(&loaded).exists());
-        assert!(!gens.module_copy(&loaded).with_extension("wasm.tmp").exists());
+        assert!(
+            !gens
+                .module_copy(&loaded)
+                .with_extension("wasm.tmp")
+                .exists()
+        );
     }
 }

@@ -328,10 +328,10 @@ impl Probe {
 /// socket's path). An open connection that stays silent counts as busy, as
 /// `systemd-socket-proxyd --exit-idle-time` counts it.
 pub fn busy(sockets: &[Probe]) -> bool {
-    let ports: Vec<u16> = sockets
+    let ports: Vec<std::net::SocketAddr> = sockets
         .iter()
         .filter_map(|s| match &s.addr {
-            Addr::Tcp(_) => s.local.rsplit(':').next()?.parse().ok(),
+            Addr::Tcp(_) => s.local.parse().ok(),
             Addr::Unix(_) => None,
         })
         .collect();
@@ -359,18 +359,44 @@ pub fn busy(sockets: &[Probe]) -> bool {
     false
 }
 
+/// An address of `/proc/net/tcp` or `tcp6`: `HEXIP:HEXPORT`, the IP as 4 (or 16) bytes
+/// written as 32-bit words in the host's byte order.
+fn proc_addr(s: &str) -> Option<std::net::SocketAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let (ip, port) = s.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for w in 0..ip.len() / 8 {
+        let word = u32::from_str_radix(ip.get(w * 8..w * 8 + 8)?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])),
+        16 => IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).ok()?)),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// A connection's local address `at` belongs to the listener on `l`: the same port, and the
+/// same IP unless the listener takes every address (IPv4 clients of a `[::]` listener show as
+/// `::ffff:a.b.c.d`).
+fn belongs(at: std::net::SocketAddr, l: std::net::SocketAddr) -> bool {
+    let canon = |ip: std::net::IpAddr| ip.to_canonical();
+    at.port() == l.port() && (l.ip().is_unspecified() || canon(at.ip()) == canon(l.ip()))
+}
+
 /// `/proc/net/tcp` lines: `sl local rem st tx_queue:rx_queue …`, addresses as `HEXIP:HEXPORT`.
-fn tcp_busy(table: &str, ports: &[u16]) -> bool {
+fn tcp_busy(table: &str, listeners: &[std::net::SocketAddr]) -> bool {
     table.lines().skip(1).any(|l| {
         let f: Vec<&str> = l.split_whitespace().take(5).collect();
         let [_, local, _, st, queues] = f[..] else {
             return false;
         };
-        let port = local
-            .rsplit(':')
-            .next()
-            .and_then(|p| u16::from_str_radix(p, 16).ok());
-        if !port.is_some_and(|p| ports.contains(&p)) {
+        let Some(at) = proc_addr(local) else {
+            return false;
+        };
+        if !listeners.iter().any(|&l| belongs(at, l)) {
             return false;
         }
         match st {
@@ -495,22 +521,36 @@ mod tests {
         let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
    0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n\
    1: 0100007F:1F91 0100007F:C350 06 00000000:00000000 00:00000000 00000000     0        0 0 1\n";
+        let at = |s: &str| -> Vec<std::net::SocketAddr> { vec![s.parse().unwrap()] };
         assert!(
-            !tcp_busy(tcp, &[8080]),
+            !tcp_busy(tcp, &at("127.0.0.1:8080")),
             "an idle listener and a TIME_WAIT elsewhere"
         );
         assert!(
-            !tcp_busy(tcp, &[8081]),
+            !tcp_busy(tcp, &at("127.0.0.1:8081")),
             "TIME_WAIT is not a connection the app holds"
         );
         let waiting = tcp.replace("0A 00000000:00000000", "0A 00000000:00000002");
         assert!(
-            tcp_busy(&waiting, &[8080]),
+            tcp_busy(&waiting, &at("127.0.0.1:8080")),
             "two connections wait in the accept queue"
         );
         let open = tcp.replace(" 06 ", " 01 ");
-        assert!(tcp_busy(&open, &[8081]));
-        assert!(!tcp_busy("garbage\n1 2\n: : : :\n", &[8080]));
+        assert!(tcp_busy(&open, &at("127.0.0.1:8081")));
+        assert!(tcp_busy(&open, &at("0.0.0.0:8081")), "a wildcard listener");
+        assert!(tcp_busy(&open, &at("[::]:8081")), "a dual-stack listener");
+        assert!(
+            !tcp_busy(&open, &at("10.1.2.3:8081")),
+            "the same port on another address is not this socket's"
+        );
+        assert!(!tcp_busy("garbage\n1 2\n: : : :\n", &at("127.0.0.1:8080")));
+        // tcp6: ::1 port 8080, established; and an IPv4 client of a [::] listener.
+        let tcp6 = "  sl  local_address                         remote_address                        st tx_queue rx_queue\n\
+   0: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:C350 01 00000000:00000000\n\
+   1: 0000000000000000FFFF00000100007F:1F91 0000000000000000FFFF00000100007F:C351 01 00000000:00000000\n";
+        assert!(tcp_busy(tcp6, &at("[::1]:8080")));
+        assert!(!tcp_busy(tcp6, &at("[::2]:8080")));
+        assert!(tcp_busy(tcp6, &at("127.0.0.1:8081")), "v4-mapped");
         let unix = "Num       RefCount Protocol Flags    Type St Inode Path\n\
 0000000000000000: 00000002 00000000 00010000 0001 01 100 /run/a.sock\n\
 0000000000000000: 00000003 00000000 00000000 0001 03 101 /run/a.sock\n\

@@ -1430,3 +1430,56 @@ fn status_answers_while_update_compiles_a_large_module() {
     );
     p.wait_state("big", "EXITED", Duration::from_secs(20));
 }
+
+/// A shutdown while `update` compiles a large module does not wait for the compile.
+#[test]
+fn shutdown_does_not_wait_for_a_module_compile() {
+    let d = Scratch::new("wasm-big-stop");
+    let mut wat = String::from("(module (func (export \"_start\"))\n");
+    for i in 0..30000 {
+        wat.push_str(&format!(
+            "(func (export \"f{i}\") (param i64) (result i64) (local i64) local.get 0 i64.const {i} i64.mul local.get 0 i64.const 7 i64.rem_s i64.add local.tee 1 local.get 1 i64.mul local.get 0 i64.xor)\n"
+        ));
+    }
+    wat.push(')');
+    let big = wat_module(d.path(), "big.wasm", &wat);
+    let mut p = Paddock::with_apps(
+        "wasm-big-stop",
+        &[("sleeper", "command = [\"/bin/sleep\", \"1000\"]\n")],
+    )
+    .start();
+    p.wait_state("sleeper", "READY", Duration::from_secs(10));
+    p.write_app(
+        "big",
+        &format!("isolation = \"wasm\"\nmodule = \"{}\"\n", big.display()),
+    );
+    let sock = p.socket();
+    let update = std::thread::spawn(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_paddock"))
+            .arg("update")
+            .env("PADDOCK_SOCKET", sock)
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !update.is_finished(),
+        "the module compiled in under 0.5 s: make it bigger for this test to mean something"
+    );
+    let mut child = p.child.take().unwrap();
+    let t = Instant::now();
+    // SAFETY: kill(2) takes no pointers; the pid is paddock's, a child of this test.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = wait_child(&mut child, Duration::from_secs(30));
+    let took = t.elapsed();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        took < Duration::from_millis(1500),
+        "paddock waited {took:?} for the compile before exiting"
+    );
+    let o = update.join().unwrap();
+    assert!(
+        !o.status.success(),
+        "the update cannot have been applied: {o:?}"
+    );
+}

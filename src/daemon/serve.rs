@@ -116,7 +116,7 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(async move {
+    let out = rt.block_on(async move {
         let (tx, rx) = mpsc::unbounded_channel();
         let (calls_tx, calls) = mpsc::unbounded_channel();
         forward_signals(tx.clone()).map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -264,5 +264,9 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
             }
         );
         Ok(out)
-    })
+    });
+    // Not a plain drop, which would wait for every blocking task: a module compile that an
+    // `update` started may run for seconds, and neither an exit nor a `reexec` waits for it.
+    rt.shutdown_background();
+    out
 }

@@ -11,16 +11,15 @@
 //! The server is examples/listen/serve.py (Python: most of a cold start is Python's). Figures
 //! are printed, never asserted. `--quick` runs fewer rounds.
 
-use paddock::control::api::StatusList;
-use paddock::control::client::Client;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_paddock");
+mod common;
+use common::Serve;
 
 fn python() -> &'static str {
     if Path::new("/usr/bin/python3").exists() {
@@ -61,73 +60,6 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-struct Serve {
-    child: Child,
-    client: Client,
-    dir: PathBuf,
-}
-
-impl Serve {
-    fn start(tag: &str, apps: &[(&str, String)]) -> Serve {
-        let dir = std::env::temp_dir().join(format!("paddock-bench-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("apps")).unwrap();
-        for (name, text) in apps {
-            std::fs::write(dir.join("apps").join(format!("{name}.toml")), text).unwrap();
-        }
-        let sock = dir.join("sock");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(dir.join("apps"))
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("paddock serve");
-        let client = Client::new(&sock);
-        while client.request("GET", "/v1/version", None).is_err() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Serve { child, client, dir }
-    }
-    fn state(&self, app: &str) -> String {
-        self.client
-            .json::<StatusList>("GET", "/v1/apps")
-            .ok()
-            .and_then(|(_, l)| l.apps.into_iter().find(|a| a.name == app))
-            .map(|a| a.state)
-            .unwrap_or_default()
-    }
-    fn wait(&self, app: &str, state: &str) {
-        let t = Instant::now();
-        while self.state(app) != state {
-            assert!(t.elapsed() < Duration::from_secs(30), "{app} never {state}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    fn cli(&self, args: &[&str]) {
-        let o = Command::new(BIN)
-            .args(args)
-            .env("PADDOCK_SOCKET", self.dir.join("sock"))
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) takes no pointers; the pid is of the child this bench started and has
-        // not waited for yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn first_connection(rounds: usize) {
     let port = free_port();
     let app = format!(
@@ -135,7 +67,7 @@ fn first_connection(rounds: usize) {
         python(),
         serve_py().display()
     );
-    let s = Serve::start("listen-od", &[("od", app)]);
+    let s = Serve::start(&common::scratch("listen-od", &[("od", app)]));
     let mut cold = vec![];
     let mut warm = vec![];
     for _ in 0..rounds {
@@ -242,7 +174,10 @@ fn restarts(n: usize) {
         "command = [\"{}\", \"-m\", \"http.server\", \"{p2}\", \"--bind\", \"127.0.0.1\"]\nworkdir = \"/tmp\"\nstop_signal = \"INT\"\n",
         python()
     );
-    let s = Serve::start("listen-restarts", &[("handed", handed), ("own", own)]);
+    let s = Serve::start(&common::scratch(
+        "listen-restarts",
+        &[("handed", handed), ("own", own)],
+    ));
     let (ok, failed) = under_restarts(&s, "handed", p1, n);
     println!(
         "  {n} restarts under load, [[listen]] socket:      {failed} of {} requests refused or reset",

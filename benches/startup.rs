@@ -7,75 +7,15 @@
 //!
 //! Figures are printed, never asserted. `--quick` uses fewer apps and shorter loops.
 
-use paddock::control::api::StatusList;
-use paddock::control::client::Client;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_paddock");
-
-fn pss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("Pss:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-struct Serve {
-    child: Child,
-    client: Client,
-    dir: PathBuf,
-}
-
-impl Serve {
-    fn start(dir: &Path) -> Serve {
-        let sock = dir.join("sock");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(dir.join("apps"))
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("paddock serve");
-        let client = Client::new(&sock);
-        Serve {
-            child,
-            client,
-            dir: dir.to_path_buf(),
-        }
-    }
-    fn wait_socket(&self) {
-        while self.client.request("GET", "/v1/version", None).is_err() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    fn status(&self) -> StatusList {
-        self.client
-            .json::<StatusList>("GET", "/v1/apps")
-            .map(|x| x.1)
-            .unwrap_or(StatusList { apps: vec![] })
-    }
-    fn stop(mut self) {
-        // SAFETY: kill(2) takes no pointers; the pid is of the child this bench started and has not
-        // waited for yet, so it cannot have been reused.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+mod common;
+use common::{BIN, Serve, pss_kib};
 
 fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("paddock-bench-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("apps")).unwrap();
-    d
+    common::scratch(tag, &[])
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -92,10 +32,9 @@ fn main() {
     // Baseline memory: paddock with no apps.
     let d0 = scratch("empty");
     let s0 = Serve::start(&d0);
-    s0.wait_socket();
     std::thread::sleep(Duration::from_millis(200));
     let pss0 = pss_kib(s0.child.id());
-    s0.stop();
+    s0.stop(false);
 
     let mut times = vec![];
     let mut per_app = vec![];
@@ -111,14 +50,7 @@ fn main() {
         }
         let t = Instant::now();
         let s = Serve::start(&d);
-        s.wait_socket();
-        loop {
-            let st = s.status();
-            if st.apps.len() == n && st.apps.iter().all(|a| a.state == "READY") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        s.wait_running(n);
         times.push(t.elapsed().as_secs_f64());
         std::thread::sleep(Duration::from_millis(300));
         let pss = pss_kib(s.child.id());
@@ -134,7 +66,7 @@ fn main() {
             assert!(out.success() || out.code() == Some(3));
             status_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         }
-        s.stop();
+        s.stop(false);
     }
     println!(
         "  {n} apps all READY after:  :         {:.3} s (median; from exec of paddock serve)",
@@ -182,7 +114,6 @@ fn main() {
     )
     .unwrap();
     let s = Serve::start(&d);
-    s.wait_socket();
     std::thread::sleep(Duration::from_millis(200));
     let restarts = |s: &Serve| s.status().apps.first().map_or(0, |a| a.restarts);
     let r0 = restarts(&s);
@@ -190,7 +121,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs_f64(secs));
     let r1 = restarts(&s);
     let el = t.elapsed().as_secs_f64();
-    s.stop();
+    s.stop(false);
     let cycle_us = el * 1e6 / (r1 - r0).max(1) as f64;
     println!(
         "  crash loop of /bin/true, 0s backoff: {:.0} restarts/s, cycle {:.0} us",

@@ -8,15 +8,13 @@
 //!
 //! Figures are printed, never asserted.
 
-use paddock::control::api::StatusList;
-use paddock::control::client::Client;
 use paddock::driver::wasm::{HostOptions, Stdio, WasmHost};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_paddock");
+mod common;
+use common::{Serve, pss_kib};
 
 fn example(name: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -32,81 +30,12 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("paddock-wbench-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("apps")).unwrap();
-    d
-}
-
-fn pss_kib(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("Pss:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    common::scratch(&format!("wasm-{tag}"), &[])
 }
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
     v[((v.len() - 1) as f64 * p).round() as usize]
-}
-
-struct Serve {
-    child: Child,
-    client: Client,
-    dir: PathBuf,
-}
-
-impl Serve {
-    fn start(dir: &Path) -> Serve {
-        let sock = dir.join("sock");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(dir.join("apps"))
-            .arg("--socket")
-            .arg(&sock)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("paddock serve");
-        let client = Client::new(&sock);
-        while client.request("GET", "/v1/version", None).is_err() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Serve {
-            child,
-            client,
-            dir: dir.to_path_buf(),
-        }
-    }
-    fn status(&self) -> StatusList {
-        self.client
-            .json::<StatusList>("GET", "/v1/apps")
-            .map(|x| x.1)
-            .unwrap_or(StatusList { apps: vec![] })
-    }
-    fn wait_running(&self, n: usize) {
-        loop {
-            let st = self.status();
-            if st.apps.len() == n && st.apps.iter().all(|a| a.state == "READY") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-    /// Stops paddock; `keep` keeps its directory (state and cache) for another start.
-    fn stop(mut self, keep: bool) {
-        // SAFETY: kill(2) takes no pointers; the pid is of the child this bench started and has not
-        // waited for yet, so it cannot have been reused.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-        if !keep {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
 }
 
 fn spec(dir: &Path, name: &str, module: &Path, extra: &str) -> paddock::config::AppSpec {

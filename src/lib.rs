@@ -8,7 +8,8 @@
 //! - `logs`: output pipes to rotated files, tail and follow;
 //! - `control`: the HTTP/JSON API on a Unix socket, and its client;
 //! - `daemon`: the event loop that ties them together (`paddock serve`);
-//! - `import`: app files from supervisord configs and systemd units (`paddock import`).
+//! - `import`: app files from supervisord configs and systemd units (`paddock import`);
+//! - `top`: the live terminal view (`paddock top`).
 //!
 //! The bench, the escape matrix and its probe are not part of the product: they are the
 //! workspace's crates/paddock-lab, which uses this library.
@@ -36,5 +37,6 @@ pub mod runner;
 pub mod sandbox;
 pub mod supervise;
 pub mod syscalls;
+pub mod top;
 pub mod units;
 pub mod util;

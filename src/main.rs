@@ -161,6 +161,14 @@ enum Cmd {
     },
     /// Print state changes as they happen, one JSON object per line.
     Events,
+    /// A live view of every app (state, level, health, CPU %, memory, restarts, uptime) with
+    /// sorting, filtering, the dependency tree, a log pane and start/stop/restart keys (`?`
+    /// lists them). Needs a terminal.
+    Top {
+        /// How often the apps are read again (at least 100ms); state changes show at once.
+        #[arg(long, default_value = "1s", value_parser = paddock::units::parse_duration)]
+        interval: std::time::Duration,
+    },
     /// Execute the paddock binary anew (a new version after an upgrade), keeping every app
     /// running: same pids, logs, sockets (also on SIGUSR1).
     Reexec,
@@ -367,6 +375,10 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok((status, _)) => fail(format!("paddock answered HTTP {status}")),
+            Err(e) => fail(e),
+        },
+        Cmd::Top { interval } => match paddock::top::run(&cli.socket, interval) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
         Cmd::Reread { json } => diff(&client, "GET", "/v1/reread", json),

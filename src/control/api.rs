@@ -57,6 +57,12 @@ pub struct AppStatus {
     /// What the last health check said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_detail: Option<String>,
+    /// `after`: the apps (or groups of instances) this app starts after, as its file names them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<String>,
+    /// `requires`: the apps (or groups) this app starts after and is stopped with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requires: Vec<String>,
     /// Dependencies not ready yet, as "name: state" (while STARTING without a process).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub waiting_for: Vec<String>,

@@ -105,6 +105,8 @@ impl Supervisor {
             command: app.spec.command.clone(),
             health: app.spec.health.as_ref().map(|_| m.health()),
             health_detail: app.spec.health.as_ref().map(|_| u.health_detail.clone()),
+            after: app.spec.after.clone(),
+            requires: app.spec.requires.clone(),
             waiting_for: if m.waiting() {
                 self.fleet.waiting_for(idx)
             } else {

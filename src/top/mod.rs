@@ -8,9 +8,9 @@ pub mod model;
 mod net;
 mod ui;
 
-use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use model::{CpuMeter, Line, Row, SortKey};
 use net::{LogHandle, Msg};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -123,7 +123,8 @@ impl View {
         };
         if let Some(want) = self.sel_name.clone()
             && name_at(self, self.sel).as_deref() != Some(want.as_str())
-            && let Some(i) = (0..self.lines.len()).find(|&i| name_at(self, i).as_ref() == Some(&want))
+            && let Some(i) =
+                (0..self.lines.len()).find(|&i| name_at(self, i).as_ref() == Some(&want))
         {
             self.sel = i;
         }
@@ -149,7 +150,10 @@ impl View {
                 self.quit = true;
             }
             Msg::Apps(Ok(mut rows), at) => {
-                self.cpu.apply(&mut rows, at, self.interval.mul_f64(0.9));
+                // A rate over at least 0.9 s: cgroup v1's CPU time advances in bursts
+                // under a quota, which shorter windows show as 0 and 80% in turn.
+                let window = self.interval.mul_f64(0.9).max(Duration::from_millis(900));
+                self.cpu.apply(&mut rows, at, window);
                 self.rows = rows;
                 self.refreshed = Some(at);
                 self.unreachable = None;
@@ -312,7 +316,9 @@ impl View {
                     let (a, e) = (p.app.clone(), !p.stderr);
                     self.open_log(a, e);
                 }
-                None => self.say("e switches the log pane between stdout and stderr: open it with l"),
+                None => {
+                    self.say("e switches the log pane between stdout and stderr: open it with l")
+                }
             },
             KeyCode::Char('s') => self.act("start"),
             KeyCode::Char('x') => self.act("stop"),

@@ -178,7 +178,11 @@ impl CpuMeter {
 /// CPU % used between two readings of `cpu_usec` `gap` apart (100 = one core busy). A counter
 /// that went backwards (the app's cgroup was made anew on a restart) counts from zero.
 pub fn cpu_percent(before: u64, after: u64, gap: Duration) -> f64 {
-    let used = if after >= before { after - before } else { after };
+    let used = if after >= before {
+        after - before
+    } else {
+        after
+    };
     let secs = gap.as_secs_f64();
     if secs <= 0.0 {
         return 0.0;
@@ -231,7 +235,7 @@ impl SortKey {
     }
 }
 
-/// The order of two rows by `key` (ties broken by name; missing figures sort first).
+/// The order of two rows by `key` alone (missing figures sort first).
 pub fn compare(a: &Row, b: &Row, key: SortKey) -> std::cmp::Ordering {
     let f = |x: Option<f64>| x.unwrap_or(-1.0);
     let o = match key {
@@ -244,14 +248,19 @@ pub fn compare(a: &Row, b: &Row, key: SortKey) -> std::cmp::Ordering {
         SortKey::Restarts => a.restarts.cmp(&b.restarts),
         SortKey::Uptime => f(a.uptime_secs).total_cmp(&f(b.uptime_secs)),
     };
-    o.then_with(|| a.name.cmp(&b.name))
+    if key == SortKey::Name {
+        a.name.cmp(&b.name)
+    } else {
+        o
+    }
 }
 
-/// Sorts rows by `key`, reversed when `desc`.
+/// Sorts rows by `key`, reversed when `desc`; ties by name, A to Z either way.
 pub fn sort_rows(rows: &mut [Row], key: SortKey, desc: bool) {
     rows.sort_by(|a, b| {
         let o = compare(a, b, key);
-        if desc { o.reverse() } else { o }
+        let o = if desc { o.reverse() } else { o };
+        o.then_with(|| a.name.cmp(&b.name))
     });
 }
 
@@ -349,7 +358,9 @@ pub fn tree(rows: &[Row], filter: &str) -> Vec<Line> {
     // Apps only reachable through a cycle have no root: list them at the top level.
     for i in 0..rows.len() {
         if !shown[i] {
-            walk(i, "", false, true, &children, &mut path, &mut shown, &mut out);
+            walk(
+                i, "", false, true, &children, &mut path, &mut shown, &mut out,
+            );
         }
     }
     out.retain(|l| matches(&rows[l.row], filter));
@@ -405,7 +416,8 @@ fn walk(
 
 /// Memory as the status table writes it, or `-`.
 pub fn memory(b: Option<u64>) -> String {
-    b.map(crate::util::human_bytes).unwrap_or_else(|| "-".into())
+    b.map(crate::util::human_bytes)
+        .unwrap_or_else(|| "-".into())
 }
 
 /// CPU % with one decimal, or `-`.
@@ -456,7 +468,12 @@ mod tests {
         assert!(parse_apps("<html>").is_err());
         assert!(parse_apps("{\"apps\": 3}").is_err());
         assert_eq!(parse_apps("{\"error\": \"no\"}"), Err("no".into()));
-        assert_eq!(parse_apps("{\"apps\": [{\"name\": \"a\"}, 5]}").unwrap().len(), 1);
+        assert_eq!(
+            parse_apps("{\"apps\": [{\"name\": \"a\"}, 5]}")
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(
             parse_event(r#"{"app":"a","from":"READY","to":"STOPPING"}"#),
             Some(("a".into(), "STOPPING".into()))
@@ -470,9 +487,15 @@ mod tests {
     #[test]
     fn cpu_percent_from_deltas() {
         assert_eq!(cpu_percent(0, 500_000, Duration::from_secs(1)), 50.0);
-        assert_eq!(cpu_percent(1_000_000, 3_000_000, Duration::from_secs(1)), 200.0);
+        assert_eq!(
+            cpu_percent(1_000_000, 3_000_000, Duration::from_secs(1)),
+            200.0
+        );
         // A restarted app's counter starts again from zero.
-        assert_eq!(cpu_percent(9_000_000, 250_000, Duration::from_millis(500)), 50.0);
+        assert_eq!(
+            cpu_percent(9_000_000, 250_000, Duration::from_millis(500)),
+            50.0
+        );
         assert_eq!(cpu_percent(0, 5, Duration::ZERO), 0.0);
 
         let mut m = CpuMeter::default();
@@ -509,7 +532,7 @@ mod tests {
         sort_rows(&mut rows, SortKey::Memory, true);
         assert_eq!(names(&rows), ["web", "db", "cache"]);
         sort_rows(&mut rows, SortKey::Cpu, true);
-        assert_eq!(names(&rows)[0], "db");
+        assert_eq!(names(&rows), ["db", "cache", "web"], "ties by name, A to Z");
         sort_rows(&mut rows, SortKey::State, false);
         assert_eq!(names(&rows), ["db", "web", "cache"]);
         assert_eq!(SortKey::Uptime.next(), SortKey::Name);

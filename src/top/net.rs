@@ -26,15 +26,26 @@ pub enum Msg {
     /// A refresh of `GET /v1/apps`: the apps, or why paddock could not be asked; when it was read.
     Apps(Result<Vec<Row>, String>, Instant),
     /// A state change from `GET /v1/events`.
-    Event { app: String, to: String },
+    Event {
+        app: String,
+        to: String,
+    },
     /// The event stream is up (`None`) or down (why).
     Events(Option<String>),
     /// A line of the log pane `id`.
-    Log { id: u64, line: String },
+    Log {
+        id: u64,
+        line: String,
+    },
     /// The log stream of pane `id` (re)started: what it had shows anew.
-    LogReset { id: u64 },
+    LogReset {
+        id: u64,
+    },
     /// The log stream of pane `id` ended (why); it is tried again at the refresh interval.
-    LogEnd { id: u64, why: String },
+    LogEnd {
+        id: u64,
+        why: String,
+    },
     /// The answer to start/stop/restart.
     Action(String),
 }

@@ -7,7 +7,7 @@ use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Cell, Clear, HighlightSpacing, Paragraph, Row, Table, TableState};
 use std::time::Instant;
 
 /// The keys, as `?` shows them (and docs/cli.md lists them).
@@ -57,8 +57,14 @@ pub fn draw(f: &mut Frame, v: &View) {
     } else {
         0
     };
+    // A second header line says why paddock cannot be reached.
+    let head_h = if v.unreachable.is_some() || v.events_down.is_some() {
+        2
+    } else {
+        1
+    };
     let [head, table, logs, foot] = Layout::vertical([
-        Constraint::Length(1),
+        Constraint::Length(head_h),
         Constraint::Min(1),
         Constraint::Length(log_h),
         Constraint::Length(1),
@@ -81,16 +87,21 @@ fn header(f: &mut Frame, v: &View, area: Rect) {
         Style::default().add_modifier(Modifier::BOLD),
     )];
     let sep = || Span::raw(" │ ");
+    let every = crate::units::format_duration(v.interval);
+    let mut second = None;
     match (&v.unreachable, v.refreshed) {
-        (Some(e), _) => {
+        (Some(e), last) => {
             spans.push(sep());
             spans.push(Span::styled(
-                format!(
-                    "paddock unreachable: {} — retrying every {}",
-                    model::clean(e, 200),
-                    crate::units::format_duration(v.interval)
-                ),
+                format!("paddock unreachable, retrying every {every}"),
                 Style::default().fg(Color::White).bg(Color::Red),
+            ));
+            if let Some(t) = last {
+                spans.push(Span::raw(format!(" (the view is {} old)", age(t))));
+            }
+            second = Some(Span::styled(
+                model::clean(e, 400),
+                Style::default().fg(Color::Red),
             ));
         }
         (None, None) => {
@@ -100,22 +111,22 @@ fn header(f: &mut Frame, v: &View, area: Rect) {
         (None, Some(t)) => {
             spans.push(sep());
             spans.push(Span::raw(format!(
-                "{} apps, {} shown │ refreshed {} ago, every {}",
+                "{} apps, {} shown │ refreshed {} ago, every {every}",
                 v.rows.len(),
                 v.lines.len(),
                 age(t),
-                crate::units::format_duration(v.interval)
             )));
         }
     }
-    if let (None, Some(e)) = (&v.unreachable, &v.events_down) {
-        spans.push(sep());
-        spans.push(Span::styled(
-            format!("events: {}", model::clean(e, 120)),
+    if let (None, Some(e)) = (&second, &v.events_down) {
+        second = Some(Span::styled(
+            format!("event stream down, retrying: {}", model::clean(e, 300)),
             Style::default().fg(Color::Yellow),
         ));
     }
-    f.render_widget(Paragraph::new(Line::from(spans)), area);
+    let mut lines = vec![Line::from(spans)];
+    lines.extend(second.map(Line::from));
+    f.render_widget(Paragraph::new(lines), area);
 }
 
 /// The table's columns: what sorts them (none for INFO), and their widths.
@@ -133,14 +144,16 @@ const COLUMNS: [(Option<SortKey>, u16); 9] = [
 
 fn apps(f: &mut Frame, v: &View, area: Rect) {
     let arrow = if v.desc { "↓" } else { "↑" };
-    let header = Row::new(COLUMNS.iter().map(|(k, _)| match k {
-        Some(k) if *k == v.sort => Cell::from(format!("{}{arrow}", k.title())).style(
-            Style::default()
-                .add_modifier(Modifier::BOLD)
-                .add_modifier(Modifier::UNDERLINED),
-        ),
-        Some(k) => Cell::from(k.title()),
-        None => Cell::from("INFO"),
+    let header = Row::new(COLUMNS.iter().map(|(k, _)| {
+        match k {
+            Some(k) if *k == v.sort => Cell::from(format!("{}{arrow}", k.title())).style(
+                Style::default()
+                    .add_modifier(Modifier::BOLD)
+                    .add_modifier(Modifier::UNDERLINED),
+            ),
+            Some(k) => Cell::from(k.title()),
+            None => Cell::from("INFO"),
+        }
     }))
     .style(Style::default().add_modifier(Modifier::BOLD));
     let longest = v
@@ -154,7 +167,10 @@ fn apps(f: &mut Frame, v: &View, area: Rect) {
         .max()
         .unwrap_or(4);
     // The name column fits the longest name, within 12..=48 and a third of the width.
-    let name_w = (longest as u16 + 1).clamp(12, 48).min(area.width / 3).max(4);
+    let name_w = (longest as u16 + 1)
+        .clamp(12, 48)
+        .min(area.width / 3)
+        .max(4);
     let widths = COLUMNS.iter().enumerate().map(|(i, (_, w))| match i {
         0 => Constraint::Length(name_w),
         8 => Constraint::Fill(1),
@@ -178,16 +194,14 @@ fn apps(f: &mut Frame, v: &View, area: Rect) {
     let table = Table::new(rows, widths)
         .header(header)
         .column_spacing(1)
-        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
+        .highlight_symbol("▸ ")
+        .highlight_spacing(HighlightSpacing::Always);
     let mut state = TableState::default().with_selected((!v.lines.is_empty()).then_some(v.sel));
     f.render_stateful_widget(table, area, &mut state);
     if v.lines.is_empty() && area.height > 2 {
         let why = if v.rows.is_empty() {
-            if v.refreshed.is_some() {
-                "no apps"
-            } else {
-                ""
-            }
+            if v.refreshed.is_some() { "no apps" } else { "" }
         } else {
             "no app matches the filter (Esc clears it)"
         };

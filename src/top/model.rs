@@ -297,7 +297,7 @@ pub fn flat(rows: &[Row], filter: &str) -> Vec<Line> {
 
 /// The apps a dependency name stands for: the app of that name, or the instances of the group
 /// (`web` → `web@0`, `web@1`, …).
-fn resolve<'a>(dep: &str, by_name: &'a BTreeMap<&str, usize>) -> Vec<usize> {
+fn resolve(dep: &str, by_name: &BTreeMap<&str, usize>) -> Vec<usize> {
     if let Some(&i) = by_name.get(dep) {
         return vec![i];
     }

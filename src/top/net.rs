@@ -105,10 +105,18 @@ pub fn events(socket: &Path, interval: Duration, tx: Sender<Msg>, poke: Sender<(
                 let _ = poke.send(());
                 for line in r.split(b'\n') {
                     let Ok(line) = line else { break };
-                    if let Some((app, to)) = model::parse_event(&String::from_utf8_lossy(&line))
-                        && tx.send(Msg::Event { app, to }).is_err()
-                    {
-                        return;
+                    let line = String::from_utf8_lossy(&line);
+                    match model::parse_event(&line) {
+                        Some((app, to)) => {
+                            if tx.send(Msg::Event { app, to }).is_err() {
+                                return;
+                            }
+                        }
+                        // `{"lagged": N}`: events were missed; read the apps anew.
+                        None if line.contains("\"lagged\"") => {
+                            let _ = poke.send(());
+                        }
+                        None => {}
                     }
                 }
                 "the event stream ended".to_string()

@@ -298,10 +298,15 @@ fn top_survives_paddock_going_away_in_tmux() {
         sock: p.dir.path().join("tmux.sock"),
     };
     let exit = p.dir.path().join("top.exit");
+    let stty = p.dir.path().join("stty");
+    // After top: how it left the terminal (not raw: `icanon` and `echo` back on).
     let line = format!(
-        "'{BIN}' top --socket '{}' --interval 200ms; echo EXIT=$? > '{}'",
+        "'{BIN}' top --socket '{}' --interval 200ms; echo EXIT=$? > '{}'; stty -a > '{}.new'; mv '{}.new' '{}'",
         p.socket().display(),
-        exit.display()
+        exit.display(),
+        stty.display(),
+        stty.display(),
+        stty.display()
     );
     tmux.run(&[
         "new-session",
@@ -334,10 +339,31 @@ fn top_survives_paddock_going_away_in_tmux() {
     tmux.wait("lonely READY again", |s| {
         !s.contains("paddock unreachable") && state_of(s, "lonely").as_deref() == Some("READY")
     });
-    tmux.keys(&["q"]);
-    wait_for(Duration::from_secs(10), "top to exit", || {
-        std::fs::read_to_string(&exit).is_ok_and(|s| s.contains("EXIT=0"))
-    });
+    // SIGTERM ends it as `q` does, and the terminal is put back.
+    let pane: i32 = String::from_utf8_lossy(
+        &tmux
+            .run(&["display-message", "-p", "-t", SESSION, "#{pane_pid}"])
+            .stdout,
+    )
+    .trim()
+    .parse()
+    .expect("the pane's pid");
+    let top = children_of(pane)
+        .first()
+        .map(|c| c.0)
+        .expect("top under the pane's shell");
+    // SAFETY: kill(2) takes no pointers; `top` is the child of the pane's shell, which waits
+    // for it, so the pid cannot have been reused.
+    unsafe { libc::kill(top, libc::SIGTERM) };
+    wait_for(Duration::from_secs(10), "top to exit", || stty.exists());
+    let code = std::fs::read_to_string(&exit).unwrap();
+    assert_eq!(code.trim(), "EXIT=0");
+    let modes = std::fs::read_to_string(&stty).unwrap();
+    let words: Vec<&str> = modes.split_whitespace().collect();
+    assert!(
+        words.contains(&"icanon") && words.contains(&"echo"),
+        "the terminal is still raw: {modes}"
+    );
 }
 
 #[test]

@@ -106,17 +106,17 @@ pub fn events(socket: &Path, interval: Duration, tx: Sender<Msg>, poke: Sender<(
                 for line in r.split(b'\n') {
                     let Ok(line) = line else { break };
                     let line = String::from_utf8_lossy(&line);
-                    match model::parse_event(&line) {
-                        Some((app, to)) => {
-                            if tx.send(Msg::Event { app, to }).is_err() {
-                                return;
-                            }
-                        }
+                    let sent = match model::parse_event(&line) {
+                        Some((app, to)) => tx.send(Msg::Event { app, to }).is_ok(),
                         // `{"lagged": N}`: events were missed; read the apps anew.
                         None if line.contains("\"lagged\"") => {
                             let _ = poke.send(());
+                            true
                         }
-                        None => {}
+                        None => true,
+                    };
+                    if !sent {
+                        return;
                     }
                 }
                 "the event stream ended".to_string()

@@ -180,7 +180,10 @@ fn apps(f: &mut Frame, v: &View, area: Rect) {
         let r = v.rows.get(l.row)?;
         let health = if r.health.is_empty() { "-" } else { &r.health };
         Some(Row::new([
-            Cell::from(format!("{}{}", l.prefix, r.name)),
+            Cell::from(model::clean(
+                &format!("{}{}", l.prefix, r.name),
+                name_w as usize,
+            )),
             Cell::from(r.state.as_str()).style(state_style(&r.state)),
             Cell::from(r.level.as_str()),
             Cell::from(health).style(health_style(health)),

@@ -32,6 +32,8 @@ pub use waiters::{Answer, Replier, Verb};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_schedule;
 
 /// Whether `Deps(false)` would begin a stop of this machine (an app that `requires` others,
 /// up and alive).

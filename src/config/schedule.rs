@@ -66,7 +66,12 @@ pub(super) fn parse(cx: &mut FileCtx, k: &Keys) -> Option<ScheduleSpec> {
                 cx.err_at(Some(e.span()), "every", "must be at least 1s");
                 None
             } else {
-                let text = format!("every {}", crate::units::format_duration(d));
+                // As written ("1h", not "60m").
+                let written = cx.src.get(e.span()).map(|t| t.trim_matches(['"', '\'']));
+                let text = match written {
+                    Some(w) if !w.is_empty() => format!("every {w}"),
+                    _ => format!("every {}", crate::units::format_duration(d)),
+                };
                 Some((Rule::Every(d), text))
             }
         }
@@ -235,33 +240,68 @@ mod tests {
             "command = [\"/bin/true\"]\nschedule = \"@daily\"\nevery = \"1m\"\nautostart = true\noverlap = \"never\"\ntimezone = \"Nowhere/Land\"\n[restart]\npolicy = \"always\"\n[readiness]\nnotify = true\n",
         );
         assert_eq!(e.len(), 6, "{e:#?}");
-        assert!(e[0].contains(":3:9: key `every`: `schedule` and `every`"), "{e:#?}");
-        assert!(e[1].contains(":4:13: key `autostart`: a scheduled app starts at its times"), "{e:#?}");
-        assert!(e[2].contains(":5:11: key `overlap`: unknown value \"never\""), "{e:#?}");
-        assert!(e[3].contains(":6:12: key `timezone`: unknown time zone \"Nowhere/Land\""), "{e:#?}");
-        assert!(e[4].contains(":8:10: key `restart.policy`: \"always\""), "{e:#?}");
-        assert!(e[5].contains("key `readiness`: a scheduled app runs to completion"), "{e:#?}");
+        assert!(
+            e[0].contains(":3:9: key `every`: `schedule` and `every`"),
+            "{e:#?}"
+        );
+        assert!(
+            e[1].contains(":4:13: key `autostart`: a scheduled app starts at its times"),
+            "{e:#?}"
+        );
+        assert!(
+            e[2].contains(":5:11: key `overlap`: unknown value \"never\""),
+            "{e:#?}"
+        );
+        assert!(
+            e[3].contains(":6:12: key `timezone`: unknown time zone \"Nowhere/Land\""),
+            "{e:#?}"
+        );
+        assert!(
+            e[4].contains(":8:10: key `restart.policy`: \"always\""),
+            "{e:#?}"
+        );
+        assert!(
+            e[5].contains("key `readiness`: a scheduled app runs to completion"),
+            "{e:#?}"
+        );
         let e = errs("command = [\"/bin/true\"]\nevery = \"500ms\"\ntimezone = \"UTC\"\n");
         assert_eq!(e.len(), 2, "{e:#?}");
         assert!(e[0].contains("key `every`: must be at least 1s"), "{e:#?}");
-        assert!(e[1].contains("key `timezone`: applies to `schedule` only"), "{e:#?}");
+        assert!(
+            e[1].contains("key `timezone`: applies to `schedule` only"),
+            "{e:#?}"
+        );
         let e = errs("command = [\"/bin/true\"]\nevery = \"soon\"\n");
         assert!(e[0].contains(":2:9: key `every`"), "{e:#?}");
         let e = errs("command = [\"/bin/true\"]\noverlap = \"skip\"\ncatch_up = true\n");
         assert_eq!(e.len(), 2, "{e:#?}");
-        assert!(e[0].contains("key `overlap`: is only used with `schedule` or `every`"), "{e:#?}");
+        assert!(
+            e[0].contains("key `overlap`: is only used with `schedule` or `every`"),
+            "{e:#?}"
+        );
         let e = errs(
             "command = [\"/bin/true\"]\nevery = \"1m\"\nstart = \"on-connection\"\n[[listen]]\naddress = \"tcp://127.0.0.1:0\"\n",
         );
-        assert!(e.iter().any(|e| e.contains("key `start`: a scheduled app is started by its schedule")), "{e:#?}");
-        assert!(e.iter().any(|e| e.contains("key `listen`: [[listen]] hands sockets")), "{e:#?}");
+        assert!(
+            e.iter()
+                .any(|e| e.contains("key `start`: a scheduled app is started by its schedule")),
+            "{e:#?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("key `listen`: [[listen]] hands sockets")),
+            "{e:#?}"
+        );
     }
 
     #[test]
     fn nothing_may_wait_for_a_scheduled_app() {
         let d = crate::util::TestDir::new("sched-deps");
-        std::fs::write(d.path().join("job.toml"), "command = [\"/bin/true\"]\nevery = \"1m\"\n")
-            .unwrap();
+        std::fs::write(
+            d.path().join("job.toml"),
+            "command = [\"/bin/true\"]\nevery = \"1m\"\n",
+        )
+        .unwrap();
         std::fs::write(
             d.path().join("web.toml"),
             "command = [\"/bin/true\"]\nafter = [\"job\"]\n",
@@ -269,6 +309,10 @@ mod tests {
         .unwrap();
         let e = load_dirs(&[d.path().to_path_buf()]).unwrap_err();
         assert_eq!(e.len(), 1, "{e:#?}");
-        assert!(e[0].to_string().contains("web.toml:2:1: key `after`: \"job\" is a scheduled app"), "{e:#?}");
+        assert!(
+            e[0].to_string()
+                .contains("web.toml:2:1: key `after`: \"job\" is a scheduled app"),
+            "{e:#?}"
+        );
     }
 }

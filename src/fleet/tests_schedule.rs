@@ -147,7 +147,8 @@ impl W {
     fn act(&mut self, name: &str, verb: Verb) {
         self.token += 1;
         self.tell_wall();
-        self.f.act(&[name.to_string()], verb, false, self.token, self.now);
+        self.f
+            .act(&[name.to_string()], verb, false, self.token, self.now);
         self.pump();
     }
 
@@ -217,9 +218,16 @@ fn overlap_queue_keeps_one_run_waiting() {
     assert_eq!(w.spawned, [10]);
     let s = w.sched("j");
     assert!(s.queued);
-    assert_eq!(s.counts.skipped, 1, "a second due run while one is queued is skipped");
+    assert_eq!(
+        s.counts.skipped, 1,
+        "a second due run while one is queued is skipped"
+    );
     w.finish("j", 0);
-    assert_eq!(w.spawned, [10, 35], "the queued run starts when the running one ends");
+    assert_eq!(
+        w.spawned,
+        [10, 35],
+        "the queued run starts when the running one ends"
+    );
     assert!(!w.sched("j").queued);
     w.finish("j", 0);
     w.advance(secs(5));

@@ -96,7 +96,11 @@ impl Field {
             let names = if self.names.is_empty() {
                 String::new()
             } else {
-                format!(" or a name ({}…{})", self.names[0], self.names[self.names.len() - 1])
+                format!(
+                    " or a name ({}…{})",
+                    self.names[0],
+                    self.names[self.names.len() - 1]
+                )
             };
             format!(
                 "field {} ({}) \"{s}\" is not a number{names}",
@@ -163,7 +167,10 @@ impl Cron {
     pub fn parse(expr: &str) -> Result<Cron, String> {
         let expr = expr.trim();
         let expanded = if expr.starts_with('@') {
-            match SHORTHANDS.iter().find(|(k, _)| k.eq_ignore_ascii_case(expr)) {
+            match SHORTHANDS
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(expr))
+            {
                 Some((_, v)) => *v,
                 None if expr.eq_ignore_ascii_case("@reboot") => {
                     return Err("\"@reboot\" is not a schedule here: an app that should run once at boot is an app with autostart = true and [restart] policy = \"on-failure\"".into());

@@ -118,13 +118,22 @@ fn shorthands() {
 #[test]
 fn bad_expressions_name_the_field_and_the_fault() {
     let e = |s: &str| Cron::parse(s).unwrap_err();
-    assert_eq!(e("0 25 * * *"), "field 2 (hour) \"25\" is out of range 0-23");
-    assert_eq!(e("60 * * * *"), "field 1 (minute) \"60\" is out of range 0-59");
+    assert_eq!(
+        e("0 25 * * *"),
+        "field 2 (hour) \"25\" is out of range 0-23"
+    );
+    assert_eq!(
+        e("60 * * * *"),
+        "field 1 (minute) \"60\" is out of range 0-59"
+    );
     assert_eq!(
         e("0 0 0 * *"),
         "field 3 (day-of-month) \"0\" is out of range 1-31"
     );
-    assert_eq!(e("0 0 * 13 *"), "field 4 (month) \"13\" is out of range 1-12");
+    assert_eq!(
+        e("0 0 * 13 *"),
+        "field 4 (month) \"13\" is out of range 1-12"
+    );
     assert_eq!(
         e("0 0 * * 8"),
         "field 5 (day-of-week) \"8\" is out of range 0-7"
@@ -231,7 +240,13 @@ fn dst_changes_in_a_named_zone() {
 #[test]
 fn zones() {
     assert_eq!(Zone::parse("UTC").unwrap().name, "UTC");
-    for bad in ["../etc/passwd", "/etc/localtime", "Europe/../../etc", "a b", ""] {
+    for bad in [
+        "../etc/passwd",
+        "/etc/localtime",
+        "Europe/../../etc",
+        "a b",
+        "",
+    ] {
         let e = Zone::parse(bad).unwrap_err();
         assert!(e.contains("is not a time zone name"), "{bad}: {e}");
     }

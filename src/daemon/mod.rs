@@ -335,6 +335,7 @@ impl Supervisor {
         }
         s.sync_publish();
         s.sweep_sockets();
+        s.sync_wall();
         Ok(s)
     }
 

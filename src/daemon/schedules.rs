@@ -99,7 +99,7 @@ impl Supervisor {
                 start: zone.format(l.start),
                 start_unix: secs(l.start),
                 duration_secs: l.duration_ms as f64 / 1000.0,
-                ended_secs_ago: (wall - ended).max(0) as f64 / 1000.0,
+                ended_secs_ago: wall.saturating_sub(ended).max(0) as f64 / 1000.0,
                 outcome: l.outcome.as_str().into(),
                 exit_code: l.code,
                 description: l.description.clone(),
@@ -117,7 +117,9 @@ impl Supervisor {
             queued: s.queued,
             next_run: s.next.map(|t| zone.format(t)),
             next_run_unix: s.next.map(secs),
-            next_run_in_secs: s.next.map(|t| (t - wall).max(0) as f64 / 1000.0),
+            next_run_in_secs: s
+                .next
+                .map(|t| t.saturating_sub(wall).max(0) as f64 / 1000.0),
             running_since: s.run.map(|r| zone.format(r.start)),
             last_run,
             runs: RunCounts {

@@ -102,11 +102,9 @@ impl W {
                     self.f
                         .spawn_done(s, SpawnOutcome::Started(Some(100 + s as i32)), self.now);
                 }
-                Effect::Signal(s, _) | Effect::KillGroup(s) => {
-                    // A job obeys its stop signal at once.
-                    if self.live.remove(&s) {
-                        self.f.exited(s, Exit::Signal(libc::SIGTERM), self.now);
-                    }
+                // A job obeys its stop signal at once.
+                Effect::Signal(s, _) | Effect::KillGroup(s) if self.live.remove(&s) => {
+                    self.f.exited(s, Exit::Signal(libc::SIGTERM), self.now);
                 }
                 Effect::Schedule(_, n) => self.notes.push(n),
                 _ => {}

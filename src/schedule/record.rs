@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 const MAX_RECORD: u64 = 16 * 1024;
+/// Times beyond year 9999 (in ms since the epoch, either way) are not from a clock.
+const MAX_TIME: i64 = 253_402_300_799_000;
 
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +102,18 @@ pub fn load(dir: &Path, app: &str) -> Option<Record> {
                 Err(format!("names another app (\"{}\")", r.app))
             } else if r.last.as_ref().is_some_and(|l| l.description.len() > 4096) {
                 Err("its exit description is too long".into())
+            } else if r
+                .last
+                .as_ref()
+                .map(|l| l.start)
+                .into_iter()
+                .chain(r.last_start)
+                .any(|t| !(-MAX_TIME..=MAX_TIME).contains(&t))
+                || r.last
+                    .as_ref()
+                    .is_some_and(|l| l.duration_ms > MAX_TIME as u64)
+            {
+                Err("a time out of range".into())
             } else {
                 Ok(r)
             }
@@ -145,6 +159,7 @@ mod tests {
             b"{\"app\":\"other\"}",
             b"{\"app\":\"job\",\"last_start\":\"x\"}",
             b"{\"app\":\"job\",\"last\":{\"start\":1e400}}",
+            b"{\"app\":\"job\",\"last_start\":9223372036854775807}",
             &[0xff; 40000][..],
         ] {
             std::fs::write(dir.join("job.json"), bad).unwrap();

@@ -388,6 +388,7 @@ fn an_adopted_run_counts_from_its_real_start() {
         Event::Adopted {
             ready: true,
             age: secs(20),
+            restarts: 0,
         },
         w.now,
     );

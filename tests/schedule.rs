@@ -318,3 +318,36 @@ fn a_wasm_command_app_runs_on_a_schedule() {
     assert_eq!(sched(&a).last_run.as_ref().unwrap().outcome, "success");
     assert_eq!(p.shutdown().code(), Some(0));
 }
+
+#[test]
+fn a_systemd_timer_imports_as_a_job_that_check_accepts() {
+    let d = Scratch::new("sched-import");
+    std::fs::write(
+        d.path().join("nightly.service"),
+        "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("nightly.timer"),
+        "[Timer]\nOnCalendar=Mon..Fri *-*-* 03:30:00\nPersistent=true\nAccuracySec=1h\n",
+    )
+    .unwrap();
+    let out_dir = d.path().join("apps");
+    let out = std::process::Command::new(BIN)
+        .arg("import")
+        .arg(d.path().join("nightly.timer"))
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("[Timer] AccuracySec: not mapped"), "{text}");
+    let app = std::fs::read_to_string(out_dir.join("nightly.toml")).unwrap();
+    assert!(
+        app.contains("schedule = \"30 3 * * mon,tue,wed,thu,fri\"")
+            && app.contains("catch_up = true"),
+        "{app}"
+    );
+    assert!(check(&[&out_dir]).status.success());
+}

@@ -164,12 +164,11 @@ impl<R: Replier> Fleet<R> {
         }
         s.next = s.spec.next_after(wall);
         let next = s.next;
-        if let Some(missed) = catch_up {
+        // (A run under way, adopted from an earlier paddock, is the run.)
+        if let (Some(missed), true) = (catch_up, down) {
             self.effects
                 .push_back(Effect::Schedule(slot, SchedNote::CatchUp(missed)));
-            if down {
-                self.queue.push_back((slot, Item::Ev(Event::Start)));
-            }
+            self.queue.push_back((slot, Item::Ev(Event::Start)));
         }
         self.arm_for(slot, next, wall);
     }

@@ -138,7 +138,7 @@ pub(super) fn calendar(v: &str) -> Result<(String, Option<String>), String> {
             [h, m, s] => (*h, *m, *s),
             _ => return Err(format!("time \"{t}\" is not HOUR:MINUTE[:SECOND]")),
         };
-        if s.trim_start_matches('0') != "" {
+        if !s.trim_start_matches('0').is_empty() {
             return Err(format!("seconds \"{s}\": cron runs on whole minutes"));
         }
         hour = field(h, "hour")?;

@@ -226,7 +226,7 @@ pub fn convert(path: &Path) -> Result<Import, String> {
     } else if src.lines().any(|l| l.trim_start().starts_with("[program:")) {
         supervisord::convert(name, &src, &here)
     } else {
-        Err("neither a systemd unit (NAME.service, NAME.timer) nor a supervisord config with [program:NAME] sections".into())
+        Err("neither a systemd unit (NAME.service) nor a supervisord config with [program:NAME] sections (nor a NAME.timer, read with its service)".into())
     }
 }
 

@@ -8,6 +8,7 @@
 //! - `logs`: output pipes to rotated files, tail and follow;
 //! - `control`: the HTTP/JSON API on a Unix socket, and its client;
 //! - `daemon`: the event loop that ties them together (`paddock serve`);
+//! - `schedule`: when scheduled apps (`schedule`, `every`) are due; their last-run records;
 //! - `import`: app files from supervisord configs and systemd units (`paddock import`);
 //! - `top`: the live terminal view (`paddock top`).
 //!
@@ -35,6 +36,7 @@ pub mod pid1;
 pub mod publish;
 pub mod runner;
 pub mod sandbox;
+pub mod schedule;
 pub mod supervise;
 pub mod syscalls;
 pub mod top;

@@ -64,8 +64,9 @@ enum Cmd {
         #[arg(long, env = "PADDOCK_STORE", default_value = DEFAULT_STORE)]
         store: PathBuf,
     },
-    /// Write app files from a supervisord config ([program:NAME] sections) or systemd .service
-    /// units, reporting each key that could not be mapped and why (see docs/migrating.md).
+    /// Write app files from a supervisord config ([program:NAME] sections), systemd .service
+    /// units or .timer units (with their service: a scheduled app), reporting each key that
+    /// could not be mapped and why (see docs/migrating.md).
     Import {
         #[arg(required = true)]
         files: Vec<PathBuf>,

@@ -149,6 +149,7 @@ pub fn load_dirs_all(dirs: &[PathBuf]) -> (BTreeMap<String, AppSpec>, Vec<Config
     errors.extend(graph::check_nodes(&nodes));
     errors.extend(sandbox::check_publish(&apps));
     errors.extend(logs::check_log_files(&apps));
+    errors.extend(schedule::check_deps(&apps));
     sort_errors(&mut errors);
     (apps, errors)
 }

@@ -10,6 +10,7 @@ pub mod instances;
 pub mod listen;
 pub mod logs;
 pub mod sandbox;
+pub mod schedule;
 pub mod suggest;
 /// Durations, sizes and signal names (a leaf module of its own; this path stays for callers).
 pub use crate::units;
@@ -181,6 +182,8 @@ pub struct AppSpec {
     pub idle_stop: Option<Duration>,
     /// One of the `instances` of an app file (`web@2` of web.toml), see config/instances.rs.
     pub instance: Option<instances::Instance>,
+    /// `schedule` or `every`: a job run at its times (config/schedule.rs).
+    pub schedule: Option<crate::schedule::ScheduleSpec>,
     /// Lines of the `after` and `requires` keys, for dependency errors found across files.
     #[serde(skip)]
     pub deps_line: Ignored<[usize; 2]>,
@@ -206,7 +209,7 @@ struct RawApp {
     env: BTreeMap<Spanned<String>, Spanned<String>>,
     user: Option<Spanned<String>>,
     group: Option<Spanned<String>>,
-    autostart: Option<bool>,
+    autostart: Option<Spanned<bool>>,
     stop_signal: Option<Sig>,
     stop_timeout: Option<Dur>,
     isolation: Option<Spanned<String>>,
@@ -231,12 +234,18 @@ struct RawApp {
     start: Option<Spanned<String>>,
     idle_stop: Option<Spanned<Dur>>,
     instances: Option<Spanned<i64>>,
+    // Scheduled apps: see config/schedule.rs.
+    schedule: Option<Spanned<String>>,
+    every: Option<Spanned<Dur>>,
+    timezone: Option<Spanned<String>>,
+    overlap: Option<Spanned<String>>,
+    catch_up: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRestart {
-    policy: Option<RestartPolicy>,
+    policy: Option<Spanned<RestartPolicy>>,
     backoff_initial: Option<Dur>,
     backoff_max: Option<Spanned<Dur>>,
     stable_after: Option<Dur>,

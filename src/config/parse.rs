@@ -471,8 +471,8 @@ fn parse_one(
 
     let mut restart = RestartSpec::default();
     if let Some(r) = &raw.restart {
-        if let Some(p) = r.policy {
-            restart.policy = p;
+        if let Some(p) = &r.policy {
+            restart.policy = *p.get_ref();
         }
         if let Some(d) = r.backoff_initial {
             restart.backoff_initial = d.0;
@@ -541,9 +541,26 @@ fn parse_one(
         raw.listen.as_ref(),
         raw.start.as_ref(),
         raw.idle_stop.as_ref(),
-        raw.autostart,
+        raw.autostart.as_ref().map(|a| *a.get_ref()),
         isolation,
         readiness_fd,
+    );
+    let schedule = schedule::parse(
+        &mut cx,
+        &schedule::Keys {
+            schedule: raw.schedule.as_ref(),
+            every: raw.every.as_ref(),
+            timezone: raw.timezone.as_ref(),
+            overlap: raw.overlap.as_ref(),
+            catch_up: raw.catch_up.as_ref(),
+            autostart: raw.autostart.as_ref(),
+            policy: raw.restart.as_ref().and_then(|r| r.policy.as_ref()),
+            readiness: raw.readiness.as_ref().map(|r| r.span()),
+            listen: raw.listen.as_ref().map(|l| l.span()),
+            start: raw.start.as_ref(),
+            http: raw.http.as_ref().map(|h| h.span()),
+            isolation,
+        },
     );
 
     if !cx.errors.is_empty() {
@@ -575,7 +592,13 @@ fn parse_one(
         workdir,
         env,
         identity,
-        autostart: raw.autostart.unwrap_or(!sockets.on_demand),
+        // A scheduled app starts at its times, never at boot.
+        autostart: raw
+            .autostart
+            .as_ref()
+            .map_or(!sockets.on_demand, |a| *a.get_ref())
+            && schedule.is_none(),
+        schedule,
         listen: sockets.listen,
         on_demand: sockets.on_demand,
         idle_stop: sockets.idle_stop,

@@ -88,6 +88,59 @@ pub struct AppStatus {
     /// The last automatic or manual rollback ("rolled back from generation 2 to 1: …").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback: Option<String>,
+    /// A scheduled app (`schedule`, `every`): its schedule, next and last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleInfo>,
+}
+
+/// A scheduled app's schedule in `status`. Times are RFC 3339 in the schedule's time zone, with
+/// the same instant as Unix seconds beside them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleInfo {
+    /// The cron expression as written, or `every 15m`.
+    pub rule: String,
+    /// `UTC`, `local` or a zone name (cron expressions only).
+    pub timezone: String,
+    /// `skip` or `queue`.
+    pub overlap: String,
+    pub catch_up: bool,
+    /// `paddock stop` paused it: no run starts until `paddock start`.
+    pub paused: bool,
+    /// A run waits for the one under way (`overlap = "queue"`).
+    pub queued: bool,
+    pub next_run: Option<String>,
+    pub next_run_unix: Option<f64>,
+    /// Seconds from now to the next run.
+    pub next_run_in_secs: Option<f64>,
+    /// The start of the run under way.
+    pub running_since: Option<String>,
+    pub last_run: Option<LastRunInfo>,
+    /// Runs since paddock started, by outcome, and due times skipped.
+    pub runs: RunCounts,
+}
+
+/// The last run of a scheduled app that has ended.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LastRunInfo {
+    pub start: String,
+    pub start_unix: f64,
+    pub duration_secs: f64,
+    /// Seconds since it ended.
+    pub ended_secs_ago: f64,
+    /// `success` (exit status 0), `failure` or `stopped`.
+    pub outcome: String,
+    /// The exit status, when it exited.
+    pub exit_code: Option<i32>,
+    /// How it ended ("exit status 0", "killed by SIGTERM").
+    pub description: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunCounts {
+    pub success: u64,
+    pub failure: u64,
+    pub stopped: u64,
+    pub skipped: u64,
 }
 
 /// The figures of an app served per request, since paddock loaded it (counters survive

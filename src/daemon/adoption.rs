@@ -84,6 +84,7 @@ impl Supervisor {
     /// (its log pipes come back from the holder, in `held`), stops those whose app is no longer
     /// configured, and drops stale records. Held descriptors nobody claims are released.
     pub fn adopt_all(&mut self, mut held: BTreeMap<String, OwnedFd>) {
+        self.sync_wall(); // an adopted scheduled run's start is a wall-clock time
         let records = adopt::load_all(&self.run_dir);
         if !records.is_empty() {
             self.sync_publish(); // the listeners, before adopted apps become their targets

@@ -45,7 +45,10 @@ impl Supervisor {
         else {
             return false;
         };
+        // A scheduled app's run is not doubled: its new bundle serves the next run.
         !self.fleet.shutting_down()
+            && u.sched.is_none()
+            && new.schedule.is_none()
             && matches!(u.m.state(), State::Running | State::Ready)
             && u.m.alive()
             && app.spec.bundle.as_ref().map(|b| &b.id) != Some(&nb.id)

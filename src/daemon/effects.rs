@@ -87,6 +87,7 @@ impl Supervisor {
                     self.drop_cgroup(&mut app);
                     if named {
                         self.forget_app(&app.name);
+                        self.forget_schedule(&app.name);
                         self.gens_removed(&app.name);
                         self.logs.send(Ctl::Remove {
                             app: app.name.clone(),
@@ -126,6 +127,7 @@ impl Supervisor {
             Effect::Reply(tx, a) => {
                 let _ = tx.send(reply_of(a));
             }
+            Effect::Schedule(idx, note) => self.schedule_note(idx, note),
         }
     }
 

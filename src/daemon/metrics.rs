@@ -186,8 +186,70 @@ impl Supervisor {
                 self.logs.dropped(&a.name)
             );
         }
+        schedule_metrics(&mut s, &apps);
         let apps: Vec<&App> = apps.iter().map(|a| a.0).collect();
         http_apps::metrics(&mut s, &apps);
         s
+    }
+}
+
+/// Scheduled apps: the next and last run times, and runs by outcome (with skipped due times).
+fn schedule_metrics(s: &mut String, apps: &[(&App, &crate::fleet::Unit)]) {
+    use std::fmt::Write;
+    let sched: Vec<(&App, &crate::fleet::Sched)> = apps
+        .iter()
+        .filter_map(|(a, u)| Some((*a, u.sched.as_ref()?)))
+        .collect();
+    if sched.is_empty() {
+        return;
+    }
+    s.push_str("# HELP paddock_app_schedule_next_run_timestamp_seconds When a scheduled app runs next (Unix time; absent while paused).\n# TYPE paddock_app_schedule_next_run_timestamp_seconds gauge\n");
+    for (a, sc) in &sched {
+        if let Some(t) = sc.next {
+            let _ = writeln!(
+                s,
+                "paddock_app_schedule_next_run_timestamp_seconds{{app=\"{}\"}} {:.3}",
+                a.name,
+                t as f64 / 1000.0
+            );
+        }
+    }
+    s.push_str("# HELP paddock_app_schedule_last_run_timestamp_seconds When a scheduled app's last finished run started (Unix time).\n# TYPE paddock_app_schedule_last_run_timestamp_seconds gauge\n");
+    for (a, sc) in &sched {
+        if let Some(l) = &sc.last {
+            let _ = writeln!(
+                s,
+                "paddock_app_schedule_last_run_timestamp_seconds{{app=\"{}\"}} {:.3}",
+                a.name,
+                l.start as f64 / 1000.0
+            );
+        }
+    }
+    s.push_str("# HELP paddock_app_schedule_last_run_duration_seconds How long a scheduled app's last finished run took.\n# TYPE paddock_app_schedule_last_run_duration_seconds gauge\n");
+    for (a, sc) in &sched {
+        if let Some(l) = &sc.last {
+            let _ = writeln!(
+                s,
+                "paddock_app_schedule_last_run_duration_seconds{{app=\"{}\"}} {:.3}",
+                a.name,
+                l.duration_ms as f64 / 1000.0
+            );
+        }
+    }
+    s.push_str("# HELP paddock_app_scheduled_runs_total Runs of a scheduled app since paddock started, by outcome: success (exit 0), failure, stopped, and skipped (due while a run was under way).\n# TYPE paddock_app_scheduled_runs_total counter\n");
+    for (a, sc) in &sched {
+        let c = sc.counts;
+        for (outcome, n) in [
+            ("success", c.success),
+            ("failure", c.failure),
+            ("stopped", c.stopped),
+            ("skipped", c.skipped),
+        ] {
+            let _ = writeln!(
+                s,
+                "paddock_app_scheduled_runs_total{{app=\"{}\",outcome=\"{outcome}\"}} {n}",
+                a.name
+            );
+        }
     }
 }

@@ -38,6 +38,7 @@ mod metrics;
 mod publishing;
 mod reload;
 mod requests;
+mod schedules;
 mod serve;
 mod sockets;
 mod spawn;
@@ -192,6 +193,7 @@ fn unit_spec(spec: &AppSpec) -> UnitSpec {
         policy: policy_of(spec),
         group: spec.instance.as_ref().map(|i| i.group.as_str().into()),
         max_unavailable: spec.instance.as_ref().map_or(1, |i| i.max_unavailable),
+        schedule: spec.schedule.clone(),
     }
 }
 
@@ -333,6 +335,7 @@ impl Supervisor {
         }
         s.sync_publish();
         s.sweep_sockets();
+        s.sync_wall();
         Ok(s)
     }
 
@@ -388,6 +391,8 @@ impl Supervisor {
 
     /// Starts every autostart app (each waits for its dependencies by itself).
     pub fn autostart(&mut self) {
+        self.restore_schedules();
+        self.sync_wall();
         let now = self.now();
         self.fleet.autostart(now);
         self.pump();
@@ -513,6 +518,7 @@ impl Supervisor {
                 biased;
                 c = calls.recv(), if calls_open => match c {
                     Some(Call(req, reply)) => {
+                        self.sync_wall();
                         self.handle(req, reply);
                         calls_in_a_row += 1;
                         if calls_in_a_row.is_multiple_of(8) {
@@ -530,10 +536,12 @@ impl Supervisor {
                     None => break,
                     Some(m) => {
                         calls_in_a_row = 0;
+                        self.sync_wall();
                         self.on_msg(m);
                     }
                 },
                 () = timer => {
+                    self.sync_wall();
                     let now = self.now();
                     self.fleet.handle_timeout(now);
                     self.gens_timeout(now);

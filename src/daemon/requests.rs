@@ -67,6 +67,14 @@ impl Supervisor {
             ),
             _ => app.status_text.clone(),
         };
+        let schedule = self.schedule_status(idx);
+        let message = match (&schedule, m.state()) {
+            // A scheduled app at rest, or running without anything else to say: its schedule.
+            (Some((_, info)), State::Exited | State::Stopped) => info.clone(),
+            (Some((_, info)), State::Ready) if message.is_empty() => info.clone(),
+            (Some((_, info)), State::Fatal) => format!("{message}; {info}"),
+            _ => message,
+        };
         let (generation, rollback) = self.gens_status(&app.name);
         let message = match (&rollback, message.is_empty()) {
             (Some(note), true) => note.clone(),
@@ -119,6 +127,7 @@ impl Supervisor {
             log_lines_dropped: self.logs.dropped(&app.name),
             generation,
             rollback,
+            schedule: schedule.map(|(s, _)| s),
         })
     }
 

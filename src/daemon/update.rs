@@ -116,6 +116,8 @@ impl Supervisor {
                 let what = if autostart {
                     to_start.push(idx);
                     STARTED
+                } else if applied.schedule.is_some() {
+                    "scheduled (runs at its times)"
                 } else {
                     "not started (autostart = false)"
                 };
@@ -123,6 +125,7 @@ impl Supervisor {
             }
         }
         self.sync_publish();
+        self.arm_schedules();
         for idx in to_start {
             self.feed(idx, Event::Start);
         }
@@ -165,9 +168,17 @@ impl Supervisor {
         let (Some(app), Some(u)) = (self.apps[idx].as_mut(), self.fleet.unit(idx)) else {
             return "nothing".into();
         };
-        app.pending = Some(Box::new(spec));
         let st = u.m.state();
         let waiting = u.m.waiting();
+        let scheduled_run = st.is_up() && (spec.schedule.is_some() || u.sched.is_some());
+        let schedule = spec.schedule.clone();
+        app.pending = Some(Box::new(spec));
+        if scheduled_run {
+            // A scheduled run is not cut short: the new file applies when it ends, the new
+            // schedule at once.
+            self.fleet.reschedule_now(idx, schedule);
+            return "running a scheduled run: applies when it ends (the schedule at once)".into();
+        }
         // An app being stopped stays stopped: its new spec applies when it is down.
         if st.is_up() && !waiting {
             self.feed(idx, Event::Restart);

@@ -23,13 +23,17 @@ use std::time::Duration;
 
 mod deps;
 mod rolls;
+pub mod schedule;
 mod waiters;
 use rolls::Roll;
+pub use schedule::{Counts, Sched, SchedNote};
 use waiters::Waiter;
 pub use waiters::{Answer, Replier, Verb};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_schedule;
 
 /// Whether `Deps(false)` would begin a stop of this machine (an app that `requires` others,
 /// up and alive).
@@ -58,6 +62,8 @@ pub struct UnitSpec {
     pub group: Option<Arc<str>>,
     /// How many of its group a rolling restart takes down at once (`[restart] max_unavailable`).
     pub max_unavailable: u32,
+    /// `schedule`/`every`: started at its times (schedule.rs).
+    pub schedule: Option<crate::schedule::ScheduleSpec>,
 }
 
 /// One app (or the second instance of an app during a bundle switch), as the fleet sees it.
@@ -75,6 +81,8 @@ pub struct Unit {
     /// Bundle switch: the instance starting with the new bundle, and the one it replaces.
     pub successor: Option<Slot>,
     pub predecessor: Option<Slot>,
+    /// A scheduled app's schedule, run under way and last run (schedule.rs).
+    pub sched: Option<Sched>,
     /// An `Effect::Spawn` is out: events wait in `held` until its outcome is in.
     spawning: bool,
     held: VecDeque<Item>,
@@ -87,6 +95,8 @@ enum Item {
     /// Its dependencies changed: whether they are ready is judged when this is handled, not
     /// when it was queued (a dependency may have come and gone in between).
     Deps,
+    /// Its schedule timer fired (schedule.rs).
+    Scheduled,
 }
 
 /// How the driver's spawn went.
@@ -145,6 +155,8 @@ pub enum Effect<R> {
     EssentialFailed(Slot),
     /// Answer a waiting request.
     Reply(R, Answer),
+    /// Something a scheduled app's schedule did (log it, write its record).
+    Schedule(Slot, SchedNote),
 }
 
 pub struct Fleet<R> {
@@ -168,6 +180,8 @@ pub struct Fleet<R> {
     exit_code: i32,
     seed: u64,
     now: Time,
+    /// The wall clock minus `now`, in milliseconds (`set_wall`).
+    wall_offset: i64,
     acts: Vec<Action>,
 }
 
@@ -191,6 +205,7 @@ impl<R: Replier> Fleet<R> {
             exit_code: 0,
             seed,
             now: Duration::ZERO,
+            wall_offset: 0,
             acts: Vec::with_capacity(4),
         }
     }
@@ -200,8 +215,9 @@ impl<R: Replier> Fleet<R> {
     /// Adds an app under its name; returns its slot.
     pub fn add(&mut self, spec: UnitSpec) -> Slot {
         let slot = self.add_hidden(spec);
-        let name = self.units[slot].as_ref().map(|u| u.spec.name.to_string());
-        if let Some(name) = name {
+        if let Some(u) = self.unit_mut(slot) {
+            u.sched = u.spec.schedule.clone().map(Sched::new);
+            let name = u.spec.name.to_string();
             self.by_name.insert(name, slot);
         }
         slot
@@ -222,6 +238,7 @@ impl<R: Replier> Fleet<R> {
             health_detail: String::new(),
             successor: None,
             predecessor: None,
+            sched: None,
             spawning: false,
             held: VecDeque::new(),
         };
@@ -234,8 +251,13 @@ impl<R: Replier> Fleet<R> {
     pub fn reconfigure(&mut self, slot: Slot, spec: UnitSpec) {
         if let Some(u) = self.unit_mut(slot) {
             u.m.policy = spec.policy.clone();
+            let schedule = spec.schedule.clone();
+            let named = u.predecessor.is_none();
             u.spec = spec;
             self.with_deps = None;
+            if named {
+                self.reschedule(slot, schedule);
+            }
         }
     }
 
@@ -322,7 +344,11 @@ impl<R: Replier> Fleet<R> {
                     _ => {}
                 }
             }
-            self.queue.push_back((slot, Item::Ev(Event::Timer(kind))));
+            let item = match kind {
+                TimerKind::Schedule => Item::Scheduled,
+                k => Item::Ev(Event::Timer(k)),
+            };
+            self.queue.push_back((slot, item));
         }
         self.drain();
     }
@@ -408,7 +434,7 @@ impl<R: Replier> Fleet<R> {
                 self.queue.push_back((slot, Item::Ev(Event::Start)));
             }
         }
-        self.drain();
+        self.arm_schedules(now);
     }
 
     /// Queues a stop; it starts once the apps depending on this one are down.
@@ -582,6 +608,10 @@ impl<R: Replier> Fleet<R> {
             u.held.push_back(item);
             return;
         }
+        if let Item::Scheduled = item {
+            self.schedule_fired(slot);
+            return;
+        }
         let has_deps = (!u.spec.after.is_empty() || !u.spec.requires.is_empty())
             && !matches!(item, Item::Ev(Event::Stop));
         // Whether the dependencies are ready is judged now, before any event that may start
@@ -661,6 +691,9 @@ impl<R: Replier> Fleet<R> {
     }
 
     fn after_change(&mut self, slot: Slot, before: State, after: State) {
+        if after != before {
+            self.schedule_transition(slot, before, after);
+        }
         self.switch_progress(slot);
         let Some(u) = self.unit(slot) else {
             return;

@@ -55,6 +55,7 @@ fn spec(name: &str, after: &[&str], requires: &[&str], restart: RestartPolicy) -
         policy,
         group: None,
         max_unavailable: 1,
+        schedule: None,
     }
 }
 
@@ -169,7 +170,7 @@ impl World {
                     assert!(slot < self.f.capacity());
                 }
                 Effect::Down(_) | Effect::Switched { .. } | Effect::EssentialFailed(_) => {}
-                Effect::Rolled { .. } => {}
+                Effect::Rolled { .. } | Effect::Schedule(..) => {}
                 Effect::SwitchFailed { .. } | Effect::SwitchCancelled { .. } => {}
                 Effect::Removed { slot, .. } => {
                     assert!(!self.live.contains(&slot), "removed slot {slot} still runs");

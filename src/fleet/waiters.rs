@@ -155,6 +155,8 @@ impl<R: super::Replier> Fleet<R> {
             }
         }
         for slot in slots {
+            // A scheduled app: `stop` pauses its schedule, `start` and `restart` resume it.
+            self.schedule_verb(slot, verb);
             let Some(u) = self.unit(slot) else {
                 continue;
             };

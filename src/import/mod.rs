@@ -1,10 +1,11 @@
 //! `paddock import FILE… --out DIR`: app files from a supervisord config (`[program:x]`
-//! sections) or systemd `.service` units. Every key is either mapped or reported with the
+//! sections), systemd `.service` units, or `.timer` units with their service (a scheduled app). Every key is either mapped or reported with the
 //! reason it was not (`Note`); the files written are then validated as `paddock check` would.
 //! See docs/migrating.md for the key-by-key table.
 
 mod supervisord;
 mod systemd;
+mod timer;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +50,21 @@ impl AppOut {
 
     pub fn has(&self, key: &str) -> bool {
         self.top.iter().any(|(k, _)| k == key)
+    }
+
+    /// The value of `table.key`, as written.
+    pub fn get_in(&self, table: &str, key: &str) -> Option<&String> {
+        self.tables
+            .iter()
+            .find(|(t, _)| t == table)
+            .and_then(|(_, keys)| keys.iter().find(|(k, _)| k == key).map(|(_, v)| v))
+    }
+
+    /// Drops a whole table; whether it was there.
+    pub fn remove_table(&mut self, table: &str) -> bool {
+        let n = self.tables.len();
+        self.tables.retain(|(t, _)| t != table);
+        self.tables.len() != n
     }
 
     pub fn to_toml(&self) -> String {
@@ -205,10 +221,12 @@ pub fn convert(path: &Path) -> Result<Import, String> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if name.ends_with(".service") {
         systemd::convert(name, &src)
+    } else if name.ends_with(".timer") {
+        timer::convert(name, &src, &here)
     } else if src.lines().any(|l| l.trim_start().starts_with("[program:")) {
         supervisord::convert(name, &src, &here)
     } else {
-        Err("neither a systemd unit (NAME.service) nor a supervisord config with [program:NAME] sections".into())
+        Err("neither a systemd unit (NAME.service) nor a supervisord config with [program:NAME] sections (nor a NAME.timer, read with its service)".into())
     }
 }
 

@@ -4,7 +4,7 @@
 use super::{AppOut, Import, Note, app_name, arr, q, secs, split_words};
 
 /// systemd time spans: `90`, `90s`, `1min 30s`, `500ms`, `infinity`.
-fn span(v: &str) -> Option<String> {
+pub(super) fn span(v: &str) -> Option<String> {
     if let Some(s) = secs(v) {
         return Some(s);
     }

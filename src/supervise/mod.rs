@@ -114,15 +114,19 @@ pub enum TimerKind {
     Watchdog,
     /// Time for the next health check.
     HealthCheck,
+    /// A scheduled app's next run may be due (the fleet's, not the machine's: see
+    /// `crate::fleet::schedule`).
+    Schedule,
 }
 
-pub const TIMER_KINDS: [TimerKind; 6] = [
+pub const TIMER_KINDS: [TimerKind; 7] = [
     TimerKind::Backoff,
     TimerKind::StopTimeout,
     TimerKind::Stable,
     TimerKind::ReadyTimeout,
     TimerKind::Watchdog,
     TimerKind::HealthCheck,
+    TimerKind::Schedule,
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -769,6 +773,8 @@ impl Machine {
                     out.push(Action::RunHealthCheck);
                 }
             }
+            // The fleet's timer: it never reaches a machine.
+            Event::Timer(TimerKind::Schedule) => {}
         }
     }
 }

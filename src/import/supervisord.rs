@@ -115,6 +115,42 @@ fn process_num_plain(v: &str) -> bool {
         .all(|(i, m)| matches!(v.as_bytes().get(i + m.len()), Some(b's' | b'd')))
 }
 
+/// `/dev/stdout` and the like, as supervisord's log file names for its own output.
+fn is_own_output(v: &str) -> bool {
+    matches!(v, "/dev/stdout" | "/dev/stderr" | "/dev/fd/1" | "/dev/fd/2")
+}
+
+/// Why `stream`'s `/dev/stdout` cannot become `stdout = "inherit"`, which sends both streams
+/// to paddock's own output: the other stream goes to a file of its own.
+fn inherit_clash<'a>(
+    stream: &str,
+    get: &impl Fn(&str) -> Option<&'a (String, String, usize)>,
+    redirect: bool,
+) -> Option<String> {
+    let other = if stream == "stdout" {
+        "stderr_logfile"
+    } else {
+        "stdout_logfile"
+    };
+    let v = get(other).map(|(_, v, _)| v.as_str());
+    let fine = match v {
+        Some(v) if is_own_output(v) => true,
+        // stdout to paddock's output; stderr has no file of its own.
+        _ if stream == "stdout" => {
+            redirect
+                || v.is_none_or(|v| {
+                    v.eq_ignore_ascii_case("AUTO") || v.eq_ignore_ascii_case("NONE")
+                })
+        }
+        _ => false,
+    };
+    (!fine).then(|| {
+        format!(
+            "not mapped: paddock sends an app's output to its own only for both streams (`[logs] stdout = \"inherit\"`), and {other} goes elsewhere; set both to /dev/stdout, or give this stream a file"
+        )
+    })
+}
+
 /// Where `stdout_logfile`/`stderr_logfile` puts a stream, in paddock's `[logs]`.
 #[derive(Debug, PartialEq)]
 enum LogPath {
@@ -138,7 +174,7 @@ fn log_path(
     same_as_stdout: bool,
     instances: Option<usize>,
 ) -> LogPath {
-    if matches!(v, "/dev/stdout" | "/dev/stderr" | "/dev/fd/1" | "/dev/fd/2") {
+    if is_own_output(v) {
         return LogPath::Inherit;
     }
     match v.to_ascii_uppercase().as_str() {
@@ -286,6 +322,11 @@ fn program(
     // padding) can say what `%(process_num)` said; else N app files.
     let instances_why_not = if numprocs < 2 {
         None
+    } else if numprocs as i64 > crate::config::instances::MAX_INSTANCES {
+        Some(format!(
+            "paddock runs at most {} instances of one file",
+            crate::config::instances::MAX_INSTANCES
+        ))
     } else if numprocs_start != 0 {
         Some(format!(
             "numprocs_start = {numprocs_start}: paddock's instances count from 0"
@@ -429,7 +470,11 @@ fn program(
                     let same_as_stdout = stream == "stderr"
                         && get("stdout_logfile").is_some_and(|(_, o, _)| o == raw);
                     match log_path(&v, stream, redirect, same_as_stdout, as_instances.then_some(numprocs)) {
-                        LogPath::Inherit => a.set_in("logs", "stdout", q("inherit")),
+                        // paddock's `stdout = "inherit"` takes both streams.
+                        LogPath::Inherit => match inherit_clash(stream, &get, redirect) {
+                            None => a.set_in("logs", "stdout", q("inherit")),
+                            Some(why) => note(l, k, why),
+                        },
                         LogPath::Default => {}
                         LogPath::Combine => a.set_in("logs", "combine", "true".into()),
                         LogPath::File(p) => a.set_in("logs", stream, q(&p)),
@@ -551,6 +596,51 @@ mod tests {
             i.notes
                 .iter()
                 .any(|n| n.why.contains("would share one file")),
+            "{:?}",
+            i.notes
+        );
+    }
+
+    #[test]
+    fn own_output_only_for_both_streams() {
+        let conv = |keys: &str| {
+            let src = format!("[program:w]\ncommand=/bin/true\n{keys}");
+            let i = convert("s.conf", &src, Path::new("/etc")).unwrap();
+            (i.apps[0].to_toml(), i.notes)
+        };
+        // stdout to paddock's output, stderr to a file: not inherit (which takes both).
+        let (t, notes) = conv("stdout_logfile=/dev/stdout\nstderr_logfile=/tmp/x.err\n");
+        assert!(!t.contains("inherit"), "{t}");
+        assert!(t.contains(r#"stderr = "/tmp/x.err""#), "{t}");
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.key.ends_with("stdout_logfile") && n.why.contains("both streams")),
+            "{notes:?}"
+        );
+        // The reverse order keeps stdout's file.
+        let (t, _) = conv("stdout_logfile=/tmp/x.out\nstderr_logfile=/dev/stderr\n");
+        assert!(
+            t.contains(r#"stdout = "/tmp/x.out""#) && !t.contains("inherit"),
+            "{t}"
+        );
+        // Both, or stdout alone: inherit.
+        for keys in [
+            "stdout_logfile=/dev/stdout\nstderr_logfile=/dev/stderr\n",
+            "stdout_logfile=/dev/stdout\n",
+            "stdout_logfile=/dev/stdout\nredirect_stderr=true\n",
+        ] {
+            let (t, _) = conv(keys);
+            assert!(t.contains(r#"stdout = "inherit""#), "{keys}: {t}");
+        }
+        // More processes than paddock's instances: N files.
+        let src = "[program:w]\ncommand=/bin/echo %(process_num)d\nnumprocs=300\n";
+        let i = convert("s.conf", src, Path::new("/etc")).unwrap();
+        assert_eq!(i.apps.len(), 300);
+        assert!(
+            i.notes
+                .iter()
+                .any(|n| n.why.contains("at most 256 instances")),
             "{:?}",
             i.notes
         );

@@ -144,6 +144,12 @@ pub(super) fn calendar(v: &str) -> Result<(String, Option<String>), String> {
         hour = field(h, "hour")?;
         minute = field(m, "minute")?;
     }
+    if dow != "*" && day != "*" {
+        // systemd wants both to match, cron either one.
+        return Err(format!(
+            "weekday \"{dow}\" and day \"{day}\" together: systemd runs when both match, cron when either does, so cron cannot say it"
+        ));
+    }
     let cron = format!("{minute} {hour} {day} {month} {dow}");
     Cron::parse(&cron).map_err(|e| format!("as cron \"{cron}\": {e}"))?;
     Ok((cron, zone))
@@ -291,6 +297,13 @@ mod tests {
         assert!(c("*-*-* 00:00:30").unwrap_err().contains("seconds"));
         assert!(c("*-02~03").unwrap_err().contains("~"));
         assert!(c("*-*-* 25:00").unwrap_err().contains("out of range"));
+        // Friday the 13th: both must match in systemd, either one in cron.
+        assert!(
+            c("Fri *-*-13 00:00")
+                .unwrap_err()
+                .contains("cron cannot say it")
+        );
+        assert!(c("Mon *-*-1..7 09:00").is_err());
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl Field {
             let mut v = lo;
             while v <= hi {
                 bits |= 1 << v;
-                v += step;
+                v = v.saturating_add(step);
             }
         }
         Ok(bits)

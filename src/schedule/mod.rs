@@ -112,7 +112,7 @@ pub enum Rule {
     /// `schedule = "…"`, in the app's zone.
     Cron(Cron),
     /// `every = "…"`: at the multiples of the period since the Unix epoch (so `15m` runs at
-    /// :00, :15, :30 and :45 of every hour, `1d` at 00:00 UTC).
+    /// :00, :15, :30 and :45 of every hour, `24h` at 00:00 UTC).
     Every(Duration),
 }
 

@@ -143,6 +143,19 @@ fn bad_expressions_name_the_field_and_the_fault() {
         "field 4 (month) \"foo\" is not a number or a name (jan…dec)"
     );
     assert_eq!(e("x * * * *"), "field 1 (minute) \"x\" is not a number");
+    // A step past the field's end is one value (as cron has it), never an overflow.
+    assert_eq!(
+        next_n(
+            &spec("30/4294967295 * * * *", "UTC"),
+            "2026-11-27T10:20:00Z",
+            2
+        ),
+        ["2026-11-27T10:30:00Z", "2026-11-27T11:30:00Z"]
+    );
+    assert_eq!(
+        next_n(&spec("0 */24 * * *", "UTC"), "2026-11-27T10:20:00Z", 2),
+        ["2026-11-28T00:00:00Z", "2026-11-29T00:00:00Z"]
+    );
     assert_eq!(
         e("*/0 * * * *"),
         "field 1 (minute) \"*/0\": the step after / must be at least 1"

@@ -522,7 +522,7 @@ impl Machine {
             // least this long before trying again.
             delay = delay.max(MIN_SPAWN_RETRY);
         }
-        self.restarts += 1;
+        self.restarts = self.restarts.saturating_add(1);
         if delay.is_zero() {
             self.try_start(now, out);
         } else {

@@ -741,6 +741,19 @@ fn adopted_process_is_up_without_a_spawn() {
     assert_eq!(m.uptime(secs(100)), Some(secs(30)));
     // The earlier paddock's restart count goes on.
     assert_eq!(m.restarts(), 7);
+    // A forged record's count does not wrap.
+    let mut big = Machine::new(Policy::simple(RestartSpec::default(), 15, secs(5)), 1);
+    big.handle(
+        Event::Adopted {
+            ready: true,
+            age: secs(1),
+            restarts: u64::MAX,
+        },
+        secs(100),
+        &mut vec![],
+    );
+    big.handle(Event::Exited(Exit::Unknown), secs(101), &mut vec![]);
+    assert_eq!(big.restarts(), u64::MAX);
     // Its end (status unknown) is an ordinary unexpected exit: restarted by the policy.
     out.clear();
     m.handle(Event::Exited(Exit::Unknown), secs(101), &mut out);

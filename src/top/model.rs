@@ -311,8 +311,10 @@ fn resolve(dep: &str, by_name: &BTreeMap<&str, usize>) -> Vec<usize> {
 
 /// The dependency tree: apps without dependencies (among the apps listed) at the roots, each
 /// app's dependants (what starts `after` or `requires` it) below it, siblings in the order of
-/// `rows` (already sorted). An app with several dependencies is shown under each; a cycle is
-/// cut where it would repeat. With a filter, only matching apps are listed (at their place).
+/// `rows` (already sorted). An app with several dependencies is shown under each, its own
+/// dependants only the first time (so the tree has at most one line per dependency, however the
+/// apps are layered); a cycle is cut where it would repeat. With a filter, only matching apps
+/// are listed (at their place).
 pub fn tree(rows: &[Row], filter: &str) -> Vec<Line> {
     let by_name: BTreeMap<&str, usize> = rows
         .iter()
@@ -384,8 +386,8 @@ fn walk(
         String::new()
     };
     out.push(Line { row: i, prefix });
-    shown[i] = true;
-    if path.contains(&i) || path.len() > 64 {
+    let seen = std::mem::replace(&mut shown[i], true);
+    if seen || path.contains(&i) || path.len() > 64 {
         return;
     }
     path.push(i);
@@ -584,5 +586,26 @@ mod tests {
         let t = tree(&rows, "web");
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].prefix, "│  ├─ ");
+        // Layered diamonds (b, c after a; a' after b and c; …): every path drawn would be 2^40
+        // lines; each app's dependants are drawn once.
+        let mut rows = vec![row("l0")];
+        for k in 1..=40 {
+            let mut b = row(&format!("l{k}b"));
+            let mut c = row(&format!("l{k}c"));
+            let mut d = row(&format!("l{k}"));
+            b.after = vec![format!("l{}", k - 1)];
+            c.after = vec![format!("l{}", k - 1)];
+            d.after = vec![format!("l{k}b"), format!("l{k}c")];
+            rows.extend([b, c, d]);
+        }
+        let t = tree(&rows, "");
+        assert!(
+            t.len() <= 1 + 40 * 4,
+            "{} lines: at most one per dependency",
+            t.len()
+        );
+        for (i, r) in rows.iter().enumerate() {
+            assert!(t.iter().any(|l| l.row == i), "{} is not drawn", r.name);
+        }
     }
 }

@@ -88,17 +88,7 @@ impl Record {
 
 /// Writes (atomically: a temporary file renamed over) the record of an app.
 pub fn write(dir: &Path, r: &Record) -> std::io::Result<()> {
-    let path = path_of(dir, &r.app);
-    let tmp = dir.join(format!(".{}.tmp", r.app));
-    let body = serde_json::to_vec(r).map_err(std::io::Error::other)?;
-    match std::fs::write(&tmp, &body) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)?;
-            std::fs::write(&tmp, &body)?;
-        }
-        r => r?,
-    }
-    std::fs::rename(&tmp, &path)
+    crate::util::write_json_record(dir, &r.app, r)
 }
 
 pub fn remove(dir: &Path, app: &str) {

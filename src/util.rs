@@ -108,6 +108,28 @@ mod tests {
     }
 }
 
+/// Writes `DIR/NAME.json` atomically: the JSON of `value` to `DIR/.NAME.tmp` (the directory
+/// made if missing), renamed over the file. A reader sees the old record or the new one, never a
+/// torn one; a `.NAME.tmp` left by a crash is the reader's to remove. The state directory's
+/// per-app records (`crate::adopt`, `crate::schedule::record`) are written this way.
+pub fn write_json_record(
+    dir: &std::path::Path,
+    name: &str,
+    value: &impl serde::Serialize,
+) -> std::io::Result<()> {
+    let path = dir.join(format!("{name}.json"));
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let body = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    match std::fs::write(&tmp, &body) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(&tmp, &body)?;
+        }
+        r => r?,
+    }
+    std::fs::rename(&tmp, &path)
+}
+
 /// Reads a file that must be a regular file of at most `limit` bytes: a FIFO, a device
 /// (`/dev/zero`), a socket or a directory is refused by its type without reading (the open does
 /// not block, even on a FIFO), and a larger file by its size, so a hostile path can neither

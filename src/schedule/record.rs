@@ -70,17 +70,7 @@ fn path_of(dir: &Path, app: &str) -> PathBuf {
 
 /// Writes the record (a new file renamed over the old one).
 pub fn write(dir: &Path, r: &Record) -> std::io::Result<()> {
-    let path = path_of(dir, &r.app);
-    let tmp = dir.join(format!(".{}.tmp", r.app));
-    let body = serde_json::to_vec(r).map_err(std::io::Error::other)?;
-    match std::fs::write(&tmp, &body) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)?;
-            std::fs::write(&tmp, &body)?;
-        }
-        r => r?,
-    }
-    std::fs::rename(&tmp, &path)
+    crate::util::write_json_record(dir, &r.app, r)
 }
 
 pub fn remove(dir: &Path, app: &str) {

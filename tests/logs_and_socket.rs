@@ -2,6 +2,7 @@
 
 mod common;
 use common::*;
+use paddock::control::api::{AppStatus, StatusList};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -412,4 +413,88 @@ fn stalled_followers_stay_within_a_bound() {
     );
     let o = p.cli(&["status", "firehose"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("firehose"));
+}
+
+/// The status the control thread answers from its board (see src/control/board.rs) is never
+/// behind an answer already given: `stop`, `start`, `restart` and `update` show at once, an app
+/// removed by `update` is 404 at once, and `status` keeps answering while 40 apps crash-loop
+/// without backoff.
+#[test]
+fn status_from_the_board_is_never_behind_an_answer() {
+    let looping = "command = [\"/bin/false\"]\n[restart]\npolicy = \"always\"\nbackoff_initial = \"0s\"\nmax_failures = 0\n";
+    let mut apps: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("c{i}"), looping.to_string()))
+        .collect();
+    apps.push(("s".into(), "command = [\"sleep\", \"1000\"]\n".into()));
+    apps.push(("gone".into(), "command = [\"sleep\", \"1000\"]\n".into()));
+    let refs: Vec<(&str, &str)> = apps.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let p = Paddock::with_apps("board", &refs).start();
+    p.wait_state("s", "READY", Duration::from_secs(10));
+    let one = |name: &str| -> (u16, Option<AppStatus>) {
+        let (code, body) = p
+            .client
+            .request("GET", &format!("/v1/apps/{name}"), None)
+            .map(|r| (r.status, r.body))
+            .expect("status");
+        let app = serde_json::from_str::<StatusList>(&body)
+            .ok()
+            .and_then(|l| l.apps.into_iter().next());
+        (code, app)
+    };
+    // Keep the board read (it is kept only while someone reads it).
+    for _ in 0..5 {
+        let _ = one("s");
+    }
+    let mut last_pid = p.app("s").pid;
+    for round in 0..15 {
+        assert!(p.post("/v1/apps/s/stop").status < 300);
+        let (_, a) = one("s");
+        let a = a.unwrap();
+        assert!(
+            a.state == "STOPPED" && a.pid.is_none(),
+            "round {round}: status after `stop` answered: {a:?}"
+        );
+        assert!(p.post("/v1/apps/s/start").status < 300);
+        let (_, a) = one("s");
+        let a = a.unwrap();
+        assert!(
+            a.pid.is_some() && a.pid != last_pid && alive(a.pid.unwrap()),
+            "round {round}: status after `start` answered: {a:?}"
+        );
+        last_pid = a.pid;
+        // And the whole list agrees with the one app.
+        assert_eq!(p.app("s").pid, last_pid);
+    }
+    // Removed by `update`: stopping at once (`update` answers when the stop has begun), then
+    // gone from every answer.
+    std::fs::remove_file(p.apps_dir().join("gone.toml")).unwrap();
+    assert!(p.post("/v1/update").status < 300);
+    let (code, a) = one("gone");
+    assert!(
+        code == 404 || a.as_ref().is_some_and(|a| a.state == "STOPPING"),
+        "status of an app removed by update: {code} {a:?}"
+    );
+    wait_for(Duration::from_secs(5), "the removed app to be 404", || {
+        one("gone").0 == 404
+    });
+    assert!(p.status().iter().all(|a| a.name != "gone"));
+    // Responsive under the crash loops: every request answered, none slow enough to be starved
+    // (a generous bound: timings are in the benches).
+    let mut worst = Duration::ZERO;
+    for _ in 0..200 {
+        let t = Instant::now();
+        let (code, a) = one("c1");
+        worst = worst.max(t.elapsed());
+        assert_eq!(code, 200);
+        assert!(a.unwrap().restarts > 0);
+    }
+    assert!(
+        worst < Duration::from_millis(500),
+        "a status took {worst:?}"
+    );
+    let restarts = p.app("c1").restarts;
+    assert!(
+        restarts > 5,
+        "the apps did crash-loop: c1 restarted {restarts} times"
+    );
 }

@@ -3,6 +3,7 @@
 //! and never reaches the supervisor; a slow client is cut off; concurrency is bounded.
 
 use super::api::{Call, Halt, Reply, Request, Verb};
+use super::board::Board;
 use super::http::{self, HttpError, HttpRequest};
 use crate::logs::{Ctl, Logs, Stream};
 use std::path::Path;
@@ -83,9 +84,86 @@ pub fn from_held(fd: std::os::fd::OwnedFd) -> Result<UnixListener, String> {
         .map_err(|e| format!("the control socket kept by the holder: {e}"))
 }
 
-pub async fn serve(
+/// The control socket and the metrics port, served on a thread of their own.
+pub struct ControlThread {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl ControlThread {
+    /// Stops accepting connections (they wait in the listeners' backlogs, which the descriptor
+    /// holder keeps, for the next paddock); the answers already decided are still written.
+    pub fn stop_accepting(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Serves the control socket (and the metrics port) on a thread with a runtime of its own.
+/// Accepting, reading and parsing requests and writing answers never wait for a turn of the
+/// supervisor's loop, which may be busy spawning and reaping (50 zero-backoff crash loops):
+/// only the request's own answer does. Log tails and event streams run there too.
+pub fn start_thread(
+    listener: UnixListener,
+    metrics: Option<tokio::net::TcpListener>,
+    (sup, board): (mpsc::UnboundedSender<Call>, Arc<Board>),
+    logs: Logs,
+    events: broadcast::Sender<String>,
+) -> Result<ControlThread, String> {
+    // Taken out of the supervisor's runtime here, registered with the thread's own there.
+    let listener = listener
+        .into_std()
+        .map_err(|e| format!("the control socket: {e}"))?;
+    let metrics = match metrics.map(|m| m.into_std()) {
+        Some(Err(e)) => return Err(format!("the metrics listener: {e}")),
+        Some(Ok(m)) => Some(m),
+        None => None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the control socket's runtime: {e}"))?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("paddock-control".into())
+        .spawn(move || {
+            // SAFETY: gettid and setpriority take integers only; a refusal (no CAP_SYS_NICE)
+            // leaves the thread at paddock's own priority.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, -10);
+            }
+            rt.block_on(async move {
+                let listener = match UnixListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => return eprintln!("paddock: the control socket: {e}"),
+                };
+                let metrics = metrics.and_then(|m| match tokio::net::TcpListener::from_std(m) {
+                    Ok(l) => Some(tokio::spawn(super::metrics_tcp::serve(l, sup.clone()))),
+                    Err(e) => {
+                        eprintln!("paddock: the metrics listener: {e}");
+                        None
+                    }
+                });
+                tokio::select! {
+                    () = serve(listener, sup, board, logs, events) => {}
+                    _ = stopped => {}
+                }
+                if let Some(m) = metrics {
+                    m.abort();
+                }
+                // The connections already accepted finish on this runtime; the thread ends
+                // with the process (an exit, or the exec of `reexec`).
+                std::future::pending::<()>().await
+            })
+        })
+        .map_err(|e| format!("cannot start the control socket's thread: {e}"))?;
+    Ok(ControlThread { stop: Some(stop) })
+}
+
+async fn serve(
     listener: UnixListener,
     sup: mpsc::UnboundedSender<Call>,
+    board: Arc<Board>,
     logs: Logs,
     events: broadcast::Sender<String>,
 ) {
@@ -119,9 +197,9 @@ pub async fn serve(
             }
         };
         let (sup, logs, events) = (sup.clone(), logs.clone(), events.clone());
-        let (reserve, streams) = (reserve.clone(), streams.clone());
+        let (reserve, streams, board) = (reserve.clone(), streams.clone(), board.clone());
         within_budget(&slots, stream, |s| async move {
-            connection(s, sup, logs, events, streams).await;
+            connection(s, (sup, board), logs, events, streams).await;
             refill(&reserve);
         });
     }
@@ -218,7 +296,7 @@ fn allowed(s: &UnixStream) -> bool {
 
 async fn connection(
     mut s: UnixStream,
-    sup: mpsc::UnboundedSender<Call>,
+    (sup, board): (mpsc::UnboundedSender<Call>, Arc<Board>),
     logs: Logs,
     events: broadcast::Sender<String>,
     streams: Arc<tokio::sync::Semaphore>,
@@ -266,6 +344,13 @@ async fn connection(
     }
     IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let reply = match route(&req) {
+        // Status from the board when it is fresh (see `board.rs`); else the supervisor's turn.
+        Ok(Request::Status(names, table)) => match board.answer(&names, table, |s| {
+            s.log_lines_dropped = logs.dropped(&s.name);
+        }) {
+            Some(r) => r,
+            None => ask(&sup, Request::Status(names, table)).await,
+        },
         Ok(request) => ask(&sup, request).await,
         Err(r) => r,
     };

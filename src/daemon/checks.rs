@@ -152,6 +152,7 @@ impl Supervisor {
 
     pub(super) fn feed_health(&mut self, idx: usize, result: Result<(), String>) {
         let now = self.now();
+        self.board_touch(idx);
         self.fleet.health(idx, result, now);
     }
 
@@ -215,6 +216,7 @@ impl Supervisor {
             }
         }
         let now = self.now();
+        self.board_touch(idx);
         self.fleet.exited(idx, exit, now);
     }
 
@@ -227,6 +229,7 @@ impl Supervisor {
                     if let Some(a) = self.apps[idx].as_mut() {
                         a.status_text = s;
                     }
+                    self.board_touch(idx);
                 }
                 crate::health::Notice::Stopping | crate::health::Notice::MainPid(_) => {}
             }

@@ -28,6 +28,7 @@ impl Supervisor {
     /// Feeds an event to one app.
     pub(super) fn feed(&mut self, idx: usize, ev: Event) {
         let now = self.now();
+        self.board_touch(idx);
         self.fleet.feed(idx, ev, now);
     }
 
@@ -39,6 +40,7 @@ impl Supervisor {
     }
 
     pub(super) fn perform(&mut self, e: Effect<oneshot::Sender<Reply>>) {
+        self.board_saw(&e);
         match e {
             Effect::Spawn(idx) => {
                 let outcome = match self.check_bundle(idx).and_then(|()| self.check_limits(idx)) {
@@ -124,9 +126,7 @@ impl Supervisor {
                 );
                 self.shutdown_begun();
             }
-            Effect::Reply(tx, a) => {
-                let _ = tx.send(reply_of(a));
-            }
+            Effect::Reply(tx, a) => self.send_reply(tx, reply_of(a)),
             Effect::Schedule(idx, note) => self.schedule_note(idx, note),
         }
     }

@@ -262,6 +262,17 @@ pub(super) fn figures(app: &App) -> Option<HttpFigures> {
     app.wasm.http.as_ref().map(|h| h.served.figures(h.reuse))
 }
 
+/// `figures` for another thread, whenever it asks (the status board): requests are served
+/// without a turn of the supervisor's loop.
+pub(super) fn live_figures(app: &App) -> Option<impl Fn() -> HttpFigures + Send + Sync + 'static> {
+    let (served, reuse) = app
+        .wasm
+        .http
+        .as_ref()
+        .map(|h| (h.served.clone(), h.reuse))?;
+    Some(move || served.figures(reuse))
+}
+
 /// A `/metrics` series: name, help, value.
 type Counter = (&'static str, &'static str, fn(&HttpFigures) -> u64);
 

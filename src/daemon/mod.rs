@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 mod adoption;
+mod board;
 mod bundles;
 mod checks;
 mod effects;
@@ -245,6 +246,9 @@ pub struct Supervisor {
     yield_soon: bool,
     /// Each app's generations and their watch (see `generations.rs`).
     gens: generations::Gens,
+    /// The statuses the control thread answers from (see `board.rs`).
+    pub board: Arc<crate::control::board::Board>,
+    board_kept: board::Kept,
 }
 
 /// Exits handled per turn of the loop (and at most `REAP_TIME` of handling them). A
@@ -318,6 +322,8 @@ impl Supervisor {
             reexec: None,
             yield_soon: false,
             gens: generations::Gens::new(&state_dir),
+            board: Default::default(),
+            board_kept: Default::default(),
         };
         // Sockets an earlier paddock left in the holder, before any app binds its own.
         sockets::adopt_held(
@@ -348,6 +354,7 @@ impl Supervisor {
         let idx = self.new_app(&spec);
         let slot = self.fleet.add(unit_spec(&spec));
         debug_assert_eq!(slot, idx);
+        self.board_restructured();
         self.http_load(idx);
         self.load_sockets(idx);
         idx
@@ -548,6 +555,7 @@ impl Supervisor {
                 }
             }
             self.pump();
+            self.end_turn();
             if std::mem::take(&mut self.yield_soon) {
                 // The I/O driver runs before this task again: accepted connections get their
                 // requests in.

@@ -126,11 +126,11 @@ impl Supervisor {
             match then {
                 Then::Reread(reply) => {
                     let (_, r) = self.reread_with(l);
-                    let _ = reply.send(Reply::json(if r.ok { 200 } else { 422 }, &r));
+                    self.send_reply(reply, Reply::json(if r.ok { 200 } else { 422 }, &r));
                 }
                 Then::Update(reply) => {
                     let r = self.update_with(l);
-                    let _ = reply.send(r);
+                    self.send_reply(reply, r);
                 }
                 Then::Sighup => {
                     let r = self.update_with(l);

@@ -145,22 +145,10 @@ impl Supervisor {
                 self.resolve(&names)
             } {
                 Ok(idxs) => {
-                    let apps: Vec<AppStatus> =
-                        idxs.iter().filter_map(|&i| self.status_of(i)).collect();
-                    if table {
-                        let ready = crate::control::table::all_ready(&apps);
-                        Reply {
-                            status: 200,
-                            content_type: if ready {
-                                crate::control::table::ALL_READY
-                            } else {
-                                crate::control::table::NOT_ALL_READY
-                            },
-                            body: crate::control::view::table(&apps, !names.is_empty(), None),
-                        }
-                    } else {
-                        Reply::json(200, &StatusList { apps })
-                    }
+                    let entries: Vec<_> = idxs.iter().filter_map(|&i| self.entry_of(i)).collect();
+                    let apps = entries.iter().map(|(s, _)| s.clone()).collect();
+                    self.board.write(entries, Instant::now());
+                    crate::control::board::status_reply(apps, table, !names.is_empty())
                 }
                 Err(r) => r,
             },
@@ -269,6 +257,6 @@ impl Supervisor {
                 Some(_) => Reply::json(200, &serde_json::json!({"ok": true})),
             },
         };
-        let _ = reply.send(r);
+        self.send_reply(reply, r);
     }
 }

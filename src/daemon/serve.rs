@@ -109,9 +109,9 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
         .log_dir
         .clone()
         .unwrap_or_else(|| opts.state_dir.join("logs"));
-    // One thread runs the supervisor, the control socket, probes and the pipe readers: the
-    // supervisor is one task that owns all state, and a single thread keeps its memory in one
-    // malloc arena.
+    // One thread runs the supervisor, probes and the pipe readers: the supervisor is one task
+    // that owns all state. The control socket has a thread of its own (see
+    // `control::server::start_thread`).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -235,21 +235,19 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
                 ""
             }
         );
-        let server = tokio::spawn(crate::control::server::serve(
+        let mut control = crate::control::server::start_thread(
             listener,
-            calls_tx.clone(),
+            metrics_listener,
+            (calls_tx, sup.board.clone()),
             logs,
             events,
-        ));
+        )?;
         sup.adopt_all(held);
-        if let Some(l) = metrics_listener {
-            tokio::spawn(crate::control::metrics_tcp::serve(l, calls_tx));
-        }
         let out = sup.run(rx, calls).await;
         if out.reexec.is_some() {
             // New connections wait in the listener's backlog (the holder keeps it) for the
             // next paddock; only the answers already decided are written.
-            server.abort();
+            control.stop_accepting();
         }
         crate::control::server::drain(Duration::from_secs(2)).await;
         if out.reexec.is_some() {

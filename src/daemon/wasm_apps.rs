@@ -230,6 +230,7 @@ impl Supervisor {
             h.end_run();
         }
         let now = self.now();
+        self.board_touch(idx);
         self.fleet.exited(idx, exit, now);
     }
 
@@ -253,6 +254,11 @@ impl Supervisor {
 /// Linear memory in use by a running wasm app.
 pub(super) fn memory_bytes(app: &App) -> Option<u64> {
     app.wasm.running.as_ref().map(|(_, i)| i.memory_bytes())
+}
+
+/// `memory_bytes` for another thread (the status board).
+pub(super) fn live_memory(app: &App) -> Option<impl Fn() -> u64 + Send + Sync + 'static> {
+    app.wasm.running.as_ref().map(|(_, i)| i.memory_gauge())
 }
 
 /// What `paddock signal` answers for a wasm app.

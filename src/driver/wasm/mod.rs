@@ -288,6 +288,12 @@ impl Instance {
         self.shared.memory.load(Ordering::Relaxed)
     }
 
+    /// `memory_bytes` for another thread, whenever it asks (the status board).
+    pub fn memory_gauge(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.memory.load(Ordering::Relaxed)
+    }
+
     /// Calls the module's exported health function under a budget of `budget` (rounded up to
     /// whole `TICK`s of execution; the call is also abandoned after `budget` + 1 s of wall time,
     /// for a guest blocked in a host call). `Ok(0)` means healthy, `Ok(n)` unhealthy with code

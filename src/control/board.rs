@@ -1,0 +1,280 @@
+//! The status board: the apps' statuses as the supervisor last computed them, for the control
+//! socket's thread to answer `GET /v1/apps[/NAMES]` without waiting for a turn of the
+//! supervisor's loop (which, with 50 zero-backoff crash loops, is busy spawning and reaping and
+//! waits for the CPU like any other thread).
+//!
+//! Freshness, which the answers keep exact where it matters:
+//! - the supervisor writes an app's entry at the end of every turn that touched it (an effect or
+//!   an input of the fleet naming the app), and before it answers any request: once `start`,
+//!   `stop` or `signal` has answered, the board shows what it did;
+//! - every entry is written again at least every `FULL_EVERY` while the loop turns, and only
+//!   entries younger than `FRESH` are served (what changes outside a turn, such as cgroup usage
+//!   or request figures, is that recent at worst); an older one sends the request to the
+//!   supervisor, as do names that are not exact app names (groups, typos: the supervisor resolves
+//!   and explains them);
+//! - times (uptime, time in state) are aged to the moment of the answer;
+//! - the board is kept only while someone reads it (a read within `WANTED_FOR`): an idle fleet
+//!   that nobody asks about costs nothing.
+
+use super::api::{AppStatus, Reply, StatusList};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Entries older than this are not served.
+pub const FRESH: Duration = Duration::from_secs(1);
+/// How often every entry is written again while the loop turns and the board is read.
+pub const FULL_EVERY: Duration = Duration::from_millis(250);
+/// How long after the last read the supervisor keeps the board.
+pub const WANTED_FOR: Duration = Duration::from_secs(10);
+
+pub struct Board {
+    origin: Instant,
+    /// When the board was last read, in ms after `origin` (0: never).
+    read_ms: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The supervisor keeps the board (set by a full write, cleared when nobody reads).
+    live: bool,
+    /// Every app the supervisor knows has an entry, and no other (for `all`).
+    complete: bool,
+    apps: BTreeMap<String, Entry>,
+}
+
+struct Entry {
+    status: AppStatus,
+    at: Instant,
+    live: Option<Live>,
+}
+
+/// Puts into a status what changes without a turn of the supervisor's loop (a wasm app's
+/// request figures and memory), read when the board answers.
+pub type Live = Box<dyn Fn(&mut AppStatus) + Send + Sync>;
+
+impl Default for Board {
+    fn default() -> Self {
+        Board {
+            origin: Instant::now(),
+            read_ms: AtomicU64::new(0),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+}
+
+impl Board {
+    /// The answer to `GET /v1/apps` (`names` empty) or `/v1/apps/NAMES` from the board, or
+    /// None when the supervisor must answer. `current` sets what the caller knows better than the
+    /// board (the log writer's counts).
+    pub fn answer(
+        &self,
+        names: &[String],
+        table: bool,
+        current: impl Fn(&mut AppStatus),
+    ) -> Option<Reply> {
+        let now = Instant::now();
+        let ms = now.saturating_duration_since(self.origin).as_millis() as u64;
+        self.read_ms.store(ms.max(1), Ordering::Relaxed);
+        let apps = {
+            let g = self.inner.lock().ok()?;
+            if !g.live {
+                return None;
+            }
+            let pick = |name: &str| {
+                let e = g.apps.get(name)?;
+                let age = now.saturating_duration_since(e.at);
+                (age <= FRESH).then(|| {
+                    let mut s = aged(&e.status, age);
+                    if let Some(live) = &e.live {
+                        live(&mut s);
+                    }
+                    current(&mut s);
+                    s
+                })
+            };
+            if names.is_empty() || names.iter().any(|n| n == "all") {
+                if !g.complete {
+                    return None;
+                }
+                g.apps.keys().map(|n| pick(n)).collect::<Option<Vec<_>>>()?
+            } else {
+                let mut seen = std::collections::HashSet::new();
+                names
+                    .iter()
+                    .filter(|n| seen.insert(n.as_str()))
+                    .map(|n| pick(n))
+                    .collect::<Option<Vec<_>>>()?
+            }
+        };
+        Some(status_reply(apps, table, !names.is_empty()))
+    }
+
+    /// The board was read within `WANTED_FOR` of `now`.
+    pub fn wanted(&self, now: Instant) -> bool {
+        let ms = self.read_ms.load(Ordering::Relaxed);
+        ms != 0
+            && now.saturating_duration_since(self.origin).as_millis() as u64
+                <= ms + WANTED_FOR.as_millis() as u64
+    }
+
+    /// Every app's entry at once: the board is live and complete.
+    pub fn write_all(&self, apps: Vec<(AppStatus, Option<Live>)>, now: Instant) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.apps = apps
+                .into_iter()
+                .map(|(s, live)| {
+                    (
+                        s.name.clone(),
+                        Entry {
+                            status: s,
+                            at: now,
+                            live,
+                        },
+                    )
+                })
+                .collect();
+            g.live = true;
+            g.complete = true;
+        }
+    }
+
+    /// Some apps' entries (those a turn touched, or a request computed).
+    pub fn write(&self, apps: Vec<(AppStatus, Option<Live>)>, now: Instant) {
+        if let Ok(mut g) = self.inner.lock() {
+            for (s, live) in apps {
+                g.apps.insert(
+                    s.name.clone(),
+                    Entry {
+                        status: s,
+                        at: now,
+                        live,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Apps came or went: `all` goes to the supervisor until the next full write.
+    pub fn incomplete(&self) {
+        if let Ok(mut g) = self.inner.lock() {
+            g.complete = false;
+        }
+    }
+
+    /// Nobody reads: the board is emptied and every request goes to the supervisor.
+    pub fn clear(&self) {
+        if let Ok(mut g) = self.inner.lock() {
+            *g = Inner::default();
+        }
+    }
+}
+
+/// A status as it stood `age` ago, aged to now.
+fn aged(s: &AppStatus, age: Duration) -> AppStatus {
+    let mut s = s.clone();
+    let dt = age.as_secs_f64();
+    s.since_secs += dt;
+    if let Some(u) = s.uptime_secs.as_mut() {
+        *u += dt;
+    }
+    s
+}
+
+/// The answer to a status request: JSON, or the CLI's table (`named`: apps were named).
+pub fn status_reply(apps: Vec<AppStatus>, table: bool, named: bool) -> Reply {
+    if table {
+        let ready = super::table::all_ready(&apps);
+        Reply {
+            status: 200,
+            content_type: if ready {
+                super::table::ALL_READY
+            } else {
+                super::table::NOT_ALL_READY
+            },
+            body: super::view::table(&apps, named, None),
+        }
+    } else {
+        Reply::json(200, &StatusList { apps })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, uptime: f64) -> AppStatus {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "state": "READY", "pid": 7, "uptime_secs": uptime, "since_secs": uptime,
+            "restarts": 0, "failures": 0, "last_exit": null, "message": "", "isolation": "none",
+            "memory_bytes": null, "cpu_usec": null, "pids": null, "cgroup": null, "limits": null,
+            "autostart": true, "restart_policy": "on-failure", "command": ["x"],
+        }))
+        .expect("an AppStatus")
+    }
+
+    fn names(r: &Reply) -> Vec<String> {
+        let l: StatusList = serde_json::from_str(&r.body).unwrap();
+        l.apps.into_iter().map(|a| a.name).collect()
+    }
+
+    #[test]
+    fn answers_only_what_it_knows_fresh() {
+        let b = Board::default();
+        // Not kept yet: the supervisor answers (and the read is noted).
+        assert!(b.answer(&[], false, |_| {}).is_none());
+        assert!(b.wanted(Instant::now()));
+        let now = Instant::now();
+        b.write_all(vec![(app("b", 1.0), None), (app("a", 1.0), None)], now);
+        // All, in name order; named, in the asked order, each once.
+        assert_eq!(names(&b.answer(&[], false, |_| {}).unwrap()), ["a", "b"]);
+        let asked = ["b".to_string(), "a".into(), "b".into()];
+        assert_eq!(names(&b.answer(&asked, false, |_| {}).unwrap()), ["b", "a"]);
+        // A name it has no entry for (a group, a typo): the supervisor's.
+        assert!(b.answer(&["web".to_string()], false, |_| {}).is_none());
+        // Apps came or went: `all` waits for a full write; a named fresh entry is still served.
+        b.incomplete();
+        assert!(b.answer(&[], false, |_| {}).is_none());
+        assert!(b.answer(&["all".to_string()], false, |_| {}).is_none());
+        assert!(b.answer(&["a".to_string()], false, |_| {}).is_some());
+        // An entry older than FRESH is not served.
+        b.write(
+            vec![(app("a", 1.0), None)],
+            now - FRESH - Duration::from_millis(1),
+        );
+        assert!(b.answer(&["a".to_string()], false, |_| {}).is_none());
+        assert!(b.answer(&["b".to_string()], false, |_| {}).is_some());
+        // Dropped: nothing is served.
+        b.clear();
+        assert!(b.answer(&["b".to_string()], false, |_| {}).is_none());
+    }
+
+    #[test]
+    fn times_are_aged_to_the_answer() {
+        let b = Board::default();
+        // With what changes outside the loop read at the answer.
+        let live: Live = Box::new(|s| s.memory_bytes = Some(42));
+        b.write_all(
+            vec![(app("a", 10.0), Some(live))],
+            Instant::now() - Duration::from_millis(400),
+        );
+        let r = b.answer(&["a".to_string()], false, |_| {}).unwrap();
+        let l: StatusList = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(l.apps[0].memory_bytes, Some(42));
+        let up = l.apps[0].uptime_secs.unwrap();
+        assert!((10.4..10.9).contains(&up), "uptime {up}");
+        assert!((10.4..10.9).contains(&l.apps[0].since_secs));
+    }
+
+    #[test]
+    fn not_wanted_until_read_and_after_a_while() {
+        let b = Board::default();
+        let now = Instant::now();
+        assert!(!b.wanted(now));
+        let _ = b.answer(&[], false, |_| {});
+        assert!(b.wanted(now));
+        assert!(!b.wanted(now + WANTED_FOR + Duration::from_secs(1)));
+    }
+}

@@ -8,11 +8,14 @@
 //!   an input of the fleet naming the app), and before it answers any request: once `start`,
 //!   `stop` or `signal` has answered, the board shows what it did;
 //! - every entry is written again at least every `FULL_EVERY` while the loop turns, and only
-//!   entries younger than `FRESH` are served (what changes outside a turn, such as cgroup usage
-//!   or request figures, is that recent at worst); an older one sends the request to the
+//!   entries younger than `FRESH` are served (what changes outside a turn, cgroup usage, which
+//!   the supervisor itself reads at most once a second, and the text of a backoff's or a
+//!   schedule's countdown, is that recent at worst); an older one sends the request to the
 //!   supervisor, as do names that are not exact app names (groups, typos: the supervisor resolves
 //!   and explains them);
-//! - times (uptime, time in state) are aged to the moment of the answer;
+//! - times (uptime, time in state) are aged to the moment of the answer; what changes without
+//!   the loop (a wasm app's request figures and memory, log lines dropped) is read at the answer;
+//! - apps waiting for their dependencies are written again whenever any app changes state;
 //! - the board is kept only while someone reads it (a read within `WANTED_FOR`): an idle fleet
 //!   that nobody asks about costs nothing.
 
@@ -23,9 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Entries older than this are not served.
-pub const FRESH: Duration = Duration::from_secs(1);
-/// How often every entry is written again while the loop turns and the board is read.
-pub const FULL_EVERY: Duration = Duration::from_millis(250);
+pub const FRESH: Duration = Duration::from_secs(2);
+/// How often every entry is written again while the loop turns and the board is read (a
+/// status of every app costs the loop about as much: `paddock top` asks once a second).
+pub const FULL_EVERY: Duration = Duration::from_secs(1);
 /// How long after the last read the supervisor keeps the board.
 pub const WANTED_FOR: Duration = Duration::from_secs(10);
 
@@ -118,6 +122,14 @@ impl Board {
         ms != 0
             && now.saturating_duration_since(self.origin).as_millis() as u64
                 <= ms + WANTED_FOR.as_millis() as u64
+    }
+
+    /// When the board stops being wanted unless it is read again.
+    pub fn unwanted_at(&self) -> Option<Instant> {
+        match self.read_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.origin + Duration::from_millis(ms) + WANTED_FOR),
+        }
     }
 
     /// Every app's entry at once: the board is live and complete.

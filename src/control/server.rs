@@ -358,8 +358,16 @@ async fn connection(
     let _ = s.write_all(head.as_bytes()).await;
     let _ = s.write_all(reply.body.as_bytes()).await;
     IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    if reply.body.len() > BIG_ANSWER {
+        // The statuses of a thousand apps, and their JSON: given back, not kept resident.
+        drop(reply);
+        crate::util::trim_heap();
+    }
     let _ = write_reply_tail(&mut s).await;
 }
+
+/// An answer this large (a status of some 200 apps and more) gives its heap back once written.
+const BIG_ANSWER: usize = 256 << 10;
 
 /// Requests answered by the supervisor whose answer is not written yet.
 static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

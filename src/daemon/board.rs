@@ -63,6 +63,16 @@ impl Supervisor {
         }
     }
 
+    /// When the loop must wake to drop the board (it is dropped at the end of a turn, and an
+    /// idle fleet has none).
+    pub(super) fn board_poll_timeout(&self) -> Option<Duration> {
+        if !self.board_kept.live {
+            return None;
+        }
+        let at = self.board.unwanted_at()? + Duration::from_millis(1);
+        Some(at.saturating_duration_since(self.origin))
+    }
+
     /// An answer to a control request, sent at the end of the turn (`end_turn`), once the
     /// effects the request caused are carried out and the board shows them: a client that reads
     /// `status` after its answer never sees the state from before its request (as when one
@@ -87,7 +97,8 @@ impl Supervisor {
                 self.board.clear();
                 self.board_kept.live = false;
                 self.board_kept.full_at = None;
-                self.board_kept.touched.clear();
+                self.board_kept.touched = Vec::new();
+                crate::util::trim_heap();
             }
             return;
         }

@@ -498,18 +498,18 @@ impl Supervisor {
         );
         // What the start used and freed (the app files parsed, their map) goes back to the
         // kernel instead of staying in the heap: 1000 apps left ~2 MB free there.
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim takes a size and only gives free heap pages back to the kernel.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        crate::util::trim_heap();
         let mut calls_open = true;
         let mut calls_in_a_row = 0u32;
         while !self.fleet.done() && self.reexec.is_none() {
-            let wake = match (self.fleet.poll_timeout(), self.gens_poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            let wake = [
+                self.fleet.poll_timeout(),
+                self.gens_poll_timeout(),
+                self.board_poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|t| self.origin + t);
             let timer = async {
                 match wake {

@@ -122,6 +122,10 @@ pub struct SandboxSpec {
     pub symlinks: bool,
     /// `publish`: host listeners paddock forwards into the app's network namespace.
     pub publish: Vec<Publish>,
+    /// The tree the sandbox's root is made of when it is not the app's bundle: an OCI image's
+    /// rootfs, set by the containerd shim (crates/containerd-shim-paddock). No app-file key
+    /// sets it; `None` for every app of `paddock serve` (their root is their bundle).
+    pub root: Option<PathBuf>,
 }
 
 /// The size of a sandbox's /tmp and /dev/shm when neither `tmp_size` nor `[limits] memory`

@@ -18,9 +18,42 @@ pub struct Spec {
     pub readonly: bool,
     /// `linux.resources.memory.limit` in bytes (absent, 0 or negative: none).
     pub memory_limit: Option<u64>,
+    /// `linux.resources.pids.limit` (absent, 0 or negative: none).
+    pub pids_limit: Option<u64>,
+    /// `process.user`: uid, gid, `additionalGids`.
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
     /// The CRI plugin's pod sandbox ("pause") container: annotation
     /// `io.kubernetes.cri.container-type = sandbox`.
     pub pod_sandbox: bool,
+    /// `annotations["io.paddock.level"]`, when set (see `crate::Level`).
+    pub level: Option<String>,
+}
+
+/// The annotation that picks a container's level over the runtime's default.
+pub const LEVEL_ANNOTATION: &str = "io.paddock.level";
+
+/// A positive number of `key` (absent, null, 0 or negative: none).
+fn limit(v: &Value, pointer: &str, key: &str) -> Result<Option<u64>, String> {
+    match v.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => match n.as_i64() {
+            Some(l) if l > 0 => Ok(Some(l as u64)),
+            Some(_) => Ok(None),
+            None => Err(format!("{key} = {n} is not a number")),
+        },
+    }
+}
+
+fn id(v: &Value, pointer: &str, key: &str) -> Result<u32, String> {
+    match v.pointer(pointer) {
+        None | Some(Value::Null) => Ok(0),
+        Some(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("{key} = {n} is not a user or group id")),
+    }
 }
 
 pub fn load(bundle: &Path) -> Result<Spec, String> {
@@ -77,17 +110,41 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
         .and_then(|r| r.get("readonly"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let memory_limit = match v.pointer("/linux/resources/memory/limit") {
-        None | Some(Value::Null) => None,
-        Some(n) => match n.as_i64() {
-            Some(l) if l > 0 => Some(l as u64),
-            Some(_) => None,
-            None => {
-                return Err(format!(
-                    "linux.resources.memory.limit = {n} is not a number of bytes"
-                ));
-            }
-        },
+    let memory_limit = limit(
+        &v,
+        "/linux/resources/memory/limit",
+        "linux.resources.memory.limit",
+    )?;
+    let pids_limit = limit(
+        &v,
+        "/linux/resources/pids/limit",
+        "linux.resources.pids.limit",
+    )?;
+    let uid = id(&v, "/process/user/uid", "process.user.uid")?;
+    let gid = id(&v, "/process/user/gid", "process.user.gid")?;
+    let mut groups = vec![];
+    if let Some(a) = v.pointer("/process/user/additionalGids") {
+        let list = a
+            .as_array()
+            .ok_or("process.user.additionalGids is not a list of group ids")?;
+        for (i, g) in list.iter().enumerate() {
+            groups.push(
+                g.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!("process.user.additionalGids[{i}] = {g} is not a group id")
+                    })?,
+            );
+        }
+    }
+    let level = match v.get("annotations").and_then(|a| a.get(LEVEL_ANNOTATION)) {
+        None => None,
+        Some(Value::String(l)) => Some(l.clone()),
+        Some(other) => {
+            return Err(format!(
+                "annotations[\"{LEVEL_ANNOTATION}\"] = {other} is not a string"
+            ));
+        }
     };
     let pod_sandbox = v
         .pointer("/annotations/io.kubernetes.cri.container-type")
@@ -101,6 +158,11 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
         root: bundle.join(root_path),
         readonly,
         memory_limit,
+        pids_limit,
+        uid,
+        gid,
+        groups,
+        level,
     })
 }
 
@@ -129,6 +191,17 @@ mod tests {
         )
         .unwrap();
         assert!(s.pod_sandbox);
+        let s = parse(
+            Path::new("/b"),
+            r#"{"process":{"args":["/bin/sh"],"user":{"uid":1000,"gid":100,"additionalGids":[5]}},
+                "annotations":{"io.paddock.level":"sandbox"},
+                "linux":{"resources":{"pids":{"limit":64},"memory":{"limit":-1}}}}"#,
+        )
+        .unwrap();
+        assert_eq!((s.uid, s.gid, s.groups), (1000, 100, vec![5]));
+        assert_eq!(s.pids_limit, Some(64));
+        assert_eq!(s.memory_limit, None);
+        assert_eq!(s.level.as_deref(), Some("sandbox"));
     }
 
     #[test]
@@ -141,6 +214,11 @@ mod tests {
         assert!(
             p(r#"{"process":{"args":["a"]},"linux":{"resources":{"memory":{"limit":"x"}}}}"#)
                 .contains("linux.resources.memory.limit")
+        );
+        assert!(p(r#"{"process":{"args":["a"],"user":{"uid":-1}}}"#).contains("process.user.uid"));
+        assert!(
+            p(r#"{"process":{"args":["a"]},"annotations":{"io.paddock.level":1}}"#)
+                .contains("io.paddock.level")
         );
     }
 }

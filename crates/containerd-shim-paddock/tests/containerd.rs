@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-paddock-v1");
 const RUNTIME: &str = "io.containerd.paddock.v1";
+/// The same binary under its sandbox name (`containerd-shim-paddock-sandbox-v1`).
+const SANDBOX_RUNTIME: &str = "io.containerd.paddock-sandbox.v1";
 
 fn is_root() -> bool {
     // SAFETY: geteuid takes no arguments and cannot fail.
@@ -211,11 +213,14 @@ struct Containerd {
 }
 
 impl Containerd {
-    fn start() -> Result<Containerd, String> {
-        let dir = std::env::temp_dir().join(format!("paddock-ctd-{}", std::process::id()));
+    /// `tag`: tests of one process run in parallel, each with its own containerd.
+    fn start(tag: &str) -> Result<Containerd, String> {
+        let dir = std::env::temp_dir().join(format!("paddock-ctd-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("bin")).unwrap();
         std::os::unix::fs::symlink(SHIM, dir.join("bin/containerd-shim-paddock-v1")).unwrap();
+        std::os::unix::fs::symlink(SHIM, dir.join("bin/containerd-shim-paddock-sandbox-v1"))
+            .unwrap();
         let sock = dir.join("c.sock");
         let d = dir.display();
         let config = format!(
@@ -356,7 +361,7 @@ fn containerd_runs_wasm_with_paddock() {
             return;
         }
     }
-    let ctd = match Containerd::start() {
+    let ctd = match Containerd::start("wasm") {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
     };
@@ -614,4 +619,346 @@ fn containerd_runs_wasm_with_paddock() {
         .filter(|m| m.ends_with("/rootfs"))
         .collect();
     assert!(rootfs.is_empty(), "rootfs left mounted: {rootfs:?}");
+}
+
+/// An OCI image archive of one layer made of the directory `rootfs`, with `entrypoint` and
+/// `PATH` in its config.
+fn rootfs_archive(dir: &Path, rootfs: &Path, name: &str, entrypoint: &[&str]) -> PathBuf {
+    let work = dir.join(format!("img-{}", sha(name.as_bytes())));
+    std::fs::create_dir_all(&work).unwrap();
+    let layer_tar = work.join("layer.tar");
+    let st = Command::new("tar")
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-C"])
+        .arg(rootfs)
+        .arg("-cf")
+        .arg(&layer_tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed for the layer");
+    let layer = std::fs::read(&layer_tar).unwrap();
+    let diff_id = format!("sha256:{}", sha(&layer));
+    let index = |md: String, ms: usize| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
+                "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": "latest"},
+                "platform": {"architecture": "amd64", "os": "linux"},
+            }],
+        })
+    };
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Entrypoint": entrypoint, "Env": ["PATH=/bin"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    });
+    oci_archive(
+        dir,
+        &work,
+        name,
+        &layer,
+        "application/vnd.oci.image.layer.v1.tar",
+        &config,
+        index,
+    )
+}
+
+/// A root filesystem of the host's busybox with the libraries `ldd` lists (a dynamically
+/// linked image: its own loader and libc run inside the sandbox), the applets the test uses
+/// as links, and a small script. None when the host has no busybox.
+fn busybox_rootfs(dir: &Path) -> Option<PathBuf> {
+    let bb = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.is_file())?;
+    let root = dir.join("busybox-rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy(bb, root.join("bin/busybox")).unwrap();
+    let ldd = Command::new("ldd").arg(bb).output().ok()?;
+    for line in text(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux-x86-64.so.2 (0x…)"
+        let path = line
+            .split("=>")
+            .last()
+            .and_then(|r| r.split_whitespace().next())
+            .filter(|p| p.starts_with('/'));
+        if let Some(p) = path {
+            let to = root.join(p.trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(p, &to).unwrap();
+        }
+    }
+    for applet in [
+        "sh", "cat", "echo", "sleep", "ls", "grep", "head", "tr", "id", "wc", "true",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/motd"), "hello from the image\n").unwrap();
+    let script = root.join("bin/hello.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat /etc/motd\necho \"args: $*\"\necho \"on stderr\" >&2\nexit ${EXIT:-0}\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some(root)
+}
+
+/// Whether this host's cgroup layout gives the shim a memory controller (v1 memory, or v2 with
+/// memory enabled), and why not.
+fn memory_controller() -> Result<(), String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let v1 = info.lines().any(|l| {
+        l.contains(" - cgroup ")
+            && l.split_whitespace()
+                .last()
+                .is_some_and(|o| o.split(',').any(|x| x == "memory"))
+    });
+    if v1 {
+        return Ok(());
+    }
+    let v2 = std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+    if v2.split_whitespace().any(|c| c == "memory") {
+        return Ok(());
+    }
+    Err("no memory cgroup controller on this host (neither a v1 memory hierarchy nor memory in /sys/fs/cgroup/cgroup.controllers)".into())
+}
+
+#[test]
+fn containerd_runs_sandbox_with_paddock() {
+    let name = "containerd_runs_sandbox_with_paddock";
+    if !is_root() {
+        println!("SKIPPED {name}: needs root (containerd, mounts of the snapshots)");
+        return;
+    }
+    for cmd in ["containerd", "ctr", "tar", "ldd"] {
+        if !on_path(cmd) {
+            println!("SKIPPED {name}: `{cmd}` is not on PATH (apt-get install containerd)");
+            return;
+        }
+    }
+    let ctd = match Containerd::start("sandbox") {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let images = ctd.dir.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let Some(rootfs) = busybox_rootfs(&images) else {
+        println!("SKIPPED {name}: no busybox on this host (apt-get install busybox)");
+        return;
+    };
+    let image = "docker.io/paddock/busybox:latest";
+    let archive = rootfs_archive(&images, &rootfs, image, &["/bin/hello.sh"]);
+    let o = run_bounded(
+        ctd.ctr().args(["image", "import"]).arg(&archive),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "ctr image import: {}", text(&o.stderr));
+    let run = |extra: &[&str], id: &str, args: &[&str]| {
+        let mut c = ctd.ctr();
+        c.args(["run", "--rm", "--runtime", SANDBOX_RUNTIME]);
+        c.args(extra).arg(image).arg(id).args(args);
+        run_bounded(&mut c, Duration::from_secs(60))
+    };
+
+    // The entrypoint (a script of the image, through its /bin/sh) runs; stdout and stderr reach
+    // ctr; the exit status propagates.
+    let o = run(&["--env", "EXIT=3"], "hello", &[]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "hello: {out}\n{err}\n{}",
+        ctd.log()
+    );
+    assert!(out.contains("hello from the image"), "stdout: {out}");
+    assert!(err.contains("on stderr"), "stderr: {err}");
+    let o = run(&[], "args", &["/bin/hello.sh", "one", "two"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("args: one two"));
+
+    // Isolation: its own pid namespace (pid 1, no host process visible), no capabilities, a
+    // read-only image root with a writable /tmp, root inside mapped to an unprivileged uid.
+    let probe = "echo pid=$$; ls /proc | grep -c '^[0-9]'; grep CapEff /proc/self/status; \
+                 if echo x > /etc/x 2>/dev/null; then echo root-writable; else echo root-readonly; fi; \
+                 echo y > /tmp/y && cat /tmp/y; cat /proc/self/uid_map";
+    let o = run(&[], "probe", &["/bin/sh", "-c", probe]);
+    let out = text(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "probe: {out}\n{}",
+        text(&o.stderr)
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "pid=1", "{out}");
+    let procs: usize = lines[1].trim().parse().unwrap();
+    assert!(
+        procs <= 3,
+        "the sandbox sees {procs} processes in /proc: {out}"
+    );
+    assert!(
+        lines[2].ends_with("0000000000000000"),
+        "capabilities: {out}"
+    );
+    assert_eq!(lines[3], "root-readonly", "{out}");
+    assert_eq!(lines[4], "y", "{out}");
+    let map: Vec<&str> = lines[5].split_whitespace().collect();
+    assert_eq!(map[0], "0", "{out}");
+    assert_ne!(map[1], "0", "root inside is host root: {out}");
+
+    // `ctr task kill` stops it: SIGTERM, which a shell as the init of its pid namespace does
+    // not handle, reported as 143 as for any process it would have ended.
+    let mut long = ctd
+        .ctr()
+        .args(["run", "--rm", "--runtime", SANDBOX_RUNTIME, image, "long"])
+        .args(["/bin/sh", "-c", "echo started; sleep 600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 8];
+    let mut so = long.stdout.take().unwrap();
+    let t = std::thread::spawn(move || so.read_exact(&mut first).map(|()| first));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !t.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        t.is_finished(),
+        "the container printed nothing in 30 s: {}",
+        ctd.log()
+    );
+    assert_eq!(&t.join().unwrap().unwrap(), b"started\n");
+    let o = run_bounded(
+        ctd.ctr().args(["task", "kill", "long"]),
+        Duration::from_secs(10),
+    );
+    assert!(o.status.success(), "ctr task kill: {}", text(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = long.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = long.kill();
+            let _ = long.wait();
+            panic!("`ctr task kill` did not stop the container within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(143), "after SIGTERM");
+
+    // A memory hog over --memory-limit: the kernel's OOM killer in the container's cgroup,
+    // exit 137 and a /tasks/oom event.
+    match memory_controller() {
+        Err(why) => println!("SKIPPED {name} (OOM part): {why}"),
+        Ok(()) => {
+            let events_file = ctd.dir.join("events");
+            let mut events = ctd
+                .ctr()
+                .arg("events")
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&events_file).unwrap())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            let hog = "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}";
+            let o = run(
+                &["--memory-limit", "33554432"],
+                "hog",
+                &["/bin/sh", "-c", hog],
+            );
+            assert_eq!(
+                o.status.code(),
+                Some(137),
+                "memory hog: {}\n{}",
+                text(&o.stdout),
+                text(&o.stderr)
+            );
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut ev = String::new();
+            while !(ev.contains("/tasks/oom") && ev.contains("/tasks/exit"))
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(50));
+                ev = std::fs::read_to_string(&events_file).unwrap_or_default();
+            }
+            let _ = events.kill();
+            let _ = events.wait();
+            assert!(
+                ev.contains(r#"/tasks/oom {"container_id":"hog"}"#),
+                "events: {ev}"
+            );
+            assert!(ev.contains(r#""exit_status":137"#), "events: {ev}");
+        }
+    }
+
+    // The level can be chosen per container by annotation: `wasm` on this image is refused
+    // naming the key (its entrypoint is no module); an unknown level names the annotation.
+    let o = run(&["--annotation", "io.paddock.level=wasm"], "as-wasm", &[]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("is not a WebAssembly module"),
+        "stderr: {}",
+        text(&o.stderr)
+    );
+    let o = run(&["--annotation", "io.paddock.level=vm"], "as-vm", &[]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("io.paddock.level"),
+        "stderr: {}",
+        text(&o.stderr)
+    );
+    // A program the image does not have is refused, naming the key.
+    let o = run(&[], "missing", &["nothing-here"]);
+    assert!(
+        text(&o.stderr).contains("process.args[0] = \"nothing-here\""),
+        "stderr: {}",
+        text(&o.stderr)
+    );
+
+    // Every shim has exited, no rootfs is left mounted, and no container cgroup is left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ctd.shims().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ctd.shims(), Vec::<i32>::new(), "shims left running");
+    let rootfs: Vec<String> = ctd
+        .mounts()
+        .into_iter()
+        .filter(|m| m.ends_with("/rootfs"))
+        .collect();
+    assert!(rootfs.is_empty(), "rootfs left mounted: {rootfs:?}");
+    // The containers' cgroups (under the shim's own, which is this test's) are gone.
+    for line in std::fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+    {
+        let mut f = line.splitn(3, ':');
+        let (_, ctl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        if ctl != "memory" {
+            continue;
+        }
+        let parent = Path::new("/sys/fs/cgroup/memory")
+            .join(path.trim_start_matches('/'))
+            .join("paddock-shim");
+        let left: Vec<_> = std::fs::read_dir(&parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name())
+            .collect();
+        assert!(
+            left.is_empty(),
+            "container cgroups left in {}: {left:?}",
+            parent.display()
+        );
+    }
 }

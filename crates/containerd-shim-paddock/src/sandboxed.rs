@@ -1,0 +1,348 @@
+//! Level `sandbox` for an ordinary image: the container's process runs under paddock's sandbox
+//! (`paddock::sandbox`: new namespaces, the image rootfs as its read-only root with paddock's
+//! /dev, /proc and /tmp, Landlock, every capability dropped, `no_new_privs`, seccomp, a user
+//! namespace) in a cgroup of its own with the spec's memory and pids limits. The shim builds a
+//! paddock app spec whose sandbox root is the rootfs (`SandboxSpec::root`) and starts it with
+//! paddock's native driver, the same code path as an `isolation = "sandbox"` app of
+//! `paddock serve`; stdout and stderr are containerd's FIFOs themselves.
+
+use crate::spec::Spec;
+use paddock::cgroup::{AppCgroup, Cgroups};
+use paddock::driver::native::{BaseEnv, Prepared, Stdio, spawn_joined};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+/// The parent directory of the containers' cgroups, under the shim's own cgroup (containerd's).
+const CGROUP_PARENT: &str = "paddock-shim";
+
+pub struct Sandboxed {
+    prepared: Prepared,
+    cgroup: Option<AppCgroup>,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    /// What the sandbox gives, for the shim's log.
+    pub summary: String,
+}
+
+/// `path` (absolute, inside the container) resolved inside `root` as the container would see
+/// it: symbolic links followed within the root, `..` stopping at it. Returns the real path
+/// inside.
+fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, String> {
+    let mut todo: Vec<std::ffi::OsString> = path
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(name) = todo.pop() {
+        if name == ".." {
+            at.pop();
+            continue;
+        }
+        let next = at.join(&name);
+        let host = root.join(next.strip_prefix("/").unwrap_or(&next));
+        let meta = std::fs::symlink_metadata(&host)
+            .map_err(|e| format!("{}: {}", next.display(), paddock::util::io_reason(&e)))?;
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > 40 {
+                return Err(format!("{}: too many symbolic links", path.display()));
+            }
+            let target = std::fs::read_link(&host)
+                .map_err(|e| format!("{}: {}", next.display(), paddock::util::io_reason(&e)))?;
+            if target.is_absolute() {
+                at = PathBuf::from("/");
+            }
+            todo.extend(target.components().rev().filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            }));
+        } else {
+            at = next;
+        }
+    }
+    Ok(at)
+}
+
+/// The program `process.args[0]` names, as a path inside the container: absolute, relative to
+/// `process.cwd`, or looked up in the spec's `PATH` (the image's), as execvp would inside.
+fn find_program(spec: &Spec) -> Result<PathBuf, String> {
+    let Some(arg0) = spec.args.first().filter(|a| !a.is_empty()) else {
+        return Err("process.args is empty: give the image an entrypoint or pass a command".into());
+    };
+    let is_exec = |inside: &Path| -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let real = resolve_in_root(&spec.root, inside)?;
+        let host = spec.root.join(real.strip_prefix("/").unwrap_or(&real));
+        match std::fs::metadata(&host) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+            Ok(_) => Err(format!(
+                "{} is not an executable file in the image",
+                inside.display()
+            )),
+            Err(e) => Err(format!(
+                "{}: {}",
+                inside.display(),
+                paddock::util::io_reason(&e)
+            )),
+        }
+    };
+    if arg0.contains('/') {
+        let p = Path::new(&spec.cwd).join(arg0);
+        return is_exec(&p)
+            .map(|()| p)
+            .map_err(|e| format!("process.args[0] = \"{arg0}\": {e}"));
+    }
+    let path = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(paddock::config::DEFAULT_PATH, |(_, v)| v.as_str());
+    for dir in path.split(':').filter(|d| d.starts_with('/')) {
+        let p = Path::new(dir).join(arg0);
+        if is_exec(&p).is_ok() {
+            return Ok(p);
+        }
+    }
+    Err(format!(
+        "process.args[0] = \"{arg0}\" was not found in the image's PATH ({path})"
+    ))
+}
+
+/// The container as a paddock app: parsed through paddock's own validation (the environment),
+/// then given the image's root, program, working directory, user and limits.
+fn app_spec(id: &str, spec: &Spec) -> Result<paddock::config::AppSpec, String> {
+    use toml::Value;
+    let program = find_program(spec)?;
+    let mut t = toml::Table::new();
+    // Validated here with a command that exists on the host (this binary); the command and
+    // program are set to the image's below, where they are paths inside its root.
+    let me = std::env::current_exe().map_err(|e| format!("cannot find my own binary: {e}"))?;
+    t.insert(
+        "command".into(),
+        Value::Array(vec![Value::String(me.to_string_lossy().into_owned())]),
+    );
+    let env: toml::Table = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    t.insert("env".into(), Value::Table(env));
+    let text =
+        toml::to_string(&t).map_err(|e| format!("cannot express the spec as an app: {e}"))?;
+    let mut app =
+        paddock::config::parse_app(id, Path::new("config.json"), &text).map_err(|errs| {
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+    app.isolation = paddock::config::Isolation::Sandbox;
+    app.command = spec.args.clone();
+    app.program = program;
+    app.workdir = Some(PathBuf::from(&spec.cwd));
+    app.identity = (spec.uid != 0 || spec.gid != 0 || !spec.groups.is_empty()).then(|| {
+        paddock::config::Identity {
+            user: None,
+            uid: spec.uid,
+            gid: spec.gid,
+            groups: spec.groups.clone(),
+            home: None,
+        }
+    });
+    app.limits.memory = spec.memory_limit;
+    app.limits.pids = spec.pids_limit;
+    app.sandbox = Some(paddock::config::sandbox::SandboxSpec {
+        seccomp: true,
+        userns: true,
+        root: Some(spec.root.clone()),
+        ..Default::default()
+    });
+    Ok(app)
+}
+
+fn io_reason(what: &str, e: std::io::Error) -> String {
+    format!("{what}: {}", paddock::util::io_reason(&e))
+}
+
+impl Sandboxed {
+    /// Everything but the clone: the plan (root filesystem, Landlock rules, seccomp program,
+    /// namespaces), the cgroup with its limits, containerd's FIFOs opened.
+    pub fn prepare(
+        namespace: &str,
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+        stdout: &str,
+        stderr: &str,
+    ) -> Result<Sandboxed, String> {
+        // New roots are mounted (in the child's own mount namespace) on a directory of the
+        // bundle, which containerd removes with the container.
+        paddock::sandbox::set_scratch_dir(&bundle.join("paddock").join("root"));
+        let app = app_spec(id, spec)?;
+        let prepared = Prepared::new(&app, &BaseEnv::from_process())?;
+        let summary = prepared.sandbox_summary().unwrap_or_default().to_string();
+        let limits = app.limits.cgroup();
+        let cgroups = Cgroups::init(CGROUP_PARENT);
+        let cgroup = match cgroups.create(&format!("{namespace}-{id}"), &limits) {
+            Ok(cg) => Some(cg),
+            // Without limits, a host without usable cgroups still runs the container.
+            Err(_) if !limits.any() => None,
+            Err(e) => return Err(format!("the container's cgroup: {e}")),
+        };
+        let cgroup = match cgroup {
+            Some(mut cg) => {
+                cg.apply(&limits)
+                    .map_err(|e| format!("the container's cgroup limits: {e}"))?;
+                Some(cg)
+            }
+            None => None,
+        };
+        let out = |p: &str| -> Result<OwnedFd, String> {
+            if p.is_empty() {
+                return paddock::driver::native::dev_null().map_err(|e| io_reason("/dev/null", e));
+            }
+            crate::task::open_output(p.strip_prefix("file://").unwrap_or(p))
+                .map(OwnedFd::from)
+                .map_err(|e| io_reason(p, e))
+        };
+        Ok(Sandboxed {
+            prepared,
+            cgroup,
+            stdin: paddock::driver::native::dev_null().map_err(|e| io_reason("/dev/null", e))?,
+            stdout: out(stdout)?,
+            stderr: out(stderr)?,
+            summary,
+        })
+    }
+
+    /// Starts the process; returns its pid (on the host).
+    pub fn start(&mut self) -> Result<libc::pid_t, String> {
+        let procs = match &mut self.cgroup {
+            Some(cg) => {
+                cg.mark_start();
+                cg.open_procs()?
+            }
+            None => vec![],
+        };
+        let join: Vec<_> = procs.iter().map(|f| f.as_raw_fd()).collect();
+        let io = Stdio {
+            stdin: Some(self.stdin.as_raw_fd()),
+            stdout: Some(self.stdout.as_raw_fd()),
+            stderr: Some(self.stderr.as_raw_fd()),
+            extra: None,
+        };
+        let pid = spawn_joined(&self.prepared, &io, &join).map_err(|e| e.to_string())?;
+        Ok(pid)
+    }
+
+    /// The end of the container's process: kills what is left in its cgroup, and says whether
+    /// the kernel OOM-killed something in it.
+    pub fn ended(&mut self) -> bool {
+        let Some(cg) = &mut self.cgroup else {
+            return false;
+        };
+        let _ = cg.kill();
+        cg.oom_killed_since_start()
+    }
+
+    /// Removes the cgroup (at `Delete`).
+    pub fn remove(&mut self) {
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill_and_wait(std::time::Duration::from_secs(2));
+            if let Err(e) = cg.remove() {
+                eprintln!("containerd-shim-paddock-v1: {e}");
+            }
+        }
+    }
+}
+
+/// Sends `sig` to the container's process (the init of its pid namespace): a signal it does
+/// not handle, which the kernel would drop for an init, becomes SIGKILL, as `paddock serve`
+/// does for a sandboxed app. Returns whether it was replaced.
+pub fn signal(pid: libc::pid_t, sig: i32) -> Result<bool, String> {
+    let replaced = paddock::sandbox::init_drops(pid, sig);
+    let s = if replaced { libc::SIGKILL } else { sig };
+    // SAFETY: kill(2) takes no pointers; `pid` is our child, not yet reaped (the waiter thread
+    // clears the container's pid under the same lock before any other kill can see it gone).
+    if unsafe { libc::kill(pid, s) } != 0 {
+        return Err(format!(
+            "kill {pid} with signal {sig}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(replaced)
+}
+
+/// Waits for `pid` (our child) and returns its wait status.
+pub fn wait(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid with a pointer to a local int.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return status;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return 255 << 8;
+        }
+    }
+}
+
+/// containerd's exit status for a wait status: the code, or 128 + the signal (`killed_by`:
+/// the signal `kill` asked for when it had to be replaced by SIGKILL), 137 for an OOM kill.
+pub fn exit_status(status: i32, killed_by: Option<u32>, oom: bool) -> (u32, bool) {
+    if libc::WIFEXITED(status) {
+        return (libc::WEXITSTATUS(status) as u32, false);
+    }
+    let sig = libc::WTERMSIG(status);
+    if oom && sig == libc::SIGKILL {
+        return (128 + libc::SIGKILL as u32, true);
+    }
+    match killed_by {
+        Some(k) if sig == libc::SIGKILL => (128 + k, false),
+        _ => (128 + sig as u32, false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_inside_the_root() {
+        let t = std::env::temp_dir().join(format!("paddock-shim-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        std::fs::create_dir_all(t.join("bin")).unwrap();
+        std::fs::create_dir_all(t.join("usr")).unwrap();
+        std::fs::write(t.join("bin/busybox"), "x").unwrap();
+        std::os::unix::fs::symlink("/bin/busybox", t.join("bin/sh")).unwrap();
+        std::os::unix::fs::symlink("../../bin", t.join("usr/bin")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", t.join("bin/escape")).unwrap();
+        let r = |p: &str| resolve_in_root(&t, Path::new(p));
+        assert_eq!(r("/bin/sh").unwrap(), Path::new("/bin/busybox"));
+        assert_eq!(r("/usr/bin/sh").unwrap(), Path::new("/bin/busybox"));
+        assert_eq!(r("/../../bin/sh").unwrap(), Path::new("/bin/busybox"));
+        // An absolute link means the root's /etc/passwd, which this root does not have.
+        let e = r("/bin/escape").unwrap_err();
+        assert!(e.starts_with("/etc: "), "{e}");
+        let _ = std::fs::remove_dir_all(&t);
+    }
+
+    #[test]
+    fn exit_statuses() {
+        assert_eq!(exit_status(3 << 8, None, false), (3, false));
+        assert_eq!(exit_status(libc::SIGTERM, None, false), (143, false));
+        // SIGTERM replaced by SIGKILL for an init without a handler: reported as SIGTERM.
+        assert_eq!(exit_status(libc::SIGKILL, Some(15), false), (143, false));
+        assert_eq!(exit_status(libc::SIGKILL, None, true), (137, true));
+    }
+}

@@ -79,7 +79,7 @@ fn check_hcl(path: &Path) -> Result<(), String> {
             || t.starts_with(']')
             || t.ends_with('{')
             || t.contains('=');
-        if !(shape_ok) {
+        if !shape_ok {
             return Err(format!("{}:{n}: not HCL: {t}", path.display()));
         }
         let mut chars = t.chars().peekable();
@@ -118,7 +118,7 @@ fn check_hcl(path: &Path) -> Result<(), String> {
                 '<' if t.contains("<<") => {
                     let rest = t.split("<<").nth(1).unwrap_or("");
                     let end = rest.trim_start_matches('-').trim().to_string();
-                    if !(!end.is_empty() && end.chars().all(|c| c.is_ascii_alphanumeric())) {
+                    if end.is_empty() || !end.chars().all(|c| c.is_ascii_alphanumeric()) {
                         return Err(format!(
                             "{}:{n}: a heredoc without its delimiter",
                             path.display()
@@ -130,18 +130,18 @@ fn check_hcl(path: &Path) -> Result<(), String> {
                 _ => {}
             }
         }
-        if !(!in_str) {
+        if in_str {
             return Err(format!("{}:{n}: a string is not closed", path.display()));
         }
     }
-    if !(heredoc.is_none()) {
+    if heredoc.is_some() {
         return Err(format!(
             "{}: heredoc from line {} not closed",
             path.display(),
             heredoc.map_or(0, |h| h.1)
         ));
     }
-    if !(stack.is_empty()) {
+    if !stack.is_empty() {
         return Err(format!(
             "{}: not closed: {stack:?} (bracket, line)",
             path.display()

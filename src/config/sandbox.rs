@@ -126,6 +126,9 @@ pub struct SandboxSpec {
     /// rootfs, set by the containerd shim (crates/containerd-shim-paddock). No app-file key
     /// sets it; `None` for every app of `paddock serve` (their root is their bundle).
     pub root: Option<PathBuf>,
+    /// A network namespace to join instead of making one (a pod's, by the path the OCI spec
+    /// gives; set by the containerd shim, no app-file key). Needs root.
+    pub join_netns: Option<PathBuf>,
 }
 
 /// The size of a sandbox's /tmp and /dev/shm when neither `tmp_size` nor `[limits] memory`

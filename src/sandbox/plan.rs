@@ -37,7 +37,23 @@ impl Plan {
         let mut flags =
             libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
         let mut netns = None;
-        if !spec.host_network {
+        if let (false, Some(path)) = (spec.host_network, &spec.join_netns) {
+            // A network namespace made by someone else (a pod's): joined as it is.
+            let f = std::fs::File::open(path).map_err(|e| {
+                format!(
+                    "network namespace {}: {}",
+                    path.display(),
+                    crate::util::io_reason(&e)
+                )
+            })?;
+            if !h.root {
+                return Err(format!(
+                    "joining the network namespace {} needs root",
+                    path.display()
+                ));
+            }
+            netns = Some(std::os::fd::OwnedFd::from(f));
+        } else if !spec.host_network {
             if h.root {
                 // With NET_BIND_SERVICE kept, ports below 1024 of its own network are the
                 // app's to bind, also from its user namespace (which holds no capability over
@@ -121,6 +137,8 @@ impl Plan {
         summary.push(
             if spec.host_network {
                 "host network"
+            } else if spec.join_netns.is_some() {
+                "joined network namespace"
             } else {
                 "own network"
             }

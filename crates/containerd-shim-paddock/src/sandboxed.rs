@@ -6,7 +6,7 @@
 //! paddock's native driver, the same code path as an `isolation = "sandbox"` app of
 //! `paddock serve`; stdout and stderr are containerd's FIFOs themselves.
 
-use crate::spec::Spec;
+use crate::spec::{Network, Spec};
 use paddock::cgroup::{AppCgroup, Cgroups};
 use paddock::driver::native::{BaseEnv, Prepared, Stdio, spawn_joined};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -160,10 +160,20 @@ fn app_spec(id: &str, spec: &Spec) -> Result<paddock::config::AppSpec, String> {
     });
     app.limits.memory = spec.memory_limit;
     app.limits.pids = spec.pids_limit;
+    let (host_network, join_netns) = match &spec.network {
+        Network::New => (false, None),
+        Network::Join(p) => (false, Some(p.clone())),
+        Network::Host => (true, None),
+    };
     app.sandbox = Some(paddock::config::sandbox::SandboxSpec {
         seccomp: true,
         userns: true,
         root: Some(spec.root.clone()),
+        host_network,
+        // With the host's network (or a pod's), UDP as well as TCP, as the process would have
+        // under runc.
+        udp: true,
+        join_netns,
         ..Default::default()
     });
     Ok(app)

@@ -29,6 +29,19 @@ pub struct Spec {
     pub pod_sandbox: bool,
     /// `annotations["io.paddock.level"]`, when set (see `crate::Level`).
     pub level: Option<String>,
+    /// The network the process gets (`linux.namespaces`, entry `network`).
+    pub network: Network,
+}
+
+/// `linux.namespaces`' `network` entry, as runc reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Network {
+    /// An entry without a path: a new network namespace (`ctr run`).
+    New,
+    /// An entry with a path: join it (a pod's namespace, made by the CRI plugin).
+    Join(PathBuf),
+    /// No entry (`ctr run --net-host`, a `hostNetwork` pod): the host's network.
+    Host,
 }
 
 /// The annotation that picks a container's level over the runtime's default.
@@ -137,6 +150,27 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
             );
         }
     }
+    let mut network = Network::Host;
+    if let Some(ns) = v.pointer("/linux/namespaces") {
+        let list = ns
+            .as_array()
+            .ok_or("linux.namespaces is not a list of namespaces")?;
+        for (i, n) in list.iter().enumerate() {
+            if n.get("type").and_then(Value::as_str) != Some("network") {
+                continue;
+            }
+            network = match n.get("path") {
+                None | Some(Value::Null) => Network::New,
+                Some(Value::String(p)) if p.is_empty() => Network::New,
+                Some(Value::String(p)) if p.starts_with('/') => Network::Join(PathBuf::from(p)),
+                Some(p) => {
+                    return Err(format!(
+                        "linux.namespaces[{i}].path = {p} is not an absolute path"
+                    ));
+                }
+            };
+        }
+    }
     let level = match v.get("annotations").and_then(|a| a.get(LEVEL_ANNOTATION)) {
         None => None,
         Some(Value::String(l)) => Some(l.clone()),
@@ -163,6 +197,7 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
         gid,
         groups,
         level,
+        network,
     })
 }
 
@@ -202,6 +237,28 @@ mod tests {
         assert_eq!(s.pids_limit, Some(64));
         assert_eq!(s.memory_limit, None);
         assert_eq!(s.level.as_deref(), Some("sandbox"));
+        assert_eq!(s.network, Network::Host);
+        let net = |ns: &str| {
+            parse(
+                Path::new("/b"),
+                &format!(r#"{{"process":{{"args":["a"]}},"linux":{{"namespaces":{ns}}}}}"#),
+            )
+            .map(|s| s.network)
+        };
+        assert_eq!(
+            net(r#"[{"type":"pid"},{"type":"network"}]"#),
+            Ok(Network::New)
+        );
+        assert_eq!(
+            net(r#"[{"type":"network","path":"/var/run/netns/cni-1"}]"#),
+            Ok(Network::Join("/var/run/netns/cni-1".into()))
+        );
+        assert_eq!(net(r#"[{"type":"pid"}]"#), Ok(Network::Host));
+        assert!(
+            net(r#"[{"type":"network","path":"rel"}]"#)
+                .unwrap_err()
+                .contains("linux.namespaces[0].path")
+        );
     }
 
     #[test]

@@ -810,6 +810,50 @@ fn containerd_runs_sandbox_with_paddock() {
     assert_eq!(map[0], "0", "{out}");
     assert_ne!(map[1], "0", "root inside is host root: {out}");
 
+    // The network as the spec says: its own namespace (only loopback) by default; the host's
+    // with --net-host (no network namespace in the spec); a given one joined (--with-ns, as the
+    // CRI plugin gives a pod's).
+    let ifaces = |o: &Output| text(&o.stdout).lines().filter(|l| l.contains(':')).count();
+    let o = run(&[], "net-own", &["/bin/cat", "/proc/net/dev"]);
+    assert_eq!(ifaces(&o), 1, "own network: {}", text(&o.stdout));
+    let host_ifaces = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(':'))
+        .count();
+    let o = run(&["--net-host"], "net-host", &["/bin/cat", "/proc/net/dev"]);
+    assert_eq!(ifaces(&o), host_ifaces, "--net-host: {}", text(&o.stdout));
+    if on_path("unshare") {
+        let mut holder = Command::new("unshare")
+            .args(["-n", "sleep", "120"])
+            .spawn()
+            .unwrap();
+        let ns = format!("/proc/{}/ns/net", holder.id());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let want = loop {
+            let l = std::fs::read_link(&ns).unwrap();
+            if l != std::fs::read_link("/proc/self/ns/net").unwrap() || Instant::now() > deadline {
+                break l;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let with = format!("network:{ns}");
+        let o = run(
+            &["--with-ns", &with],
+            "net-join",
+            &["/bin/ls", "-l", "/proc/self/ns/net"],
+        );
+        let _ = holder.kill();
+        let _ = holder.wait();
+        assert!(
+            text(&o.stdout).contains(&*want.to_string_lossy()),
+            "joined {}: {} {}",
+            want.display(),
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+    }
+
     // `ctr task kill` stops it: SIGTERM, which a shell as the init of its pid namespace does
     // not handle, reported as 143 as for any process it would have ended.
     let mut long = ctd

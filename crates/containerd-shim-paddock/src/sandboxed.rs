@@ -12,8 +12,44 @@ use paddock::driver::native::{BaseEnv, Prepared, Stdio, spawn_joined};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
-/// The parent directory of the containers' cgroups, under the shim's own cgroup (containerd's).
+/// The parent directory of the containers' cgroups, under the shim's own cgroup (containerd's),
+/// when the spec's `cgroupsPath` is not a cgroupfs path.
 const CGROUP_PARENT: &str = "paddock-shim";
+
+/// Where the container's cgroup goes: `linux.cgroupsPath` when it is a cgroupfs path (absolute,
+/// no `..`): (its parent from the root of each hierarchy, its last component); otherwise (unset,
+/// or the systemd driver's `slice:prefix:name`, which needs systemd to make the scope) under
+/// the shim's own cgroup, `paddock-shim/<namespace>-<id>`, with a note why.
+fn cgroup_place(
+    namespace: &str,
+    id: &str,
+    path: Option<&str>,
+) -> (Option<PathBuf>, String, Option<String>) {
+    let fallback = |why: Option<String>| (None, format!("{namespace}-{id}"), why);
+    let Some(p) = path else {
+        return fallback(None);
+    };
+    let pb = Path::new(p);
+    let ok = p.starts_with('/')
+        && !p.contains(':')
+        && pb
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    let leaf = pb.file_name().map(|l| l.to_string_lossy().into_owned());
+    match (ok, leaf) {
+        (true, Some(leaf)) => {
+            let parent = pb
+                .parent()
+                .and_then(|d| d.strip_prefix("/").ok())
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            (Some(parent), leaf, None)
+        }
+        _ => fallback(Some(format!(
+            "linux.cgroupsPath = \"{p}\" is not a cgroupfs path (the systemd cgroup driver is not supported): the container's cgroup is under the shim's, {CGROUP_PARENT}/{namespace}-{id}"
+        ))),
+    }
+}
 
 pub struct Sandboxed {
     prepared: Prepared,
@@ -201,8 +237,15 @@ impl Sandboxed {
         let prepared = Prepared::new(&app, &BaseEnv::from_process())?;
         let summary = prepared.sandbox_summary().unwrap_or_default().to_string();
         let limits = app.limits.cgroup();
-        let cgroups = Cgroups::init(CGROUP_PARENT);
-        let cgroup = match cgroups.create(&format!("{namespace}-{id}"), &limits) {
+        let (parent, leaf, note) = cgroup_place(namespace, id, spec.cgroups_path.as_deref());
+        if let Some(n) = note {
+            eprintln!("containerd-shim-paddock-v1: container {id}: {n}");
+        }
+        let cgroups = match &parent {
+            Some(p) => Cgroups::init_at_root(p),
+            None => Cgroups::init(CGROUP_PARENT),
+        };
+        let cgroup = match cgroups.create(&leaf, &limits) {
             Ok(cg) => Some(cg),
             // Without limits, a host without usable cgroups still runs the container.
             Err(_) if !limits.any() => None,
@@ -345,6 +388,28 @@ mod tests {
         let e = r("/bin/escape").unwrap_err();
         assert!(e.starts_with("/etc: "), "{e}");
         let _ = std::fs::remove_dir_all(&t);
+    }
+
+    #[test]
+    fn cgroups_go_where_the_spec_says() {
+        let (p, leaf, note) = cgroup_place("default", "c1", Some("/default/c1"));
+        assert_eq!(
+            (p.unwrap(), leaf.as_str(), note),
+            (PathBuf::from("default"), "c1", None)
+        );
+        let (p, leaf, _) = cgroup_place("k8s.io", "c2", Some("/kubepods/burstable/pod1/c2"));
+        assert_eq!(
+            (p.unwrap(), leaf.as_str()),
+            (PathBuf::from("kubepods/burstable/pod1"), "c2")
+        );
+        let (p, leaf, _) = cgroup_place("default", "c3", Some("/c3"));
+        assert_eq!((p.unwrap(), leaf.as_str()), (PathBuf::new(), "c3"));
+        let (p, leaf, note) =
+            cgroup_place("k8s.io", "c4", Some("kubepods.slice:cri-containerd:c4"));
+        assert_eq!((p, leaf.as_str()), (None, "k8s.io-c4"));
+        assert!(note.unwrap().contains("systemd"));
+        assert!(cgroup_place("d", "c5", Some("/a/../b")).0.is_none());
+        assert_eq!(cgroup_place("d", "c6", None), (None, "d-c6".into(), None));
     }
 
     #[test]

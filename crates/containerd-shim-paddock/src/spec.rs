@@ -31,6 +31,9 @@ pub struct Spec {
     pub level: Option<String>,
     /// The network the process gets (`linux.namespaces`, entry `network`).
     pub network: Network,
+    /// `linux.cgroupsPath` as written (`/default/ID` from ctr; `/kubepods/…/ID` from the CRI
+    /// plugin with the cgroupfs driver; `slice:prefix:name` with the systemd driver).
+    pub cgroups_path: Option<String>,
 }
 
 /// `linux.namespaces`' `network` entry, as runc reads it.
@@ -171,6 +174,12 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
             };
         }
     }
+    let cgroups_path = match v.pointer("/linux/cgroupsPath") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if p.is_empty() => None,
+        Some(Value::String(p)) => Some(p.clone()),
+        Some(p) => return Err(format!("linux.cgroupsPath = {p} is not a string")),
+    };
     let level = match v.get("annotations").and_then(|a| a.get(LEVEL_ANNOTATION)) {
         None => None,
         Some(Value::String(l)) => Some(l.clone()),
@@ -198,6 +207,7 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
         groups,
         level,
         network,
+        cgroups_path,
     })
 }
 

@@ -621,6 +621,17 @@ fn containerd_runs_wasm_with_paddock() {
     assert!(rootfs.is_empty(), "rootfs left mounted: {rootfs:?}");
 }
 
+/// Empty directories removed on drop (cgroups this test made).
+struct RemoveDirs(Vec<PathBuf>);
+
+impl Drop for RemoveDirs {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 /// An OCI image archive of one layer made of the directory `rootfs`, with `entrypoint` and
 /// `PATH` in its config.
 fn rootfs_archive(dir: &Path, rootfs: &Path, name: &str, entrypoint: &[&str]) -> PathBuf {
@@ -740,6 +751,28 @@ fn containerd_runs_sandbox_with_paddock() {
             return;
         }
     }
+    // ctr's containers go to the cgroup /default/<id> of each hierarchy (linux.cgroupsPath):
+    // the /default this test makes is removed at its end.
+    let cgroup_defaults: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("cgroup.procs").exists())
+        .chain(
+            Path::new("/sys/fs/cgroup/cgroup.procs")
+                .exists()
+                .then(|| PathBuf::from("/sys/fs/cgroup")),
+        )
+        .map(|h| h.join("default"))
+        .collect();
+    let made_defaults = RemoveDirs(
+        cgroup_defaults
+            .iter()
+            .filter(|d| !d.exists())
+            .cloned()
+            .collect(),
+    );
     let ctd = match Containerd::start("sandbox") {
         Ok(c) => c,
         Err(e) => panic!("{e}"),
@@ -878,6 +911,20 @@ fn containerd_runs_sandbox_with_paddock() {
         ctd.log()
     );
     assert_eq!(&t.join().unwrap().unwrap(), b"started\n");
+    // Its process is in the cgroup the spec names (/default/long), in the hierarchies paddock
+    // puts a container without a CPU limit in (cgroup2; v1 memory and pids).
+    for d in cgroup_defaults.iter().filter(|d| {
+        let h = d.parent().and_then(Path::file_name).unwrap_or_default();
+        d.parent() == Some(Path::new("/sys/fs/cgroup"))
+            || ["unified", "memory", "pids"].iter().any(|x| h == *x)
+    }) {
+        let procs = std::fs::read_to_string(d.join("long/cgroup.procs")).unwrap_or_default();
+        assert!(
+            !procs.trim().is_empty(),
+            "no process in {}",
+            d.join("long").display()
+        );
+    }
     let o = run_bounded(
         ctd.ctr().args(["task", "kill", "long"]),
         Duration::from_secs(10),
@@ -979,30 +1026,15 @@ fn containerd_runs_sandbox_with_paddock() {
         .filter(|m| m.ends_with("/rootfs"))
         .collect();
     assert!(rootfs.is_empty(), "rootfs left mounted: {rootfs:?}");
-    // The containers' cgroups (under the shim's own, which is this test's) are gone.
-    for line in std::fs::read_to_string("/proc/self/cgroup")
-        .unwrap()
-        .lines()
-    {
-        let mut f = line.splitn(3, ':');
-        let (_, ctl, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
-        if ctl != "memory" {
-            continue;
+    // The containers' cgroups (where ctr's spec says, linux.cgroupsPath = /default/<id>, in
+    // each hierarchy) are gone; /default too, if this test made it.
+    let ids = [
+        "hello", "args", "probe", "net-own", "net-host", "net-join", "long", "hog",
+    ];
+    for d in &cgroup_defaults {
+        for id in ids {
+            assert!(!d.join(id).exists(), "cgroup {} left", d.join(id).display());
         }
-        let parent = Path::new("/sys/fs/cgroup/memory")
-            .join(path.trim_start_matches('/'))
-            .join("paddock-shim");
-        let left: Vec<_> = std::fs::read_dir(&parent)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name())
-            .collect();
-        assert!(
-            left.is_empty(),
-            "container cgroups left in {}: {left:?}",
-            parent.display()
-        );
     }
+    drop(made_defaults);
 }

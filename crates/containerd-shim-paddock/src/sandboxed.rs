@@ -324,8 +324,9 @@ impl Sandboxed {
 pub fn signal(pid: libc::pid_t, sig: i32) -> Result<bool, String> {
     let replaced = paddock::sandbox::init_drops(pid, sig);
     let s = if replaced { libc::SIGKILL } else { sig };
-    // SAFETY: kill(2) takes no pointers; `pid` is our child, not yet reaped (the waiter thread
-    // clears the container's pid under the same lock before any other kill can see it gone).
+    // SAFETY: kill(2) takes no pointers; `pid` is our child, not yet reaped: the waiter thread
+    // only reaps it after clearing the container's pid under the lock the caller holds
+    // (`exited`, then `reap`), so the number cannot have been reused.
     if unsafe { libc::kill(pid, s) } != 0 {
         return Err(format!(
             "kill {pid} with signal {sig}: {}",
@@ -335,8 +336,29 @@ pub fn signal(pid: libc::pid_t, sig: i32) -> Result<bool, String> {
     Ok(replaced)
 }
 
-/// Waits for `pid` (our child) and returns its wait status.
-pub fn wait(pid: libc::pid_t) -> i32 {
+/// Waits until `pid` (our child) has ended, without reaping it: its number stays ours until
+/// [`reap`].
+pub fn exited(pid: libc::pid_t) {
+    loop {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with a pointer to a local siginfo_t.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// Reaps `pid` (ended, see [`exited`]) and returns its wait status.
+pub fn reap(pid: libc::pid_t) -> i32 {
     let mut status = 0;
     loop {
         // SAFETY: waitpid with a pointer to a local int.
@@ -351,18 +373,18 @@ pub fn wait(pid: libc::pid_t) -> i32 {
 }
 
 /// containerd's exit status for a wait status: the code, or 128 + the signal (`killed_by`:
-/// the signal `kill` asked for when it had to be replaced by SIGKILL), 137 for an OOM kill.
+/// the signal `kill` asked for when it had to be replaced by SIGKILL; an OOM kill is 137
+/// whatever was asked). `oom` (the kernel OOM-killed a process of the container's cgroup, the
+/// main one or another) is passed through: containerd gets `/tasks/oom` either way, as from
+/// runc's shim.
 pub fn exit_status(status: i32, killed_by: Option<u32>, oom: bool) -> (u32, bool) {
     if libc::WIFEXITED(status) {
-        return (libc::WEXITSTATUS(status) as u32, false);
+        return (libc::WEXITSTATUS(status) as u32, oom);
     }
     let sig = libc::WTERMSIG(status);
-    if oom && sig == libc::SIGKILL {
-        return (128 + libc::SIGKILL as u32, true);
-    }
     match killed_by {
-        Some(k) if sig == libc::SIGKILL => (128 + k, false),
-        _ => (128 + sig as u32, false),
+        Some(k) if sig == libc::SIGKILL && !oom => (128 + k, oom),
+        _ => (128 + sig as u32, oom),
     }
 }
 
@@ -419,5 +441,8 @@ mod tests {
         // SIGTERM replaced by SIGKILL for an init without a handler: reported as SIGTERM.
         assert_eq!(exit_status(libc::SIGKILL, Some(15), false), (143, false));
         assert_eq!(exit_status(libc::SIGKILL, None, true), (137, true));
+        assert_eq!(exit_status(libc::SIGKILL, Some(15), true), (137, true));
+        // A child of the main process OOM-killed, the main process exiting 1: still an OOM.
+        assert_eq!(exit_status(1 << 8, None, true), (1, true));
     }
 }

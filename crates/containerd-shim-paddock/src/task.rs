@@ -234,11 +234,12 @@ impl Service {
     /// The waiter of a sandboxed container's process (its own thread): reaps it, empties its
     /// cgroup, reads the OOM counter, and records the exit.
     fn wait_sandboxed(&self, child: libc::pid_t) {
-        let status = crate::sandboxed::wait(child);
+        crate::sandboxed::exited(child);
         let (killed_by, oom) = match self.lock() {
             Ok(mut g) => match g.as_mut() {
                 Some(c) => {
-                    // No kill may reach the pid now that it is reaped.
+                    // No kill may reach the pid once it is reaped (below): its number could
+                    // be reused.
                     c.pid = None;
                     (c.killed_by, c.sandboxed.as_mut().is_some_and(|s| s.ended()))
                 }
@@ -246,6 +247,7 @@ impl Service {
             },
             Err(_) => (None, false),
         };
+        let status = crate::sandboxed::reap(child);
         let (code, oom) = crate::sandboxed::exit_status(status, killed_by, oom);
         self.finished(code, oom, child as u32);
     }

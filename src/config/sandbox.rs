@@ -129,6 +129,9 @@ pub struct SandboxSpec {
     /// A network namespace to join instead of making one (a pod's, by the path the OCI spec
     /// gives; set by the containerd shim, no app-file key). Needs root.
     pub join_netns: Option<PathBuf>,
+    /// Host paths bound at other paths inside: (path inside, host path, writable); an OCI
+    /// spec's bind mounts (set by the containerd shim, no app-file key).
+    pub binds: Vec<(PathBuf, PathBuf, bool)>,
 }
 
 /// The size of a sandbox's /tmp and /dev/shm when neither `tmp_size` nor `[limits] memory`

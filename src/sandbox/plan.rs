@@ -117,6 +117,7 @@ impl Plan {
                     .collect::<Vec<_>>(),
                 owner,
                 files: &files,
+                binds: &spec.binds,
                 tmp_size: spec
                     .tmp_size
                     .or(memory)

@@ -153,6 +153,44 @@ fn find_program(spec: &Spec) -> Result<PathBuf, String> {
     ))
 }
 
+/// What the sandbox makes of the spec's `mounts`: bind mounts become binds of the sandbox
+/// (read-only with option `ro`), tmpfs mounts its own tmpfs; /proc, /dev, /sys and what is
+/// under them are the sandbox's own (paddock's /dev and masked /proc; no /sys). Returns the
+/// binds, the tmpfs paths and a note for each mount left out.
+#[allow(clippy::type_complexity)]
+fn mounts(spec: &Spec) -> (Vec<(PathBuf, PathBuf, bool)>, Vec<PathBuf>, Vec<String>) {
+    let (mut binds, mut tmpfs, mut notes) = (vec![], vec![], vec![]);
+    for m in &spec.mounts {
+        let dst = Path::new(&m.destination);
+        let own = ["/proc", "/dev", "/sys"].iter().any(|d| dst.starts_with(d));
+        let is_bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
+        if own {
+            if is_bind {
+                notes.push(format!(
+                    "mount {} (bind of {}) left out: the sandbox makes its own /proc, /dev and /sys",
+                    m.destination, m.source
+                ));
+            }
+            continue;
+        }
+        if dst == Path::new("/tmp") && m.kind == "tmpfs" {
+            continue; // the sandbox's /tmp is a tmpfs already
+        }
+        if is_bind && m.source.starts_with('/') {
+            let rw = !m.options.iter().any(|o| o == "ro");
+            binds.push((dst.to_path_buf(), PathBuf::from(&m.source), rw));
+        } else if m.kind == "tmpfs" {
+            tmpfs.push(dst.to_path_buf());
+        } else {
+            notes.push(format!(
+                "mount {} (type {}) left out: the sandbox gives bind and tmpfs mounts only",
+                m.destination, m.kind
+            ));
+        }
+    }
+    (binds, tmpfs, notes)
+}
+
 /// The container as a paddock app: parsed through paddock's own validation (the environment),
 /// then given the image's root, program, working directory, user and limits.
 fn app_spec(id: &str, spec: &Spec) -> Result<paddock::config::AppSpec, String> {
@@ -201,10 +239,16 @@ fn app_spec(id: &str, spec: &Spec) -> Result<paddock::config::AppSpec, String> {
         Network::Join(p) => (false, Some(p.clone())),
         Network::Host => (true, None),
     };
+    let (binds, tmpfs, notes) = mounts(spec);
+    for n in notes {
+        eprintln!("containerd-shim-paddock-v1: container {id}: {n}");
+    }
     app.sandbox = Some(paddock::config::sandbox::SandboxSpec {
         seccomp: true,
         userns: true,
         root: Some(spec.root.clone()),
+        binds,
+        tmpfs,
         host_network,
         // With the host's network (or a pod's), UDP as well as TCP, as the process would have
         // under runc.
@@ -432,6 +476,33 @@ mod tests {
         assert!(note.unwrap().contains("systemd"));
         assert!(cgroup_place("d", "c5", Some("/a/../b")).0.is_none());
         assert_eq!(cgroup_place("d", "c6", None), (None, "d-c6".into(), None));
+    }
+
+    #[test]
+    fn mounts_become_binds_and_tmpfs() {
+        let spec = crate::spec::parse(
+            Path::new("/b"),
+            r#"{"process":{"args":["/bin/sh"]},"mounts":[
+                {"destination":"/proc","type":"proc","source":"proc"},
+                {"destination":"/dev/shm","type":"bind","source":"/run/pod/shm","options":["rbind"]},
+                {"destination":"/etc/hosts","type":"bind","source":"/var/lib/c/hosts","options":["rbind","rw"]},
+                {"destination":"/var/run/secrets","type":"bind","source":"/var/lib/k/token","options":["rbind","ro"]},
+                {"destination":"/run","type":"tmpfs","source":"tmpfs"},
+                {"destination":"/tmp","type":"tmpfs","source":"tmpfs"},
+                {"destination":"/mnt/q","type":"mqueue","source":"mqueue"}]}"#,
+        )
+        .unwrap();
+        let (binds, tmpfs, notes) = mounts(&spec);
+        assert_eq!(
+            binds,
+            [
+                ("/etc/hosts".into(), "/var/lib/c/hosts".into(), true),
+                ("/var/run/secrets".into(), "/var/lib/k/token".into(), false)
+            ]
+        );
+        assert_eq!(tmpfs, [PathBuf::from("/run")]);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("/dev/shm") && notes[1].contains("mqueue"));
     }
 
     #[test]

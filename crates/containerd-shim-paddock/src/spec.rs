@@ -34,6 +34,17 @@ pub struct Spec {
     /// `linux.cgroupsPath` as written (`/default/ID` from ctr; `/kubepods/…/ID` from the CRI
     /// plugin with the cgroupfs driver; `slice:prefix:name` with the systemd driver).
     pub cgroups_path: Option<String>,
+    /// `mounts`, in order.
+    pub mounts: Vec<Mount>,
+}
+
+/// One entry of `mounts`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub destination: String,
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
 }
 
 /// `linux.namespaces`' `network` entry, as runc reads it.
@@ -174,6 +185,25 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
             };
         }
     }
+    let mut mounts = vec![];
+    if let Some(m) = v.get("mounts").filter(|m| !m.is_null()) {
+        let list = m.as_array().ok_or("mounts is not a list")?;
+        for (i, m) in list.iter().enumerate() {
+            let field = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let destination = field("destination");
+            if !destination.starts_with('/') {
+                return Err(format!(
+                    "mounts[{i}].destination = \"{destination}\" is not an absolute path"
+                ));
+            }
+            mounts.push(Mount {
+                destination,
+                kind: field("type"),
+                source: field("source"),
+                options: strings(m.get("options"), &format!("mounts[{i}].options"))?,
+            });
+        }
+    }
     let cgroups_path = match v.pointer("/linux/cgroupsPath") {
         None | Some(Value::Null) => None,
         Some(Value::String(p)) if p.is_empty() => None,
@@ -208,6 +238,7 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
         level,
         network,
         cgroups_path,
+        mounts,
     })
 }
 

@@ -843,6 +843,50 @@ fn containerd_runs_sandbox_with_paddock() {
     assert_eq!(map[0], "0", "{out}");
     assert_ne!(map[1], "0", "root inside is host root: {out}");
 
+    // Bind mounts of the spec (ctr --mount; a pod's volumes, /etc/hosts, secrets): read-write
+    // (the directory is world-writable: root inside is an unprivileged uid outside) and
+    // read-only.
+    let data = ctd.dir.join("data");
+    let ro = ctd.dir.join("ro");
+    for d in [&data, &ro] {
+        std::fs::create_dir_all(d).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::write(data.join("in.txt"), "from the host\n").unwrap();
+    let rw_mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        data.display()
+    );
+    let ro_mount = format!(
+        "type=bind,src={},dst=/srv/ro,options=rbind:ro",
+        ro.display()
+    );
+    let o = run(
+        &["--mount", &rw_mount, "--mount", &ro_mount],
+        "mounts",
+        &[
+            "/bin/sh",
+            "-c",
+            "cat /data/in.txt; echo out > /data/out.txt; \
+             if echo x > /srv/ro/x 2>/dev/null; then echo ro-writable; else echo ro-readonly; fi",
+        ],
+    );
+    let out = text(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "mounts: {out}\n{}",
+        text(&o.stderr)
+    );
+    assert!(out.contains("from the host"), "{out}");
+    assert!(out.contains("ro-readonly"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("out.txt")).unwrap_or_default(),
+        "out\n"
+    );
+    assert!(!ro.join("x").exists());
+
     // The network as the spec says: its own namespace (only loopback) by default; the host's
     // with --net-host (no network namespace in the spec); a given one joined (--with-ns, as the
     // CRI plugin gives a pod's).

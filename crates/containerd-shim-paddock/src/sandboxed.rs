@@ -16,10 +16,42 @@ use std::path::{Component, Path, PathBuf};
 /// when the spec's `cgroupsPath` is not a cgroupfs path.
 const CGROUP_PARENT: &str = "paddock-shim";
 
-/// Where the container's cgroup goes: `linux.cgroupsPath` when it is a cgroupfs path (absolute,
-/// no `..`): (its parent from the root of each hierarchy, its last component); otherwise (unset,
-/// or the systemd driver's `slice:prefix:name`, which needs systemd to make the scope) under
-/// the shim's own cgroup, `paddock-shim/<namespace>-<id>`, with a note why.
+/// The cgroup directory of a systemd slice name, as systemd lays slices out:
+/// `kubepods-burstable-pod1.slice` is `kubepods.slice/kubepods-burstable.slice/
+/// kubepods-burstable-pod1.slice` (relative to the root; `-.slice` is the root itself).
+fn expand_slice(slice: &str) -> Option<PathBuf> {
+    let name = slice.strip_suffix(".slice")?;
+    if name == "-" {
+        return Some(PathBuf::new());
+    }
+    if name.is_empty()
+        || name.starts_with('-')
+        || name.ends_with('-')
+        || name.contains("--")
+        || name.contains('/')
+    {
+        return None;
+    }
+    let mut path = PathBuf::new();
+    let mut prefix = String::new();
+    for part in name.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        path.push(format!("{prefix}.slice"));
+    }
+    Some(path)
+}
+
+/// Where the container's cgroup goes, from `linux.cgroupsPath`: (its parent relative to the
+/// root of each hierarchy, its own directory name), and a note when the path is not used.
+/// - a cgroupfs path (`/default/ID` from ctr, `/kubepods/…/ID` from the CRI plugin with the
+///   `cgroupfs` driver): its parent and last component, as runc's cgroupfs driver;
+/// - the systemd driver's `slice:prefix:name`: the directory systemd would give the scope
+///   `prefix-name.scope` under that slice, made directly (systemd is not asked for a
+///   transient unit, so it does not know the scope; the pod's slice, made by kubelet, holds it);
+/// - unset or unusable: under the shim's own cgroup, `paddock-shim/<namespace>-<id>`.
 fn cgroup_place(
     namespace: &str,
     id: &str,
@@ -29,9 +61,23 @@ fn cgroup_place(
     let Some(p) = path else {
         return fallback(None);
     };
+    if let [slice, prefix, name] = p.split(':').collect::<Vec<_>>()[..] {
+        let slice = if slice.is_empty() {
+            "system.slice"
+        } else {
+            slice
+        };
+        let unit = format!("{prefix}-{name}.scope");
+        let ok_unit = !prefix.is_empty() && !name.is_empty() && !unit.contains('/');
+        return match (expand_slice(slice), ok_unit) {
+            (Some(parent), true) => (Some(parent), unit, None),
+            _ => fallback(Some(format!(
+                "linux.cgroupsPath = \"{p}\" is not a systemd slice:prefix:name path: the container's cgroup is under the shim's, {CGROUP_PARENT}/{namespace}-{id}"
+            ))),
+        };
+    }
     let pb = Path::new(p);
     let ok = p.starts_with('/')
-        && !p.contains(':')
         && pb
             .components()
             .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
@@ -46,7 +92,7 @@ fn cgroup_place(
             (Some(parent), leaf, None)
         }
         _ => fallback(Some(format!(
-            "linux.cgroupsPath = \"{p}\" is not a cgroupfs path (the systemd cgroup driver is not supported): the container's cgroup is under the shim's, {CGROUP_PARENT}/{namespace}-{id}"
+            "linux.cgroupsPath = \"{p}\" is neither an absolute cgroupfs path nor slice:prefix:name: the container's cgroup is under the shim's, {CGROUP_PARENT}/{namespace}-{id}"
         ))),
     }
 }
@@ -470,10 +516,30 @@ mod tests {
         );
         let (p, leaf, _) = cgroup_place("default", "c3", Some("/c3"));
         assert_eq!((p.unwrap(), leaf.as_str()), (PathBuf::new(), "c3"));
-        let (p, leaf, note) =
-            cgroup_place("k8s.io", "c4", Some("kubepods.slice:cri-containerd:c4"));
-        assert_eq!((p, leaf.as_str()), (None, "k8s.io-c4"));
-        assert!(note.unwrap().contains("systemd"));
+        let (p, leaf, note) = cgroup_place(
+            "k8s.io",
+            "c4",
+            Some("kubepods-burstable-pod1.slice:cri-containerd:c4"),
+        );
+        assert_eq!(
+            (p.unwrap(), leaf.as_str(), note),
+            (
+                PathBuf::from(
+                    "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice"
+                ),
+                "cri-containerd-c4.scope",
+                None
+            )
+        );
+        let (p, leaf, _) = cgroup_place("k8s.io", "c7", Some(":cri-containerd:c7"));
+        assert_eq!(
+            (p.unwrap(), leaf.as_str()),
+            (PathBuf::from("system.slice"), "cri-containerd-c7.scope")
+        );
+        let (p, _, note) = cgroup_place("k8s.io", "c8", Some("bad--name.slice:x:c8"));
+        assert!(p.is_none() && note.unwrap().contains("slice:prefix:name"));
+        assert_eq!(expand_slice("-.slice"), Some(PathBuf::new()));
+        assert_eq!(expand_slice("a.scope"), None);
         assert!(cgroup_place("d", "c5", Some("/a/../b")).0.is_none());
         assert_eq!(cgroup_place("d", "c6", None), (None, "d-c6".into(), None));
     }

@@ -988,6 +988,69 @@ fn containerd_runs_sandbox_with_paddock() {
     };
     assert_eq!(status.code(), Some(143), "after SIGTERM");
 
+    // The systemd driver's cgroupsPath (slice:prefix:name, as kubelet's default driver gives
+    // it): the scope's directory under the slice's, in each hierarchy. Stopped with SIGKILL: 137.
+    let mut sd = ctd
+        .ctr()
+        .args(["run", "--rm", "--runtime", SANDBOX_RUNTIME])
+        .args(["--cgroup", "paddock-test-x.slice:ptest:sd"])
+        .args([image, "sd", "/bin/sh", "-c", "echo started; sleep 600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut so = sd.stdout.take().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut first = [0u8; 8];
+        so.read_exact(&mut first).map(|()| first)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !t.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = t.is_finished() && t.join().unwrap().is_ok();
+    let scope = Path::new("paddock.slice/paddock-test.slice/paddock-test-x.slice/ptest-sd.scope");
+    let memory = Path::new("/sys/fs/cgroup/memory");
+    let in_scope =
+        std::fs::read_to_string(memory.join(scope).join("cgroup.procs")).unwrap_or_default();
+    let _ = run_bounded(
+        ctd.ctr().args(["task", "kill", "-s", "SIGKILL", "sd"]),
+        Duration::from_secs(10),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = sd.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = sd.kill();
+            let _ = sd.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for h in &cgroup_defaults {
+        let root = h.parent().unwrap();
+        // The slices this test made (the scope itself is removed at Delete).
+        for d in scope
+            .ancestors()
+            .skip(1)
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            let _ = std::fs::remove_dir(root.join(d));
+        }
+    }
+    assert!(started, "the sd container printed nothing: {}", ctd.log());
+    if memory.is_dir() {
+        assert!(
+            !in_scope.trim().is_empty(),
+            "no process in {}",
+            memory.join(scope).display()
+        );
+    }
+    assert_eq!(status.and_then(|s| s.code()), Some(137), "sd after SIGKILL");
+
     // A memory hog over --memory-limit: the kernel's OOM killer in the container's cgroup,
     // exit 137 and a /tasks/oom event.
     match memory_controller() {

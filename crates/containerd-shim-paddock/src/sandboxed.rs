@@ -258,8 +258,19 @@ fn app_spec(id: &str, spec: &Spec) -> Result<paddock::config::AppSpec, String> {
     t.insert("env".into(), Value::Table(env));
     let text =
         toml::to_string(&t).map_err(|e| format!("cannot express the spec as an app: {e}"))?;
+    // The app's name is the container id (the sandbox's hostname, the seed of its uid range)
+    // when paddock accepts it as a name; otherwise (longer than 64, "all") a digest of it.
+    let name = match paddock::config::valid_app_name(id) {
+        Ok(()) => id.to_string(),
+        Err(_) => {
+            use sha2::Digest;
+            let sum = sha2::Sha256::digest(id.as_bytes());
+            let hex: String = sum.iter().take(16).map(|b| format!("{b:02x}")).collect();
+            format!("c-{hex}")
+        }
+    };
     let mut app =
-        paddock::config::parse_app(id, Path::new("config.json"), &text).map_err(|errs| {
+        paddock::config::parse_app(&name, Path::new("config.json"), &text).map_err(|errs| {
             errs.iter()
                 .map(|e| e.to_string())
                 .collect::<Vec<_>>()

@@ -212,6 +212,9 @@ fn delete(f: &Flags) -> Result<(), String> {
     } else {
         PathBuf::from(&f.bundle)
     };
+    // A sandboxed container's process outlives its shim (it is another process, reparented):
+    // it ends here, with whatever is left in its cgroup.
+    sandboxed::cleanup_after_shim(&f.namespace, &f.id, &bundle);
     mount::unmount_rootfs(&bundle.join("rootfs"));
     let _ = std::fs::remove_file(socket_path(f));
     let resp = containerd_shim_protos::shim::shim::DeleteResponse {

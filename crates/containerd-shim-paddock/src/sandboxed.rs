@@ -419,6 +419,44 @@ impl Sandboxed {
     }
 }
 
+/// containerd's `delete` after a shim died: kills what is left in the container's cgroup (a
+/// sandboxed container's process, which does not die with its shim) and removes the cgroup.
+/// Only an existing cgroup is touched; a wasm container has none.
+pub fn cleanup_after_shim(namespace: &str, id: &str, bundle: &Path) {
+    let Ok(spec) = crate::spec::load(bundle) else {
+        return;
+    };
+    let (parent, leaf, _) = cgroup_place(namespace, id, spec.cgroups_path.as_deref());
+    let host = paddock::cgroup::detect();
+    let own = |mount: &Path, own: &Path| match &parent {
+        Some(p) => mount.join(p),
+        None => own.join(CGROUP_PARENT),
+    };
+    let mut dirs: Vec<PathBuf> = host
+        .v1
+        .iter()
+        .map(|h| own(&h.mount, &h.own).join(&leaf))
+        .collect();
+    if let Some((mount, o)) = &host.v2 {
+        dirs.push(own(mount, o).join(&leaf));
+    }
+    if !dirs.iter().any(|d| d.is_dir()) {
+        return;
+    }
+    let cgroups = match &parent {
+        Some(p) => Cgroups::init_at_root(p),
+        None => Cgroups::init(CGROUP_PARENT),
+    };
+    if let Ok(cg) = cgroups.create(&leaf, &paddock::cgroup::CgLimits::default()) {
+        if let Err(e) = cg.kill_and_wait(std::time::Duration::from_secs(5)) {
+            eprintln!("containerd-shim-paddock-v1: container {id}: {e}");
+        }
+        if let Err(e) = cg.remove() {
+            eprintln!("containerd-shim-paddock-v1: container {id}: {e}");
+        }
+    }
+}
+
 /// Sends `sig` to the container's process (the init of its pid namespace): a signal it does
 /// not handle, which the kernel would drop for an init, becomes SIGKILL, as `paddock serve`
 /// does for a sandboxed app. Returns whether it was replaced.

@@ -1051,6 +1051,85 @@ fn containerd_runs_sandbox_with_paddock() {
     }
     assert_eq!(status.and_then(|s| s.code()), Some(137), "sd after SIGKILL");
 
+    // The shim dies (SIGKILL): containerd runs `delete`, which ends the container's process
+    // (it does not die with its shim: it is another process) and removes its cgroup.
+    let mut orphan = ctd
+        .ctr()
+        .args(["run", "--rm", "--runtime", SANDBOX_RUNTIME])
+        .args([image, "orphan", "/bin/sh", "-c", "echo started; sleep 600"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut so = orphan.stdout.take().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut first = [0u8; 8];
+        so.read_exact(&mut first).map(|()| first)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !t.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let started = t.is_finished() && t.join().unwrap().is_ok();
+    let procs_file = Path::new("/sys/fs/cgroup/unified/default/orphan/cgroup.procs");
+    let procs_file = if procs_file.exists() {
+        procs_file.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup/default/orphan/cgroup.procs")
+    };
+    let procs: Vec<i32> = std::fs::read_to_string(&procs_file)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let shim: Vec<i32> = ctd
+        .shims()
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("\0orphan\0"))
+                .unwrap_or(false)
+        })
+        .collect();
+    for p in &shim {
+        // SAFETY: kill(2) on the shim of this test's container `orphan`.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = orphan.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = orphan.kill();
+            let _ = orphan.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(started, "orphan printed nothing: {}", ctd.log());
+    assert_eq!(shim.len(), 1, "the shim of `orphan`: {shim:?}");
+    assert!(!procs.is_empty(), "no process in {}", procs_file.display());
+    assert!(
+        status.is_some(),
+        "ctr run did not end after its shim was killed: {}",
+        ctd.log()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alive = |p: i32| {
+        std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    while procs.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !procs.iter().any(|p| alive(*p)),
+        "the container's processes {procs:?} outlived its shim's delete"
+    );
+
     // A memory hog over --memory-limit: the kernel's OOM killer in the container's cgroup,
     // exit 137 and a /tasks/oom event.
     match memory_controller() {

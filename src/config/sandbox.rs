@@ -132,6 +132,10 @@ pub struct SandboxSpec {
     /// Host paths bound at other paths inside: (path inside, host path, writable); an OCI
     /// spec's bind mounts (set by the containerd shim, no app-file key).
     pub binds: Vec<(PathBuf, PathBuf, bool)>,
+    /// With a user namespace as root: the first host id of its range when the caller picked
+    /// it (`sandbox::id_base_of_slot`; the containerd shim claims one across shims); None:
+    /// picked from the app's name. No app-file key.
+    pub id_base: Option<u32>,
 }
 
 /// The size of a sandbox's /tmp and /dev/shm when neither `tmp_size` nor `[limits] memory`

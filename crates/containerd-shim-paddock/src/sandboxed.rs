@@ -97,9 +97,59 @@ fn cgroup_place(
     }
 }
 
+/// Where shims claim the user-namespace id ranges of their containers (one empty file per
+/// taken slot, named by its hex number, holding `namespace/id`), so that two containers of a
+/// node never share host ids. On /run: gone at reboot with the containers.
+const ID_CLAIMS: &str = "/run/paddock-shim/id-ranges";
+
+/// Claims a free id range for container `namespace/id`, starting at the slot its id hashes
+/// to; records the claim in the bundle (`paddock/id-range`) for `delete`. Returns the range's
+/// first host id.
+fn claim_id_range(namespace: &str, id: &str, bundle: &Path) -> Result<u32, String> {
+    use std::io::Write;
+    let dir = Path::new(ID_CLAIMS);
+    std::fs::create_dir_all(dir).map_err(|e| io_reason(ID_CLAIMS, e))?;
+    let first = paddock::sandbox::id_slot_of(&format!("{namespace}/{id}"));
+    for i in 0..paddock::sandbox::ID_SLOTS {
+        let slot = (first + i) % paddock::sandbox::ID_SLOTS;
+        let path = dir.join(format!("{slot:04x}"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                let _ = writeln!(f, "{namespace}/{id}");
+                let record = bundle.join("paddock").join("id-range");
+                std::fs::create_dir_all(bundle.join("paddock"))
+                    .and_then(|()| std::fs::write(&record, path.as_os_str().as_encoded_bytes()))
+                    .map_err(|e| io_reason(&record.to_string_lossy(), e))?;
+                return Ok(paddock::sandbox::id_base_of_slot(slot));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_reason(&path.to_string_lossy(), e)),
+        }
+    }
+    Err(format!(
+        "every user namespace id range in {ID_CLAIMS} is taken"
+    ))
+}
+
+/// Gives back the id range the bundle's container claimed.
+fn release_id_range(bundle: &Path) {
+    let record = bundle.join("paddock").join("id-range");
+    if let Ok(path) = std::fs::read_to_string(&record)
+        && path.starts_with(ID_CLAIMS)
+    {
+        let _ = std::fs::remove_file(path.trim());
+        let _ = std::fs::remove_file(&record);
+    }
+}
+
 pub struct Sandboxed {
     prepared: Prepared,
     cgroup: Option<AppCgroup>,
+    bundle: PathBuf,
     stdin: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
@@ -239,7 +289,7 @@ fn mounts(spec: &Spec) -> (Vec<(PathBuf, PathBuf, bool)>, Vec<PathBuf>, Vec<Stri
 
 /// The container as a paddock app: parsed through paddock's own validation (the environment),
 /// then given the image's root, program, working directory, user and limits.
-fn app_spec(id: &str, spec: &Spec) -> Result<paddock::config::AppSpec, String> {
+fn app_spec(id: &str, spec: &Spec, id_base: u32) -> Result<paddock::config::AppSpec, String> {
     use toml::Value;
     let program = find_program(spec)?;
     let mut t = toml::Table::new();
@@ -306,6 +356,7 @@ fn app_spec(id: &str, spec: &Spec) -> Result<paddock::config::AppSpec, String> {
         root: Some(spec.root.clone()),
         binds,
         tmpfs,
+        id_base: Some(id_base),
         host_network,
         // With the host's network (or a pod's), UDP as well as TCP, as the process would have
         // under runc.
@@ -334,9 +385,36 @@ impl Sandboxed {
         // New roots are mounted (in the child's own mount namespace) on a directory of the
         // bundle, which containerd removes with the container.
         paddock::sandbox::set_scratch_dir(&bundle.join("paddock").join("root"));
-        let app = app_spec(id, spec)?;
+        let id_base = claim_id_range(namespace, id, bundle)?;
+        let r = Self::build(namespace, id, bundle, spec, (stdout, stderr), id_base);
+        if r.is_err() {
+            release_id_range(bundle);
+        }
+        r
+    }
+
+    fn build(
+        namespace: &str,
+        id: &str,
+        bundle: &Path,
+        spec: &Spec,
+        (stdout, stderr): (&str, &str),
+        id_base: u32,
+    ) -> Result<Sandboxed, String> {
+        let app = app_spec(id, spec, id_base)?;
         let prepared = Prepared::new(&app, &BaseEnv::from_process())?;
         let summary = prepared.sandbox_summary().unwrap_or_default().to_string();
+        let out = |p: &str| -> Result<OwnedFd, String> {
+            if p.is_empty() {
+                return paddock::driver::native::dev_null().map_err(|e| io_reason("/dev/null", e));
+            }
+            crate::task::open_output(p.strip_prefix("file://").unwrap_or(p))
+                .map(OwnedFd::from)
+                .map_err(|e| io_reason(p, e))
+        };
+        let stdin = paddock::driver::native::dev_null().map_err(|e| io_reason("/dev/null", e))?;
+        let (stdout, stderr) = (out(stdout)?, out(stderr)?);
+        // The cgroup last: nothing fails after it is made.
         let limits = app.limits.cgroup();
         let (parent, leaf, note) = cgroup_place(namespace, id, spec.cgroups_path.as_deref());
         if let Some(n) = note {
@@ -347,33 +425,24 @@ impl Sandboxed {
             None => Cgroups::init(CGROUP_PARENT),
         };
         let cgroup = match cgroups.create(&leaf, &limits) {
-            Ok(cg) => Some(cg),
+            Ok(mut cg) => match cg.apply(&limits) {
+                Ok(()) => Some(cg),
+                Err(e) => {
+                    let _ = cg.remove();
+                    return Err(format!("the container's cgroup limits: {e}"));
+                }
+            },
             // Without limits, a host without usable cgroups still runs the container.
             Err(_) if !limits.any() => None,
             Err(e) => return Err(format!("the container's cgroup: {e}")),
         };
-        let cgroup = match cgroup {
-            Some(mut cg) => {
-                cg.apply(&limits)
-                    .map_err(|e| format!("the container's cgroup limits: {e}"))?;
-                Some(cg)
-            }
-            None => None,
-        };
-        let out = |p: &str| -> Result<OwnedFd, String> {
-            if p.is_empty() {
-                return paddock::driver::native::dev_null().map_err(|e| io_reason("/dev/null", e));
-            }
-            crate::task::open_output(p.strip_prefix("file://").unwrap_or(p))
-                .map(OwnedFd::from)
-                .map_err(|e| io_reason(p, e))
-        };
         Ok(Sandboxed {
             prepared,
             cgroup,
-            stdin: paddock::driver::native::dev_null().map_err(|e| io_reason("/dev/null", e))?,
-            stdout: out(stdout)?,
-            stderr: out(stderr)?,
+            bundle: bundle.to_path_buf(),
+            stdin,
+            stdout,
+            stderr,
             summary,
         })
     }
@@ -408,8 +477,9 @@ impl Sandboxed {
         cg.oom_killed_since_start()
     }
 
-    /// Removes the cgroup (at `Delete`).
+    /// Removes the cgroup and gives back the id range (at `Delete`).
     pub fn remove(&mut self) {
+        release_id_range(&self.bundle);
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.kill_and_wait(std::time::Duration::from_secs(2));
             if let Err(e) = cg.remove() {
@@ -423,6 +493,7 @@ impl Sandboxed {
 /// sandboxed container's process, which does not die with its shim) and removes the cgroup.
 /// Only an existing cgroup is touched; a wasm container has none.
 pub fn cleanup_after_shim(namespace: &str, id: &str, bundle: &Path) {
+    release_id_range(bundle);
     let Ok(spec) = crate::spec::load(bundle) else {
         return;
     };

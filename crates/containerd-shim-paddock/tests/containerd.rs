@@ -621,6 +621,17 @@ fn containerd_runs_wasm_with_paddock() {
     assert!(rootfs.is_empty(), "rootfs left mounted: {rootfs:?}");
 }
 
+/// The containers whose user-namespace id ranges the shims have claimed (`namespace/id`).
+fn id_claims() -> Vec<String> {
+    std::fs::read_dir("/run/paddock-shim/id-ranges")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|c| c.trim().to_string())
+        .collect()
+}
+
 /// Empty directories removed on drop (cgroups this test made).
 struct RemoveDirs(Vec<PathBuf>);
 
@@ -955,6 +966,12 @@ fn containerd_runs_sandbox_with_paddock() {
         ctd.log()
     );
     assert_eq!(&t.join().unwrap().unwrap(), b"started\n");
+    // Its user namespace's id range is claimed (no other container of the node gets it).
+    assert!(
+        id_claims().iter().any(|c| c == "default/long"),
+        "no id range claimed for default/long: {:?}",
+        id_claims()
+    );
     // Its process is in the cgroup the spec names (/default/long), in the hierarchies paddock
     // puts a container without a CPU limit in (cgroup2; v1 memory and pids).
     for d in cgroup_defaults.iter().filter(|d| {
@@ -1223,4 +1240,10 @@ fn containerd_runs_sandbox_with_paddock() {
         }
     }
     drop(made_defaults);
+    // Every id range claimed is given back.
+    let left: Vec<String> = id_claims()
+        .into_iter()
+        .filter(|c| ids.iter().any(|id| *c == format!("default/{id}")))
+        .collect();
+    assert!(left.is_empty(), "id ranges still claimed: {left:?}");
 }

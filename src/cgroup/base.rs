@@ -5,7 +5,13 @@
 
 use super::app::AppCgroup;
 use super::{CgLimits, Dir, Host, Kind, Layout, ROOT_HINT, detect, lean, mkdir, v2, write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// `mkdir -p` (a parent of several levels, `init_at_root`).
+fn mkdir_all(p: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(p)
+        .map_err(|e| format!("mkdir {}: {}", p.display(), crate::util::io_reason(&e)))
+}
 /// paddock's cgroups: detected once at start; the parent directories are created then.
 pub struct Cgroups {
     pub host: Host,
@@ -42,7 +48,30 @@ impl Cgroups {
 
     /// Detects the layout and prepares `<own>/<name>` in each hierarchy paddock uses.
     pub fn init(name: &str) -> Cgroups {
-        let host = detect();
+        Self::init_host(detect(), name)
+    }
+
+    /// Like [`Cgroups::init`], with the parent at `parent` (relative, one or more levels) from
+    /// the root of each hierarchy instead of under this process's own cgroup: a container
+    /// runtime placing a container where its OCI spec's `cgroupsPath` says (runc's cgroupfs
+    /// driver does the same). The process stays where it is.
+    pub fn init_at_root(parent: &Path) -> Cgroups {
+        let mut host = detect();
+        if let Some((mount, own)) = &mut host.v2 {
+            *own = mount.clone();
+            host.v2_controllers = std::fs::read_to_string(mount.join("cgroup.controllers"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+        }
+        for h in &mut host.v1 {
+            h.own = h.mount.clone();
+        }
+        Self::init_host(host, &parent.to_string_lossy())
+    }
+
+    fn init_host(host: Host, name: &str) -> Cgroups {
         let mut cg = Cgroups {
             host: host.clone(),
             bases: vec![],
@@ -73,7 +102,7 @@ impl Cgroups {
             );
         };
         let base = own.join(name);
-        mkdir(&base).map_err(|e| format!("{e} ({ROOT_HINT})"))?;
+        mkdir_all(&base).map_err(|e| format!("{e} ({ROOT_HINT})"))?;
         let wanted: Vec<&str> = v2::WANTED
             .iter()
             .copied()
@@ -122,14 +151,14 @@ impl Cgroups {
     fn init_v1(&mut self, name: &str) -> Result<(), String> {
         if let Some((_, own)) = &self.host.v2 {
             let base = own.join(name);
-            match mkdir(&base) {
+            match mkdir_all(&base) {
                 Ok(()) => self.bases.push((Kind::Unified, base)),
                 Err(e) => return Err(format!("{e} ({ROOT_HINT})")),
             }
         }
         for h in self.host.v1.clone() {
             let base = h.own.join(name);
-            match mkdir(&base) {
+            match mkdir_all(&base) {
                 Ok(()) => self.bases.push((
                     Kind::V1 {
                         controllers: h.controllers.clone(),

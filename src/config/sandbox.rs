@@ -122,6 +122,20 @@ pub struct SandboxSpec {
     pub symlinks: bool,
     /// `publish`: host listeners paddock forwards into the app's network namespace.
     pub publish: Vec<Publish>,
+    /// The tree the sandbox's root is made of when it is not the app's bundle: an OCI image's
+    /// rootfs, set by the containerd shim (crates/containerd-shim-paddock). No app-file key
+    /// sets it; `None` for every app of `paddock serve` (their root is their bundle).
+    pub root: Option<PathBuf>,
+    /// A network namespace to join instead of making one (a pod's, by the path the OCI spec
+    /// gives; set by the containerd shim, no app-file key). Needs root.
+    pub join_netns: Option<PathBuf>,
+    /// Host paths bound at other paths inside: (path inside, host path, writable); an OCI
+    /// spec's bind mounts (set by the containerd shim, no app-file key).
+    pub binds: Vec<(PathBuf, PathBuf, bool)>,
+    /// With a user namespace as root: the first host id of its range when the caller picked
+    /// it (`sandbox::id_base_of_slot`; the containerd shim claims one across shims); None:
+    /// picked from the app's name. No app-file key.
+    pub id_base: Option<u32>,
 }
 
 /// The size of a sandbox's /tmp and /dev/shm when neither `tmp_size` nor `[limits] memory`

@@ -62,6 +62,25 @@ fn scratch_dir() -> Result<PathBuf, String> {
     Ok(d)
 }
 
+/// The user namespace ranges of sandboxes: 65,536 host ids each, slot `n` starting at
+/// `(8 + n) << 16`, between 0x80000 and 0x6fff0000 (as systemd-nspawn's
+/// `--private-users=pick`).
+pub const ID_SLOTS: u32 = 0x6fff - 0x8;
+
+/// The first host id of range `slot` (< `ID_SLOTS`).
+pub fn id_base_of_slot(slot: u32) -> u32 {
+    (0x8 + slot % ID_SLOTS) << 16
+}
+
+/// The slot a name starts its search at (FNV-1a of the name).
+pub fn id_slot_of(name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in name.bytes() {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    h % ID_SLOTS
+}
+
 /// What this host can give (probed once).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HostSupport {

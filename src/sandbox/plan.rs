@@ -37,7 +37,23 @@ impl Plan {
         let mut flags =
             libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
         let mut netns = None;
-        if !spec.host_network {
+        if let (false, Some(path)) = (spec.host_network, &spec.join_netns) {
+            // A network namespace made by someone else (a pod's): joined as it is.
+            let f = std::fs::File::open(path).map_err(|e| {
+                format!(
+                    "network namespace {}: {}",
+                    path.display(),
+                    crate::util::io_reason(&e)
+                )
+            })?;
+            if !h.root {
+                return Err(format!(
+                    "joining the network namespace {} needs root",
+                    path.display()
+                ));
+            }
+            netns = Some(std::os::fd::OwnedFd::from(f));
+        } else if !spec.host_network {
             if h.root {
                 // With NET_BIND_SERVICE kept, ports below 1024 of its own network are the
                 // app's to bind, also from its user namespace (which holds no capability over
@@ -77,7 +93,10 @@ impl Plan {
             // The app's ids 0..65535 map to a range of unprivileged host ids of its own (its
             // `user`, if it has one, keeps its host uid and gid): root inside is nobody in
             // particular outside, and a daemon can still switch to `nobody` inside.
-            let base = id_range(name);
+            let base = match spec.id_base {
+                Some(b) => b,
+                None => id_range(name),
+            };
             id_base = Some(base);
             userns = Some(make_userns(&id_map(base, uid), &id_map(base, gid))?);
             creds = Some((uid, gid, vec![]));
@@ -101,6 +120,7 @@ impl Plan {
                     .collect::<Vec<_>>(),
                 owner,
                 files: &files,
+                binds: &spec.binds,
                 tmp_size: spec
                     .tmp_size
                     .or(memory)
@@ -121,6 +141,8 @@ impl Plan {
         summary.push(
             if spec.host_network {
                 "host network"
+            } else if spec.join_netns.is_some() {
+                "joined network namespace"
             } else {
                 "own network"
             }
@@ -203,15 +225,10 @@ fn id_range(name: &str) -> u32 {
     use std::collections::HashMap;
     use std::sync::Mutex;
     static TAKEN: Mutex<Option<HashMap<u32, String>>> = Mutex::new(None);
-    const FIRST: u32 = 0x8;
-    const SLOTS: u32 = 0x6fff - FIRST;
-    let mut h: u32 = 0x811c_9dc5;
-    for b in name.bytes() {
-        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
-    }
+    const SLOTS: u32 = super::ID_SLOTS;
     let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
     let taken = taken.get_or_insert_with(HashMap::new);
-    let mut slot = h % SLOTS;
+    let mut slot = super::id_slot_of(name);
     for _ in 0..SLOTS {
         match taken.get(&slot) {
             Some(n) if n != name => slot = (slot + 1) % SLOTS,
@@ -219,7 +236,7 @@ fn id_range(name: &str) -> u32 {
         }
     }
     taken.insert(slot, name.to_string());
-    (FIRST + slot) << 16
+    super::id_base_of_slot(slot)
 }
 
 /// The host id of `id` inside: the app's own `user`/`group` keeps its host id, root is the

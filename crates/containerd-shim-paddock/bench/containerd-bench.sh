@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Figures for docs/containerd.md (not a test): per-container start latency and memory through a
-# private containerd, for the paddock shim (wasm) and containerd's default runtime
+# private containerd, for the paddock shim (wasm, and sandbox under its second name
+# containerd-shim-paddock-sandbox-v1) and containerd's default runtime
 # (io.containerd.runc.v2 with runc, and with crun as its binary), in one run on one machine.
 #
 #   sudo crates/containerd-shim-paddock/bench/containerd-bench.sh [N_START] [N_MEM]
@@ -36,6 +37,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$W/bin" "$W/img"
 ln -s "$SHIM" "$W/bin/containerd-shim-paddock-v1"
+ln -s "$SHIM" "$W/bin/containerd-shim-paddock-sandbox-v1"
 cat > "$W/config.toml" <<CFG
 version = 2
 root = "$W/root"
@@ -75,7 +77,7 @@ image docker.io/bench/wasm:latest "$W/wasm" /hello.wasm
 image docker.io/bench/busybox:latest "$W/bb" /bin/busybox
 
 # stats LABEL < ms values: median and p90.
-stats() { sort -n | awk -v l="$1" '{a[NR]=$1} END {printf "%-28s n=%d  median %.1f ms  p90 %.1f ms\n", l, NR, a[int((NR+1)/2)], a[int(NR*0.9+0.5)]}'; }
+stats() { sort -n | awk -v l="$1" '{a[NR]=$1} END {printf "%-32s n=%d  median %.1f ms  p90 %.1f ms\n", l, NR, a[int((NR+1)/2)], a[int(NR*0.9+0.5)]}'; }
 
 # start RUNTIME-ARGS… -- IMAGE ARGS…: N_START sequential `ctr run --rm`, wall time of each.
 start_bench() {
@@ -113,7 +115,7 @@ mem_bench() {
   done
   sleep 2
   local kib; kib=$(mem_sum)
-  printf "%-28s %d containers: %d KiB PSS in all (shims + containers), %.2f MiB each\n" "$label" "$N_MEM" "$kib" "$(echo "$kib / $N_MEM / 1024" | bc -l)"
+  printf "%-32s %d containers: %d KiB PSS in all (shims + containers), %.2f MiB each\n" "$label" "$N_MEM" "$kib" "$(echo "$kib / $N_MEM / 1024" | bc -l)"
   for i in $(seq "$N_MEM"); do $C task kill -s SIGKILL "m$i" >/dev/null 2>&1 || true; done
   sleep 1
   for i in $(seq "$N_MEM"); do $C task rm -f "m$i" >/dev/null 2>&1; $C c rm "m$i" >/dev/null 2>&1 || true; done
@@ -122,9 +124,11 @@ mem_bench() {
 echo "== $(date -u +%F) $(uname -r), $(nproc) cores, containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | head -1 | awk '{print $3}'), crun $(crun --version 2>/dev/null | head -1 | awk '{print $3}')"
 echo "== start: ctr run --rm, sequential, wall time per container (exit included)"
 start_bench "paddock (wasm hello)" --runtime io.containerd.paddock.v1 -- docker.io/bench/wasm:latest /hello.wasm
+start_bench "paddock-sandbox (busybox true)" --runtime io.containerd.paddock-sandbox.v1 -- docker.io/bench/busybox:latest /bin/busybox true
 start_bench "runc (busybox true)" -- docker.io/bench/busybox:latest /bin/busybox true
 start_bench "crun (busybox true)" --runc-binary /usr/bin/crun -- docker.io/bench/busybox:latest /bin/busybox true
 echo "== memory: $N_MEM running containers (ctr run -d), PSS of shims and their processes"
 mem_bench "paddock (wasm worker)" --runtime io.containerd.paddock.v1 -- docker.io/bench/wasm:latest /worker.wasm --interval 1s
+mem_bench "paddock-sandbox (busybox sleep)" --runtime io.containerd.paddock-sandbox.v1 -- docker.io/bench/busybox:latest /bin/busybox sleep 3600
 mem_bench "runc (busybox sleep)" -- docker.io/bench/busybox:latest /bin/busybox sleep 3600
 mem_bench "crun (busybox sleep)" --runc-binary /usr/bin/crun -- docker.io/bench/busybox:latest /bin/busybox sleep 3600

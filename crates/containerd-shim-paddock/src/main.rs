@@ -1,6 +1,8 @@
 //! `containerd-shim-paddock-v1`: a containerd runtime v2 shim (runtime type
 //! `io.containerd.paddock.v1`, the RuntimeClass handler `paddock`) that runs a container's
-//! WebAssembly entrypoint with paddock's wasm driver, inside this shim process.
+//! WebAssembly entrypoint with paddock's wasm driver, inside this shim process. Installed (or
+//! linked) as `containerd-shim-paddock-sandbox-v1` (runtime `io.containerd.paddock-sandbox.v1`)
+//! it runs an ordinary image's process under paddock's sandbox instead (see [`Level`]).
 //!
 //! The shim protocol (see docs/containerd.md):
 //! - `start`: containerd runs the binary with `-namespace -address -id … start` in the bundle
@@ -16,6 +18,7 @@ mod events;
 mod flags;
 mod layer;
 mod mount;
+mod sandboxed;
 mod spec;
 mod task;
 
@@ -33,6 +36,50 @@ use std::sync::Arc;
 const SOCKET_ROOT: &str = "/run/containerd/s";
 /// The environment variable telling the daemon that descriptor 3 is its listening socket.
 const LISTEN_ENV: &str = "PADDOCK_SHIM_LISTEN_FD";
+/// The level `start` found in its binary's name, for the daemon (which runs as /proc/self/exe).
+const LEVEL_ENV: &str = "PADDOCK_SHIM_LEVEL";
+
+/// The isolation level a container runs at: the runtime's (the name containerd started the
+/// shim by: `containerd-shim-paddock-v1` is `wasm`, `containerd-shim-paddock-sandbox-v1` is
+/// `sandbox`), unless the container's annotation `io.paddock.level` names another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Wasm,
+    Sandbox,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Result<Level, String> {
+        match s {
+            "wasm" => Ok(Level::Wasm),
+            "sandbox" => Ok(Level::Sandbox),
+            "bundle" | "none" => Err(format!(
+                "level {s} is not offered for containers: an image rootfs has no paddock bundle, and running its program outside a sandbox would run it on the host's filesystem; use \"sandbox\" or \"wasm\""
+            )),
+            _ => Err("unknown level; expected \"wasm\" or \"sandbox\"".into()),
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Wasm => "wasm",
+            Level::Sandbox => "sandbox",
+        }
+    }
+
+    /// The level of a binary name (argv[0]).
+    fn of_binary(argv0: &str) -> Level {
+        let name = Path::new(argv0)
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        if name.starts_with("containerd-shim-paddock-sandbox") {
+            Level::Sandbox
+        } else {
+            Level::Wasm
+        }
+    }
+}
 
 fn main() {
     let flags = match Flags::parse(std::env::args().skip(1)) {
@@ -44,7 +91,7 @@ fn main() {
     };
     if flags.version {
         println!(
-            "containerd-shim-paddock-v1 {} (paddock wasm level)",
+            "containerd-shim-paddock-v1 {} (paddock levels wasm and sandbox)",
             env!("CARGO_PKG_VERSION")
         );
         return;
@@ -110,7 +157,9 @@ fn start(f: &Flags) -> Result<(), String> {
     if f.debug {
         cmd.arg("-debug");
     }
+    let level = Level::of_binary(&std::env::args().next().unwrap_or_default());
     cmd.env(LISTEN_ENV, "3")
+        .env(LEVEL_ENV, level.as_str())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -163,6 +212,9 @@ fn delete(f: &Flags) -> Result<(), String> {
     } else {
         PathBuf::from(&f.bundle)
     };
+    // A sandboxed container's process outlives its shim (it is another process, reparented):
+    // it ends here, with whatever is left in its cgroup.
+    sandboxed::cleanup_after_shim(&f.namespace, &f.id, &bundle);
     mount::unmount_rootfs(&bundle.join("rootfs"));
     let _ = std::fs::remove_file(socket_path(f));
     let resp = containerd_shim_protos::shim::shim::DeleteResponse {
@@ -225,13 +277,34 @@ fn serve(f: &Flags) -> Result<(), String> {
         .ok_or_else(|| {
             format!("{LISTEN_ENV} is not set: the daemon is started by `start`, not by hand")
         })?;
-    // SAFETY: `start` passed the listening socket as this descriptor; nothing else owns it.
-    let listener = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: sets FD_CLOEXEC on a descriptor we own, so that nothing we spawn inherits it.
-    unsafe { libc::fcntl(listener.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    // The listening socket moves above the descriptors paddock's native driver reserves for a
+    // child's stdio (3..26, `reserve_low_fds`), close-on-exec.
+    // SAFETY: F_DUPFD_CLOEXEC of the descriptor `start` passed us, then closing that number;
+    // nothing else owns either.
+    let high = unsafe {
+        let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 64);
+        if high >= 0 {
+            libc::close(fd);
+        }
+        high
+    };
+    if high < 0 {
+        return Err(format!(
+            "cannot move the listening socket: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: `high` is the new descriptor just made; nothing else owns it.
+    let listener = unsafe { OwnedFd::from_raw_fd(high) };
+    paddock::driver::native::reserve_low_fds()
+        .map_err(|e| format!("cannot reserve descriptors for the container's process: {e}"))?;
+    let level = match std::env::var(LEVEL_ENV) {
+        Ok(l) => Level::parse(&l).map_err(|e| format!("{LEVEL_ENV}={l}: {e}"))?,
+        Err(_) => Level::Wasm,
+    };
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_default();
     let publisher = events::Publisher::new(&ttrpc_address, &f.namespace);
-    let service = task::Service::new(publisher);
+    let service = task::Service::new(publisher, level, &f.namespace);
     let done = service.done();
     let service = Arc::new(service);
     // containerd 2 calls the task API as containerd.task.v3.Task (what the protos generate),

@@ -18,9 +18,69 @@ pub struct Spec {
     pub readonly: bool,
     /// `linux.resources.memory.limit` in bytes (absent, 0 or negative: none).
     pub memory_limit: Option<u64>,
+    /// `linux.resources.pids.limit` (absent, 0 or negative: none).
+    pub pids_limit: Option<u64>,
+    /// `process.user`: uid, gid, `additionalGids`.
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
     /// The CRI plugin's pod sandbox ("pause") container: annotation
     /// `io.kubernetes.cri.container-type = sandbox`.
     pub pod_sandbox: bool,
+    /// `annotations["io.paddock.level"]`, when set (see `crate::Level`).
+    pub level: Option<String>,
+    /// The network the process gets (`linux.namespaces`, entry `network`).
+    pub network: Network,
+    /// `linux.cgroupsPath` as written (`/default/ID` from ctr; `/kubepods/…/ID` from the CRI
+    /// plugin with the cgroupfs driver; `slice:prefix:name` with the systemd driver).
+    pub cgroups_path: Option<String>,
+    /// `mounts`, in order.
+    pub mounts: Vec<Mount>,
+}
+
+/// One entry of `mounts`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub destination: String,
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+/// `linux.namespaces`' `network` entry, as runc reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Network {
+    /// An entry without a path: a new network namespace (`ctr run`).
+    New,
+    /// An entry with a path: join it (a pod's namespace, made by the CRI plugin).
+    Join(PathBuf),
+    /// No entry (`ctr run --net-host`, a `hostNetwork` pod): the host's network.
+    Host,
+}
+
+/// The annotation that picks a container's level over the runtime's default.
+pub const LEVEL_ANNOTATION: &str = "io.paddock.level";
+
+/// A positive number of `key` (absent, null, 0 or negative: none).
+fn limit(v: &Value, pointer: &str, key: &str) -> Result<Option<u64>, String> {
+    match v.pointer(pointer) {
+        None | Some(Value::Null) => Ok(None),
+        Some(n) => match n.as_i64() {
+            Some(l) if l > 0 => Ok(Some(l as u64)),
+            Some(_) => Ok(None),
+            None => Err(format!("{key} = {n} is not a number")),
+        },
+    }
+}
+
+fn id(v: &Value, pointer: &str, key: &str) -> Result<u32, String> {
+    match v.pointer(pointer) {
+        None | Some(Value::Null) => Ok(0),
+        Some(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("{key} = {n} is not a user or group id")),
+    }
 }
 
 pub fn load(bundle: &Path) -> Result<Spec, String> {
@@ -77,17 +137,87 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
         .and_then(|r| r.get("readonly"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let memory_limit = match v.pointer("/linux/resources/memory/limit") {
-        None | Some(Value::Null) => None,
-        Some(n) => match n.as_i64() {
-            Some(l) if l > 0 => Some(l as u64),
-            Some(_) => None,
-            None => {
+    let memory_limit = limit(
+        &v,
+        "/linux/resources/memory/limit",
+        "linux.resources.memory.limit",
+    )?;
+    let pids_limit = limit(
+        &v,
+        "/linux/resources/pids/limit",
+        "linux.resources.pids.limit",
+    )?;
+    let uid = id(&v, "/process/user/uid", "process.user.uid")?;
+    let gid = id(&v, "/process/user/gid", "process.user.gid")?;
+    let mut groups = vec![];
+    if let Some(a) = v.pointer("/process/user/additionalGids") {
+        let list = a
+            .as_array()
+            .ok_or("process.user.additionalGids is not a list of group ids")?;
+        for (i, g) in list.iter().enumerate() {
+            groups.push(
+                g.as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| {
+                        format!("process.user.additionalGids[{i}] = {g} is not a group id")
+                    })?,
+            );
+        }
+    }
+    let mut network = Network::Host;
+    if let Some(ns) = v.pointer("/linux/namespaces") {
+        let list = ns
+            .as_array()
+            .ok_or("linux.namespaces is not a list of namespaces")?;
+        for (i, n) in list.iter().enumerate() {
+            if n.get("type").and_then(Value::as_str) != Some("network") {
+                continue;
+            }
+            network = match n.get("path") {
+                None | Some(Value::Null) => Network::New,
+                Some(Value::String(p)) if p.is_empty() => Network::New,
+                Some(Value::String(p)) if p.starts_with('/') => Network::Join(PathBuf::from(p)),
+                Some(p) => {
+                    return Err(format!(
+                        "linux.namespaces[{i}].path = {p} is not an absolute path"
+                    ));
+                }
+            };
+        }
+    }
+    let mut mounts = vec![];
+    if let Some(m) = v.get("mounts").filter(|m| !m.is_null()) {
+        let list = m.as_array().ok_or("mounts is not a list")?;
+        for (i, m) in list.iter().enumerate() {
+            let field = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let destination = field("destination");
+            if !destination.starts_with('/') {
                 return Err(format!(
-                    "linux.resources.memory.limit = {n} is not a number of bytes"
+                    "mounts[{i}].destination = \"{destination}\" is not an absolute path"
                 ));
             }
-        },
+            mounts.push(Mount {
+                destination,
+                kind: field("type"),
+                source: field("source"),
+                options: strings(m.get("options"), &format!("mounts[{i}].options"))?,
+            });
+        }
+    }
+    let cgroups_path = match v.pointer("/linux/cgroupsPath") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(p)) if p.is_empty() => None,
+        Some(Value::String(p)) => Some(p.clone()),
+        Some(p) => return Err(format!("linux.cgroupsPath = {p} is not a string")),
+    };
+    let level = match v.get("annotations").and_then(|a| a.get(LEVEL_ANNOTATION)) {
+        None => None,
+        Some(Value::String(l)) => Some(l.clone()),
+        Some(other) => {
+            return Err(format!(
+                "annotations[\"{LEVEL_ANNOTATION}\"] = {other} is not a string"
+            ));
+        }
     };
     let pod_sandbox = v
         .pointer("/annotations/io.kubernetes.cri.container-type")
@@ -101,6 +231,14 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
         root: bundle.join(root_path),
         readonly,
         memory_limit,
+        pids_limit,
+        uid,
+        gid,
+        groups,
+        level,
+        network,
+        cgroups_path,
+        mounts,
     })
 }
 
@@ -129,6 +267,39 @@ mod tests {
         )
         .unwrap();
         assert!(s.pod_sandbox);
+        let s = parse(
+            Path::new("/b"),
+            r#"{"process":{"args":["/bin/sh"],"user":{"uid":1000,"gid":100,"additionalGids":[5]}},
+                "annotations":{"io.paddock.level":"sandbox"},
+                "linux":{"resources":{"pids":{"limit":64},"memory":{"limit":-1}}}}"#,
+        )
+        .unwrap();
+        assert_eq!((s.uid, s.gid, s.groups), (1000, 100, vec![5]));
+        assert_eq!(s.pids_limit, Some(64));
+        assert_eq!(s.memory_limit, None);
+        assert_eq!(s.level.as_deref(), Some("sandbox"));
+        assert_eq!(s.network, Network::Host);
+        let net = |ns: &str| {
+            parse(
+                Path::new("/b"),
+                &format!(r#"{{"process":{{"args":["a"]}},"linux":{{"namespaces":{ns}}}}}"#),
+            )
+            .map(|s| s.network)
+        };
+        assert_eq!(
+            net(r#"[{"type":"pid"},{"type":"network"}]"#),
+            Ok(Network::New)
+        );
+        assert_eq!(
+            net(r#"[{"type":"network","path":"/var/run/netns/cni-1"}]"#),
+            Ok(Network::Join("/var/run/netns/cni-1".into()))
+        );
+        assert_eq!(net(r#"[{"type":"pid"}]"#), Ok(Network::Host));
+        assert!(
+            net(r#"[{"type":"network","path":"rel"}]"#)
+                .unwrap_err()
+                .contains("linux.namespaces[0].path")
+        );
     }
 
     #[test]
@@ -141,6 +312,11 @@ mod tests {
         assert!(
             p(r#"{"process":{"args":["a"]},"linux":{"resources":{"memory":{"limit":"x"}}}}"#)
                 .contains("linux.resources.memory.limit")
+        );
+        assert!(p(r#"{"process":{"args":["a"],"user":{"uid":-1}}}"#).contains("process.user.uid"));
+        assert!(
+            p(r#"{"process":{"args":["a"]},"annotations":{"io.paddock.level":1}}"#)
+                .contains("io.paddock.level")
         );
     }
 }

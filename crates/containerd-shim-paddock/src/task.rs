@@ -1,7 +1,11 @@
-//! containerd's `Task` service for one container whose entrypoint is a WebAssembly module,
-//! run by paddock's wasm driver (`paddock::driver::wasm`) inside this shim process: one
-//! engine, the module compiled once per content and cached on disk, the memory limit from the
-//! spec enforced by the store's limiter, stdout/stderr straight into containerd's FIFOs.
+//! containerd's `Task` service for one container, at the level the runtime or the container's
+//! annotation picks (`crate::Level`):
+//! - `wasm`: the entrypoint is a WebAssembly module, run by paddock's wasm driver
+//!   (`paddock::driver::wasm`) inside this shim process: one engine, the module compiled once
+//!   per content and cached on disk, the memory limit from the spec enforced by the store's
+//!   limiter, stdout/stderr straight into containerd's FIFOs;
+//! - `sandbox`: an ordinary process of the image under paddock's sandbox, a child of this
+//!   shim (`crate::sandboxed`).
 
 use crate::events::Publisher;
 use containerd_shim_protos::events::task::{
@@ -71,6 +75,9 @@ struct Container {
     instance: Option<Instance>,
     /// The signal `kill` stopped it with.
     killed_by: Option<u32>,
+    /// Level `sandbox`: the prepared process, and its pid once started.
+    sandboxed: Option<crate::sandboxed::Sandboxed>,
+    pid: Option<libc::pid_t>,
 }
 
 struct Inner {
@@ -79,6 +86,9 @@ struct Inner {
     changed: Condvar,
     host: Mutex<Option<WasmHost>>,
     done: Arc<Done>,
+    /// The runtime's level (the binary's name), unless a container's annotation says otherwise.
+    level: crate::Level,
+    namespace: String,
 }
 
 #[derive(Clone)]
@@ -89,8 +99,10 @@ fn pid() -> u32 {
 }
 
 impl Service {
-    pub fn new(publisher: Publisher) -> Service {
+    pub fn new(publisher: Publisher, level: crate::Level, namespace: &str) -> Service {
         Service(Arc::new(Inner {
+            level,
+            namespace: namespace.to_string(),
             publisher,
             container: Mutex::new(None),
             changed: Condvar::new(),
@@ -114,7 +126,7 @@ impl Service {
         if !exec_id.is_empty() {
             return Err(err(
                 Code::NOT_FOUND,
-                format!("exec process {exec_id}: the paddock wasm runtime has no exec"),
+                format!("exec process {exec_id}: the paddock runtime has no exec"),
             ));
         }
         if !id.is_empty() && id != c.id {
@@ -145,12 +157,12 @@ impl Service {
         Ok(h)
     }
 
-    fn publish_start(&self, id: String) {
+    fn publish_start(&self, id: String, task_pid: u32) {
         self.0.publisher.publish(
             topics::TASK_START_EVENT_TOPIC,
             &TaskStart {
                 container_id: id,
-                pid: pid(),
+                pid: task_pid,
                 ..Default::default()
             },
         );
@@ -180,10 +192,20 @@ impl Service {
         let Ok(mut g) = self.lock() else { return };
         let Some(c) = g.as_mut() else { return };
         let (code, oom) = exit_status(&exit, c.killed_by);
+        drop(g);
+        self.finished(code, oom, pid());
+    }
+
+    /// Records the end of the container's process and tells containerd (`/tasks/oom` first
+    /// when it was an out-of-memory kill).
+    fn finished(&self, code: u32, oom: bool, task_pid: u32) {
+        let Ok(mut g) = self.lock() else { return };
+        let Some(c) = g.as_mut() else { return };
         let at = crate::now();
         c.status = Status::STOPPED;
         c.exit = Some((code, at.clone()));
         c.instance = None;
+        c.pid = None;
         let id = c.id.clone();
         drop(g);
         self.0.changed.notify_all();
@@ -201,7 +223,7 @@ impl Service {
             &TaskExit {
                 container_id: id.clone(),
                 id,
-                pid: pid(),
+                pid: task_pid,
                 exit_status: code,
                 exited_at: Some(at).into(),
                 ..Default::default()
@@ -209,23 +231,70 @@ impl Service {
         );
     }
 
+    /// The waiter of a sandboxed container's process (its own thread): reaps it, empties its
+    /// cgroup, reads the OOM counter, and records the exit.
+    fn wait_sandboxed(&self, child: libc::pid_t) {
+        crate::sandboxed::exited(child);
+        let (killed_by, oom) = match self.lock() {
+            Ok(mut g) => match g.as_mut() {
+                Some(c) => {
+                    // No kill may reach the pid once it is reaped (below): its number could
+                    // be reused.
+                    c.pid = None;
+                    (c.killed_by, c.sandboxed.as_mut().is_some_and(|s| s.ended()))
+                }
+                None => (None, false),
+            },
+            Err(_) => (None, false),
+        };
+        let status = crate::sandboxed::reap(child);
+        let (code, oom) = crate::sandboxed::exit_status(status, killed_by, oom);
+        self.finished(code, oom, child as u32);
+    }
+
     fn create_container(&self, req: &CreateTaskRequest) -> Result<Container, String> {
         if req.terminal {
             return Err(
-                "a terminal (-t) is not supported by the paddock wasm runtime: run without -t"
-                    .into(),
+                "a terminal (-t) is not supported by the paddock runtime: run without -t".into(),
             );
         }
         let bundle = PathBuf::from(&req.bundle);
         let spec = crate::spec::load(&bundle)?;
+        let level = match &spec.level {
+            Some(l) => crate::Level::parse(l).map_err(|e| {
+                format!(
+                    "annotations[\"{}\"] = \"{l}\": {e}",
+                    crate::spec::LEVEL_ANNOTATION
+                )
+            })?,
+            None => self.0.level,
+        };
         let mut mounted = None;
         if !req.rootfs.is_empty() {
             let target = bundle.join("rootfs");
             crate::mount::mount_rootfs(&req.rootfs, &target)?;
             mounted = Some(target);
         }
+        let mut sandboxed = None;
         let result = if spec.pod_sandbox {
             Ok((None, None, vec![]))
+        } else if level == crate::Level::Sandbox {
+            crate::sandboxed::Sandboxed::prepare(
+                &self.0.namespace,
+                &req.id,
+                &bundle,
+                &spec,
+                &req.stdout,
+                &req.stderr,
+            )
+            .map(|s| {
+                eprintln!(
+                    "containerd-shim-paddock-v1: container {}: level sandbox ({})",
+                    req.id, s.summary
+                );
+                sandboxed = Some(s);
+                (None, None, vec![])
+            })
         } else {
             self.prepare(req, &spec)
                 .map(|(p, s, w)| (Some(p), Some(s), w))
@@ -245,6 +314,8 @@ impl Service {
                 writers,
                 instance: None,
                 killed_by: None,
+                sandboxed,
+                pid: None,
             }),
             Err(e) => {
                 if let Some(m) = &mounted {
@@ -435,7 +506,7 @@ fn spawn_writer(
 /// Opens containerd's FIFO (or log file) for writing. containerd opens the reading end before
 /// `Create`; should no reader come within 10 s the output is discarded rather than holding the
 /// guest's exit forever (a blocking open of a FIFO without a reader never returns).
-fn open_output(path: &str) -> std::io::Result<std::fs::File> {
+pub(crate) fn open_output(path: &str) -> std::io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -535,12 +606,29 @@ impl containerd_shim_protos::Task for Service {
                 format!("container {} is not in the created state", c.id),
             ));
         }
+        if let Some(sb) = &mut c.sandboxed {
+            let child = sb.start().map_err(|e| err(Code::UNKNOWN, e))?;
+            c.pid = Some(child);
+            c.status = Status::RUNNING;
+            let id = c.id.clone();
+            drop(g);
+            let me = self.clone();
+            std::thread::Builder::new()
+                .name("paddock-shim-wait".into())
+                .spawn(move || me.wait_sandboxed(child))
+                .map_err(|e| err(Code::INTERNAL, format!("cannot start the waiter: {e}")))?;
+            self.publish_start(id, child as u32);
+            return Ok(StartResponse {
+                pid: child as u32,
+                ..Default::default()
+            });
+        }
         let Some(program) = c.program.clone() else {
             // A pod sandbox container: nothing to run.
             c.status = Status::RUNNING;
             let id = c.id.clone();
             drop(g);
-            self.publish_start(id);
+            self.publish_start(id, pid());
             return Ok(StartResponse {
                 pid: pid(),
                 ..Default::default()
@@ -566,7 +654,7 @@ impl containerd_shim_protos::Task for Service {
         c.status = Status::RUNNING;
         let id = c.id.clone();
         drop(g);
-        self.publish_start(id);
+        self.publish_start(id, pid());
         Ok(StartResponse {
             pid: pid(),
             ..Default::default()
@@ -583,7 +671,7 @@ impl containerd_shim_protos::Task for Service {
         Ok(StateResponse {
             id: c.id.clone(),
             bundle: c.bundle.to_string_lossy().into_owned(),
-            pid: pid(),
+            pid: c.pid.map_or(pid(), |p| p as u32),
             status: c.status.into(),
             stdin: c.stdin.clone(),
             stdout: c.stdout.clone(),
@@ -602,6 +690,33 @@ impl containerd_shim_protos::Task for Service {
             .ok_or_else(|| err(Code::NOT_FOUND, format!("container {}", req.id)))?;
         Self::check_id(c, &req.id, &req.exec_id)?;
         let sig = req.signal;
+        if c.sandboxed.is_some() {
+            match (c.status, c.pid) {
+                (Status::RUNNING, Some(child)) if sig != 0 => {
+                    if crate::sandboxed::signal(child, sig as i32)
+                        .map_err(|e| err(Code::UNKNOWN, e))?
+                    {
+                        // Replaced by SIGKILL (an init without a handler): reported as `sig`.
+                        c.killed_by.get_or_insert(sig);
+                    }
+                }
+                // Reaped, its exit being recorded; or a signal 0 (is it there?).
+                (Status::RUNNING, _) => {}
+                (Status::CREATED, _) if sig != 0 => {
+                    // Never started: it ends now, as a process killed before it ran.
+                    drop(g);
+                    self.finished(128 + sig, false, pid());
+                }
+                (Status::CREATED, _) => {}
+                _ => {
+                    return Err(err(
+                        Code::NOT_FOUND,
+                        format!("container {}: process already finished", req.id),
+                    ));
+                }
+            }
+            return Ok(Empty::new());
+        }
         match c.status {
             Status::RUNNING => match sig as i32 {
                 0 => {}
@@ -678,10 +793,13 @@ impl containerd_shim_protos::Task for Service {
                 format!("container {} is running: kill it first", c.id),
             ));
         }
-        let Some(c) = g.take() else {
+        let Some(mut c) = g.take() else {
             return Err(err(Code::NOT_FOUND, "no container"));
         };
         drop(g);
+        if let Some(sb) = &mut c.sandboxed {
+            sb.remove();
+        }
         if let Some(m) = &c.mounted {
             crate::mount::unmount_rootfs(m);
         }
@@ -705,9 +823,10 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn pids(&self, _: &TtrpcContext, _req: PidsRequest) -> Res<PidsResponse> {
+        let task = self.lock()?.as_ref().and_then(|c| c.pid);
         Ok(PidsResponse {
             processes: vec![ProcessInfo {
-                pid: pid(),
+                pid: task.map_or(pid(), |p| p as u32),
                 ..Default::default()
             }],
             ..Default::default()
@@ -719,9 +838,10 @@ impl containerd_shim_protos::Task for Service {
     }
 
     fn connect(&self, _: &TtrpcContext, _req: ConnectRequest) -> Res<ConnectResponse> {
+        let task = self.lock()?.as_ref().and_then(|c| c.pid);
         Ok(ConnectResponse {
             shim_pid: pid(),
-            task_pid: pid(),
+            task_pid: task.map_or(pid(), |p| p as u32),
             version: env!("CARGO_PKG_VERSION").into(),
             ..Default::default()
         })

@@ -66,14 +66,21 @@ impl Prepared {
         // Level `sandbox`: its plan, or the fallback level when the host cannot give it.
         let (mut level, mut fallback, mut sandbox) = (spec.isolation, None, None);
         if spec.isolation == Isolation::Sandbox {
-            let (Some(sb), Some(b)) = (&spec.sandbox, &spec.bundle) else {
+            // The root is made of the app's bundle, or of the tree the spec names instead (an
+            // image rootfs; the program is then `spec.program`, a path inside it).
+            let root = match (&spec.sandbox, &spec.bundle) {
+                (Some(sb), _) if sb.root.is_some() => sb.root.clone(),
+                (Some(_), Some(b)) => Some(b.root()),
+                _ => None,
+            };
+            let (Some(sb), Some(root)) = (&spec.sandbox, root) else {
                 return Err("a sandboxed app needs its bundle and [sandbox] settings".into());
             };
             let workdir = spec.workdir.as_deref();
             match crate::sandbox::Plan::new(
                 &spec.name,
                 sb,
-                &b.root(),
+                &root,
                 spec.identity.as_ref(),
                 workdir,
                 spec.env.get("NOTIFY_SOCKET").map(std::path::Path::new),

@@ -100,6 +100,9 @@ pub struct Paths<'a> {
     /// Files paddock made for the app (its /etc/passwd and /etc/group): (path inside, host
     /// file), bound read-only.
     pub files: &'a [(PathBuf, PathBuf)],
+    /// Host paths bound at other paths inside (an OCI spec's bind mounts): (path inside, host
+    /// path, writable).
+    pub binds: &'a [(PathBuf, PathBuf, bool)],
     /// Size of /tmp and /dev/shm, bytes.
     pub tmp_size: u64,
     /// The app may make symbolic links in its `read_write` paths.
@@ -172,6 +175,14 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
             .iter()
             .map(|(p, h)| (p.clone(), Hole::ReadOnly(h.clone()))),
     );
+    holes.extend(paths.binds.iter().map(|(p, h, rw)| {
+        let hole = if *rw {
+            Hole::ReadWrite(h.clone())
+        } else {
+            Hole::ReadOnly(h.clone())
+        };
+        (p.clone(), hole)
+    }));
     let inside = |p: &Path| -> Result<CString, String> {
         c(&newroot.join(p.strip_prefix("/").unwrap_or(p)))
     };
@@ -309,6 +320,7 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
             .read_write
             .iter()
             .chain(paths.sockets)
+            .chain(paths.binds.iter().filter(|b| b.2).map(|b| &b.0))
             .any(|h| h.starts_with(t))
         {
             host_write
@@ -352,6 +364,9 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
         .filter(|p| !on_tmpfs(p))
     {
         bind(p, p, RW_ATTRS, host_write, &mut fs, &inside)?;
+    }
+    for (p, h, _) in paths.binds.iter().filter(|b| b.2 && !on_tmpfs(&b.0)) {
+        bind(h, p, RW_ATTRS, host_write, &mut fs, &inside)?;
     }
     // Paths on a tmpfs (as /tmp/app): each mount point right before its mount, parents first,
     // so a tmpfs mounted on a tmpfs does not hide the mount points made for what goes on it.
@@ -438,6 +453,7 @@ mod tests {
                 sockets: &[PathBuf::from("/run/paddock/notify/web.sock")],
                 owner: (1000, 1000),
                 files: &[(PathBuf::from("/etc/passwd"), b.join("usr/bin/app"))],
+                binds: &[],
                 tmp_size: 1 << 20,
                 symlinks: false,
             },
@@ -504,6 +520,7 @@ mod tests {
                     sockets: &[],
                     owner: (0, 0),
                     files: &[],
+                    binds: &[],
                     tmp_size: 1 << 20,
                     symlinks: false,
                 },

@@ -341,6 +341,7 @@ fn app_spec(id: &str, spec: &Spec, id_base: u32) -> Result<paddock::config::AppS
     });
     app.limits.memory = spec.memory_limit;
     app.limits.pids = spec.pids_limit;
+    app.limits.cpu = spec.cpu_limit;
     let (host_network, join_netns) = match &spec.network {
         Network::New => (false, None),
         Network::Join(p) => (false, Some(p.clone())),

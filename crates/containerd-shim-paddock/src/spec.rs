@@ -20,6 +20,8 @@ pub struct Spec {
     pub memory_limit: Option<u64>,
     /// `linux.resources.pids.limit` (absent, 0 or negative: none).
     pub pids_limit: Option<u64>,
+    /// `linux.resources.cpu.quota` / `period` in cores (no quota, or -1: none).
+    pub cpu_limit: Option<f64>,
     /// `process.user`: uid, gid, `additionalGids`.
     pub uid: u32,
     pub gid: u32,
@@ -147,6 +149,22 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
         "/linux/resources/pids/limit",
         "linux.resources.pids.limit",
     )?;
+    let cpu_limit = match limit(
+        &v,
+        "/linux/resources/cpu/quota",
+        "linux.resources.cpu.quota",
+    )? {
+        None => None,
+        Some(quota) => {
+            let period = limit(
+                &v,
+                "/linux/resources/cpu/period",
+                "linux.resources.cpu.period",
+            )?
+            .unwrap_or(100_000);
+            Some(quota as f64 / period as f64)
+        }
+    };
     let uid = id(&v, "/process/user/uid", "process.user.uid")?;
     let gid = id(&v, "/process/user/gid", "process.user.gid")?;
     let mut groups = vec![];
@@ -232,6 +250,7 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
         readonly,
         memory_limit,
         pids_limit,
+        cpu_limit,
         uid,
         gid,
         groups,
@@ -271,11 +290,29 @@ mod tests {
             Path::new("/b"),
             r#"{"process":{"args":["/bin/sh"],"user":{"uid":1000,"gid":100,"additionalGids":[5]}},
                 "annotations":{"io.paddock.level":"sandbox"},
-                "linux":{"resources":{"pids":{"limit":64},"memory":{"limit":-1}}}}"#,
+                "linux":{"resources":{"pids":{"limit":64},"memory":{"limit":-1},
+                    "cpu":{"quota":50000,"period":100000}}}}"#,
         )
         .unwrap();
         assert_eq!((s.uid, s.gid, s.groups), (1000, 100, vec![5]));
         assert_eq!(s.pids_limit, Some(64));
+        assert_eq!(s.cpu_limit, Some(0.5));
+        assert_eq!(s.memory_limit, None);
+        let cpu = |c: &str| {
+            parse(
+                Path::new("/b"),
+                &format!(r#"{{"process":{{"args":["a"]}},"linux":{{"resources":{{"cpu":{c}}}}}}}"#),
+            )
+            .map(|s| s.cpu_limit)
+        };
+        assert_eq!(cpu(r#"{"quota":-1,"period":100000}"#), Ok(None));
+        assert_eq!(cpu(r#"{"quota":200000}"#), Ok(Some(2.0)));
+        assert_eq!(cpu(r#"{"shares":1024}"#), Ok(None));
+        assert!(
+            cpu(r#"{"quota":"lots"}"#)
+                .unwrap_err()
+                .contains("linux.resources.cpu.quota")
+        );
         assert_eq!(s.memory_limit, None);
         assert_eq!(s.level.as_deref(), Some("sandbox"));
         assert_eq!(s.network, Network::Host);

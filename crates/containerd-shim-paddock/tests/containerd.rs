@@ -1006,10 +1006,11 @@ fn containerd_runs_sandbox_with_paddock() {
     assert_eq!(status.code(), Some(143), "after SIGTERM");
 
     // The systemd driver's cgroupsPath (slice:prefix:name, as kubelet's default driver gives
-    // it): the scope's directory under the slice's, in each hierarchy. Stopped with SIGKILL: 137.
+    // it): the scope's directory under the slice's, in each hierarchy. Half a CPU: the CFS
+    // quota. Stopped with SIGKILL: 137.
     let mut sd = ctd
         .ctr()
-        .args(["run", "--rm", "--runtime", SANDBOX_RUNTIME])
+        .args(["run", "--rm", "--runtime", SANDBOX_RUNTIME, "--cpus", "0.5"])
         .args(["--cgroup", "paddock-test-x.slice:ptest:sd"])
         .args([image, "sd", "/bin/sh", "-c", "echo started; sleep 600"])
         .stdin(Stdio::null())
@@ -1031,6 +1032,14 @@ fn containerd_runs_sandbox_with_paddock() {
     let memory = Path::new("/sys/fs/cgroup/memory");
     let in_scope =
         std::fs::read_to_string(memory.join(scope).join("cgroup.procs")).unwrap_or_default();
+    // The quota, where this host's cpu controller is: v1's cpu hierarchy, or cgroup2's cpu.max.
+    let quota = std::fs::read_to_string(
+        Path::new("/sys/fs/cgroup/cpu")
+            .join(scope)
+            .join("cpu.cfs_quota_us"),
+    )
+    .or_else(|_| std::fs::read_to_string(Path::new("/sys/fs/cgroup").join(scope).join("cpu.max")))
+    .unwrap_or_default();
     let _ = run_bounded(
         ctd.ctr().args(["task", "kill", "-s", "SIGKILL", "sd"]),
         Duration::from_secs(10),
@@ -1067,6 +1076,10 @@ fn containerd_runs_sandbox_with_paddock() {
         );
     }
     assert_eq!(status.and_then(|s| s.code()), Some(137), "sd after SIGKILL");
+    assert!(
+        quota.starts_with("50000"),
+        "--cpus 0.5 gave the scope a CFS quota of {quota:?} (want 50000 of 100000)"
+    );
 
     // The shim dies (SIGKILL): containerd runs `delete`, which ends the container's process
     // (it does not die with its shim: it is another process) and removes its cgroup.

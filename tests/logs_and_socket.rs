@@ -465,6 +465,16 @@ fn status_from_the_board_is_never_behind_an_answer() {
         // And the whole list agrees with the one app.
         assert_eq!(p.app("s").pid, last_pid);
     }
+    // A new definition for a stopped app is applied by `update` at once: shown at once.
+    assert!(p.post("/v1/apps/s/stop").status < 300);
+    p.write_app("s", "command = [\"sleep\", \"1001\"]\n");
+    assert!(p.post("/v1/update").status < 300);
+    let (_, a) = one("s");
+    assert_eq!(
+        a.unwrap().command,
+        ["sleep", "1001"],
+        "status after `update`"
+    );
     // Removed by `update`: stopping at once (`update` answers when the stop has begun), then
     // gone from every answer.
     std::fs::remove_file(p.apps_dir().join("gone.toml")).unwrap();

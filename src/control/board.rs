@@ -100,7 +100,8 @@ impl Board {
                 })
             };
             if names.is_empty() || names.iter().any(|n| n == "all") {
-                if !g.complete {
+                // `all` beside a name the board does not know: the supervisor says which (404).
+                if !g.complete || names.iter().any(|n| n != "all" && !g.apps.contains_key(n)) {
                     return None;
                 }
                 g.apps.keys().map(|n| pick(n)).collect::<Option<Vec<_>>>()?
@@ -246,6 +247,14 @@ mod tests {
         assert_eq!(names(&b.answer(&asked, false, |_| {}).unwrap()), ["b", "a"]);
         // A name it has no entry for (a group, a typo): the supervisor's.
         assert!(b.answer(&["web".to_string()], false, |_| {}).is_none());
+        assert!(
+            b.answer(&["all".to_string(), "web".into()], false, |_| {})
+                .is_none()
+        );
+        assert!(
+            b.answer(&["all".to_string(), "a".into()], false, |_| {})
+                .is_some()
+        );
         // Apps came or went: `all` waits for a full write; a named fresh entry is still served.
         b.incomplete();
         assert!(b.answer(&[], false, |_| {}).is_none());

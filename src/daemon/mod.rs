@@ -409,6 +409,7 @@ impl Supervisor {
         let Some(spec) = self.apps[idx].as_mut().and_then(|a| a.pending.take()) else {
             return;
         };
+        self.board_touch(idx);
         let spec = *spec;
         let (prepared, check) = self.prepare(&spec, idx);
         let Some(app) = self.apps[idx].as_mut() else {

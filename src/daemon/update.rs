@@ -74,6 +74,9 @@ impl Supervisor {
         let Ok(mut new) = new else {
             return Reply::json(422, &r);
         };
+        // Definitions change (and pending ones, shown by status, are noted): every entry of
+        // the board is written again before the answer goes.
+        self.board_restructured();
         let mut did: BTreeMap<String, (&str, String)> = new
             .keys()
             .filter(|n| !r.added.contains(n) && !r.changed.contains(n))

@@ -121,9 +121,13 @@ fn claim_id_range(namespace: &str, id: &str, bundle: &Path) -> Result<u32, Strin
             Ok(mut f) => {
                 let _ = writeln!(f, "{namespace}/{id}");
                 let record = bundle.join("paddock").join("id-range");
-                std::fs::create_dir_all(bundle.join("paddock"))
+                if let Err(e) = std::fs::create_dir_all(bundle.join("paddock"))
                     .and_then(|()| std::fs::write(&record, path.as_os_str().as_encoded_bytes()))
-                    .map_err(|e| io_reason(&record.to_string_lossy(), e))?;
+                {
+                    // Without its record nothing would give the range back.
+                    let _ = std::fs::remove_file(&path);
+                    return Err(io_reason(&record.to_string_lossy(), e));
+                }
                 return Ok(paddock::sandbox::id_base_of_slot(slot));
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
@@ -161,6 +165,16 @@ pub struct Sandboxed {
 /// it: symbolic links followed within the root, `..` stopping at it. Returns the real path
 /// inside.
 fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, String> {
+    resolve_inside(root, path, false)
+}
+
+/// As `resolve_in_root`, for a path that may not exist yet (a mount's destination, made by the
+/// sandbox): from the first missing component on, the rest is taken as it is written.
+fn resolve_destination(root: &Path, path: &Path) -> Result<PathBuf, String> {
+    resolve_inside(root, path, true)
+}
+
+fn resolve_inside(root: &Path, path: &Path, missing_ok: bool) -> Result<PathBuf, String> {
     let mut todo: Vec<std::ffi::OsString> = path
         .components()
         .rev()
@@ -179,8 +193,13 @@ fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, String> {
         }
         let next = at.join(&name);
         let host = root.join(next.strip_prefix("/").unwrap_or(&next));
-        let meta = std::fs::symlink_metadata(&host)
-            .map_err(|e| format!("{}: {}", next.display(), paddock::util::io_reason(&e)))?;
+        let meta = match std::fs::symlink_metadata(&host) {
+            Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => {
+                at = next;
+                continue;
+            }
+            r => r.map_err(|e| format!("{}: {}", next.display(), paddock::util::io_reason(&e)))?,
+        };
         if meta.file_type().is_symlink() {
             links += 1;
             if links > 40 {
@@ -257,7 +276,16 @@ fn find_program(spec: &Spec) -> Result<PathBuf, String> {
 fn mounts(spec: &Spec) -> (Vec<(PathBuf, PathBuf, bool)>, Vec<PathBuf>, Vec<String>) {
     let (mut binds, mut tmpfs, mut notes) = (vec![], vec![], vec![]);
     for m in &spec.mounts {
-        let dst = Path::new(&m.destination);
+        // Where the container would find it: through the image's own links (Debian's
+        // /var/run -> /run, under which Kubernetes mounts the service account's token).
+        let dst = match resolve_destination(&spec.root, Path::new(&m.destination)) {
+            Ok(d) => d,
+            Err(e) => {
+                notes.push(format!("mount {} left out: {e}", m.destination));
+                continue;
+            }
+        };
+        let dst = dst.as_path();
         let own = ["/proc", "/dev", "/sys"].iter().any(|d| dst.starts_with(d));
         let is_bind = m.kind == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind");
         if own {
@@ -478,14 +506,21 @@ impl Sandboxed {
         cg.oom_killed_since_start()
     }
 
-    /// Removes the cgroup and gives back the id range (at `Delete`).
+    /// Removes the cgroup and gives back the id range (at `Delete`): only once no process of
+    /// the container is left, so that no other container gets its host ids while one runs.
     pub fn remove(&mut self) {
-        release_id_range(&self.bundle);
+        let mut empty = true;
         if let Some(cg) = self.cgroup.take() {
-            let _ = cg.kill_and_wait(std::time::Duration::from_secs(2));
+            if let Err(e) = cg.kill_and_wait(std::time::Duration::from_secs(2)) {
+                eprintln!("containerd-shim-paddock-v1: {e}; its user id range stays claimed");
+                empty = false;
+            }
             if let Err(e) = cg.remove() {
                 eprintln!("containerd-shim-paddock-v1: {e}");
             }
+        }
+        if empty {
+            release_id_range(&self.bundle);
         }
     }
 }
@@ -494,8 +529,8 @@ impl Sandboxed {
 /// sandboxed container's process, which does not die with its shim) and removes the cgroup.
 /// Only an existing cgroup is touched; a wasm container has none.
 pub fn cleanup_after_shim(namespace: &str, id: &str, bundle: &Path) {
-    release_id_range(bundle);
     let Ok(spec) = crate::spec::load(bundle) else {
+        release_id_range(bundle);
         return;
     };
     let (parent, leaf, _) = cgroup_place(namespace, id, spec.cgroups_path.as_deref());
@@ -513,6 +548,7 @@ pub fn cleanup_after_shim(namespace: &str, id: &str, bundle: &Path) {
         dirs.push(own(mount, o).join(&leaf));
     }
     if !dirs.iter().any(|d| d.is_dir()) {
+        release_id_range(bundle);
         return;
     }
     let cgroups = match &parent {
@@ -520,8 +556,12 @@ pub fn cleanup_after_shim(namespace: &str, id: &str, bundle: &Path) {
         None => Cgroups::init(CGROUP_PARENT),
     };
     if let Ok(cg) = cgroups.create(&leaf, &paddock::cgroup::CgLimits::default()) {
-        if let Err(e) = cg.kill_and_wait(std::time::Duration::from_secs(5)) {
-            eprintln!("containerd-shim-paddock-v1: container {id}: {e}");
+        match cg.kill_and_wait(std::time::Duration::from_secs(5)) {
+            // Its host ids are free only once none of its processes is left.
+            Ok(()) => release_id_range(bundle),
+            Err(e) => eprintln!(
+                "containerd-shim-paddock-v1: container {id}: {e}; its user id range stays claimed"
+            ),
         }
         if let Err(e) = cg.remove() {
             eprintln!("containerd-shim-paddock-v1: container {id}: {e}");
@@ -594,7 +634,7 @@ pub fn exit_status(status: i32, killed_by: Option<u32>, oom: bool) -> (u32, bool
     }
     let sig = libc::WTERMSIG(status);
     match killed_by {
-        Some(k) if sig == libc::SIGKILL && !oom => (128 + k, oom),
+        Some(k) if sig == libc::SIGKILL && !oom => (k.saturating_add(128), oom),
         _ => (128 + sig as u32, oom),
     }
 }
@@ -690,6 +730,38 @@ mod tests {
         assert_eq!(tmpfs, [PathBuf::from("/run")]);
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(notes[0].contains("/dev/shm") && notes[1].contains("mqueue"));
+    }
+
+    #[test]
+    fn mount_destinations_follow_the_images_links() {
+        let t = std::env::temp_dir().join(format!("paddock-shim-dst-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&t);
+        std::fs::create_dir_all(t.join("run")).unwrap();
+        std::fs::create_dir_all(t.join("var")).unwrap();
+        std::os::unix::fs::symlink("/run", t.join("var/run")).unwrap();
+        std::os::unix::fs::symlink("/proc/self", t.join("p")).unwrap();
+        std::os::unix::fs::symlink("loop", t.join("loop")).unwrap();
+        let root = t.to_string_lossy();
+        let spec = crate::spec::parse(
+            &t,
+            &format!(
+                r#"{{"process":{{"args":["/bin/sh"]}},"root":{{"path":"{root}"}},"mounts":[
+                {{"destination":"/var/run/secrets/token","type":"bind","source":"/k/token","options":["ro"]}},
+                {{"destination":"/p/x","type":"bind","source":"/k/x"}},
+                {{"destination":"/loop/x","type":"bind","source":"/k/y"}}]}}"#
+            ),
+        )
+        .unwrap();
+        let (binds, _, notes) = mounts(&spec);
+        // Under the image's /var/run -> /run, where the container finds it; into /proc: the
+        // sandbox's own; through a loop: left out, said.
+        assert_eq!(
+            binds,
+            [("/run/secrets/token".into(), "/k/token".into(), false)]
+        );
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("/p/x") && notes[1].contains("too many symbolic links"));
+        let _ = std::fs::remove_dir_all(&t);
     }
 
     #[test]

@@ -214,6 +214,14 @@ pub fn parse(bundle: &Path, text: &str) -> Result<Spec, String> {
                     "mounts[{i}].destination = \"{destination}\" is not an absolute path"
                 ));
             }
+            if Path::new(&destination)
+                .components()
+                .any(|c| c == std::path::Component::ParentDir)
+            {
+                return Err(format!(
+                    "mounts[{i}].destination = \"{destination}\" has a `..`: a mount's place is named from the container's root, without climbing"
+                ));
+            }
             mounts.push(Mount {
                 destination,
                 kind: field("type"),
@@ -306,6 +314,11 @@ mod tests {
             .map(|s| s.cpu_limit)
         };
         assert_eq!(cpu(r#"{"quota":-1,"period":100000}"#), Ok(None));
+        let climbing = parse(
+            Path::new("/b"),
+            r#"{"process":{"args":["a"]},"mounts":[{"destination":"/../../etc/nologin","type":"bind","source":"/x"}]}"#,
+        );
+        assert!(climbing.unwrap_err().contains("mounts[0].destination"));
         assert_eq!(cpu(r#"{"quota":200000}"#), Ok(Some(2.0)));
         assert_eq!(cpu(r#"{"shares":1024}"#), Ok(None));
         assert!(

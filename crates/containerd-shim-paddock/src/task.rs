@@ -705,7 +705,7 @@ impl containerd_shim_protos::Task for Service {
                 (Status::CREATED, _) if sig != 0 => {
                     // Never started: it ends now, as a process killed before it ran.
                     drop(g);
-                    self.finished(128 + sig, false, pid());
+                    self.finished(sig.saturating_add(128), false, pid());
                 }
                 (Status::CREATED, _) => {}
                 _ => {

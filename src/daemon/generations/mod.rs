@@ -502,6 +502,9 @@ impl Supervisor {
         if self.fleet.slot_of(name).is_none() {
             return self.no_such_app(name);
         }
+        // The app's definition and generation change: every entry of the board is written
+        // again before the answer goes (as after `update`).
+        self.board_restructured();
         let a = self.gens.load(name);
         let from = a.history.current;
         let to = match a.history.target(generation) {

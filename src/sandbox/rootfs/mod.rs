@@ -184,6 +184,14 @@ pub fn build(newroot: &Path, bundle_root: &Path, paths: &Paths) -> Result<RootFs
         (p.clone(), hole)
     }));
     let inside = |p: &Path| -> Result<CString, String> {
+        // Every place is under the new root: a `..` would climb out of it (onto the host, where
+        // these steps run as paddock).
+        if p.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(format!(
+                "{}: a path in the sandbox may not contain `..`",
+                p.display()
+            ));
+        }
         c(&newroot.join(p.strip_prefix("/").unwrap_or(p)))
     };
     let mut fs = RootFs {

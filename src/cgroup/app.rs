@@ -28,8 +28,8 @@ pub struct AppCgroup {
     pub limits: CgLimits,
     /// The OOM-kill counter when the current process started.
     pub(super) oom_seen: u64,
-    /// The last usage read and when (`usage`).
-    pub(super) cached: std::cell::Cell<Option<(std::time::Instant, Usage)>>,
+    /// The last usage read and when (`usage`), shared with the status board's gauge.
+    pub(super) cached: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, Usage)>>>,
 }
 
 /// How old the usage in status and metrics may be: reading three cgroup files per app on every
@@ -230,47 +230,19 @@ impl AppCgroup {
 
     /// The usage, read at most `USAGE_MAX_AGE` ago.
     pub fn usage(&self) -> Usage {
-        let now = std::time::Instant::now();
-        if let Some((at, u)) = self.cached.get()
-            && now.duration_since(at) < USAGE_MAX_AGE
-        {
-            return u;
-        }
-        let u = self.read_usage();
-        self.cached.set(Some((now, u)));
-        u
+        cached_usage(&self.cached, &self.dirs)
+    }
+
+    /// `usage` for another thread, whenever it asks (the status board): the same cache, the
+    /// same directories.
+    pub fn usage_gauge(&self) -> impl Fn() -> Usage + Send + Sync + 'static {
+        let (cached, dirs) = (self.cached.clone(), self.dirs.clone());
+        move || cached_usage(&cached, &dirs)
     }
 
     /// The usage as the kernel has it now.
     pub fn read_usage(&self) -> Usage {
-        let mut u = Usage::default();
-        let rd = |p: PathBuf| std::fs::read_to_string(p).ok();
-        for d in &self.dirs {
-            let v2 = matches!(d.kind, Kind::V2 { .. });
-            if d.has("memory") && u.memory_bytes.is_none() {
-                let f = if v2 {
-                    "memory.current"
-                } else {
-                    "memory.usage_in_bytes"
-                };
-                u.memory_bytes = rd(d.path.join(f)).and_then(|s| v2::number_or_max(&s));
-            }
-            if d.has("pids") && u.pids.is_none() {
-                u.pids = rd(d.path.join("pids.current")).and_then(|s| v2::number_or_max(&s));
-            }
-            if u.cpu_usec.is_none() {
-                if d.is_v2() {
-                    // cpu.stat's usage_usec exists on every cgroup2 directory, controller or not.
-                    u.cpu_usec =
-                        rd(d.path.join("cpu.stat")).and_then(|s| v2::keyed(&s, "usage_usec"));
-                } else if d.has("cpuacct") {
-                    u.cpu_usec = rd(d.path.join("cpuacct.usage"))
-                        .and_then(|s| v2::number_or_max(&s))
-                        .map(|ns| ns / 1000);
-                }
-            }
-        }
-        u
+        read_usage(&self.dirs)
     }
 
     /// Removes the directories (the cgroup must be empty: kill first). Retries briefly while
@@ -308,4 +280,55 @@ impl AppCgroup {
             Err(errs.join("; "))
         }
     }
+}
+
+/// The usage in `cached` when it was read less than `USAGE_MAX_AGE` ago, else read now.
+fn cached_usage(
+    cached: &std::sync::Mutex<Option<(std::time::Instant, Usage)>>,
+    dirs: &[Dir],
+) -> Usage {
+    let now = std::time::Instant::now();
+    let mut c = match cached.lock() {
+        Ok(c) => c,
+        Err(p) => p.into_inner(),
+    };
+    if let Some((at, u)) = *c
+        && now.duration_since(at) < USAGE_MAX_AGE
+    {
+        return u;
+    }
+    let u = read_usage(dirs);
+    *c = Some((now, u));
+    u
+}
+
+/// The usage of these directories as the kernel has it now.
+fn read_usage(dirs: &[Dir]) -> Usage {
+    let mut u = Usage::default();
+    let rd = |p: PathBuf| std::fs::read_to_string(p).ok();
+    for d in dirs {
+        let v2 = matches!(d.kind, Kind::V2 { .. });
+        if d.has("memory") && u.memory_bytes.is_none() {
+            let f = if v2 {
+                "memory.current"
+            } else {
+                "memory.usage_in_bytes"
+            };
+            u.memory_bytes = rd(d.path.join(f)).and_then(|s| v2::number_or_max(&s));
+        }
+        if d.has("pids") && u.pids.is_none() {
+            u.pids = rd(d.path.join("pids.current")).and_then(|s| v2::number_or_max(&s));
+        }
+        if u.cpu_usec.is_none() {
+            if d.is_v2() {
+                // cpu.stat's usage_usec exists on every cgroup2 directory, controller or not.
+                u.cpu_usec = rd(d.path.join("cpu.stat")).and_then(|s| v2::keyed(&s, "usage_usec"));
+            } else if d.has("cpuacct") {
+                u.cpu_usec = rd(d.path.join("cpuacct.usage"))
+                    .and_then(|s| v2::number_or_max(&s))
+                    .map(|ns| ns / 1000);
+            }
+        }
+    }
+    u
 }

@@ -109,7 +109,7 @@ enum Kind {
     V1 { controllers: Vec<String> },
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Dir {
     kind: Kind,
     path: PathBuf,

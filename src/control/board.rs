@@ -57,7 +57,7 @@ struct Entry {
 
 /// Puts into a status what changes without a turn of the supervisor's loop (a wasm app's
 /// request figures and memory), read when the board answers.
-pub type Live = Box<dyn Fn(&mut AppStatus) + Send + Sync>;
+pub type Live = std::sync::Arc<dyn Fn(&mut AppStatus) + Send + Sync>;
 
 impl Default for Board {
     fn default() -> Self {
@@ -90,14 +90,7 @@ impl Board {
             let pick = |name: &str| {
                 let e = g.apps.get(name)?;
                 let age = now.saturating_duration_since(e.at);
-                (age <= FRESH).then(|| {
-                    let mut s = aged(&e.status, age);
-                    if let Some(live) = &e.live {
-                        live(&mut s);
-                    }
-                    current(&mut s);
-                    s
-                })
+                (age <= FRESH).then(|| (aged(&e.status, age), e.live.clone()))
             };
             if names.is_empty() || names.iter().any(|n| n == "all") {
                 // `all` beside a name the board does not know: the supervisor says which (404).
@@ -114,6 +107,18 @@ impl Board {
                     .collect::<Option<Vec<_>>>()?
             }
         };
+        // Outside the lock (a cgroup's usage may be read from its files): the supervisor's
+        // writes never wait for them.
+        let apps = apps
+            .into_iter()
+            .map(|(mut s, live)| {
+                if let Some(live) = live {
+                    live(&mut s);
+                }
+                current(&mut s);
+                s
+            })
+            .collect();
         Some(status_reply(apps, table, !names.is_empty()))
     }
 
@@ -276,7 +281,7 @@ mod tests {
     fn times_are_aged_to_the_answer() {
         let b = Board::default();
         // With what changes outside the loop read at the answer.
-        let live: Live = Box::new(|s| s.memory_bytes = Some(42));
+        let live: Live = std::sync::Arc::new(|s| s.memory_bytes = Some(42));
         b.write_all(
             vec![(app("a", 10.0), Some(live))],
             Instant::now() - Duration::from_millis(400),

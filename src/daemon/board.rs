@@ -127,10 +127,19 @@ impl Supervisor {
     pub(super) fn entry_of(&self, idx: usize) -> Option<(AppStatus, Option<Live>)> {
         let status = self.status_of(idx)?;
         let app = self.app(idx)?;
-        let (http, memory) = (http_apps::live_figures(app), wasm_apps::live_memory(app));
-        let live: Option<Live> = match (http, memory) {
-            (None, None) => None,
-            (http, memory) => Some(Box::new(move |s: &mut AppStatus| {
+        let (usage, http, memory) = (
+            app.cgroup.as_ref().map(|c| c.usage_gauge()),
+            http_apps::live_figures(app),
+            wasm_apps::live_memory(app),
+        );
+        let live: Option<Live> = match (usage, http, memory) {
+            (None, None, None) => None,
+            // As `status_of` has them: the cgroup's usage (read at most once a second, the
+            // same cache as the loop's), a running wasm instance's own memory first.
+            (usage, http, memory) => Some(Arc::new(move |s: &mut AppStatus| {
+                if let Some(u) = usage.as_ref().map(|g| g()) {
+                    (s.memory_bytes, s.cpu_usec, s.pids) = (u.memory_bytes, u.cpu_usec, u.pids);
+                }
                 if let Some(f) = &http {
                     s.http = Some(f());
                 }

@@ -8,13 +8,13 @@
 //!   an input of the fleet naming the app), and before it answers any request: once `start`,
 //!   `stop` or `signal` has answered, the board shows what it did;
 //! - every entry is written again at least every `FULL_EVERY` while the loop turns, and only
-//!   entries younger than `FRESH` are served (what changes outside a turn, cgroup usage, which
-//!   the supervisor itself reads at most once a second, and the text of a backoff's or a
-//!   schedule's countdown, is that recent at worst); an older one sends the request to the
-//!   supervisor, as do names that are not exact app names (groups, typos: the supervisor resolves
-//!   and explains them);
+//!   entries younger than `FRESH` are served (what changes outside a turn and is not read at
+//!   the answer, the text of a backoff's or a schedule's countdown, is that recent at worst);
+//!   an older one sends the request to the supervisor, as do names that are not exact app names
+//!   (groups, typos: the supervisor resolves and explains them);
 //! - times (uptime, time in state) are aged to the moment of the answer; what changes without
-//!   the loop (a wasm app's request figures and memory, log lines dropped) is read at the answer;
+//!   the loop (cgroup usage, through the loop's own 1-s cache; a wasm app's request figures and
+//!   memory; log lines dropped) is read at the answer, outside the board's lock;
 //! - apps waiting for their dependencies are written again whenever any app changes state;
 //! - the board is kept only while someone reads it (a read within `WANTED_FOR`): an idle fleet
 //!   that nobody asks about costs nothing.

@@ -485,6 +485,7 @@ impl Supervisor {
         mut calls: mpsc::UnboundedReceiver<Call>,
     ) -> Outcome {
         self.sync_publish();
+        self.reloads.refill();
         self.autostart();
         self.tell_parent_when_ready();
         let ready = self

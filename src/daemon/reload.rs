@@ -35,6 +35,24 @@ pub(super) struct Reloads {
     batch: Vec<Then>,
     /// Waiting for the next load.
     next: Vec<Then>,
+    /// Descriptors held back for reading the app files: when the apps' pipes and sockets took
+    /// every other descriptor paddock may have, `update` can still read the files (they are
+    /// given up as the load begins, and taken again when it is done).
+    reserve: Vec<std::fs::File>,
+}
+
+/// Descriptors in `Reloads::reserve`: a directory and a file open at once, with room.
+const RESERVE_FDS: usize = 4;
+
+impl Reloads {
+    pub(super) fn refill(&mut self) {
+        while self.reserve.len() < RESERVE_FDS {
+            match std::fs::File::open("/dev/null") {
+                Ok(f) => self.reserve.push(f),
+                Err(_) => return,
+            }
+        }
+    }
 }
 
 impl Supervisor {
@@ -57,7 +75,9 @@ impl Supervisor {
         let dirs = self.opts.config_dirs.clone();
         let loader = self.wasm.loader();
         let tx = self.tx.clone();
+        let reserve = std::mem::take(&mut self.reloads.reserve);
         tokio::task::spawn_blocking(move || {
+            drop(reserve);
             // A panic here must still answer the requests (and free the next load).
             let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let (specs, mut errors) = config::load_dirs_all(&dirs);
@@ -87,6 +107,7 @@ impl Supervisor {
     /// A load is in: every request of its batch is answered from it (the first `update`
     /// applies it; those after it find nothing changed).
     pub(super) fn on_loaded(&mut self, mut loaded: Loaded) {
+        self.reloads.refill();
         if !loaded.checked {
             let wasm = loaded
                 .specs

@@ -328,12 +328,7 @@ fn app_spec(id: &str, spec: &Spec, id_base: u32) -> Result<paddock::config::AppS
         "command".into(),
         Value::Array(vec![Value::String(me.to_string_lossy().into_owned())]),
     );
-    let env: toml::Table = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    t.insert("env".into(), Value::Table(env));
+    t.insert("env".into(), Value::Table(spec.env_table()));
     let text =
         toml::to_string(&t).map_err(|e| format!("cannot express the spec as an app: {e}"))?;
     // The app's name is the container id (the sandbox's hostname, the seed of its uid range)

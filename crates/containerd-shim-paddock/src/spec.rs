@@ -40,6 +40,16 @@ pub struct Spec {
     pub mounts: Vec<Mount>,
 }
 
+impl Spec {
+    /// `process.env` as an app file's `[env]` table (both levels' apps take it so).
+    pub fn env_table(&self) -> toml::Table {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.clone(), toml::Value::String(v.clone())))
+            .collect()
+    }
+}
+
 /// One entry of `mounts`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Mount {

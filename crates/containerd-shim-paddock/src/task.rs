@@ -441,12 +441,7 @@ fn app_toml(spec: &crate::spec::Spec, module: &Path, args: &[String]) -> Result<
         "args".into(),
         Value::Array(args.iter().cloned().map(Value::String).collect()),
     );
-    let env: toml::Table = spec
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-        .collect();
-    t.insert("env".into(), Value::Table(env));
+    t.insert("env".into(), Value::Table(spec.env_table()));
     if let Some(limit) = spec.memory_limit {
         // A wasm32 memory cannot grow past 4 GiB: a larger limit is no limit.
         let limit = limit.min(paddock::config::wasm::MAX_WASM_MEMORY);

@@ -68,7 +68,7 @@ impl AppCgroup {
         self.create_deferred(l)?;
         for d in &self.dirs {
             let p = &d.path;
-            let v2 = matches!(d.kind, Kind::V2 { .. });
+            let v2 = matches!(*d.kind, Kind::V2 { .. });
             if d.has("memory") && (l.memory.is_some() || self.limits.memory.is_some()) {
                 let r = if v2 {
                     write(
@@ -202,7 +202,7 @@ impl AppCgroup {
     /// The kernel's OOM-kill counter of the cgroup (v2 memory.events, v1 memory.oom_control).
     pub fn oom_kills(&self) -> Option<u64> {
         let d = self.dirs.iter().find(|d| d.has("memory"))?;
-        let f = if matches!(d.kind, Kind::V2 { .. }) {
+        let f = if matches!(*d.kind, Kind::V2 { .. }) {
             "memory.events"
         } else {
             "memory.oom_control"
@@ -307,7 +307,7 @@ fn read_usage(dirs: &[Dir]) -> Usage {
     let mut u = Usage::default();
     let rd = |p: PathBuf| std::fs::read_to_string(p).ok();
     for d in dirs {
-        let v2 = matches!(d.kind, Kind::V2 { .. });
+        let v2 = matches!(*d.kind, Kind::V2 { .. });
         if d.has("memory") && u.memory_bytes.is_none() {
             let f = if v2 {
                 "memory.current"

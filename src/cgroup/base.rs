@@ -16,7 +16,8 @@ fn mkdir_all(p: &Path) -> Result<(), String> {
 pub struct Cgroups {
     pub host: Host,
     /// (kind, paddock's parent directory for apps)
-    pub(super) bases: Vec<(Kind, PathBuf)>,
+    /// Each hierarchy's kind (shared by every app's directory in it) and paddock's directory.
+    pub(super) bases: Vec<(std::sync::Arc<Kind>, PathBuf)>,
     /// Why paddock cannot use cgroups at all (not root, no hierarchy, …), if so.
     pub unavailable: Option<String>,
     /// Problems that limit what is possible (a controller that could not be enabled).
@@ -90,7 +91,7 @@ impl Cgroups {
             cg.bases.clear();
         }
         cg.v2_kill = cg.bases.iter().any(|(k, b)| {
-            matches!(k, Kind::V2 { .. } | Kind::Unified) && b.join("cgroup.kill").exists()
+            matches!(**k, Kind::V2 { .. } | Kind::Unified) && b.join("cgroup.kill").exists()
         });
         cg
     }
@@ -142,7 +143,8 @@ impl Cgroups {
         self.bases.push((
             Kind::V2 {
                 controllers: enabled,
-            },
+            }
+            .into(),
             base,
         ));
         Ok(())
@@ -152,7 +154,7 @@ impl Cgroups {
         if let Some((_, own)) = &self.host.v2 {
             let base = own.join(name);
             match mkdir_all(&base) {
-                Ok(()) => self.bases.push((Kind::Unified, base)),
+                Ok(()) => self.bases.push((Kind::Unified.into(), base)),
                 Err(e) => return Err(format!("{e} ({ROOT_HINT})")),
             }
         }
@@ -162,7 +164,8 @@ impl Cgroups {
                 Ok(()) => self.bases.push((
                     Kind::V1 {
                         controllers: h.controllers.clone(),
-                    },
+                    }
+                    .into(),
                     base,
                 )),
                 Err(e) if self.bases.is_empty() => return Err(format!("{e} ({ROOT_HINT})")),
@@ -182,7 +185,7 @@ impl Cgroups {
     pub fn limit_controllers(&self) -> Vec<String> {
         let mut out: Vec<String> = vec![];
         for (k, _) in &self.bases {
-            let cs = match k {
+            let cs = match &**k {
                 Kind::V2 { controllers } | Kind::V1 { controllers } => controllers,
                 Kind::Unified => continue,
             };

@@ -111,13 +111,14 @@ enum Kind {
 
 #[derive(Clone, Debug)]
 struct Dir {
-    kind: Kind,
+    /// Shared with the hierarchy's other directories (an app has one in each).
+    kind: std::sync::Arc<Kind>,
     path: PathBuf,
 }
 
 impl Dir {
     fn has(&self, c: &str) -> bool {
-        match &self.kind {
+        match &*self.kind {
             Kind::V2 { controllers } | Kind::V1 { controllers } => {
                 controllers.iter().any(|x| x == c)
             }
@@ -125,6 +126,6 @@ impl Dir {
         }
     }
     fn is_v2(&self) -> bool {
-        matches!(self.kind, Kind::V2 { .. } | Kind::Unified)
+        matches!(*self.kind, Kind::V2 { .. } | Kind::Unified)
     }
 }

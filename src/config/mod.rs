@@ -144,13 +144,13 @@ pub struct AppSpec {
     pub program: PathBuf,
     pub workdir: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
-    pub identity: Option<Identity>,
+    pub identity: Option<Box<Identity>>,
     pub autostart: bool,
     pub stop_signal: i32,
     pub stop_timeout: Duration,
     pub isolation: Isolation,
     /// With `isolation = "bundle"`: the bundle, program and launch mode, resolved at load.
-    pub bundle: Option<crate::bundle::launch::BundleLaunch>,
+    pub bundle: Option<Box<crate::bundle::launch::BundleLaunch>>,
     pub restart: RestartSpec,
     /// `[restart] rollback`: go back to the last stable generation when a new one fails
     /// (unset: only where a stable generation exists; see `crate::generations`).
@@ -159,11 +159,11 @@ pub struct AppSpec {
     /// `[limits]` (enforced for `wasm` only in this build; refused for other levels).
     pub limits: wasm::Limits,
     /// Level `wasm`: the module and its capabilities.
-    pub wasm: Option<wasm::WasmSpec>,
+    pub wasm: Option<Box<wasm::WasmSpec>>,
     /// A wasm app served per request (`[http]`, see config/http.rs).
-    pub http: Option<http::HttpSpec>,
+    pub http: Option<Box<http::HttpSpec>>,
     /// Level `sandbox`: what the app is given (`[sandbox]`).
-    pub sandbox: Option<sandbox::SandboxSpec>,
+    pub sandbox: Option<Box<sandbox::SandboxSpec>>,
     /// Level `sandbox`: the level to run at when this host cannot sandbox (`fallback`).
     pub fallback: Option<Isolation>,
     /// Start only once these apps are ready.
@@ -173,7 +173,7 @@ pub struct AppSpec {
     /// If this app goes FATAL, paddock stops everything and exits non-zero.
     pub essential: bool,
     pub readiness: health::ReadinessSpec,
-    pub health: Option<health::HealthSpec>,
+    pub health: Option<Box<health::HealthSpec>>,
     /// `[[listen]]`: sockets paddock binds and hands over (`LISTEN_FDS`).
     pub listen: Vec<listen::ListenSpec>,
     /// `start = "on-connection"`: started by the first connection on its sockets.
@@ -183,7 +183,7 @@ pub struct AppSpec {
     /// One of the `instances` of an app file (`web@2` of web.toml), see config/instances.rs.
     pub instance: Option<instances::Instance>,
     /// `schedule` or `every`: a job run at its times (config/schedule.rs).
-    pub schedule: Option<crate::schedule::ScheduleSpec>,
+    pub schedule: Option<Box<crate::schedule::ScheduleSpec>>,
     /// Lines of the `after` and `requires` keys, for dependency errors found across files.
     #[serde(skip)]
     pub deps_line: Ignored<[usize; 2]>,

@@ -582,7 +582,7 @@ fn parse_one(
         requires,
         essential: raw.essential.unwrap_or(false),
         readiness,
-        health,
+        health: health.map(Box::new),
         instance,
         deps_line,
         name: name.to_string(),
@@ -591,28 +591,28 @@ fn parse_one(
         program,
         workdir,
         env,
-        identity,
+        identity: identity.map(Box::new),
         // A scheduled app starts at its times, never at boot.
         autostart: raw
             .autostart
             .as_ref()
             .map_or(!sockets.on_demand, |a| *a.get_ref())
             && schedule.is_none(),
-        schedule,
+        schedule: schedule.map(Box::new),
         listen: sockets.listen,
         on_demand: sockets.on_demand,
         idle_stop: sockets.idle_stop,
         stop_signal: raw.stop_signal.map_or(libc::SIGTERM, |s| s.0),
         stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(10), |d| d.0),
         isolation,
-        bundle: bundle_launch,
+        bundle: bundle_launch.map(Box::new),
         restart,
         rollback: raw.restart.as_ref().and_then(|r| r.rollback),
         logs,
         limits,
-        wasm,
-        http,
-        sandbox,
+        wasm: wasm.map(Box::new),
+        http: http.map(Box::new),
+        sandbox: sandbox.map(Box::new),
         fallback,
     })
 }

@@ -676,14 +676,14 @@ mod tests {
             let file = PathBuf::from(format!("/etc/paddock/apps/{name}.toml"));
             let mut a =
                 super::super::parse_app(name, &file, "command = [\"/bin/true\"]\n").unwrap();
-            a.sandbox = Some(SandboxSpec {
+            a.sandbox = Some(Box::new(SandboxSpec {
                 publish: vec![Publish {
                     host: host.parse().unwrap(),
                     port: 80,
                     at: super::super::Ignored(at),
                 }],
                 ..Default::default()
-            });
+            }));
             (name.to_string(), a)
         };
         let apps = [

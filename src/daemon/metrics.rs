@@ -198,7 +198,7 @@ fn schedule_metrics(s: &mut String, apps: &[(&App, &crate::fleet::Unit)]) {
     use std::fmt::Write;
     let sched: Vec<(&App, &crate::fleet::Sched)> = apps
         .iter()
-        .filter_map(|(a, u)| Some((*a, u.sched.as_ref()?)))
+        .filter_map(|(a, u)| Some((*a, u.sched.as_deref()?)))
         .collect();
     if sched.is_empty() {
         return;

@@ -644,3 +644,25 @@ fn limits_info(l: &config::wasm::Limits) -> Option<LimitsInfo> {
 pub use crate::lock::instance_name as cgroup_name;
 
 pub use serve::{check_config, forward_signals, raise_nofile, serve};
+#[cfg(test)]
+mod size_guard {
+    /// What every supervised app costs in paddock's memory before anything runs: its
+    /// definition, its fleet unit and its I/O side, each once per app (issue 17: 1000 apps in
+    /// a few MiB). The rare sections (sandbox, wasm, bundle, health, schedule, identity, http)
+    /// are boxed: an app that has none pays 8 bytes for each, not their size.
+    #[test]
+    fn per_app_structures_stay_small() {
+        use std::mem::size_of;
+        let sizes = [
+            ("AppSpec", size_of::<crate::config::AppSpec>(), 700),
+            ("fleet::Unit", size_of::<crate::fleet::Unit>(), 720),
+            ("daemon::App", size_of::<super::App>(), 600),
+        ];
+        for (what, size, max) in sizes {
+            assert!(
+                size <= max,
+                "{what} is {size} bytes (at most {max}): box what few apps use"
+            );
+        }
+    }
+}

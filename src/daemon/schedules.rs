@@ -25,7 +25,7 @@ impl Supervisor {
         let fresh: Vec<(usize, Arc<str>)> = self
             .fleet
             .units()
-            .filter(|(_, u)| u.sched.as_ref().is_some_and(|s| !s.armed()))
+            .filter(|(_, u)| u.sched.as_deref().is_some_and(|s| !s.armed()))
             .filter_map(|(i, _)| self.app(i).map(|a| (i, a.name.clone())))
             .collect();
         for (idx, name) in fresh {
@@ -49,7 +49,7 @@ impl Supervisor {
             return;
         };
         let name = app.name.clone();
-        let Some(s) = self.fleet.unit(idx).and_then(|u| u.sched.as_ref()) else {
+        let Some(s) = self.fleet.unit(idx).and_then(|u| u.sched.as_deref()) else {
             return;
         };
         let at = |t: Wall| s.spec.timezone.format(t);
@@ -89,7 +89,7 @@ impl Supervisor {
     /// The schedule as `status` shows it, and the INFO text for a scheduled app at rest or
     /// running ("next 12:15:00, last exit 0 3s ago").
     pub(super) fn schedule_status(&self, idx: usize) -> Option<(ScheduleInfo, String)> {
-        let s: &Sched = self.fleet.unit(idx)?.sched.as_ref()?;
+        let s: &Sched = self.fleet.unit(idx)?.sched.as_deref()?;
         let wall = schedule::wall_now();
         let zone = &s.spec.timezone;
         let secs = |t: Wall| t as f64 / 1000.0;

@@ -63,7 +63,7 @@ pub struct UnitSpec {
     /// How many of its group a rolling restart takes down at once (`[restart] max_unavailable`).
     pub max_unavailable: u32,
     /// `schedule`/`every`: started at its times (schedule.rs).
-    pub schedule: Option<crate::schedule::ScheduleSpec>,
+    pub schedule: Option<Box<crate::schedule::ScheduleSpec>>,
 }
 
 /// One app (or the second instance of an app during a bundle switch), as the fleet sees it.
@@ -82,7 +82,7 @@ pub struct Unit {
     pub successor: Option<Slot>,
     pub predecessor: Option<Slot>,
     /// A scheduled app's schedule, run under way and last run (schedule.rs).
-    pub sched: Option<Sched>,
+    pub sched: Option<Box<Sched>>,
     /// An `Effect::Spawn` is out: events wait in `held` until its outcome is in.
     spawning: bool,
     held: VecDeque<Item>,
@@ -216,7 +216,7 @@ impl<R: Replier> Fleet<R> {
     pub fn add(&mut self, spec: UnitSpec) -> Slot {
         let slot = self.add_hidden(spec);
         if let Some(u) = self.unit_mut(slot) {
-            u.sched = u.spec.schedule.clone().map(Sched::new);
+            u.sched = u.spec.schedule.clone().map(|s| Box::new(Sched::new(*s)));
             let name = u.spec.name.to_string();
             self.by_name.insert(name, slot);
         }

@@ -115,7 +115,7 @@ impl<R: Replier> Fleet<R> {
     /// What a restarted paddock knows of an app's schedule (its record in the state directory):
     /// the last run, and whether `stop` paused it. Before the schedule is armed (`autostart`).
     pub fn restore_schedule(&mut self, slot: Slot, r: Record) {
-        if let Some(s) = self.unit_mut(slot).and_then(|u| u.sched.as_mut()) {
+        if let Some(s) = self.unit_mut(slot).and_then(|u| u.sched.as_deref_mut()) {
             s.last = r.last;
             s.last_start = r.last_start.or(s.last.as_ref().map(|l| l.start));
             s.paused = r.paused;
@@ -128,7 +128,7 @@ impl<R: Replier> Fleet<R> {
         self.now = now;
         let slots: Vec<Slot> = self
             .units()
-            .filter(|(_, u)| u.sched.as_ref().is_some_and(|s| !s.armed))
+            .filter(|(_, u)| u.sched.as_deref().is_some_and(|s| !s.armed))
             .map(|(i, _)| i)
             .collect();
         for slot in slots {
@@ -144,7 +144,7 @@ impl<R: Replier> Fleet<R> {
             return;
         };
         let down = u.m.state().is_down() && !u.spawning;
-        let Some(s) = u.sched.as_mut() else {
+        let Some(s) = u.sched.as_deref_mut() else {
             return;
         };
         s.armed = true;
@@ -192,7 +192,7 @@ impl<R: Replier> Fleet<R> {
         };
         let down = u.m.state().is_down();
         let leaving = u.remove_when_down || u.predecessor.is_some();
-        let Some(s) = u.sched.as_mut() else {
+        let Some(s) = u.sched.as_deref_mut() else {
             return;
         };
         let Some(due) = s.next else {
@@ -233,7 +233,7 @@ impl<R: Replier> Fleet<R> {
 
     /// `start`/`restart` resume a paused schedule; `stop` pauses it (and drops a queued run).
     pub(super) fn schedule_verb(&mut self, slot: Slot, verb: Verb) {
-        let Some(s) = self.unit_mut(slot).and_then(|u| u.sched.as_mut()) else {
+        let Some(s) = self.unit_mut(slot).and_then(|u| u.sched.as_deref_mut()) else {
             return;
         };
         let pause = verb == Verb::Stop;
@@ -248,20 +248,20 @@ impl<R: Replier> Fleet<R> {
     }
 
     /// A new schedule for an app whose new definition waits for its run to end (`update`).
-    pub fn reschedule_now(&mut self, slot: Slot, spec: Option<ScheduleSpec>) {
+    pub fn reschedule_now(&mut self, slot: Slot, spec: Option<Box<ScheduleSpec>>) {
         self.reschedule(slot, spec);
         self.drain();
     }
 
     /// A new definition's schedule: the next due time is computed again when it changed.
-    pub(super) fn reschedule(&mut self, slot: Slot, spec: Option<ScheduleSpec>) {
+    pub(super) fn reschedule(&mut self, slot: Slot, spec: Option<Box<ScheduleSpec>>) {
         let Some(u) = self.unit_mut(slot) else {
             return;
         };
-        match (u.sched.as_mut(), spec) {
-            (Some(s), Some(new)) if s.spec == new => return,
-            (Some(s), Some(new)) => s.spec = new,
-            (None, Some(new)) => u.sched = Some(Sched::new(new)),
+        match (u.sched.as_deref_mut(), spec) {
+            (Some(s), Some(new)) if s.spec == *new => return,
+            (Some(s), Some(new)) => s.spec = *new,
+            (None, Some(new)) => u.sched = Some(Box::new(Sched::new(*new))),
             (Some(_), None) => {
                 u.sched = None;
                 self.cancel(slot, TimerKind::Schedule);
@@ -282,7 +282,7 @@ impl<R: Replier> Fleet<R> {
         let uptime = u.m.uptime(now).unwrap_or_default();
         let last_exit = u.m.last_exit().cloned();
         let leaving = u.remove_when_down;
-        let Some(s) = u.sched.as_mut() else {
+        let Some(s) = u.sched.as_deref_mut() else {
             return;
         };
         let mut again = false;

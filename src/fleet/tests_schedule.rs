@@ -45,7 +45,7 @@ fn job(name: &str, sched: ScheduleSpec) -> UnitSpec {
         ),
         group: None,
         max_unavailable: 1,
-        schedule: Some(sched),
+        schedule: Some(Box::new(sched)),
     }
 }
 

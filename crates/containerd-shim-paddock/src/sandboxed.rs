@@ -354,13 +354,13 @@ fn app_spec(id: &str, spec: &Spec, id_base: u32) -> Result<paddock::config::AppS
     app.program = program;
     app.workdir = Some(PathBuf::from(&spec.cwd));
     app.identity = (spec.uid != 0 || spec.gid != 0 || !spec.groups.is_empty()).then(|| {
-        paddock::config::Identity {
+        Box::new(paddock::config::Identity {
             user: None,
             uid: spec.uid,
             gid: spec.gid,
             groups: spec.groups.clone(),
             home: None,
-        }
+        })
     });
     app.limits.memory = spec.memory_limit;
     app.limits.pids = spec.pids_limit;
@@ -374,7 +374,7 @@ fn app_spec(id: &str, spec: &Spec, id_base: u32) -> Result<paddock::config::AppS
     for n in notes {
         eprintln!("containerd-shim-paddock-v1: container {id}: {n}");
     }
-    app.sandbox = Some(paddock::config::sandbox::SandboxSpec {
+    app.sandbox = Some(Box::new(paddock::config::sandbox::SandboxSpec {
         seccomp: true,
         userns: true,
         root: Some(spec.root.clone()),
@@ -387,7 +387,7 @@ fn app_spec(id: &str, spec: &Spec, id_base: u32) -> Result<paddock::config::AppS
         udp: true,
         join_netns,
         ..Default::default()
-    });
+    }));
     Ok(app)
 }
 

@@ -81,7 +81,7 @@ impl Prepared {
                 &spec.name,
                 sb,
                 &root,
-                spec.identity.as_ref(),
+                spec.identity.as_deref(),
                 workdir,
                 spec.env.get("NOTIFY_SOCKET").map(std::path::Path::new),
                 spec.limits.memory,
@@ -129,7 +129,7 @@ impl Prepared {
                 .and_then(|l| {
                     let mut c = spec.clone();
                     c.command = command.to_vec();
-                    c.bundle = Some(l);
+                    c.bundle = Some(Box::new(l));
                     Self::build(
                         &c,
                         base,

@@ -142,7 +142,7 @@ impl Inner {
                 Compiled::Component { .. } => Kind::Component,
                 Compiled::Http { .. } => Kind::Http,
             },
-            http: spec.http.clone(),
+            http: spec.http.as_deref().cloned(),
             compiled,
             flavor,
             argv: std::iter::once(argv0)

@@ -511,6 +511,30 @@ fn status(client: &Client, apps: &[String], json: bool, probe: bool) -> ExitCode
     } else {
         format!("/v1/apps/{}", apps.join(","))
     };
+    if !json && !probe {
+        // The table as the server renders it (INFO cut to the terminal's width when no app is
+        // named): nothing decoded or formatted here, so the CLI costs about an exec whatever
+        // the number of apps.
+        let width = if apps.is_empty() {
+            view::terminal_width().map_or(String::new(), |w| {
+                format!("&width={}", w.clamp(1, u16::MAX as usize))
+            })
+        } else {
+            String::new()
+        };
+        return match client.text(&format!("{path}?format=table{width}")) {
+            Ok((ctype, body)) => {
+                let _ = std::io::stdout().lock().write_all(body.as_bytes());
+                // Like supervisorctl: non-zero when any listed app is not up and ready.
+                if ctype == paddock::control::table::ALL_READY {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                }
+            }
+            Err(e) => fail(e),
+        };
+    }
     let list = match client.json::<StatusList>("GET", &path) {
         Ok((_, l)) => l,
         // A probe says "unhealthy" with 1 (a container engine reserves 2).
@@ -532,25 +556,13 @@ fn status(client: &Client, apps: &[String], json: bool, probe: bool) -> ExitCode
         }
         return ExitCode::from(1);
     }
-    if json {
-        let _ = writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
-        return ExitCode::SUCCESS;
-    }
-    let _ = write!(
+    // --json
+    let _ = writeln!(
         out,
         "{}",
-        view::table(&list.apps, !apps.is_empty(), view::terminal_width())
+        serde_json::to_string_pretty(&list).unwrap_or_default()
     );
-    // Like supervisorctl: non-zero when any listed app is not up and ready.
-    if paddock::control::table::all_ready(&list.apps) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    }
+    ExitCode::SUCCESS
 }
 
 /// `paddock history APP`: a table, newest last; `*` marks the generation in force.

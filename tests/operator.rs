@@ -244,6 +244,29 @@ fn status_table_and_probe() {
         .request("GET", "/v1/apps?format=xml", None)
         .unwrap();
     assert_eq!(r.status, 400, "{}", r.body);
+    // `width` (the CLI's terminal) is for the table only, and a number of columns.
+    for (q, says) in [
+        (
+            "format=table&width=0",
+            "width=0: expected a number of columns",
+        ),
+        (
+            "format=table&width=wide",
+            "width=wide: expected a number of columns",
+        ),
+        (
+            "format=table&width=99999",
+            "width=99999: expected a number of columns",
+        ),
+        ("width=80", "width= is for format=table only"),
+    ] {
+        let r = p
+            .client
+            .request("GET", &format!("/v1/apps?{q}"), None)
+            .unwrap();
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert!(r.body.contains(says), "{q}: {}", r.body);
+    }
     // An autostart app stopped by hand, and one that failed: the probe says so, exit 1.
     assert!(p.cli(&["stop", "web"]).status.success());
     p.write_app("bad", &long);

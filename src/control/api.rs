@@ -318,11 +318,19 @@ pub enum Verb {
     Restart,
 }
 
+/// How a status list is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `?format=json` (the default): a [`StatusList`].
+    Json,
+    /// `?format=table[&width=N]`: the CLI's table, INFO cut to N columns (not cut without it).
+    Table(Option<u16>),
+}
+
 /// A control request, as the server parsed it.
 #[derive(Debug)]
 pub enum Request {
-    /// `table`: the CLI's table (`?format=table`) instead of JSON.
-    Status(Vec<String>, bool),
+    Status(Vec<String>, Format),
     Action {
         names: Vec<String>,
         verb: Verb,

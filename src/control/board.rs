@@ -19,7 +19,7 @@
 //! - the board is kept only while someone reads it (a read within `WANTED_FOR`): an idle fleet
 //!   that nobody asks about costs nothing.
 
-use super::api::{AppStatus, Reply, StatusList};
+use super::api::{AppStatus, Format, Reply, StatusList};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,7 +76,7 @@ impl Board {
     pub fn answer(
         &self,
         names: &[String],
-        table: bool,
+        format: Format,
         current: impl Fn(&mut AppStatus),
     ) -> Option<Reply> {
         let now = Instant::now();
@@ -119,7 +119,7 @@ impl Board {
                 s
             })
             .collect();
-        Some(status_reply(apps, table, !names.is_empty()))
+        Some(status_reply(apps, format, !names.is_empty()))
     }
 
     /// The board was read within `WANTED_FOR` of `now`.
@@ -202,8 +202,8 @@ fn aged(s: &AppStatus, age: Duration) -> AppStatus {
 }
 
 /// The answer to a status request: JSON, or the CLI's table (`named`: apps were named).
-pub fn status_reply(apps: Vec<AppStatus>, table: bool, named: bool) -> Reply {
-    if table {
+pub fn status_reply(apps: Vec<AppStatus>, format: Format, named: bool) -> Reply {
+    if let Format::Table(width) = format {
         let ready = super::table::all_ready(&apps);
         Reply {
             status: 200,
@@ -212,7 +212,7 @@ pub fn status_reply(apps: Vec<AppStatus>, table: bool, named: bool) -> Reply {
             } else {
                 super::table::NOT_ALL_READY
             },
-            body: super::view::table(&apps, named, None),
+            body: super::view::table(&apps, named, width.map(usize::from)),
         }
     } else {
         Reply::json(200, &StatusList { apps })
@@ -242,39 +242,51 @@ mod tests {
     fn answers_only_what_it_knows_fresh() {
         let b = Board::default();
         // Not kept yet: the supervisor answers (and the read is noted).
-        assert!(b.answer(&[], false, |_| {}).is_none());
+        assert!(b.answer(&[], Format::Json, |_| {}).is_none());
         assert!(b.wanted(Instant::now()));
         let now = Instant::now();
         b.write_all(vec![(app("b", 1.0), None), (app("a", 1.0), None)], now);
         // All, in name order; named, in the asked order, each once.
-        assert_eq!(names(&b.answer(&[], false, |_| {}).unwrap()), ["a", "b"]);
+        assert_eq!(
+            names(&b.answer(&[], Format::Json, |_| {}).unwrap()),
+            ["a", "b"]
+        );
         let asked = ["b".to_string(), "a".into(), "b".into()];
-        assert_eq!(names(&b.answer(&asked, false, |_| {}).unwrap()), ["b", "a"]);
+        assert_eq!(
+            names(&b.answer(&asked, Format::Json, |_| {}).unwrap()),
+            ["b", "a"]
+        );
         // A name it has no entry for (a group, a typo): the supervisor's.
-        assert!(b.answer(&["web".to_string()], false, |_| {}).is_none());
         assert!(
-            b.answer(&["all".to_string(), "web".into()], false, |_| {})
+            b.answer(&["web".to_string()], Format::Json, |_| {})
                 .is_none()
         );
         assert!(
-            b.answer(&["all".to_string(), "a".into()], false, |_| {})
+            b.answer(&["all".to_string(), "web".into()], Format::Json, |_| {})
+                .is_none()
+        );
+        assert!(
+            b.answer(&["all".to_string(), "a".into()], Format::Json, |_| {})
                 .is_some()
         );
         // Apps came or went: `all` waits for a full write; a named fresh entry is still served.
         b.incomplete();
-        assert!(b.answer(&[], false, |_| {}).is_none());
-        assert!(b.answer(&["all".to_string()], false, |_| {}).is_none());
-        assert!(b.answer(&["a".to_string()], false, |_| {}).is_some());
+        assert!(b.answer(&[], Format::Json, |_| {}).is_none());
+        assert!(
+            b.answer(&["all".to_string()], Format::Json, |_| {})
+                .is_none()
+        );
+        assert!(b.answer(&["a".to_string()], Format::Json, |_| {}).is_some());
         // An entry older than FRESH is not served.
         b.write(
             vec![(app("a", 1.0), None)],
             now - FRESH - Duration::from_millis(1),
         );
-        assert!(b.answer(&["a".to_string()], false, |_| {}).is_none());
-        assert!(b.answer(&["b".to_string()], false, |_| {}).is_some());
+        assert!(b.answer(&["a".to_string()], Format::Json, |_| {}).is_none());
+        assert!(b.answer(&["b".to_string()], Format::Json, |_| {}).is_some());
         // Dropped: nothing is served.
         b.clear();
-        assert!(b.answer(&["b".to_string()], false, |_| {}).is_none());
+        assert!(b.answer(&["b".to_string()], Format::Json, |_| {}).is_none());
     }
 
     #[test]
@@ -286,7 +298,7 @@ mod tests {
             vec![(app("a", 10.0), Some(live))],
             Instant::now() - Duration::from_millis(400),
         );
-        let r = b.answer(&["a".to_string()], false, |_| {}).unwrap();
+        let r = b.answer(&["a".to_string()], Format::Json, |_| {}).unwrap();
         let l: StatusList = serde_json::from_str(&r.body).unwrap();
         assert_eq!(l.apps[0].memory_bytes, Some(42));
         let up = l.apps[0].uptime_secs.unwrap();
@@ -299,7 +311,7 @@ mod tests {
         let b = Board::default();
         let now = Instant::now();
         assert!(!b.wanted(now));
-        let _ = b.answer(&[], false, |_| {});
+        let _ = b.answer(&[], Format::Json, |_| {});
         assert!(b.wanted(now));
         assert!(!b.wanted(now + WANTED_FOR + Duration::from_secs(1)));
     }

@@ -114,6 +114,22 @@ impl Client {
         Ok(Response { status, body })
     }
 
+    /// A GET answered with text (`?format=table`): content type and body; an error
+    /// (`{"error": …}`, any status but 200) as `Err`.
+    pub fn text(&self, path: &str) -> Result<(String, String), String> {
+        let (status, ctype, body) = self.get_typed(path)?;
+        if status == 200 {
+            return Ok((ctype, body));
+        }
+        match serde_json::from_str::<super::api::ErrorBody>(&body) {
+            Ok(e) => Err(e.error),
+            Err(_) => Err(format!(
+                "unexpected answer from paddock (HTTP {status}): {}",
+                body.trim()
+            )),
+        }
+    }
+
     /// Like `request`, but decodes a JSON body, turning `{"error": …}` into `Err`.
     pub fn json<T: serde::de::DeserializeOwned>(
         &self,

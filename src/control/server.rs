@@ -2,7 +2,7 @@
 //! request, routes it to the supervisor task and writes the answer. Bad input gets an HTTP error
 //! and never reaches the supervisor; a slow client is cut off; concurrency is bounded.
 
-use super::api::{Call, Halt, Reply, Request, Verb};
+use super::api::{Call, Format, Halt, Reply, Request, Verb};
 use super::board::Board;
 use super::http::{self, HttpError, HttpRequest};
 use crate::logs::{Ctl, Logs, Stream};
@@ -345,11 +345,11 @@ async fn connection(
     IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let reply = match route(&req) {
         // Status from the board when it is fresh (see `board.rs`); else the supervisor's turn.
-        Ok(Request::Status(names, table)) => match board.answer(&names, table, |s| {
+        Ok(Request::Status(names, format)) => match board.answer(&names, format, |s| {
             s.log_lines_dropped = logs.dropped(&s.name);
         }) {
             Some(r) => r,
-            None => ask(&sup, Request::Status(names, table)).await,
+            None => ask(&sup, Request::Status(names, format)).await,
         },
         Ok(request) => ask(&sup, request).await,
         Err(r) => r,
@@ -405,12 +405,29 @@ fn body_json(req: &HttpRequest) -> Result<serde_json::Value, Reply> {
         .map_err(|e| Reply::error(400, format!("request body is not valid JSON: {e}")))
 }
 
-/// `?format=table` (the CLI's status table) or `?format=json` (the default).
-fn table_format(req: &HttpRequest) -> Result<bool, Reply> {
-    match req.param("format") {
-        None | Some("json") => Ok(false),
-        Some("table") => Ok(true),
-        Some(other) => Err(Reply::error(
+/// `?format=table[&width=N]` (the CLI's status table, INFO cut to N columns) or
+/// `?format=json` (the default).
+fn table_format(req: &HttpRequest) -> Result<Format, Reply> {
+    let width = match req.param("width") {
+        None => None,
+        Some(w) => match w.parse::<u16>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                return Err(Reply::error(
+                    400,
+                    format!("width={w}: expected a number of columns, 1 to 65535"),
+                ));
+            }
+        },
+    };
+    match (req.param("format"), width) {
+        (None | Some("json"), None) => Ok(Format::Json),
+        (None | Some("json"), Some(_)) => Err(Reply::error(
+            400,
+            "width= is for format=table only".to_string(),
+        )),
+        (Some("table"), w) => Ok(Format::Table(w)),
+        (Some(other), _) => Err(Reply::error(
             400,
             format!("format={other}: expected json or table"),
         )),

@@ -139,7 +139,7 @@ impl Supervisor {
     /// Answers a control request (or hands it to the fleet, which answers through an effect).
     pub(super) fn handle(&mut self, req: Request, reply: oneshot::Sender<Reply>) {
         let r = match req {
-            Request::Status(names, table) => match if names.is_empty() {
+            Request::Status(names, format) => match if names.is_empty() {
                 Ok(self.fleet.slots())
             } else {
                 self.resolve(&names)
@@ -148,7 +148,7 @@ impl Supervisor {
                     let entries: Vec<_> = idxs.iter().filter_map(|&i| self.entry_of(i)).collect();
                     let apps = entries.iter().map(|(s, _)| s.clone()).collect();
                     self.board.write(entries, Instant::now());
-                    crate::control::board::status_reply(apps, table, !names.is_empty())
+                    crate::control::board::status_reply(apps, format, !names.is_empty())
                 }
                 Err(r) => r,
             },

@@ -1,6 +1,8 @@
 //! Core supervisor figures on this host (run: `cargo bench --bench startup`):
 //! - time until 1000 one-line apps all run under one `paddock serve`;
-//! - paddock's own memory per supervised app (PSS with 1000 apps minus PSS with none);
+//! - paddock's own memory per supervised app (PSS with 1000 apps minus PSS with none), right
+//!   after they are ready (the status board just read, see `control/board.rs`) and once idle
+//!   (the board dropped after `WANTED_FOR` without a read), with paddock's total idle PSS;
 //! - restart gap of a crash-looping app with `backoff_initial = "0s"`: the cycle time under
 //!   paddock minus the bare fork+exec+wait cycle of the same program;
 //! - `paddock status` for 1000 apps, whole CLI process.
@@ -39,6 +41,7 @@ fn main() {
     let mut times = vec![];
     let mut per_app = vec![];
     let mut status_ms = vec![];
+    let (mut idle_per_app, mut idle_total) = (vec![], vec![]);
     for r in 0..rounds {
         let d = scratch(&format!("n{r}"));
         for i in 0..n {
@@ -66,6 +69,11 @@ fn main() {
             assert!(out.success() || out.code() == Some(3));
             status_ms.push(t.elapsed().as_secs_f64() * 1000.0);
         }
+        // Nobody reads: the board goes, and the heap is trimmed.
+        std::thread::sleep(paddock::control::board::WANTED_FOR + Duration::from_millis(1500));
+        let pss = pss_kib(s.child.id());
+        idle_total.push(pss as f64 / 1024.0);
+        idle_per_app.push((pss.saturating_sub(pss0)) as f64 * 1024.0 / n as f64);
         s.stop(false);
     }
     println!(
@@ -73,8 +81,13 @@ fn main() {
         median(times)
     );
     println!(
-        "  paddock memory per app (PSS):      {:.0} bytes (paddock alone: {pss0} KiB)",
-        median(per_app)
+        "  paddock memory per app (PSS):      {:.0} bytes just after ready, {:.0} bytes idle (paddock alone: {pss0} KiB)",
+        median(per_app),
+        median(idle_per_app)
+    );
+    println!(
+        "  paddock total PSS, {n} apps, idle:  {:.1} MiB",
+        median(idle_total)
     );
     println!(
         "  `paddock status`, {n} apps, CLI:   {:.1} ms (median)",

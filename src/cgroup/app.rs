@@ -4,7 +4,7 @@
 //! for status and metrics, and removal.
 
 use super::{CgLimits, Dir, Kind, v1, v2, write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 /// Resource use of an app's cgroup (None: not known on this host).
@@ -21,10 +21,6 @@ pub struct AppCgroup {
     pub(super) dirs: Vec<Dir>,
     /// Directories made only once a limit needs them (lean.rs).
     pub(super) deferred: Vec<Dir>,
-    /// `cgroup.procs` of each directory: opened for each spawn (`open_procs`), the child writes
-    /// "0" to each. Not kept open: six descriptors per app on a hybrid host would bound how
-    /// many apps fit under paddock's descriptor limit.
-    pub(super) procs: Vec<std::ffi::CString>,
     pub limits: CgLimits,
     /// The OOM-kill counter when the current process started.
     pub(super) oom_seen: u64,
@@ -42,23 +38,19 @@ impl AppCgroup {
         self.dirs.iter().map(|d| d.path.clone()).collect()
     }
 
-    /// Opens each `cgroup.procs` (O_WRONLY|O_CLOEXEC) for a spawn.
+    /// Opens each directory's `cgroup.procs` (O_WRONLY|O_CLOEXEC) for a spawn: the child
+    /// writes "0" to each. Not kept open (six descriptors per app on a hybrid host would bound
+    /// how many apps fit under paddock's descriptor limit), nor their paths kept (made here).
     pub fn open_procs(&self) -> Result<Vec<OwnedFd>, String> {
-        self.procs
+        self.dirs
             .iter()
-            .map(|c| {
-                // SAFETY: open with `c`, a NUL-terminated CString of ours.
-                let fd = unsafe { libc::open(c.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-                if fd < 0 {
-                    let e = std::io::Error::last_os_error();
-                    return Err(format!(
-                        "{}: {}",
-                        c.to_string_lossy(),
-                        crate::util::io_reason(&e)
-                    ));
-                }
-                // SAFETY: `fd` is the new descriptor just opened; nothing else owns it.
-                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            .map(|d| {
+                let p = d.path.join("cgroup.procs");
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&p)
+                    .map(OwnedFd::from)
+                    .map_err(|e| format!("{}: {}", p.display(), crate::util::io_reason(&e)))
             })
             .collect()
     }
@@ -248,7 +240,6 @@ impl AppCgroup {
     /// Removes the directories (the cgroup must be empty: kill first). Retries briefly while
     /// killed processes finish exiting.
     pub fn remove(self) -> Result<(), String> {
-        drop(self.procs);
         let mut errs = vec![];
         for d in &self.dirs {
             let mut last = None;

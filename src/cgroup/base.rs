@@ -326,7 +326,6 @@ impl Cgroups {
         let mut cg = AppCgroup {
             dirs,
             deferred,
-            procs: vec![],
             limits: CgLimits::default(),
             oom_seen: 0,
             cached: Default::default(),
@@ -349,13 +348,6 @@ impl Cgroups {
             cg.kill_and_wait(std::time::Duration::from_secs(2))?;
         }
         cg.apply(limits)?;
-        for d in &cg.dirs {
-            let path = d.path.join("cgroup.procs");
-            cg.procs.push(
-                std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-                    .map_err(|_| "cgroup path contains a NUL byte".to_string())?,
-            );
-        }
         cg.oom_seen = cg.oom_kills().unwrap_or(0);
         Ok(cg)
     }

@@ -103,10 +103,6 @@ impl AppCgroup {
             for pid in self.members() {
                 write(&procs, &pid.to_string())?;
             }
-            self.procs.push(
-                std::ffi::CString::new(procs.as_os_str().as_encoded_bytes())
-                    .map_err(|_| "cgroup path contains a NUL byte".to_string())?,
-            );
             self.dirs.push(d);
         }
         Ok(())

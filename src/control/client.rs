@@ -121,13 +121,7 @@ impl Client {
         if status == 200 {
             return Ok((ctype, body));
         }
-        match serde_json::from_str::<super::api::ErrorBody>(&body) {
-            Ok(e) => Err(e.error),
-            Err(_) => Err(format!(
-                "unexpected answer from paddock (HTTP {status}): {}",
-                body.trim()
-            )),
-        }
+        Err(error_of(status, &body))
     }
 
     /// Like `request`, but decodes a JSON body, turning `{"error": …}` into `Err`.
@@ -140,13 +134,17 @@ impl Client {
         if let Ok(v) = serde_json::from_str::<T>(&r.body) {
             return Ok((r.status, v));
         }
-        if let Ok(e) = serde_json::from_str::<super::api::ErrorBody>(&r.body) {
-            return Err(e.error);
-        }
-        Err(format!(
-            "unexpected answer from paddock (HTTP {}): {}",
-            r.status,
-            r.body.trim()
-        ))
+        Err(error_of(r.status, &r.body))
+    }
+}
+
+/// What an answer that is not the expected one says: its `{"error": …}`, or the answer itself.
+fn error_of(status: u16, body: &str) -> String {
+    match serde_json::from_str::<super::api::ErrorBody>(body) {
+        Ok(e) => e.error,
+        Err(_) => format!(
+            "unexpected answer from paddock (HTTP {status}): {}",
+            body.trim()
+        ),
     }
 }

@@ -18,7 +18,9 @@ pub struct Usage {
 /// One app's cgroup, in every hierarchy paddock uses.
 #[derive(Debug)]
 pub struct AppCgroup {
-    pub(super) dirs: Vec<Dir>,
+    /// Shared with the usage gauges handed out (`usage_gauge`, one per status board entry): a
+    /// directory made later gives this app a new list, the gauges keep theirs.
+    pub(super) dirs: std::sync::Arc<Vec<Dir>>,
     /// Directories made only once a limit needs them (lean.rs).
     pub(super) deferred: Vec<Dir>,
     pub limits: CgLimits,
@@ -58,7 +60,7 @@ impl AppCgroup {
     /// Sets (or, for keys now absent, removes) the limits.
     pub fn apply(&mut self, l: &CgLimits) -> Result<(), String> {
         self.create_deferred(l)?;
-        for d in &self.dirs {
+        for d in self.dirs.iter() {
             let p = &d.path;
             let v2 = matches!(*d.kind, Kind::V2 { .. });
             if d.has("memory") && (l.memory.is_some() || self.limits.memory.is_some()) {
@@ -228,7 +230,7 @@ impl AppCgroup {
     /// `usage` for another thread, whenever it asks (the status board): the same cache, the
     /// same directories.
     pub fn usage_gauge(&self) -> impl Fn() -> Usage + Send + Sync + 'static {
-        let (cached, dirs) = (self.cached.clone(), self.dirs.clone());
+        let (cached, dirs) = (self.cached.clone(), self.dirs.clone()); // two reference counts
         move || cached_usage(&cached, &dirs)
     }
 
@@ -241,7 +243,7 @@ impl AppCgroup {
     /// killed processes finish exiting.
     pub fn remove(self) -> Result<(), String> {
         let mut errs = vec![];
-        for d in &self.dirs {
+        for d in self.dirs.iter() {
             let mut last = None;
             for _ in 0..200 {
                 match std::fs::remove_dir(&d.path) {

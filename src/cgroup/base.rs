@@ -324,7 +324,7 @@ impl Cgroups {
             }
         }
         let mut cg = AppCgroup {
-            dirs,
+            dirs: dirs.into(),
             deferred,
             limits: CgLimits::default(),
             oom_seen: 0,

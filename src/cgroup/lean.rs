@@ -103,7 +103,7 @@ impl AppCgroup {
             for pid in self.members() {
                 write(&procs, &pid.to_string())?;
             }
-            self.dirs.push(d);
+            std::sync::Arc::make_mut(&mut self.dirs).push(d);
         }
         Ok(())
     }

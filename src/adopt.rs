@@ -1,7 +1,18 @@
-//! What a restarted paddock needs to take its apps back: one record per running app process in
-//! `STATE_DIR/run/APP.json` (pid, its start time and boot id — so a reused pid is never taken
-//! for the app —, process group, cgroup directory, readiness), written when the process starts
-//! or becomes ready and removed when it is gone.
+//! What a restarted paddock needs to take its apps back: one record per running app process
+//! (pid, its start time and boot id — so a reused pid is never taken for the app —, process
+//! group, cgroup directory, readiness), written when the process starts or becomes ready and
+//! dropped when it is gone.
+//!
+//! The records live in one journal, `STATE_DIR/run/records`: a line of JSON per change (`Up`
+//! with the record, `Gone` with the app's name), appended with one `write(2)` and compacted
+//! (the live records written to a temporary file renamed over it) at start and whenever it has
+//! grown to four times its size after the last compaction. A file per app, written to a
+//! temporary file and renamed, cost two new inodes per start of every app (most of paddock's
+//! own time when 1000 apps start). A line cannot be torn by paddock's death (the kernel
+//! finishes a `write` into the page cache); a power loss may tear the last one, but records
+//! only matter within one boot (the boot id is checked), so none is synced to disk. Records
+//! in `STATE_DIR/run/APP.json`, one per file, as earlier builds of paddock wrote them, are read too
+//! (an upgrade by `reexec` adopts what the old binary started) and folded into the journal.
 //!
 //! After a crash (`kill -9`) or `paddock reexec`, `serve` reads the records: a process that is
 //! still the one recorded is adopted (supervised, signalled and waited for through a pidfd),
@@ -12,6 +23,14 @@ use std::path::{Path, PathBuf};
 
 /// Records are small; anything bigger is not one of ours.
 const MAX_RECORD: u64 = 64 * 1024;
+/// The journal's name in the run directory.
+pub const JOURNAL: &str = "records";
+/// A journal larger than this is not read: compaction keeps it within four times the live
+/// records' size (a few hundred bytes an app).
+const MAX_JOURNAL: u64 = 64 << 20;
+/// The journal is compacted once it is this large and four times its size after the last
+/// compaction.
+const COMPACT_FLOOR: u64 = 256 << 10;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -40,10 +59,6 @@ pub struct Record {
 
 pub fn run_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("run")
-}
-
-fn path_of(dir: &Path, app: &str) -> PathBuf {
-    dir.join(format!("{app}.json"))
 }
 
 pub fn boot_id() -> String {
@@ -86,17 +101,179 @@ impl Record {
     }
 }
 
-/// Writes (atomically: a temporary file renamed over) the record of an app.
-pub fn write(dir: &Path, r: &Record) -> std::io::Result<()> {
-    crate::util::write_json_record(dir, &r.app, r)
+/// A line of the journal.
+#[derive(Debug, Serialize, Deserialize)]
+enum Entry {
+    /// The app's process, as it is now.
+    Up(Record),
+    /// The app has no process any more.
+    Gone(String),
 }
 
-pub fn remove(dir: &Path, app: &str) {
-    let _ = std::fs::remove_file(path_of(dir, app));
+/// The journal of records in a run directory (see the module's notes).
+pub struct Journal {
+    dir: PathBuf,
+    /// Open for appending once something was written.
+    file: Option<std::fs::File>,
+    /// Its size now, and when it is compacted next.
+    bytes: u64,
+    compact_at: u64,
+    /// Record files of an earlier build, read at start: removed once the journal holds what
+    /// was kept of them.
+    legacy: Vec<PathBuf>,
 }
 
-/// Every record in `dir`; a file that is not a valid record is reported and removed.
-pub fn load_all(dir: &Path) -> Vec<Record> {
+impl Journal {
+    /// The journal of `dir`, not yet read or opened.
+    pub fn new(dir: &Path) -> Journal {
+        Journal {
+            dir: dir.to_path_buf(),
+            file: None,
+            bytes: 0,
+            compact_at: COMPACT_FLOOR,
+            legacy: vec![],
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(JOURNAL)
+    }
+
+    /// The run directory it is in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The app's process as it is now.
+    pub fn up(&mut self, r: &Record) -> std::io::Result<()> {
+        self.append(&Entry::Up(r.clone()))
+    }
+
+    /// The app has no process any more.
+    pub fn gone(&mut self, app: &str) -> std::io::Result<()> {
+        self.append(&Entry::Gone(app.to_string()))
+    }
+
+    fn append(&mut self, e: &Entry) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        if self.file.is_none() {
+            std::fs::create_dir_all(&self.dir)?;
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(self.path())?;
+            self.bytes = f.metadata()?.len();
+            self.file = Some(f);
+        }
+        let f = self.file.as_mut().expect("opened above");
+        // One write: a line is whole in the file or absent.
+        f.write_all(&line)?;
+        self.bytes += line.len() as u64;
+        if self.bytes >= self.compact_at {
+            let live: Vec<Record> = self.read().into_values().collect();
+            self.rewrite(&live)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the journal with these records (a temporary file renamed over it).
+    pub fn rewrite(&mut self, live: &[Record]) -> std::io::Result<()> {
+        let mut body = vec![];
+        for r in live {
+            body.extend(serde_json::to_vec(&Entry::Up(r.clone())).map_err(std::io::Error::other)?);
+            body.push(b'\n');
+        }
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = self.dir.join(format!(".{JOURNAL}.tmp"));
+        std::fs::write(&tmp, &body)?;
+        std::fs::rename(&tmp, self.path())?;
+        self.file = None; // the old file, renamed over: opened again at the next line
+        self.bytes = body.len() as u64;
+        self.compact_at = (self.bytes * 4).max(COMPACT_FLOOR);
+        for p in self.legacy.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+        Ok(())
+    }
+
+    /// The journal's records by app, each as its last line left it. A line that is not one
+    /// is reported and skipped; a journal that cannot be read (not a regular file, over 64 MiB)
+    /// is reported and moved aside as `records.bad`.
+    fn read(&self) -> std::collections::BTreeMap<String, Record> {
+        let path = self.path();
+        let mut out = std::collections::BTreeMap::new();
+        if std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return out;
+        }
+        let body = match crate::util::read_regular(&path, MAX_JOURNAL) {
+            Ok(b) => b,
+            Err(why) => {
+                let aside = self.dir.join(format!("{JOURNAL}.bad"));
+                let moved = std::fs::rename(&path, &aside).is_ok();
+                eprintln!(
+                    "paddock: {}: not a journal of process records ({why}); ignored{}: processes it named are not adopted (stop them by hand if they still run)",
+                    path.display(),
+                    if moved {
+                        format!(" and moved to {}", aside.display())
+                    } else {
+                        String::new()
+                    }
+                );
+                return out;
+            }
+        };
+        let mut bad = 0;
+        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            match serde_json::from_slice::<Entry>(line) {
+                Ok(Entry::Up(r)) => {
+                    out.insert(r.app.clone(), r);
+                }
+                Ok(Entry::Gone(app)) => {
+                    out.remove(&app);
+                }
+                Err(e) => {
+                    bad += 1;
+                    if bad <= 3 {
+                        eprintln!(
+                            "paddock: {} line {}: not a process record ({e}); skipped",
+                            path.display(),
+                            i + 1
+                        );
+                    }
+                }
+            }
+        }
+        if bad > 3 {
+            eprintln!(
+                "paddock: {}: {bad} lines in all were not process records; skipped",
+                path.display()
+            );
+        }
+        out
+    }
+
+    /// Every record: the journal's, and those of the files an earlier build wrote (removed
+    /// when the caller rewrites the journal with what it keeps).
+    pub fn load_all(&mut self) -> Vec<Record> {
+        let mut all = self.read();
+        for (r, path) in load_files(&self.dir) {
+            all.insert(r.app.clone(), r);
+            self.legacy.push(path);
+        }
+        let _ = std::fs::remove_file(self.dir.join(format!(".{JOURNAL}.tmp")));
+        all.into_values().collect()
+    }
+}
+
+/// Records in `APP.json` files (earlier builds of paddock: one file per app) with their paths;
+/// a file that is not a valid record is reported and removed.
+fn load_files(dir: &Path) -> Vec<(Record, PathBuf)> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return vec![];
     };
@@ -104,7 +281,7 @@ pub fn load_all(dir: &Path) -> Vec<Record> {
     for e in rd.flatten() {
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
+        if name.starts_with('.') && name.ends_with(".tmp") && name != format!(".{JOURNAL}.tmp") {
             let _ = std::fs::remove_file(&path); // a write cut short by the crash
             continue;
         }
@@ -115,7 +292,7 @@ pub fn load_all(dir: &Path) -> Vec<Record> {
             .map_err(|e| e.to_string())
             .and_then(|b| serde_json::from_slice::<Record>(&b).map_err(|e| e.to_string()));
         match r {
-            Ok(r) if r.app == app => out.push(r),
+            Ok(r) if r.app == app => out.push((r, path)),
             Ok(_) => {
                 eprintln!(
                     "paddock: {}: names another app; ignored and removed",
@@ -132,7 +309,7 @@ pub fn load_all(dir: &Path) -> Vec<Record> {
             }
         }
     }
-    out.sort_by(|a, b| a.app.cmp(&b.app));
+    out.sort_by(|a, b| a.0.app.cmp(&b.0.app));
     out
 }
 
@@ -162,13 +339,11 @@ pub fn pidfd_open(pid: i32) -> std::io::Result<std::os::fd::OwnedFd> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_round_trip_and_garbage_is_dropped() {
-        let d = crate::util::TestDir::new("adopt");
+    fn me(app: &str) -> Record {
         let me = std::process::id() as i32;
         let (ticks, pg) = stat_of(me).unwrap();
-        let r = Record {
-            app: "a".into(),
+        Record {
+            app: app.into(),
             pid: me,
             pgid: pg,
             start_ticks: ticks,
@@ -179,17 +354,44 @@ mod tests {
             stop_signal: 15,
             stop_timeout_ms: 1000,
             restarts: 3,
-        };
-        write(d.path(), &r).unwrap();
-        std::fs::write(d.path().join("b.json"), b"{not json").unwrap();
-        std::fs::write(d.path().join("c.json"), serde_json::to_vec(&r).unwrap()).unwrap();
-        std::fs::write(d.path().join(".a.tmp"), b"torn").unwrap();
-        let all = load_all(d.path());
-        assert_eq!(all, vec![r.clone()]);
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_is_dropped() {
+        let d = crate::util::TestDir::new("adopt");
+        let r = me("a");
+        let mut j = Journal::new(d.path());
+        j.up(&Record {
+            ready: false,
+            ..r.clone()
+        })
+        .unwrap();
+        j.up(&me("gone")).unwrap();
+        j.up(&r).unwrap();
+        j.gone("gone").unwrap();
+        // A line of garbage (a hand edit) is skipped; the lines around it count.
+        let path = d.path().join(JOURNAL);
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend(b"{not json\n\0\xff\n");
+        std::fs::write(&path, &text).unwrap();
+        Journal::new(d.path()).up(&me("b")).unwrap();
+        // Files of an earlier build: a good one is read, bad ones and torn ones removed.
+        std::fs::write(
+            d.path().join("c.json"),
+            serde_json::to_vec(&me("c")).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(d.path().join("x.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+        std::fs::write(d.path().join("y.json"), b"{not json").unwrap();
+        std::fs::write(d.path().join(".c.tmp"), b"torn").unwrap();
+        let mut j = Journal::new(d.path());
+        let all = j.load_all();
+        assert_eq!(all, vec![r.clone(), me("b"), me("c")]);
         assert!(r.alive(&boot_id()));
         assert!(
             !Record {
-                start_ticks: ticks + 1,
+                start_ticks: r.start_ticks + 1,
                 ..r.clone()
             }
             .alive(&boot_id())
@@ -201,11 +403,65 @@ mod tests {
             }
             .alive(&boot_id())
         );
-        // the bad files are gone
-        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().collect();
-        assert_eq!(left.len(), 1);
-        remove(d.path(), "a");
-        assert!(load_all(d.path()).is_empty());
+        // What is kept is the journal alone.
+        j.rewrite(&[me("c")]).unwrap();
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, vec![JOURNAL.to_string()]);
+        assert_eq!(Journal::new(d.path()).load_all(), vec![me("c")]);
+    }
+
+    #[test]
+    fn the_journal_stays_bounded_under_a_crash_loop() {
+        let d = crate::util::TestDir::new("adopt-bound");
+        let mut j = Journal::new(d.path());
+        for n in 0..20_000u64 {
+            let app = format!("app{}", n % 10);
+            j.up(&Record {
+                restarts: n,
+                ..me(&app)
+            })
+            .unwrap();
+            if n % 3 == 0 {
+                j.gone(&app).unwrap();
+            }
+        }
+        let size = std::fs::metadata(d.path().join(JOURNAL)).unwrap().len();
+        assert!(size <= COMPACT_FLOOR + 1024, "journal grew to {size} bytes");
+        let all = Journal::new(d.path()).load_all();
+        assert_eq!(
+            all.len(),
+            10 - (0..10).filter(|k| (19_990 + k) % 3 == 0).count()
+        );
+        assert!(all.iter().any(|r| r.restarts == 19_999));
+    }
+
+    #[test]
+    fn a_hostile_journal_is_moved_aside_unread() {
+        for (what, make) in [("fifo", 0), ("directory", 1), ("huge", 2)] {
+            let d = crate::util::TestDir::new(&format!("adopt-{what}"));
+            let path = d.path().join(JOURNAL);
+            match make {
+                0 => {
+                    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+                    // SAFETY: mkfifo reads the NUL-terminated path, a live CString.
+                    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+                }
+                1 => std::fs::create_dir(&path).unwrap(),
+                _ => {
+                    let f = std::fs::File::create(&path).unwrap();
+                    f.set_len(MAX_JOURNAL + 1).unwrap();
+                }
+            }
+            let mut j = Journal::new(d.path());
+            assert!(j.load_all().is_empty(), "{what}");
+            assert!(d.path().join(format!("{JOURNAL}.bad")).exists(), "{what}");
+            j.rewrite(&[me("a")]).unwrap();
+            assert_eq!(Journal::new(d.path()).load_all(), vec![me("a")], "{what}");
+        }
     }
 
     #[test]

@@ -317,7 +317,13 @@ fn hostile_records_are_refused_and_nothing_else_is_touched() {
         .spawn()
         .unwrap();
     let by = bystander.id() as i32;
-    let p = Paddock::with_apps("hostile", &[("a", "command = [\"/bin/sleep\", \"600\"]\n")]);
+    let p = Paddock::with_apps(
+        "hostile",
+        &[
+            ("a", "command = [\"/bin/sleep\", \"600\"]\n"),
+            ("b", "command = [\"/bin/sleep\", \"600\"]\n"),
+        ],
+    );
     let run = p.dir.0.join("state/run");
     std::fs::create_dir_all(&run).unwrap();
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
@@ -327,6 +333,13 @@ fn hostile_records_are_refused_and_nothing_else_is_touched() {
             boot.trim()
         )
     };
+    // The journal: a forged line for "b" (the bystander with the wrong start time), garbage.
+    let journal = format!(
+        "{{\"Up\":{}}}\n\0\x01garbage\n{{\"Up\":{{\"app\":1}}}}\n",
+        rec("b", by, 2)
+    );
+    std::fs::write(run.join("records"), journal).unwrap();
+    // Files as earlier builds wrote them.
     std::fs::write(run.join("a.json"), rec("a", by, 1)).unwrap(); // wrong start time
     std::fs::write(run.join("gone.json"), rec("gone", 1, 0)).unwrap(); // pid 1
     std::fs::write(run.join("x.json"), b"\0\xff garbage").unwrap();
@@ -335,11 +348,75 @@ fn hostile_records_are_refused_and_nothing_else_is_touched() {
     // SAFETY: mkfifo reads the NUL-terminated path, a live CString.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     let p = p.start();
-    let a = p.wait_state("a", "READY", Duration::from_secs(10));
-    assert_ne!(a.pid, Some(by), "adopted a process by a forged record");
+    for app in ["a", "b"] {
+        let a = p.wait_state(app, "READY", Duration::from_secs(10));
+        assert_ne!(
+            a.pid,
+            Some(by),
+            "{app}: adopted a process by a forged record"
+        );
+    }
     assert!(alive(by), "the bystander was signalled");
     assert!(p.shutdown().success());
     assert!(alive(by), "the bystander was signalled at shutdown");
     bystander.kill().unwrap();
     bystander.wait().unwrap();
+}
+
+#[test]
+fn records_of_an_earlier_build_are_adopted_and_a_fifo_journal_does_not_hang() {
+    // paddock builds before the journal wrote `run/APP.json`, one record per file: a new
+    // binary started after them (an upgrade) must adopt those processes.
+    let marker = format!("adopt-legacy-{}", std::process::id());
+    let p = Paddock::with_apps(
+        "legacy",
+        &[
+            ("one", &sleeper(&format!("{marker}-one"))),
+            ("two", &sleeper(&format!("{marker}-two"))),
+        ],
+    );
+    let mut p = p.start();
+    let pids: Vec<i32> = ["one", "two"]
+        .iter()
+        .map(|n| {
+            p.wait_state(n, "READY", Duration::from_secs(10))
+                .pid
+                .unwrap()
+        })
+        .collect();
+    let mut child = p.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let run = p.dir.0.join("state/run");
+    let journal = std::fs::read_to_string(run.join("records")).unwrap();
+    let mut last = std::collections::BTreeMap::new();
+    for line in journal.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(r) = v.get("Up") {
+            last.insert(r["app"].as_str().unwrap().to_string(), r.clone());
+        }
+    }
+    assert_eq!(last.len(), 2, "journal: {journal}");
+    for (app, r) in &last {
+        std::fs::write(run.join(format!("{app}.json")), r.to_string()).unwrap();
+    }
+    // The journal itself is a FIFO now: not read (it would block), moved aside.
+    std::fs::remove_file(run.join("records")).unwrap();
+    let fifo = std::ffi::CString::new(run.join("records").to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads the NUL-terminated path, a live CString.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let p = p.start();
+    for (n, pid) in ["one", "two"].iter().zip(&pids) {
+        assert_eq!(
+            p.wait_state(n, "READY", Duration::from_secs(10)).pid,
+            Some(*pid),
+            "{n} was not adopted"
+        );
+    }
+    assert!(run.join("records.bad").exists());
+    assert!(!run.join("one.json").exists(), "the old record files stay");
+    assert!(p.shutdown().success());
+    wait_for(Duration::from_secs(5), "no app process left", || {
+        with_marker(&marker).is_empty()
+    });
 }

@@ -32,8 +32,8 @@ impl Supervisor {
         if want == app.recorded {
             return;
         }
-        match want {
-            None => adopt::remove(&self.run_dir, &app.name),
+        let written = match want {
+            None => self.records.gone(&app.name),
             Some((pid, ready)) => {
                 let Some((start_ticks, _)) = adopt::stat_of(pid) else {
                     return; // already gone: its exit is on its way
@@ -56,15 +56,17 @@ impl Supervisor {
                     stop_timeout_ms: app.spec.stop_timeout.as_millis() as u64,
                     restarts: u.m.restarts(),
                 };
-                if let Err(e) = adopt::write(&self.run_dir, &r) {
-                    eprintln!(
-                        "paddock: {}: cannot record its process in {} ({}): a restarted paddock could not adopt it",
-                        app.name,
-                        self.run_dir.display(),
-                        crate::util::io_reason(&e)
-                    );
-                }
+                self.records.up(&r)
             }
+        };
+        if let Err(e) = written {
+            eprintln!(
+                "paddock: {}: cannot record its process in {}/{} ({}): a restarted paddock could not adopt it",
+                app.name,
+                self.records.dir().display(),
+                adopt::JOURNAL,
+                crate::util::io_reason(&e)
+            );
         }
         if let Some(app) = self.apps[idx].as_mut() {
             app.recorded = want;
@@ -73,7 +75,7 @@ impl Supervisor {
 
     /// An app left the configuration: its record and held descriptors go too.
     pub(super) fn forget_app(&mut self, name: &str) {
-        adopt::remove(&self.run_dir, name);
+        let _ = self.records.gone(name);
         if let Some(fs) = self.fdstore.as_mut() {
             fs.del(&pipe_name(name, Stream::Out));
             fs.del(&pipe_name(name, Stream::Err));
@@ -85,7 +87,8 @@ impl Supervisor {
     /// configured, and drops stale records. Held descriptors nobody claims are released.
     pub fn adopt_all(&mut self, mut held: BTreeMap<String, OwnedFd>) {
         self.sync_wall(); // an adopted scheduled run's start is a wall-clock time
-        let records = adopt::load_all(&self.run_dir);
+        let records = self.records.load_all();
+        let mut kept = vec![];
         if !records.is_empty() {
             self.sync_publish(); // the listeners, before adopted apps become their targets
         }
@@ -96,19 +99,28 @@ impl Supervisor {
                 .and_then(|i| self.apps[i].as_ref())
                 .is_some_and(|a| Runner::of(&a.spec).outlives_paddock());
             if !r.alive(&self.boot_id) {
-                adopt::remove(&self.run_dir, &r.app);
                 continue;
             }
             match idx {
                 Some(idx) if native => {
                     self.adopt_one(idx, &r, &mut held);
                     adopted += 1;
+                    kept.push(r);
                 }
                 _ => {
                     self.stop_leftover(&r);
                     stopped += 1;
                 }
             }
+        }
+        // The journal holds the adopted processes only (each app's next change appends).
+        if let Err(e) = self.records.rewrite(&kept) {
+            eprintln!(
+                "paddock: cannot write {}/{} ({}): a restarted paddock could not adopt the apps",
+                self.records.dir().display(),
+                adopt::JOURNAL,
+                crate::util::io_reason(&e)
+            );
         }
         for name in held.keys() {
             if name.starts_with("log/")
@@ -159,6 +171,7 @@ impl Supervisor {
         let name = app.name.clone();
         app.pid = Some(r.pid);
         app.pgid = Some(r.pgid);
+        app.recorded = Some((r.pid, r.ready)); // as the journal has it
         // Its output: the pipes it writes to, kept by the holder while paddock was away.
         for stream in [Stream::Out, Stream::Err] {
             if let Some(fd) = held.remove(&pipe_name(&name, stream))
@@ -230,7 +243,6 @@ impl Supervisor {
             "paddock: {}: no longer configured: stopping pid {} left by an earlier paddock",
             r.app, r.pid
         );
-        adopt::remove(&self.run_dir, &r.app);
         let cg = r
             .cgroup
             .as_ref()

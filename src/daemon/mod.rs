@@ -235,7 +235,7 @@ pub struct Supervisor {
     /// Loads of the app files under way (see `reload.rs`).
     reloads: reload::Reloads,
     /// STATE_DIR/run: a record of each running app process (see `adoption.rs`).
-    run_dir: PathBuf,
+    records: crate::adopt::Journal,
     boot_id: String,
     /// paddock's own binary as it was started (what `reexec` executes; after a package upgrade
     /// it is the new version).
@@ -316,7 +316,7 @@ impl Supervisor {
             fdstore,
             held_sockets: Default::default(),
             reloads: Default::default(),
-            run_dir: crate::adopt::run_dir(&state_dir),
+            records: crate::adopt::Journal::new(&crate::adopt::run_dir(&state_dir)),
             boot_id: crate::adopt::boot_id(),
             exe: std::env::current_exe().ok(),
             reexec: None,

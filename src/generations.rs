@@ -8,8 +8,8 @@
 //! last stable generation, and a later `update` does not apply the generation a rollback left
 //! again while the file is unchanged.
 //!
-//! This file holds the history (`History`: what is kept per app, serialised as
-//! `STATE_DIR/generations/APP.json`) and the per-app watch (`Watch`: the decision when a
+//! This file holds the history (`History`: what is kept per app, serialised as a line of
+//! `STATE_DIR/generations/histories`) and the per-app watch (`Watch`: the decision when a
 //! generation is stable or bad). No file, no clock: the daemon (`daemon/generations.rs`) reads
 //! and writes the files, passes the time in and carries the decisions out.
 
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 /// Generations kept per app (the current one and the last stable one are always kept).
 pub const KEEP: usize = 10;
-/// The format of `STATE_DIR/generations/APP.json`.
+/// The format of a history (a line of `STATE_DIR/generations/histories`).
 pub const FORMAT: u32 = 1;
 
 /// Time since the driver's origin (its clock; tests use a fake one).

@@ -27,6 +27,9 @@ pub struct Cgroups {
     pub(super) v2_kill: bool,
     /// The thread of `precreate`.
     pub(super) precreating: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// App directories `precreate` made new in every base it makes them in (so they hold no
+    /// process): `create` takes them without a `mkdir` or a read of their members.
+    pub(super) fresh: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Cgroups {
@@ -44,6 +47,7 @@ impl Cgroups {
             notes: vec![],
             v2_kill: false,
             precreating: Default::default(),
+            fresh: Default::default(),
         }
     }
 
@@ -80,6 +84,7 @@ impl Cgroups {
             notes: vec![],
             v2_kill: false,
             precreating: Default::default(),
+            fresh: Default::default(),
         };
         let r = match host.layout {
             Layout::None => Err("this host has no cgroup hierarchy mounted".into()),
@@ -308,6 +313,9 @@ impl Cgroups {
         if self.unavailable.is_some() {
             return Err("cgroups are not available".into());
         }
+        // Made new by `precreate` in the bases an app without limits needs: no mkdir there.
+        let made = !adopt && self.fresh.lock().is_ok_and(|mut s| s.remove(dir_name));
+        let mut fresh = true;
         let (mut dirs, mut deferred) = (vec![], vec![]);
         for (k, base) in &self.bases {
             let d = Dir {
@@ -316,7 +324,9 @@ impl Cgroups {
             };
             match self.need(k, limits) {
                 lean::Need::Now => {
-                    mkdir(&d.path)?;
+                    if !(made && self.need(k, &CgLimits::default()) == lean::Need::Now) {
+                        fresh &= super::mkdir_new(&d.path)?;
+                    }
                     dirs.push(d);
                 }
                 lean::Need::Later => deferred.push(d),
@@ -330,7 +340,9 @@ impl Cgroups {
             oom_seen: 0,
             cached: Default::default(),
         };
-        let left = cg.members();
+        // A directory made just now holds no process, and its OOM counter is 0.
+        let fresh = fresh && !adopt;
+        let left = if fresh { vec![] } else { cg.members() };
         if !adopt && !left.is_empty() {
             // No other paddock uses this cgroup name (serve holds its lock): these are processes
             // an earlier paddock of ours left behind and nobody adopted. Stop them before the new
@@ -348,7 +360,9 @@ impl Cgroups {
             cg.kill_and_wait(std::time::Duration::from_secs(2))?;
         }
         cg.apply(limits)?;
-        cg.oom_seen = cg.oom_kills().unwrap_or(0);
+        if !fresh {
+            cg.oom_seen = cg.oom_kills().unwrap_or(0);
+        }
         Ok(cg)
     }
 }

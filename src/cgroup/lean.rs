@@ -8,7 +8,7 @@
 //! and freezer not at all. The directories of the apps that start with paddock are made on a
 //! thread of their own while the supervisor spawns (`precreate`).
 
-use super::{AppCgroup, CgLimits, Cgroups, Dir, Kind, mkdir, write};
+use super::{AppCgroup, CgLimits, Cgroups, Dir, Kind, mkdir, mkdir_new, write};
 
 /// Whether an app's cgroup has a directory in a hierarchy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,12 +56,17 @@ impl Cgroups {
             .filter(|(k, _)| self.need(k, &CgLimits::default()) == Need::Now)
             .map(|(_, b)| b.clone())
             .collect();
+        let fresh = self.fresh.clone();
         let t = std::thread::Builder::new()
             .name("paddock-cgroups".into())
             .spawn(move || {
                 for n in names {
+                    let mut new = true;
                     for b in &bases {
-                        let _ = mkdir(&b.join(&n));
+                        new &= mkdir_new(&b.join(&n)).unwrap_or(false);
+                    }
+                    if new && let Ok(mut s) = fresh.lock() {
+                        s.insert(n);
                     }
                 }
             });
@@ -75,6 +80,9 @@ impl Cgroups {
     pub(super) fn remove_leftovers(&self) {
         if let Some(t) = self.precreating.lock().ok().and_then(|mut s| s.take()) {
             let _ = t.join();
+        }
+        if let Ok(mut s) = self.fresh.lock() {
+            *s = Default::default();
         }
         for (_, b) in &self.bases {
             for e in std::fs::read_dir(b).into_iter().flatten().flatten() {

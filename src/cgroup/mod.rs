@@ -84,9 +84,14 @@ pub(crate) fn write(p: &Path, s: &str) -> Result<(), String> {
 }
 
 fn mkdir(p: &Path) -> Result<(), String> {
+    mkdir_new(p).map(|_| ())
+}
+
+/// `mkdir`, saying whether the directory is new (`false`: it was there).
+fn mkdir_new(p: &Path) -> Result<bool, String> {
     match std::fs::create_dir(p) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(format!(
             "mkdir {}: {}",
             p.display(),

@@ -236,7 +236,8 @@ impl Supervisor {
         let Some(app) = self.apps[idx].as_ref() else {
             return Err("app removed".into());
         };
-        if app.cgroup.is_none() {
+        let made = app.cgroup.is_none();
+        if made {
             let limits = app.spec.limits.cgroup();
             if self.cgroups.unavailable.is_some() && !limits.any() {
                 return Ok(vec![]); // an app without limits runs without a cgroup then
@@ -256,7 +257,10 @@ impl Supervisor {
         let Some(cg) = self.apps[idx].as_mut().and_then(|a| a.cgroup.as_mut()) else {
             return Ok(vec![]);
         };
-        cg.kill_and_wait(Duration::from_secs(2))?;
+        if !made {
+            // What the last process left (`create` saw to a cgroup it made or took over).
+            cg.kill_and_wait(Duration::from_secs(2))?;
+        }
         cg.mark_start();
         cg.open_procs()
     }

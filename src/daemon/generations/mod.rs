@@ -1,5 +1,5 @@
 //! The I/O side of generations and rollback (the decisions are `crate::generations`):
-//! `STATE_DIR/generations/APP.json` (the history, written to a temporary file and renamed),
+//! `STATE_DIR/generations/histories` (the journal of histories, see `store.rs`),
 //! `STATE_DIR/generations/modules/SHA256.wasm` (a copy of each kept generation's wasm module),
 //! rebuilding a generation's definition, rolling an app back (applied as `update` applies a
 //! changed app: a restart, or the gapless switch for a bundle), `paddock history` and
@@ -170,7 +170,7 @@ impl Supervisor {
 
     /// The app left the fleet.
     pub(super) fn gens_removed(&mut self, name: &str) {
-        self.gens.apps.remove(name);
+        self.gens.remove(name);
     }
 
     /// An app's state changed.

@@ -1,5 +1,5 @@
-//! The files of generations: `STATE_DIR/generations/APP.json` and the kept modules, what a
-//! generation's identity and summary are.
+//! The files of generations: the journal `STATE_DIR/generations/histories` and the kept
+//! modules, what a generation's identity and summary are.
 
 use super::super::*;
 use crate::generations::{History, Watch};
@@ -10,6 +10,15 @@ pub(super) const MAX_HISTORY: u64 = 8 << 20;
 /// An app file larger than this is not kept (app files are a few hundred bytes).
 pub(super) const MAX_APP_FILE: u64 = 1 << 20;
 
+/// The journal of histories in the generations directory.
+const JOURNAL: &str = "histories";
+/// A journal larger than this is not read (compaction keeps it within four times the live
+/// histories, each at most `MAX_HISTORY`).
+const MAX_JOURNAL: u64 = 256 << 20;
+/// The journal is compacted once it is this large and four times its size after the last
+/// compaction.
+const COMPACT_FLOOR: u64 = 1 << 20;
+
 /// One app's history and watch.
 pub(in crate::daemon) struct AppGens {
     pub history: History,
@@ -18,9 +27,24 @@ pub(in crate::daemon) struct AppGens {
     pub note: Option<String>,
 }
 
+/// Histories are kept in one journal, `STATE_DIR/generations/histories`: an app's whole
+/// history as a line of JSON, appended (one `write`) each time it changes, the last valid line
+/// of an app being its history; compacted (the last line of each app written to a temporary
+/// file renamed over it) once it has grown to four times its size after the last compaction.
+/// One file per app cost a new inode per app at the first start of a fleet, most of paddock's
+/// own start-up time. Files of earlier builds (`APP.json`) are read once, appended to the
+/// journal and removed.
 pub(in crate::daemon) struct Gens {
     pub(super) dir: PathBuf,
     pub(super) apps: BTreeMap<String, AppGens>,
+    /// The journal was read (at the first `load`).
+    read: bool,
+    /// Apps that left the fleet (their histories dropped from memory, not from the journal).
+    departed: std::collections::BTreeSet<String>,
+    /// Open for appending once something was written; its size; when it is compacted next.
+    file: Option<std::fs::File>,
+    bytes: u64,
+    compact_at: u64,
 }
 
 /// What identifies a definition: its digest, and its module's SHA-256.
@@ -34,11 +58,16 @@ impl Gens {
         Gens {
             dir: state_dir.join("generations"),
             apps: BTreeMap::new(),
+            read: false,
+            departed: Default::default(),
+            file: None,
+            bytes: 0,
+            compact_at: COMPACT_FLOOR,
         }
     }
 
-    pub(super) fn file(&self, app: &str) -> PathBuf {
-        self.dir.join(format!("{app}.json"))
+    fn journal(&self) -> PathBuf {
+        self.dir.join(JOURNAL)
     }
 
     pub(super) fn module_copy(&self, sha: &str) -> PathBuf {
@@ -49,14 +78,77 @@ impl Gens {
         self.apps.get(app)
     }
 
-    /// An app's history, read from its file the first time. A file that cannot be read or
-    /// makes no sense is reported, kept as `APP.json.corrupt`, and the history starts afresh.
+    /// An app's history: the journal's (read at the first call, with the files of earlier
+    /// builds), else a new one.
     pub(super) fn load(&mut self, app: &str) -> &mut AppGens {
+        if !self.read {
+            self.read = true;
+            self.read_all();
+        } else if self.departed.remove(app) && !self.apps.contains_key(app) {
+            // An app that left the fleet and came back: its history is still in the journal.
+            if let Some(h) = self.replay().remove(app) {
+                self.insert(h);
+            }
+        }
         if !self.apps.contains_key(app) {
-            let path = self.file(app);
-            let history = match read_history(&path, app) {
-                Ok(h) => h,
+            self.insert(History::new(app));
+        }
+        self.apps.get_mut(app).expect("inserted above")
+    }
+
+    /// The app left the fleet: its history leaves memory (the journal keeps it).
+    pub(super) fn remove(&mut self, app: &str) {
+        if self.apps.remove(app).is_some() {
+            self.departed.insert(app.to_string());
+        }
+    }
+
+    fn insert(&mut self, history: History) {
+        self.apps.insert(
+            history.app.clone(),
+            AppGens {
+                history,
+                watch: None,
+                note: None,
+            },
+        );
+    }
+
+    /// Every app's history from the journal, then the files of earlier builds: a file that
+    /// cannot be read or makes no sense is reported, kept as `APP.json.corrupt`, and that app's
+    /// history starts afresh; one that can is appended to the journal and removed.
+    fn read_all(&mut self) {
+        for (_, h) in self.replay() {
+            self.insert(h);
+        }
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut names: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for name in names {
+            let path = self.dir.join(&name);
+            if name.ends_with(".json.tmp") {
+                let _ = std::fs::remove_file(&path); // a write cut short
+                continue;
+            }
+            let Some(app) = name.strip_suffix(".json") else {
+                continue;
+            };
+            match read_history(&path, app) {
+                Ok(h) => {
+                    // Written by an earlier build after the journal's line, if any: newer.
+                    self.insert(h);
+                    self.save(app);
+                    if self.file.is_some() {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
                 Err(e) => {
+                    self.apps.remove(app);
                     let keep = path.with_extension("json.corrupt");
                     let kept = std::fs::rename(&path, &keep).is_ok();
                     eprintln!(
@@ -68,41 +160,121 @@ impl Gens {
                             String::new()
                         }
                     );
-                    History::new(app)
                 }
-            };
-            self.apps.insert(
-                app.to_string(),
-                AppGens {
-                    history,
-                    watch: None,
-                    note: None,
-                },
-            );
+            }
         }
-        self.apps.get_mut(app).expect("inserted above")
     }
 
-    /// Writes an app's history (a temporary file renamed over the old one).
-    pub(super) fn save(&self, app: &str) {
-        let Some(a) = self.apps.get(app) else {
+    /// The last valid history of each app in the journal. A line that is not one is
+    /// reported and skipped (the app's line before stands); a journal that cannot be read
+    /// (not a regular file, over 256 MiB) is reported and moved aside as `histories.bad`.
+    fn replay(&self) -> BTreeMap<String, History> {
+        let path = self.journal();
+        let mut out = BTreeMap::new();
+        if std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        {
+            return out;
+        }
+        let body = match crate::util::read_regular(&path, MAX_JOURNAL) {
+            Ok(b) => b,
+            Err(why) => {
+                let aside = self.dir.join(format!("{JOURNAL}.bad"));
+                let moved = std::fs::rename(&path, &aside).is_ok();
+                eprintln!(
+                    "paddock: {}: not a journal of generations ({why}); ignored{}: every app's history starts afresh",
+                    path.display(),
+                    if moved {
+                        format!(" and moved to {}", aside.display())
+                    } else {
+                        String::new()
+                    }
+                );
+                return out;
+            }
+        };
+        let mut bad = 0;
+        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let h = serde_json::from_slice::<History>(line)
+                .map_err(|e| format!("not a history of generations: {e}"))
+                .and_then(|h| h.validate(&h.app).map(|_| h));
+            match h {
+                Ok(h) => {
+                    out.insert(h.app.clone(), h);
+                }
+                Err(e) => {
+                    bad += 1;
+                    if bad <= 3 {
+                        eprintln!(
+                            "paddock: {} line {}: {e}; skipped (the app's line before, if any, stands)",
+                            path.display(),
+                            i + 1
+                        );
+                    }
+                }
+            }
+        }
+        if bad > 3 {
+            eprintln!(
+                "paddock: {}: {bad} lines in all were not histories; skipped",
+                path.display()
+            );
+        }
+        out
+    }
+
+    /// Writes an app's history: a line appended to the journal.
+    pub(super) fn save(&mut self, app: &str) {
+        let Some(line) = self.apps.get(app).map(|a| serde_json::to_vec(&a.history)) else {
             return;
         };
-        let path = self.file(app);
         let r = (|| -> std::io::Result<()> {
-            std::fs::create_dir_all(&self.dir)?;
-            let tmp = path.with_extension("json.tmp");
-            let body = serde_json::to_vec_pretty(&a.history).map_err(std::io::Error::other)?;
-            std::fs::write(&tmp, body)?;
-            std::fs::rename(&tmp, &path)
+            use std::io::Write;
+            let mut line = line.map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            if self.file.is_none() {
+                std::fs::create_dir_all(&self.dir)?;
+                let f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(self.journal())?;
+                self.bytes = f.metadata()?.len();
+                self.file = Some(f);
+            }
+            // One write: a line is whole in the file or absent.
+            self.file.as_mut().expect("opened above").write_all(&line)?;
+            self.bytes += line.len() as u64;
+            if self.bytes >= self.compact_at {
+                self.compact()?;
+            }
+            Ok(())
         })();
         if let Err(e) = r {
+            self.file = None;
             eprintln!(
                 "paddock: {app}: cannot write {}: {}; its generations will not survive a restart of paddock",
-                path.display(),
+                self.journal().display(),
                 crate::util::io_reason(&e)
             );
         }
+    }
+
+    /// Rewrites the journal with the last line of each app.
+    fn compact(&mut self) -> std::io::Result<()> {
+        let mut body = vec![];
+        for h in self.replay().values() {
+            body.extend(serde_json::to_vec(h).map_err(std::io::Error::other)?);
+            body.push(b'\n');
+        }
+        let tmp = self.dir.join(format!(".{JOURNAL}.tmp"));
+        std::fs::write(&tmp, &body)?;
+        std::fs::rename(&tmp, self.journal())?;
+        self.file = None;
+        self.bytes = body.len() as u64;
+        self.compact_at = (self.bytes * 4).max(COMPACT_FLOOR);
+        Ok(())
     }
 
     /// Keeps a copy of a module under its SHA-256 (once).
@@ -138,29 +310,14 @@ impl Gens {
         })
     }
 
-    /// Removes module copies no history file names any more.
+    /// Removes module copies no history names any more.
     pub(super) fn gc_modules(&self) {
         let mut used = std::collections::BTreeSet::new();
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            let Some(app) = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-            else {
-                continue;
-            };
-            let h = match self.apps.get(app) {
-                Some(a) => a.history.clone(),
-                None => match read_history(&p, app) {
-                    Ok(h) => h,
-                    // Unreadable: keep every module (it may name any of them).
-                    Err(_) => return,
-                },
-            };
+        let on_disk = self.replay();
+        for h in on_disk
+            .values()
+            .chain(self.apps.values().map(|a| &a.history))
+        {
             used.extend(
                 h.generations
                     .iter()
@@ -282,6 +439,95 @@ pub(super) fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(g: &mut Gens, app: &str, n: u8) {
+        let a = g.load(app);
+        a.history.record(
+            format!("{n:02x}").repeat(32),
+            "2026-11-30T00:00:00Z".into(),
+            "loaded",
+            format!("generation of {app}"),
+            crate::generations::Stored {
+                file: format!("/apps/{app}.toml").into(),
+                text: "x".repeat(300),
+                bundle_id: None,
+                bundle_dir: None,
+                module_sha256: None,
+            },
+        );
+        g.save(app);
+    }
+
+    /// The journal gives each app its last history back; a bad line is skipped, a crash loop
+    /// of saves does not grow it without bound, an app that left and came back finds its own.
+    #[test]
+    fn histories_journal_round_trip_and_bound() {
+        let d = crate::util::TestDir::new("gens-journal");
+        let mut g = Gens::new(d.path());
+        record(&mut g, "a", 1);
+        record(&mut g, "b", 1);
+        record(&mut g, "a", 2);
+        // Garbage, and a line for b that is JSON but no valid history (its current
+        // generation is not in it): both skipped, b's line before stands.
+        let path = d.path().join("generations").join(JOURNAL);
+        let mut text = std::fs::read(&path).unwrap();
+        text.extend(
+            b"{ torn\n\0\xff\n{\"format\":1,\"app\":\"b\",\"current\":7,\"generations\":[]}\n",
+        );
+        std::fs::write(&path, &text).unwrap();
+        let mut g = Gens::new(d.path());
+        assert_eq!(g.load("a").history.generations.len(), 2);
+        let b = &g.load("b").history;
+        assert_eq!((b.generations.len(), b.current), (1, 1));
+        assert!(g.load("c").history.generations.is_empty());
+        // Left and came back.
+        g.remove("a");
+        assert_eq!(g.load("a").history.generations.len(), 2);
+        // 10 apps, 3000 saves of ~2 KiB: compaction keeps the journal near its floor.
+        for n in 0..3000u32 {
+            g.save(&format!("a{}", n % 10));
+            if n < 10 {
+                record(&mut g, &format!("a{n}"), 3);
+            }
+        }
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < COMPACT_FLOOR + 8192, "journal grew to {size} bytes");
+        let mut g = Gens::new(d.path());
+        assert_eq!(g.load("a9").history.generations.len(), 1);
+        assert_eq!(g.load("a").history.generations.len(), 2);
+    }
+
+    /// Files of an earlier build are folded into the journal; a bad one is kept aside; a
+    /// journal that is a FIFO is moved aside without blocking.
+    #[test]
+    fn earlier_files_are_folded_in_and_a_fifo_journal_does_not_block() {
+        let d = crate::util::TestDir::new("gens-legacy");
+        let mut g = Gens::new(d.path());
+        record(&mut g, "a", 1);
+        let dir = d.path().join("generations");
+        let line = std::fs::read_to_string(dir.join(JOURNAL)).unwrap();
+        std::fs::remove_file(dir.join(JOURNAL)).unwrap();
+        std::fs::write(dir.join("a.json"), line.trim()).unwrap();
+        std::fs::write(dir.join("b.json"), "{ not json").unwrap();
+        let mut g = Gens::new(d.path());
+        assert_eq!(g.load("a").history.generations.len(), 1);
+        assert!(!dir.join("a.json").exists());
+        assert!(dir.join("b.json.corrupt").exists());
+        assert_eq!(
+            Gens::new(d.path()).load("a").history.generations.len(),
+            1,
+            "not in the journal"
+        );
+        std::fs::remove_file(dir.join(JOURNAL)).unwrap();
+        let c = std::ffi::CString::new(dir.join(JOURNAL).to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads the NUL-terminated path, a live CString.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let mut g = Gens::new(d.path());
+        assert!(g.load("a").history.generations.is_empty());
+        assert!(dir.join(format!("{JOURNAL}.bad")).exists());
+        record(&mut g, "a", 1);
+        assert_eq!(Gens::new(d.path()).load("a").history.generations.len(), 1);
+    }
 
     /// A module copy is kept only when its bytes are the ones the generation names.
     #[test]

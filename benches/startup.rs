@@ -1,5 +1,6 @@
 //! Core supervisor figures on this host (run: `cargo bench --bench startup`):
-//! - time until 1000 one-line apps all run under one `paddock serve`;
+//! - time until 1000 one-line apps all run under one `paddock serve`, beside the floor: the
+//!   same 1000 processes spawned by one bare loop in the same round;
 //! - paddock's own memory per supervised app (PSS with 1000 apps minus PSS with none), right
 //!   after they are ready (the status board just read, see `control/board.rs`) and once idle
 //!   (the board dropped after `WANTED_FOR` without a read), with paddock's total idle PSS;
@@ -18,6 +19,31 @@ use common::{BIN, Serve, pss_kib};
 
 fn scratch(tag: &str) -> PathBuf {
     common::scratch(tag, &[])
+}
+
+/// The floor of a start of `n` apps on this host: `n` `/bin/sleep` processes spawned by one
+/// loop (each `spawn` returns once the child has executed), in seconds; then killed.
+fn bare_spawns(n: usize) -> f64 {
+    let t = Instant::now();
+    let mut kids = vec![];
+    for _ in 0..n {
+        let c = Command::new("/bin/sleep")
+            .arg("100007")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match c {
+            Ok(c) => kids.push(c),
+            Err(_) => break,
+        }
+    }
+    let took = t.elapsed().as_secs_f64();
+    for mut c in kids {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    took
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -39,6 +65,7 @@ fn main() {
     s0.stop(false);
 
     let mut times = vec![];
+    let mut floor = vec![];
     let mut per_app = vec![];
     let mut status_ms = vec![];
     let (mut idle_per_app, mut idle_total) = (vec![], vec![]);
@@ -51,6 +78,7 @@ fn main() {
             )
             .unwrap();
         }
+        floor.push(bare_spawns(n));
         let t = Instant::now();
         let s = Serve::start(&d);
         s.wait_running(n);
@@ -78,7 +106,12 @@ fn main() {
     }
     println!(
         "  {n} apps all READY after:  :         {:.3} s (median; from exec of paddock serve)",
-        median(times)
+        median(times.clone())
+    );
+    println!(
+        "  the same {n} processes, one loop:   {:.3} s (median; the floor: spawn each, no pipes, no cgroup) => paddock {:.2}x",
+        median(floor.clone()),
+        median(times) / median(floor).max(1e-9)
     );
     println!(
         "  paddock memory per app (PSS):      {:.0} bytes just after ready, {:.0} bytes idle (paddock alone: {pss0} KiB)",

@@ -69,9 +69,15 @@ pub fn boot_id() -> String {
 
 /// (start time in ticks, process group) of a live process, from /proc/PID/stat.
 pub fn stat_of(pid: i32) -> Option<(u64, i32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold anything: parse after the last ')'.
-    let rest = &text[text.rfind(')')? + 1..];
+    use std::io::Read;
+    // One read: the line is a few hundred bytes (the command name at most 64).
+    let mut buf = [0u8; 1024];
+    let mut f = std::fs::File::open(format!("/proc/{pid}/stat")).ok()?;
+    let n = f.read(&mut buf).ok()?;
+    // The command name (field 2) is in parentheses and may hold any byte: parse after the
+    // last ')'.
+    let close = buf[..n].iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&buf[close + 1..n]).ok()?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state): pgrp is field 5, starttime field 22.
     let state = f.first()?;
@@ -466,8 +472,21 @@ mod tests {
 
     #[test]
     fn stat_parses_names_with_parentheses() {
-        // Our own name has none; the parser must survive a ')' in the middle anyway.
         assert!(stat_of(std::process::id() as i32).is_some());
         assert!(stat_of(i32::MAX).is_none());
+        // A name with ') ' and a byte that is not UTF-8, on a thread of ours.
+        let got = std::thread::spawn(|| {
+            let name = b"x) 1 2 (\xff\0";
+            // SAFETY: PR_SET_NAME reads a NUL-terminated name of at most 16 bytes, a live
+            // array; it renames this thread only.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            // SAFETY: gettid takes nothing.
+            let tid = unsafe { libc::gettid() };
+            (stat_of(tid), stat_of(std::process::id() as i32))
+        })
+        .join()
+        .unwrap();
+        assert!(got.0.is_some());
+        assert_eq!(got.0.map(|s| s.1), got.1.map(|s| s.1));
     }
 }

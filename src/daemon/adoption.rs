@@ -32,12 +32,18 @@ impl Supervisor {
         if want == app.recorded {
             return;
         }
+        let mut ticks = 0;
         let written = match want {
             None => self.records.gone(&app.name),
             Some((pid, ready)) => {
-                let Some((start_ticks, _)) = adopt::stat_of(pid) else {
-                    return; // already gone: its exit is on its way
+                let start_ticks = match app.recorded {
+                    Some((p, _)) if p == pid && app.recorded_ticks != 0 => app.recorded_ticks,
+                    _ => match adopt::stat_of(pid) {
+                        Some((t, _)) => t,
+                        None => return, // already gone: its exit is on its way
+                    },
                 };
+                ticks = start_ticks;
                 let r = Record {
                     app: app.name.to_string(),
                     pid,
@@ -70,6 +76,7 @@ impl Supervisor {
         }
         if let Some(app) = self.apps[idx].as_mut() {
             app.recorded = want;
+            app.recorded_ticks = ticks;
         }
     }
 
@@ -172,6 +179,7 @@ impl Supervisor {
         app.pid = Some(r.pid);
         app.pgid = Some(r.pgid);
         app.recorded = Some((r.pid, r.ready)); // as the journal has it
+        app.recorded_ticks = r.start_ticks;
         // Its output: the pipes it writes to, kept by the holder while paddock was away.
         for stream in [Stream::Out, Stream::Err] {
             if let Some(fd) = held.remove(&pipe_name(&name, stream))

@@ -145,6 +145,8 @@ struct App {
     /// What its record in the state directory says (pid, ready), so it is rewritten only on a
     /// change (see `adoption.rs`).
     recorded: Option<(i32, bool)>,
+    /// The start time of `recorded`'s process (clock ticks after boot), read once per process.
+    recorded_ticks: u64,
     /// `[[listen]]`: its sockets and the tasks watching them (see `sockets.rs`).
     sockets: sockets::AppSockets,
 }
@@ -385,6 +387,7 @@ impl Supervisor {
             status_text: String::new(),
             cgroup: None,
             recorded: None,
+            recorded_ticks: 0,
             sockets: Default::default(),
         };
         self.apps.resize_with(idx, || None);

@@ -61,34 +61,111 @@ pub fn rfc3339_string(t: SystemTime) -> String {
 /// The one way paddock writes a size (status, limits, messages), in the units app files use:
 /// "32MiB", "32.06MiB", "640KiB", "100B".
 pub fn human_bytes(n: u64) -> String {
+    let mut s = String::new();
+    write_bytes(&mut s, n);
+    s
+}
+
+/// `human_bytes` written into `out`: at most two decimals, trailing zeros dropped, rounded
+/// half to even (as `{:.2}` rounds the exact quotient). Integer arithmetic: the status table
+/// writes one per app.
+pub fn write_bytes(out: &mut String, n: u64) {
+    use std::fmt::Write;
     let units = [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (u, size) in units {
         if n >= size {
-            let v = n as f64 / size as f64;
-            let s = format!("{v:.2}");
-            let s = s.trim_end_matches('0').trim_end_matches('.');
-            return format!("{s}{u}");
+            let (size, n) = (size as u128, n as u128);
+            let (mut q, r) = (n * 100 / size, n * 100 % size);
+            if 2 * r > size || (2 * r == size && q % 2 == 1) {
+                q += 1;
+            }
+            let (whole, frac) = (q / 100, q % 100);
+            let _ = match frac {
+                0 => write!(out, "{whole}{u}"),
+                f if f % 10 == 0 => write!(out, "{whole}.{}{u}", f / 10),
+                f => write!(out, "{whole}.{f:02}{u}"),
+            };
+            return;
         }
     }
-    format!("{n}B")
+    let _ = write!(out, "{n}B");
 }
 
 pub fn human_duration(d: Duration) -> String {
+    let mut s = String::new();
+    write_duration(&mut s, d);
+    s
+}
+
+/// `human_duration` written into `out`.
+pub fn write_duration(out: &mut String, d: Duration) {
+    use std::fmt::Write;
     let s = d.as_secs();
-    if s >= 86_400 {
-        format!("{}d {}h", s / 86_400, s % 86_400 / 3600)
+    let _ = if s >= 86_400 {
+        write!(out, "{}d {}h", s / 86_400, s % 86_400 / 3600)
     } else if s >= 3600 {
-        format!("{}h {:02}m", s / 3600, s % 3600 / 60)
+        write!(out, "{}h {:02}m", s / 3600, s % 3600 / 60)
     } else if s >= 60 {
-        format!("{}m {:02}s", s / 60, s % 60)
+        write!(out, "{}m {:02}s", s / 60, s % 60)
     } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
+        let tenths = (d.as_nanos() + 50_000_000) / 100_000_000;
+        write!(out, "{}.{}s", tenths / 10, tenths % 10)
+    };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The integer formatting says what the float formatting said.
+    #[test]
+    fn human_bytes_and_durations_as_before() {
+        let old = |n: u64| {
+            for (u, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+                if n >= size {
+                    let s = format!("{:.2}", n as f64 / size as f64);
+                    return format!("{}{u}", s.trim_end_matches('0').trim_end_matches('.'));
+                }
+            }
+            format!("{n}B")
+        };
+        let mut n: u64 = 0;
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        while n < (1 << 44) {
+            assert_eq!(human_bytes(n), old(n), "{n}");
+            // Every small value, then a walk with random steps, and the ties around each unit.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            n = if n < 5000 {
+                n + 1
+            } else {
+                n + 1 + x % (n / 50)
+            };
+        }
+        for size in [1u64 << 10, 1 << 20, 1 << 30] {
+            for k in 0..2000u64 {
+                let n = size + k * size / 200; // every half-hundredth: the ties
+                assert_eq!(human_bytes(n), old(n), "{n}");
+            }
+        }
+        // Tenths, rounded half up on the exact time (the float formatting rounded 0.15 s,
+        // stored as 0.1499…, down).
+        for (ms, want) in [
+            (0u64, "0.0s"),
+            (49, "0.0s"),
+            (50, "0.1s"),
+            (149, "0.1s"),
+            (150, "0.2s"),
+            (999, "1.0s"),
+            (8_660, "8.7s"),
+            (59_949, "59.9s"),
+        ] {
+            assert_eq!(human_duration(Duration::from_millis(ms)), want, "{ms}");
+        }
+        assert_eq!(human_duration(Duration::from_secs(61)), "1m 01s");
+        assert_eq!(human_duration(Duration::from_secs(90_000)), "1d 1h");
+    }
 
     #[test]
     fn rfc3339_known_dates() {

@@ -82,43 +82,48 @@ impl Board {
         let now = Instant::now();
         let ms = now.saturating_duration_since(self.origin).as_millis() as u64;
         self.read_ms.store(ms.max(1), Ordering::Relaxed);
-        let apps = {
+        let (mut apps, lives) = {
             let g = self.inner.lock().ok()?;
             if !g.live {
                 return None;
             }
-            let pick = |name: &str| {
-                let e = g.apps.get(name)?;
+            // The table of all apps shows a few fields: only those are copied.
+            let slim = matches!(format, Format::Table(_)) && names.is_empty();
+            let (mut apps, mut lives) = (Vec::new(), Vec::new());
+            let mut take = |e: Option<&Entry>| -> Option<()> {
+                let e = e?;
                 let age = now.saturating_duration_since(e.at);
-                (age <= FRESH).then(|| (aged(&e.status, age), e.live.clone()))
+                if age > FRESH {
+                    return None;
+                }
+                apps.push(aged(&e.status, age, slim));
+                lives.push(e.live.clone());
+                Some(())
             };
             if names.is_empty() || names.iter().any(|n| n == "all") {
                 // `all` beside a name the board does not know: the supervisor says which (404).
                 if !g.complete || names.iter().any(|n| n != "all" && !g.apps.contains_key(n)) {
                     return None;
                 }
-                g.apps.keys().map(|n| pick(n)).collect::<Option<Vec<_>>>()?
+                for e in g.apps.values() {
+                    take(Some(e))?;
+                }
             } else {
                 let mut seen = std::collections::HashSet::new();
-                names
-                    .iter()
-                    .filter(|n| seen.insert(n.as_str()))
-                    .map(|n| pick(n))
-                    .collect::<Option<Vec<_>>>()?
+                for n in names.iter().filter(|n| seen.insert(n.as_str())) {
+                    take(g.apps.get(n))?;
+                }
             }
+            (apps, lives)
         };
         // Outside the lock (a cgroup's usage may be read from its files): the supervisor's
-        // writes never wait for them.
-        let apps = apps
-            .into_iter()
-            .map(|(mut s, live)| {
-                if let Some(live) = live {
-                    live(&mut s);
-                }
-                current(&mut s);
-                s
-            })
-            .collect();
+        // writes never wait for them. In place: a status is large, moving it costs.
+        for (s, live) in apps.iter_mut().zip(&lives) {
+            if let Some(live) = live {
+                live(s);
+            }
+            current(s);
+        }
         Some(status_reply(apps, format, !names.is_empty()))
     }
 
@@ -191,14 +196,54 @@ impl Board {
 }
 
 /// A status as it stood `age` ago, aged to now.
-fn aged(s: &AppStatus, age: Duration) -> AppStatus {
-    let mut s = s.clone();
+fn aged(s: &AppStatus, age: Duration, slim: bool) -> AppStatus {
+    let mut s = if slim { table_fields(s) } else { s.clone() };
     let dt = age.as_secs_f64();
     s.since_secs += dt;
     if let Some(u) = s.uptime_secs.as_mut() {
         *u += dt;
     }
     s
+}
+
+/// What the table of all apps shows of a status (`view::table`, `table::all_ready`), the rest
+/// left empty: a full copy of a thousand statuses was a third of a `paddock status`.
+fn table_fields(s: &AppStatus) -> AppStatus {
+    AppStatus {
+        name: s.name.clone(),
+        state: s.state.clone(),
+        pid: s.pid,
+        uptime_secs: s.uptime_secs,
+        since_secs: s.since_secs,
+        restarts: s.restarts,
+        failures: s.failures,
+        last_exit: s.last_exit.clone(),
+        message: s.message.clone(),
+        isolation: s.isolation.clone(),
+        sandbox: None,
+        fallback: s.fallback.clone(),
+        memory_bytes: s.memory_bytes,
+        cpu_usec: s.cpu_usec,
+        pids: s.pids,
+        cgroup: None,
+        limits: None,
+        autostart: s.autostart,
+        restart_policy: s.restart_policy,
+        command: vec![],
+        health: s.health,
+        health_detail: None,
+        after: vec![],
+        requires: vec![],
+        waiting_for: vec![],
+        published: vec![],
+        listen: vec![],
+        on_demand: s.on_demand,
+        http: None,
+        log_lines_dropped: s.log_lines_dropped,
+        generation: s.generation,
+        rollback: None,
+        schedule: None,
+    }
 }
 
 /// The answer to a status request: JSON, or the CLI's table (`named`: apps were named).

@@ -18,33 +18,55 @@ pub fn table(apps: &[AppStatus], named: bool, width: Option<usize>) -> String {
         "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>10}  {:9}  LAST EXIT / INFO",
         "NAME", "STATE", "LEVEL", "PID", "UPTIME", "RESTARTS", "MEMORY", "HEALTH"
     );
+    // Cells are written into one scratch string each (no allocation per cell once warm).
+    fn cell(s: &mut String) -> &mut String {
+        s.clear();
+        s
+    }
+    let (mut pid, mut up, mut level, mut mem) =
+        (String::new(), String::new(), String::new(), String::new());
     for a in apps {
-        let pid = a.pid.map_or("-".into(), |p| p.to_string());
-        let up = a.uptime_secs.map_or("-".into(), |s| {
-            crate::util::human_duration(std::time::Duration::from_secs_f64(s))
-        });
-        let level = if a.fallback.is_some() {
-            format!("{}*", a.isolation)
-        } else {
-            a.isolation.clone()
-        };
+        match a.pid {
+            Some(p) => {
+                let _ = write!(cell(&mut pid), "{p}");
+            }
+            None => cell(&mut pid).push('-'),
+        }
+        match a.uptime_secs {
+            Some(s) => crate::util::write_duration(
+                cell(&mut up),
+                std::time::Duration::try_from_secs_f64(s).unwrap_or_default(),
+            ),
+            None => cell(&mut up).push('-'),
+        }
+        cell(&mut level).push_str(&a.isolation);
+        if a.fallback.is_some() {
+            level.push('*');
+        }
+        match a.memory_bytes {
+            Some(b) => crate::util::write_bytes(cell(&mut mem), b),
+            None => cell(&mut mem).push('-'),
+        }
         let health = match a.health {
             None => "-",
             Some(crate::supervise::Health::Healthy) => "healthy",
             Some(crate::supervise::Health::Unhealthy) => "unhealthy",
             Some(crate::supervise::Health::Unknown) => "unknown",
         };
-        let mem = a.memory_bytes.map_or("-".into(), human_bytes);
-        let mut line = format!(
+        let start = out.len();
+        let _ = write!(
+            out,
             "{:w$}  {:9} {:8} {:>8}  {:>9}  {:>8}  {:>10}  {:9}  ",
             a.name, a.state, level, pid, up, a.restarts, mem, health
         );
+        let used = out.len() - start;
         let info = info(a);
         match width {
-            Some(cols) if !named => line.push_str(&cut(&info, cols.saturating_sub(line.len()))),
-            _ => line.push_str(&info),
+            Some(cols) if !named => out.push_str(&cut(&info, cols.saturating_sub(used))),
+            _ => out.push_str(&info),
         }
-        let _ = writeln!(out, "{}", line.trim_end());
+        out.truncate(out.trim_end().len().max(start));
+        out.push('\n');
         if named && let Some(d) = detail(a) {
             let _ = writeln!(out, "{:w$}  {d}", "");
         }

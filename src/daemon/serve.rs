@@ -109,8 +109,8 @@ pub fn serve(opts: Options) -> Result<Outcome, String> {
         .log_dir
         .clone()
         .unwrap_or_else(|| opts.state_dir.join("logs"));
-    // One thread runs the supervisor, probes and the pipe readers: the supervisor is one task
-    // that owns all state. The control socket has a thread of its own (see
+    // One thread runs the supervisor and probes: the supervisor is one task that owns all
+    // state. The apps' output pipes are read by a thread of their own (`logs/readers.rs`). The control socket has a thread of its own (see
     // `control::server::start_thread`).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -11,6 +11,7 @@
 //! followers, lost-line notices); `file` one stream's file (whole-line writes, rotation).
 
 mod file;
+mod readers;
 mod sink;
 mod writer;
 
@@ -19,11 +20,10 @@ pub use sink::{Sink, SinkWriter};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 pub use writer::FOLLOW_BUDGET;
 use writer::Writer;
@@ -81,6 +81,7 @@ pub struct Logs {
     data: mpsc::Sender<Data>,
     ctl: mpsc::UnboundedSender<Ctl>,
     dropped: DropCounts,
+    readers: Arc<readers::Readers>,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -125,6 +126,7 @@ impl Logs {
             })?;
         Ok(Logs {
             dir,
+            readers: readers::Readers::start(data.clone())?,
             data,
             ctl,
             dropped,
@@ -150,44 +152,10 @@ impl Logs {
         let _ = rx.await;
     }
 
-    /// Reads a pipe until EOF, forwarding everything to the writer. Runs as a task.
-    pub fn spawn_reader(
-        &self,
-        fd: OwnedFd,
-        app: Arc<str>,
-        stream: Stream,
-    ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-        // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open and the same for
-        // the AsyncFd's whole life.
-        let afd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let tx = self.data.clone();
-        Ok(tokio::spawn(async move {
-            loop {
-                let Ok(mut guard) = afd.readable().await else {
-                    return;
-                };
-                let res = guard.try_io(|fd| read_chunk(fd.get_ref().as_raw_fd()));
-                match res {
-                    Ok(Ok(Some(bytes))) => {
-                        if tx
-                            .send(Data {
-                                app: app.clone(),
-                                stream,
-                                time: SystemTime::now(),
-                                bytes,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(Ok(None)) | Ok(Err(_)) => return, // EOF or a hard error
-                    Err(_would_block) => continue,
-                }
-            }
-        }))
+    /// Reads a pipe (its non-blocking read end) until EOF, forwarding everything to the
+    /// writer (`readers.rs`).
+    pub fn spawn_reader(&self, fd: OwnedFd, app: Arc<str>, stream: Stream) -> std::io::Result<()> {
+        self.readers.add(fd, app, stream)
     }
 }
 

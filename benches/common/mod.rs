@@ -57,8 +57,22 @@ impl Serve {
             .stderr(Stdio::null())
             .spawn()
             .expect("paddock serve");
+        let mut child = child;
         let client = Client::new(&sock);
+        let t = Instant::now();
         while client.request("GET", "/v1/version", None).is_err() {
+            // A paddock that cannot start (another one holds the cgroup name, …) ends the
+            // bench with its reason, not a wait for ever.
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "paddock serve exited ({st}) before its socket answered: run it by hand to see why (is another paddock running?)"
+                );
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "paddock serve did not answer on {} within 60 s",
+                sock.display()
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         Serve {
@@ -96,13 +110,18 @@ impl Serve {
     }
 
     /// Until paddock has `n` apps, all READY.
+    /// Waits until `n` apps are all `READY`. Polls every 5 ms with the CLI's table (its content
+    /// type says whether all are ready), not the JSON: decoding 1000 statuses every 2 ms took
+    /// most of a core from the start being measured.
     pub fn wait_running(&self, n: usize) {
         loop {
-            let st = self.status();
-            if st.apps.len() == n && st.apps.iter().all(|a| a.state == "READY") {
+            if let Ok((ctype, body)) = self.client.text("/v1/apps?format=table")
+                && ctype == paddock::control::table::ALL_READY
+                && body.lines().count() == n + 1
+            {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

@@ -508,3 +508,37 @@ fn status_from_the_board_is_never_behind_an_answer() {
         "the apps did crash-loop: c1 restarted {restarts} times"
     );
 }
+
+#[test]
+fn what_apps_write_as_they_stop_is_in_their_logs_after_shutdown() {
+    // Each app answers SIGTERM with 60 KB of output and a last line, then exits: paddock's
+    // shutdown must read all of it from the pipes before it flushes the logs and exits.
+    let app = "command = [\"/bin/sh\", \"-c\", \"trap 'head -c 60000 /dev/zero | tr \\\"\\\\\\\\0\\\" x; echo; echo the-last-line; exit 0' TERM; echo started; while :; do sleep 0.05; done\"]\n";
+    let names: Vec<String> = (0..20).map(|i| format!("stopper{i}")).collect();
+    let apps: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), app)).collect();
+    let mut p = Paddock::with_apps("lastwords", &apps).start();
+    let dir = p.logs_dir();
+    for n in &names {
+        p.wait_state(n, "READY", Duration::from_secs(10));
+    }
+    wait_for(Duration::from_secs(10), "every app's first line", || {
+        names.iter().all(|n| {
+            std::fs::read_to_string(dir.join(format!("{n}.out")))
+                .is_ok_and(|s| s.contains("started"))
+        })
+    });
+    // Shut down, keeping the scratch directory (`shutdown` would drop it).
+    let mut child = p.child.take().unwrap();
+    // SAFETY: kill(2) takes no pointers; the pid is of the child this test started and has not
+    // waited for yet.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_child(&mut child, Duration::from_secs(30)).success());
+    for n in &names {
+        let text = std::fs::read_to_string(dir.join(format!("{n}.out"))).unwrap();
+        let xs = text.bytes().filter(|&b| b == b'x').count();
+        assert!(
+            text.contains("the-last-line") && xs >= 60_000,
+            "{n}: {xs} of 60000 bytes and no last line in its log after shutdown"
+        );
+    }
+}

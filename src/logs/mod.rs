@@ -146,7 +146,10 @@ impl Logs {
         let _ = self.ctl.send(c);
     }
 
+    /// Writes out everything the apps wrote so far: what their pipes hold is read first (at
+    /// most 2 s), then the writer flushes.
     pub async fn flush(&self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.readers.drain()).await;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.send(Ctl::Flush(tx));
         let _ = rx.await;

@@ -25,7 +25,17 @@ struct Slots {
 pub(super) struct Readers {
     epfd: OwnedFd,
     slots: Mutex<Slots>,
+    /// Wakes the thread for a drain (`drain`), registered under `DRAIN`.
+    wake: OwnedFd,
+    /// Those waiting for the drain in progress.
+    drained: Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
 }
+
+/// The epoll key of `wake`.
+const DRAIN: u64 = u64::MAX;
+/// Chunks read from one pipe in a drain at most: an app writing without pause cannot hold a
+/// shutdown.
+const DRAIN_CHUNKS: usize = 64;
 
 impl Readers {
     /// The epoll set and its thread, which forwards what it reads to `tx` (and ends when
@@ -36,10 +46,28 @@ impl Readers {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
+        // SAFETY: a descriptor the kernel just returned, owned by nothing else.
+        let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: eventfd takes a count and flags and returns a new descriptor or -1.
+        let wfd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if wfd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        let wake = unsafe { OwnedFd::from_raw_fd(wfd) };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: DRAIN,
+        };
+        // SAFETY: epoll_ctl reads `ev`, a live local; both descriptors are open and owned here.
+        if unsafe { libc::epoll_ctl(epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, wfd, &mut ev) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
         let r = Arc::new(Readers {
-            // SAFETY: a descriptor the kernel just returned, owned by nothing else.
-            epfd: unsafe { OwnedFd::from_raw_fd(fd) },
+            epfd,
             slots: Mutex::default(),
+            wake,
+            drained: Mutex::default(),
         });
         let me = r.clone();
         std::thread::Builder::new()
@@ -100,6 +128,58 @@ impl Readers {
         }
     }
 
+    /// Asks the thread to read what every pipe holds now and hand it to the writer (before a
+    /// flush of the logs: the last lines of apps that just stopped); the receiver is told
+    /// once that is done (or dropped if the thread is gone).
+    pub(super) fn drain(&self) -> tokio::sync::oneshot::Receiver<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.drained.lock() {
+            Ok(mut d) => d.push(tx),
+            Err(p) => p.into_inner().push(tx),
+        }
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live local array to our eventfd.
+        unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+        rx
+    }
+
+    /// One pipe's chunk to the writer; `false` once the writer is gone.
+    fn forward(&self, key: usize, tx: &mpsc::Sender<Data>, chunks: usize) -> bool {
+        // Only this thread removes (and closes) pipes: the descriptor stays open while it is
+        // read without the lock.
+        let Some((fd, app, stream)) = self
+            .slots()
+            .pipes
+            .get(key)
+            .and_then(Option::as_ref)
+            .map(|p| (p.fd.as_raw_fd(), p.app.clone(), p.stream))
+        else {
+            return true;
+        };
+        for _ in 0..chunks {
+            match super::read_chunk(fd) {
+                Ok(Some(bytes)) => {
+                    let d = Data {
+                        app: app.clone(),
+                        stream,
+                        time: SystemTime::now(),
+                        bytes,
+                    };
+                    if tx.blocking_send(d).is_err() {
+                        return false; // the writer is gone
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                // EOF (every writer closed it) or a hard error.
+                Ok(None) | Err(_) => {
+                    self.remove(key);
+                    break;
+                }
+            }
+        }
+        true
+    }
+
     fn run(&self, tx: mpsc::Sender<Data>) {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
         loop {
@@ -120,33 +200,30 @@ impl Readers {
                 return;
             }
             for ev in &events[..n as usize] {
-                let key = ev.u64 as usize;
-                // Only this thread removes (and closes) pipes: the descriptor stays open while
-                // it is read without the lock.
-                let Some((fd, app, stream)) = self
-                    .slots()
-                    .pipes
-                    .get(key)
-                    .and_then(Option::as_ref)
-                    .map(|p| (p.fd.as_raw_fd(), p.app.clone(), p.stream))
-                else {
-                    continue;
-                };
-                match super::read_chunk(fd) {
-                    Ok(Some(bytes)) => {
-                        let d = Data {
-                            app,
-                            stream,
-                            time: SystemTime::now(),
-                            bytes,
-                        };
-                        if tx.blocking_send(d).is_err() {
-                            return; // the writer is gone
+                if ev.u64 == DRAIN {
+                    let mut count = [0u8; 8];
+                    // SAFETY: reads 8 bytes into a live local array from our eventfd.
+                    unsafe { libc::read(self.wake.as_raw_fd(), count.as_mut_ptr().cast(), 8) };
+                    let waiting = std::mem::take(&mut *match self.drained.lock() {
+                        Ok(d) => d,
+                        Err(p) => p.into_inner(),
+                    });
+                    let keys: Vec<usize> = {
+                        let s = self.slots();
+                        (0..s.pipes.len())
+                            .filter(|&k| s.pipes[k].is_some())
+                            .collect()
+                    };
+                    for k in keys {
+                        if !self.forward(k, &tx, DRAIN_CHUNKS) {
+                            return;
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    // EOF (every writer closed it) or a hard error.
-                    Ok(None) | Err(_) => self.remove(key),
+                    for w in waiting {
+                        let _ = w.send(());
+                    }
+                } else if !self.forward(ev.u64 as usize, &tx, 1) {
+                    return;
                 }
             }
         }

@@ -118,12 +118,7 @@ enum Entry {
 
 /// The journal of records in a run directory (see the module's notes).
 pub struct Journal {
-    dir: PathBuf,
-    /// Open for appending once something was written.
-    file: Option<std::fs::File>,
-    /// Its size now, and when it is compacted next.
-    bytes: u64,
-    compact_at: u64,
+    file: crate::journal::Journal,
     /// Record files of an earlier build, read at start: removed once the journal holds what
     /// was kept of them.
     legacy: Vec<PathBuf>,
@@ -133,21 +128,20 @@ impl Journal {
     /// The journal of `dir`, not yet read or opened.
     pub fn new(dir: &Path) -> Journal {
         Journal {
-            dir: dir.to_path_buf(),
-            file: None,
-            bytes: 0,
-            compact_at: COMPACT_FLOOR,
+            file: crate::journal::Journal::new(
+                dir,
+                JOURNAL,
+                "process records",
+                COMPACT_FLOOR,
+                MAX_JOURNAL,
+            ),
             legacy: vec![],
         }
     }
 
-    fn path(&self) -> PathBuf {
-        self.dir.join(JOURNAL)
-    }
-
     /// The run directory it is in.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.file.dir()
     }
 
     /// The app's process as it is now.
@@ -161,23 +155,7 @@ impl Journal {
     }
 
     fn append(&mut self, e: &Entry) -> std::io::Result<()> {
-        use std::io::Write;
-        let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        if self.file.is_none() {
-            std::fs::create_dir_all(&self.dir)?;
-            let f = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(self.path())?;
-            self.bytes = f.metadata()?.len();
-            self.file = Some(f);
-        }
-        let f = self.file.as_mut().expect("opened above");
-        // One write: a line is whole in the file or absent.
-        f.write_all(&line)?;
-        self.bytes += line.len() as u64;
-        if self.bytes >= self.compact_at {
+        if self.file.append(e)? {
             let live: Vec<Record> = self.read().into_values().collect();
             self.rewrite(&live)?;
         }
@@ -186,80 +164,26 @@ impl Journal {
 
     /// Replaces the journal with these records (a temporary file renamed over it).
     pub fn rewrite(&mut self, live: &[Record]) -> std::io::Result<()> {
-        let mut body = vec![];
-        for r in live {
-            body.extend(serde_json::to_vec(&Entry::Up(r.clone())).map_err(std::io::Error::other)?);
-            body.push(b'\n');
-        }
-        std::fs::create_dir_all(&self.dir)?;
-        let tmp = self.dir.join(format!(".{JOURNAL}.tmp"));
-        std::fs::write(&tmp, &body)?;
-        std::fs::rename(&tmp, self.path())?;
-        self.file = None; // the old file, renamed over: opened again at the next line
-        self.bytes = body.len() as u64;
-        self.compact_at = (self.bytes * 4).max(COMPACT_FLOOR);
+        let lines: Vec<Entry> = live.iter().map(|r| Entry::Up(r.clone())).collect();
+        self.file.replace(&lines)?;
         for p in self.legacy.drain(..) {
             let _ = std::fs::remove_file(p);
         }
         Ok(())
     }
 
-    /// The journal's records by app, each as its last line left it. A line that is not one
-    /// is reported and skipped; a journal that cannot be read (not a regular file, over 64 MiB)
-    /// is reported and moved aside as `records.bad`.
+    /// The journal's records by app, each as its last line left it.
     fn read(&self) -> std::collections::BTreeMap<String, Record> {
-        let path = self.path();
         let mut out = std::collections::BTreeMap::new();
-        if std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-        {
-            return out;
-        }
-        let body = match crate::util::read_regular(&path, MAX_JOURNAL) {
-            Ok(b) => b,
-            Err(why) => {
-                let aside = self.dir.join(format!("{JOURNAL}.bad"));
-                let moved = std::fs::rename(&path, &aside).is_ok();
-                eprintln!(
-                    "paddock: {}: not a journal of process records ({why}); ignored{}: processes it named are not adopted (stop them by hand if they still run)",
-                    path.display(),
-                    if moved {
-                        format!(" and moved to {}", aside.display())
-                    } else {
-                        String::new()
-                    }
-                );
-                return out;
-            }
-        };
-        let mut bad = 0;
-        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            match serde_json::from_slice::<Entry>(line) {
-                Ok(Entry::Up(r)) => {
+        for e in self.file.read::<Entry>(|_| Ok(())) {
+            match e {
+                Entry::Up(r) => {
                     out.insert(r.app.clone(), r);
                 }
-                Ok(Entry::Gone(app)) => {
+                Entry::Gone(app) => {
                     out.remove(&app);
                 }
-                Err(e) => {
-                    bad += 1;
-                    if bad <= 3 {
-                        eprintln!(
-                            "paddock: {} line {}: not a process record ({e}); skipped",
-                            path.display(),
-                            i + 1
-                        );
-                    }
-                }
             }
-        }
-        if bad > 3 {
-            eprintln!(
-                "paddock: {}: {bad} lines in all were not process records; skipped",
-                path.display()
-            );
         }
         out
     }
@@ -268,11 +192,10 @@ impl Journal {
     /// when the caller rewrites the journal with what it keeps).
     pub fn load_all(&mut self) -> Vec<Record> {
         let mut all = self.read();
-        for (r, path) in load_files(&self.dir) {
+        for (r, path) in load_files(self.file.dir()) {
             all.insert(r.app.clone(), r);
             self.legacy.push(path);
         }
-        let _ = std::fs::remove_file(self.dir.join(format!(".{JOURNAL}.tmp")));
         all.into_values().collect()
     }
 }

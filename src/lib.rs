@@ -29,6 +29,7 @@ pub mod fleet;
 pub mod generations;
 pub mod health;
 pub mod import;
+pub mod journal;
 pub mod listen;
 pub mod lock;
 pub mod logs;

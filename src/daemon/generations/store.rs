@@ -41,10 +41,7 @@ pub(in crate::daemon) struct Gens {
     read: bool,
     /// Apps that left the fleet (their histories dropped from memory, not from the journal).
     departed: std::collections::BTreeSet<String>,
-    /// Open for appending once something was written; its size; when it is compacted next.
-    file: Option<std::fs::File>,
-    bytes: u64,
-    compact_at: u64,
+    journal: crate::journal::Journal,
 }
 
 /// What identifies a definition: its digest, and its module's SHA-256.
@@ -55,19 +52,20 @@ pub(super) struct Ident {
 
 impl Gens {
     pub fn new(state_dir: &Path) -> Gens {
+        let dir = state_dir.join("generations");
         Gens {
-            dir: state_dir.join("generations"),
+            journal: crate::journal::Journal::new(
+                &dir,
+                JOURNAL,
+                "histories of generations",
+                COMPACT_FLOOR,
+                MAX_JOURNAL,
+            ),
+            dir,
             apps: BTreeMap::new(),
             read: false,
             departed: Default::default(),
-            file: None,
-            bytes: 0,
-            compact_at: COMPACT_FLOOR,
         }
-    }
-
-    fn journal(&self) -> PathBuf {
-        self.dir.join(JOURNAL)
     }
 
     pub(super) fn module_copy(&self, sha: &str) -> PathBuf {
@@ -142,8 +140,7 @@ impl Gens {
                 Ok(h) => {
                     // Written by an earlier build after the journal's line, if any: newer.
                     self.insert(h);
-                    self.save(app);
-                    if self.file.is_some() {
+                    if self.save(app) {
                         let _ = std::fs::remove_file(&path);
                     }
                 }
@@ -165,116 +162,37 @@ impl Gens {
         }
     }
 
-    /// The last valid history of each app in the journal. A line that is not one is
-    /// reported and skipped (the app's line before stands); a journal that cannot be read
-    /// (not a regular file, over 256 MiB) is reported and moved aside as `histories.bad`.
+    /// The last valid history of each app in the journal (see `crate::journal` for what is
+    /// skipped and what moved aside).
     fn replay(&self) -> BTreeMap<String, History> {
-        let path = self.journal();
-        let mut out = BTreeMap::new();
-        if std::fs::symlink_metadata(&path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-        {
-            return out;
-        }
-        let body = match crate::util::read_regular(&path, MAX_JOURNAL) {
-            Ok(b) => b,
-            Err(why) => {
-                let aside = self.dir.join(format!("{JOURNAL}.bad"));
-                let moved = std::fs::rename(&path, &aside).is_ok();
-                eprintln!(
-                    "paddock: {}: not a journal of generations ({why}); ignored{}: every app's history starts afresh",
-                    path.display(),
-                    if moved {
-                        format!(" and moved to {}", aside.display())
-                    } else {
-                        String::new()
-                    }
-                );
-                return out;
-            }
-        };
-        let mut bad = 0;
-        for (i, line) in body.split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            let h = serde_json::from_slice::<History>(line)
-                .map_err(|e| format!("not a history of generations: {e}"))
-                .and_then(|h| h.validate(&h.app).map(|_| h));
-            match h {
-                Ok(h) => {
-                    out.insert(h.app.clone(), h);
-                }
-                Err(e) => {
-                    bad += 1;
-                    if bad <= 3 {
-                        eprintln!(
-                            "paddock: {} line {}: {e}; skipped (the app's line before, if any, stands)",
-                            path.display(),
-                            i + 1
-                        );
-                    }
-                }
-            }
-        }
-        if bad > 3 {
-            eprintln!(
-                "paddock: {}: {bad} lines in all were not histories; skipped",
-                path.display()
-            );
-        }
-        out
+        self.journal
+            .read::<History>(|h| h.validate(&h.app))
+            .into_iter()
+            .map(|h| (h.app.clone(), h))
+            .collect()
     }
 
-    /// Writes an app's history: a line appended to the journal.
-    pub(super) fn save(&mut self, app: &str) {
-        let Some(line) = self.apps.get(app).map(|a| serde_json::to_vec(&a.history)) else {
-            return;
+    /// Writes an app's history: a line appended to the journal. `false` if it could not.
+    pub(super) fn save(&mut self, app: &str) -> bool {
+        let Some(a) = self.apps.get(app) else {
+            return false;
         };
-        let r = (|| -> std::io::Result<()> {
-            use std::io::Write;
-            let mut line = line.map_err(std::io::Error::other)?;
-            line.push(b'\n');
-            if self.file.is_none() {
-                std::fs::create_dir_all(&self.dir)?;
-                let f = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(self.journal())?;
-                self.bytes = f.metadata()?.len();
-                self.file = Some(f);
+        let r = match self.journal.append(&a.history) {
+            Ok(true) => {
+                let live = self.replay();
+                self.journal.replace(live.values())
             }
-            // One write: a line is whole in the file or absent.
-            self.file.as_mut().expect("opened above").write_all(&line)?;
-            self.bytes += line.len() as u64;
-            if self.bytes >= self.compact_at {
-                self.compact()?;
-            }
-            Ok(())
-        })();
-        if let Err(e) = r {
-            self.file = None;
+            Ok(false) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &r {
             eprintln!(
                 "paddock: {app}: cannot write {}: {}; its generations will not survive a restart of paddock",
-                self.journal().display(),
-                crate::util::io_reason(&e)
+                self.journal.path().display(),
+                crate::util::io_reason(e)
             );
         }
-    }
-
-    /// Rewrites the journal with the last line of each app.
-    fn compact(&mut self) -> std::io::Result<()> {
-        let mut body = vec![];
-        for h in self.replay().values() {
-            body.extend(serde_json::to_vec(h).map_err(std::io::Error::other)?);
-            body.push(b'\n');
-        }
-        let tmp = self.dir.join(format!(".{JOURNAL}.tmp"));
-        std::fs::write(&tmp, &body)?;
-        std::fs::rename(&tmp, self.journal())?;
-        self.file = None;
-        self.bytes = body.len() as u64;
-        self.compact_at = (self.bytes * 4).max(COMPACT_FLOOR);
-        Ok(())
+        r.is_ok()
     }
 
     /// Keeps a copy of a module under its SHA-256 (once).

@@ -200,6 +200,9 @@ impl History {
             return (g.number, false);
         }
         let number = self.generations.last().map_or(0, |g| g.number) + 1;
+        // Room for one more only: most apps keep one or two generations, a `Vec` would make
+        // room for four (a kilobyte an app), and a push here is rare.
+        self.generations.reserve_exact(1);
         self.generations.push(Generation {
             number,
             applied,

@@ -35,7 +35,7 @@ pub fn take(path: &Path, what: &str) -> Result<Held, String> {
             let _ = f.read_to_string(&mut pid);
             let pid = pid.trim();
             return Err(format!(
-                "another paddock{} is running with {what} ({} is locked); stop it first, or give this one its own {what}",
+                "another paddock{} is running with this {what} ({} is locked); stop it first, or give this one its own {what}",
                 if pid.is_empty() {
                     String::new()
                 } else {
@@ -62,13 +62,13 @@ pub fn take(path: &Path, what: &str) -> Result<Held, String> {
 pub fn serve_locks(state_dir: &Path, cgroup_name: &str) -> Result<Vec<Held>, String> {
     let mut held = vec![take(
         &state_dir.join("lock"),
-        "this state directory (--state-dir)",
+        "state directory (--state-dir)",
     )?];
     // SAFETY: no arguments.
     if unsafe { libc::geteuid() } == 0 {
         held.push(take(
             &Path::new("/run/paddock").join(format!("cgroup-{cgroup_name}.lock")),
-            "this cgroup name (PADDOCK_CGROUP_NAME)",
+            "cgroup name (PADDOCK_CGROUP_NAME)",
         )?);
     }
     Ok(held)

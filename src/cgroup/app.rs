@@ -37,7 +37,7 @@ pub const USAGE_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(
 impl AppCgroup {
     /// The directories (the first one is the one shown in status).
     pub fn paths(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.path.clone()).collect()
+        self.dirs.iter().map(|d| d.path()).collect()
     }
 
     /// Opens each directory's `cgroup.procs` (O_WRONLY|O_CLOEXEC) for a spawn: the child
@@ -47,7 +47,7 @@ impl AppCgroup {
         self.dirs
             .iter()
             .map(|d| {
-                let p = d.path.join("cgroup.procs");
+                let p = d.file("cgroup.procs");
                 std::fs::OpenOptions::new()
                     .write(true)
                     .open(&p)
@@ -61,7 +61,7 @@ impl AppCgroup {
     pub fn apply(&mut self, l: &CgLimits) -> Result<(), String> {
         self.create_deferred(l)?;
         for d in self.dirs.iter() {
-            let p = &d.path;
+            let p = &d.path();
             let v2 = matches!(*d.kind, Kind::V2 { .. });
             if d.has("memory") && (l.memory.is_some() || self.limits.memory.is_some()) {
                 let r = if v2 {
@@ -121,7 +121,7 @@ impl AppCgroup {
         let Some(d) = self.main_dir() else {
             return vec![];
         };
-        std::fs::read_to_string(d.path.join("cgroup.procs"))
+        std::fs::read_to_string(d.file("cgroup.procs"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse().ok())
@@ -132,7 +132,7 @@ impl AppCgroup {
     /// one of a hybrid host), else freeze, kill each member, thaw (v1).
     pub fn kill(&self) -> Result<(), String> {
         if let Some(d) = self.dirs.iter().find(|d| d.is_v2()) {
-            let k = d.path.join("cgroup.kill");
+            let k = d.file("cgroup.kill");
             if k.exists() {
                 return write(&k, "1");
             }
@@ -142,7 +142,7 @@ impl AppCgroup {
         }
         let freezer = self.dirs.iter().find(|d| d.has("freezer"));
         if let Some(f) = freezer {
-            v1::freeze(&f.path)?;
+            v1::freeze(&f.path())?;
         }
         for _ in 0..100 {
             let m = self.members();
@@ -160,7 +160,7 @@ impl AppCgroup {
             }
         }
         if let Some(f) = freezer {
-            v1::thaw(&f.path)?;
+            v1::thaw(&f.path())?;
         }
         Ok(())
     }
@@ -182,7 +182,7 @@ impl AppCgroup {
                 return Err(format!(
                     "processes of the previous instance are still in cgroup {} after SIGKILL: {}",
                     self.main_dir()
-                        .map_or(String::new(), |d| d.path.display().to_string()),
+                        .map_or(String::new(), |d| d.path().display().to_string()),
                     m.iter()
                         .map(|p| p.to_string())
                         .collect::<Vec<_>>()
@@ -201,7 +201,7 @@ impl AppCgroup {
         } else {
             "memory.oom_control"
         };
-        v2::keyed(&std::fs::read_to_string(d.path.join(f)).ok()?, "oom_kill")
+        v2::keyed(&std::fs::read_to_string(d.file(f)).ok()?, "oom_kill")
     }
 
     /// Remembers the counter when a process starts.
@@ -246,7 +246,7 @@ impl AppCgroup {
         for d in self.dirs.iter() {
             let mut last = None;
             for _ in 0..200 {
-                match std::fs::remove_dir(&d.path) {
+                match std::fs::remove_dir(d.path()) {
                     Ok(()) => {
                         last = None;
                         break;
@@ -262,7 +262,7 @@ impl AppCgroup {
             if let Some(e) = last {
                 errs.push(format!(
                     "rmdir {}: {}",
-                    d.path.display(),
+                    d.path().display(),
                     crate::util::io_reason(&e)
                 ));
             }
@@ -307,17 +307,17 @@ fn read_usage(dirs: &[Dir]) -> Usage {
             } else {
                 "memory.usage_in_bytes"
             };
-            u.memory_bytes = rd(d.path.join(f)).and_then(|s| v2::number_or_max(&s));
+            u.memory_bytes = rd(d.file(f)).and_then(|s| v2::number_or_max(&s));
         }
         if d.has("pids") && u.pids.is_none() {
-            u.pids = rd(d.path.join("pids.current")).and_then(|s| v2::number_or_max(&s));
+            u.pids = rd(d.file("pids.current")).and_then(|s| v2::number_or_max(&s));
         }
         if u.cpu_usec.is_none() {
             if d.is_v2() {
                 // cpu.stat's usage_usec exists on every cgroup2 directory, controller or not.
-                u.cpu_usec = rd(d.path.join("cpu.stat")).and_then(|s| v2::keyed(&s, "usage_usec"));
+                u.cpu_usec = rd(d.file("cpu.stat")).and_then(|s| v2::keyed(&s, "usage_usec"));
             } else if d.has("cpuacct") {
-                u.cpu_usec = rd(d.path.join("cpuacct.usage"))
+                u.cpu_usec = rd(d.file("cpuacct.usage"))
                     .and_then(|s| v2::number_or_max(&s))
                     .map(|ns| ns / 1000);
             }

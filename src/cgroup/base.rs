@@ -17,7 +17,7 @@ pub struct Cgroups {
     pub host: Host,
     /// (kind, paddock's parent directory for apps)
     /// Each hierarchy's kind (shared by every app's directory in it) and paddock's directory.
-    pub(super) bases: Vec<(std::sync::Arc<Kind>, PathBuf)>,
+    pub(super) bases: Vec<(std::sync::Arc<Kind>, std::sync::Arc<std::path::Path>)>,
     /// Why paddock cannot use cgroups at all (not root, no hierarchy, …), if so.
     pub unavailable: Option<String>,
     /// Problems that limit what is possible (a controller that could not be enabled).
@@ -150,7 +150,7 @@ impl Cgroups {
                 controllers: enabled,
             }
             .into(),
-            base,
+            base.into(),
         ));
         Ok(())
     }
@@ -159,7 +159,7 @@ impl Cgroups {
         if let Some((_, own)) = &self.host.v2 {
             let base = own.join(name);
             match mkdir_all(&base) {
-                Ok(()) => self.bases.push((Kind::Unified.into(), base)),
+                Ok(()) => self.bases.push((Kind::Unified.into(), base.into())),
                 Err(e) => return Err(format!("{e} ({ROOT_HINT})")),
             }
         }
@@ -171,7 +171,7 @@ impl Cgroups {
                         controllers: h.controllers.clone(),
                     }
                     .into(),
-                    base,
+                    base.into(),
                 )),
                 Err(e) if self.bases.is_empty() => return Err(format!("{e} ({ROOT_HINT})")),
                 Err(e) => self.notes.push(e),
@@ -206,7 +206,7 @@ impl Cgroups {
 
     /// The parent directories of the app cgroups.
     pub fn bases(&self) -> Vec<PathBuf> {
-        self.bases.iter().map(|(_, b)| b.clone()).collect()
+        self.bases.iter().map(|(_, b)| b.to_path_buf()).collect()
     }
 
     /// One line for paddock's start: what it uses.
@@ -317,15 +317,17 @@ impl Cgroups {
         let made = !adopt && self.fresh.lock().is_ok_and(|mut s| s.remove(dir_name));
         let mut fresh = true;
         let (mut dirs, mut deferred) = (vec![], vec![]);
+        let name: std::sync::Arc<str> = dir_name.into();
         for (k, base) in &self.bases {
             let d = Dir {
                 kind: k.clone(),
-                path: base.join(dir_name),
+                base: base.clone(),
+                name: name.clone(),
             };
             match self.need(k, limits) {
                 lean::Need::Now => {
                     if !(made && self.need(k, &CgLimits::default()) == lean::Need::Now) {
-                        fresh &= super::mkdir_new(&d.path)?;
+                        fresh &= super::mkdir_new(&d.path())?;
                     }
                     dirs.push(d);
                 }
@@ -349,7 +351,7 @@ impl Cgroups {
             // start, so that nothing runs twice.
             eprintln!(
                 "paddock: cgroup {}: killing {} process{} left by an earlier paddock ({})",
-                cg.dirs[0].path.display(),
+                cg.dirs[0].path().display(),
                 left.len(),
                 if left.len() == 1 { "" } else { "es" },
                 left.iter()

@@ -50,7 +50,7 @@ impl Cgroups {
         if self.unavailable.is_some() || names.is_empty() {
             return;
         }
-        let bases: Vec<std::path::PathBuf> = self
+        let bases: Vec<std::sync::Arc<std::path::Path>> = self
             .bases
             .iter()
             .filter(|(k, _)| self.need(k, &CgLimits::default()) == Need::Now)
@@ -106,8 +106,8 @@ impl AppCgroup {
                 continue;
             }
             let d: Dir = self.deferred.remove(i);
-            mkdir(&d.path)?;
-            let procs = d.path.join("cgroup.procs");
+            mkdir(&d.path())?;
+            let procs = d.file("cgroup.procs");
             for pid in self.members() {
                 write(&procs, &pid.to_string())?;
             }

@@ -114,14 +114,31 @@ enum Kind {
     V1 { controllers: Vec<String> },
 }
 
+/// An app's directory in one hierarchy: `base/name`, made into a path when used (1000 apps'
+/// paths in six hierarchies would be half a megabyte kept for the rare read).
 #[derive(Clone, Debug)]
 struct Dir {
     /// Shared with the hierarchy's other directories (an app has one in each).
     kind: std::sync::Arc<Kind>,
-    path: PathBuf,
+    /// paddock's directory for apps in the hierarchy, shared likewise.
+    base: std::sync::Arc<Path>,
+    /// The app's directory name, shared by its directories in every hierarchy.
+    name: std::sync::Arc<str>,
 }
 
 impl Dir {
+    fn path(&self) -> PathBuf {
+        self.base.join(&*self.name)
+    }
+    /// A file of the directory.
+    fn file(&self, f: &str) -> PathBuf {
+        let mut p =
+            PathBuf::with_capacity(self.base.as_os_str().len() + self.name.len() + f.len() + 2);
+        p.push(&self.base);
+        p.push(&*self.name);
+        p.push(f);
+        p
+    }
     fn has(&self, c: &str) -> bool {
         match &*self.kind {
             Kind::V2 { controllers } | Kind::V1 { controllers } => {

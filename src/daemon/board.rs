@@ -98,7 +98,7 @@ impl Supervisor {
                 self.board_kept.live = false;
                 self.board_kept.full_at = None;
                 self.board_kept.touched = Vec::new();
-                crate::util::trim_heap();
+                self.tidy_memory();
             }
             return;
         }

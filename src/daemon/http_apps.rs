@@ -82,14 +82,14 @@ impl Supervisor {
         if app.wasm.http.is_none() {
             let served = self.wasm.host(n)?.served(name, idx)?;
             if let Some(app) = self.apps[idx].as_mut() {
-                app.wasm.http = Some(HttpApp {
+                app.wasm.http = Some(Box::new(HttpApp {
                     served,
                     listen: vec![],
                     sockets: vec![],
                     run: None,
                     reuse,
                     registry: registry.clone(),
-                });
+                }));
             }
         }
         let Some(h) = self.apps[idx].as_mut().and_then(|a| a.wasm.http.as_mut()) else {

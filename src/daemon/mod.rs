@@ -399,6 +399,18 @@ impl Supervisor {
         self.apps.get(idx).and_then(Option::as_ref)
     }
 
+    /// After a burst of work that is over (the fleet's start, a board nobody reads any more,
+    /// a thousand histories written): the heap's free pages and paddock's own code go back
+    /// to the kernel (`util::trim_heap`, `util::unmap_idle_code`). The code stays mapped
+    /// while an app is served per request: its first request after an idle would fault the
+    /// request path back in.
+    fn tidy_memory(&self) {
+        crate::util::trim_heap();
+        if !self.apps.iter().flatten().any(|a| a.spec.http.is_some()) {
+            crate::util::unmap_idle_code();
+        }
+    }
+
     /// Starts every autostart app (each waits for its dependencies by itself).
     pub fn autostart(&mut self) {
         self.restore_schedules();
@@ -502,8 +514,9 @@ impl Supervisor {
             self.started.elapsed().as_secs_f64() * 1000.0
         );
         // What the start used and freed (the app files parsed, their map) goes back to the
-        // kernel instead of staying in the heap: 1000 apps left ~2 MB free there.
-        crate::util::trim_heap();
+        // kernel instead of staying in the heap: 1000 apps left ~2 MB free there. The code
+        // that did it (parsing, spawning, cgroup set-up) leaves the page tables the same way.
+        self.tidy_memory();
         let mut calls_open = true;
         let mut calls_in_a_row = 0u32;
         while !self.fleet.done() && self.reexec.is_none() {

@@ -22,9 +22,10 @@ pub(super) struct WasmApp {
     /// Prepared at the first spawn after (re)configuration.
     pub(super) program: Option<Result<Arc<Program>, String>>,
     /// The running instance and its generation (exits of older generations are ignored).
-    running: Option<(u64, Instance)>,
+    /// Boxed, like `http`: a native app pays a pointer for each, not their size.
+    running: Option<Box<(u64, Instance)>>,
     /// An app served per request (`[http]`): listeners, runs, figures (see `http_apps.rs`).
-    pub(super) http: Option<super::http_apps::HttpApp>,
+    pub(super) http: Option<Box<super::http_apps::HttpApp>>,
 }
 
 /// Paddock-wide.
@@ -188,7 +189,7 @@ impl Supervisor {
         let host = self.wasm.host(n)?;
         let inst = host.start(&program, idx, generation, stdio)?;
         if let Some(app) = self.apps[idx].as_mut() {
-            app.wasm.running = Some((generation, inst));
+            app.wasm.running = Some(Box::new((generation, inst)));
         }
         Ok(0)
     }
@@ -240,7 +241,7 @@ impl Supervisor {
         if self.http_stop(idx, kill) {
             return;
         }
-        if let Some((_, inst)) = self.app(idx).and_then(|a| a.wasm.running.as_ref()) {
+        if let Some((_, inst)) = self.app(idx).and_then(|a| a.wasm.running.as_deref()) {
             inst.interrupt();
         }
     }
@@ -253,12 +254,12 @@ impl Supervisor {
 
 /// Linear memory in use by a running wasm app.
 pub(super) fn memory_bytes(app: &App) -> Option<u64> {
-    app.wasm.running.as_ref().map(|(_, i)| i.memory_bytes())
+    app.wasm.running.as_deref().map(|(_, i)| i.memory_bytes())
 }
 
 /// `memory_bytes` for another thread (the status board).
 pub(super) fn live_memory(app: &App) -> Option<impl Fn() -> u64 + Send + Sync + 'static> {
-    app.wasm.running.as_ref().map(|(_, i)| i.memory_gauge())
+    app.wasm.running.as_deref().map(|(_, i)| i.memory_gauge())
 }
 
 /// What `paddock signal` answers for a wasm app.

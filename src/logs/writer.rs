@@ -59,12 +59,13 @@ pub(super) struct AppLog {
     err: StreamFile,
     /// JSON format: unfinished lines of stdout and stderr (as written by the app, before
     /// `combine` merges them).
-    held: [Held; 2],
+    held: Option<Box<[Held; 2]>>,
 }
 
 pub(super) struct Writer {
     pub(super) dir: PathBuf,
-    pub(super) apps: HashMap<Arc<str>, AppLog>,
+    /// Boxed: the map keeps twice as many slots as apps, each only a pointer wide.
+    pub(super) apps: HashMap<Arc<str>, Box<AppLog>>,
     pub(super) buf: Vec<u8>,
     pub(super) dropped: DropCounts,
     /// Streams holding an unfinished JSON line.
@@ -140,11 +141,13 @@ impl Writer {
     }
 
     fn app(&mut self, app: &Arc<str>) -> &mut AppLog {
-        self.apps.entry(app.clone()).or_insert_with(|| AppLog {
-            spec: LogSpec::default(),
-            out: StreamFile::default(),
-            err: StreamFile::default(),
-            held: Default::default(),
+        self.apps.entry(app.clone()).or_insert_with(|| {
+            Box::new(AppLog {
+                spec: LogSpec::default(),
+                out: StreamFile::default(),
+                err: StreamFile::default(),
+                held: None,
+            })
         })
     }
 
@@ -225,18 +228,20 @@ impl Writer {
     fn write(&mut self, d: Data) {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        let entry = self.apps.entry(d.app.clone()).or_insert_with(|| AppLog {
-            spec: LogSpec::default(),
-            out: StreamFile::default(),
-            err: StreamFile::default(),
-            held: Default::default(),
+        let entry = self.apps.entry(d.app.clone()).or_insert_with(|| {
+            Box::new(AppLog {
+                spec: LogSpec::default(),
+                out: StreamFile::default(),
+                err: StreamFile::default(),
+                held: None,
+            })
         });
         let AppLog {
             spec,
             out,
             err,
             held,
-        } = entry;
+        } = &mut **entry;
         let stream = if spec.combine { Stream::Out } else { d.stream };
         let sf = if stream == Stream::Out { out } else { err };
         if !sf.resumed {
@@ -270,7 +275,7 @@ impl Writer {
                 }
             }
             crate::config::logs::LogFormat::Json => {
-                let h = &mut held[d.stream as usize];
+                let h = &mut held.get_or_insert_with(Default::default)[d.stream as usize];
                 let was_empty = h.bytes.is_empty();
                 for piece in pieces {
                     if let Some(line) = piece.strip_suffix(b"\n") {
@@ -420,7 +425,9 @@ impl Writer {
             let Some(a) = self.apps.get_mut(&app) else {
                 continue;
             };
-            let h = &mut a.held[stream as usize];
+            let Some(h) = a.held.as_mut().map(|h| &mut h[stream as usize]) else {
+                continue;
+            };
             if h.bytes.is_empty() {
                 continue;
             }

@@ -256,8 +256,14 @@ impl Supervisor {
                     .map(|d| (n.clone(), d))
             })
             .collect();
+        // The apps started together are judged together: a thousand histories written at
+        // once leave a heap and code that the idle fleet does not need resident.
+        let burst = due.len() >= 64;
         for (name, d) in due {
             self.gens_decided(&name, d);
+        }
+        if burst {
+            self.tidy_memory();
         }
     }
 

@@ -101,7 +101,9 @@ impl Gens {
         }
     }
 
-    fn insert(&mut self, history: History) {
+    fn insert(&mut self, mut history: History) {
+        // Read from JSON, the list has room for four: most apps have one generation.
+        history.generations.shrink_to_fit();
         self.apps.insert(
             history.app.clone(),
             AppGens {

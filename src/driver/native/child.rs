@@ -198,7 +198,6 @@ unsafe fn child(
                 fail(report, Step::Setuid);
             }
         }
-        let mut envp = p.envp_ptrs.as_ptr();
         if h.n > 0 {
             // Into place without close-on-exec (3..3+n holds nothing needed any more: the
             // readiness descriptor is not there, by the configuration's check).
@@ -224,9 +223,8 @@ unsafe fn child(
                 *h.pid_digits.add(i) = digits[len - 1 - i];
             }
             *h.pid_digits.add(len) = 0;
-            envp = h.envp;
         }
-        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), envp);
+        libc::execve(p.path.as_ptr(), p.argv_ptrs.as_ptr(), h.envp);
         fail(report, Step::Exec)
     }
 }
@@ -234,7 +232,8 @@ unsafe fn child(
 /// The sockets of a spawn and their environment, prepared by the parent.
 #[derive(Clone, Copy)]
 pub(super) struct Handover {
-    /// The environment with `LISTEN_*` (null when no socket is handed over).
+    /// The app's environment (`Prepared::env_into`), with `LISTEN_*` when sockets are handed
+    /// over: made by the parent before the clone, alive until the child has exec'd.
     pub(super) envp: *const *const libc::c_char,
     /// Where the child writes its pid's digits (inside the parent's `LISTEN_PID=` buffer).
     pub(super) pid_digits: *mut u8,

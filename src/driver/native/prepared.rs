@@ -31,9 +31,12 @@ pub struct Prepared {
     pub(super) path: CString,
     _argv: Vec<CString>,
     pub(super) argv_ptrs: Vec<*const libc::c_char>,
-    _base: BaseEnv,
-    _envp: Vec<CString>,
-    pub(super) envp_ptrs: Vec<*const libc::c_char>,
+    base: BaseEnv,
+    /// Which of `base` the app does not get (overridden by its own, unset, or all of them
+    /// for a sandboxed app): the pointer array is made at each spawn (`env_into`) rather
+    /// than kept, which would be 8 bytes per variable of paddock's environment per app.
+    base_skip: Box<[u32]>,
+    envp: Vec<CString>,
     pub(super) workdir: Option<CString>,
     pub(super) creds: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
     /// Level `sandbox`: namespaces, root filesystem, Landlock, capabilities, seccomp.
@@ -49,9 +52,9 @@ pub struct Prepared {
     pub(super) nofile: Option<u64>,
 }
 
-// SAFETY: the only raw pointers (argv_ptrs, envp_ptrs) point into CStrings this struct owns (_argv,
-// _envp, _base's Arc): their heap buffers do not move with the struct and are never changed after
-// new(). Prepared is not Clone, so no copy outlives them.
+// SAFETY: the only raw pointers (argv_ptrs) point into CStrings this struct owns (_argv): their
+// heap buffers do not move with the struct and are never changed after new(). Prepared is not
+// Clone, so no copy outlives them.
 unsafe impl Send for Prepared {}
 // SAFETY: as for Send: shared references only read those immutable strings (execve in the child).
 unsafe impl Sync for Prepared {}
@@ -61,6 +64,21 @@ fn cstring(b: &[u8], what: &str) -> Result<CString, String> {
 }
 
 impl Prepared {
+    /// The app's environment as the NULL-terminated pointer array `execve` takes, into `out`
+    /// (cleared first); the pointers are valid while `self` is.
+    pub(super) fn env_into(&self, out: &mut Vec<*const libc::c_char>) {
+        out.clear();
+        out.reserve(self.base.0.len() + self.envp.len() + 4);
+        let mut skip = self.base_skip.iter().peekable();
+        for (i, kv) in self.base.0.iter().enumerate() {
+            if skip.next_if_eq(&&(i as u32)).is_none() {
+                out.push(kv.as_ptr());
+            }
+        }
+        out.extend(self.envp.iter().map(|kv| kv.as_ptr()));
+        out.push(std::ptr::null());
+    }
+
     pub fn new(spec: &AppSpec, base: &BaseEnv) -> Result<Prepared, String> {
         use crate::config::Isolation;
         // Level `sandbox`: its plan, or the fallback level when the host cannot give it.
@@ -205,13 +223,12 @@ impl Prepared {
             own.iter().any(|(k, _)| k.as_bytes() == key)
                 || plan.unset.iter().any(|k| k.as_bytes() == key)
         };
-        let envp_ptrs = base
+        let base_skip = base
             .0
             .iter()
-            .filter(|kv| !clean && !overridden(kv))
-            .chain(envp.iter())
-            .map(|a| a.as_ptr())
-            .chain([std::ptr::null()])
+            .enumerate()
+            .filter(|(_, kv)| clean || overridden(kv))
+            .map(|(i, _)| i as u32)
             .collect();
         let workdir = spec
             .workdir
@@ -231,9 +248,9 @@ impl Prepared {
             path,
             _argv: argv,
             argv_ptrs,
-            _base: base.clone(),
-            _envp: envp,
-            envp_ptrs,
+            base: base.clone(),
+            base_skip,
+            envp,
             workdir,
             creds,
             sandbox,
@@ -290,5 +307,54 @@ fn plan_for(spec: &AppSpec, sandboxed: bool) -> crate::bundle::launch::ExecPlan 
             env: vec![],
             unset: &[],
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(p: &Prepared) -> Vec<String> {
+        let mut v = vec![];
+        p.env_into(&mut v);
+        assert!(v.last().is_some_and(|e| e.is_null()), "NULL-terminated");
+        v.pop();
+        v.iter()
+            .map(|&e| {
+                // SAFETY: env_into gives pointers to NUL-terminated strings `p` owns.
+                unsafe { std::ffi::CStr::from_ptr(e) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    /// The environment made at each spawn is paddock's, minus what the app overrides, plus
+    /// the app's own; the same every time.
+    #[test]
+    fn the_environment_is_paddocks_with_the_apps_own_over_it() {
+        let base = BaseEnv(Arc::new(
+            ["A=1", "KEEP=yes", "B=2", "PADDOCK_APP=outer", "Z=26"]
+                .iter()
+                .map(|s| CString::new(*s).unwrap())
+                .collect(),
+        ));
+        let spec = crate::config::parse_app(
+            "web",
+            std::path::Path::new("web.toml"),
+            "command = [\"/bin/true\"]\nenv = { B = \"two\", NEW = \"x\" }\n",
+        )
+        .unwrap();
+        let p = Prepared::new(&spec, &base).unwrap();
+        let env = env_of(&p);
+        assert_eq!(env.iter().filter(|e| e.starts_with("B=")).count(), 1);
+        assert!(env.contains(&"B=two".to_string()), "{env:?}");
+        assert!(env.contains(&"PADDOCK_APP=web".to_string()), "{env:?}");
+        assert!(!env.contains(&"PADDOCK_APP=outer".to_string()), "{env:?}");
+        for kept in ["A=1", "KEEP=yes", "Z=26", "NEW=x"] {
+            assert!(env.contains(&kept.to_string()), "{kept} in {env:?}");
+        }
+        assert_eq!(env.len(), 6, "{env:?}");
+        assert_eq!(env_of(&p), env, "the same at every spawn");
     }
 }

@@ -154,18 +154,17 @@ fn spawn_inner(
     let fds_env = CString::new(format!("LISTEN_FDS={n}")).unwrap_or_default();
     let names_env = CString::new(format!("LISTEN_FDNAMES={}", sockets.names)).unwrap_or_default();
     let mut envp: Vec<*const libc::c_char> = vec![];
+    p.env_into(&mut envp);
     if n > 0 {
-        for &e in p.envp_ptrs.iter().take_while(|e| !e.is_null()) {
-            // SAFETY: every non-null entry of envp_ptrs points to a NUL-terminated string that
-            // `p` owns (see Prepared).
+        envp.pop();
+        envp.retain(|&e| {
+            // SAFETY: every non-null entry `env_into` gives points to a NUL-terminated string
+            // that `p` owns (see Prepared).
             let b = unsafe { std::ffi::CStr::from_ptr(e) }.to_bytes();
-            if !(b.starts_with(b"LISTEN_FDS=")
+            !(b.starts_with(b"LISTEN_FDS=")
                 || b.starts_with(b"LISTEN_PID=")
                 || b.starts_with(b"LISTEN_FDNAMES="))
-            {
-                envp.push(e);
-            }
-        }
+        });
         envp.extend([
             fds_env.as_ptr(),
             names_env.as_ptr(),
@@ -174,11 +173,7 @@ fn spawn_inner(
         ]);
     }
     let handover = super::child::Handover {
-        envp: if n > 0 {
-            envp.as_ptr()
-        } else {
-            std::ptr::null()
-        },
+        envp: envp.as_ptr(),
         // SAFETY: 11 is within `pid_env` (the first digit's place).
         pid_digits: unsafe { pid_base.add(11) },
         n,

@@ -650,7 +650,9 @@ fn an_idle_paddock_never_wakes_up() {
     for a in ["a", "b", "c"] {
         p.wait_state(a, "READY", Duration::from_secs(5));
     }
-    std::thread::sleep(Duration::from_millis(700)); // stable timers fire, connections close
+    // Stable timers fire, connections close, and the status board, rewritten every second
+    // while someone reads it, is dropped once nobody has for `WANTED_FOR`.
+    std::thread::sleep(paddock::control::board::WANTED_FOR + Duration::from_millis(700));
     let before = ctxt_switches(p.pid());
     std::thread::sleep(Duration::from_secs(2));
     let after = ctxt_switches(p.pid());

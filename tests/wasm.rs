@@ -892,7 +892,9 @@ fn idle_wasm_apps_wake_nobody() {
         p.wait_state(a, "READY", Duration::from_secs(20));
         wait_log(&p, &format!("{a}.out"), "tick 1", Duration::from_secs(10));
     }
-    std::thread::sleep(Duration::from_millis(700));
+    // The status board read by `wait_state` is rewritten every second until nobody has read
+    // it for `WANTED_FOR`.
+    std::thread::sleep(paddock::control::board::WANTED_FOR + Duration::from_millis(700));
     let before = ctxt_switches(p.pid());
     std::thread::sleep(Duration::from_secs(2));
     let after = ctxt_switches(p.pid());

@@ -27,12 +27,77 @@ pub struct AppCgroup {
     /// The OOM-kill counter when the current process started.
     pub(super) oom_seen: u64,
     /// The last usage read and when (`usage`), shared with the status board's gauge.
-    pub(super) cached: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, Usage)>>>,
+    pub(super) cached: std::sync::Arc<std::sync::Mutex<Cached>>,
 }
 
-/// How old the usage in status and metrics may be: reading three cgroup files per app on every
-/// `paddock status` took 30 ms with 1000 apps.
+/// How old the usage in status and metrics may be before it is read again: reading three cgroup
+/// files per app on every `paddock status` took 30 ms with 1000 apps.
 pub const USAGE_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(1000);
+/// Usage older than `USAGE_MAX_AGE` but younger than this is answered at once, and read again
+/// in the background (`paddock-usage`) for the next question (stale-while-revalidate): a
+/// `paddock status` every few seconds never waits for 3000 cgroup files, and what it shows is
+/// at most as old as the time since the one before. Older usage is read before answering.
+pub const USAGE_STALE_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An app's last usage read, and whether a read in the background is asked for.
+#[derive(Debug, Default)]
+pub struct Cached {
+    at: Option<std::time::Instant>,
+    usage: Usage,
+    pending: bool,
+}
+
+type Cache = std::sync::Arc<std::sync::Mutex<Cached>>;
+type Dirs = std::sync::Arc<Vec<Dir>>;
+
+/// The thread that reads usage in the background, and its queue (one entry per app at most:
+/// `Cached::pending`).
+struct Refresher {
+    queue: std::sync::Mutex<Vec<(Cache, Dirs)>>,
+    wake: std::sync::Condvar,
+}
+
+/// The refresher, started at the first use (None: no thread could be started; usage is then
+/// read before answering).
+fn refresher() -> Option<&'static Refresher> {
+    static R: std::sync::OnceLock<Option<&'static Refresher>> = std::sync::OnceLock::new();
+    *R.get_or_init(|| {
+        let r: &'static Refresher = Box::leak(Box::new(Refresher {
+            queue: Default::default(),
+            wake: Default::default(),
+        }));
+        std::thread::Builder::new()
+            .name("paddock-usage".into())
+            .spawn(move || {
+                loop {
+                    let batch = {
+                        let mut q = lock(&r.queue);
+                        while q.is_empty() {
+                            q = match r.wake.wait(q) {
+                                Ok(q) => q,
+                                Err(p) => p.into_inner(),
+                            };
+                        }
+                        std::mem::take(&mut *q)
+                    };
+                    for (cache, dirs) in batch {
+                        let u = read_usage(&dirs);
+                        let mut c = lock(&cache);
+                        (c.at, c.usage, c.pending) = (Some(std::time::Instant::now()), u, false);
+                    }
+                }
+            })
+            .ok()
+            .map(|_| r)
+    })
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
 
 impl AppCgroup {
     /// The directories (the first one is the one shown in status).
@@ -47,12 +112,13 @@ impl AppCgroup {
         self.dirs
             .iter()
             .map(|d| {
-                let p = d.file("cgroup.procs");
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .map(OwnedFd::from)
-                    .map_err(|e| format!("{}: {}", p.display(), crate::util::io_reason(&e)))
+                d.open("cgroup.procs", libc::O_WRONLY).map_err(|e| {
+                    format!(
+                        "{}: {}",
+                        d.file("cgroup.procs").display(),
+                        crate::util::io_reason(&e)
+                    )
+                })
             })
             .collect()
     }
@@ -275,30 +341,35 @@ impl AppCgroup {
     }
 }
 
-/// The usage in `cached` when it was read less than `USAGE_MAX_AGE` ago, else read now.
-fn cached_usage(
-    cached: &std::sync::Mutex<Option<(std::time::Instant, Usage)>>,
-    dirs: &[Dir],
-) -> Usage {
+/// The usage in `cache`: as it is when read less than `USAGE_MAX_AGE` ago; as it is, with a
+/// read in the background asked for, when less than `USAGE_STALE_MAX` ago; else read now.
+fn cached_usage(cache: &Cache, dirs: &Dirs) -> Usage {
     let now = std::time::Instant::now();
-    let mut c = match cached.lock() {
-        Ok(c) => c,
-        Err(p) => p.into_inner(),
-    };
-    if let Some((at, u)) = *c
-        && now.duration_since(at) < USAGE_MAX_AGE
-    {
-        return u;
+    let mut c = lock(cache);
+    match c.at.map(|at| now.saturating_duration_since(at)) {
+        Some(age) if age < USAGE_MAX_AGE => return c.usage,
+        Some(age) if age < USAGE_STALE_MAX => {
+            if c.pending {
+                return c.usage;
+            }
+            if let Some(r) = refresher() {
+                c.pending = true;
+                lock(&r.queue).push((cache.clone(), dirs.clone()));
+                r.wake.notify_one();
+                return c.usage;
+            }
+        }
+        _ => {}
     }
     let u = read_usage(dirs);
-    *c = Some((now, u));
+    (c.at, c.usage) = (Some(now), u);
     u
 }
 
 /// The usage of these directories as the kernel has it now.
 fn read_usage(dirs: &[Dir]) -> Usage {
     let mut u = Usage::default();
-    let rd = |p: PathBuf| std::fs::read_to_string(p).ok();
+    let mut buf = [0u8; 1024];
     for d in dirs {
         let v2 = matches!(*d.kind, Kind::V2 { .. });
         if d.has("memory") && u.memory_bytes.is_none() {
@@ -307,21 +378,87 @@ fn read_usage(dirs: &[Dir]) -> Usage {
             } else {
                 "memory.usage_in_bytes"
             };
-            u.memory_bytes = rd(d.file(f)).and_then(|s| v2::number_or_max(&s));
+            u.memory_bytes = d.read_small(f, &mut buf).and_then(v2::number_or_max);
         }
         if d.has("pids") && u.pids.is_none() {
-            u.pids = rd(d.file("pids.current")).and_then(|s| v2::number_or_max(&s));
+            u.pids = d
+                .read_small("pids.current", &mut buf)
+                .and_then(v2::number_or_max);
         }
         if u.cpu_usec.is_none() {
             if d.is_v2() {
                 // cpu.stat's usage_usec exists on every cgroup2 directory, controller or not.
-                u.cpu_usec = rd(d.file("cpu.stat")).and_then(|s| v2::keyed(&s, "usage_usec"));
+                u.cpu_usec = d
+                    .read_small("cpu.stat", &mut buf)
+                    .and_then(|s| v2::keyed(s, "usage_usec"));
             } else if d.has("cpuacct") {
-                u.cpu_usec = rd(d.file("cpuacct.usage"))
-                    .and_then(|s| v2::number_or_max(&s))
+                u.cpu_usec = d
+                    .read_small("cpuacct.usage", &mut buf)
+                    .and_then(v2::number_or_max)
                     .map(|ns| ns / 1000);
             }
         }
     }
     u
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    /// Usage read less than a second ago is answered as it is; up to `USAGE_STALE_MAX` old, as
+    /// it is while `paddock-usage` reads it again for the next question; older, read first.
+    /// A directory in /tmp stands in for the cgroup (the files are the same text).
+    #[test]
+    fn stale_usage_is_answered_at_once_and_read_again_behind() {
+        let t = crate::util::TestDir::new("usage");
+        let app = t.path().join("app");
+        std::fs::create_dir(&app).unwrap();
+        let mem = |v: u64| std::fs::write(app.join("memory.current"), format!("{v}\n")).unwrap();
+        mem(100);
+        std::fs::write(app.join("pids.current"), "3\n").unwrap();
+        let d = Dir {
+            kind: Arc::new(Kind::V2 {
+                controllers: vec!["memory".into(), "pids".into()],
+            }),
+            base: Arc::new(super::super::Base::new(t.path().to_path_buf())),
+            name: "app".into(),
+        };
+        let dirs: Dirs = Arc::new(vec![d]);
+        let cache: Cache = Default::default();
+        let age = |a: Duration| lock(&cache).at = Instant::now().checked_sub(a);
+
+        let u = cached_usage(&cache, &dirs);
+        assert_eq!(
+            (u.memory_bytes, u.pids, u.cpu_usec),
+            (Some(100), Some(3), None)
+        );
+        mem(200);
+        assert_eq!(
+            cached_usage(&cache, &dirs).memory_bytes,
+            Some(100),
+            "fresh: kept"
+        );
+        age(Duration::from_secs(2));
+        assert_eq!(
+            cached_usage(&cache, &dirs).memory_bytes,
+            Some(100),
+            "stale: at once"
+        );
+        let start = Instant::now();
+        while cached_usage(&cache, &dirs).memory_bytes != Some(200) {
+            assert!(start.elapsed() < Duration::from_secs(5), "never read again");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!lock(&cache).pending);
+        mem(300);
+        age(USAGE_STALE_MAX + Duration::from_secs(1));
+        assert_eq!(
+            cached_usage(&cache, &dirs).memory_bytes,
+            Some(300),
+            "too old: read first"
+        );
+    }
 }

@@ -17,7 +17,7 @@ pub struct Cgroups {
     pub host: Host,
     /// (kind, paddock's parent directory for apps)
     /// Each hierarchy's kind (shared by every app's directory in it) and paddock's directory.
-    pub(super) bases: Vec<(std::sync::Arc<Kind>, std::sync::Arc<std::path::Path>)>,
+    pub(super) bases: Vec<(std::sync::Arc<Kind>, std::sync::Arc<super::Base>)>,
     /// Why paddock cannot use cgroups at all (not root, no hierarchy, …), if so.
     pub unavailable: Option<String>,
     /// Problems that limit what is possible (a controller that could not be enabled).
@@ -150,7 +150,7 @@ impl Cgroups {
                 controllers: enabled,
             }
             .into(),
-            base.into(),
+            super::Base::new(base).into(),
         ));
         Ok(())
     }
@@ -159,7 +159,9 @@ impl Cgroups {
         if let Some((_, own)) = &self.host.v2 {
             let base = own.join(name);
             match mkdir_all(&base) {
-                Ok(()) => self.bases.push((Kind::Unified.into(), base.into())),
+                Ok(()) => self
+                    .bases
+                    .push((Kind::Unified.into(), super::Base::new(base).into())),
                 Err(e) => return Err(format!("{e} ({ROOT_HINT})")),
             }
         }
@@ -171,7 +173,7 @@ impl Cgroups {
                         controllers: h.controllers.clone(),
                     }
                     .into(),
-                    base.into(),
+                    super::Base::new(base).into(),
                 )),
                 Err(e) if self.bases.is_empty() => return Err(format!("{e} ({ROOT_HINT})")),
                 Err(e) => self.notes.push(e),
@@ -327,7 +329,7 @@ impl Cgroups {
             match self.need(k, limits) {
                 lean::Need::Now => {
                     if !(made && self.need(k, &CgLimits::default()) == lean::Need::Now) {
-                        fresh &= super::mkdir_new(&d.path())?;
+                        fresh &= d.base.mkdir_new(&d.name)?;
                     }
                     dirs.push(d);
                 }
@@ -375,7 +377,7 @@ impl Cgroups {
     pub fn remove_bases(&self) {
         self.remove_leftovers();
         for (_, b) in &self.bases {
-            let _ = std::fs::remove_dir(b);
+            let _ = std::fs::remove_dir(&b.path);
         }
     }
 }

@@ -8,7 +8,7 @@
 //! and freezer not at all. The directories of the apps that start with paddock are made on a
 //! thread of their own while the supervisor spawns (`precreate`).
 
-use super::{AppCgroup, CgLimits, Cgroups, Dir, Kind, mkdir, mkdir_new, write};
+use super::{AppCgroup, CgLimits, Cgroups, Dir, Kind, mkdir, write};
 
 /// Whether an app's cgroup has a directory in a hierarchy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,7 +50,7 @@ impl Cgroups {
         if self.unavailable.is_some() || names.is_empty() {
             return;
         }
-        let bases: Vec<std::sync::Arc<std::path::Path>> = self
+        let bases: Vec<std::sync::Arc<super::Base>> = self
             .bases
             .iter()
             .filter(|(k, _)| self.need(k, &CgLimits::default()) == Need::Now)
@@ -63,7 +63,7 @@ impl Cgroups {
                 for n in names {
                     let mut new = true;
                     for b in &bases {
-                        new &= mkdir_new(&b.join(&n)).unwrap_or(false);
+                        new &= b.mkdir_new(&n).unwrap_or(false);
                     }
                     if new && let Ok(mut s) = fresh.lock() {
                         s.insert(n);
@@ -85,7 +85,7 @@ impl Cgroups {
             *s = Default::default();
         }
         for (_, b) in &self.bases {
-            for e in std::fs::read_dir(b).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(&b.path).into_iter().flatten().flatten() {
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     let _ = std::fs::remove_dir(e.path()); // a populated one stays (EBUSY)
                 }

@@ -63,13 +63,21 @@ impl Supervisor {
         }
     }
 
-    /// When the loop must wake to drop the board (it is dropped at the end of a turn, and an
-    /// idle fleet has none).
+    /// When the loop must wake to write the board again or drop it (both at the end of a
+    /// turn). While someone reads it, every entry is rewritten each `FULL_EVERY` even when no
+    /// app does anything: an idle loop would otherwise let the entries age past `FRESH`, and
+    /// every `status` would go to the loop (1000 statuses made there: 40–200 ms) instead of
+    /// the board. Once nobody has read it for `WANTED_FOR`, the board is dropped and an idle
+    /// fleet wakes paddock no more.
     pub(super) fn board_poll_timeout(&self) -> Option<Duration> {
         if !self.board_kept.live {
             return None;
         }
-        let at = self.board.unwanted_at()? + Duration::from_millis(1);
+        let unwanted = self.board.unwanted_at()? + Duration::from_millis(1);
+        let at = match self.board_kept.full_at {
+            Some(t) => unwanted.min(t + FULL_EVERY),
+            None => unwanted,
+        };
         Some(at.saturating_duration_since(self.origin))
     }
 

@@ -175,7 +175,7 @@ impl Base {
         Base { path, fd }
     }
 
-    /// Opens `name/file` (or `name` without a file) below the base with `flags`.
+    /// Opens `name/file` below the base with `flags`.
     fn open(
         &self,
         name: &str,
@@ -184,11 +184,20 @@ impl Base {
     ) -> std::io::Result<std::os::fd::OwnedFd> {
         use std::os::fd::{AsRawFd, FromRawFd};
         use std::os::unix::ffi::OsStrExt;
-        let fd = match &self.fd {
+        // The error is taken right after the call, before anything else can change errno.
+        let checked = |fd: libc::c_int| {
+            if fd < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                // SAFETY: a descriptor open()/openat() just returned, owned by nothing else.
+                Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+            }
+        };
+        match &self.fd {
             Some(base) => with_c_path(&[name.as_bytes(), file.as_bytes()], |c| {
                 // SAFETY: openat on our directory descriptor with a NUL-terminated relative
                 // path; the result is checked.
-                unsafe { libc::openat(base.as_raw_fd(), c, flags | libc::O_CLOEXEC) }
+                checked(unsafe { libc::openat(base.as_raw_fd(), c, flags | libc::O_CLOEXEC) })
             })?,
             None => with_c_path(
                 &[
@@ -197,14 +206,9 @@ impl Base {
                     file.as_bytes(),
                 ],
                 // SAFETY: open with a NUL-terminated path; the result is checked.
-                |c| unsafe { libc::open(c, flags | libc::O_CLOEXEC) },
+                |c| checked(unsafe { libc::open(c, flags | libc::O_CLOEXEC) }),
             )?,
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: a descriptor open()/openat() just returned, owned by nothing else.
-        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
     }
 
     /// `mkdir name` below the base, saying whether it is new (`false`: it was there).
@@ -215,21 +219,20 @@ impl Base {
         };
         let r = with_c_path(&[name.as_bytes()], |c| {
             // SAFETY: mkdirat on our directory descriptor with a NUL-terminated name.
-            unsafe { libc::mkdirat(base.as_raw_fd(), c, 0o755) }
-        });
+            match unsafe { libc::mkdirat(base.as_raw_fd(), c, 0o755) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        })
+        .and_then(|r| r);
         match r {
-            Ok(0) => Ok(true),
-            Ok(_) if std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST) => {
-                Ok(false)
-            }
-            r => {
-                let e = r.err().unwrap_or_else(std::io::Error::last_os_error);
-                Err(format!(
-                    "mkdir {}: {}",
-                    self.path.join(name).display(),
-                    crate::util::io_reason(&e)
-                ))
-            }
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+            Err(e) => Err(format!(
+                "mkdir {}: {}",
+                self.path.join(name).display(),
+                crate::util::io_reason(&e)
+            )),
         }
     }
 }

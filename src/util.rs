@@ -359,12 +359,29 @@ pub fn unmap_idle_code() -> usize {
     let Ok(exe) = std::fs::metadata("/proc/self/exe") else {
         return 0;
     };
-    let (major, minor) = (libc::major(exe.dev()), libc::minor(exe.dev()));
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return 0;
     };
     let mut done = 0;
-    // A mapping of ours, read-only, and whether no private page was seen in it so far.
+    for (start, len) in idle_code_ranges(&smaps, exe.dev(), exe.ino()) {
+        // SAFETY: the range is a whole mapping of paddock's own executable that is not
+        // writable and holds no private page, in memory or in swap (`idle_code_ranges`):
+        // dropping its page table entries loses nothing, a later access maps the file's page
+        // again.
+        let r = unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        if r == 0 {
+            done += len;
+        }
+    }
+    done
+}
+
+/// The mappings in `smaps` (`/proc/self/smaps`) of the file `dev`/`ino` that are read-only and
+/// private and hold no private page (`Anonymous:` and `Swap:` both 0): start and length.
+fn idle_code_ranges(smaps: &str, dev: u64, ino: u64) -> Vec<(usize, usize)> {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let mut out = vec![];
+    // A mapping of ours, read-only, with no private page seen in it so far.
     let mut candidate: Option<(usize, usize)> = None;
     for line in smaps.lines() {
         // `Anonymous:` (private pages in memory) comes before `Swap:` (swapped out).
@@ -375,23 +392,15 @@ pub fn unmap_idle_code() -> usize {
             continue;
         }
         if let Some(swap) = line.strip_prefix("Swap:") {
-            if let Some((start, len)) = candidate.take()
+            if let Some(c) = candidate.take()
                 && swap.trim() == "0 kB"
             {
-                // SAFETY: the range is a whole mapping of paddock's own executable that is not
-                // writable and holds no private page, in memory or in swap (checked just
-                // above): dropping its page table entries loses nothing, a later access maps
-                // the file's page again.
-                let r =
-                    unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-                if r == 0 {
-                    done += len;
-                }
+                out.push(c);
             }
             continue;
         }
         let mut f = line.split_ascii_whitespace();
-        let (Some(range), Some(perms), Some(_off), Some(dev), Some(ino)) =
+        let (Some(range), Some(perms), Some(_off), Some(d), Some(i)) =
             (f.next(), f.next(), f.next(), f.next(), f.next())
         else {
             continue;
@@ -403,15 +412,15 @@ pub fn unmap_idle_code() -> usize {
             continue;
         };
         candidate = None;
-        let ours = ino.parse::<u64>() == Ok(exe.ino())
-            && dev.split_once(':').is_some_and(|(ma, mi)| {
+        let ours = i.parse::<u64>() == Ok(ino)
+            && d.split_once(':').is_some_and(|(ma, mi)| {
                 u32::from_str_radix(ma, 16) == Ok(major) && u32::from_str_radix(mi, 16) == Ok(minor)
             });
         if ours && perms.starts_with("r-") && perms.ends_with('p') && b > a {
             candidate = Some((a, b - a));
         }
     }
-    done
+    out
 }
 
 #[cfg(test)]
@@ -432,5 +441,39 @@ mod unmap_tests {
         // Twice is harmless.
         super::unmap_idle_code();
         assert_eq!(format!("{}", 7u8), "7");
+    }
+
+    /// Only read-only private mappings of the executable with no private page, in memory or
+    /// swapped out, are chosen: never RELRO (relocated, so private), `.data`, a library.
+    #[test]
+    fn only_clean_read_only_mappings_of_the_executable_are_chosen() {
+        let m = |range: &str, perms: &str, dev: &str, ino: u64, anon: u32, swap: u32| {
+            format!(
+                "{range} {perms} 00000000 {dev} {ino}    /usr/bin/paddock\nSize: 8 kB\nRss: 8 kB\n\
+                 Anonymous: {anon} kB\nKSM: 0 kB\nSwap: {swap} kB\nSwapPss: {swap} kB\n\
+                 VmFlags: rd mr mw me\n"
+            )
+        };
+        let dev = libc::makedev(0xfe, 0);
+        let smaps = [
+            m("1000-2000", "r--p", "fe:00", 42, 0, 0), // rodata: yes
+            m("2000-5000", "r-xp", "fe:00", 42, 0, 0), // text: yes
+            m("5000-6000", "r--p", "fe:00", 42, 4, 0), // RELRO in memory: no
+            m("6000-7000", "r--p", "fe:00", 42, 0, 4), // RELRO swapped out: no
+            m("7000-8000", "rw-p", "fe:00", 42, 0, 0), // .data: no
+            m("8000-9000", "r-xp", "fe:00", 43, 0, 0), // another file: no
+            m("9000-a000", "r-xp", "fe:01", 42, 0, 0), // another device: no
+            m("a000-b000", "r-xs", "fe:00", 42, 0, 0), // shared: no
+            "b000-c000 rw-p 00000000 00:00 0 \nAnonymous: 0 kB\nSwap: 0 kB\n".to_string(),
+        ]
+        .concat();
+        assert_eq!(
+            super::idle_code_ranges(&smaps, dev, 42),
+            vec![(0x1000, 0x1000), (0x2000, 0x3000)]
+        );
+        assert!(super::idle_code_ranges("", dev, 42).is_empty());
+        assert!(
+            super::idle_code_ranges("garbage\nAnonymous: 0 kB\nSwap: 0 kB\n", dev, 42).is_empty()
+        );
     }
 }
